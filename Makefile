@@ -1,0 +1,47 @@
+# Switchyard's build. `make demo` runs the local demo, `make test` every test.
+GO        ?= go
+BIN       := bin/switchyard
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.version=$(VERSION)
+# Packages with golden files; `go test ./... -update` would fail elsewhere.
+GOLDEN_PKGS := ./translator/ ./envoy/
+STATICCHECK_VERSION := v0.8.2
+
+export SWITCHYARD_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/switchyard
+
+.PHONY: all build test unit e2e golden demo tools lint bench clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/switchyard
+
+## tools: install Consul and Envoy into $(SWITCHYARD_CACHE) (idempotent)
+tools:
+	hack/tools.sh
+
+## test: every test, against real Consul and Envoy
+test: tools
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 30m ./...
+
+## unit: the fast tests only (no Consul, no Envoy)
+unit:
+	$(GO) test -short ./...
+
+golden:
+	$(GO) test $(GOLDEN_PKGS) -run Golden -update
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./translator/
+
+demo: tools build
+	hack/demo.sh
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/switchyard-io/switchyard/controlplane"
+	"github.com/switchyard-io/switchyard/envoy"
+)
+
+func newBootstrapCmd() *cobra.Command {
+	var o envoy.BootstrapOptions
+	var protocol string
+	cmd := &cobra.Command{
+		Use:   "bootstrap --node-id ID --group NAME",
+		Short: "Print an Envoy bootstrap that fetches its config from Switchyard",
+		Long: `Bootstrap prints an Envoy bootstrap (YAML) whose only static part is the
+cluster that reaches Switchyard: listeners, routes, clusters, endpoints and
+certificates all arrive over one ADS stream. Run Envoy with it:
+
+  switchyard bootstrap --node-id edge-1 --group edge > envoy.yaml
+  envoy -c envoy.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch protocol {
+			case "delta":
+				o.Delta = true
+			case "sotw":
+				o.Delta = false
+			default:
+				return fmt.Errorf("--xds-protocol %q: want delta or sotw", protocol)
+			}
+			out, err := envoy.Bootstrap(o)
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(out)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.NodeID, "node-id", "", "Envoy's node.id, unique per Envoy (required)")
+	f.StringVar(&o.Group, "group", "", "proxy group (Envoy's node.cluster) whose policy this Envoy gets (required)")
+	f.StringVar(&o.XDSAddress, "xds-address", controlplane.DefaultXDSAddress, "Switchyard's xDS address, host:port")
+	f.StringVar(&o.AdminAddress, "admin-address", "127.0.0.1:9901", "Envoy's admin listener, host:port (keep it on loopback)")
+	f.StringVar(&protocol, "xds-protocol", "delta", "xDS variant: delta (incremental) or sotw (state of the world)")
+	_ = cmd.MarkFlagRequired("node-id")
+	_ = cmd.MarkFlagRequired("group")
+	return cmd
+}

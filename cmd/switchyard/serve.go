@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+
+	"github.com/switchyard-io/switchyard/controlplane"
+	"github.com/switchyard-io/switchyard/registry"
+)
+
+// setting is one serve setting: a key in switchyard.yaml, a flag and a
+// SWITCHYARD_* environment variable, all from this one table.
+type setting struct {
+	key   string // in the config file: consul.address
+	flag  string // --consul-address
+	def   any
+	usage string
+}
+
+var settings = []setting{
+	{"xds.address", "xds-address", controlplane.DefaultXDSAddress, "address Envoys connect to for xDS (gRPC), host:port"},
+	{"admin.address", "admin-address", controlplane.DefaultAdminAddress, "address of /healthz, /readyz, /metrics and /debug/config; keep it on loopback"},
+	{"policy.paths", "policy", []string{"policies"}, "policy file or directory; repeat or comma-separate for several"},
+	{"consul.address", "consul-address", "127.0.0.1:8500", "Consul HTTP API address, host:port"},
+	{"consul.scheme", "consul-scheme", "http", "Consul HTTP API scheme: http or https"},
+	{"consul.token", "consul-token", "", "Consul ACL token (prefer SWITCHYARD_CONSUL_TOKEN or the config file: flags show in ps)"},
+	{"consul.datacenter", "consul-datacenter", "", "Consul datacenter to watch (default: the agent's)"},
+	{"consul.stale", "consul-stale", false, "allow stale reads: any Consul server answers, spreading the load off the leader"},
+	{"consul.wait", "consul-wait", 5 * time.Minute, "blocking query wait time (Consul caps it at 10m)"},
+	{"consul.stale-hold", "consul-stale-hold", 5 * time.Minute, "how long to keep last known instances when Consul answers a suspect empty list (fail static)"},
+	{"debounce.holdoff", "debounce-holdoff", controlplane.DefaultHoldoff, "quiet time after a change before rebuilding, batching bursts"},
+	{"debounce.max-delay", "debounce-max-delay", controlplane.DefaultMaxDelay, "longest a change waits for a rebuild during a steady stream of changes"},
+	{"log.level", "log-level", "info", "log level: debug, info, warn or error"},
+	{"log.format", "log-format", "text", "log format: text or json"},
+}
+
+// toolingEnv are SWITCHYARD_* variables read by the project's scripts, not
+// by serve; they are not settings and not errors.
+var toolingEnv = map[string]bool{"SWITCHYARD_CACHE": true, "SWITCHYARD_TEST_LOGS": true}
+
+const envPrefix = "SWITCHYARD"
+
+func envName(key string) string {
+	r := strings.NewReplacer(".", "_", "-", "_")
+	return envPrefix + "_" + strings.ToUpper(r.Replace(key))
+}
+
+func newServeCmd() *cobra.Command {
+	v := viper.New()
+	var configFile string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the control plane",
+		Long:  serveLong(),
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := loadSettings(v, configFile); err != nil {
+				return err
+			}
+			log, err := newLogger(v.GetString("log.level"), v.GetString("log.format"))
+			if err != nil {
+				return err
+			}
+			cfg := controlplane.Config{
+				XDSAddress:   v.GetString("xds.address"),
+				AdminAddress: v.GetString("admin.address"),
+				PolicyPaths:  v.GetStringSlice("policy.paths"),
+				Consul: registry.Config{
+					Address:    v.GetString("consul.address"),
+					Scheme:     v.GetString("consul.scheme"),
+					Token:      v.GetString("consul.token"),
+					Datacenter: v.GetString("consul.datacenter"),
+					AllowStale: v.GetBool("consul.stale"),
+					WaitTime:   v.GetDuration("consul.wait"),
+					StaleHold:  v.GetDuration("consul.stale-hold"),
+				},
+				Holdoff:  v.GetDuration("debounce.holdoff"),
+				MaxDelay: v.GetDuration("debounce.max-delay"),
+			}
+			srv, err := controlplane.New(cfg, log)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return srv.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&configFile, "config", "c", "", "settings file (YAML); default ./switchyard.yaml when it exists")
+	for _, s := range settings {
+		usage := fmt.Sprintf("%s (%s, %s)", s.usage, s.key, envName(s.key))
+		switch d := s.def.(type) {
+		case string:
+			f.String(s.flag, d, usage)
+		case bool:
+			f.Bool(s.flag, d, usage)
+		case time.Duration:
+			f.Duration(s.flag, d, usage)
+		case []string:
+			f.StringSlice(s.flag, d, usage)
+		}
+		_ = v.BindPFlag(s.key, f.Lookup(s.flag))
+		_ = v.BindEnv(s.key, envName(s.key))
+		v.SetDefault(s.key, s.def)
+	}
+	return cmd
+}
+
+func serveLong() string {
+	var b strings.Builder
+	b.WriteString(`Serve watches Consul and the policy files and serves Envoy over xDS until
+SIGINT or SIGTERM, then stops gracefully (Envoys keep their last config).
+
+Each setting comes, in order of precedence, from its flag, its environment
+variable, the settings file, or its default. An unknown key in the settings
+file or an unknown SWITCHYARD_* variable is an error.
+
+Settings file keys (switchyard.yaml):
+`)
+	for _, s := range settings {
+		fmt.Fprintf(&b, "  %-20s %s\n", s.key, s.usage)
+	}
+	return b.String()
+}
+
+// loadSettings reads the settings file and checks the file and the
+// environment for keys Switchyard does not know: a typo must not silently
+// fall back to a default.
+func loadSettings(v *viper.Viper, file string) error {
+	known := map[string]bool{}
+	knownEnv := map[string]bool{}
+	for _, s := range settings {
+		known[s.key] = true
+		knownEnv[envName(s.key)] = true
+	}
+	var unknown []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, envPrefix+"_") && !knownEnv[name] && !toolingEnv[name] {
+			unknown = append(unknown, "environment variable "+name)
+		}
+	}
+	if file == "" {
+		if _, err := os.Stat("switchyard.yaml"); err == nil {
+			file = "switchyard.yaml"
+		}
+	}
+	if file != "" {
+		fv := viper.New()
+		fv.SetConfigFile(file)
+		fv.SetConfigType("yaml")
+		if err := fv.ReadInConfig(); err != nil {
+			return fmt.Errorf("settings file %s: %w", file, err)
+		}
+		for _, k := range fv.AllKeys() {
+			if !known[k] {
+				unknown = append(unknown, fmt.Sprintf("%s: key %q", file, k))
+			}
+		}
+		v.SetConfigFile(file)
+		v.SetConfigType("yaml")
+		if err := v.ReadInConfig(); err != nil {
+			return fmt.Errorf("settings file %s: %w", file, err)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return fmt.Errorf("unknown settings (see switchyard serve --help):\n  %s", strings.Join(unknown, "\n  "))
+	}
+	for _, key := range []string{"consul.wait", "consul.stale-hold", "debounce.holdoff", "debounce.max-delay"} {
+		if _, err := time.ParseDuration(v.GetString(key)); err != nil && v.GetDuration(key) == 0 {
+			return fmt.Errorf("setting %s: %q is not a duration (like 10ms, 5s, 5m)", key, v.GetString(key))
+		}
+	}
+	return nil
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("setting log.level: %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("setting log.format: %q: want text or json", format)
+}
+

@@ -1,0 +1,31 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/switchyard-io/switchyard/policy"
+)
+
+func newValidateCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "validate PATH...",
+		Short: "Check policy files and print every problem as file:line: message",
+		Long: `Validate reads policy files (each PATH is a file or a directory of *.yaml
+files) exactly as serve does, and prints every error and warning as
+file:line: message. It exits 0 when the policy is valid (warnings allowed)
+and 1 when there is any error.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			set, diags := policy.Load(args...)
+			for _, d := range diags {
+				cmd.PrintErrln(d.String())
+			}
+			if diags.HasErrors() {
+				return exitError{msg: "invalid policy"}
+			}
+			cmd.Printf("valid: %d proxy group(s), %d certificate(s), %d warning(s)\n",
+				len(set.Groups), len(set.Certificates), len(diags.Warnings()))
+			return nil
+		},
+	}
+}

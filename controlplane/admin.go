@@ -1,0 +1,117 @@
+package controlplane
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/switchyard-io/switchyard/envoy"
+)
+
+// adminHandler serves the operator endpoints. It listens on loopback by
+// default: /debug/config shows the whole config (private keys redacted).
+func (s *Server) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if reason := s.notReadyReason(); reason != "" {
+			http.Error(w, "not ready: "+reason, http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /debug/config", s.debugConfig)
+	return mux
+}
+
+func (s *Server) notReadyReason() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.ready:
+		return ""
+	case s.consul == nil:
+		return "waiting for the first full Consul sync"
+	case s.policy == nil:
+		return "waiting for a valid policy set"
+	default:
+		return "building the first snapshot"
+	}
+}
+
+// debugConfigResponse is /debug/config's JSON.
+type debugConfigResponse struct {
+	Group     string                       `json:"group"`
+	Versions  map[string]string            `json:"versions"`
+	Resources map[string][]json.RawMessage `json:"resources"`
+}
+
+// debugConfig shows the xDS resources a group is served, as JSON, with
+// private keys redacted: /debug/config?group=edge. Without a group it lists
+// the groups.
+func (s *Server) debugConfig(w http.ResponseWriter, r *http.Request) {
+	group := r.URL.Query().Get("group")
+	s.mu.Lock()
+	gs := s.groups[group]
+	names := make([]string, 0, len(s.groups))
+	for name := range s.groups {
+		names = append(names, name)
+	}
+	s.mu.Unlock()
+	sort.Strings(names)
+	w.Header().Set("Content-Type", "application/json")
+	if group == "" {
+		_ = json.NewEncoder(w).Encode(map[string][]string{"groups": names})
+		return
+	}
+	if gs == nil {
+		w.WriteHeader(http.StatusNotFound)
+		_ = json.NewEncoder(w).Encode(map[string]any{"error": fmt.Sprintf("no config for group %q", group), "groups": names})
+		return
+	}
+	out := debugConfigResponse{Group: group, Versions: map[string]string{}, Resources: map[string][]json.RawMessage{}}
+	for _, typ := range envoy.Types {
+		label := typeLabel(typ)
+		out.Versions[label] = gs.versions[typ]
+		for _, res := range gs.resources[typ] {
+			js, err := protojson.Marshal(redact(typ, res))
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			out.Resources[label] = append(out.Resources[label], js)
+		}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(out)
+}
+
+// redact returns a copy of a resource safe to show: secrets lose their
+// private keys.
+func redact(typ resource.Type, r types.Resource) proto.Message {
+	if typ != resource.SecretType {
+		return r
+	}
+	sec := proto.Clone(r).(*tlsv3.Secret)
+	if tc := sec.GetTlsCertificate(); tc != nil && tc.PrivateKey != nil {
+		tc.PrivateKey = inlineString("[redacted]")
+	}
+	return sec
+}
+
+func inlineString(s string) *corev3.DataSource {
+	return &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: s}}
+}

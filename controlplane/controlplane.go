@@ -1,0 +1,327 @@
+// Package controlplane runs Switchyard: it watches Consul and the policy
+// files, rebuilds xDS snapshots when they change, and serves them to Envoy.
+//
+// Data flow:
+//
+//  1. registry.Watcher publishes a Consul snapshot  --\
+//  2. the policy watcher loads a valid policy set   ---+--> change signal
+//  3. debounce batches signals (holdoff, max delay)
+//  4. build: translator.Translate -> envoy.Build -> content-hash versions,
+//     Consistent() -> SnapshotCache.SetSnapshot per proxy group
+//  5. the gRPC xDS server (ADS, SotW and delta) streams them to Envoys,
+//     keyed by node.cluster; callbacks count pushes and log NACKs
+//
+// It is the only package that starts goroutines (besides the registry
+// watcher's own, which end with it), all under one errgroup tied to the
+// context given to Run.
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	cache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+
+	"github.com/switchyard-io/switchyard/policy"
+	"github.com/switchyard-io/switchyard/registry"
+)
+
+// Config is what Run needs. Zero values take the documented defaults.
+type Config struct {
+	// XDSAddress is where Envoys connect for xDS (gRPC), host:port.
+	XDSAddress string
+	// AdminAddress serves /healthz, /readyz, /metrics and /debug/config.
+	// Keep it on loopback: debug output shows the whole config.
+	AdminAddress string
+	// PolicyPaths are policy files or directories, watched for changes.
+	PolicyPaths []string
+	// Consul is the registry watcher's configuration.
+	Consul registry.Config
+	// Holdoff is how long a burst of changes must be quiet before a
+	// rebuild (default 10ms); MaxDelay caps the wait since the burst's
+	// first change (default 50ms).
+	Holdoff  time.Duration
+	MaxDelay time.Duration
+	// ShutdownGrace bounds the graceful stop of open xDS streams (default 5s).
+	ShutdownGrace time.Duration
+}
+
+// Defaults.
+const (
+	DefaultXDSAddress    = "127.0.0.1:18000"
+	DefaultAdminAddress  = "127.0.0.1:19100"
+	DefaultHoldoff       = 10 * time.Millisecond
+	DefaultMaxDelay      = 50 * time.Millisecond
+	DefaultShutdownGrace = 5 * time.Second
+)
+
+func (c *Config) withDefaults() Config {
+	out := *c
+	if out.XDSAddress == "" {
+		out.XDSAddress = DefaultXDSAddress
+	}
+	if out.AdminAddress == "" {
+		out.AdminAddress = DefaultAdminAddress
+	}
+	if out.Holdoff <= 0 {
+		out.Holdoff = DefaultHoldoff
+	}
+	if out.MaxDelay <= 0 {
+		out.MaxDelay = DefaultMaxDelay
+	}
+	if out.MaxDelay < out.Holdoff {
+		out.MaxDelay = out.Holdoff
+	}
+	if out.ShutdownGrace <= 0 {
+		out.ShutdownGrace = DefaultShutdownGrace
+	}
+	return out
+}
+
+// Server is one Switchyard instance.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	cache   cache.SnapshotCache
+	watcher *registry.Watcher
+	changed chan struct{}
+
+	mu      sync.Mutex
+	consul  *registry.Snapshot // latest Consul state; nil until the first full sync
+	policy  *policy.Set        // last valid policy set; nil until one loads
+	groups  map[string]*groupSnapshot
+	ready   bool
+	warned  map[string]bool // translation warnings already logged
+	streams map[int64]string
+}
+
+// New checks the configuration and prepares a server; Run starts it.
+func New(cfg Config, log *slog.Logger) (*Server, error) {
+	cfg = cfg.withDefaults()
+	if len(cfg.PolicyPaths) == 0 {
+		return nil, errors.New("no policy paths: give at least one policy file or directory")
+	}
+	s := &Server{
+		cfg:     cfg,
+		log:     log,
+		metrics: newMetrics(),
+		changed: make(chan struct{}, 1),
+		groups:  map[string]*groupSnapshot{},
+		warned:  map[string]bool{},
+		streams: map[int64]string{},
+	}
+	w, err := registry.NewWatcher(cfg.Consul, log.With("component", "registry"), registry.Hooks{
+		WatchError: func(op string, _ error) { s.metrics.consulWatchErrors.WithLabelValues(watchKind(op)).Inc() },
+		FailStatic: func(string, string) { s.metrics.consulFailStatic.Inc() },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consul: %w", err)
+	}
+	s.watcher = w
+	s.cache = cache.NewSnapshotCache(true, groupHash{}, nil)
+	return s, nil
+}
+
+// watchKind turns a registry operation ("services", "health:web") into a
+// bounded metric label.
+func watchKind(op string) string {
+	if op == "services" {
+		return op
+	}
+	return "health"
+}
+
+// Run serves until ctx is cancelled, then stops gracefully: open xDS
+// streams get ShutdownGrace to finish, and Envoys keep their last config.
+func (s *Server) Run(ctx context.Context) error {
+	xdsLis, err := net.Listen("tcp", s.cfg.XDSAddress)
+	if err != nil {
+		return fmt.Errorf("xds listener: %w", err)
+	}
+	adminLis, err := net.Listen("tcp", s.cfg.AdminAddress)
+	if err != nil {
+		xdsLis.Close()
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	s.log.Info("switchyard starting", "xds", xdsLis.Addr().String(), "admin", adminLis.Addr().String(),
+		"consul", s.cfg.Consul.Address, "policy", s.cfg.PolicyPaths)
+
+	grpcServer := s.newGRPCServer(ctx)
+	admin := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		return s.watcher.Run(ctx, func(snap *registry.Snapshot) {
+			s.mu.Lock()
+			first := s.consul == nil
+			s.consul = snap
+			s.mu.Unlock()
+			if first {
+				s.log.Info("consul synced", "services", snap.Len())
+			}
+			notify(s.changed)
+		})
+	})
+	g.Go(func() error {
+		return s.watchPolicy(ctx)
+	})
+	g.Go(func() error {
+		debounce(ctx, s.changed, s.cfg.Holdoff, s.cfg.MaxDelay, s.rebuild)
+		return nil
+	})
+	g.Go(func() error {
+		if err := grpcServer.Serve(xdsLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("xds server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := admin.Serve(adminLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("admin server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		s.log.Info("switchyard stopping")
+		stopped := make(chan struct{})
+		go func() {
+			grpcServer.GracefulStop()
+			close(stopped)
+		}()
+		select {
+		case <-stopped:
+		case <-time.After(s.cfg.ShutdownGrace):
+			grpcServer.Stop()
+		}
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
+		defer cancel()
+		return admin.Shutdown(shutdownCtx)
+	})
+	err = g.Wait()
+	s.log.Info("switchyard stopped")
+	return err
+}
+
+// rebuild translates the current inputs and publishes every group's
+// snapshot. Until Consul has synced once and a valid policy has loaded it
+// does nothing: serving a partial config because an input is missing would
+// take traffic down.
+func (s *Server) rebuild() {
+	s.mu.Lock()
+	consul, set := s.consul, s.policy
+	s.mu.Unlock()
+	if consul == nil || set == nil {
+		return
+	}
+	start := time.Now()
+	groups, diags, err := build(consul, set)
+	s.metrics.snapshotBuild.Observe(time.Since(start).Seconds())
+	if err != nil {
+		s.metrics.snapshotErrors.Inc()
+		s.log.Error("snapshot build failed; the last good config keeps serving", "err", err)
+		return
+	}
+	s.logWarnings(diags)
+	changed := 0
+	for _, gs := range groups {
+		s.mu.Lock()
+		old := s.groups[gs.group]
+		s.mu.Unlock()
+		if old != nil && sameVersions(old, gs) {
+			continue
+		}
+		if err := s.cache.SetSnapshot(context.Background(), gs.group, gs.snapshot); err != nil {
+			s.metrics.snapshotErrors.Inc()
+			s.log.Error("set snapshot failed; the last good config keeps serving", "group", gs.group, "err", err)
+			continue
+		}
+		changed++
+		s.mu.Lock()
+		s.groups[gs.group] = gs
+		s.mu.Unlock()
+		s.log.Debug("snapshot published", "group", gs.group, "versions", gs.versions)
+	}
+	s.dropRemovedGroups(groups)
+	s.mu.Lock()
+	if !s.ready {
+		s.ready = true
+		s.metrics.ready.Set(1)
+		s.log.Info("ready: serving xDS", "groups", len(groups))
+	}
+	s.mu.Unlock()
+	if changed > 0 {
+		s.log.Info("config updated", "groups_changed", changed, "build_time", time.Since(start).Round(time.Microsecond))
+	}
+}
+
+// dropRemovedGroups forgets groups whose policy was deleted. Their Envoys
+// keep the config they have (the cache keeps its last snapshot): removing a
+// group file must not blank running proxies.
+func (s *Server) dropRemovedGroups(groups []*groupSnapshot) {
+	keep := map[string]bool{}
+	for _, g := range groups {
+		keep[g.group] = true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name := range s.groups {
+		if !keep[name] {
+			s.log.Warn("proxy group removed from policy; its connected Envoys keep their last config", "group", name)
+			delete(s.groups, name)
+		}
+	}
+}
+
+func sameVersions(a, b *groupSnapshot) bool {
+	for typ, v := range a.versions {
+		if b.versions[typ] != v {
+			return false
+		}
+	}
+	return len(a.versions) == len(b.versions)
+}
+
+// logWarnings logs each translation warning once, not on every rebuild.
+func (s *Server) logWarnings(diags policy.Diagnostics) {
+	s.metrics.policyWarnings.Set(float64(len(diags)))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := map[string]bool{}
+	for _, d := range diags {
+		msg := d.String()
+		seen[msg] = true
+		if !s.warned[msg] {
+			s.log.Warn(msg)
+		}
+	}
+	s.warned = seen
+}
+
+// Ready reports whether the server serves a full config.
+func (s *Server) Ready() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ready
+}
+
+// groupHash keys the snapshot cache by proxy group: every Envoy started
+// with the same node.cluster shares one snapshot.
+type groupHash struct{}
+
+func (groupHash) ID(node *corev3.Node) string {
+	if node == nil {
+		return ""
+	}
+	return node.GetCluster()
+}

@@ -1,0 +1,86 @@
+package controlplane
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are Switchyard's Prometheus series. Their names are part of the
+// operator contract, like Envoy resource names: dashboards key on them.
+type metrics struct {
+	registry          *prometheus.Registry
+	connectedProxies  *prometheus.GaugeVec
+	pushes            *prometheus.CounterVec
+	nacks             *prometheus.CounterVec
+	snapshotBuild     prometheus.Histogram
+	snapshotErrors    prometheus.Counter
+	consulWatchErrors *prometheus.CounterVec
+	consulFailStatic  prometheus.Counter
+	policyReloads     *prometheus.CounterVec
+	policyWarnings    prometheus.Gauge
+	ready             prometheus.Gauge
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		connectedProxies: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "switchyard_connected_proxies",
+			Help: "Envoy xDS streams open now, by protocol (sotw or delta).",
+		}, []string{"protocol"}),
+		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_xds_pushes_total",
+			Help: "xDS responses sent to Envoy, by resource type.",
+		}, []string{"type"}),
+		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_xds_nacks_total",
+			Help: "xDS responses Envoy rejected (NACKed), by resource type.",
+		}, []string{"type"}),
+		snapshotBuild: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "switchyard_snapshot_build_seconds",
+			Help:    "Time to translate inputs and build every proxy group's xDS snapshot.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		snapshotErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchyard_snapshot_errors_total",
+			Help: "Snapshot builds that failed (a bug); the last good snapshot kept serving.",
+		}),
+		consulWatchErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_consul_watch_errors_total",
+			Help: "Consul blocking queries that failed, by kind (services or health).",
+		}, []string{"kind"}),
+		consulFailStatic: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchyard_consul_fail_static_total",
+			Help: "Times a suspect empty Consul answer was ignored and the last known instances kept.",
+		}),
+		policyReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_policy_reloads_total",
+			Help: "Policy reloads, by result (ok or error). On error the last good policy keeps serving.",
+		}, []string{"result"}),
+		policyWarnings: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchyard_translation_warnings",
+			Help: "Warnings in the current translation (for example routes to services Consul does not know).",
+		}),
+		ready: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchyard_ready",
+			Help: "1 once Consul is synced, the policy is valid and snapshots are served.",
+		}),
+	}
+	m.registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.connectedProxies, m.pushes, m.nacks, m.snapshotBuild, m.snapshotErrors,
+		m.consulWatchErrors, m.consulFailStatic, m.policyReloads, m.policyWarnings, m.ready,
+	)
+	// Pre-create the error series so they read 0, not absent, before the
+	// first failure: alerts on rate() need them.
+	m.policyReloads.WithLabelValues("error")
+	m.policyReloads.WithLabelValues("ok")
+	for _, k := range []string{"services", "health"} {
+		m.consulWatchErrors.WithLabelValues(k)
+	}
+	for _, p := range []string{"sotw", "delta"} {
+		m.connectedProxies.WithLabelValues(p)
+	}
+	return m
+}

@@ -1,0 +1,143 @@
+package controlplane
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"github.com/switchyard-io/switchyard/policy"
+)
+
+// policySettle is how long the policy files must be quiet before a reload:
+// editors and `cp` write a file in several steps, and certificate rotation
+// replaces a cert and its key one after the other.
+const policySettle = 100 * time.Millisecond
+
+// policyResync re-reads the policy periodically in case a file-system event
+// was missed (a directory created after start, a network file system).
+const policyResync = 5 * time.Second
+
+// watchPolicy loads the policy set and reloads it whenever a policy,
+// certificate or key file changes. A valid set replaces the current one; an
+// invalid one is logged with file and line, counted, and ignored, so the
+// last good policy keeps serving.
+func (s *Server) watchPolicy(ctx context.Context) error {
+	fw, err := fsnotify.NewWatcher()
+	if err != nil {
+		return err
+	}
+	defer fw.Close()
+	watched := map[string]bool{}
+	lastErr := ""
+	reload := func() {
+		set, diags := policy.Load(s.cfg.PolicyPaths...)
+		for _, dir := range s.policyDirs(set) {
+			if !watched[dir] {
+				if err := fw.Add(dir); err == nil {
+					watched[dir] = true
+				}
+			}
+		}
+		if diags.HasErrors() {
+			msg := diags.Errors().Err().Error()
+			if msg == lastErr {
+				return // the same mistake, already reported
+			}
+			lastErr = msg
+			s.metrics.policyReloads.WithLabelValues("error").Inc()
+			s.mu.Lock()
+			serving := s.policy != nil
+			s.mu.Unlock()
+			for _, d := range diags.Errors() {
+				s.log.Error("invalid policy", "error", d.String())
+			}
+			if serving {
+				s.log.Error("policy rejected; the last good policy keeps serving", "errors", len(diags.Errors()))
+			} else {
+				s.log.Error("no valid policy yet; not ready until the errors are fixed", "errors", len(diags.Errors()))
+			}
+			return
+		}
+		lastErr = ""
+		s.mu.Lock()
+		unchanged := s.policy != nil && reflect.DeepEqual(s.policy, set)
+		first := s.policy == nil
+		if !unchanged {
+			s.policy = set
+		}
+		s.mu.Unlock()
+		if unchanged {
+			return
+		}
+		s.metrics.policyReloads.WithLabelValues("ok").Inc()
+		for _, d := range diags.Warnings() {
+			s.log.Warn(d.String())
+		}
+		if first {
+			s.log.Info("policy loaded", "groups", len(set.Groups), "certificates", len(set.Certificates))
+		} else {
+			s.log.Info("policy reloaded", "groups", len(set.Groups), "certificates", len(set.Certificates))
+		}
+		notify(s.changed)
+	}
+	reload()
+
+	settle := time.NewTimer(time.Hour)
+	settle.Stop()
+	resync := time.NewTicker(policyResync)
+	defer resync.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-fw.Events:
+			if !ok {
+				return nil
+			}
+			if ev.Op == fsnotify.Chmod {
+				continue
+			}
+			settle.Reset(policySettle)
+		case err, ok := <-fw.Errors:
+			if !ok {
+				return nil
+			}
+			s.log.Warn("policy file watch error; periodic re-reads continue", "err", err)
+		case <-settle.C:
+			reload()
+		case <-resync.C:
+			reload()
+		}
+	}
+}
+
+// policyDirs lists the directories to watch: each policy path (or its
+// directory, for a file) and the directories of every certificate file.
+// Directories, not files, because editors and certificate tools replace
+// files by renaming a new one over the old.
+func (s *Server) policyDirs(set *policy.Set) []string {
+	dirs := map[string]bool{}
+	for _, p := range s.cfg.PolicyPaths {
+		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+			dirs[filepath.Clean(p)] = true
+		} else {
+			dirs[filepath.Dir(p)] = true
+		}
+	}
+	if set != nil {
+		for _, f := range set.Files() {
+			dirs[filepath.Dir(f)] = true
+		}
+	}
+	out := make([]string, 0, len(dirs))
+	for d := range dirs {
+		out = append(out, d)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,121 @@
+package envoy
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"sigs.k8s.io/yaml"
+)
+
+// BootstrapOptions describe one Envoy's static start-up config.
+type BootstrapOptions struct {
+	NodeID string // node.id: unique per Envoy
+	Group  string // node.cluster: the proxy group whose config it gets
+	// XDSAddress is Switchyard's gRPC address, host:port.
+	XDSAddress string
+	// AdminAddress is Envoy's admin listener, host:port. Keep it on
+	// loopback: the admin API can change Envoy's state.
+	AdminAddress string
+	// Delta selects incremental xDS instead of state of the world.
+	Delta bool
+}
+
+// Bootstrap builds an Envoy bootstrap that fetches everything else from
+// Switchyard over one ADS stream. It returns YAML.
+func Bootstrap(o BootstrapOptions) ([]byte, error) {
+	if o.NodeID == "" || o.Group == "" {
+		return nil, fmt.Errorf("bootstrap: node id and group are required")
+	}
+	xdsHost, xdsPort, err := splitHostPort("xds address", o.XDSAddress)
+	if err != nil {
+		return nil, err
+	}
+	adminHost, adminPort, err := splitHostPort("admin address", o.AdminAddress)
+	if err != nil {
+		return nil, err
+	}
+	apiType := corev3.ApiConfigSource_GRPC
+	if o.Delta {
+		apiType = corev3.ApiConfigSource_DELTA_GRPC
+	}
+	h2, err := anypb.New(&httpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+				Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+			},
+		}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	discovery := clusterv3.Cluster_STATIC
+	if net.ParseIP(xdsHost) == nil {
+		discovery = clusterv3.Cluster_STRICT_DNS
+	}
+	b := &bootstrapv3.Bootstrap{
+		Node: &corev3.Node{Id: o.NodeID, Cluster: o.Group},
+		Admin: &bootstrapv3.Admin{
+			Address: socketAddress(adminHost, adminPort),
+		},
+		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{
+			AdsConfig: &corev3.ApiConfigSource{
+				ApiType:             apiType,
+				TransportApiVersion: corev3.ApiVersion_V3,
+				GrpcServices: []*corev3.GrpcService{{
+					TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: XDSClusterName}},
+				}},
+				SetNodeOnFirstMessageOnly: true,
+			},
+			CdsConfig: adsConfig(),
+			LdsConfig: adsConfig(),
+		},
+		StaticResources: &bootstrapv3.Bootstrap_StaticResources{
+			Clusters: []*clusterv3.Cluster{{
+				Name:                 XDSClusterName,
+				ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: discovery},
+				ConnectTimeout:       durationpb.New(time.Second),
+				TypedExtensionProtocolOptions: map[string]*anypb.Any{
+					"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": h2,
+				},
+				LoadAssignment: &endpointv3.ClusterLoadAssignment{
+					ClusterName: XDSClusterName,
+					Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
+						HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+							Address: socketAddress(xdsHost, xdsPort),
+						}},
+					}}}},
+				},
+			}},
+		},
+	}
+	if err := b.ValidateAll(); err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
+	js, err := protojson.Marshal(b)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
+	return yaml.JSONToYAML(js)
+}
+
+func splitHostPort(what, hostport string) (string, uint32, error) {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return "", 0, fmt.Errorf("bootstrap: %s %q: %w", what, hostport, err)
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || host == "" {
+		return "", 0, fmt.Errorf("bootstrap: %s %q: want host:port", what, hostport)
+	}
+	return host, uint32(p), nil
+}

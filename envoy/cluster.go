@@ -1,0 +1,99 @@
+package envoy
+
+import (
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/switchyard-io/switchyard/translator/ir"
+)
+
+// connectTimeout bounds a new upstream connection. Instances are on the
+// same network as their Envoys, so a short timeout fails over quickly.
+const connectTimeout = 2 * time.Second
+
+// adsConfig points a resource at the ADS stream it arrived on.
+func adsConfig() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+	}
+}
+
+// cluster builds an EDS cluster for a Consul service. Its endpoints come in
+// the ClusterLoadAssignment of the same name.
+func cluster(c *ir.Cluster) *clusterv3.Cluster {
+	return &clusterv3.Cluster{
+		Name:                 ClusterName(c.Service),
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{
+			EdsConfig: adsConfig(),
+		},
+		ConnectTimeout: durationpb.New(connectTimeout),
+		LbPolicy:       clusterv3.Cluster_ROUND_ROBIN,
+		// Draining instances (Consul maintenance) keep their open requests
+		// but get no new ones; unhealthy ones get nothing. Without this,
+		// Envoy's default panic threshold (50%) would spread traffic over
+		// unhealthy hosts as soon as half of them fail, which is the
+		// opposite of what a Consul health check asks for.
+		CommonLbConfig: &clusterv3.Cluster_CommonLbConfig{
+			HealthyPanicThreshold: &typev3.Percent{Value: 0},
+		},
+	}
+}
+
+// loadAssignment builds a cluster's endpoints. Every instance is listed,
+// with its health: Envoy keeps connections to an unhealthy host warm and
+// the status is visible in its admin output, and traffic still avoids it.
+func loadAssignment(c *ir.Cluster) *endpointv3.ClusterLoadAssignment {
+	byLocality := map[string][]*endpointv3.LbEndpoint{}
+	var order []string
+	for _, e := range c.Endpoints {
+		if _, ok := byLocality[e.Locality]; !ok {
+			order = append(order, e.Locality)
+		}
+		byLocality[e.Locality] = append(byLocality[e.Locality], lbEndpoint(&e))
+	}
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: ClusterName(c.Service)}
+	for _, loc := range order {
+		cla.Endpoints = append(cla.Endpoints, &endpointv3.LocalityLbEndpoints{
+			Locality:    &corev3.Locality{Region: loc},
+			LbEndpoints: byLocality[loc],
+		})
+	}
+	return cla
+}
+
+func lbEndpoint(e *ir.Endpoint) *endpointv3.LbEndpoint {
+	return &endpointv3.LbEndpoint{
+		HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+			Address:  socketAddress(e.Address, e.Port),
+			Hostname: e.ID,
+		}},
+		HealthStatus:        healthStatus(e.Health),
+		LoadBalancingWeight: wrapperspb.UInt32(e.Weight),
+	}
+}
+
+func healthStatus(h ir.Health) corev3.HealthStatus {
+	switch h {
+	case ir.Healthy:
+		return corev3.HealthStatus_HEALTHY
+	case ir.Draining:
+		return corev3.HealthStatus_DRAINING
+	default:
+		return corev3.HealthStatus_UNHEALTHY
+	}
+}
+
+func socketAddress(addr string, port uint32) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address:       addr,
+		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
+	}}}
+}

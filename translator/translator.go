@@ -1,0 +1,176 @@
+// Package translator turns a registry snapshot and a policy set into one IR
+// config per proxy group, plus diagnostics for the operator.
+//
+// It is pure: no clock, no I/O, no logging, sorted iteration. The same
+// inputs give the same IR on every replica, which is what makes
+// content-hash versions and golden tests work.
+package translator
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/switchyard-io/switchyard/policy"
+	"github.com/switchyard-io/switchyard/registry"
+	"github.com/switchyard-io/switchyard/translator/ir"
+)
+
+// Result is one translation.
+type Result struct {
+	// Configs holds one config per proxy group in the policy set, sorted by
+	// group name.
+	Configs []*ir.Config
+	// Diagnostics are warnings about the inputs, each naming the policy
+	// file and line it concerns (a route to a service Consul does not know,
+	// odd Consul data). The configs are complete regardless.
+	Diagnostics policy.Diagnostics
+}
+
+// Config returns the named group's config.
+func (r *Result) Config(group string) (*ir.Config, bool) {
+	i := sort.Search(len(r.Configs), func(i int) bool { return r.Configs[i].Group >= group })
+	if i < len(r.Configs) && r.Configs[i].Group == group {
+		return r.Configs[i], true
+	}
+	return nil, false
+}
+
+// Translate builds every proxy group's IR.
+func Translate(snap *registry.Snapshot, set *policy.Set) *Result {
+	t := &translation{snap: snap, set: set, res: &Result{}, warned: map[string]bool{}}
+	for _, g := range set.Groups {
+		t.res.Configs = append(t.res.Configs, t.group(&g))
+	}
+	sort.Slice(t.res.Configs, func(i, j int) bool { return t.res.Configs[i].Group < t.res.Configs[j].Group })
+	return t.res
+}
+
+type translation struct {
+	snap   *registry.Snapshot
+	set    *policy.Set
+	res    *Result
+	warned map[string]bool // service names already warned about
+}
+
+func (t *translation) warn(pos policy.Pos, format string, args ...any) {
+	t.res.Diagnostics = append(t.res.Diagnostics, policy.Diagnostic{
+		Pos: pos, Severity: policy.SeverityWarning, Message: fmt.Sprintf(format, args...),
+	})
+}
+
+func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
+	cfg := &ir.Config{Group: g.Name}
+	services := map[string]policy.Pos{} // service -> first route naming it
+	secrets := map[string]bool{}
+	for _, l := range g.Listeners {
+		il := ir.Listener{Name: l.Name, Address: l.Address, Port: l.Port}
+		if l.TLS != nil {
+			il.TLS = &ir.TLS{}
+			for _, name := range l.TLS.Certificates {
+				il.TLS.Secrets = append(il.TLS.Secrets, name)
+				cert, ok := t.set.Certificate(name)
+				if !ok {
+					// policy validation rejects this; never reached with a valid set.
+					continue
+				}
+				if il.TLS.ClientCA == "" && len(cert.CAPEM) > 0 {
+					il.TLS.ClientCA = name
+				}
+				if !secrets[name] {
+					secrets[name] = true
+					cfg.Secrets = append(cfg.Secrets, secret(&cert))
+				}
+			}
+		}
+		for _, vh := range l.Hosts {
+			ivh := ir.VirtualHost{Name: vh.Domains[0], Domains: vh.Domains}
+			for _, r := range vh.Routes {
+				ivh.Routes = append(ivh.Routes, route(&r))
+				for _, svc := range routeServices(&r) {
+					if _, ok := services[svc.name]; !ok {
+						services[svc.name] = svc.pos
+					}
+				}
+			}
+			il.VirtualHosts = append(il.VirtualHosts, ivh)
+		}
+		cfg.Listeners = append(cfg.Listeners, il)
+	}
+	names := make([]string, 0, len(services))
+	for name := range services {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		cfg.Clusters = append(cfg.Clusters, t.cluster(name, services[name]))
+	}
+	sort.Slice(cfg.Listeners, func(i, j int) bool { return cfg.Listeners[i].Name < cfg.Listeners[j].Name })
+	sort.Slice(cfg.Secrets, func(i, j int) bool { return cfg.Secrets[i].Name < cfg.Secrets[j].Name })
+	return cfg
+}
+
+type serviceRef struct {
+	name string
+	pos  policy.Pos
+}
+
+func routeServices(r *policy.Route) []serviceRef {
+	if r.Service != "" {
+		return []serviceRef{{r.Service, r.Pos}}
+	}
+	var out []serviceRef
+	for _, w := range r.Split {
+		out = append(out, serviceRef{w.Service, w.Pos})
+	}
+	return out
+}
+
+func route(r *policy.Route) ir.Route {
+	out := ir.Route{
+		Name:   r.Name,
+		Source: r.Pos.String(),
+		Match: ir.Match{
+			PathPrefix: r.Match.PathPrefix,
+			Path:       r.Match.Path,
+			PathRegex:  r.Match.PathRegex,
+		},
+	}
+	if r.Timeout != nil {
+		d := ir.D(*r.Timeout)
+		out.Timeout = &d
+	}
+	if out.Match.PathPrefix == "" && out.Match.Path == "" && out.Match.PathRegex == "" {
+		out.Match.PathPrefix = "/"
+	}
+	for _, h := range r.Match.Headers {
+		out.Match.Headers = append(out.Match.Headers, ir.HeaderMatch{
+			Name: h.Name, Exact: h.Exact, Prefix: h.Prefix, Regex: h.Regex, Present: h.Present,
+		})
+	}
+	if r.Service != "" {
+		out.Backends = []ir.Backend{{Service: r.Service, Weight: 1}}
+	}
+	for _, w := range r.Split {
+		out.Backends = append(out.Backends, ir.Backend{Service: w.Service, Weight: w.Weight})
+	}
+	if r.Retries != nil {
+		out.Retries = &ir.Retries{
+			Attempts:      r.Retries.Attempts,
+			On:            append([]string(nil), r.Retries.On...),
+			PerTryTimeout: ir.D(r.Retries.PerTryTimeout),
+		}
+	}
+	if r.RateLimit != nil {
+		out.RateLimit = &ir.RateLimit{Requests: r.RateLimit.Requests, Per: ir.D(r.RateLimit.Per), Burst: r.RateLimit.Burst}
+	}
+	return out
+}
+
+func secret(c *policy.Certificate) ir.Secret {
+	return ir.Secret{
+		Name:    c.Name,
+		CertPEM: string(c.CertPEM),
+		KeyPEM:  ir.PrivateKey(c.KeyPEM),
+		CAPEM:   string(c.CAPEM),
+	}
+}
