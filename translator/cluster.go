@@ -20,10 +20,7 @@ func (t *translation) cluster(service string, pos policy.Pos) ir.Cluster {
 	c := ir.Cluster{Service: service}
 	svc, ok := t.snap.Service(service)
 	if !ok {
-		if !t.warned[service] {
-			t.warned[service] = true
-			t.warn(pos, "service %q is not registered in Consul; its routes answer 503 until it is", service)
-		}
+		t.warn(pos, "service %q is not registered in Consul; its routes answer 503 until it is", service)
 		return c
 	}
 	for _, inst := range svc.Instances {

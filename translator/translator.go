@@ -49,13 +49,16 @@ type translation struct {
 	snap   *registry.Snapshot
 	set    *policy.Set
 	res    *Result
-	warned map[string]bool // service names already warned about
+	warned map[string]bool // warnings already given
 }
 
+// warn records a warning once, however many groups run into it.
 func (t *translation) warn(pos policy.Pos, format string, args ...any) {
-	t.res.Diagnostics = append(t.res.Diagnostics, policy.Diagnostic{
-		Pos: pos, Severity: policy.SeverityWarning, Message: fmt.Sprintf(format, args...),
-	})
+	d := policy.Diagnostic{Pos: pos, Severity: policy.SeverityWarning, Message: fmt.Sprintf(format, args...)}
+	if key := d.String(); !t.warned[key] {
+		t.warned[key] = true
+		t.res.Diagnostics = append(t.res.Diagnostics, d)
+	}
 }
 
 func (t *translation) group(g *policy.ProxyGroup) *ir.Config {

@@ -1,0 +1,140 @@
+package policy_test
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/switchyard-io/switchyard/policy"
+)
+
+// badFiles lists each file of testdata/bad (one mistake, or one group of
+// mistakes, per file) with every diagnostic it must produce: a missing or an
+// extra one fails TestBadFiles.
+var badFiles = []struct {
+	path string // under testdata/bad
+	want []string
+}{
+	{"unknown-field.yaml", []string{
+		`unknown-field.yaml:11: unknown field "pathprefix" in route match`,
+	}},
+	{"dup-group", []string{
+		`dup-group/b.yaml:4: duplicate proxy group "edge" (also defined at testdata/bad/dup-group/a.yaml:3)`,
+	}},
+	{"bad-regex.yaml", []string{
+		"bad-regex.yaml:11: invalid pathRegex \"/items/(+\": error parsing regexp: missing argument to repetition operator: `+`",
+		"bad-regex.yaml:13: invalid regex \"[a-z\": error parsing regexp: missing closing ]: `[a-z`",
+	}},
+	{"zero-weights.yaml", []string{
+		`zero-weights.yaml:11: split weights sum to zero; give at least one service a positive weight`,
+	}},
+	{"missing-cert.yaml", []string{
+		`missing-cert.yaml:16: certFile testdata/bad/tls/missing.crt does not exist`,
+		`missing-cert.yaml:17: keyFile testdata/bad/tls/missing.key does not exist`,
+	}},
+	{"unknown-cert.yaml", []string{
+		`unknown-cert.yaml:9: unknown certificate "shop-cert"`,
+	}},
+	{"bad-api-version.yaml", []string{
+		`bad-api-version.yaml:1: unsupported apiVersion "switchyard.io/v2"; supported: switchyard.io/v1`,
+		`bad-api-version.yaml:5: missing apiVersion; want apiVersion: switchyard.io/v1`,
+		`bad-api-version.yaml:8: missing kind; supported kinds: Certificate, ProxyGroup`,
+	}},
+	{"unknown-kind.yaml", []string{
+		`unknown-kind.yaml:2: unknown kind "Gateway"; supported kinds: Certificate, ProxyGroup`,
+	}},
+	// The documents before a syntax error are still checked.
+	{"syntax.yaml", []string{
+		`syntax.yaml:3: invalid ProxyGroup name "Edge": use lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters`,
+		`syntax.yaml:3: warning: proxy group has no listeners`,
+		`syntax.yaml:11: invalid YAML: mapping values are not allowed in this context`,
+	}},
+	{"dup-domain.yaml", []string{
+		`dup-domain.yaml:11: duplicate domain "SHOP.example.com" in this listener (also at testdata/bad/dup-domain.yaml:8); Envoy requires domains to be unique per listener`,
+	}},
+	{"many-errors.yaml", []string{
+		`many-errors.yaml:5: invalid listener name "Public": use lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters`,
+		`many-errors.yaml:6: invalid address "localhost": want an IP address such as 0.0.0.0 or ::`,
+		`many-errors.yaml:7: port must be between 1 and 65535, got 70000`,
+		`many-errors.yaml:11: route needs one of service or split`,
+		`many-errors.yaml:12: route match may have only one of pathPrefix, path or pathRegex, got pathPrefix and path`,
+		`many-errors.yaml:12: pathPrefix must start with "/", got "api"`,
+		`many-errors.yaml:13: invalid timeout "2 seconds": want a duration such as "2s" or "500ms"`,
+		`many-errors.yaml:14: attempts must be between 1 and 10, got 0`,
+		`many-errors.yaml:14: unknown retry condition "timeout"; supported: 5xx, gateway-error, reset, connect-failure, retriable-4xx, refused-stream, retriable-status-codes, retriable-headers, envoy-ratelimited, http3-post-connect-failure`,
+		`many-errors.yaml:14: perTryTimeout must not be negative, got -1s`,
+		`many-errors.yaml:15: requests must be between 1 and 4294967295, got 0`,
+		`many-errors.yaml:15: per must be at least 1ms, got 0s`,
+		`many-errors.yaml:16: duplicate route name "api" (also defined at testdata/bad/many-errors.yaml:11)`,
+		`many-errors.yaml:17: invalid service name "web app": use letters, digits, '_', '.' and '-', starting with a letter or digit`,
+		`many-errors.yaml:18: route may have only one of service or split, got service and split`,
+		`many-errors.yaml:18: weight must be between 0 and 4294967295, got -1`,
+		`many-errors.yaml:21: header match needs one of exact, prefix, regex or present`,
+		`many-errors.yaml:22: invalid header name "bad header"`,
+		`many-errors.yaml:22: present must be true (matching requests that lack a header is not supported)`,
+		`many-errors.yaml:24: port must be an integer, got the string "8080"`,
+		`many-errors.yaml:25: duplicate field "port" in listener (first given at line 24)`,
+		`many-errors.yaml:26: hosts must be a list, got a mapping`,
+		`many-errors.yaml:27: warning: listener has no hosts; Envoy will answer every request with 404`,
+		`many-errors.yaml:27: duplicate listener name "admin" (also defined at testdata/bad/many-errors.yaml:23)`,
+		`many-errors.yaml:29: address 0.0.0.0:9000 is already used by the listener at testdata/bad/many-errors.yaml:27`,
+		`many-errors.yaml:31: certificates must list at least one certificate`,
+		`many-errors.yaml:33: domains must list at least one domain; use "*" for any`,
+		`many-errors.yaml:33: warning: host has no routes; Envoy will answer its requests with 404`,
+		`many-errors.yaml:34: invalid domain "a*b": a wildcard "*" may only be the first or the last character`,
+		`many-errors.yaml:35: invalid timeout "5": want a duration such as "2s" or "500ms"`,
+		`many-errors.yaml:36: missing required field "port" in listener`,
+		`many-errors.yaml:37: route may have only one of service or split, got service and split`,
+		`many-errors.yaml:37: missing required field "weight" in split entry`,
+	}},
+	// Only warnings: the set is still usable.
+	{"warnings.yaml", []string{
+		`warnings.yaml:5: warning: listener has no hosts; Envoy will answer every request with 404`,
+		`warnings.yaml:10: warning: host has no routes; Envoy will answer its requests with 404`,
+		`warnings.yaml:16: warning: retry condition "retriable-status-codes" needs a list of status codes or headers, which policy files cannot set yet; it has no effect`,
+		`warnings.yaml:16: warning: perTryTimeout 1s is not shorter than the route timeout 1s, so no retry can start before the route times out`,
+		`warnings.yaml:17: warning: burst 10 is less than requests 100; the bucket holds at most 10 tokens, so at most 10 requests pass per 1s`,
+		`warnings.yaml:18: warning: route is unreachable: the route at testdata/bad/warnings.yaml:13 matches all its requests first`,
+	}},
+}
+
+func TestBadFiles(t *testing.T) {
+	for _, tt := range badFiles {
+		t.Run(tt.path, func(t *testing.T) {
+			path := filepath.Join("testdata", "bad", tt.path)
+			set, diags := policy.Load(path)
+			want := make([]string, len(tt.want))
+			for i, w := range tt.want {
+				want[i] = "testdata/bad/" + w
+			}
+			if diff := cmp.Diff(want, lines(diags)); diff != "" {
+				t.Errorf("Load(%q) diagnostics (-want +got):\n%s", path, diff)
+			}
+			if gotSet, wantSet := set != nil, !diags.HasErrors(); gotSet != wantSet {
+				t.Errorf("Load(%q) returned a Set: %v; want %v", path, gotSet, wantSet)
+			}
+		})
+	}
+}
+
+// TestEveryBadFileIsTested keeps the table above in step with testdata/bad.
+func TestEveryBadFileIsTested(t *testing.T) {
+	entries, err := os.ReadDir(filepath.Join("testdata", "bad"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got, want []string
+	for _, e := range entries {
+		got = append(got, e.Name())
+	}
+	for _, tt := range badFiles {
+		want = append(want, tt.path)
+	}
+	slices.Sort(want)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("testdata/bad entries (-tested +present):\n%s", diff)
+	}
+}

@@ -1,0 +1,671 @@
+package policy
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// parsed collects what the documents of every file declare, for the checks
+// that span documents (duplicate names, certificate references).
+type parsed struct {
+	groups []ProxyGroup
+	certs  []Certificate
+	refs   []certRef // certificates named by listeners
+	files  []string  // certificate, key and CA files read
+}
+
+type certRef struct {
+	name string
+	pos  Pos
+}
+
+// document decodes one YAML document.
+func (d *decoder) document(doc *yaml.Node, out *parsed) {
+	if doc.Kind == yaml.DocumentNode {
+		if len(doc.Content) == 0 {
+			return
+		}
+		doc = doc.Content[0]
+	}
+	n := resolve(doc)
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+		return // an empty document, e.g. a trailing "---"
+	}
+	if n.Kind != yaml.MappingNode {
+		d.errorf(n.Line, "a policy document must be a mapping, got %s", describe(n))
+		return
+	}
+	// The fields a document allows depend on its kind, so apiVersion and
+	// kind are read before the strict walk.
+	kinds := []string{KindCertificate, KindProxyGroup}
+	api, kind := lookup(n, "apiVersion"), lookup(n, "kind")
+	ok := true
+	switch {
+	case api == nil:
+		d.errorf(n.Line, "missing apiVersion; want apiVersion: %s", APIVersion)
+		ok = false
+	case !isString(api):
+		d.errorf(api.Line, "apiVersion must be a string, got %s", describe(api))
+		ok = false
+	case api.Value != APIVersion:
+		d.errorf(api.Line, "unsupported apiVersion %q; supported: %s", api.Value, APIVersion)
+		ok = false
+	}
+	switch {
+	case kind == nil:
+		d.errorf(n.Line, "missing kind; supported kinds: %s", strings.Join(kinds, ", "))
+		ok = false
+	case !isString(kind):
+		d.errorf(kind.Line, "kind must be a string, got %s", describe(kind))
+		ok = false
+	case !contains(kinds, kind.Value):
+		d.errorf(kind.Line, "unknown kind %q; supported kinds: %s", kind.Value, strings.Join(kinds, ", "))
+		ok = false
+	}
+	if !ok {
+		return
+	}
+	switch kind.Value {
+	case KindProxyGroup:
+		m, _ := d.mapping(n, KindProxyGroup, "apiVersion", "kind", "name", "listeners")
+		d.proxyGroup(m, out)
+	case KindCertificate:
+		m, _ := d.mapping(n, KindCertificate, "apiVersion", "kind", "name", "certFile", "keyFile", "caFile")
+		d.certificate(m, out)
+	}
+}
+
+// lookup returns the non-null value of key in mapping n, or nil.
+func lookup(n *yaml.Node, key string) *yaml.Node {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k := resolve(n.Content[i]); k.Kind == yaml.ScalarNode && k.Value == key {
+			v := resolve(n.Content[i+1])
+			if v.Kind == yaml.ScalarNode && v.ShortTag() == "!!null" {
+				return nil
+			}
+			return v
+		}
+	}
+	return nil
+}
+
+func (d *decoder) proxyGroup(m *fields, out *parsed) {
+	g := ProxyGroup{Pos: d.pos(m.lineOf("name")), Name: d.name(m, "name", true)}
+	items := d.list(m, "listeners")
+	for _, n := range items {
+		if l, ok := d.listener(n, out); ok {
+			g.Listeners = append(g.Listeners, l)
+		}
+	}
+	if !m.has("listeners") || m.emptyList("listeners") {
+		d.warnf(g.Pos.Line, "proxy group has no listeners")
+	}
+
+	names := make(map[string]Pos)
+	addrs := make(map[netip.AddrPort]Pos)
+	for _, l := range g.Listeners {
+		if l.Name != "" {
+			if prev, dup := names[l.Name]; dup {
+				d.errorf(l.Pos.Line, "duplicate listener name %q (also defined at %s)", l.Name, prev)
+			} else {
+				names[l.Name] = l.Pos
+			}
+		}
+		if l.Address != "" && l.Port != 0 {
+			ap := netip.AddrPortFrom(netip.MustParseAddr(l.Address), uint16(l.Port))
+			if prev, dup := addrs[ap]; dup {
+				d.errorf(l.Pos.Line, "address %s is already used by the listener at %s", ap, prev)
+			} else {
+				addrs[ap] = l.Pos
+			}
+		}
+	}
+	if g.Name != "" {
+		out.groups = append(out.groups, g)
+	}
+}
+
+func (d *decoder) listener(n *yaml.Node, out *parsed) (Listener, bool) {
+	m, ok := d.mapping(n, "listener", "name", "address", "port", "tls", "hosts")
+	if !ok {
+		return Listener{}, false
+	}
+	l := Listener{Pos: d.pos(m.line), Name: d.name(m, "name", true), Address: DefaultAddress}
+	if v, ok := d.str(m, "address"); ok {
+		// Stored in canonical form so "::0" and "::" are one address.
+		addr, err := netip.ParseAddr(v)
+		if err != nil || addr.Zone() != "" {
+			d.errorf(m.lineOf("address"), "invalid address %q: want an IP address such as 0.0.0.0 or ::", v)
+			l.Address = ""
+		} else {
+			l.Address = addr.String()
+		}
+	}
+	if d.require(m, "port") {
+		if p, ok := d.integer(m, "port", 1, 65535); ok {
+			l.Port = uint32(p)
+		}
+	}
+	if tn := m.vals["tls"]; tn != nil {
+		l.TLS = d.listenerTLS(tn, out)
+	}
+
+	items := d.list(m, "hosts")
+	domains := make(map[string]Pos) // lowercased: Envoy compares domains case-insensitively
+	for _, n := range items {
+		h, hostDomains, ok := d.host(n)
+		if !ok {
+			continue
+		}
+		for _, dom := range hostDomains {
+			key := strings.ToLower(dom.value)
+			if prev, dup := domains[key]; dup {
+				d.errorf(dom.line, "duplicate domain %q in this listener (also at %s); Envoy requires domains to be unique per listener", dom.value, prev)
+			} else {
+				domains[key] = d.pos(dom.line)
+			}
+		}
+		l.Hosts = append(l.Hosts, h)
+	}
+	if !m.has("hosts") || m.emptyList("hosts") {
+		d.warnf(m.line, "listener has no hosts; Envoy will answer every request with 404")
+	}
+	return l, true
+}
+
+func (d *decoder) listenerTLS(n *yaml.Node, out *parsed) *ListenerTLS {
+	m, ok := d.mapping(n, "listener tls", "certificates")
+	if !ok {
+		return nil
+	}
+	t := &ListenerTLS{Pos: d.pos(m.line)}
+	if !d.require(m, "certificates") {
+		return t
+	}
+	items := d.strList(m, "certificates")
+	if m.emptyList("certificates") {
+		d.errorf(m.lineOf("certificates"), "certificates must list at least one certificate")
+	}
+	seen := make(map[string]int)
+	for _, it := range items {
+		if !d.checkName(it.line, "certificate name", it.value) {
+			continue
+		}
+		if first, dup := seen[it.value]; dup {
+			d.errorf(it.line, "certificate %q is listed twice (first at line %d)", it.value, first)
+			continue
+		}
+		seen[it.value] = it.line
+		t.Certificates = append(t.Certificates, it.value)
+		out.refs = append(out.refs, certRef{it.value, d.pos(it.line)})
+	}
+	return t
+}
+
+// host returns the virtual host and its domains with their lines.
+func (d *decoder) host(n *yaml.Node) (VirtualHost, []item, bool) {
+	m, ok := d.mapping(n, "host", "domains", "routes")
+	if !ok {
+		return VirtualHost{}, nil, false
+	}
+	h := VirtualHost{Pos: d.pos(m.line)}
+	var domains []item
+	if d.require(m, "domains") {
+		items := d.strList(m, "domains")
+		if m.emptyList("domains") {
+			d.errorf(m.lineOf("domains"), "domains must list at least one domain; use \"*\" for any")
+		}
+		for _, it := range items {
+			if msg := domainProblem(it.value); msg != "" {
+				d.errorf(it.line, "invalid domain %q: %s", it.value, msg)
+				continue
+			}
+			h.Domains = append(h.Domains, it.value)
+			domains = append(domains, it)
+		}
+	}
+
+	items := d.list(m, "routes")
+	var matchOK []bool
+	for i, n := range items {
+		if r, mok, ok := d.route(n, i); ok {
+			h.Routes = append(h.Routes, r)
+			matchOK = append(matchOK, mok)
+		}
+	}
+	if !m.has("routes") || m.emptyList("routes") {
+		d.warnf(m.line, "host has no routes; Envoy will answer its requests with 404")
+	}
+
+	names := make(map[string]Pos)
+	for i, r := range h.Routes {
+		if prev, dup := names[r.Name]; dup && r.Name != "" {
+			d.errorf(r.Pos.Line, "duplicate route name %q (also defined at %s)", r.Name, prev)
+		} else {
+			names[r.Name] = r.Pos
+		}
+		for j, by := range h.Routes[:i] {
+			if matchOK[i] && matchOK[j] && shadows(by.Match, r.Match) {
+				d.warnf(r.Pos.Line, "route is unreachable: the route at %s matches all its requests first", by.Pos)
+				break
+			}
+		}
+	}
+	return h, domains, true
+}
+
+// domainProblem says what is wrong with a virtual host domain, or "".
+// Envoy allows "*" alone, or one "*" as the first or last character.
+func domainProblem(s string) string {
+	switch {
+	case s == "":
+		return "must not be empty"
+	case strings.ContainsAny(s, " \t/"):
+		return "must be a host name, optionally with a port"
+	case s == "*":
+		return ""
+	case strings.Count(s, "*") > 1 || (strings.Contains(s, "*") && !strings.HasPrefix(s, "*") && !strings.HasSuffix(s, "*")):
+		return `a wildcard "*" may only be the first or the last character`
+	}
+	return ""
+}
+
+// shadows reports whether every request matching b also matches a, so a
+// route with match b placed after a is never used. It only recognises the
+// plain cases: a has no header matches and its path covers b's.
+func shadows(a, b Match) bool {
+	if len(a.Headers) > 0 || a.PathRegex != "" {
+		return false
+	}
+	if a.PathPrefix != "" {
+		if a.PathPrefix == "/" {
+			return true // every path starts with "/"
+		}
+		return (b.PathPrefix != "" && strings.HasPrefix(b.PathPrefix, a.PathPrefix)) ||
+			(b.Path != "" && strings.HasPrefix(b.Path, a.PathPrefix))
+	}
+	return a.Path != "" && a.Path == b.Path
+}
+
+// route decodes one route; matchOK is false when its match has errors, so
+// that the unreachable-route warning does not build on a wrong match.
+func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
+	m, ok := d.mapping(n, "route", "name", "match", "service", "split", "timeout", "retries", "rateLimit")
+	if !ok {
+		return Route{}, false, false
+	}
+	r = Route{Pos: d.pos(m.line), Name: strconv.Itoa(index)}
+	if m.has("name") {
+		r.Name = d.name(m, "name", false)
+	}
+	r.Match, matchOK = Match{PathPrefix: DefaultPathPrefix}, true
+	if mn := m.vals["match"]; mn != nil {
+		r.Match, matchOK = d.match(mn)
+	}
+	// Both actions are checked even when both are given, so that every
+	// mistake is reported at once.
+	d.oneOf(m, false, "service", "split")
+	if v, ok := d.str(m, "service"); ok && d.service(m.lineOf("service"), v) {
+		r.Service = v
+	}
+	if m.has("split") {
+		r.Split = d.split(m)
+	}
+	r.Timeout = d.duration(m, "timeout")
+	if rn := m.vals["retries"]; rn != nil {
+		r.Retries = d.retries(rn, r.Timeout)
+	}
+	if rn := m.vals["rateLimit"]; rn != nil {
+		r.RateLimit = d.rateLimit(rn)
+	}
+	return r, matchOK, true
+}
+
+func (d *decoder) match(n *yaml.Node) (Match, bool) {
+	mt := Match{PathPrefix: DefaultPathPrefix}
+	m, ok := d.mapping(n, "route match", "pathPrefix", "path", "pathRegex", "headers")
+	if !ok {
+		return mt, false
+	}
+	before := len(*d.diags)
+	if d.oneOf(m, true, "pathPrefix", "path", "pathRegex") != "" {
+		mt.PathPrefix = ""
+	}
+	for _, key := range []string{"pathPrefix", "path"} {
+		v, ok := d.str(m, key)
+		switch {
+		case !ok:
+		case !strings.HasPrefix(v, "/"):
+			d.errorf(m.lineOf(key), "%s must start with \"/\", got %q", key, v)
+		case key == "path":
+			mt.Path = v
+		default:
+			mt.PathPrefix = v
+		}
+	}
+	if v, ok := d.str(m, "pathRegex"); ok && d.regex(m.lineOf("pathRegex"), "pathRegex", v) {
+		mt.PathRegex = v
+	}
+	for _, hn := range d.list(m, "headers") {
+		if h, ok := d.header(hn); ok {
+			mt.Headers = append(mt.Headers, h)
+		}
+	}
+	return mt, len(*d.diags) == before
+}
+
+func (d *decoder) header(n *yaml.Node) (HeaderMatch, bool) {
+	m, ok := d.mapping(n, "header match", "name", "exact", "prefix", "regex", "present")
+	if !ok {
+		return HeaderMatch{}, false
+	}
+	h := HeaderMatch{Pos: d.pos(m.line)}
+	if d.require(m, "name") {
+		if v, ok := d.str(m, "name"); ok {
+			if headerNameRE.MatchString(v) {
+				h.Name = v
+			} else {
+				d.errorf(m.lineOf("name"), "invalid header name %q", v)
+			}
+		}
+	}
+	d.oneOf(m, false, "exact", "prefix", "regex", "present")
+	for _, key := range []string{"exact", "prefix", "regex"} {
+		v, ok := d.str(m, key)
+		switch {
+		case !ok:
+		case v == "":
+			d.errorf(m.lineOf(key), "%s must not be empty", key)
+		case key == "exact":
+			h.Exact = v
+		case key == "prefix":
+			h.Prefix = v
+		case d.regex(m.lineOf(key), key, v):
+			h.Regex = v
+		}
+	}
+	if v, ok := d.boolean(m, "present"); ok {
+		if !v {
+			d.errorf(m.lineOf("present"), "present must be true (matching requests that lack a header is not supported)")
+		}
+		h.Present = v
+	}
+	return h, true
+}
+
+func (d *decoder) split(m *fields) []WeightedService {
+	items := d.list(m, "split")
+	if m.emptyList("split") {
+		d.errorf(m.lineOf("split"), "split must list at least one service")
+		return nil
+	}
+	var (
+		out       []WeightedService
+		sum       uint64
+		weightsOK = true
+		services  = make(map[string]Pos)
+	)
+	for _, n := range items {
+		e, ok := d.mapping(n, "split entry", "service", "weight")
+		if !ok {
+			weightsOK = false
+			continue
+		}
+		ws := WeightedService{Pos: d.pos(e.line)}
+		if d.require(e, "service") {
+			if v, ok := d.str(e, "service"); ok && d.service(e.lineOf("service"), v) {
+				if prev, dup := services[v]; dup {
+					d.errorf(e.lineOf("service"), "service %q appears twice in split (also at %s)", v, prev)
+				} else {
+					services[v] = ws.Pos
+				}
+				ws.Service = v
+			}
+		}
+		if d.require(e, "weight") {
+			w, ok := d.uint32Field(e, "weight", 0)
+			weightsOK = weightsOK && ok
+			ws.Weight = w
+			sum += uint64(w)
+		} else {
+			weightsOK = false
+		}
+		out = append(out, ws)
+	}
+	switch {
+	case !weightsOK:
+	case sum == 0:
+		d.errorf(m.lineOf("split"), "split weights sum to zero; give at least one service a positive weight")
+	case sum > math.MaxUint32:
+		d.errorf(m.lineOf("split"), "split weights sum to %d, more than the maximum %d", sum, uint64(math.MaxUint32))
+	}
+	return out
+}
+
+func (d *decoder) retries(n *yaml.Node, routeTimeout *time.Duration) *Retries {
+	m, ok := d.mapping(n, "retries", "attempts", "on", "perTryTimeout")
+	if !ok {
+		return nil
+	}
+	r := &Retries{}
+	if d.require(m, "attempts") {
+		if v, ok := d.integer(m, "attempts", 1, MaxRetryAttempts); ok {
+			r.Attempts = uint32(v)
+		}
+	}
+	if m.has("on") {
+		items := d.strList(m, "on")
+		if m.emptyList("on") {
+			d.errorf(m.lineOf("on"), "on must list at least one retry condition, or be omitted for the default %s", strings.Join(DefaultRetryOn(), ", "))
+		}
+		r.On = []string{}
+		for _, it := range items {
+			switch {
+			case !contains(RetryOn(), it.value):
+				d.errorf(it.line, "unknown retry condition %q; supported: %s", it.value, strings.Join(RetryOn(), ", "))
+			case contains(r.On, it.value):
+				d.errorf(it.line, "retry condition %q is listed twice", it.value)
+			default:
+				r.On = append(r.On, it.value)
+			}
+			if it.value == "retriable-status-codes" || it.value == "retriable-headers" {
+				d.warnf(it.line, "retry condition %q needs a list of status codes or headers, which policy files cannot set yet; it has no effect", it.value)
+			}
+		}
+	} else {
+		r.On = DefaultRetryOn()
+	}
+	if p := d.duration(m, "perTryTimeout"); p != nil {
+		r.PerTryTimeout = *p
+		timeout, what := EnvoyDefaultRouteTimeout, "Envoy's default route timeout"
+		if routeTimeout != nil {
+			timeout, what = *routeTimeout, "the route timeout"
+		}
+		if *p > 0 && timeout > 0 && *p >= timeout {
+			d.warnf(m.lineOf("perTryTimeout"), "perTryTimeout %s is not shorter than %s %s, so no retry can start before the route times out", p, what, timeout)
+		}
+	}
+	return r
+}
+
+func (d *decoder) rateLimit(n *yaml.Node) *RateLimit {
+	m, ok := d.mapping(n, "rateLimit", "requests", "per", "burst")
+	if !ok {
+		return nil
+	}
+	rl := &RateLimit{}
+	requestsOK := false
+	if d.require(m, "requests") {
+		rl.Requests, requestsOK = d.uint32Field(m, "requests", 1)
+	}
+	if d.require(m, "per") {
+		if p := d.duration(m, "per"); p != nil {
+			if *p < MinRateLimitInterval {
+				d.errorf(m.lineOf("per"), "per must be at least %s, got %s", MinRateLimitInterval, m.vals["per"].Value)
+			}
+			rl.Per = *p
+		}
+	}
+	if m.has("burst") {
+		burst, ok := d.uint32Field(m, "burst", 1)
+		rl.Burst = burst
+		if ok && requestsOK && burst < rl.Requests {
+			d.warnf(m.lineOf("burst"), "burst %d is less than requests %d; the bucket holds at most %d tokens, so at most %d requests pass per %s", burst, rl.Requests, burst, burst, rl.Per)
+		}
+	} else {
+		rl.Burst = rl.Requests
+	}
+	return rl
+}
+
+func (d *decoder) certificate(m *fields, out *parsed) {
+	c := Certificate{Pos: d.pos(m.lineOf("name")), Name: d.name(m, "name", true)}
+	var certOK, keyOK bool
+	if d.require(m, "certFile") {
+		c.CertFile, c.CertPEM, certOK = d.readFile(m, "certFile", out)
+	}
+	if d.require(m, "keyFile") {
+		var key []byte
+		c.KeyFile, key, keyOK = d.readFile(m, "keyFile", out)
+		c.KeyPEM = Secret(key)
+	}
+	if certOK && keyOK {
+		// X509KeyPair's errors describe the problem, never the key bytes.
+		pair, err := tls.X509KeyPair(c.CertPEM, c.KeyPEM)
+		if err != nil {
+			d.errorf(c.Pos.Line, "certificate %q: certFile and keyFile are not a valid pair: %v", c.Name, err)
+		} else if leaf, err := x509.ParseCertificate(pair.Certificate[0]); err != nil {
+			d.errorf(m.lineOf("certFile"), "certificate %q: certFile: %v", c.Name, err)
+		} else {
+			c.DNSNames, c.NotAfter = leaf.DNSNames, leaf.NotAfter
+		}
+	}
+	if m.has("caFile") {
+		var ok bool
+		c.CAFile, c.CAPEM, ok = d.readFile(m, "caFile", out)
+		if ok {
+			if msg := caProblem(c.CAPEM); msg != "" {
+				d.errorf(m.lineOf("caFile"), "caFile %s %s", c.CAFile, msg)
+			}
+		}
+	}
+	if c.Name != "" {
+		out.certs = append(out.certs, c)
+	}
+}
+
+// readFile reads a file named by key, relative to the policy file's
+// directory unless absolute.
+func (d *decoder) readFile(m *fields, key string, out *parsed) (path string, b []byte, ok bool) {
+	v, ok := d.str(m, key)
+	if !ok {
+		return "", nil, false
+	}
+	if v == "" {
+		d.errorf(m.lineOf(key), "%s must not be empty", key)
+		return "", nil, false
+	}
+	path = v
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(filepath.Dir(d.file), path)
+	}
+	path = filepath.Clean(path)
+	out.files = append(out.files, path)
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		d.errorf(m.lineOf(key), "%s %s does not exist", key, path)
+		return path, nil, false
+	case err != nil:
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		d.errorf(m.lineOf(key), "cannot read %s %s: %v", key, path, err)
+		return path, nil, false
+	}
+	return path, b, true
+}
+
+// caProblem says what is wrong with a CA bundle, or "".
+func caProblem(b []byte) string {
+	n := 0
+	for {
+		var block *pem.Block
+		block, b = pem.Decode(b)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+			return fmt.Sprintf("holds an invalid certificate: %v", err)
+		}
+		n++
+	}
+	if n == 0 {
+		return "holds no PEM certificate"
+	}
+	return ""
+}
+
+// check runs the checks that span documents and files.
+func (p *parsed) check(diags *Diagnostics) {
+	errorf := func(pos Pos, format string, args ...any) {
+		*diags = append(*diags, Diagnostic{Pos: pos, Severity: SeverityError, Message: fmt.Sprintf(format, args...)})
+	}
+	groups := make(map[string]Pos)
+	for _, g := range p.groups {
+		if prev, dup := groups[g.Name]; dup {
+			errorf(g.Pos, "duplicate proxy group %q (also defined at %s)", g.Name, prev)
+			continue
+		}
+		groups[g.Name] = g.Pos
+	}
+	certs := make(map[string]Pos)
+	for _, c := range p.certs {
+		if prev, dup := certs[c.Name]; dup {
+			errorf(c.Pos, "duplicate certificate %q (also defined at %s)", c.Name, prev)
+			continue
+		}
+		certs[c.Name] = c.Pos
+	}
+	used := make(map[string]bool)
+	for _, r := range p.refs {
+		used[r.name] = true
+		if _, ok := certs[r.name]; !ok {
+			errorf(r.pos, "unknown certificate %q", r.name)
+		}
+	}
+	for _, c := range p.certs {
+		if !used[c.Name] && certs[c.Name] == c.Pos {
+			*diags = append(*diags, Diagnostic{Pos: c.Pos, Severity: SeverityWarning, Message: fmt.Sprintf("certificate %q is not used by any listener", c.Name)})
+		}
+	}
+}
+
+// set builds the Set; it is only called when there are no errors.
+func (p *parsed) set(policyFiles []string) *Set {
+	s := &Set{Groups: p.groups, Certificates: p.certs}
+	slices.SortStableFunc(s.Groups, func(a, b ProxyGroup) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortStableFunc(s.Certificates, func(a, b Certificate) int { return strings.Compare(a.Name, b.Name) })
+	s.files = slices.Concat(policyFiles, p.files)
+	slices.Sort(s.files)
+	s.files = slices.Compact(s.files)
+	return s
+}

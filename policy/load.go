@@ -1,0 +1,159 @@
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Load reads policy files: each path is a file or a directory, of which the
+// *.yaml and *.yml files are read in name order (subdirectories and hidden
+// files are skipped). Relative certificate paths resolve against the
+// directory of the policy file that names them.
+//
+// It returns the Set (nil when there is any error-severity diagnostic) and
+// every diagnostic found. Certificate, key and CA files are read here, so the
+// Set is self-contained.
+func Load(paths ...string) (*Set, Diagnostics) {
+	var (
+		diags    Diagnostics
+		names    []string
+		contents = make(map[string][]byte)
+	)
+	add := func(name string) {
+		if _, seen := contents[name]; seen {
+			return
+		}
+		b, err := os.ReadFile(name)
+		if err != nil {
+			diags = append(diags, Diagnostic{Pos: Pos{File: name}, Severity: SeverityError, Message: "cannot read policy file: " + pathErr(err)})
+			return
+		}
+		contents[name] = b
+		names = append(names, name)
+	}
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil {
+			diags = append(diags, Diagnostic{Pos: Pos{File: p}, Severity: SeverityError, Message: "cannot read policy path: " + pathErr(err)})
+			continue
+		}
+		if !fi.IsDir() {
+			add(p)
+			continue
+		}
+		entries, err := os.ReadDir(p) // sorted by name
+		if err != nil {
+			diags = append(diags, Diagnostic{Pos: Pos{File: p}, Severity: SeverityError, Message: "cannot read policy directory: " + pathErr(err)})
+			continue
+		}
+		found := 0
+		for _, e := range entries {
+			full := filepath.Join(p, e.Name())
+			if !isPolicyFile(e.Name()) || e.IsDir() || isDirLink(e, full) {
+				continue
+			}
+			add(full)
+			found++
+		}
+		if found == 0 {
+			diags = append(diags, Diagnostic{Pos: Pos{File: p}, Severity: SeverityWarning, Message: "no policy files (*.yaml, *.yml) in " + p})
+		}
+	}
+	return parse(names, contents, diags)
+}
+
+func isPolicyFile(name string) bool {
+	ext := filepath.Ext(name)
+	return !strings.HasPrefix(name, ".") && (ext == ".yaml" || ext == ".yml")
+}
+
+// isDirLink reports whether e is a symlink to a directory.
+func isDirLink(e fs.DirEntry, path string) bool {
+	if e.Type()&fs.ModeSymlink == 0 {
+		return false
+	}
+	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
+}
+
+// pathErr returns err's message without the path, which the diagnostic
+// already shows.
+func pathErr(err error) string {
+	if errors.Is(err, fs.ErrNotExist) {
+		return "no such file or directory"
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// Parse parses and validates in-memory policy files, keyed by file name, in
+// name order. Relative certificate paths resolve against filepath.Dir(name)
+// and are read from disk.
+func Parse(files map[string][]byte) (*Set, Diagnostics) {
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return parse(names, files, nil)
+}
+
+// parse decodes the files in the given order, which decides which of two
+// duplicate definitions is reported.
+func parse(names []string, files map[string][]byte, diags Diagnostics) (*Set, Diagnostics) {
+	var out parsed
+	for _, name := range names {
+		d := &decoder{file: name, diags: &diags}
+		d.decodeFile(files[name], &out)
+	}
+	out.check(&diags)
+	diags.sort()
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	return out.set(names), diags
+}
+
+// decodeFile decodes every document of one file. A YAML syntax error ends
+// the file, since the parser cannot resynchronise after it.
+func (d *decoder) decodeFile(b []byte, out *parsed) {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	for {
+		var doc yaml.Node
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		if err != nil {
+			line, msg := yamlError(err)
+			d.errorf(line, "invalid YAML: %s", msg)
+			return
+		}
+		d.document(&doc, out)
+	}
+}
+
+var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// yamlError splits a yaml.v3 syntax error into its line and message.
+func yamlError(err error) (line int, msg string) {
+	s := err.Error()
+	if m := yamlLineRE.FindStringSubmatch(s); m != nil {
+		line, _ = strconv.Atoi(m[1])
+		return line, m[2]
+	}
+	return 0, strings.TrimPrefix(s, "yaml: ")
+}

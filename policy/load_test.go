@@ -1,0 +1,186 @@
+package policy_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/switchyard-io/switchyard/policy"
+)
+
+const minimalGroup = `apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: NAME
+listeners:
+  - name: http
+    port: 8080
+    hosts: [{ domains: ["*"], routes: [{ service: web }] }]
+`
+
+func TestLoadPaths(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty")
+	policies := filepath.Join(dir, "policies")
+	if err := os.Mkdir(empty, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(policies, "b.yml"), []byte(replaceName(minimalGroup, "b")))
+	writeFile(t, filepath.Join(policies, "a.yaml"), []byte(replaceName(minimalGroup, "a")))
+	writeFile(t, filepath.Join(policies, "notes.txt"), []byte("ignored"))
+	single := filepath.Join(dir, "single.conf") // named explicitly, so read whatever its extension
+	writeFile(t, single, []byte(replaceName(minimalGroup, "single")))
+	if err := os.Symlink(filepath.Join(policies, "a.yaml"), filepath.Join(dir, "link.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing")
+
+	tests := []struct {
+		name       string
+		paths      []string
+		wantGroups []string
+		wantFiles  []string
+		wantDiags  []string
+	}{
+		{
+			name:      "empty directory",
+			paths:     []string{empty},
+			wantDiags: []string{empty + ": warning: no policy files (*.yaml, *.yml) in " + empty},
+		},
+		{
+			name:      "nonexistent path",
+			paths:     []string{missing},
+			wantDiags: []string{missing + ": cannot read policy path: no such file or directory"},
+		},
+		{
+			name:       "directory and file",
+			paths:      []string{policies, single},
+			wantGroups: []string{"a", "b", "single"},
+			wantFiles:  []string{filepath.Join(policies, "a.yaml"), filepath.Join(policies, "b.yml"), single},
+		},
+		{
+			name:       "same directory twice",
+			paths:      []string{policies, policies},
+			wantGroups: []string{"a", "b"},
+			wantFiles:  []string{filepath.Join(policies, "a.yaml"), filepath.Join(policies, "b.yml")},
+		},
+		{
+			name:  "same group through a symlink",
+			paths: []string{policies, filepath.Join(dir, "link.yaml")},
+			wantDiags: []string{
+				filepath.Join(dir, "link.yaml") + `:3: duplicate proxy group "a" (also defined at ` + filepath.Join(policies, "a.yaml") + ":3)",
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			set, diags := policy.Load(tt.paths...)
+			if diff := cmp.Diff(tt.wantDiags, lines(diags)); diff != "" {
+				t.Errorf("Load(%q) diagnostics (-want +got):\n%s", tt.paths, diff)
+			}
+			if diags.HasErrors() {
+				if set != nil {
+					t.Errorf("Load(%q) returned a Set despite errors", tt.paths)
+				}
+				return
+			}
+			var groups []string
+			for _, g := range set.Groups {
+				groups = append(groups, g.Name)
+			}
+			if diff := cmp.Diff(tt.wantGroups, groups); diff != "" {
+				t.Errorf("Load(%q) groups (-want +got):\n%s", tt.paths, diff)
+			}
+			if diff := cmp.Diff(tt.wantFiles, set.Files()); diff != "" {
+				t.Errorf("Load(%q) Files() (-want +got):\n%s", tt.paths, diff)
+			}
+		})
+	}
+}
+
+func TestParseEmpty(t *testing.T) {
+	for _, src := range []string{"", "# only a comment\n", "---\n---\n"} {
+		set, diags := policy.Parse(map[string][]byte{"p.yaml": []byte(src)})
+		if set == nil || len(diags) != 0 || len(set.Groups) != 0 {
+			t.Errorf("Parse(%q) = %v, %v; want an empty Set and no diagnostics", src, set, lines(diags))
+		}
+	}
+}
+
+func TestParseStrictTypes(t *testing.T) {
+	tests := []struct {
+		src  string
+		want []string
+	}{
+		{"- just a list\n", []string{"p.yaml:1: a policy document must be a mapping, got a list"}},
+		{"apiVersion: [switchyard.io/v1]\nkind: {}\n", []string{
+			"p.yaml:1: apiVersion must be a string, got a list",
+			"p.yaml:2: kind must be a string, got a mapping",
+		}},
+		{"apiVersion: switchyard.io/v1\nkind: Certificate\nname: c\ncertFile: [a]\nkeyFile: {}\n", []string{
+			`p.yaml:3: warning: certificate "c" is not used by any listener`,
+			"p.yaml:4: certFile must be a string, got a list",
+			"p.yaml:5: keyFile must be a string, got a mapping",
+		}},
+		{"apiVersion: switchyard.io/v1\nkind: ProxyGroup\nname: g\nlisteners:\n  - just-a-name\n", []string{
+			`p.yaml:5: listener must be a mapping, got the string "just-a-name"`,
+		}},
+		{"apiVersion: switchyard.io/v1\nkind: ProxyGroup\nname: g\nlisteners: [{ name: l, port: 1, hosts: [{ domains: ['*'], routes: [{ service: s, match: { headers: [{ name: h, present: yes }] } }] }] }]\n", []string{
+			`p.yaml:4: present must be true or false, got the string "yes"`,
+		}},
+		{"apiVersion: switchyard.io/v1\nkind: ProxyGroup\nname: g\nlisteners: [{ name: l, port: 1.5 }]\n", []string{
+			"p.yaml:4: port must be an integer, got the number 1.5",
+			"p.yaml:4: warning: listener has no hosts; Envoy will answer every request with 404",
+		}},
+		{"apiVersion: switchyard.io/v1\nkind: ProxyGroup\nname: g\nlisteners: [{ name: l, port: 99999999999999999999999 }]\n", []string{
+			"p.yaml:4: port must be an integer, got the number 99999999999999999999999",
+			"p.yaml:4: warning: listener has no hosts; Envoy will answer every request with 404",
+		}},
+		{"apiVersion: switchyard.io/v1\nkind: ProxyGroup\nname: g\nlisteners: [{ name: l, port: -1 }]\n", []string{
+			"p.yaml:4: port must be between 1 and 65535, got -1",
+			"p.yaml:4: warning: listener has no hosts; Envoy will answer every request with 404",
+		}},
+	}
+	for _, tt := range tests {
+		_, diags := policy.Parse(map[string][]byte{"p.yaml": []byte(tt.src)})
+		if diff := cmp.Diff(tt.want, lines(diags)); diff != "" {
+			t.Errorf("Parse(%q) diagnostics (-want +got):\n%s", tt.src, diff)
+		}
+	}
+}
+
+func TestDiagnostics(t *testing.T) {
+	ds := policy.Diagnostics{
+		{Pos: policy.Pos{File: "a.yaml", Line: 3}, Message: "bad port"},
+		{Pos: policy.Pos{File: "a.yaml", Line: 4}, Severity: policy.SeverityWarning, Message: "no hosts"},
+		{Pos: policy.Pos{File: "dir"}, Message: "cannot read"},
+	}
+	want := []string{"a.yaml:3: bad port", "a.yaml:4: warning: no hosts", "dir: cannot read"}
+	if diff := cmp.Diff(want, lines(ds)); diff != "" {
+		t.Errorf("String() (-want +got):\n%s", diff)
+	}
+	if !ds.HasErrors() {
+		t.Error("HasErrors() = false; want true")
+	}
+	if got := len(ds.Errors()); got != 2 {
+		t.Errorf("len(Errors()) = %d; want 2", got)
+	}
+	if got := len(ds.Warnings()); got != 1 {
+		t.Errorf("len(Warnings()) = %d; want 1", got)
+	}
+	if got, want := ds.Err().Error(), "a.yaml:3: bad port\ndir: cannot read"; got != want {
+		t.Errorf("Err() = %q; want %q", got, want)
+	}
+	if err := ds.Warnings().Err(); err != nil {
+		t.Errorf("Warnings().Err() = %v; want nil", err)
+	}
+	var none policy.Diagnostics
+	if none.HasErrors() || !errors.Is(none.Err(), nil) {
+		t.Error("empty Diagnostics report errors")
+	}
+}
+
+func replaceName(s, name string) string { return strings.Replace(s, "NAME", name, 1) }

@@ -1,0 +1,187 @@
+// Package policy reads and validates Switchyard's operator-facing policy files.
+package policy
+
+import (
+	"slices"
+	"strings"
+	"time"
+)
+
+// APIVersion is the only apiVersion this package reads.
+const APIVersion = "switchyard.io/v1"
+
+// Kinds of policy documents.
+const (
+	KindProxyGroup  = "ProxyGroup"
+	KindCertificate = "Certificate"
+)
+
+// Defaults applied while parsing, so that consumers see the effective value.
+const (
+	// DefaultAddress is the listener address when none is given.
+	DefaultAddress = "0.0.0.0"
+	// DefaultPathPrefix is the route match when no path match is given.
+	DefaultPathPrefix = "/"
+	// MaxRetryAttempts bounds retries.attempts: retries multiply load on a
+	// struggling service, and more than a few rarely help.
+	MaxRetryAttempts = 10
+	// MinRateLimitInterval is the smallest rateLimit.per Envoy accepts for a
+	// token bucket's fill interval.
+	MinRateLimitInterval = time.Millisecond
+	// EnvoyDefaultRouteTimeout is what Envoy applies to a route with no
+	// explicit timeout. It is used here only for warnings.
+	EnvoyDefaultRouteTimeout = 15 * time.Second
+)
+
+// DefaultRetryOn returns the retry conditions used when retries.on is
+// omitted: the failures most likely to be transient. connect-failure and
+// refused-stream never reached the application; gateway-error (502, 503,
+// 504) usually did not, which docs/policy.md points out.
+func DefaultRetryOn() []string {
+	return []string{"connect-failure", "refused-stream", "gateway-error"}
+}
+
+// RetryOn lists the retries.on values accepted, which are Envoy's
+// x-envoy-retry-on conditions.
+func RetryOn() []string {
+	return []string{
+		"5xx", "gateway-error", "reset", "connect-failure", "retriable-4xx",
+		"refused-stream", "retriable-status-codes", "retriable-headers",
+		"envoy-ratelimited", "http3-post-connect-failure",
+	}
+}
+
+// Set is an immutable, validated collection of policies. Its slices are
+// sorted by Name; callers must not modify them.
+type Set struct {
+	Groups       []ProxyGroup
+	Certificates []Certificate
+
+	files []string // sorted, deduplicated
+}
+
+// Group returns the proxy group with the given name.
+func (s *Set) Group(name string) (ProxyGroup, bool) {
+	i, ok := slices.BinarySearchFunc(s.Groups, name, func(g ProxyGroup, n string) int { return strings.Compare(g.Name, n) })
+	if !ok {
+		return ProxyGroup{}, false
+	}
+	return s.Groups[i], true
+}
+
+// Certificate returns the certificate with the given name.
+func (s *Set) Certificate(name string) (Certificate, bool) {
+	i, ok := slices.BinarySearchFunc(s.Certificates, name, func(c Certificate, n string) int { return strings.Compare(c.Name, n) })
+	if !ok {
+		return Certificate{}, false
+	}
+	return s.Certificates[i], true
+}
+
+// Files returns every file the set was built from, including certificate,
+// key and CA files, sorted. Paths are as given to Load or Parse, joined with
+// the directory they were found in; the control plane watches them.
+func (s *Set) Files() []string { return slices.Clone(s.files) }
+
+// ProxyGroup is the configuration served to every Envoy whose node.cluster
+// is Name.
+type ProxyGroup struct {
+	Pos Pos // the line of its name
+
+	Name      string
+	Listeners []Listener // in file order
+}
+
+// Listener is one HTTP listener of a proxy group.
+type Listener struct {
+	Pos     Pos
+	Name    string
+	Address string // an IP address; DefaultAddress when omitted
+	Port    uint32
+	TLS     *ListenerTLS // nil: plain HTTP
+	Hosts   []VirtualHost
+}
+
+// ListenerTLS terminates TLS on a listener. Envoy picks among the
+// certificates by the SNI the client sends.
+type ListenerTLS struct {
+	Pos          Pos
+	Certificates []string // names of Certificate documents, in file order
+}
+
+// VirtualHost is a set of routes served for some Host/:authority values.
+type VirtualHost struct {
+	Pos     Pos
+	Domains []string
+	Routes  []Route // in file order: the first match wins
+}
+
+// Route sends matching requests to one service or splits them among several.
+// Exactly one of Service and Split is set.
+type Route struct {
+	Pos   Pos
+	Name  string // the index within the host ("0", "1", ...) when omitted
+	Match Match
+
+	Service string            // set when the action is a single service
+	Split   []WeightedService // set when the action is a split
+
+	Timeout   *time.Duration // nil: not set; 0: no timeout
+	Retries   *Retries
+	RateLimit *RateLimit
+}
+
+// Match selects requests by path and headers. Exactly one of PathPrefix,
+// Path and PathRegex is set (PathPrefix is DefaultPathPrefix when the file
+// gives none). PathRegex is RE2 syntax and must match the whole path.
+type Match struct {
+	PathPrefix, Path, PathRegex string
+	Headers                     []HeaderMatch // all must match
+}
+
+// HeaderMatch matches one request header. Exactly one of Exact, Prefix,
+// Regex (RE2, whole value) and Present is set.
+type HeaderMatch struct {
+	Pos                        Pos
+	Name, Exact, Prefix, Regex string
+	Present                    bool
+}
+
+// WeightedService is one destination of a split.
+type WeightedService struct {
+	Pos     Pos
+	Service string
+	Weight  uint32
+}
+
+// Retries is a route's retry policy.
+type Retries struct {
+	Attempts      uint32        // 1..MaxRetryAttempts
+	On            []string      // values from RetryOn; DefaultRetryOn when omitted
+	PerTryTimeout time.Duration // 0: each try may use the whole route timeout
+}
+
+// RateLimit is a local token bucket: Burst tokens at most, refilled with
+// Requests tokens every Per.
+type RateLimit struct {
+	Requests uint32
+	Per      time.Duration // >= MinRateLimitInterval
+	Burst    uint32        // Requests when omitted
+}
+
+// Certificate is a TLS certificate and private key read from files.
+type Certificate struct {
+	Pos  Pos // the line of its name
+	Name string
+
+	CertFile, KeyFile, CAFile string // resolved paths; CAFile is "" if not set
+
+	CertPEM []byte
+	KeyPEM  Secret // never printed
+	CAPEM   []byte // nil if no caFile
+
+	// DNSNames and NotAfter come from the leaf certificate, for SNI and
+	// expiry reporting.
+	DNSNames []string
+	NotAfter time.Time
+}

@@ -1,0 +1,308 @@
+package policy_test
+
+import (
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/switchyard-io/switchyard/policy"
+)
+
+// edgeYAML uses every field of ProxyGroup. The line numbers matter: the
+// expected Set below points at them.
+const edgeYAML = `apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: edge
+listeners:
+  - name: public
+    port: 8443
+    tls: { certificates: [shop-cert, admin-cert] }
+    hosts:
+      - domains: [shop.example.com, "*.shop.example.com"]
+        routes:
+          - name: api
+            match: { pathPrefix: /api, headers: [ { name: x-canary, exact: "1" } ] }
+            service: api
+            timeout: 2s
+            retries: { attempts: 2, on: [connect-failure, 5xx], perTryTimeout: 500ms }
+            rateLimit: { requests: 100, per: 1s, burst: 200 }
+          - match: { path: /healthz }
+            service: health.v1
+            timeout: 0s
+          - match:
+              pathRegex: "^/items/[0-9]+$"
+              headers:
+                - { name: x-debug, present: true }
+                - { name: x-user, prefix: admin- }
+                - { name: x-tenant, regex: "t[0-9]+" }
+            service: items
+            retries: { attempts: 1 }
+            rateLimit: { requests: 5, per: 1m }
+          - match: { pathPrefix: / }
+            split:
+              - { service: web, weight: 90 }
+              - { service: web-canary, weight: 10 }
+      - domains: [admin.example.com]
+        routes:
+          - service: admin
+  - name: plain
+    address: "::0"
+    port: 8080
+    hosts:
+      - domains: ["*"]
+        routes:
+          - { name: all, service: web }
+`
+
+// certsYAML holds the certificates, another group and a document
+// separator; the admin certificate is named by absolute path.
+const certsYAML = `apiVersion: switchyard.io/v1
+kind: Certificate
+name: shop-cert
+certFile: tls/shop.crt
+keyFile: tls/shop.key
+caFile: tls/ca.crt
+---
+apiVersion: switchyard.io/v1
+kind: Certificate
+name: admin-cert
+certFile: ADMIN_CRT
+keyFile: ADMIN_KEY
+---
+apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: api-gw
+listeners: []
+---
+`
+
+func TestLoadFullExample(t *testing.T) {
+	dir := t.TempDir()
+	shop := writeCert(t, filepath.Join(dir, "tls"), "shop", "shop.example.com", "*.shop.example.com")
+	ca := writeCert(t, filepath.Join(dir, "tls"), "ca", "ca.example.com")
+	admin := writeCert(t, t.TempDir(), "admin", "admin.example.com")
+	edge := filepath.Join(dir, "edge.yaml")
+	certs := filepath.Join(dir, "certs.yml")
+	writeFile(t, edge, []byte(edgeYAML))
+	writeFile(t, certs, []byte(strings.NewReplacer("ADMIN_CRT", admin.certFile, "ADMIN_KEY", admin.keyFile).Replace(certsYAML)))
+	// Not policy files: a hidden file, another extension and a subdirectory.
+	writeFile(t, filepath.Join(dir, ".hidden.yaml"), []byte("not: [valid"))
+	writeFile(t, filepath.Join(dir, "README.md"), []byte("not: [valid"))
+	writeFile(t, filepath.Join(dir, "sub", "more.yaml"), []byte("not: [valid"))
+
+	set, diags := policy.Load(dir)
+
+	wantDiags := []string{certs + ":16: warning: proxy group has no listeners"}
+	if diff := cmp.Diff(wantDiags, lines(diags)); diff != "" {
+		t.Errorf("diagnostics (-want +got):\n%s", diff)
+	}
+	if set == nil {
+		t.Fatal("got nil Set; want a Set")
+	}
+
+	at := func(file string, line int) policy.Pos { return policy.Pos{File: file, Line: line} }
+	want := &policy.Set{
+		Groups: []policy.ProxyGroup{
+			{Pos: at(certs, 16), Name: "api-gw"},
+			{
+				Pos:  at(edge, 3),
+				Name: "edge",
+				Listeners: []policy.Listener{
+					{
+						Pos: at(edge, 5), Name: "public", Address: "0.0.0.0", Port: 8443,
+						TLS: &policy.ListenerTLS{Pos: at(edge, 7), Certificates: []string{"shop-cert", "admin-cert"}},
+						Hosts: []policy.VirtualHost{
+							{
+								Pos:     at(edge, 9),
+								Domains: []string{"shop.example.com", "*.shop.example.com"},
+								Routes: []policy.Route{
+									{
+										Pos: at(edge, 11), Name: "api",
+										Match: policy.Match{PathPrefix: "/api", Headers: []policy.HeaderMatch{
+											{Pos: at(edge, 12), Name: "x-canary", Exact: "1"},
+										}},
+										Service:   "api",
+										Timeout:   ptr(2 * time.Second),
+										Retries:   &policy.Retries{Attempts: 2, On: []string{"connect-failure", "5xx"}, PerTryTimeout: 500 * time.Millisecond},
+										RateLimit: &policy.RateLimit{Requests: 100, Per: time.Second, Burst: 200},
+									},
+									{
+										Pos: at(edge, 17), Name: "1",
+										Match:   policy.Match{Path: "/healthz"},
+										Service: "health.v1",
+										Timeout: ptr(time.Duration(0)),
+									},
+									{
+										Pos: at(edge, 20), Name: "2",
+										Match: policy.Match{PathRegex: "^/items/[0-9]+$", Headers: []policy.HeaderMatch{
+											{Pos: at(edge, 23), Name: "x-debug", Present: true},
+											{Pos: at(edge, 24), Name: "x-user", Prefix: "admin-"},
+											{Pos: at(edge, 25), Name: "x-tenant", Regex: "t[0-9]+"},
+										}},
+										Service:   "items",
+										Retries:   &policy.Retries{Attempts: 1, On: policy.DefaultRetryOn()},
+										RateLimit: &policy.RateLimit{Requests: 5, Per: time.Minute, Burst: 5},
+									},
+									{
+										Pos: at(edge, 29), Name: "3",
+										Match: policy.Match{PathPrefix: "/"},
+										Split: []policy.WeightedService{
+											{Pos: at(edge, 31), Service: "web", Weight: 90},
+											{Pos: at(edge, 32), Service: "web-canary", Weight: 10},
+										},
+									},
+								},
+							},
+							{
+								Pos:     at(edge, 33),
+								Domains: []string{"admin.example.com"},
+								Routes: []policy.Route{
+									{Pos: at(edge, 35), Name: "0", Match: policy.Match{PathPrefix: "/"}, Service: "admin"},
+								},
+							},
+						},
+					},
+					{
+						Pos: at(edge, 36), Name: "plain", Address: "::", Port: 8080,
+						Hosts: []policy.VirtualHost{{
+							Pos:     at(edge, 40),
+							Domains: []string{"*"},
+							Routes:  []policy.Route{{Pos: at(edge, 42), Name: "all", Match: policy.Match{PathPrefix: "/"}, Service: "web"}},
+						}},
+					},
+				},
+			},
+		},
+		Certificates: []policy.Certificate{
+			{
+				Pos: at(certs, 10), Name: "admin-cert",
+				CertFile: admin.certFile, KeyFile: admin.keyFile,
+				CertPEM: admin.certPEM, KeyPEM: admin.keyPEM,
+				DNSNames: []string{"admin.example.com"}, NotAfter: testNotAfter,
+			},
+			{
+				Pos: at(certs, 3), Name: "shop-cert",
+				CertFile: shop.certFile, KeyFile: shop.keyFile, CAFile: ca.certFile,
+				CertPEM: shop.certPEM, KeyPEM: shop.keyPEM, CAPEM: ca.certPEM,
+				DNSNames: []string{"shop.example.com", "*.shop.example.com"}, NotAfter: testNotAfter,
+			},
+		},
+	}
+	// Secret's String hides the bytes, so compare them as plain bytes.
+	secretBytes := cmp.Transformer("secret", func(s policy.Secret) []byte { return []byte(s) })
+	if diff := cmp.Diff(want, set, cmpopts.IgnoreUnexported(policy.Set{}), secretBytes); diff != "" {
+		t.Errorf("Load(%q) (-want +got):\n%s", dir, diff)
+	}
+
+	wantFiles := []string{admin.certFile, admin.keyFile}
+	wantFiles = append(wantFiles, certs, edge, ca.certFile, shop.certFile, shop.keyFile)
+	if diff := cmp.Diff(slices.Sorted(slices.Values(wantFiles)), set.Files()); diff != "" {
+		t.Errorf("Files() (-want +got):\n%s", diff)
+	}
+
+	if g, ok := set.Group("edge"); !ok || g.Name != "edge" {
+		t.Errorf(`Group("edge") = %q, %v; want "edge", true`, g.Name, ok)
+	}
+	if _, ok := set.Group("nope"); ok {
+		t.Error(`Group("nope") found a group; want none`)
+	}
+	if c, ok := set.Certificate("shop-cert"); !ok || c.Name != "shop-cert" {
+		t.Errorf(`Certificate("shop-cert") = %q, %v; want "shop-cert", true`, c.Name, ok)
+	}
+	if _, ok := set.Certificate("nope"); ok {
+		t.Error(`Certificate("nope") found a certificate; want none`)
+	}
+}
+
+// The quick start's sample policies must always be valid, with no warnings.
+func TestQuickstartPolicies(t *testing.T) {
+	dir := filepath.Join("..", "examples", "quickstart", "policies")
+	set, diags := policy.Load(dir)
+	if len(diags) != 0 {
+		t.Fatalf("Load(%q) diagnostics:\n%v", dir, diags.Err())
+	}
+	if _, ok := set.Group("edge"); !ok {
+		t.Fatalf("Load(%q) has no group edge", dir)
+	}
+}
+
+func TestParseDefaults(t *testing.T) {
+	src := `apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: g
+listeners:
+  - name: l
+    port: 80
+    hosts:
+      - domains: ["*"]
+        routes:
+          - service: web
+            retries: { attempts: 3 }
+            rateLimit: { requests: 7, per: 250ms }
+`
+	set, diags := policy.Parse(map[string][]byte{"p.yaml": []byte(src)})
+	if len(diags) != 0 {
+		t.Fatalf("Parse diagnostics: %v", lines(diags))
+	}
+	g, _ := set.Group("g")
+	l := g.Listeners[0]
+	r := l.Hosts[0].Routes[0]
+	got := []any{l.Address, l.TLS, r.Name, r.Match, r.Timeout, *r.Retries, *r.RateLimit}
+	want := []any{
+		"0.0.0.0", (*policy.ListenerTLS)(nil), "0", policy.Match{PathPrefix: "/"}, (*time.Duration)(nil),
+		policy.Retries{Attempts: 3, On: []string{"connect-failure", "refused-stream", "gateway-error"}},
+		policy.RateLimit{Requests: 7, Per: 250 * time.Millisecond, Burst: 7},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("defaults (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"p.yaml"}, set.Files()); diff != "" {
+		t.Errorf("Files() (-want +got):\n%s", diff)
+	}
+}
+
+func TestParseAnchors(t *testing.T) {
+	src := `apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: g
+listeners:
+  - name: l
+    port: 80
+    hosts:
+      - domains: ["*"]
+        routes:
+          - match: { pathPrefix: /a }
+            service: a
+            retries: &retry { attempts: 2, on: [5xx] }
+          - service: b
+            retries: *retry
+`
+	set, diags := policy.Parse(map[string][]byte{"p.yaml": []byte(src)})
+	if len(diags) != 0 {
+		t.Fatalf("Parse diagnostics: %v", lines(diags))
+	}
+	g, _ := set.Group("g")
+	routes := g.Listeners[0].Hosts[0].Routes
+	want := &policy.Retries{Attempts: 2, On: []string{"5xx"}}
+	for _, r := range routes {
+		if diff := cmp.Diff(want, r.Retries); diff != "" {
+			t.Errorf("route %s retries (-want +got):\n%s", r.Name, diff)
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// lines returns each diagnostic as its user would see it.
+func lines(ds policy.Diagnostics) []string {
+	var out []string
+	for _, d := range ds {
+		out = append(out, d.String())
+	}
+	return out
+}

@@ -1,0 +1,322 @@
+package registry
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+)
+
+// fakeConsul is an in-process Consul HTTP API with the two endpoints the
+// watcher uses and Consul's blocking query semantics: X-Consul-Index,
+// X-Consul-KnownLeader and X-Consul-LastContact headers; `index` and `wait`
+// parameters; `stale` honoured (without it and without a leader, 500 as a
+// real server answers).
+//
+// Indexes follow Consul closely enough: one raft-like counter bumped by
+// every write; the catalog's index is that of the last change to the service
+// list, a service's health index that of the last change to that service
+// (for an unknown service, the catalog's). A blocked query returns when its
+// index changes (up, or down as after a snapshot restore) or when its wait
+// ends.
+type fakeConsul struct {
+	t   testing.TB
+	srv *httptest.Server
+
+	mu          sync.Mutex
+	index       uint64
+	catIndex    uint64
+	services    map[string]*fakeService
+	knownLeader bool
+	failStatus  int           // answer every request with this status when non-zero
+	failPrefix  string        // ...whose path starts with this ("" = all)
+	noBlock     bool          // answer at once, ignoring index and wait (a misbehaving proxy)
+	zeroIndex   bool          // always send X-Consul-Index: 0
+	wake        chan struct{} // closed and replaced on every change
+	generation  int           // bumped by Restart
+	requests    map[string]int
+	urls        []string
+	tokens      map[string]bool
+}
+
+type fakeService struct {
+	index   uint64
+	entries []*consulapi.ServiceEntry
+}
+
+func newFakeConsul(t testing.TB) *fakeConsul {
+	f := &fakeConsul{
+		t:           t,
+		index:       10,
+		catIndex:    10,
+		services:    map[string]*fakeService{},
+		knownLeader: true,
+		wake:        make(chan struct{}),
+		requests:    map[string]int{},
+		tokens:      map[string]bool{},
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/catalog/services", f.catalog)
+	mux.HandleFunc("GET /v1/health/service/{name}", f.health)
+	f.srv = httptest.NewServer(mux)
+	t.Cleanup(func() {
+		f.srv.CloseClientConnections()
+		f.srv.Close()
+	})
+	return f
+}
+
+// Addr is the host:port to give the watcher.
+func (f *fakeConsul) Addr() string { return strings.TrimPrefix(f.srv.URL, "http://") }
+
+// changeLocked bumps the index and wakes blocked queries. f.mu is held.
+func (f *fakeConsul) changeLocked() uint64 {
+	f.index++
+	close(f.wake)
+	f.wake = make(chan struct{})
+	return f.index
+}
+
+// Set registers the service with exactly these entries (none: listed in the
+// catalog, but no instances).
+func (f *fakeConsul) Set(name string, entries ...*consulapi.ServiceEntry) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	idx := f.changeLocked()
+	if _, ok := f.services[name]; !ok {
+		f.catIndex = idx
+	}
+	f.services[name] = &fakeService{index: idx, entries: entries}
+}
+
+// Remove takes the service out of the catalog, as Consul does once its last
+// instance is deregistered.
+func (f *fakeConsul) Remove(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.catIndex = f.changeLocked()
+	delete(f.services, name)
+}
+
+// Bump is an unrelated write: the index moves, nothing we watch changes.
+func (f *fakeConsul) Bump() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.changeLocked()
+}
+
+// Restart models a dev agent restart: every registration is lost, the index
+// restarts at index (low, but not necessarily lower than before), and every
+// open connection breaks.
+func (f *fakeConsul) Restart(index uint64) {
+	f.mu.Lock()
+	f.services = map[string]*fakeService{}
+	f.index = index
+	f.catIndex = index
+	f.generation++ // requests in flight die with their connection
+	close(f.wake)
+	f.wake = make(chan struct{})
+	f.mu.Unlock()
+	f.srv.CloseClientConnections()
+}
+
+// ResetIndex models a server that lost its state without dropping the
+// connection (a snapshot restore): registrations are gone and the index
+// went backwards; blocked queries return at once.
+func (f *fakeConsul) ResetIndex() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.services = map[string]*fakeService{}
+	f.index = 3
+	f.catIndex = 3
+	close(f.wake)
+	f.wake = make(chan struct{})
+}
+
+func (f *fakeConsul) SetKnownLeader(ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.knownLeader = ok
+}
+
+// Fail makes requests under prefix answer with status (0: stop failing).
+func (f *fakeConsul) Fail(status int, prefix string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failStatus, f.failPrefix = status, prefix
+	if status != 0 {
+		close(f.wake) // blocked queries see the failure now
+		f.wake = make(chan struct{})
+	}
+}
+
+func (f *fakeConsul) SetNoBlock(noBlock, zeroIndex bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.noBlock, f.zeroIndex = noBlock, zeroIndex
+}
+
+// Requests is how many requests reached path.
+func (f *fakeConsul) Requests(path string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.requests[path]
+}
+
+// Seen returns every request URL and every X-Consul-Token value received.
+func (f *fakeConsul) Seen() (urls []string, tokens []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.urls), slices.Sorted(maps.Keys(f.tokens))
+}
+
+func (f *fakeConsul) catalog(w http.ResponseWriter, r *http.Request) {
+	f.serve(w, r, func() (uint64, any) {
+		out := map[string][]string{}
+		for name, s := range f.services {
+			tags := []string{}
+			for _, e := range s.entries {
+				tags = append(tags, e.Service.Tags...)
+			}
+			slices.Sort(tags)
+			out[name] = slices.Compact(tags)
+		}
+		return f.catIndex, out
+	})
+}
+
+func (f *fakeConsul) health(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	f.serve(w, r, func() (uint64, any) {
+		s, ok := f.services[name]
+		if !ok {
+			return f.catIndex, []*consulapi.ServiceEntry{}
+		}
+		entries := s.entries
+		if entries == nil {
+			entries = []*consulapi.ServiceEntry{}
+		}
+		return s.index, entries
+	})
+}
+
+// serve runs one (possibly blocking) query. read runs with f.mu held and
+// returns the result's index and body.
+func (f *fakeConsul) serve(w http.ResponseWriter, r *http.Request, read func() (uint64, any)) {
+	q := r.URL.Query()
+	var minIndex uint64
+	if v := q.Get("index"); v != "" {
+		var err error
+		if minIndex, err = strconv.ParseUint(v, 10, 64); err != nil {
+			http.Error(w, "bad index", http.StatusBadRequest)
+			return
+		}
+	}
+	wait := 5 * time.Minute
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			http.Error(w, "bad wait", http.StatusBadRequest)
+			return
+		}
+		wait = d
+	}
+	_, stale := q["stale"]
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+
+	f.mu.Lock()
+	f.requests[r.URL.Path]++
+	f.urls = append(f.urls, r.URL.String())
+	f.tokens[r.Header.Get("X-Consul-Token")] = true
+	var startIndex uint64
+	started := false
+	gen := f.generation
+	for {
+		if f.generation != gen {
+			// The agent this request reached is gone: no answer, a broken
+			// connection.
+			f.mu.Unlock()
+			panic(http.ErrAbortHandler)
+		}
+		if f.failStatus != 0 && strings.HasPrefix(r.URL.Path, f.failPrefix) {
+			status := f.failStatus
+			f.mu.Unlock()
+			http.Error(w, "rpc error: injected failure", status)
+			return
+		}
+		if !f.knownLeader && !stale {
+			f.mu.Unlock()
+			http.Error(w, "No cluster leader", http.StatusInternalServerError)
+			return
+		}
+		idx, body := read()
+		if !started {
+			startIndex, started = idx, true
+		}
+		if f.noBlock || minIndex == 0 || idx > minIndex || idx != startIndex {
+			knownLeader := f.knownLeader
+			if f.zeroIndex {
+				idx = 0
+			}
+			f.mu.Unlock()
+			b, err := json.Marshal(body)
+			if err != nil {
+				f.t.Errorf("fake consul: %v", err)
+			}
+			h := w.Header()
+			h.Set("Content-Type", "application/json")
+			h.Set("X-Consul-Index", strconv.FormatUint(idx, 10))
+			h.Set("X-Consul-KnownLeader", strconv.FormatBool(knownLeader))
+			h.Set("X-Consul-LastContact", "0")
+			_, _ = w.Write(b)
+			return
+		}
+		wake := f.wake
+		f.mu.Unlock()
+		select {
+		case <-wake:
+		case <-deadline.C:
+			minIndex = 0 // answer with whatever is there
+		case <-r.Context().Done():
+			return
+		}
+		f.mu.Lock()
+	}
+}
+
+// entry builds a health answer entry. Checks are "id=status" pairs; a check
+// id starting "node:" is a node check (no service ID).
+func entry(node, id, addr string, port int, checks ...string) *consulapi.ServiceEntry {
+	name, _, _ := strings.Cut(id, "-")
+	e := &consulapi.ServiceEntry{
+		Node: &consulapi.Node{Node: node, Address: "10.0.0." + strconv.Itoa(len(node)), Datacenter: "dc1"},
+		Service: &consulapi.AgentService{
+			ID: id, Service: name, Address: addr, Port: port,
+			Weights: consulapi.AgentWeights{Passing: 1, Warning: 1},
+		},
+	}
+	for _, c := range checks {
+		cid, status, ok := strings.Cut(c, "=")
+		if !ok {
+			panic(fmt.Sprintf("check %q: want id=status", c))
+		}
+		hc := &consulapi.HealthCheck{Node: node, CheckID: cid, Name: cid, Status: status}
+		if after, isNode := strings.CutPrefix(cid, "node:"); isNode {
+			hc.CheckID = after
+		} else {
+			hc.ServiceID, hc.ServiceName = id, name
+		}
+		e.Checks = append(e.Checks, hc)
+	}
+	return e
+}

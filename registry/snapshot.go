@@ -1,0 +1,151 @@
+package registry
+
+import (
+	"cmp"
+	"maps"
+	"slices"
+	"strconv"
+)
+
+// Health is the state of one instance as the proxies should see it.
+type Health int
+
+const (
+	// Healthy instances take traffic: every check passing or warning.
+	Healthy Health = iota
+	// Unhealthy instances take no traffic: a check is critical.
+	Unhealthy
+	// Draining instances are in maintenance mode: finish what they have,
+	// take nothing new. Maintenance wins over every other check.
+	Draining
+)
+
+// String returns "healthy", "unhealthy" or "draining".
+func (h Health) String() string {
+	switch h {
+	case Healthy:
+		return "healthy"
+	case Unhealthy:
+		return "unhealthy"
+	case Draining:
+		return "draining"
+	}
+	return "health(" + strconv.Itoa(int(h)) + ")"
+}
+
+// Instance is one registered instance of a service.
+type Instance struct {
+	ID         string // Consul service ID, unique on its node
+	Node       string
+	Address    string // the service address, else the node address
+	Port       int
+	Tags       []string // sorted
+	Meta       map[string]string
+	Datacenter string
+	Health     Health
+	// Weight is Consul's Service.Weights.Passing, or .Warning when the
+	// aggregated status is warning; 1 if unset, clamped to 1..128 (Envoy's
+	// range for load balancing weights).
+	Weight int
+}
+
+// Service is a service name and its instances, sorted by (Node, ID).
+type Service struct {
+	Name      string
+	Instances []Instance
+}
+
+// Snapshot is every service the registry knows at one moment.
+//
+// Snapshot is immutable once published: never modify it or anything it
+// points to (the Instances slices, Tags, Meta), because the next snapshot
+// shares every unchanged service with it.
+type Snapshot struct {
+	services map[string]*Service
+}
+
+// NewSnapshot builds a snapshot from services, for tests and fixtures. It
+// deep-copies its arguments and sorts instances and tags as published
+// snapshots are. A later service with the same name replaces an earlier one.
+func NewSnapshot(services ...Service) *Snapshot {
+	m := make(map[string]*Service, len(services))
+	for _, svc := range services {
+		c := cloneService(svc)
+		m[c.Name] = &c
+	}
+	return &Snapshot{services: m}
+}
+
+// Service returns the named service. The returned value shares memory with
+// the snapshot: read it, never modify it.
+func (s *Snapshot) Service(name string) (Service, bool) {
+	if s == nil {
+		return Service{}, false
+	}
+	svc, ok := s.services[name]
+	if !ok {
+		return Service{}, false
+	}
+	return *svc, true
+}
+
+// Names returns the service names, sorted.
+func (s *Snapshot) Names() []string {
+	if s == nil {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(s.services))
+}
+
+// Len returns the number of services.
+func (s *Snapshot) Len() int {
+	if s == nil {
+		return 0
+	}
+	return len(s.services)
+}
+
+// Equal reports whether two snapshots hold the same services and instances.
+func (s *Snapshot) Equal(o *Snapshot) bool {
+	if s.Len() != o.Len() {
+		return false
+	}
+	if s.Len() == 0 {
+		return true
+	}
+	for name, a := range s.services {
+		b, ok := o.services[name]
+		if !ok || (a != b && !a.equal(b)) {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Service) equal(o *Service) bool {
+	return s.Name == o.Name && slices.EqualFunc(s.Instances, o.Instances, Instance.equal)
+}
+
+func (i Instance) equal(o Instance) bool {
+	return i.ID == o.ID && i.Node == o.Node && i.Address == o.Address &&
+		i.Port == o.Port && i.Datacenter == o.Datacenter && i.Health == o.Health &&
+		i.Weight == o.Weight && slices.Equal(i.Tags, o.Tags) && maps.Equal(i.Meta, o.Meta)
+}
+
+// cloneService deep-copies svc and sorts it into canonical order.
+func cloneService(svc Service) Service {
+	out := Service{Name: svc.Name, Instances: make([]Instance, len(svc.Instances))}
+	for i, in := range svc.Instances {
+		in.Tags = slices.Sorted(slices.Values(in.Tags))
+		in.Meta = maps.Clone(in.Meta)
+		out.Instances[i] = in
+	}
+	sortInstances(out.Instances)
+	return out
+}
+
+func sortInstances(ins []Instance) {
+	slices.SortFunc(ins, func(a, b Instance) int {
+		return cmp.Or(cmp.Compare(a.Node, b.Node), cmp.Compare(a.ID, b.ID))
+	})
+}

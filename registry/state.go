@@ -1,0 +1,203 @@
+package registry
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// state is the watcher's merged view: every watch goroutine writes its
+// answers here, and the publish loop turns it into snapshots.
+type state struct {
+	w             *Watcher
+	wg            *sync.WaitGroup // the Run group that per-service watches join
+	ctx           context.Context // Run's context; per-service watches derive from it
+	mu            sync.Mutex      // guards everything below
+	services      map[string]*svcState
+	catalogSynced bool          // the service list was read at least once
+	changed       chan struct{} // one slot: "look again", never blocks a watch
+}
+
+// svcState is what the watcher knows about one service.
+type svcState struct {
+	name      string
+	cancel    context.CancelFunc // stops this service's watch
+	inCatalog bool               // listed in the last catalog answer
+	synced    bool               // health read at least once
+	svc       *Service           // what the next snapshot shows; nil until synced
+
+	// Fail-static: held is true while svc holds last-known instances in
+	// place of a suspect empty answer, until holdUntil (zero: forever).
+	held       bool
+	holdReason string
+	holdUntil  time.Time
+}
+
+// event is a hook call or log line, run after the lock is released so that
+// neither a slow handler nor a hook can stall the other watches.
+type event func()
+
+func (st *state) run(events []event) {
+	for _, e := range events {
+		e()
+	}
+}
+
+func (st *state) notify() {
+	select {
+	case st.changed <- struct{}{}:
+	default:
+	}
+}
+
+// applyCatalog starts watches for new services and handles services that
+// left the list: a real deregistration drops them, a suspect answer keeps
+// their last known instances (and their watch, to see them come back).
+func (st *state) applyCatalog(names map[string][]string, a answer) {
+	var events []event
+	st.mu.Lock()
+	st.catalogSynced = true
+	for name := range names {
+		if ss, ok := st.services[name]; ok {
+			ss.inCatalog = true
+			continue
+		}
+		ctx, cancel := context.WithCancel(st.ctx)
+		ss := &svcState{name: name, cancel: cancel, inCatalog: true}
+		st.services[name] = ss
+		st.wg.Go(func() { st.w.watchService(ctx, st, ss) })
+	}
+	for name, ss := range st.services {
+		if _, ok := names[name]; ok || !ss.inCatalog {
+			continue
+		}
+		ss.inCatalog = false
+		switch {
+		case ss.held:
+			// Already holding; the hold runs its course.
+		case a.suspect != "" && ss.svc != nil && len(ss.svc.Instances) > 0:
+			events = append(events, st.hold(ss, "left the catalog: "+a.suspect))
+		default:
+			st.drop(ss)
+			events = append(events, func() {
+				st.w.log.Info("service deregistered", "service", name)
+			})
+		}
+	}
+	st.mu.Unlock()
+	st.notify()
+	st.run(events)
+}
+
+// applyHealth records one health answer for ss.
+func (st *state) applyHealth(ss *svcState, svc Service, a answer) {
+	var events []event
+	st.mu.Lock()
+	if st.services[ss.name] != ss {
+		st.mu.Unlock()
+		return // dropped while the query ran
+	}
+	firstSync := !ss.synced
+	ss.synced = true
+	hadInstances := ss.svc != nil && len(ss.svc.Instances) > 0
+	changed := firstSync
+	switch {
+	case len(svc.Instances) == 0 && ss.held:
+		// Still waiting for the instances to come back.
+	case len(svc.Instances) == 0 && hadInstances && a.suspect != "":
+		events = append(events, st.hold(ss, "empty answer: "+a.suspect))
+		changed = true // the publish loop arms the expiry timer
+	case len(svc.Instances) == 0 && !ss.inCatalog:
+		// Neither listed nor registered: gone for real.
+		st.drop(ss)
+		changed = true
+	default:
+		if ss.held {
+			ss.held = false
+			n, reason := len(svc.Instances), ss.holdReason
+			events = append(events, func() {
+				st.w.log.Info("service recovered; using live instances again",
+					"service", ss.name, "instances", n, "held_because", reason)
+			})
+		}
+		if ss.svc == nil || !ss.svc.equal(&svc) {
+			ss.svc = &svc
+			changed = true
+		}
+	}
+	st.mu.Unlock()
+	if changed {
+		st.notify()
+	}
+	st.run(events)
+}
+
+// hold starts fail-static for ss. The caller holds st.mu and runs the
+// returned event after unlocking.
+func (st *state) hold(ss *svcState, reason string) event {
+	ss.held, ss.holdReason, ss.holdUntil = true, reason, time.Time{}
+	if d := st.w.cfg.StaleHold; d > 0 {
+		ss.holdUntil = st.w.now().Add(d)
+	}
+	n := len(ss.svc.Instances)
+	return func() {
+		st.w.log.Warn("consul answer looks like lost state; keeping last known instances",
+			"service", ss.name, "reason", reason, "instances", n, "hold", st.w.cfg.StaleHold)
+		if st.w.hooks.FailStatic != nil {
+			st.w.hooks.FailStatic(ss.name, reason)
+		}
+	}
+}
+
+// drop forgets ss and stops its watch. The caller holds st.mu.
+func (st *state) drop(ss *svcState) {
+	ss.cancel()
+	delete(st.services, ss.name)
+}
+
+// expireHolds ends every hold whose time is up: Consul has said "nothing
+// here" for StaleHold, so believe it.
+func (st *state) expireHolds() {
+	var events []event
+	now := st.w.now()
+	st.mu.Lock()
+	for _, ss := range st.services {
+		if !ss.held || ss.holdUntil.IsZero() || now.Before(ss.holdUntil) {
+			continue
+		}
+		ss.held = false
+		if ss.inCatalog {
+			ss.svc = &Service{Name: ss.name}
+		} else {
+			st.drop(ss)
+		}
+		name, reason := ss.name, ss.holdReason
+		events = append(events, func() {
+			st.w.log.Warn("stale hold expired; publishing what consul says",
+				"service", name, "held_because", reason)
+		})
+	}
+	st.mu.Unlock()
+	st.run(events)
+}
+
+// snapshot returns the current snapshot, whether the initial sync is
+// complete, and when the next hold expires (zero: none).
+func (st *state) snapshot() (snap *Snapshot, ready bool, nextExpiry time.Time) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	ready = st.catalogSynced
+	m := make(map[string]*Service, len(st.services))
+	for name, ss := range st.services {
+		if ss.inCatalog && !ss.synced {
+			ready = false
+		}
+		if ss.svc != nil {
+			m[name] = ss.svc
+		}
+		if ss.held && !ss.holdUntil.IsZero() && (nextExpiry.IsZero() || ss.holdUntil.Before(nextExpiry)) {
+			nextExpiry = ss.holdUntil
+		}
+	}
+	return &Snapshot{services: m}, ready, nextExpiry
+}

@@ -1,0 +1,443 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptrace"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultAddress    = "127.0.0.1:8500"
+	DefaultWaitTime   = 5 * time.Minute
+	DefaultBackoffMin = 250 * time.Millisecond
+	DefaultBackoffMax = 10 * time.Second
+	DefaultStaleHold  = 5 * time.Minute
+
+	// maxWaitTime is the longest blocking query Consul serves.
+	maxWaitTime = 10 * time.Minute
+)
+
+// Config says which Consul to watch and how patiently.
+type Config struct {
+	Address    string        // Consul HTTP address, host:port (default "127.0.0.1:8500")
+	Scheme     string        // "http" (default) or "https"
+	Token      string        // ACL token; never logged or put in errors
+	Datacenter string        // default: the agent's
+	AllowStale bool          // stale reads for blocking queries
+	WaitTime   time.Duration // blocking query wait (default 5m, Consul's max 10m)
+	BackoffMin time.Duration // default 250ms
+	BackoffMax time.Duration // default 10s; exponential with full jitter between them
+	// StaleHold is how long fail-static keeps last-known instances after a
+	// suspect empty answer (default 5m; 0 = use default; negative = forever).
+	StaleHold time.Duration
+}
+
+// String describes the config with the token redacted, so that printing a
+// Config with fmt cannot leak it.
+func (c Config) String() string {
+	return fmt.Sprintf("{Address:%s Scheme:%s Token:%s Datacenter:%s AllowStale:%t WaitTime:%s BackoffMin:%s BackoffMax:%s StaleHold:%s}",
+		c.Address, c.Scheme, redacted(c.Token), c.Datacenter, c.AllowStale, c.WaitTime, c.BackoffMin, c.BackoffMax, c.StaleHold)
+}
+
+// GoString is String, for %#v.
+func (c Config) GoString() string { return "registry.Config" + c.String() }
+
+// LogValue logs the config with the token redacted.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("address", c.Address),
+		slog.String("scheme", c.Scheme),
+		slog.String("token", redacted(c.Token)),
+		slog.String("datacenter", c.Datacenter),
+		slog.Bool("allow_stale", c.AllowStale),
+		slog.Duration("wait_time", c.WaitTime),
+		slog.Duration("backoff_min", c.BackoffMin),
+		slog.Duration("backoff_max", c.BackoffMax),
+		slog.Duration("stale_hold", c.StaleHold),
+	)
+}
+
+func redacted(token string) string {
+	if token == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.Address == "" {
+		c.Address = DefaultAddress
+	}
+	switch c.Scheme {
+	case "":
+		c.Scheme = "http"
+	case "http", "https":
+	default:
+		return c, fmt.Errorf("consul scheme %q: want http or https", c.Scheme)
+	}
+	switch {
+	case c.WaitTime == 0:
+		c.WaitTime = DefaultWaitTime
+	case c.WaitTime < 0 || c.WaitTime > maxWaitTime:
+		return c, fmt.Errorf("consul wait time %s: want between 0 and %s", c.WaitTime, maxWaitTime)
+	}
+	if c.BackoffMin == 0 {
+		c.BackoffMin = DefaultBackoffMin
+	}
+	if c.BackoffMax == 0 {
+		c.BackoffMax = max(DefaultBackoffMax, c.BackoffMin)
+	}
+	if c.BackoffMin < 0 || c.BackoffMax < c.BackoffMin {
+		return c, fmt.Errorf("consul backoff %s..%s: want 0 < min <= max", c.BackoffMin, c.BackoffMax)
+	}
+	if c.StaleHold == 0 {
+		c.StaleHold = DefaultStaleHold
+	}
+	return c, nil
+}
+
+// Hooks let the control plane count events without this package importing
+// prometheus. All are optional (nil = ignored). They are called from watcher
+// goroutines, never while a lock is held; they must be cheap and safe for
+// concurrent use.
+type Hooks struct {
+	// WatchError is called for every failed query; op is "services" or
+	// "health:<service>". err never contains the token.
+	WatchError func(op string, err error)
+	// FailStatic is called when a service's last known instances are kept
+	// instead of a suspect empty answer.
+	FailStatic func(service string, reason string)
+}
+
+// Watcher watches one Consul datacenter. Create it with NewWatcher and call
+// Run once.
+type Watcher struct {
+	cfg     Config
+	client  *consulapi.Client
+	log     *slog.Logger
+	hooks   Hooks
+	http    *http.Transport
+	timeout time.Duration // per request: the blocking wait plus Consul's jitter and slack
+	running atomic.Bool
+	now     func() time.Time // for tests
+}
+
+// NewWatcher checks cfg, fills in defaults and builds a Consul client. It
+// does not contact Consul. A nil log discards.
+func NewWatcher(cfg Config, log *slog.Logger, hooks Hooks) (*Watcher, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("registry config: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+
+	// One connection per concurrent blocking query (one per service plus
+	// the catalog): keep them all idle-pooled instead of reconnecting after
+	// every answer. The token travels in the X-Consul-Token header
+	// (consulapi sets it from Config.Token), never in the URL, so errors
+	// that quote the URL cannot leak it.
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.MaxIdleConns = 0
+	transport.MaxIdleConnsPerHost = 4096
+	client, err := consulapi.NewClient(&consulapi.Config{
+		Address:    cfg.Address,
+		Scheme:     cfg.Scheme,
+		Datacenter: cfg.Datacenter,
+		Token:      cfg.Token,
+		Transport:  transport,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consul client for %s: %w", cfg.Address, redactErr(err, cfg.Token))
+	}
+	return &Watcher{
+		cfg:    cfg,
+		client: client,
+		log:    log,
+		hooks:  hooks,
+		http:   transport,
+		// Consul adds up to WaitTime/16 of jitter to a blocking query; the
+		// slack covers a slow agent. Past that the connection is presumed
+		// dead (a partition without a reset), and the query is retried.
+		timeout: cfg.WaitTime + cfg.WaitTime/8 + 15*time.Second,
+		now:     time.Now,
+	}, nil
+}
+
+// Run watches until ctx is done, calling publish with each new snapshot.
+//
+// publish is called from one goroutine at a time, never concurrently, and
+// never with a snapshot equal to the previous one. The first call happens
+// only after the initial full sync: the service list and every listed
+// service's health read once. Run returns nil when ctx is cancelled; every
+// goroutine it started has exited by then. Run may not be called again
+// while it runs.
+func (w *Watcher) Run(ctx context.Context, publish func(*Snapshot)) error {
+	if !w.running.CompareAndSwap(false, true) {
+		return errors.New("registry watcher is already running")
+	}
+	defer w.running.Store(false)
+	// Idle keep-alive connections have goroutines of their own (net/http's).
+	defer w.http.CloseIdleConnections()
+
+	var wg sync.WaitGroup
+	defer wg.Wait() // runs after cancel below: defers are last in, first out
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	st := &state{
+		w:        w,
+		wg:       &wg,
+		ctx:      ctx,
+		services: map[string]*svcState{},
+		changed:  make(chan struct{}, 1),
+	}
+	wg.Go(func() { w.watchCatalog(ctx, st) })
+	w.publishLoop(ctx, st, publish)
+	return nil
+}
+
+// publishLoop is the one goroutine that calls publish. Watchers only mark
+// the state changed (a non-blocking send on a one-slot channel), so a burst
+// of changes while publish runs becomes one snapshot, and a slow publish
+// never stalls a watch.
+func (w *Watcher) publishLoop(ctx context.Context, st *state, publish func(*Snapshot)) {
+	var (
+		last      *Snapshot
+		published bool
+		expiry    = time.NewTimer(time.Hour)
+	)
+	defer expiry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-st.changed:
+		case <-expiry.C:
+			st.expireHolds()
+		}
+		snap, ready, next := st.snapshot()
+		if !next.IsZero() {
+			expiry.Reset(max(next.Sub(w.now()), time.Millisecond))
+		} else {
+			expiry.Stop()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if !ready && !published {
+			continue
+		}
+		if published && snap.Equal(last) {
+			continue
+		}
+		publish(snap)
+		last, published = snap, true
+	}
+}
+
+// answer describes one successful blocking query.
+type answer struct {
+	index uint64
+	// suspect says why an empty answer might be a Consul that lost its
+	// state rather than a real deregistration; "" when nothing is odd.
+	suspect string
+}
+
+// Reasons an answer is suspect (see the package doc).
+const (
+	reasonIndexReset = "consul index went backwards (agent restarted or state reset)"
+	reasonReconnect  = "first answer after losing the connection to consul"
+	reasonNoLeader   = "consul has no known leader"
+)
+
+// loop runs one blocking query over and over until ctx is done: query is
+// called with the options to use and handle with each successful answer.
+//
+// Index handling follows Consul's blocking query guidance: the next query
+// waits on the index of the last answer; an index that went backwards or is
+// 0 resets the wait index to 0. After a failed query the wait index is also
+// reset: the agent may have restarted, and a query waiting on the old
+// incarnation's index would block until the new one caught up, hiding the
+// reset. An answer that returns quickly without the index moving forward is
+// followed by a growing pause, so a misbehaving agent or proxy cannot make
+// the loop spin.
+func (w *Watcher) loop(ctx context.Context, op string, query func(*consulapi.QueryOptions) (*consulapi.QueryMeta, error), handle func(answer)) {
+	var (
+		waitIndex, lastIndex uint64
+		reconnect            bool // the previous query failed
+		answered             bool // a query succeeded before
+		failures, idle       int
+		lastWarn             time.Time
+		lastErr              string
+	)
+	for ctx.Err() == nil {
+		qctx, cancel := context.WithTimeout(ctx, w.timeout)
+		// Count the connections this query used. net/http silently retries
+		// a GET whose reused connection broke before the answer (an agent
+		// going away does exactly that), so a restarted agent can answer
+		// without any error reaching us: a second connection, or a freshly
+		// dialled one where a pooled one served before, is the only sign.
+		var conns, fresh atomic.Int32
+		qctx = httptrace.WithClientTrace(qctx, &httptrace.ClientTrace{
+			GotConn: func(info httptrace.GotConnInfo) {
+				conns.Add(1)
+				if !info.Reused {
+					fresh.Add(1)
+				}
+			},
+		})
+		opts := (&consulapi.QueryOptions{
+			AllowStale: w.cfg.AllowStale,
+			WaitIndex:  waitIndex,
+			WaitTime:   w.cfg.WaitTime,
+		}).WithContext(qctx)
+		start := time.Now()
+		meta, err := query(opts)
+		took := time.Since(start)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil && meta == nil {
+			err = errors.New("no query metadata")
+		}
+		if err != nil {
+			failures++
+			err = redactErr(err, w.cfg.Token)
+			if w.hooks.WatchError != nil {
+				w.hooks.WatchError(op, err)
+			}
+			delay := w.backoff(failures)
+			// Warn on the first failure, when the error changes and every
+			// 30 s: with hundreds of watches failing together (Consul is
+			// down), one line per retry would bury everything else.
+			level := slog.LevelDebug
+			if failures == 1 || err.Error() != lastErr || time.Since(lastWarn) >= 30*time.Second {
+				level, lastWarn, lastErr = slog.LevelWarn, time.Now(), err.Error()
+			}
+			w.log.Log(ctx, level, "consul query failed; keeping last known state",
+				"op", op, "error", err, "failures", failures, "retry_in", delay)
+			waitIndex, reconnect = 0, true
+			if !sleep(ctx, delay) {
+				return
+			}
+			continue
+		}
+		if failures > 0 {
+			w.log.Info("consul query recovered", "op", op, "failures", failures)
+			failures, lastErr = 0, ""
+		}
+
+		a := answer{index: meta.LastIndex}
+		switch {
+		case meta.LastIndex != 0 && meta.LastIndex < lastIndex:
+			a.suspect = reasonIndexReset
+		case reconnect || conns.Load() > 1 || (answered && fresh.Load() > 0):
+			a.suspect = reasonReconnect
+		case !meta.KnownLeader:
+			a.suspect = reasonNoLeader
+		}
+		reconnect, answered = false, true
+		handle(a)
+
+		quiet := meta.LastIndex == 0 || (waitIndex != 0 && meta.LastIndex <= waitIndex)
+		switch {
+		case meta.LastIndex == 0 || meta.LastIndex < lastIndex:
+			waitIndex = 0
+		default:
+			waitIndex = meta.LastIndex
+		}
+		if meta.LastIndex != 0 {
+			lastIndex = meta.LastIndex
+		}
+		if quiet && took < w.cfg.BackoffMin {
+			idle++
+			if !sleep(ctx, w.backoff(idle)) {
+				return
+			}
+		} else {
+			idle = 0
+		}
+	}
+}
+
+// backoff returns the pause before retry n (1, 2, ...): uniform between
+// BackoffMin and min(BackoffMax, BackoffMin*2^(n-1)). Jitter spreads the
+// retries of many watches so a recovering agent is not hit all at once.
+func (w *Watcher) backoff(n int) time.Duration {
+	lo, hi := w.cfg.BackoffMin, w.cfg.BackoffMin
+	for i := 1; i < n && hi < w.cfg.BackoffMax; i++ {
+		hi *= 2
+	}
+	hi = min(hi, w.cfg.BackoffMax)
+	if hi <= lo {
+		return lo
+	}
+	return lo + rand.N(hi-lo+1)
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// redactErr replaces the token in err's text, should it ever appear there.
+// consulapi puts the token in a header, not the URL, so this is a second
+// line of defence for errors from proxies or future client versions.
+func redactErr(err error, token string) error {
+	if err == nil || token == "" || !strings.Contains(err.Error(), token) {
+		return err
+	}
+	return errors.New(strings.ReplaceAll(err.Error(), token, "[redacted]"))
+}
+
+// watchCatalog watches the service list, starting and stopping the
+// per-service watches.
+func (w *Watcher) watchCatalog(ctx context.Context, st *state) {
+	var names map[string][]string
+	w.loop(ctx, "services",
+		func(opts *consulapi.QueryOptions) (*consulapi.QueryMeta, error) {
+			var (
+				meta *consulapi.QueryMeta
+				err  error
+			)
+			names, meta, err = w.client.Catalog().Services(opts)
+			return meta, err
+		},
+		func(a answer) { st.applyCatalog(names, a) })
+}
+
+// watchService watches one service's instances and health until ctx is
+// cancelled (the service left the catalog for good).
+func (w *Watcher) watchService(ctx context.Context, st *state, ss *svcState) {
+	var entries []*consulapi.ServiceEntry
+	w.loop(ctx, "health:"+ss.name,
+		func(opts *consulapi.QueryOptions) (*consulapi.QueryMeta, error) {
+			var (
+				meta *consulapi.QueryMeta
+				err  error
+			)
+			entries, meta, err = w.client.Health().Service(ss.name, "", false, opts)
+			return meta, err
+		},
+		func(a answer) { st.applyHealth(ss, service(ss.name, w.cfg.Datacenter, entries), a) })
+}

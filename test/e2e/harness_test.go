@@ -1,0 +1,373 @@
+// Package e2e proves Switchyard end to end: a real Consul agent, Switchyard
+// built from this tree, a real Envoy bootstrapped by `switchyard bootstrap`,
+// and Go HTTP backends that answer with their instance id. Every process
+// runs on free loopback ports and is stopped when its test ends.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+
+	"github.com/switchyard-io/switchyard/test/testenv"
+)
+
+// switchyardBin is the binary under test, built once by TestMain.
+var switchyardBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "switchyard-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	switchyardBin = filepath.Join(dir, "switchyard")
+	build := exec.Command("go", "build", "-o", switchyardBin, "github.com/switchyard-io/switchyard/cmd/switchyard")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build switchyard:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// protocols runs fn once with Envoy on delta xDS and once on state of the
+// world: every flow must work on both.
+func protocols(t *testing.T, fn func(t *testing.T, delta bool)) {
+	for _, p := range []struct {
+		name  string
+		delta bool
+	}{{"delta", true}, {"sotw", false}} {
+		t.Run(p.name, func(t *testing.T) { fn(t, p.delta) })
+	}
+}
+
+// Env is one scenario's world.
+type Env struct {
+	t          *testing.T
+	Consul     *testenv.ConsulAgent
+	consul     *consulapi.Client
+	PolicyDir  string
+	XDSAddr    string
+	AdminAddr  string
+	Switchyard *testenv.Process
+	Envoy      *testenv.Envoy
+	// Port is a free port for the scenario's first listener; policies use
+	// it as {{port}}.
+	Port  int
+	Port2 int
+	delta bool
+}
+
+// NewEnv starts Consul, writes the policy files (name -> content, with
+// {{port}} and {{port2}} replaced), starts Switchyard and waits until it is
+// ready, then starts an Envoy in group "edge".
+func NewEnv(t *testing.T, delta bool, policies map[string]string) *Env {
+	t.Helper()
+	e := &Env{
+		t:         t,
+		PolicyDir: t.TempDir(),
+		XDSAddr:   testenv.Addr(testenv.FreePort(t)),
+		AdminAddr: testenv.Addr(testenv.FreePort(t)),
+		Port:      testenv.FreePort(t),
+		Port2:     testenv.FreePort(t),
+		delta:     delta,
+	}
+	e.Consul = testenv.Consul(t)
+	e.consul = e.Consul.Client(t)
+	for name, content := range policies {
+		e.WritePolicy(name, content)
+	}
+	e.StartSwitchyard()
+	e.WaitReady()
+	e.StartEnvoy("edge")
+	return e
+}
+
+// WritePolicy writes a policy file atomically (write then rename), as
+// editors and deploy tools do.
+func (e *Env) WritePolicy(name, content string) {
+	e.t.Helper()
+	content = strings.ReplaceAll(content, "{{port}}", strconv.Itoa(e.Port))
+	content = strings.ReplaceAll(content, "{{port2}}", strconv.Itoa(e.Port2))
+	tmp := filepath.Join(e.PolicyDir, "."+name+".tmp")
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(e.PolicyDir, name)); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// StartSwitchyard starts (or restarts) the control plane.
+func (e *Env) StartSwitchyard() {
+	e.t.Helper()
+	e.Switchyard = testenv.Start(e.t, "switchyard", nil, switchyardBin, "serve",
+		"--consul-address", e.Consul.HTTPAddr,
+		"--policy", e.PolicyDir,
+		"--xds-address", e.XDSAddr,
+		"--admin-address", e.AdminAddr,
+		"--log-level", "debug")
+}
+
+// WaitReady waits for /readyz to answer 200.
+func (e *Env) WaitReady() {
+	e.t.Helper()
+	testenv.Eventually(e.t, 20*time.Second, "switchyard ready", func() error {
+		if e.Switchyard.Exited() {
+			e.t.Fatalf("switchyard exited:\n%s", e.Switchyard.Output())
+		}
+		code, body, err := httpGet("http://"+e.AdminAddr+"/readyz", nil)
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK {
+			return fmt.Errorf("readyz %d: %s", code, body)
+		}
+		return nil
+	})
+}
+
+// StartEnvoy bootstraps an Envoy with `switchyard bootstrap` and waits until
+// it has received its listeners.
+func (e *Env) StartEnvoy(group string) {
+	e.t.Helper()
+	adminAddr := testenv.Addr(testenv.FreePort(e.t))
+	protocol := "sotw"
+	if e.delta {
+		protocol = "delta"
+	}
+	out, err := exec.Command(switchyardBin, "bootstrap", "--node-id", group+"-"+protocol, "--group", group,
+		"--xds-address", e.XDSAddr, "--admin-address", adminAddr, "--xds-protocol", protocol).CombinedOutput()
+	if err != nil {
+		e.t.Fatalf("switchyard bootstrap: %v\n%s", err, out)
+	}
+	e.Envoy = testenv.StartEnvoy(e.t, "envoy", string(out), adminAddr)
+	testenv.Eventually(e.t, 20*time.Second, "envoy initialized", func() error {
+		body, err := e.Envoy.Admin("/ready")
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(body) != "LIVE" {
+			return fmt.Errorf("envoy state %q", body)
+		}
+		return nil
+	})
+}
+
+// Metric reads one series from Switchyard's /metrics (the sum over labels
+// matching the given label filter, e.g. `type="Cluster"`).
+func (e *Env) Metric(name, labels string) float64 {
+	e.t.Helper()
+	_, body, err := httpGet("http://"+e.AdminAddr+"/metrics", nil)
+	if err != nil {
+		e.t.Fatalf("metrics: %v", err)
+	}
+	var sum float64
+	for _, line := range strings.Split(body, "\n") {
+		if !strings.HasPrefix(line, name) || strings.HasPrefix(line, "#") {
+			continue
+		}
+		rest := line[len(name):]
+		if rest[0] != ' ' && rest[0] != '{' {
+			continue // a longer metric name
+		}
+		if labels != "" && !strings.Contains(rest, labels) {
+			continue
+		}
+		f := strings.Fields(rest)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
+
+// URL is a URL on the scenario's first Envoy listener.
+func (e *Env) URL(path string) string {
+	return "http://" + testenv.Addr(e.Port) + path
+}
+
+// Get sends one request through Envoy.
+func (e *Env) Get(path string, headers map[string]string) (int, string, error) {
+	return httpGet(e.URL(path), headers)
+}
+
+func httpGet(url string, headers map[string]string) (int, string, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	for k, v := range headers {
+		if k == "Host" {
+			req.Host = v
+			continue
+		}
+		req.Header.Set(k, v)
+	}
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(b)), err
+}
+
+// Tally sends n requests and counts responses by "status body".
+func (e *Env) Tally(n int, path string) map[string]int {
+	e.t.Helper()
+	out := map[string]int{}
+	for range n {
+		code, body, err := e.Get(path, nil)
+		if err != nil {
+			out["error"]++
+			continue
+		}
+		if code == http.StatusOK {
+			out[body]++
+		} else {
+			out[strconv.Itoa(code)]++
+		}
+	}
+	return out
+}
+
+// WaitFor polls a request until check accepts the response.
+func (e *Env) WaitFor(what string, timeout time.Duration, path string, headers map[string]string, check func(code int, body string) bool) {
+	e.t.Helper()
+	testenv.Eventually(e.t, timeout, what, func() error {
+		code, body, err := e.Get(path, headers)
+		if err != nil {
+			return err
+		}
+		if !check(code, body) {
+			return fmt.Errorf("got %d %q", code, body)
+		}
+		return nil
+	})
+}
+
+// Backend is a service instance: an HTTP server that answers with its id.
+type Backend struct {
+	ID      string
+	Service string
+	Port    int
+	srv     *http.Server
+	// FailFirst makes the next n requests answer 503.
+	failNext atomic.Int32
+	// Delay holds every response this long.
+	delay atomic.Int64
+	hits  atomic.Int64
+}
+
+// FailNext makes the next n requests answer 503.
+func (b *Backend) FailNext(n int) { b.failNext.Store(int32(n)) }
+
+// SetDelay makes every response wait d.
+func (b *Backend) SetDelay(d time.Duration) { b.delay.Store(int64(d)) }
+
+// Hits is the number of requests served.
+func (b *Backend) Hits() int64 { return b.hits.Load() }
+
+// StartBackend starts a backend and registers it in Consul with a passing
+// TTL check whose state the test controls.
+func (e *Env) StartBackend(service, id string) *Backend {
+	e.t.Helper()
+	b := &Backend{ID: id, Service: service, Port: testenv.FreePort(e.t)}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		b.hits.Add(1)
+		if d := time.Duration(b.delay.Load()); d > 0 {
+			select {
+			case <-time.After(d):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		if b.failNext.Add(-1) >= 0 {
+			http.Error(w, "failing on purpose", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, id)
+	})
+	b.srv = &http.Server{Addr: testenv.Addr(b.Port), Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = b.srv.ListenAndServe() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := testenv.WaitTCP(ctx, b.srv.Addr); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { b.srv.Close() })
+	e.Register(b)
+	return b
+}
+
+// Register (re-)registers a backend in Consul, passing.
+func (e *Env) Register(b *Backend) {
+	e.t.Helper()
+	err := e.consul.Agent().ServiceRegister(&consulapi.AgentServiceRegistration{
+		ID: b.ID, Name: b.Service, Address: "127.0.0.1", Port: b.Port,
+		Check: &consulapi.AgentServiceCheck{CheckID: "check-" + b.ID, TTL: "10m", Status: consulapi.HealthPassing},
+	})
+	if err != nil {
+		e.t.Fatalf("register %s: %v", b.ID, err)
+	}
+}
+
+// SetHealth sets a backend's TTL check: passing, warning or critical.
+func (e *Env) SetHealth(b *Backend, status string) {
+	e.t.Helper()
+	if err := e.consul.Agent().UpdateTTL("check-"+b.ID, "set by test", status); err != nil {
+		e.t.Fatalf("update ttl %s: %v", b.ID, err)
+	}
+}
+
+// Deregister removes a backend from Consul.
+func (e *Env) Deregister(b *Backend) {
+	e.t.Helper()
+	if err := e.consul.Agent().ServiceDeregister(b.ID); err != nil {
+		e.t.Fatalf("deregister %s: %v", b.ID, err)
+	}
+}
+
+// SwitchyardLogContains reports whether Switchyard logged s.
+func (e *Env) SwitchyardLogContains(s string) bool {
+	return bytes.Contains([]byte(e.Switchyard.Output()), []byte(s))
+}
+
+// WaitHosts waits until Envoy's cluster for service has exactly healthy
+// healthy hosts out of total.
+func (e *Env) WaitHosts(service string, healthy, total int) {
+	e.t.Helper()
+	testenv.Eventually(e.t, 10*time.Second, fmt.Sprintf("envoy cluster %s with %d/%d healthy hosts", service, healthy, total), func() error {
+		h, err := e.Envoy.Stat("cluster." + service + ".membership_healthy")
+		if err != nil {
+			return err
+		}
+		n, err := e.Envoy.Stat("cluster." + service + ".membership_total")
+		if err != nil {
+			return err
+		}
+		if h != healthy || n != total {
+			return fmt.Errorf("got %d/%d", h, n)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,32 @@
+package e2e
+
+import "testing"
+
+const webPolicy = `apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: edge
+listeners:
+  - name: http
+    address: 127.0.0.1
+    port: {{port}}
+    hosts:
+      - domains: ["*"]
+        routes:
+          - name: web
+            match: { pathPrefix: / }
+            service: web
+`
+
+// Scenario 1: requests through Envoy reach both instances of a service.
+func TestRequestsReachEveryInstance(t *testing.T) {
+	protocols(t, func(t *testing.T, delta bool) {
+		e := NewEnv(t, delta, map[string]string{"edge.yaml": webPolicy})
+		e.StartBackend("web", "web-1")
+		e.StartBackend("web", "web-2")
+		e.WaitHosts("web", 2, 2)
+		got := e.Tally(100, "/")
+		if got["web-1"] < 20 || got["web-2"] < 20 || got["web-1"]+got["web-2"] != 100 {
+			t.Fatalf("got %v over 100 requests; want both web-1 and web-2 to serve (round robin), nothing else", got)
+		}
+	})
+}

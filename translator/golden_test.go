@@ -1,0 +1,124 @@
+package translator
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"sigs.k8s.io/yaml"
+
+	"github.com/switchyard-io/switchyard/policy"
+	"github.com/switchyard-io/switchyard/registry"
+)
+
+var update = flag.Bool("update", false, "update golden files")
+
+// consulFixture is a registry snapshot written by hand: testdata/<case>/consul.yaml.
+type consulFixture struct {
+	Services []struct {
+		Name      string `json:"name"`
+		Instances []struct {
+			ID         string            `json:"id"`
+			Node       string            `json:"node"`
+			Address    string            `json:"address"`
+			Port       int               `json:"port"`
+			Tags       []string          `json:"tags"`
+			Meta       map[string]string `json:"meta"`
+			Datacenter string            `json:"datacenter"`
+			Health     string            `json:"health"`
+			Weight     int               `json:"weight"`
+		} `json:"instances"`
+	} `json:"services"`
+}
+
+func loadConsulFixture(t *testing.T, path string) *registry.Snapshot {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f consulFixture
+	if err := yaml.UnmarshalStrict(b, &f); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	var services []registry.Service
+	for _, s := range f.Services {
+		svc := registry.Service{Name: s.Name}
+		for _, i := range s.Instances {
+			h := map[string]registry.Health{"": registry.Healthy, "healthy": registry.Healthy,
+				"unhealthy": registry.Unhealthy, "draining": registry.Draining}
+			health, ok := h[i.Health]
+			if !ok {
+				t.Fatalf("%s: instance %s: unknown health %q", path, i.ID, i.Health)
+			}
+			svc.Instances = append(svc.Instances, registry.Instance{
+				ID: i.ID, Node: i.Node, Address: i.Address, Port: i.Port, Tags: i.Tags,
+				Meta: i.Meta, Datacenter: i.Datacenter, Health: health, Weight: i.Weight,
+			})
+		}
+		services = append(services, svc)
+	}
+	return registry.NewSnapshot(services...)
+}
+
+// TestGolden translates testdata/<case>/{consul.yaml,policy/} and compares
+// the IR of every group with <case>/ir.yaml and the diagnostics with
+// <case>/diagnostics.txt. `make golden` regenerates them.
+func TestGolden(t *testing.T) {
+	cases, err := filepath.Glob("testdata/*/consul.yaml")
+	if err != nil || len(cases) == 0 {
+		t.Fatalf("no golden cases in testdata: %v", err)
+	}
+	for _, consulFile := range cases {
+		dir := filepath.Dir(consulFile)
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			snap := loadConsulFixture(t, consulFile)
+			set, diags := policy.Load(filepath.Join(dir, "policy"))
+			if diags.HasErrors() {
+				t.Fatalf("policy errors:\n%v", diags.Err())
+			}
+			res := Translate(snap, set)
+			for _, cfg := range res.Configs {
+				if err := cfg.Validate(); err != nil {
+					t.Errorf("group %s: invalid IR: %v", cfg.Group, err)
+				}
+			}
+			got, err := yaml.Marshal(res.Configs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			compareGolden(t, filepath.Join(dir, "ir.yaml"), got)
+			var lines []string
+			for _, d := range append(diags, res.Diagnostics...) {
+				lines = append(lines, d.String())
+			}
+			compareGolden(t, filepath.Join(dir, "diagnostics.txt"), []byte(strings.Join(lines, "\n")+"\n"))
+
+			// Deterministic: a second translation gives the same bytes.
+			again, _ := yaml.Marshal(Translate(snap, set).Configs)
+			if string(again) != string(got) {
+				t.Errorf("translation is not deterministic (-first +second):\n%s", cmp.Diff(string(got), string(again)))
+			}
+		})
+	}
+}
+
+func compareGolden(t *testing.T, path string, got []byte) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run `make golden` to create it)", err)
+	}
+	if diff := cmp.Diff(string(want), string(got)); diff != "" {
+		t.Errorf("%s is stale; run `make golden` and review the diff (-want +got):\n%s", path, diff)
+	}
+}
