@@ -20,10 +20,11 @@ build:
 tools:
 	hack/tools.sh
 
-## test: every test, against real Consul and Envoy
-test: tools
+## test: every test, against real Consul and Envoy, then the demo's own check
+test: tools build
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
+	DEMO_CHECK=1 hack/demo.sh
 
 ## unit: the fast tests only (no Consul, no Envoy)
 unit:
@@ -33,7 +34,7 @@ golden:
 	$(GO) test $(GOLDEN_PKGS) -run Golden -update
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./translator/
+	$(GO) test -run '^$$' -bench . -benchmem ./translator/ ./controlplane/
 
 demo: tools build
 	hack/demo.sh

@@ -199,4 +199,3 @@ func newLogger(level, format string) (*slog.Logger, error) {
 	}
 	return nil, fmt.Errorf("setting log.format: %q: want text or json", format)
 }
-

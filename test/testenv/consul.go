@@ -26,7 +26,9 @@ type ConsulAgent struct {
 func Consul(t testing.TB) *ConsulAgent {
 	t.Helper()
 	c := &ConsulAgent{ports: map[string]int{}}
-	for _, name := range []string{"http", "grpc", "dns", "serf-lan", "serf-wan", "server"} {
+	// Every port is chosen, grpc-tls too: a dev agent's defaults would
+	// collide with the agents of tests running in parallel.
+	for _, name := range []string{"http", "grpc", "grpc-tls", "dns", "serf-lan", "serf-wan", "server"} {
 		c.ports[name] = FreePort(t)
 	}
 	c.HTTPAddr = Addr(c.ports["http"])
@@ -40,6 +42,7 @@ func (c *ConsulAgent) start(t testing.TB) {
 		"-log-level", "warn", "-node", "switchyard-test",
 		"-http-port", strconv.Itoa(c.ports["http"]),
 		"-grpc-port", strconv.Itoa(c.ports["grpc"]),
+		"-grpc-tls-port", strconv.Itoa(c.ports["grpc-tls"]),
 		"-dns-port", strconv.Itoa(c.ports["dns"]),
 		"-serf-lan-port", strconv.Itoa(c.ports["serf-lan"]),
 		"-serf-wan-port", strconv.Itoa(c.ports["serf-wan"]),

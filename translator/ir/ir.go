@@ -117,9 +117,9 @@ type Route struct {
 	Backends []Backend `json:"backends"`
 	// Timeout is the whole request's timeout; nil leaves Envoy's default and
 	// zero disables it.
-	Timeout   *Duration `json:"timeout,omitempty"`
-	Retries   *Retries       `json:"retries,omitempty"`
-	RateLimit *RateLimit     `json:"rateLimit,omitempty"`
+	Timeout   *Duration  `json:"timeout,omitempty"`
+	Retries   *Retries   `json:"retries,omitempty"`
+	RateLimit *RateLimit `json:"rateLimit,omitempty"`
 	// Source is the policy file and line the route came from, for operators.
 	Source string `json:"source,omitempty"`
 }
@@ -150,17 +150,17 @@ type Backend struct {
 
 // Retries is a route's retry policy.
 type Retries struct {
-	Attempts      uint32        `json:"attempts"`
-	On            []string      `json:"on"`
+	Attempts      uint32   `json:"attempts"`
+	On            []string `json:"on"`
 	PerTryTimeout Duration `json:"perTryTimeout,omitempty"`
 }
 
 // RateLimit is a local token bucket: Requests tokens every Per, holding at
 // most Burst. Requests beyond it are answered 429.
 type RateLimit struct {
-	Requests uint32        `json:"requests"`
+	Requests uint32   `json:"requests"`
 	Per      Duration `json:"per"`
-	Burst    uint32        `json:"burst"`
+	Burst    uint32   `json:"burst"`
 }
 
 // Cluster is an upstream Consul service and its endpoints. The envoy

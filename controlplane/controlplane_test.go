@@ -1,0 +1,222 @@
+package controlplane
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+
+	"github.com/switchyard-io/switchyard/policy"
+	"github.com/switchyard-io/switchyard/registry"
+)
+
+const edgePolicy = `apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: edge
+listeners:
+  - name: https
+    port: 8443
+    tls: { certificates: [shop] }
+    hosts:
+      - domains: ["*"]
+        routes:
+          - service: web
+---
+apiVersion: switchyard.io/v1
+kind: Certificate
+name: shop
+certFile: shop.crt
+keyFile: shop.key
+`
+
+// writeCert writes a self-signed certificate and key into dir and returns
+// the key PEM.
+func writeCert(t *testing.T, dir string) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "shop.example.com"},
+		DNSNames: []string{"shop.example.com"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
+	if err := os.WriteFile(filepath.Join(dir, "shop.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "shop.key"), []byte(keyPEM), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return keyPEM
+}
+
+func webSnapshot(web2 registry.Health) *registry.Snapshot {
+	return registry.NewSnapshot(registry.Service{Name: "web", Instances: []registry.Instance{
+		{ID: "web-1", Node: "a", Address: "10.0.0.1", Port: 80, Datacenter: "dc1", Health: registry.Healthy, Weight: 1},
+		{ID: "web-2", Node: "b", Address: "10.0.0.2", Port: 80, Datacenter: "dc1", Health: web2, Weight: 1},
+	}})
+}
+
+// newTestServer is a server fed directly, without Consul or file watching.
+func newTestServer(t *testing.T, logs *bytes.Buffer) (*Server, string) {
+	t.Helper()
+	dir := t.TempDir()
+	keyPEM := writeCert(t, dir)
+	if err := os.WriteFile(filepath.Join(dir, "edge.yaml"), []byte(edgePolicy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{PolicyPaths: []string{dir}}, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, diags := policy.Load(dir)
+	if diags.HasErrors() {
+		t.Fatal(diags.Err())
+	}
+	s.policy = set
+	return s, keyPEM
+}
+
+func TestHealthFlipChangesOnlyEndpointsVersion(t *testing.T) {
+	var logs bytes.Buffer
+	s, _ := newTestServer(t, &logs)
+	s.consul = webSnapshot(registry.Healthy)
+	s.rebuild()
+	before := s.groups["edge"].versions
+
+	s.consul = webSnapshot(registry.Unhealthy)
+	s.rebuild()
+	after := s.groups["edge"].versions
+
+	for typ, v := range before {
+		changed := after[typ] != v
+		if want := typ == resource.EndpointType; changed != want {
+			t.Errorf("%s version changed = %v; want %v (before %s, after %s)", typ, changed, want, v, after[typ])
+		}
+	}
+}
+
+func TestVersionsAreContentHashes(t *testing.T) {
+	var logs bytes.Buffer
+	a, _ := newTestServer(t, &logs)
+	a.consul = webSnapshot(registry.Healthy)
+	a.rebuild()
+	// A second server (a restart, or another replica) with the same inputs
+	// serves the same versions, so Envoys see nothing new.
+	b, _ := newTestServer(t, &logs)
+	b.policy = a.policy
+	b.consul = webSnapshot(registry.Healthy)
+	b.rebuild()
+	for typ, v := range a.groups["edge"].versions {
+		if got := b.groups["edge"].versions[typ]; got != v {
+			t.Errorf("%s: got version %s on the second server; want %s", typ, got, v)
+		}
+	}
+}
+
+func TestNotReadyUntilConsulAndPolicy(t *testing.T) {
+	var logs bytes.Buffer
+	s, _ := newTestServer(t, &logs)
+	h := s.adminHandler()
+	get := func(path string) (int, string) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		return rec.Code, rec.Body.String()
+	}
+	s.rebuild() // no Consul snapshot yet: must not publish anything
+	if code, body := get("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "Consul") {
+		t.Fatalf("readyz before Consul sync: got %d %q; want 503 naming Consul", code, body)
+	}
+	if _, err := s.cache.GetSnapshot("edge"); err == nil {
+		t.Fatal("a snapshot was published before the first Consul sync")
+	}
+	s.consul = webSnapshot(registry.Healthy)
+	s.rebuild()
+	if code, body := get("/readyz"); code != http.StatusOK {
+		t.Fatalf("readyz after sync: got %d %q; want 200", code, body)
+	}
+	if code, _ := get("/healthz"); code != http.StatusOK {
+		t.Fatalf("healthz: got %d; want 200", code)
+	}
+}
+
+func TestDebugConfigRedactsPrivateKeys(t *testing.T) {
+	var logs bytes.Buffer
+	s, keyPEM := newTestServer(t, &logs)
+	s.consul = webSnapshot(registry.Healthy)
+	s.rebuild()
+	rec := httptest.NewRecorder()
+	s.adminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/config?group=edge", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("got %d %s; want 200", rec.Code, rec.Body)
+	}
+	body := rec.Body.String()
+	keyBody := strings.Split(keyPEM, "\n")[1] // a line of base64 key material
+	if strings.Contains(body, keyBody) || strings.Contains(logs.String(), keyBody) {
+		t.Fatal("private key material in /debug/config or the log")
+	}
+	var out debugConfigResponse
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Resources["Secret"]) != 1 || !strings.Contains(string(out.Resources["Secret"][0]), "[redacted]") {
+		t.Fatalf("got secrets %s; want one, with its key redacted", out.Resources["Secret"])
+	}
+	if len(out.Resources["Cluster"]) != 1 || out.Versions["ClusterLoadAssignment"] == "" {
+		t.Fatalf("got %+v; want the web cluster and an endpoints version", out.Versions)
+	}
+
+	rec = httptest.NewRecorder()
+	s.adminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/config?group=nope", nil))
+	if rec.Code != http.StatusNotFound || !strings.Contains(rec.Body.String(), `"edge"`) {
+		t.Fatalf("unknown group: got %d %s; want 404 listing the groups", rec.Code, rec.Body)
+	}
+}
+
+func TestNACKIsLoggedAndCounted(t *testing.T) {
+	var logs bytes.Buffer
+	s, _ := newTestServer(t, &logs)
+	cb := s.callbacks()
+	node := &corev3.Node{Id: "edge-1", Cluster: "edge"}
+	err := cb.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{
+		Node: node, TypeUrl: resource.ListenerType, VersionInfo: "abc", ResponseNonce: "7",
+		ErrorDetail: &statuspb.Status{Message: "error adding listener 'https': bad cert"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(s.metrics.nacks.WithLabelValues("Listener")); got != 1 {
+		t.Errorf("got %v NACKs counted; want 1", got)
+	}
+	if !strings.Contains(logs.String(), "bad cert") || !strings.Contains(logs.String(), "edge-1") {
+		t.Errorf("NACK log lacks Envoy's error detail or the node:\n%s", logs.String())
+	}
+}
