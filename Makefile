@@ -9,7 +9,7 @@ STATICCHECK_VERSION := v0.8.2
 
 export SWITCHYARD_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/switchyard
 
-.PHONY: all build test unit e2e golden demo tools lint bench clean
+.PHONY: all build test golden demo tools lint bench clean
 
 all: build
 
@@ -25,10 +25,6 @@ test: tools build
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
 	DEMO_CHECK=1 hack/demo.sh
-
-## unit: the fast tests only (no Consul, no Envoy)
-unit:
-	$(GO) test -short ./...
 
 golden:
 	$(GO) test $(GOLDEN_PKGS) -run Golden -update

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/switchyard-io/switchyard/test/testenv"
+)
+
+// run executes the CLI in-process and returns stdout, stderr and the error.
+func run(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	cmd := newRootCmd(&stdout, &stderr)
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	return stdout.String(), stderr.String(), err
+}
+
+func TestValidate(t *testing.T) {
+	stdout, stderr, err := run(t, "validate", "../../examples/quickstart/policies")
+	if err != nil {
+		t.Fatalf("validate quickstart: %v\n%s", err, stderr)
+	}
+	if !strings.Contains(stdout, "valid: 1 proxy group(s)") {
+		t.Errorf("got stdout %q; want the summary", stdout)
+	}
+
+	dir := t.TempDir()
+	bad := "apiVersion: switchyard.io/v1\nkind: ProxyGroup\nname: edge\nlisteners:\n  - name: http\n    port: 10000\n    hosts:\n      - domains: [\"*\"]\n        routes:\n          - match: { pathRegex: \"(\" }\n            sevice: web\n"
+	if err := os.WriteFile(filepath.Join(dir, "edge.yaml"), []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, err = run(t, "validate", dir)
+	var ee exitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("got err %v; want an exit error (status 1)", err)
+	}
+	path := filepath.Join(dir, "edge.yaml")
+	for _, want := range []string{path + ":11: ", `"sevice"`, path + ":10: "} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+}
+
+// TestBootstrapAcceptedByEnvoy checks both xDS variants with real Envoy's
+// own validation mode.
+func TestBootstrapAcceptedByEnvoy(t *testing.T) {
+	envoy := testenv.Bin(t, "envoy")
+	for _, protocol := range []string{"delta", "sotw"} {
+		t.Run(protocol, func(t *testing.T) {
+			stdout, stderr, err := run(t, "bootstrap", "--node-id", "edge-1", "--group", "edge", "--xds-protocol", protocol)
+			if err != nil {
+				t.Fatalf("bootstrap: %v\n%s", err, stderr)
+			}
+			wantAPI := map[string]string{"delta": "apiType: DELTA_GRPC", "sotw": "apiType: GRPC"}[protocol]
+			if !strings.Contains(stdout, wantAPI) || !strings.Contains(stdout, "cluster: edge") || !strings.Contains(stdout, "id: edge-1") {
+				t.Fatalf("bootstrap lacks %q, the group or the node id:\n%s", wantAPI, stdout)
+			}
+			path := filepath.Join(t.TempDir(), "envoy.yaml")
+			if err := os.WriteFile(path, []byte(stdout), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.Command(envoy, "--mode", "validate", "-c", path, "--use-dynamic-base-id").CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "OK") {
+				t.Fatalf("envoy --mode validate: %v\n%s", err, out)
+			}
+		})
+	}
+	if _, _, err := run(t, "bootstrap", "--node-id", "x", "--group", "edge", "--xds-protocol", "grpc"); err == nil || !strings.Contains(err.Error(), "--xds-protocol") {
+		t.Errorf("got %v; want an error naming --xds-protocol", err)
+	}
+	if _, _, err := run(t, "bootstrap", "--group", "edge"); err == nil || !strings.Contains(err.Error(), "node-id") {
+		t.Errorf("got %v; want an error naming the missing --node-id", err)
+	}
+}
+
+func TestServeRejectsUnknownSettings(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "switchyard.yaml")
+	if err := os.WriteFile(file, []byte("consul:\n  adress: 127.0.0.1:8500\nlog:\n  level: info\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := run(t, "serve", "--config", file)
+	if err == nil || !strings.Contains(err.Error(), `"consul.adress"`) || !strings.Contains(err.Error(), file) {
+		t.Fatalf("got %v; want an error naming the file and consul.adress", err)
+	}
+
+	t.Setenv("SWITCHYARD_CONSUL_ADRES", "x")
+	_, _, err = run(t, "serve", "--policy", dir)
+	if err == nil || !strings.Contains(err.Error(), "SWITCHYARD_CONSUL_ADRES") {
+		t.Fatalf("got %v; want an error naming SWITCHYARD_CONSUL_ADRES", err)
+	}
+}
+
+func TestServeRejectsBadValues(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--log-level", "loud"}, "log.level"},
+		{[]string{"--log-format", "xml"}, "log.format"},
+		{[]string{"--debounce-holdoff", "soon"}, "debounce-holdoff"},
+	} {
+		_, _, err := run(t, append([]string{"serve"}, tc.args...)...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("serve %v: got %v; want an error naming %s", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestHelpDocumentsEverySetting(t *testing.T) {
+	stdout, _, err := run(t, "serve", "--help")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range settings {
+		for _, want := range []string{"--" + s.flag, s.key, envName(s.key)} {
+			if !strings.Contains(stdout, want) {
+				t.Errorf("serve --help lacks %q", want)
+			}
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	stdout, _, err := run(t, "version")
+	if err != nil || !strings.HasPrefix(stdout, "switchyard ") {
+		t.Fatalf("got %q, %v; want \"switchyard <version>\"", stdout, err)
+	}
+}
