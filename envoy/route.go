@@ -2,6 +2,7 @@ package envoy
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -19,8 +20,14 @@ import (
 // routeConfig builds the RouteConfiguration a listener fetches over RDS.
 func routeConfig(l *ir.Listener) (*routev3.RouteConfiguration, error) {
 	rc := &routev3.RouteConfiguration{Name: RouteConfigName(l.Name)}
+	taken := map[string]bool{}
 	for _, vh := range l.VirtualHosts {
-		v := &routev3.VirtualHost{Name: vh.Name, Domains: vh.Domains}
+		for _, d := range vh.Domains {
+			taken[strings.ToLower(d)] = true
+		}
+	}
+	for _, vh := range l.VirtualHosts {
+		v := &routev3.VirtualHost{Name: vh.Name, Domains: withListenerPort(vh.Domains, l.Port, taken)}
 		for i := range vh.Routes {
 			r, err := route(l.Name, &vh.Routes[i])
 			if err != nil {
@@ -31,6 +38,26 @@ func routeConfig(l *ir.Listener) (*routev3.RouteConfiguration, error) {
 		rc.VirtualHosts = append(rc.VirtualHosts, v)
 	}
 	return rc, nil
+}
+
+// withListenerPort adds "domain:port" after each domain that names no port.
+// Clients on a non-default port send it in the Host header
+// (shop.example.com:8443), and Envoy matches Host, port included, against
+// the domains. A form another virtual host already lists is skipped, as
+// Envoy rejects duplicate domains.
+func withListenerPort(domains []string, port uint32, taken map[string]bool) []string {
+	out := make([]string, 0, 2*len(domains))
+	for _, d := range domains {
+		out = append(out, d)
+		if strings.HasSuffix(d, "*") || strings.LastIndex(d, ":") > strings.LastIndex(d, "]") {
+			continue // "*" and prefix wildcards match any port; d names its own
+		}
+		withPort := d + ":" + strconv.FormatUint(uint64(port), 10)
+		if !taken[strings.ToLower(withPort)] {
+			out = append(out, withPort)
+		}
+	}
+	return out
 }
 
 func route(listener string, r *ir.Route) (*routev3.Route, error) {
