@@ -23,20 +23,29 @@ type ConsulAgent struct {
 }
 
 // Consul starts a dev agent on free loopback ports and waits for a leader.
+// A free port can be taken by another test between the check and Consul's
+// bind, so an agent that exits while starting is retried on fresh ports.
 func Consul(t testing.TB) *ConsulAgent {
 	t.Helper()
-	c := &ConsulAgent{ports: map[string]int{}}
-	// Every port is chosen, grpc-tls too: a dev agent's defaults would
-	// collide with the agents of tests running in parallel.
-	for _, name := range []string{"http", "grpc", "grpc-tls", "dns", "serf-lan", "serf-wan", "server"} {
-		c.ports[name] = FreePort(t)
+	var err error
+	for range 3 {
+		c := &ConsulAgent{ports: map[string]int{}}
+		// Every port is chosen, grpc-tls too: a dev agent's defaults would
+		// collide with the agents of tests running in parallel.
+		for _, name := range []string{"http", "grpc", "grpc-tls", "dns", "serf-lan", "serf-wan", "server"} {
+			c.ports[name] = FreePort(t)
+		}
+		c.HTTPAddr = Addr(c.ports["http"])
+		if err = c.start(t); err == nil {
+			return c
+		}
+		t.Logf("consul agent did not start, retrying on fresh ports: %v", err)
 	}
-	c.HTTPAddr = Addr(c.ports["http"])
-	c.start(t)
-	return c
+	t.Fatalf("consul agent: %v", err)
+	return nil
 }
 
-func (c *ConsulAgent) start(t testing.TB) {
+func (c *ConsulAgent) start(t testing.TB) error {
 	t.Helper()
 	args := []string{"agent", "-dev", "-client", "127.0.0.1", "-bind", "127.0.0.1",
 		"-log-level", "warn", "-node", "switchyard-test",
@@ -52,8 +61,10 @@ func (c *ConsulAgent) start(t testing.TB) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := c.waitLeader(ctx); err != nil {
-		t.Fatalf("consul agent on %s: %v", c.HTTPAddr, err)
+		c.proc.Stop()
+		return fmt.Errorf("on %s: %w", c.HTTPAddr, err)
 	}
+	return nil
 }
 
 func (c *ConsulAgent) waitLeader(ctx context.Context) error {
@@ -101,7 +112,9 @@ func (c *ConsulAgent) Stop(t testing.TB) {
 func (c *ConsulAgent) Restart(t testing.TB) {
 	t.Helper()
 	c.proc.Stop()
-	c.start(t)
+	if err := c.start(t); err != nil {
+		t.Fatalf("restart consul agent: %v", err)
+	}
 }
 
 // Output is what the agent logged.
