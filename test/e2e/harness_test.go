@@ -6,9 +6,9 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -307,13 +307,14 @@ func (e *Env) StartBackend(service, id string) *Backend {
 		}
 		fmt.Fprintln(w, id)
 	})
-	b.srv = &http.Server{Addr: testenv.Addr(b.Port), Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = b.srv.ListenAndServe() }()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := testenv.WaitTCP(ctx, b.srv.Addr); err != nil {
-		e.t.Fatal(err)
+	// Listen before registering, so a port taken by another process since
+	// FreePort fails here instead of that process answering for the backend.
+	l, err := net.Listen("tcp", testenv.Addr(b.Port))
+	if err != nil {
+		e.t.Fatalf("backend %s: %v", id, err)
 	}
+	b.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = b.srv.Serve(l) }()
 	e.t.Cleanup(func() { b.srv.Close() })
 	e.Register(b)
 	return b
