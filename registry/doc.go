@@ -15,6 +15,11 @@
 // snapshot comes only after a full sync, so the control plane never serves a
 // partial view. Debouncing is the control plane's job.
 //
+// Each watch keeps one HTTP connection busy while it blocks. Consul caps the
+// connections from one client address (limits.http_max_conns_per_client,
+// default 200), so with more services than that the agent's limit must be
+// raised, or the watches beyond it fail and back off.
+//
 // DESIGN says only controlplane starts goroutines; this package is the one
 // exception, because every watched service needs its own blocking query in
 // flight. All of them are started inside Watcher.Run, under a context
@@ -41,12 +46,14 @@
 // instances, or a service leaving the list, is suspect when
 //
 //   - the X-Consul-Index went backwards (the agent's raft index restarted),
-//   - the answer is the first after a failed query or over a new connection
-//     (the agent may have restarted meanwhile: its new index cannot be
-//     compared with the old one, since re-registrations can carry it past the
-//     index we held; and net/http silently retries a blocking GET whose
-//     pooled connection broke, so a new connection may be the only sign),
-//   - or the agent reports no known leader.
+//   - the answer is the first after a failed query, or came only after
+//     net/http silently retried the query on a new connection because the
+//     pooled one broke (either way the agent may have restarted meanwhile:
+//     its new index cannot be compared with the old one, since
+//     re-registrations can carry it past the index we held),
+//   - or the agent reports no known leader (only where that header means
+//     something: answers from Consul's streaming backend, which serves
+//     blocking health queries by default since 1.10, always say false).
 //
 // A suspect service keeps its last known instances for Config.StaleHold,
 // its watch keeps running, and Hooks.FailStatic is called. Any later answer

@@ -1,9 +1,11 @@
 package registry
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -28,6 +30,11 @@ import (
 // (for an unknown service, the catalog's). A blocked query returns when its
 // index changes (up, or down as after a snapshot restore) or when its wait
 // ends.
+//
+// Like Consul 1.10+ with its default use_streaming_backend, blocking health
+// queries (index > 0) are answered by the "streaming" backend, which never
+// sets X-Consul-KnownLeader (always false); SetStreaming(false) turns that
+// off.
 type fakeConsul struct {
 	t   testing.TB
 	srv *httptest.Server
@@ -37,6 +44,7 @@ type fakeConsul struct {
 	catIndex    uint64
 	services    map[string]*fakeService
 	knownLeader bool
+	streaming   bool
 	failStatus  int           // answer every request with this status when non-zero
 	failPrefix  string        // ...whose path starts with this ("" = all)
 	noBlock     bool          // answer at once, ignoring index and wait (a misbehaving proxy)
@@ -47,6 +55,8 @@ type fakeConsul struct {
 	urls        []string
 	tokens      map[string]bool
 }
+
+type generationKey struct{}
 
 type fakeService struct {
 	index   uint64
@@ -60,6 +70,7 @@ func newFakeConsul(t testing.TB) *fakeConsul {
 		catIndex:    10,
 		services:    map[string]*fakeService{},
 		knownLeader: true,
+		streaming:   true,
 		wake:        make(chan struct{}),
 		requests:    map[string]int{},
 		tokens:      map[string]bool{},
@@ -67,7 +78,14 @@ func newFakeConsul(t testing.TB) *fakeConsul {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/catalog/services", f.catalog)
 	mux.HandleFunc("GET /v1/health/service/{name}", f.health)
-	f.srv = httptest.NewServer(mux)
+	f.srv = httptest.NewUnstartedServer(mux)
+	// Each connection belongs to the agent incarnation that accepted it.
+	f.srv.Config.ConnContext = func(ctx context.Context, _ net.Conn) context.Context {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return context.WithValue(ctx, generationKey{}, f.generation)
+	}
+	f.srv.Start()
 	t.Cleanup(func() {
 		f.srv.CloseClientConnections()
 		f.srv.Close()
@@ -140,6 +158,12 @@ func (f *fakeConsul) ResetIndex() {
 	f.catIndex = 3
 	close(f.wake)
 	f.wake = make(chan struct{})
+}
+
+func (f *fakeConsul) SetStreaming(on bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.streaming = on
 }
 
 func (f *fakeConsul) SetKnownLeader(ok bool) {
@@ -231,6 +255,7 @@ func (f *fakeConsul) serve(w http.ResponseWriter, r *http.Request, read func() (
 		wait = d
 	}
 	_, stale := q["stale"]
+	streamed := minIndex > 0 && strings.HasPrefix(r.URL.Path, "/v1/health/service/")
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 
@@ -240,11 +265,11 @@ func (f *fakeConsul) serve(w http.ResponseWriter, r *http.Request, read func() (
 	f.tokens[r.Header.Get("X-Consul-Token")] = true
 	var startIndex uint64
 	started := false
-	gen := f.generation
+	gen, _ := r.Context().Value(generationKey{}).(int)
 	for {
 		if f.generation != gen {
-			// The agent this request reached is gone: no answer, a broken
-			// connection.
+			// The agent this connection reached is gone: no answer, a
+			// broken connection.
 			f.mu.Unlock()
 			panic(http.ErrAbortHandler)
 		}
@@ -264,7 +289,10 @@ func (f *fakeConsul) serve(w http.ResponseWriter, r *http.Request, read func() (
 			startIndex, started = idx, true
 		}
 		if f.noBlock || minIndex == 0 || idx > minIndex || idx != startIndex {
-			knownLeader := f.knownLeader
+			knownLeader, backend := f.knownLeader, "blocking-query"
+			if streamed && f.streaming {
+				knownLeader, backend = false, "streaming"
+			}
 			if f.zeroIndex {
 				idx = 0
 			}
@@ -278,6 +306,7 @@ func (f *fakeConsul) serve(w http.ResponseWriter, r *http.Request, read func() (
 			h.Set("X-Consul-Index", strconv.FormatUint(idx, 10))
 			h.Set("X-Consul-KnownLeader", strconv.FormatBool(knownLeader))
 			h.Set("X-Consul-LastContact", "0")
+			h.Set("X-Consul-Query-Backend", backend)
 			_, _ = w.Write(b)
 			return
 		}

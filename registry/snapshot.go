@@ -44,8 +44,9 @@ type Instance struct {
 	Datacenter string
 	Health     Health
 	// Weight is Consul's Service.Weights.Passing, or .Warning when the
-	// aggregated status is warning; 1 if unset, clamped to 1..128 (Envoy's
-	// range for load balancing weights).
+	// aggregated status is warning; 1 if unset, clamped to 1..128 (the range
+	// Consul's own xDS server uses). A warning weight of 0 means "no traffic
+	// while warning", so such an instance is Unhealthy, as in Consul.
 	Weight int
 }
 

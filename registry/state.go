@@ -9,13 +9,14 @@ import (
 // state is the watcher's merged view: every watch goroutine writes its
 // answers here, and the publish loop turns it into snapshots.
 type state struct {
-	w             *Watcher
-	wg            *sync.WaitGroup // the Run group that per-service watches join
-	ctx           context.Context // Run's context; per-service watches derive from it
-	mu            sync.Mutex      // guards everything below
+	w       *Watcher
+	wg      *sync.WaitGroup // the Run group that per-service watches join
+	ctx     context.Context // Run's context; per-service watches derive from it
+	changed chan struct{}   // one slot: "look again", never blocks a watch
+
+	mu            sync.Mutex // guards the fields below
 	services      map[string]*svcState
-	catalogSynced bool          // the service list was read at least once
-	changed       chan struct{} // one slot: "look again", never blocks a watch
+	catalogSynced bool // the service list was read at least once
 }
 
 // svcState is what the watcher knows about one service.
@@ -53,7 +54,7 @@ func (st *state) notify() {
 // applyCatalog starts watches for new services and handles services that
 // left the list: a real deregistration drops them, a suspect answer keeps
 // their last known instances (and their watch, to see them come back).
-func (st *state) applyCatalog(names map[string][]string, a answer) {
+func (st *state) applyCatalog(names map[string][]string, suspect string) {
 	var events []event
 	st.mu.Lock()
 	st.catalogSynced = true
@@ -75,8 +76,8 @@ func (st *state) applyCatalog(names map[string][]string, a answer) {
 		switch {
 		case ss.held:
 			// Already holding; the hold runs its course.
-		case a.suspect != "" && ss.svc != nil && len(ss.svc.Instances) > 0:
-			events = append(events, st.hold(ss, "left the catalog: "+a.suspect))
+		case suspect != "" && ss.svc != nil && len(ss.svc.Instances) > 0:
+			events = append(events, st.hold(ss, "left the catalog: "+suspect))
 		default:
 			st.drop(ss)
 			events = append(events, func() {
@@ -85,12 +86,12 @@ func (st *state) applyCatalog(names map[string][]string, a answer) {
 		}
 	}
 	st.mu.Unlock()
-	st.notify()
 	st.run(events)
+	st.notify()
 }
 
 // applyHealth records one health answer for ss.
-func (st *state) applyHealth(ss *svcState, svc Service, a answer) {
+func (st *state) applyHealth(ss *svcState, svc Service, suspect string) {
 	var events []event
 	st.mu.Lock()
 	if st.services[ss.name] != ss {
@@ -104,8 +105,8 @@ func (st *state) applyHealth(ss *svcState, svc Service, a answer) {
 	switch {
 	case len(svc.Instances) == 0 && ss.held:
 		// Still waiting for the instances to come back.
-	case len(svc.Instances) == 0 && hadInstances && a.suspect != "":
-		events = append(events, st.hold(ss, "empty answer: "+a.suspect))
+	case len(svc.Instances) == 0 && hadInstances && suspect != "":
+		events = append(events, st.hold(ss, "empty answer: "+suspect))
 		changed = true // the publish loop arms the expiry timer
 	case len(svc.Instances) == 0 && !ss.inCatalog:
 		// Neither listed nor registered: gone for real.
@@ -126,10 +127,10 @@ func (st *state) applyHealth(ss *svcState, svc Service, a answer) {
 		}
 	}
 	st.mu.Unlock()
+	st.run(events)
 	if changed {
 		st.notify()
 	}
-	st.run(events)
 }
 
 // hold starts fail-static for ss. The caller holds st.mu and runs the
@@ -137,7 +138,7 @@ func (st *state) applyHealth(ss *svcState, svc Service, a answer) {
 func (st *state) hold(ss *svcState, reason string) event {
 	ss.held, ss.holdReason, ss.holdUntil = true, reason, time.Time{}
 	if d := st.w.cfg.StaleHold; d > 0 {
-		ss.holdUntil = st.w.now().Add(d)
+		ss.holdUntil = time.Now().Add(d)
 	}
 	n := len(ss.svc.Instances)
 	return func() {
@@ -159,7 +160,7 @@ func (st *state) drop(ss *svcState) {
 // here" for StaleHold, so believe it.
 func (st *state) expireHolds() {
 	var events []event
-	now := st.w.now()
+	now := time.Now()
 	st.mu.Lock()
 	for _, ss := range st.services {
 		if !ss.held || ss.holdUntil.IsZero() || now.Before(ss.holdUntil) {

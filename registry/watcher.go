@@ -130,7 +130,6 @@ type Watcher struct {
 	http    *http.Transport
 	timeout time.Duration // per request: the blocking wait plus Consul's jitter and slack
 	running atomic.Bool
-	now     func() time.Time // for tests
 }
 
 // NewWatcher checks cfg, fills in defaults and builds a Consul client. It
@@ -172,7 +171,6 @@ func NewWatcher(cfg Config, log *slog.Logger, hooks Hooks) (*Watcher, error) {
 		// slack covers a slow agent. Past that the connection is presumed
 		// dead (a partition without a reset), and the query is retried.
 		timeout: cfg.WaitTime + cfg.WaitTime/8 + 15*time.Second,
-		now:     time.Now,
 	}, nil
 }
 
@@ -230,7 +228,7 @@ func (w *Watcher) publishLoop(ctx context.Context, st *state, publish func(*Snap
 		}
 		snap, ready, next := st.snapshot()
 		if !next.IsZero() {
-			expiry.Reset(max(next.Sub(w.now()), time.Millisecond))
+			expiry.Reset(max(time.Until(next), time.Millisecond))
 		} else {
 			expiry.Stop()
 		}
@@ -248,15 +246,9 @@ func (w *Watcher) publishLoop(ctx context.Context, st *state, publish func(*Snap
 	}
 }
 
-// answer describes one successful blocking query.
-type answer struct {
-	index uint64
-	// suspect says why an empty answer might be a Consul that lost its
-	// state rather than a real deregistration; "" when nothing is odd.
-	suspect string
-}
-
-// Reasons an answer is suspect (see the package doc).
+// Reasons an answer is suspect: why an empty answer might come from a
+// Consul that lost its state rather than from a real deregistration (see the
+// package doc). A trustworthy answer's reason is "".
 const (
 	reasonIndexReset = "consul index went backwards (agent restarted or state reset)"
 	reasonReconnect  = "first answer after losing the connection to consul"
@@ -264,7 +256,8 @@ const (
 )
 
 // loop runs one blocking query over and over until ctx is done: query is
-// called with the options to use and handle with each successful answer.
+// called with the options to use, and handle with each successful answer
+// and the reason it is suspect ("" if it is not).
 //
 // Index handling follows Consul's blocking query guidance: the next query
 // waits on the index of the last answer; an index that went backwards or is
@@ -274,11 +267,10 @@ const (
 // reset. An answer that returns quickly without the index moving forward is
 // followed by a growing pause, so a misbehaving agent or proxy cannot make
 // the loop spin.
-func (w *Watcher) loop(ctx context.Context, op string, query func(*consulapi.QueryOptions) (*consulapi.QueryMeta, error), handle func(answer)) {
+func (w *Watcher) loop(ctx context.Context, op string, query func(*consulapi.QueryOptions) (*consulapi.QueryMeta, error), handle func(suspect string)) {
 	var (
 		waitIndex, lastIndex uint64
 		reconnect            bool // the previous query failed
-		answered             bool // a query succeeded before
 		failures, idle       int
 		lastWarn             time.Time
 		lastErr              string
@@ -286,18 +278,12 @@ func (w *Watcher) loop(ctx context.Context, op string, query func(*consulapi.Que
 	for ctx.Err() == nil {
 		qctx, cancel := context.WithTimeout(ctx, w.timeout)
 		// Count the connections this query used. net/http silently retries
-		// a GET whose reused connection broke before the answer (an agent
+		// a GET whose pooled connection broke before the answer (an agent
 		// going away does exactly that), so a restarted agent can answer
-		// without any error reaching us: a second connection, or a freshly
-		// dialled one where a pooled one served before, is the only sign.
-		var conns, fresh atomic.Int32
+		// without any error reaching us: a second connection is the sign.
+		var conns atomic.Int32
 		qctx = httptrace.WithClientTrace(qctx, &httptrace.ClientTrace{
-			GotConn: func(info httptrace.GotConnInfo) {
-				conns.Add(1)
-				if !info.Reused {
-					fresh.Add(1)
-				}
-			},
+			GotConn: func(httptrace.GotConnInfo) { conns.Add(1) },
 		})
 		opts := (&consulapi.QueryOptions{
 			AllowStale: w.cfg.AllowStale,
@@ -341,17 +327,19 @@ func (w *Watcher) loop(ctx context.Context, op string, query func(*consulapi.Que
 			failures, lastErr = 0, ""
 		}
 
-		a := answer{index: meta.LastIndex}
+		var suspect string
 		switch {
 		case meta.LastIndex != 0 && meta.LastIndex < lastIndex:
-			a.suspect = reasonIndexReset
-		case reconnect || conns.Load() > 1 || (answered && fresh.Load() > 0):
-			a.suspect = reasonReconnect
-		case !meta.KnownLeader:
-			a.suspect = reasonNoLeader
+			suspect = reasonIndexReset
+		case reconnect || conns.Load() > 1:
+			suspect = reasonReconnect
+		case !meta.KnownLeader && meta.QueryBackend != consulapi.QueryBackendStreaming:
+			// The streaming backend, which serves blocking health queries
+			// by default since Consul 1.10, never sets KnownLeader.
+			suspect = reasonNoLeader
 		}
-		reconnect, answered = false, true
-		handle(a)
+		reconnect = false
+		handle(suspect)
 
 		quiet := meta.LastIndex == 0 || (waitIndex != 0 && meta.LastIndex <= waitIndex)
 		switch {
@@ -423,7 +411,7 @@ func (w *Watcher) watchCatalog(ctx context.Context, st *state) {
 			names, meta, err = w.client.Catalog().Services(opts)
 			return meta, err
 		},
-		func(a answer) { st.applyCatalog(names, a) })
+		func(suspect string) { st.applyCatalog(names, suspect) })
 }
 
 // watchService watches one service's instances and health until ctx is
@@ -439,5 +427,5 @@ func (w *Watcher) watchService(ctx context.Context, st *state, ss *svcState) {
 			entries, meta, err = w.client.Health().Service(ss.name, "", false, opts)
 			return meta, err
 		},
-		func(a answer) { st.applyHealth(ss, service(ss.name, w.cfg.Datacenter, entries), a) })
+		func(suspect string) { st.applyHealth(ss, service(ss.name, w.cfg.Datacenter, entries), suspect) })
 }

@@ -468,6 +468,7 @@ func TestIndexResetWithoutDisconnectKeepsLastInstances(t *testing.T) {
 func TestNoLeaderEmptyAnswerIsHeld(t *testing.T) {
 	f := newFakeConsul(t)
 	f.Set("web", entry("n1", "web-1", "10.1.0.1", 80))
+	f.SetStreaming(false) // streaming answers never report a leader
 	h := start(t, f, nil)
 	h.next()
 
@@ -532,9 +533,9 @@ func TestServerErrorsBackOffAndKeepLastSnapshot(t *testing.T) {
 	f.Fail(http.StatusInternalServerError, "")
 	time.Sleep(time.Second)
 	during := f.Requests("/v1/health/service/web") + f.Requests("/v1/catalog/services") - before
-	// Two watches, backing off up to 100ms: at most ~10 retries each a
-	// second; far fewer than a loop without backoff would make.
-	if during < 4 || during > 40 {
+	// Two watches, backing off 20ms..100ms: a few dozen retries a second,
+	// not the thousands a loop without backoff would make.
+	if during < 4 || during > 80 {
 		t.Errorf("%d queries in 1s of errors; want backoff between 20ms and 100ms", during)
 	}
 	errs := h.watchErrors()
@@ -745,4 +746,24 @@ func TestBackoff(t *testing.T) {
 			}
 		}
 	}
+}
+
+// An empty answer right after failed queries is suspect even over the same
+// connection and at a forward index: the failures may have been the agent
+// losing its state.
+func TestEmptyAnswerAfterErrorsIsHeld(t *testing.T) {
+	f := newFakeConsul(t)
+	f.Set("web", entry("n1", "web-1", "10.1.0.1", 80))
+	h := start(t, f, nil)
+	h.next()
+
+	f.Fail(http.StatusInternalServerError, "")
+	eventually(t, "watch errors", func() bool { return len(h.watchErrors()) >= 4 })
+	f.Set("web")
+	f.Fail(0, "")
+	eventually(t, "FailStatic", func() bool { return len(h.failStatics()) > 0 })
+	if fs := h.failStatics(); !strings.Contains(fs[0], reasonReconnect) {
+		t.Errorf("got FailStatic %q; want reason %q", fs[0], reasonReconnect)
+	}
+	h.none(300 * time.Millisecond)
 }

@@ -1,0 +1,206 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+
+	"github.com/switchyard-io/switchyard/test/testenv"
+)
+
+// TestConsulIntegration proves the watcher against a real Consul agent:
+// health changes, maintenance, deregistration, and a restart that loses
+// every registration.
+func TestConsulIntegration(t *testing.T) {
+	c := testenv.Consul(t)
+	agent := c.Client(t).Agent()
+
+	register := func(id string, port int) {
+		t.Helper()
+		err := agent.ServiceRegister(&consulapi.AgentServiceRegistration{
+			ID: id, Name: "web", Port: port, Address: "127.0.0.1", Tags: []string{"v1", "a"},
+			Meta:    map[string]string{"version": "1"},
+			Weights: &consulapi.AgentWeights{Passing: 5, Warning: 1},
+			Check: &consulapi.AgentServiceCheck{
+				CheckID: id + "-ttl", TTL: "5m", Status: consulapi.HealthPassing,
+			},
+		})
+		if err != nil {
+			t.Fatalf("register %s: %v", id, err)
+		}
+	}
+	ttl := func(id, status string) {
+		t.Helper()
+		if err := agent.UpdateTTL(id+"-ttl", "set by test", status); err != nil {
+			t.Fatalf("update TTL of %s to %s: %v", id, status, err)
+		}
+	}
+	register("web-1", 8081)
+	register("web-2", 8082)
+
+	var (
+		mu         sync.Mutex
+		latest     *Snapshot
+		all        []*Snapshot
+		failStatic []string
+		logs       syncBuffer
+	)
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	w, err := NewWatcher(Config{
+		Address:    c.HTTPAddr,
+		AllowStale: true,
+		WaitTime:   10 * time.Second,
+		BackoffMin: 50 * time.Millisecond,
+		BackoffMax: 500 * time.Millisecond,
+		StaleHold:  time.Minute,
+	}, log, Hooks{
+		FailStatic: func(service, reason string) {
+			mu.Lock()
+			defer mu.Unlock()
+			failStatic = append(failStatic, service+": "+reason)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- w.Run(ctx, func(s *Snapshot) {
+			mu.Lock()
+			defer mu.Unlock()
+			latest = s
+			all = append(all, s)
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if t.Failed() || os.Getenv("SWITCHYARD_TEST_LOGS") != "" {
+			t.Logf("watcher log:\n%s", logs.String())
+		}
+	})
+
+	// web returns the web service of the latest snapshot as "id:port=health"
+	// strings, or an error if there is no snapshot yet.
+	web := func() ([]string, bool, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if latest == nil {
+			return nil, false, fmt.Errorf("nothing published yet")
+		}
+		svc, ok := latest.Service("web")
+		var out []string
+		for _, in := range svc.Instances {
+			out = append(out, fmt.Sprintf("%s:%d=%s", in.ID, in.Port, in.Health))
+		}
+		return out, ok, nil
+	}
+	want := func(what string, timeout time.Duration, instances ...string) {
+		t.Helper()
+		testenv.Eventually(t, timeout, what, func() error {
+			got, _, err := web()
+			if err != nil {
+				return err
+			}
+			if strings.Join(got, " ") != strings.Join(instances, " ") {
+				return fmt.Errorf("web is %v; want %v", got, instances)
+			}
+			return nil
+		})
+	}
+
+	want("initial sync", 10*time.Second, "web-1:8081=healthy", "web-2:8082=healthy")
+	mu.Lock()
+	first := all[0]
+	mu.Unlock()
+	svc, _ := first.Service("web")
+	if diff := svc.Instances[0]; diff.Address != "127.0.0.1" || diff.Weight != 5 ||
+		strings.Join(diff.Tags, ",") != "a,v1" || diff.Meta["version"] != "1" || diff.Datacenter != "dc1" || diff.Node != "switchyard-test" {
+		t.Errorf("first published web-1 is %+v; want address 127.0.0.1, weight 5, tags [a v1], meta version=1, dc1, node switchyard-test", diff)
+	}
+
+	ttl("web-1", consulapi.HealthCritical)
+	want("web-1 failing", 2*time.Second, "web-1:8081=unhealthy", "web-2:8082=healthy")
+	ttl("web-1", consulapi.HealthPassing)
+	want("web-1 passing again", 2*time.Second, "web-1:8081=healthy", "web-2:8082=healthy")
+
+	if err := agent.EnableServiceMaintenance("web-2", "switchyard test"); err != nil {
+		t.Fatal(err)
+	}
+	want("web-2 in maintenance", 2*time.Second, "web-1:8081=healthy", "web-2:8082=draining")
+	if err := agent.DisableServiceMaintenance("web-2"); err != nil {
+		t.Fatal(err)
+	}
+	want("web-2 out of maintenance", 2*time.Second, "web-1:8081=healthy", "web-2:8082=healthy")
+
+	for _, id := range []string{"web-1", "web-2"} {
+		if err := agent.ServiceDeregister(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.Eventually(t, 2*time.Second, "web deregistered", func() error {
+		got, ok, err := web()
+		if err != nil {
+			return err
+		}
+		if ok && len(got) > 0 {
+			return fmt.Errorf("web is %v; want it gone or empty", got)
+		}
+		return nil
+	})
+	mu.Lock()
+	fs := len(failStatic)
+	mu.Unlock()
+	if fs != 0 {
+		t.Errorf("FailStatic fired for a real deregistration: %v", failStatic)
+	}
+
+	register("web-1", 8081)
+	register("web-2", 8082)
+	want("web registered again", 2*time.Second, "web-1:8081=healthy", "web-2:8082=healthy")
+
+	// A dev agent restart loses every registration. The watcher must keep
+	// the last known instances until they come back.
+	mu.Lock()
+	published := len(all)
+	mu.Unlock()
+	c.Restart(t)
+	testenv.Eventually(t, 10*time.Second, "FailStatic for web", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, f := range failStatic {
+			if strings.HasPrefix(f, "web: ") {
+				return nil
+			}
+		}
+		return fmt.Errorf("FailStatic calls so far: %v", failStatic)
+	})
+	time.Sleep(2 * time.Second) // the new agent settles; web stays held
+	want("web held after the restart", 0, "web-1:8081=healthy", "web-2:8082=healthy")
+
+	register("web-1", 9091) // a new port: live data, not the held copy
+	want("web live again", 5*time.Second, "web-1:9091=healthy")
+	if !strings.Contains(logs.String(), "service recovered") {
+		t.Errorf("recovery not logged")
+	}
+
+	// No snapshot between the restart and the re-registration lost web.
+	mu.Lock()
+	defer mu.Unlock()
+	for _, s := range all[published:] {
+		svc, ok := s.Service("web")
+		if !ok || len(svc.Instances) == 0 {
+			t.Errorf("a snapshot after the restart had web %+v (present %t); want it held or live", svc, ok)
+		}
+	}
+}

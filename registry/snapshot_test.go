@@ -1,0 +1,58 @@
+package registry
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestNewSnapshotCopiesAndSorts(t *testing.T) {
+	tags := []string{"b", "a"}
+	meta := map[string]string{"k": "v"}
+	in := []Instance{
+		{ID: "web-2", Node: "n1", Tags: tags, Meta: meta},
+		{ID: "web-1", Node: "n2"},
+		{ID: "web-1", Node: "n1"},
+	}
+	s := NewSnapshot(Service{Name: "web", Instances: in}, Service{Name: "api"})
+	tags[0], meta["k"], in[0].ID = "changed", "changed", "changed"
+
+	want := []Service{
+		{Name: "api", Instances: []Instance{}},
+		{Name: "web", Instances: []Instance{
+			{ID: "web-1", Node: "n1"},
+			{ID: "web-2", Node: "n1", Tags: []string{"a", "b"}, Meta: map[string]string{"k": "v"}},
+			{ID: "web-1", Node: "n2"},
+		}},
+	}
+	if diff := cmp.Diff(want, dump(s)); diff != "" {
+		t.Errorf("snapshot (-want +got):\n%s", diff)
+	}
+	if got := s.Len(); got != 2 {
+		t.Errorf("Len() = %d; want 2", got)
+	}
+	if _, ok := s.Service("nope"); ok {
+		t.Errorf("Service(nope) found; want not")
+	}
+	if !s.Equal(NewSnapshot(want...)) || s.Equal(NewSnapshot(want[0])) {
+		t.Errorf("Equal disagrees with the content")
+	}
+}
+
+func TestNilSnapshot(t *testing.T) {
+	var s *Snapshot
+	if s.Len() != 0 || s.Names() != nil || !s.Equal(NewSnapshot()) {
+		t.Errorf("nil snapshot is not empty")
+	}
+	if _, ok := s.Service("web"); ok {
+		t.Errorf("nil snapshot has web")
+	}
+}
+
+func TestHealthString(t *testing.T) {
+	for h, want := range map[Health]string{Healthy: "healthy", Unhealthy: "unhealthy", Draining: "draining", 7: "health(7)"} {
+		if got := h.String(); got != want {
+			t.Errorf("Health(%d).String() = %q; want %q", int(h), got, want)
+		}
+	}
+}
