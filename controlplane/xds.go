@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -52,16 +53,16 @@ func (s *Server) callbacks() serverv3.Callbacks {
 			s.streamClosed(id, node)
 		},
 		StreamRequestFunc: func(id int64, req *discoveryv3.DiscoveryRequest) error {
-			s.streamRequest(id, req.GetNode(), "sotw")
+			node := s.streamRequest(id, req.GetNode(), "sotw")
 			if req.GetErrorDetail() != nil {
-				s.nack(req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage())
+				s.nack(node, req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage())
 			}
 			return nil
 		},
 		StreamDeltaRequestFunc: func(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
-			s.streamRequest(id, req.GetNode(), "delta")
+			node := s.streamRequest(id, req.GetNode(), "delta")
 			if req.GetErrorDetail() != nil {
-				s.nack(req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), "", req.GetErrorDetail().GetMessage())
+				s.nack(node, req.GetTypeUrl(), req.GetResponseNonce(), "", req.GetErrorDetail().GetMessage())
 			}
 			return nil
 		},
@@ -76,27 +77,25 @@ func (s *Server) callbacks() serverv3.Callbacks {
 
 // streamRequest remembers each stream's node the first time it speaks
 // (Envoy sends the node only on its first message) and warns about Envoys
-// whose group no policy defines: they would otherwise wait silently.
-func (s *Server) streamRequest(id int64, node *corev3.Node, protocol string) {
-	if node == nil {
-		return
-	}
+// whose group no policy defines: they would otherwise wait silently. It
+// returns the stream's node.
+func (s *Server) streamRequest(id int64, node *corev3.Node, protocol string) *corev3.Node {
 	s.mu.Lock()
-	_, known := s.streams[id]
-	if !known {
-		s.streams[id] = node.GetId()
+	known, ok := s.streams[id]
+	if ok || node == nil {
+		s.mu.Unlock()
+		return known
 	}
+	s.streams[id] = node
 	ready := s.ready
 	_, hasGroup := s.groups[node.GetCluster()]
 	s.mu.Unlock()
-	if known {
-		return
-	}
 	s.log.Info("envoy connected", "node", node.GetId(), "group", node.GetCluster(), "protocol", protocol)
 	if ready && !hasGroup {
 		s.log.Warn("envoy asks for a proxy group no policy defines; it gets no config until one does",
 			"node", node.GetId(), "group", node.GetCluster())
 	}
+	return node
 }
 
 func (s *Server) streamClosed(id int64, node *corev3.Node) {
@@ -112,7 +111,7 @@ func (s *Server) nack(node *corev3.Node, typeURL, nonce, version, detail string)
 	s.metrics.nacks.WithLabelValues(typeLabel(typeURL)).Inc()
 	s.log.Error("envoy rejected config (NACK); it keeps its previous config",
 		"node", node.GetId(), "group", node.GetCluster(), "type", typeLabel(typeURL),
-		"nonce", nonce, "version", version, "error", detail)
+		"nonce", nonce, "version", version, "error", strings.TrimSpace(detail))
 }
 
 // typeLabel shortens a type URL to the resource's name ("Cluster").

@@ -122,6 +122,13 @@ func (p *Process) Exited() bool {
 	}
 }
 
+// Err is how the process ended (nil for exit status 0); call it after it
+// has exited.
+func (p *Process) Err() error {
+	<-p.done
+	return p.err
+}
+
 // Stop sends SIGTERM, waits up to 10 s, then kills the process group.
 func (p *Process) Stop() {
 	if p.Exited() {

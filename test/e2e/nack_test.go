@@ -1,0 +1,92 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchyard-io/switchyard/test/testenv"
+)
+
+// A listener on a port another process holds passes every check Switchyard
+// can make, and real Envoy rejects it. The NACK must be logged with Envoy's
+// own reason and counted, the routes Envoy already had must keep serving,
+// and moving the listener to a free port must be accepted.
+func TestEnvoyNACKIsLoggedAndCounted(t *testing.T) {
+	protocols(t, func(t *testing.T, delta bool) {
+		e := NewEnv(t, delta, map[string]string{"edge.yaml": webPolicy})
+		e.StartBackend("web", "web-1")
+		e.WaitHosts("web", 1, 1)
+
+		busy, err := net.Listen("tcp", testenv.Addr(e.Port2))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer busy.Close()
+		e.WritePolicy("edge.yaml", webPolicy+`  - name: admin
+    address: 127.0.0.1
+    port: {{port2}}
+    hosts:
+      - domains: ["*"]
+        routes:
+          - service: web
+`)
+		testenv.Eventually(t, 10*time.Second, "NACK counted", func() error {
+			if n := e.Metric("switchyard_xds_nacks_total", `type="Listener"`); n < 1 {
+				return errorf("switchyard_xds_nacks_total{type=\"Listener\"} = %v", n)
+			}
+			return nil
+		})
+		if !e.SwitchyardLogContains("envoy rejected config (NACK)") || !e.SwitchyardLogContains("Address already in use") {
+			t.Fatalf("the NACK log line lacks Envoy's reason:\n%s", e.Switchyard.Output())
+		}
+		if code, body, err := e.Get("/", nil); err != nil || code != 200 || body != "web-1" {
+			t.Fatalf("after the NACK: got %d %q %v; want the old listener still serving web-1", code, body, err)
+		}
+
+		// Envoy is only sent a listener again when it changes, so the fix
+		// is to move it: to a free port.
+		free := testenv.FreePort(t)
+		e.WritePolicy("edge.yaml", webPolicy+`  - name: admin
+    address: 127.0.0.1
+    port: `+strconv.Itoa(free)+`
+    hosts:
+      - domains: ["*"]
+        routes:
+          - service: web
+`)
+		testenv.Eventually(t, 10*time.Second, "the moved listener serves", func() error {
+			code, body, err := httpGet("http://"+testenv.Addr(free)+"/", nil)
+			if err != nil || code != 200 || body != "web-1" {
+				return errorf("got %d %q %v", code, body, err)
+			}
+			return nil
+		})
+		if !strings.Contains(e.Switchyard.Output(), `node=edge-`) {
+			t.Errorf("the NACK log line does not name the Envoy node:\n%s", e.Switchyard.Output())
+		}
+	})
+}
+
+// Switchyard stops cleanly on SIGTERM: exit status 0, and Envoy keeps
+// serving what it has.
+func TestGracefulShutdown(t *testing.T) {
+	e := NewEnv(t, true, map[string]string{"edge.yaml": webPolicy})
+	e.StartBackend("web", "web-1")
+	e.WaitHosts("web", 1, 1)
+	e.Switchyard.Stop()
+	if err := e.Switchyard.Err(); err != nil {
+		t.Fatalf("switchyard exited with %v on SIGTERM; want status 0\n%s", err, e.Switchyard.Output())
+	}
+	if out := e.Switchyard.Output(); !strings.Contains(out, "switchyard stopped") {
+		t.Fatalf("no clean stop in the log:\n%s", out)
+	}
+	if code, body, err := e.Get("/", nil); err != nil || code != 200 || body != "web-1" {
+		t.Fatalf("with switchyard stopped: got %d %q %v; want Envoy still serving web-1", code, body, err)
+	}
+}
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
