@@ -101,7 +101,7 @@ type Server struct {
 	policy  *policy.Set        // last valid policy set; nil until one loads
 	groups  map[string]*groupSnapshot
 	ready   bool
-	warned  map[string]bool // translation warnings already logged
+	warned  map[string]bool        // translation warnings already logged
 	streams map[int64]*corev3.Node // each open stream's Envoy
 }
 
