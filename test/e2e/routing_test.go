@@ -21,6 +21,14 @@ listeners:
 func TestRequestsReachEveryInstance(t *testing.T) {
 	protocols(t, func(t *testing.T, delta bool) {
 		e := NewEnv(t, delta, map[string]string{"edge.yaml": webPolicy})
+		// Before web registers, its route answers 503 (not 404, and not
+		// another route), and Switchyard warns naming the policy line.
+		if code, body, err := e.Get("/", nil); err != nil || code != 503 {
+			t.Fatalf("before web registers: got %d %q %v; want 503", code, body, err)
+		}
+		if !e.SwitchyardLogContains(`edge.yaml:11: warning: service \"web\" is not registered in Consul`) {
+			t.Errorf("no warning naming edge.yaml:11 for the unregistered service:\n%s", e.Switchyard.Output())
+		}
 		e.StartBackend("web", "web-1")
 		e.StartBackend("web", "web-2")
 		e.WaitHosts("web", 2, 2)
