@@ -101,8 +101,8 @@ type Server struct {
 	policy  *policy.Set        // last valid policy set; nil until one loads
 	groups  map[string]*groupSnapshot
 	ready   bool
-	warned  map[string]bool        // translation warnings already logged
-	streams map[int64]*corev3.Node // each open stream's Envoy
+	warned  map[string]bool       // translation warnings already logged
+	streams map[streamKey]*stream // open xDS streams
 }
 
 // New checks the configuration and prepares a server; Run starts it.
@@ -118,7 +118,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		changed: make(chan struct{}, 1),
 		groups:  map[string]*groupSnapshot{},
 		warned:  map[string]bool{},
-		streams: map[int64]*corev3.Node{},
+		streams: map[streamKey]*stream{},
 	}
 	w, err := registry.NewWatcher(cfg.Consul, log.With("component", "registry"), registry.Hooks{
 		WatchError: func(op string, _ error) { s.metrics.consulWatchErrors.WithLabelValues(watchKind(op)).Inc() },

@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -218,5 +219,36 @@ func TestNACKIsLoggedAndCounted(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "bad cert") || !strings.Contains(logs.String(), "edge-1") {
 		t.Errorf("NACK log lacks Envoy's error detail or the node:\n%s", logs.String())
+	}
+}
+
+// After a state-of-the-world NACK, the request reaching the cache must
+// claim the rejected version, or the cache re-sends it at once, forever.
+func TestSotWNACKClaimsRejectedVersion(t *testing.T) {
+	var logs bytes.Buffer
+	s, _ := newTestServer(t, &logs)
+	cb := s.callbacks()
+	node := &corev3.Node{Id: "edge-1", Cluster: "edge"}
+	first := &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ListenerType}
+	if err := cb.OnStreamRequest(7, first); err != nil {
+		t.Fatal(err)
+	}
+	cb.OnStreamResponse(context.Background(), 7, first, &discoveryv3.DiscoveryResponse{TypeUrl: resource.ListenerType, VersionInfo: "v2", Nonce: "1"})
+	nack := &discoveryv3.DiscoveryRequest{
+		Node: node, TypeUrl: resource.ListenerType, VersionInfo: "v1", ResponseNonce: "1",
+		ErrorDetail: &statuspb.Status{Message: "cannot bind"},
+	}
+	if err := cb.OnStreamRequest(7, nack); err != nil {
+		t.Fatal(err)
+	}
+	if nack.VersionInfo != "v2" {
+		t.Fatalf("got request version %q after the NACK; want the rejected %q", nack.VersionInfo, "v2")
+	}
+	// A delta stream with the same number is another stream.
+	if err := cb.OnStreamDeltaRequest(7, &discoveryv3.DeltaDiscoveryRequest{Node: &corev3.Node{Id: "edge-2", Cluster: "edge"}, TypeUrl: resource.ListenerType}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "node=edge-2") {
+		t.Errorf("the delta stream 7 was taken for the state-of-the-world stream 7:\n%s", logs.String())
 	}
 }

@@ -32,6 +32,20 @@ func (s *Server) newGRPCServer(ctx context.Context) *grpc.Server {
 	return gs
 }
 
+// streamKey identifies an xDS stream. The state-of-the-world and delta
+// servers number their streams independently, both from 1.
+type streamKey struct {
+	delta bool
+	id    int64
+}
+
+// stream is what Switchyard remembers of one open xDS stream.
+type stream struct {
+	node *corev3.Node
+	// sent is the version last sent per type URL (state of the world).
+	sent map[string]string
+}
+
 // callbacks observe the xDS streams: connected proxies, pushes and NACKs.
 // They run synchronously on the stream's goroutine, so they stay cheap.
 func (s *Server) callbacks() serverv3.Callbacks {
@@ -42,7 +56,7 @@ func (s *Server) callbacks() serverv3.Callbacks {
 		},
 		StreamClosedFunc: func(id int64, node *corev3.Node) {
 			s.metrics.connectedProxies.WithLabelValues("sotw").Dec()
-			s.streamClosed(id, node)
+			s.streamClosed(streamKey{false, id}, node)
 		},
 		DeltaStreamOpenFunc: func(context.Context, int64, string) error {
 			s.metrics.connectedProxies.WithLabelValues("delta").Inc()
@@ -50,24 +64,31 @@ func (s *Server) callbacks() serverv3.Callbacks {
 		},
 		DeltaStreamClosedFunc: func(id int64, node *corev3.Node) {
 			s.metrics.connectedProxies.WithLabelValues("delta").Dec()
-			s.streamClosed(id, node)
+			s.streamClosed(streamKey{true, id}, node)
 		},
 		StreamRequestFunc: func(id int64, req *discoveryv3.DiscoveryRequest) error {
-			node := s.streamRequest(id, req.GetNode(), "sotw")
+			key := streamKey{false, id}
+			s.streamRequest(key, req.GetNode())
 			if req.GetErrorDetail() != nil {
-				s.nack(node, req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage())
+				s.nack(req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage())
+				s.holdRejected(key, req)
 			}
 			return nil
 		},
 		StreamDeltaRequestFunc: func(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
-			node := s.streamRequest(id, req.GetNode(), "delta")
+			s.streamRequest(streamKey{true, id}, req.GetNode())
 			if req.GetErrorDetail() != nil {
-				s.nack(node, req.GetTypeUrl(), req.GetResponseNonce(), "", req.GetErrorDetail().GetMessage())
+				s.nack(req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), "", req.GetErrorDetail().GetMessage())
 			}
 			return nil
 		},
-		StreamResponseFunc: func(_ context.Context, _ int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+		StreamResponseFunc: func(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
 			s.metrics.pushes.WithLabelValues(typeLabel(resp.GetTypeUrl())).Inc()
+			s.mu.Lock()
+			if st := s.streams[streamKey{false, id}]; st != nil {
+				st.sent[resp.GetTypeUrl()] = resp.GetVersionInfo()
+			}
+			s.mu.Unlock()
 		},
 		StreamDeltaResponseFunc: func(_ int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
 			s.metrics.pushes.WithLabelValues(typeLabel(resp.GetTypeUrl())).Inc()
@@ -75,32 +96,52 @@ func (s *Server) callbacks() serverv3.Callbacks {
 	}
 }
 
-// streamRequest remembers each stream's node the first time it speaks
-// (Envoy sends the node only on its first message) and warns about Envoys
-// whose group no policy defines: they would otherwise wait silently. It
-// returns the stream's node.
-func (s *Server) streamRequest(id int64, node *corev3.Node, protocol string) *corev3.Node {
+// holdRejected stops a state-of-the-world NACK from turning into a push
+// loop. After a NACK Envoy asks again with the version it last accepted;
+// the snapshot cache sees a version that differs from the current one and
+// answers at once with the rejected config, which Envoy rejects again, as
+// fast as the two can talk (thousands of NACKs a second). Rewriting the
+// request to claim the rejected version makes the cache wait for the next
+// real change instead; the NACK itself is logged and counted. (Delta xDS
+// tracks versions per resource and does not loop.) The server passes this
+// same request to the cache after the callback returns.
+func (s *Server) holdRejected(key streamKey, req *discoveryv3.DiscoveryRequest) {
 	s.mu.Lock()
-	known, ok := s.streams[id]
-	if ok || node == nil {
-		s.mu.Unlock()
-		return known
+	defer s.mu.Unlock()
+	if st := s.streams[key]; st != nil {
+		if v, ok := st.sent[req.GetTypeUrl()]; ok {
+			req.VersionInfo = v
+		}
 	}
-	s.streams[id] = node
+}
+
+// streamRequest logs each stream's Envoy when it first speaks and warns
+// about Envoys whose group no policy defines: they would otherwise wait
+// silently. Both servers fill in the node on every request.
+func (s *Server) streamRequest(key streamKey, node *corev3.Node) {
+	s.mu.Lock()
+	if _, ok := s.streams[key]; ok {
+		s.mu.Unlock()
+		return
+	}
+	s.streams[key] = &stream{node: node, sent: map[string]string{}}
 	ready := s.ready
 	_, hasGroup := s.groups[node.GetCluster()]
 	s.mu.Unlock()
+	protocol := "sotw"
+	if key.delta {
+		protocol = "delta"
+	}
 	s.log.Info("envoy connected", "node", node.GetId(), "group", node.GetCluster(), "protocol", protocol)
 	if ready && !hasGroup {
 		s.log.Warn("envoy asks for a proxy group no policy defines; it gets no config until one does",
 			"node", node.GetId(), "group", node.GetCluster())
 	}
-	return node
 }
 
-func (s *Server) streamClosed(id int64, node *corev3.Node) {
+func (s *Server) streamClosed(key streamKey, node *corev3.Node) {
 	s.mu.Lock()
-	delete(s.streams, id)
+	delete(s.streams, key)
 	s.mu.Unlock()
 	s.log.Info("envoy disconnected", "node", node.GetId(), "group", node.GetCluster())
 }
@@ -111,7 +152,7 @@ func (s *Server) nack(node *corev3.Node, typeURL, nonce, version, detail string)
 	s.metrics.nacks.WithLabelValues(typeLabel(typeURL)).Inc()
 	s.log.Error("envoy rejected config (NACK); it keeps its previous config",
 		"node", node.GetId(), "group", node.GetCluster(), "type", typeLabel(typeURL),
-		"nonce", nonce, "version", version, "error", strings.TrimSpace(detail))
+		"nonce", nonce, "accepted_version", version, "error", strings.TrimSpace(detail))
 }
 
 // typeLabel shortens a type URL to the resource's name ("Cluster").

@@ -14,8 +14,13 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 	"sigs.k8s.io/yaml"
 )
+
+// RE2MaxProgramSize is the regex program size limit the bootstrap sets in
+// Envoy's runtime.
+const RE2MaxProgramSize = 10000
 
 // BootstrapOptions describe one Envoy's static start-up config.
 type BootstrapOptions struct {
@@ -58,6 +63,15 @@ func Bootstrap(o BootstrapOptions) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Envoy refuses regexes whose RE2 program is larger than 100 by default,
+	// which real path patterns exceed; policy validation bounds regexes well
+	// inside this higher limit (policy.MaxRegexProgramSize).
+	runtime, err := structpb.NewStruct(map[string]any{
+		"re2.max_program_size.error_level": RE2MaxProgramSize,
+	})
+	if err != nil {
+		return nil, err
+	}
 	discovery := clusterv3.Cluster_STATIC
 	if net.ParseIP(xdsHost) == nil {
 		discovery = clusterv3.Cluster_STRICT_DNS
@@ -67,6 +81,10 @@ func Bootstrap(o BootstrapOptions) ([]byte, error) {
 		Admin: &bootstrapv3.Admin{
 			Address: socketAddress(adminHost, adminPort),
 		},
+		LayeredRuntime: &bootstrapv3.LayeredRuntime{Layers: []*bootstrapv3.RuntimeLayer{{
+			Name:           "switchyard",
+			LayerSpecifier: &bootstrapv3.RuntimeLayer_StaticLayer{StaticLayer: runtime},
+		}}},
 		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{
 			AdsConfig: &corev3.ApiConfigSource{
 				ApiType:             apiType,

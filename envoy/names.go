@@ -1,5 +1,7 @@
 package envoy
 
+import "strings"
+
 // Every Envoy resource and stat name Switchyard generates is built here.
 // Names are a contract: operators' dashboards and alerts key on them
 // (cluster.<name>.upstream_rq_5xx, http.<stat prefix>.downstream_rq_2xx), so
@@ -26,11 +28,15 @@ func StatPrefix(listener string) string { return listener }
 func SecretName(certificate string) string { return certificate }
 
 // LocalRateLimitStatPrefix prefixes a route's local rate limit stats:
-// <prefix>.http_local_rate_limit.rate_limited.
-func LocalRateLimitStatPrefix(listener, route string) string {
-	return "ratelimit_" + listener + "_" + route
+// <prefix>.http_local_rate_limit.rate_limited. Route names are unique only
+// within a virtual host, so the host (its first domain) is part of it, with
+// dots and wildcards replaced: a dot would split the stat name.
+func LocalRateLimitStatPrefix(listener, virtualHost, route string) string {
+	host := strings.NewReplacer(".", "_", "*", "any", ":", "_").Replace(virtualHost)
+	return "ratelimit_" + listener + "_" + host + "_" + route
 }
 
 // CASecretName names the SDS validation context holding a certificate's CA,
-// used to verify client certificates.
-func CASecretName(certificate string) string { return certificate + "-ca" }
+// used to verify client certificates. Policy names cannot contain a dot, so
+// it never collides with a certificate's own secret.
+func CASecretName(certificate string) string { return certificate + ".ca" }

@@ -11,8 +11,9 @@ func TestNames(t *testing.T) {
 		{RouteConfigName("public"), "public"},
 		{StatPrefix("public"), "public"},
 		{SecretName("shop-cert"), "shop-cert"},
-		{CASecretName("shop-cert"), "shop-cert-ca"},
-		{LocalRateLimitStatPrefix("public", "api"), "ratelimit_public_api"},
+		{CASecretName("shop-cert"), "shop-cert.ca"},
+		{LocalRateLimitStatPrefix("public", "shop.example.com", "api"), "ratelimit_public_shop_example_com_api"},
+		{LocalRateLimitStatPrefix("http", "*", "limited"), "ratelimit_http_any_limited"},
 		{XDSClusterName, "switchyard_xds"},
 	} {
 		if tc.got != tc.want {

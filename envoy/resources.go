@@ -38,10 +38,21 @@ func Build(cfg *ir.Config) (Resources, error) {
 		return nil, fmt.Errorf("invalid ir for group %q: %w", cfg.Group, err)
 	}
 	out := Resources{}
+	names := map[resource.Type]map[string]bool{}
 	add := func(typ resource.Type, name string, r types.Resource) error {
 		if err := r.(validator).ValidateAll(); err != nil {
 			return fmt.Errorf("build %s %q: %w", shortType(typ), name, err)
 		}
+		// Two resources of one type with one name would silently replace
+		// each other in the snapshot.
+		if names[typ] == nil {
+			names[typ] = map[string]bool{}
+		}
+		got := GetName(r)
+		if names[typ][got] {
+			return fmt.Errorf("build %s %q: name %q used twice", shortType(typ), name, got)
+		}
+		names[typ][got] = true
 		out[typ] = append(out[typ], r)
 		return nil
 	}

@@ -29,7 +29,7 @@ func routeConfig(l *ir.Listener) (*routev3.RouteConfiguration, error) {
 	for _, vh := range l.VirtualHosts {
 		v := &routev3.VirtualHost{Name: vh.Name, Domains: withListenerPort(vh.Domains, l.Port, taken)}
 		for i := range vh.Routes {
-			r, err := route(l.Name, &vh.Routes[i])
+			r, err := route(l.Name, vh.Name, &vh.Routes[i])
 			if err != nil {
 				return nil, fmt.Errorf("listener %q virtual host %q: %w", l.Name, vh.Name, err)
 			}
@@ -60,7 +60,7 @@ func withListenerPort(domains []string, port uint32, taken map[string]bool) []st
 	return out
 }
 
-func route(listener string, r *ir.Route) (*routev3.Route, error) {
+func route(listener, virtualHost string, r *ir.Route) (*routev3.Route, error) {
 	action := &routev3.RouteAction{}
 	switch len(r.Backends) {
 	case 0:
@@ -96,7 +96,7 @@ func route(listener string, r *ir.Route) (*routev3.Route, error) {
 		Action: &routev3.Route_Route{Route: action},
 	}
 	if r.RateLimit != nil {
-		a, err := anypb.New(localRateLimit(listener, r))
+		a, err := anypb.New(localRateLimit(listener, virtualHost, r))
 		if err != nil {
 			return nil, fmt.Errorf("route %q: %w", r.Name, err)
 		}
@@ -145,12 +145,12 @@ func headerMatcher(h *ir.HeaderMatch) *routev3.HeaderMatcher {
 
 // localRateLimit is a route's token bucket. Envoy answers 429 when it is
 // empty and counts it under <stat prefix>.http_local_rate_limit.
-func localRateLimit(listener string, r *ir.Route) *localratelimitv3.LocalRateLimit {
+func localRateLimit(listener, virtualHost string, r *ir.Route) *localratelimitv3.LocalRateLimit {
 	all := &corev3.RuntimeFractionalPercent{DefaultValue: &typev3.FractionalPercent{
 		Numerator: 100, Denominator: typev3.FractionalPercent_HUNDRED,
 	}}
 	return &localratelimitv3.LocalRateLimit{
-		StatPrefix: LocalRateLimitStatPrefix(listener, r.Name),
+		StatPrefix: LocalRateLimitStatPrefix(listener, virtualHost, r.Name),
 		TokenBucket: &typev3.TokenBucket{
 			MaxTokens:     r.RateLimit.Burst,
 			TokensPerFill: wrapperspb.UInt32(r.RateLimit.Requests),

@@ -67,7 +67,7 @@ var badFiles = []struct {
 		`many-errors.yaml:14: unknown retry condition "timeout"; supported: 5xx, gateway-error, reset, connect-failure, retriable-4xx, refused-stream, retriable-status-codes, retriable-headers, envoy-ratelimited, http3-post-connect-failure`,
 		`many-errors.yaml:14: perTryTimeout must not be negative, got -1s`,
 		`many-errors.yaml:15: requests must be between 1 and 4294967295, got 0`,
-		`many-errors.yaml:15: per must be at least 1ms, got 0s`,
+		`many-errors.yaml:15: per must be at least 50ms, got 0s`,
 		`many-errors.yaml:16: duplicate route name "api" (also defined at testdata/bad/many-errors.yaml:11)`,
 		`many-errors.yaml:17: invalid service name "web app": use letters, digits, '_', '.' and '-', starting with a letter or digit`,
 		`many-errors.yaml:18: route may have only one of service or split, got service and split`,

@@ -196,3 +196,48 @@ func mustJSON(t *testing.T, v any) string {
 	}
 	return string(b)
 }
+
+// One listener verifies client certificates for every name or for none, so
+// its certificates must agree on caFile.
+func TestListenerCertificatesMustShareCA(t *testing.T) {
+	dir := t.TempDir()
+	writeCert(t, dir, "a", "a.example.com")
+	writeCert(t, dir, "b", "b.example.com")
+	file := filepath.Join(dir, "edge.yaml")
+	doc := `apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: edge
+listeners:
+  - name: https
+    port: 8443
+    tls: { certificates: [a, b] }
+    hosts:
+      - domains: ["*"]
+        routes:
+          - service: web
+---
+apiVersion: switchyard.io/v1
+kind: Certificate
+name: a
+certFile: a.crt
+keyFile: a.key
+caFile: b.crt
+---
+apiVersion: switchyard.io/v1
+kind: Certificate
+name: b
+certFile: b.crt
+keyFile: b.key
+`
+	set, diags := policy.Parse(map[string][]byte{file: []byte(doc)})
+	want := []string{file + `:7: listener "https": certificates "a" and "b" have different caFile settings; all certificates of a listener must name the same caFile, or none, because the listener verifies client certificates for every name or for none`}
+	if diff := cmp.Diff(want, lines(diags)); diff != "" || set != nil {
+		t.Errorf("got Set %v; diagnostics (-want +got):\n%s", set != nil, diff)
+	}
+
+	// The same caFile on both is fine.
+	fixed := strings.Replace(doc, "keyFile: b.key\n", "keyFile: b.key\ncaFile: b.crt\n", 1)
+	if set, diags := policy.Parse(map[string][]byte{file: []byte(fixed)}); set == nil {
+		t.Errorf("same caFile on both certificates: got errors %v", diags)
+	}
+}

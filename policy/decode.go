@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"regexp/syntax"
 	"strings"
 	"time"
 
@@ -339,5 +340,22 @@ func (d *decoder) regex(line int, key, v string) bool {
 		d.errorf(line, "invalid %s %q: %v", key, v, err)
 		return false
 	}
+	if n := regexProgramSize(v); n > MaxRegexProgramSize {
+		d.errorf(line, "%s %q is too complex for Envoy: it compiles to %d instructions, more than %d; simplify it or split the route", key, v, n, MaxRegexProgramSize)
+		return false
+	}
 	return true
+}
+
+// regexProgramSize is the number of instructions v compiles to.
+func regexProgramSize(v string) int {
+	re, err := syntax.Parse(v, syntax.Perl)
+	if err != nil {
+		return 0
+	}
+	prog, err := syntax.Compile(re.Simplify())
+	if err != nil {
+		return 0
+	}
+	return len(prog.Inst)
 }

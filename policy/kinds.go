@@ -652,9 +652,44 @@ func (p *parsed) check(diags *Diagnostics) {
 			errorf(r.pos, "unknown certificate %q", r.name)
 		}
 	}
+	p.checkClientCAs(errorf)
 	for _, c := range p.certs {
 		if !used[c.Name] && certs[c.Name] == c.Pos {
 			*diags = append(*diags, Diagnostic{Pos: c.Pos, Severity: SeverityWarning, Message: fmt.Sprintf("certificate %q is not used by any listener", c.Name)})
+		}
+	}
+}
+
+// checkClientCAs requires the certificates of one listener to agree on
+// caFile: a listener verifies client certificates for every name it serves
+// or for none, so a caFile on one certificate but not another (or two
+// different CAs) would silently apply one certificate's choice to all.
+func (p *parsed) checkClientCAs(errorf func(Pos, string, ...any)) {
+	byName := make(map[string]*Certificate, len(p.certs))
+	for i := range p.certs {
+		byName[p.certs[i].Name] = &p.certs[i]
+	}
+	for _, g := range p.groups {
+		for _, l := range g.Listeners {
+			if l.TLS == nil {
+				continue
+			}
+			var first *Certificate
+			for _, name := range l.TLS.Certificates {
+				c, ok := byName[name]
+				if !ok {
+					continue // reported as an unknown certificate
+				}
+				if first == nil {
+					first = c
+					continue
+				}
+				if string(c.CAPEM) != string(first.CAPEM) {
+					errorf(l.TLS.Pos, "listener %q: certificates %q and %q have different caFile settings; all certificates of a listener must name the same caFile, or none, because the listener verifies client certificates for every name or for none",
+						l.Name, first.Name, c.Name)
+					break
+				}
+			}
 		}
 	}
 }

@@ -26,8 +26,13 @@ const (
 	// struggling service, and more than a few rarely help.
 	MaxRetryAttempts = 10
 	// MinRateLimitInterval is the smallest rateLimit.per Envoy accepts for a
-	// token bucket's fill interval.
-	MinRateLimitInterval = time.Millisecond
+	// token bucket's fill interval ("fill timer must be >= 50ms").
+	MinRateLimitInterval = 50 * time.Millisecond
+	// MaxRegexProgramSize bounds a regex's compiled size (Go's instruction
+	// count). Envoy refuses RE2 programs over its runtime limit, which the
+	// bootstrap from `switchyard bootstrap` raises to 10,000; RE2 programs run
+	// up to about twice Go's count, so this keeps well inside it.
+	MaxRegexProgramSize = 2000
 	// EnvoyDefaultRouteTimeout is what Envoy applies to a route with no
 	// explicit timeout. It is used here only for warnings.
 	EnvoyDefaultRouteTimeout = 15 * time.Second

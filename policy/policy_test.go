@@ -73,6 +73,7 @@ kind: Certificate
 name: admin-cert
 certFile: ADMIN_CRT
 keyFile: ADMIN_KEY
+caFile: tls/ca.crt
 ---
 apiVersion: switchyard.io/v1
 kind: ProxyGroup
@@ -97,7 +98,7 @@ func TestLoadFullExample(t *testing.T) {
 
 	set, diags := policy.Load(dir)
 
-	wantDiags := []string{certs + ":16: warning: proxy group has no listeners"}
+	wantDiags := []string{certs + ":17: warning: proxy group has no listeners"}
 	if diff := cmp.Diff(wantDiags, lines(diags)); diff != "" {
 		t.Errorf("diagnostics (-want +got):\n%s", diff)
 	}
@@ -108,7 +109,7 @@ func TestLoadFullExample(t *testing.T) {
 	at := func(file string, line int) policy.Pos { return policy.Pos{File: file, Line: line} }
 	want := &policy.Set{
 		Groups: []policy.ProxyGroup{
-			{Pos: at(certs, 16), Name: "api-gw"},
+			{Pos: at(certs, 17), Name: "api-gw"},
 			{
 				Pos:  at(edge, 3),
 				Name: "edge",
@@ -181,8 +182,8 @@ func TestLoadFullExample(t *testing.T) {
 		Certificates: []policy.Certificate{
 			{
 				Pos: at(certs, 10), Name: "admin-cert",
-				CertFile: admin.certFile, KeyFile: admin.keyFile,
-				CertPEM: admin.certPEM, KeyPEM: admin.keyPEM,
+				CertFile: admin.certFile, KeyFile: admin.keyFile, CAFile: ca.certFile,
+				CertPEM: admin.certPEM, KeyPEM: admin.keyPEM, CAPEM: ca.certPEM,
 				DNSNames: []string{"admin.example.com"}, NotAfter: testNotAfter,
 			},
 			{

@@ -1,6 +1,8 @@
 package translator
 
 import (
+	"net"
+
 	"github.com/switchyard-io/switchyard/policy"
 	"github.com/switchyard-io/switchyard/registry"
 	"github.com/switchyard-io/switchyard/translator/ir"
@@ -24,8 +26,10 @@ func (t *translation) cluster(service string, pos policy.Pos) ir.Cluster {
 		return c
 	}
 	for _, inst := range svc.Instances {
-		if inst.Address == "" || inst.Port <= 0 || inst.Port > 65535 {
-			t.warn(policy.Pos{File: "consul"}, "service %q instance %q on node %q has no usable address (%q port %d); skipped",
+		// Envoy's EDS takes IP addresses only; a host name would make it
+		// reject the whole ClusterLoadAssignment.
+		if net.ParseIP(inst.Address) == nil || inst.Port <= 0 || inst.Port > 65535 {
+			t.warn(policy.Pos{File: "consul"}, "service %q instance %q on node %q has no usable address (%q port %d; an IP address and a port are needed); skipped",
 				service, inst.ID, inst.Node, inst.Address, inst.Port)
 			continue
 		}

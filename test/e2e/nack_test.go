@@ -40,6 +40,13 @@ func TestEnvoyNACKIsLoggedAndCounted(t *testing.T) {
 			}
 			return nil
 		})
+		// A NACK must not become a push loop (state of the world re-sent the
+		// rejected config at once, thousands of times a second): give it
+		// time to loop, then count.
+		time.Sleep(1500 * time.Millisecond)
+		if n := e.Metric("switchyard_xds_nacks_total", `type="Listener"`); n > 2 {
+			t.Fatalf("got %v NACKs for one rejected listener; want 1 (a push loop?)", n)
+		}
 		if !e.SwitchyardLogContains("envoy rejected config (NACK)") || !e.SwitchyardLogContains("Address already in use") {
 			t.Fatalf("the NACK log line lacks Envoy's reason:\n%s", e.Switchyard.Output())
 		}

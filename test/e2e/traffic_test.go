@@ -163,7 +163,7 @@ func TestLocalRateLimit(t *testing.T) {
 			t.Fatalf("a burst of 20 requests at 5/s with burst 5 got %v; want 5 to 7 200s and the rest 429", got)
 		}
 		t.Logf("burst of 20: %v", got)
-		stat := "ratelimit_http_limited.http_local_rate_limit.rate_limited"
+		stat := "ratelimit_http_any_limited.http_local_rate_limit.rate_limited"
 		if n := e.envoyCounterValue(stat); n != got["429"] {
 			t.Errorf("envoy %s = %d; want %d, the 429s", stat, n, got["429"])
 		}
