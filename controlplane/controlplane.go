@@ -103,6 +103,7 @@ type Server struct {
 	ready   bool
 	warned  map[string]bool       // translation warnings already logged
 	streams map[streamKey]*stream // open xDS streams
+	removed map[string]bool       // groups removed from policy; the cache keeps their last snapshot
 }
 
 // New checks the configuration and prepares a server; Run starts it.
@@ -119,6 +120,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		groups:  map[string]*groupSnapshot{},
 		warned:  map[string]bool{},
 		streams: map[streamKey]*stream{},
+		removed: map[string]bool{},
 	}
 	w, err := registry.NewWatcher(cfg.Consul, log.With("component", "registry"), registry.Hooks{
 		WatchError: func(op string, _ error) { s.metrics.consulWatchErrors.WithLabelValues(watchKind(op)).Inc() },
@@ -265,9 +267,10 @@ func (s *Server) rebuild() {
 	}
 }
 
-// dropRemovedGroups forgets groups whose policy was deleted. Their Envoys
-// keep the config they have (the cache keeps its last snapshot): removing a
-// group file must not blank running proxies.
+// dropRemovedGroups forgets groups whose policy was deleted. The cache
+// keeps their last snapshot, so their Envoys (and new ones of the group)
+// keep serving it: removing a group file must not blank running proxies.
+// But that config no longer follows Consul, which the operator must hear.
 func (s *Server) dropRemovedGroups(groups []*groupSnapshot) {
 	keep := map[string]bool{}
 	for _, g := range groups {
@@ -277,9 +280,14 @@ func (s *Server) dropRemovedGroups(groups []*groupSnapshot) {
 	defer s.mu.Unlock()
 	for name := range s.groups {
 		if !keep[name] {
-			s.log.Warn("proxy group removed from policy; its connected Envoys keep their last config", "group", name)
+			s.log.Warn("proxy group removed from policy: its Envoys keep their last config, which gets no more updates (endpoints included); stop them or restore the group",
+				"group", name)
 			delete(s.groups, name)
+			s.removed[name] = true
 		}
+	}
+	for name := range keep {
+		delete(s.removed, name)
 	}
 }
 

@@ -252,3 +252,58 @@ func TestSotWNACKClaimsRejectedVersion(t *testing.T) {
 		t.Errorf("the delta stream 7 was taken for the state-of-the-world stream 7:\n%s", logs.String())
 	}
 }
+
+// A policy directory that defines no proxy group would serve Envoys an
+// empty config: it is rejected like any invalid policy, at start and on
+// reload, and the last good policy keeps serving.
+func TestEmptyPolicyIsRejected(t *testing.T) {
+	dir := t.TempDir()
+	writeCert(t, dir)
+	var logs bytes.Buffer
+	s, err := New(Config{PolicyPaths: []string{dir}}, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.watchPolicy(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	current := func() *policy.Set {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.policy
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 5s; log:\n%s", what, logs.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor("empty policy rejected", func() bool {
+		return testutil.ToFloat64(s.metrics.policyReloads.WithLabelValues("error")) == 1
+	})
+	if current() != nil || !strings.Contains(logs.String(), "no proxy group is defined") {
+		t.Fatalf("an empty policy directory was accepted; log:\n%s", logs.String())
+	}
+
+	if err := os.WriteFile(filepath.Join(dir, "edge.yaml"), []byte(edgePolicy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("valid policy loaded", func() bool { return current() != nil })
+	good := current()
+
+	if err := os.Remove(filepath.Join(dir, "edge.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("emptied policy rejected", func() bool {
+		return testutil.ToFloat64(s.metrics.policyReloads.WithLabelValues("error")) == 2
+	})
+	if current() != good {
+		t.Fatal("emptying the policy directory replaced the last good policy")
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -42,6 +43,15 @@ func (s *Server) watchPolicy(ctx context.Context) error {
 					watched[dir] = true
 				}
 			}
+		}
+		if !diags.HasErrors() && len(set.Groups) == 0 {
+			// Valid files that define no proxy group would serve every
+			// Envoy an empty config: treat that as a mistake, not an edit.
+			diags = append(diags, policy.Diagnostic{
+				Pos:      policy.Pos{File: strings.Join(s.cfg.PolicyPaths, ", ")},
+				Severity: policy.SeverityError,
+				Message:  "no proxy group is defined; Switchyard will not serve an empty config",
+			})
 		}
 		if diags.HasErrors() {
 			msg := diags.Errors().Err().Error()

@@ -127,13 +127,18 @@ func (s *Server) streamRequest(key streamKey, node *corev3.Node) {
 	s.streams[key] = &stream{node: node, sent: map[string]string{}}
 	ready := s.ready
 	_, hasGroup := s.groups[node.GetCluster()]
+	removed := s.removed[node.GetCluster()]
 	s.mu.Unlock()
 	protocol := "sotw"
 	if key.delta {
 		protocol = "delta"
 	}
 	s.log.Info("envoy connected", "node", node.GetId(), "group", node.GetCluster(), "protocol", protocol)
-	if ready && !hasGroup {
+	switch {
+	case removed:
+		s.log.Warn("envoy asks for a proxy group removed from policy; it gets that group's last config, without updates",
+			"node", node.GetId(), "group", node.GetCluster())
+	case ready && !hasGroup:
 		s.log.Warn("envoy asks for a proxy group no policy defines; it gets no config until one does",
 			"node", node.GetId(), "group", node.GetCluster())
 	}
