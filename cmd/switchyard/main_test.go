@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+
 	"github.com/switchyard-io/switchyard/test/testenv"
 )
 
@@ -133,5 +136,76 @@ func TestVersion(t *testing.T) {
 	stdout, _, err := run(t, "version")
 	if err != nil || !strings.HasPrefix(stdout, "switchyard ") {
 		t.Fatalf("got %q, %v; want \"switchyard <version>\"", stdout, err)
+	}
+}
+
+// settingsFrom resolves settings as serve does: args, then environment,
+// then the settings file body (if any), then defaults.
+func settingsFrom(t *testing.T, args []string, file string) (*viper.Viper, error) {
+	t.Helper()
+	v := viper.New()
+	f := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	bindSettings(v, f)
+	if err := f.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	path := ""
+	if file != "" {
+		path = filepath.Join(t.TempDir(), "switchyard.yaml")
+		if err := os.WriteFile(path, []byte(file), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return v, loadSettings(v, path)
+}
+
+func TestSettingsPrecedence(t *testing.T) {
+	file := "consul:\n  address: file:8500\n  datacenter: file-dc\n  wait: 2m\npolicy:\n  paths: [a, b]\n"
+	t.Setenv("SWITCHYARD_CONSUL_ADDRESS", "env:8500")
+	t.Setenv("SWITCHYARD_CONSUL_DATACENTER", "env-dc")
+	v, err := settingsFrom(t, []string{"--consul-address", "flag:8500", "--policy", "x", "--policy", "y,z"}, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]string{
+		"consul.address":    "flag:8500", // flag beats env and file
+		"consul.datacenter": "env-dc",    // env beats file
+		"consul.wait":       "2m0s",      // file beats default
+		"consul.scheme":     "http",      // default
+	} {
+		got := v.GetString(key)
+		if key == "consul.wait" {
+			got = v.GetDuration(key).String()
+		}
+		if got != want {
+			t.Errorf("%s: got %q; want %q", key, got, want)
+		}
+	}
+	if got := v.GetStringSlice("policy.paths"); strings.Join(got, " ") != "x y z" {
+		t.Errorf("policy.paths: got %q; want [x y z]", got)
+	}
+}
+
+func TestSettingsTypos(t *testing.T) {
+	for _, tc := range []struct {
+		name, file, env, want string
+	}{
+		{"duration without unit", "consul:\n  stale-hold: 300\n", "", "consul.stale-hold: 300 needs a unit"},
+		{"bad duration", "debounce:\n  holdoff: soon\n", "", `debounce.holdoff: "soon" is not a duration`},
+		{"bad bool in file", "consul:\n  stale: yes please\n", "", `consul.stale: "yes please" is not true or false`},
+		{"bad bool in env", "", "ture", `consul.stale: "ture" is not true or false`},
+		{"list for a string", "consul:\n  address: [a, b]\n", "", "consul.address: want a single value"},
+		{"map for paths", "policy:\n  paths: {a: b}\n", "", `key "policy.paths.a"`},
+		{"number list for paths", "policy:\n  paths: [1, 2]\n", "", "policy.paths: want a list of paths"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.env != "" {
+				t.Setenv("SWITCHYARD_CONSUL_STALE", tc.env)
+			}
+			_, err := settingsFrom(t, nil, tc.file)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v; want an error containing %q", err, tc.want)
+			}
+		})
 	}
 }

@@ -6,11 +6,13 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 
 	"github.com/switchyard-io/switchyard/controlplane"
@@ -97,6 +99,13 @@ func newServeCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVarP(&configFile, "config", "c", "", "settings file (YAML); default ./switchyard.yaml when it exists")
+	bindSettings(v, f)
+	return cmd
+}
+
+// bindSettings defines a flag for every setting and binds it, its
+// environment variable and its default into v.
+func bindSettings(v *viper.Viper, f *pflag.FlagSet) {
 	for _, s := range settings {
 		usage := fmt.Sprintf("%s (%s, %s)", s.usage, s.key, envName(s.key))
 		switch d := s.def.(type) {
@@ -113,7 +122,6 @@ func newServeCmd() *cobra.Command {
 		_ = v.BindEnv(s.key, envName(s.key))
 		v.SetDefault(s.key, s.def)
 	}
-	return cmd
 }
 
 func serveLong() string {
@@ -177,10 +185,64 @@ func loadSettings(v *viper.Viper, file string) error {
 		sort.Strings(unknown)
 		return fmt.Errorf("unknown settings (see switchyard serve --help):\n  %s", strings.Join(unknown, "\n  "))
 	}
-	for _, key := range []string{"consul.wait", "consul.stale-hold", "debounce.holdoff", "debounce.max-delay"} {
-		if _, err := time.ParseDuration(v.GetString(key)); err != nil && v.GetDuration(key) == 0 {
-			return fmt.Errorf("setting %s: %q is not a duration (like 10ms, 5s, 5m)", key, v.GetString(key))
+	var bad []string
+	for _, st := range settings {
+		if err := checkType(st, v.Get(st.key)); err != nil {
+			bad = append(bad, fmt.Sprintf("%s: %v", st.key, err))
 		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("invalid settings:\n  %s", strings.Join(bad, "\n  "))
+	}
+	return nil
+}
+
+// checkType checks a setting's value, from whichever source won, against
+// its default's type. viper would otherwise turn "yes please" into false,
+// a unit-less 300 into 300ns and a list into "".
+func checkType(st setting, raw any) error {
+	switch st.def.(type) {
+	case time.Duration:
+		switch r := raw.(type) {
+		case time.Duration:
+			return nil
+		case string:
+			if _, err := time.ParseDuration(r); err != nil {
+				return fmt.Errorf("%q is not a duration (like 10ms, 5s, 5m)", r)
+			}
+			return nil
+		}
+		return fmt.Errorf("%v needs a unit (like 10ms, 5s, 5m)", raw)
+	case bool:
+		switch r := raw.(type) {
+		case bool:
+			return nil
+		case string:
+			if _, err := strconv.ParseBool(r); err != nil {
+				return fmt.Errorf("%q is not true or false", r)
+			}
+			return nil
+		}
+		return fmt.Errorf("%v is not true or false", raw)
+	case string:
+		switch raw.(type) {
+		case string, int, int64, float64:
+			return nil
+		}
+		return fmt.Errorf("want a single value, got %v", raw)
+	case []string:
+		switch r := raw.(type) {
+		case string, []string:
+			return nil
+		case []any:
+			for _, e := range r {
+				if _, ok := e.(string); !ok {
+					return fmt.Errorf("want a list of paths, got %v", raw)
+				}
+			}
+			return nil
+		}
+		return fmt.Errorf("want a list of paths, got %v", raw)
 	}
 	return nil
 }
