@@ -177,3 +177,26 @@ func secret(c *policy.Certificate) ir.Secret {
 		CAPEM:   string(c.CAPEM),
 	}
 }
+
+// Services lists every Consul service the policy set routes to, sorted:
+// the registry needs to watch these and no others.
+func Services(set *policy.Set) []string {
+	seen := map[string]bool{}
+	for _, g := range set.Groups {
+		for _, l := range g.Listeners {
+			for _, vh := range l.Hosts {
+				for _, r := range vh.Routes {
+					for _, ref := range routeServices(&r) {
+						seen[ref.name] = true
+					}
+				}
+			}
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for name := range seen {
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,21 @@
+package translator
+
+import (
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/switchyard-io/switchyard/policy"
+)
+
+func TestServices(t *testing.T) {
+	set, diags := policy.Load(filepath.Join("testdata", "basic", "policy"))
+	if diags.HasErrors() {
+		t.Fatal(diags.Err())
+	}
+	got := Services(set)
+	want := []string{"api", "search", "web", "web-v2"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %v; want %v (every routed service, splits included, once, sorted)", got, want)
+	}
+}
