@@ -204,3 +204,123 @@ func TestConsulIntegration(t *testing.T) {
 		}
 	}
 }
+
+// TestConsulIntegrationWant proves Want against a real Consul with more
+// services than its default cap on connections per client (200): watching
+// only the wanted services, the watcher syncs and publishes them.
+func TestConsulIntegrationWant(t *testing.T) {
+	c := testenv.Consul(t)
+	client := c.Client(t)
+	const total = 250
+	for i := range total {
+		name := fmt.Sprintf("svc-%03d", i)
+		err := client.Agent().ServiceRegister(&consulapi.AgentServiceRegistration{
+			ID: name + "-1", Name: name, Port: 10000 + i, Address: "127.0.0.1",
+		})
+		if err != nil {
+			t.Fatalf("register %s: %v", name, err)
+		}
+	}
+	// Agent registrations reach the catalog asynchronously.
+	testenv.Eventually(t, 10*time.Second, "catalog lists every service", func() error {
+		names, _, err := client.Catalog().Services(nil)
+		if err != nil {
+			return err
+		}
+		if len(names) < total+1 { // and "consul" itself
+			return fmt.Errorf("catalog lists %d services; want %d", len(names), total+1)
+		}
+		return nil
+	})
+
+	var (
+		mu        sync.Mutex
+		all       []*Snapshot
+		watchErrs []string
+		logs      syncBuffer
+	)
+	w, err := NewWatcher(Config{
+		Address:    c.HTTPAddr,
+		AllowStale: true,
+		WaitTime:   10 * time.Second,
+		BackoffMin: 50 * time.Millisecond,
+		BackoffMax: 500 * time.Millisecond,
+	}, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Hooks{
+		WatchError: func(op string, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			watchErrs = append(watchErrs, op+": "+err.Error())
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wanted := []string{"svc-007", "svc-123", "svc-249"}
+	w.Want(wanted)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- w.Run(ctx, func(s *Snapshot) {
+			mu.Lock()
+			defer mu.Unlock()
+			all = append(all, s)
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if t.Failed() || os.Getenv("SWITCHYARD_TEST_LOGS") != "" {
+			t.Logf("watcher log:\n%s", logs.String())
+		}
+	})
+	snapshot := func(i int) func() (*Snapshot, error) {
+		return func() (*Snapshot, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if len(all) <= i {
+				return nil, fmt.Errorf("%d snapshots published; want %d", len(all), i+1)
+			}
+			return all[i], nil
+		}
+	}
+	var first *Snapshot
+	testenv.Eventually(t, 10*time.Second, "first snapshot", func() (err error) {
+		first, err = snapshot(0)()
+		return err
+	})
+	if got := first.Names(); strings.Join(got, " ") != strings.Join(wanted, " ") {
+		t.Errorf("first snapshot has %v; want %v", got, wanted)
+	}
+	for _, name := range wanted {
+		svc, _ := first.Service(name)
+		if !first.Covers(name) || len(svc.Instances) != 1 || svc.Instances[0].ID != name+"-1" {
+			t.Errorf("first snapshot: %s covered %t, instances %+v; want covered, one instance %s-1",
+				name, first.Covers(name), svc.Instances, name)
+		}
+	}
+	if first.Covers("svc-000") {
+		t.Errorf("first snapshot covers svc-000, which is not wanted")
+	}
+	if got := w.watched(); strings.Join(got, " ") != strings.Join(wanted, " ") {
+		t.Errorf("watching %v; want only %v", got, wanted)
+	}
+
+	// One more: watched at once, published once synced.
+	w.Want(append(wanted, "svc-200"))
+	var second *Snapshot
+	testenv.Eventually(t, 5*time.Second, "svc-200 published", func() (err error) {
+		second, err = snapshot(1)()
+		return err
+	})
+	if svc, ok := second.Service("svc-200"); !ok || !second.Covers("svc-200") || len(svc.Instances) != 1 || second.Len() != 4 {
+		t.Errorf("after wanting svc-200: snapshot has %v, covers svc-200 %t; want 4 services with svc-200 covered",
+			second.Names(), second.Covers("svc-200"))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(watchErrs) != 0 {
+		t.Errorf("watch errors: %v", watchErrs)
+	}
+}

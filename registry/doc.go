@@ -12,13 +12,36 @@
 // into one state; after each change the watcher publishes a new Snapshot,
 // unless its content equals the last one (a blocking query also returns when
 // its wait expires or after a write that changed nothing). The first
-// snapshot comes only after a full sync, so the control plane never serves a
-// partial view. Debouncing is the control plane's job.
+// snapshot comes only after a full sync (of every wanted service, once Want
+// was called), so the control plane never serves a partial view.
+// Debouncing is the control plane's job.
 //
 // Each watch keeps one HTTP connection busy while it blocks. Consul caps the
 // connections from one client address (limits.http_max_conns_per_client,
-// default 200), so with more services than that the agent's limit must be
-// raised, or the watches beyond it fail and back off.
+// default 200; beyond it the agent answers 429 or drops the connection), so
+// a catalog of more services than that cannot be watched whole: the watches
+// beyond the cap fail forever and the first full sync never completes.
+//
+// Switchyard needs only the services its routing policy references, so
+// Watcher.Want restricts the watcher to them. Until Want is first called
+// every service in the catalog is watched; afterwards only the services both
+// wanted and listed, each still with its own watch (so the cap then bounds
+// the number of services the policy may route to, not the catalog's size).
+// A service that stops being wanted has its watch stopped and leaves the
+// snapshots. A newly wanted service that the last catalog answer listed is
+// watched at once, without waiting for the catalog query, which may block
+// for minutes.
+//
+// Snapshot.Covers tells which services a snapshot speaks for: the wanted
+// ones that were watched, or known absent from the catalog, when it was
+// published (every name, without Want). A newly wanted service is not
+// covered until its first health answer arrives, so "absent because not
+// yet read" is never confused with "absent from Consul". Meanwhile the
+// watcher keeps publishing changes to other services, and publishes again
+// when the new service's answer arrives (coverage is part of a snapshot's
+// content: Snapshot.Equal compares it). A wanted service that appears in
+// the catalog after being covered as absent stays covered, and absent,
+// until its first answer, as any new service does without Want.
 //
 // DESIGN says only controlplane starts goroutines; this package is the one
 // exception, because every watched service needs its own blocking query in
@@ -67,4 +90,7 @@
 // real deregistration of every instance: the service is published with no
 // instances (Envoy then answers 503 for it, as it should). A service leaving
 // the list in the same conditions is dropped.
+//
+// A service that stops being wanted is not a fail-static case: it is
+// dropped at once, a hold on it ends, and no hook is called.
 package registry

@@ -52,6 +52,7 @@ type fakeConsul struct {
 	wake        chan struct{} // closed and replaced on every change
 	generation  int           // bumped by Restart
 	requests    map[string]int
+	stalls      map[string]chan struct{} // requests to these paths wait until it is closed
 	urls        []string
 	tokens      map[string]bool
 }
@@ -73,6 +74,7 @@ func newFakeConsul(t testing.TB) *fakeConsul {
 		streaming:   true,
 		wake:        make(chan struct{}),
 		requests:    map[string]int{},
+		stalls:      map[string]chan struct{}{},
 		tokens:      map[string]bool{},
 	}
 	mux := http.NewServeMux()
@@ -196,6 +198,36 @@ func (f *fakeConsul) Requests(path string) int {
 	return f.requests[path]
 }
 
+// Queried returns the paths requested at least once since the last
+// ResetRequests, sorted.
+func (f *fakeConsul) Queried() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Sorted(maps.Keys(f.requests))
+}
+
+// ResetRequests sets every path's request count back to 0.
+func (f *fakeConsul) ResetRequests() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	clear(f.requests)
+}
+
+// Stall makes requests to path wait (counted, but unanswered) until release
+// is called: a slow answer.
+func (f *fakeConsul) Stall(path string) (release func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ch := make(chan struct{})
+	f.stalls[path] = ch
+	return sync.OnceFunc(func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		delete(f.stalls, path)
+		close(ch)
+	})
+}
+
 // Seen returns every request URL and every X-Consul-Token value received.
 func (f *fakeConsul) Seen() (urls []string, tokens []string) {
 	f.mu.Lock()
@@ -263,6 +295,15 @@ func (f *fakeConsul) serve(w http.ResponseWriter, r *http.Request, read func() (
 	f.requests[r.URL.Path]++
 	f.urls = append(f.urls, r.URL.String())
 	f.tokens[r.Header.Get("X-Consul-Token")] = true
+	if stall := f.stalls[r.URL.Path]; stall != nil {
+		f.mu.Unlock()
+		select {
+		case <-stall:
+		case <-r.Context().Done():
+			return
+		}
+		f.mu.Lock()
+	}
 	var startIndex uint64
 	started := false
 	gen, _ := r.Context().Value(generationKey{}).(int)

@@ -56,18 +56,24 @@ type Service struct {
 	Instances []Instance
 }
 
-// Snapshot is every service the registry knows at one moment.
+// Snapshot is every service the registry knows at one moment: every
+// service in Consul's catalog or, once Watcher.Want was called, the wanted
+// ones (see Covers).
 //
 // Snapshot is immutable once published: never modify it or anything it
 // points to (the Instances slices, Tags, Meta), because the next snapshot
 // shares every unchanged service with it.
 type Snapshot struct {
 	services map[string]*Service
+	// covered is the set of names the snapshot reflects; nil means every
+	// name (Want never called, or NewSnapshot).
+	covered map[string]struct{}
 }
 
 // NewSnapshot builds a snapshot from services, for tests and fixtures. It
 // deep-copies its arguments and sorts instances and tags as published
 // snapshots are. A later service with the same name replaces an earlier one.
+// It covers every name: a name not among services is known absent.
 func NewSnapshot(services ...Service) *Snapshot {
 	m := make(map[string]*Service, len(services))
 	for _, svc := range services {
@@ -98,6 +104,23 @@ func (s *Snapshot) Names() []string {
 	return slices.Sorted(maps.Keys(s.services))
 }
 
+// Covers reports whether the snapshot reflects the named service's current
+// Consul state: the service was watched (or known absent from the catalog)
+// when the snapshot was published. With no Want call, every name is covered.
+//
+// A service that is not covered is also absent from the snapshot, but that
+// says nothing about Consul: it was wanted only recently, and its first
+// health answer had not arrived yet. A covered service that is absent is
+// absent from Consul's catalog. A nil Snapshot, like NewSnapshot(), is
+// empty and covers every name.
+func (s *Snapshot) Covers(name string) bool {
+	if s == nil || s.covered == nil {
+		return true
+	}
+	_, ok := s.covered[name]
+	return ok
+}
+
 // Len returns the number of services.
 func (s *Snapshot) Len() int {
 	if s == nil {
@@ -106,9 +129,10 @@ func (s *Snapshot) Len() int {
 	return len(s.services)
 }
 
-// Equal reports whether two snapshots hold the same services and instances.
+// Equal reports whether two snapshots hold the same services and
+// instances and cover the same names.
 func (s *Snapshot) Equal(o *Snapshot) bool {
-	if s.Len() != o.Len() {
+	if s.Len() != o.Len() || !s.sameCoverage(o) {
 		return false
 	}
 	if s.Len() == 0 {
@@ -121,6 +145,20 @@ func (s *Snapshot) Equal(o *Snapshot) bool {
 		}
 	}
 	return true
+}
+
+func (s *Snapshot) sameCoverage(o *Snapshot) bool {
+	var a, b map[string]struct{}
+	if s != nil {
+		a = s.covered
+	}
+	if o != nil {
+		b = o.covered
+	}
+	if (a == nil) != (b == nil) {
+		return false
+	}
+	return maps.Equal(a, b)
 }
 
 func (s *Service) equal(o *Service) bool {

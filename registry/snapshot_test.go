@@ -56,3 +56,41 @@ func TestHealthString(t *testing.T) {
 		}
 	}
 }
+
+func TestSnapshotCovers(t *testing.T) {
+	var nilSnap *Snapshot
+	for _, s := range []*Snapshot{NewSnapshot(), NewSnapshot(Service{Name: "web"}), nilSnap} {
+		if !s.Covers("web") || !s.Covers("anything") {
+			t.Errorf("%v does not cover every name", s.Names())
+		}
+	}
+	web := Service{Name: "web"}
+	restricted := &Snapshot{services: map[string]*Service{"web": &web}, covered: map[string]struct{}{"web": {}, "gone": {}}}
+	if !restricted.Covers("web") || !restricted.Covers("gone") || restricted.Covers("api") {
+		t.Errorf("covers web %t, gone %t, api %t; want true, true, false",
+			restricted.Covers("web"), restricted.Covers("gone"), restricted.Covers("api"))
+	}
+	// Same services, different coverage: not equal.
+	fewer := &Snapshot{services: restricted.services, covered: map[string]struct{}{"web": {}}}
+	none := &Snapshot{services: map[string]*Service{}, covered: map[string]struct{}{}}
+	for _, tc := range []struct {
+		a, b *Snapshot
+		want bool
+	}{
+		{restricted, restricted, true},
+		{restricted, &Snapshot{services: restricted.services, covered: map[string]struct{}{"gone": {}, "web": {}}}, true},
+		{restricted, fewer, false},
+		{restricted, NewSnapshot(web), false},
+		{none, NewSnapshot(), false},
+		{none, nilSnap, false},
+		{nilSnap, NewSnapshot(), true},
+	} {
+		if got := tc.a.Equal(tc.b); got != tc.want {
+			t.Errorf("%v (covers api %t) Equal %v (covers api %t) = %t; want %t",
+				tc.a.Names(), tc.a.Covers("api"), tc.b.Names(), tc.b.Covers("api"), got, tc.want)
+		}
+		if got := tc.b.Equal(tc.a); got != tc.want {
+			t.Errorf("Equal is not symmetric")
+		}
+	}
+}

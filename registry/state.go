@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 )
@@ -14,9 +15,16 @@ type state struct {
 	ctx     context.Context // Run's context; per-service watches derive from it
 	changed chan struct{}   // one slot: "look again", never blocks a watch
 
-	mu            sync.Mutex // guards the fields below
-	services      map[string]*svcState
-	catalogSynced bool // the service list was read at least once
+	mu            sync.Mutex           // guards the fields below
+	services      map[string]*svcState // every watched service
+	catalogSynced bool                 // the service list was read at least once
+	catalog       map[string][]string  // the last catalog answer
+	want          map[string]bool      // nil: every service (Want never called)
+}
+
+// wanted reports whether the service should be watched when listed.
+func (st *state) wanted(name string) bool {
+	return st.want == nil || st.want[name]
 }
 
 // svcState is what the watcher knows about one service.
@@ -26,6 +34,12 @@ type svcState struct {
 	inCatalog bool               // listed in the last catalog answer
 	synced    bool               // health read at least once
 	svc       *Service           // what the next snapshot shows; nil until synced
+	// covered: snapshots cover the service (see Snapshot.Covers). True once
+	// synced, and from the start for a wanted service that was absent from
+	// the catalog and then appeared in it: until its first health answer the
+	// snapshots still show it absent, the last state they knew, just as for
+	// any new service when every service is watched.
+	covered bool
 
 	// Fail-static: held is true while svc holds last-known instances in
 	// place of a suspect empty answer, until holdUntil (zero: forever).
@@ -51,22 +65,25 @@ func (st *state) notify() {
 	}
 }
 
-// applyCatalog starts watches for new services and handles services that
-// left the list: a real deregistration drops them, a suspect answer keeps
-// their last known instances (and their watch, to see them come back).
+// applyCatalog starts watches for new (wanted) services and handles
+// services that left the list: a real deregistration drops them, a suspect
+// answer keeps their last known instances (and their watch, to see them
+// come back).
 func (st *state) applyCatalog(names map[string][]string, suspect string) {
 	var events []event
 	st.mu.Lock()
-	st.catalogSynced = true
+	// A wanted service listed now but not before was covered as absent
+	// (once the catalog had been read): it stays covered meanwhile.
+	covered := st.catalogSynced
+	st.catalogSynced, st.catalog = true, names
 	for name := range names {
 		if ss, ok := st.services[name]; ok {
 			ss.inCatalog = true
 			continue
 		}
-		ctx, cancel := context.WithCancel(st.ctx)
-		ss := &svcState{name: name, cancel: cancel, inCatalog: true}
-		st.services[name] = ss
-		st.wg.Go(func() { st.w.watchService(ctx, st, ss) })
+		if st.wanted(name) {
+			st.watch(name, covered)
+		}
 	}
 	for name, ss := range st.services {
 		if _, ok := names[name]; ok || !ss.inCatalog {
@@ -90,6 +107,47 @@ func (st *state) applyCatalog(names map[string][]string, suspect string) {
 	st.notify()
 }
 
+// applyWant switches to a new set of wanted services: it stops the watches
+// of services no longer wanted, and starts, at once, those of newly wanted
+// services listed in the last catalog answer.
+func (st *state) applyWant(want map[string]bool) {
+	var stopped, started []string
+	st.mu.Lock()
+	st.want = want
+	for name, ss := range st.services {
+		if !want[name] {
+			// Not a fail-static case: a hold, if any, ends with the watch.
+			st.drop(ss)
+			stopped = append(stopped, name)
+		}
+	}
+	if st.catalogSynced {
+		for name := range want {
+			if _, listed := st.catalog[name]; listed && st.services[name] == nil {
+				st.watch(name, false)
+				started = append(started, name)
+			}
+		}
+	}
+	st.mu.Unlock()
+	if len(stopped)+len(started) > 0 {
+		slices.Sort(stopped)
+		slices.Sort(started)
+		st.w.log.Info("wanted services changed", "wanted", len(want),
+			"started", started, "stopped", stopped)
+	}
+	st.notify()
+}
+
+// watch starts watching the named service, listed in the catalog. The
+// caller holds st.mu.
+func (st *state) watch(name string, covered bool) {
+	ctx, cancel := context.WithCancel(st.ctx)
+	ss := &svcState{name: name, cancel: cancel, inCatalog: true, covered: covered}
+	st.services[name] = ss
+	st.wg.Go(func() { st.w.watchService(ctx, st, ss) })
+}
+
 // applyHealth records one health answer for ss.
 func (st *state) applyHealth(ss *svcState, svc Service, suspect string) {
 	var events []event
@@ -99,7 +157,7 @@ func (st *state) applyHealth(ss *svcState, svc Service, suspect string) {
 		return // dropped while the query ran
 	}
 	firstSync := !ss.synced
-	ss.synced = true
+	ss.synced, ss.covered = true, true
 	hadInstances := ss.svc != nil && len(ss.svc.Instances) > 0
 	changed := firstSync
 	switch {
@@ -184,9 +242,24 @@ func (st *state) expireHolds() {
 
 // snapshot returns the current snapshot, whether the initial sync is
 // complete, and when the next hold expires (zero: none).
+//
+// Once Want was called, the snapshot covers the wanted services that are
+// either watched and covered (synced, mostly) or absent from the last
+// catalog answer: a wanted, listed service always has a watch, so one
+// without is absent.
 func (st *state) snapshot() (snap *Snapshot, ready bool, nextExpiry time.Time) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	var covered map[string]struct{}
+	if st.want != nil {
+		covered = make(map[string]struct{}, len(st.want))
+		for name := range st.want {
+			ss, watched := st.services[name]
+			if watched && ss.covered || !watched && st.catalogSynced {
+				covered[name] = struct{}{}
+			}
+		}
+	}
 	ready = st.catalogSynced
 	m := make(map[string]*Service, len(st.services))
 	for name, ss := range st.services {
@@ -200,5 +273,5 @@ func (st *state) snapshot() (snap *Snapshot, ready bool, nextExpiry time.Time) {
 			nextExpiry = ss.holdUntil
 		}
 	}
-	return &Snapshot{services: m}, ready, nextExpiry
+	return &Snapshot{services: m, covered: covered}, ready, nextExpiry
 }

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptrace"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -130,6 +132,53 @@ type Watcher struct {
 	http    *http.Transport
 	timeout time.Duration // per request: the blocking wait plus Consul's jitter and slack
 	running atomic.Bool
+
+	mu   sync.Mutex      // guards want and st; taken before st.mu, never after
+	want map[string]bool // nil: every service (Want never called)
+	st   *state          // the running Run's state; nil when not running
+}
+
+// Want restricts the watcher to the named services (the ones the policy
+// routes to). Until Want is first called the watcher watches every service
+// in the catalog, as before. Safe to call at any time, from any goroutine,
+// before or during Run; the latest call wins.
+//
+// Each watched service holds one HTTP connection to Consul, and Consul caps
+// the connections from one client address (limits.http_max_conns_per_client,
+// default 200), so a catalog larger than that cannot be watched whole.
+//
+// Once Want has been called, only services both wanted and listed in the
+// catalog are watched; an empty or nil list watches none. A service no
+// longer wanted has its watch stopped and leaves the next snapshot (it is
+// not a fail-static case). A newly wanted service that the last catalog
+// answer listed is watched at once, without waiting for the catalog query
+// to return; snapshots published before its first health answer arrives do
+// not cover it (see Snapshot.Covers). There is no way back to watching
+// every service, short of a new Watcher.
+func (w *Watcher) Want(services []string) {
+	want := make(map[string]bool, len(services))
+	for _, name := range services {
+		want[name] = true
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.want = want
+	if w.st != nil {
+		w.st.applyWant(want)
+	}
+}
+
+// watched returns the services whose health the running Run watches, sorted
+// (nil when not running). For tests.
+func (w *Watcher) watched() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.st == nil {
+		return nil
+	}
+	w.st.mu.Lock()
+	defer w.st.mu.Unlock()
+	return slices.Sorted(maps.Keys(w.st.services))
 }
 
 // NewWatcher checks cfg, fills in defaults and builds a Consul client. It
@@ -143,11 +192,11 @@ func NewWatcher(cfg Config, log *slog.Logger, hooks Hooks) (*Watcher, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 
-	// One connection per concurrent blocking query (one per service plus
-	// the catalog): keep them all idle-pooled instead of reconnecting after
-	// every answer. The token travels in the X-Consul-Token header
-	// (consulapi sets it from Config.Token), never in the URL, so errors
-	// that quote the URL cannot leak it.
+	// One connection per concurrent blocking query (one per watched
+	// service plus the catalog): keep them all idle-pooled instead of
+	// reconnecting after every answer. The token travels in the
+	// X-Consul-Token header (consulapi sets it from Config.Token), never in
+	// the URL, so errors that quote the URL cannot leak it.
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.MaxIdleConns = 0
 	transport.MaxIdleConnsPerHost = 4096
@@ -178,10 +227,10 @@ func NewWatcher(cfg Config, log *slog.Logger, hooks Hooks) (*Watcher, error) {
 //
 // publish is called from one goroutine at a time, never concurrently, and
 // never with a snapshot equal to the previous one. The first call happens
-// only after the initial full sync: the service list and every listed
-// service's health read once. Run returns nil when ctx is cancelled; every
-// goroutine it started has exited by then. Run may not be called again
-// while it runs.
+// only after the initial full sync: the service list and the health of
+// every listed service (every wanted one, once Want was called) read once.
+// Run returns nil when ctx is cancelled; every goroutine it started has
+// exited by then. Run may not be called again while it runs.
 func (w *Watcher) Run(ctx context.Context, publish func(*Snapshot)) error {
 	if !w.running.CompareAndSwap(false, true) {
 		return errors.New("registry watcher is already running")
@@ -202,6 +251,18 @@ func (w *Watcher) Run(ctx context.Context, publish func(*Snapshot)) error {
 		services: map[string]*svcState{},
 		changed:  make(chan struct{}, 1),
 	}
+	// Want calls reach this state from now until Run returns. Detaching
+	// (under w.mu, so no Want is half done) runs first among the deferred
+	// calls, before cancel and wg.Wait: no Want starts a watch once the
+	// group is being waited for.
+	w.mu.Lock()
+	st.want, w.st = w.want, st
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		w.st = nil
+		w.mu.Unlock()
+	}()
 	wg.Go(func() { w.watchCatalog(ctx, st) })
 	w.publishLoop(ctx, st, publish)
 	return nil
@@ -415,7 +476,7 @@ func (w *Watcher) watchCatalog(ctx context.Context, st *state) {
 }
 
 // watchService watches one service's instances and health until ctx is
-// cancelled (the service left the catalog for good).
+// cancelled (the service left the catalog for good, or is no longer wanted).
 func (w *Watcher) watchService(ctx context.Context, st *state, ss *svcState) {
 	var entries []*consulapi.ServiceEntry
 	w.loop(ctx, "health:"+ss.name,

@@ -68,6 +68,12 @@ func testConfig(addr string) Config {
 
 func start(t *testing.T, f *fakeConsul, mod func(*Config)) *harness {
 	t.Helper()
+	return startWith(t, f, mod, nil)
+}
+
+// startWith is start, calling before (if not nil) before Run.
+func startWith(t *testing.T, f *fakeConsul, mod func(*Config), before func(*Watcher)) *harness {
+	t.Helper()
 	cfg := testConfig(f.Addr())
 	if mod != nil {
 		mod(&cfg)
@@ -90,6 +96,9 @@ func start(t *testing.T, f *fakeConsul, mod func(*Config)) *harness {
 		t.Fatalf("NewWatcher: %v", err)
 	}
 	h.w = w
+	if before != nil {
+		before(w)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 
