@@ -33,6 +33,7 @@ import (
 
 	"github.com/switchyard-io/switchyard/policy"
 	"github.com/switchyard-io/switchyard/registry"
+	"github.com/switchyard-io/switchyard/translator"
 )
 
 // Config is what Run needs. Zero values take the documented defaults.
@@ -96,14 +97,15 @@ type Server struct {
 	watcher *registry.Watcher
 	changed chan struct{}
 
-	mu      sync.Mutex
-	consul  *registry.Snapshot // latest Consul state; nil until the first full sync
-	policy  *policy.Set        // last valid policy set; nil until one loads
-	groups  map[string]*groupSnapshot
-	ready   bool
-	warned  map[string]bool       // translation warnings already logged
-	streams map[streamKey]*stream // open xDS streams
-	removed map[string]bool       // groups removed from policy; the cache keeps their last snapshot
+	mu       sync.Mutex
+	consul   *registry.Snapshot // latest Consul state; nil until the first full sync
+	policy   *policy.Set        // last valid policy set; nil until one loads
+	policyAt time.Time          // when policy was loaded
+	groups   map[string]*groupSnapshot
+	ready    bool
+	warned   map[string]bool       // translation warnings already logged
+	streams  map[streamKey]*stream // open xDS streams
+	removed  map[string]bool       // groups removed from policy; the cache keeps their last snapshot
 }
 
 // New checks the configuration and prepares a server; Run starts it.
@@ -221,10 +223,22 @@ func (s *Server) Run(ctx context.Context) error {
 // take traffic down.
 func (s *Server) rebuild() {
 	s.mu.Lock()
-	consul, set := s.consul, s.policy
+	consul, set, policyAt := s.consul, s.policy, s.policyAt
 	s.mu.Unlock()
 	if consul == nil || set == nil {
 		return
+	}
+	if missing := uncovered(consul, set); len(missing) > 0 {
+		// A new policy routes to services whose first Consul answer has not
+		// arrived yet: building now would send their routes to empty
+		// clusters (503). The registry publishes as soon as they sync,
+		// which triggers a rebuild; past coverWait, build anyway.
+		if wait := coverWait - time.Since(policyAt); wait > 0 {
+			time.AfterFunc(wait, func() { notify(s.changed) })
+			return
+		}
+		s.log.Warn("building without Consul data for some services; their routes answer 503 until it arrives",
+			"services", missing)
 	}
 	start := time.Now()
 	groups, diags, err := build(consul, set)
@@ -265,6 +279,22 @@ func (s *Server) rebuild() {
 	if changed > 0 {
 		s.log.Info("config updated", "groups_changed", changed, "build_time", time.Since(start).Round(time.Microsecond))
 	}
+}
+
+// coverWait bounds how long a policy change waits for the registry to sync
+// the services it newly routes to.
+const coverWait = 2 * time.Second
+
+// uncovered lists the services set routes to that snapshot does not cover
+// yet.
+func uncovered(snap *registry.Snapshot, set *policy.Set) []string {
+	var out []string
+	for _, name := range translator.Services(set) {
+		if !snap.Covers(name) {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // dropRemovedGroups forgets groups whose policy was deleted. The cache

@@ -12,6 +12,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/switchyard-io/switchyard/policy"
+	"github.com/switchyard-io/switchyard/translator"
 )
 
 // policySettle is how long the policy files must be quiet before a reload:
@@ -76,14 +77,18 @@ func (s *Server) watchPolicy(ctx context.Context) error {
 		lastErr = ""
 		s.mu.Lock()
 		unchanged := s.policy != nil && reflect.DeepEqual(s.policy, set)
-		first := s.policy == nil
-		if !unchanged {
-			s.policy = set
-		}
 		s.mu.Unlock()
 		if unchanged {
 			return
 		}
+		// Watch the services the new policy routes to before it is used,
+		// so rebuild can wait for them to sync (see coverWait).
+		s.watcher.Want(translator.Services(set))
+		s.mu.Lock()
+		first := s.policy == nil
+		s.policy = set
+		s.policyAt = time.Now()
+		s.mu.Unlock()
 		s.metrics.policyReloads.WithLabelValues("ok").Inc()
 		for _, d := range diags.Warnings() {
 			s.log.Warn(d.String())
