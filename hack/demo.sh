@@ -83,6 +83,13 @@ register web-2 web 18082 v1
 register web-v2-1 web-v2 18083 v2
 register api-1 api 18084 v1
 
+# A new HTTP check starts critical until its first run: wait for every
+# instance to pass, so the first requests find them all in rotation.
+for _ in $(seq 1 100); do
+  [ "$(curl -fsS "http://$CONSUL_HTTP/v1/health/state/critical")" = "[]" ] && break
+  sleep 0.1
+done
+
 echo "demo: starting Switchyard with $state/policies"
 cp -r "$root/examples/quickstart/policies" "$state/policies"
 start switchyard "$switchyard" serve --consul-address "$CONSUL_HTTP" --policy "$state/policies" \
@@ -96,19 +103,22 @@ wait_http "http://$EDGE/" "Envoy" envoy
 
 if [ -n "${DEMO_CHECK:-}" ]; then
   fail() { echo "demo check: $*" >&2; exit 1; }
-  for _ in $(seq 1 50); do
-    out=$(curl -fsS "http://$EDGE/" || true)
-    case "$out" in web-1*|web-2*|web-v2-1*) break ;; esac
-    sleep 0.1
-  done
-  case "$out" in web-1*|web-2*|web-v2-1*) ;; *) fail "GET / answered '$out'; want a web instance" ;; esac
-  out=$(curl -fsS "http://$EDGE/api/orders") || fail "GET /api/orders failed"
-  [ "$out" = "api-1 /api/orders" ] || fail "GET /api/orders answered '$out'"
-  out=$(curl -fsS -H 'x-canary: 1' "http://$EDGE/") || fail "canary request failed"
-  [ "$out" = "web-v2-1 /" ] || fail "canary request answered '$out'"
+  expect() { # description, regex, curl args...: retry for 5 s until the whole answer matches
+    local what=$1 re=$2 out=""; shift 2
+    for _ in $(seq 1 50); do
+      out=$(curl -sS "$@" 2>&1 || true)
+      [[ $out =~ ^($re)$ ]] && return 0
+      sleep 0.1
+    done
+    fail "$what: got '$out'"
+  }
+  expect "GET / reaches a web instance" 'web-1 /|web-2 /|web-v2-1 /' "http://$EDGE/"
+  expect "GET /api/orders reaches api" 'api-1 /api/orders' "http://$EDGE/api/orders"
+  expect "the canary header reaches web-v2" 'web-v2-1 /' -H 'x-canary: 1' "http://$EDGE/"
   curl -fsS -X POST http://127.0.0.1:18081/admin/fail >/dev/null
+  n=1
   for _ in $(seq 1 100); do
-    n=$(for _ in $(seq 1 20); do curl -fsS "http://$EDGE/"; done | grep -c '^web-1 ' || true)
+    n=$(for _ in $(seq 1 20); do curl -sS "http://$EDGE/"; done | grep -c '^web-1 ' || true)
     [ "$n" = 0 ] && break
     sleep 0.1
   done
