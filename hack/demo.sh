@@ -40,7 +40,8 @@ cleanup() {
   wait 2>/dev/null || true
   [ -n "${DEMO_KEEP:-}" ] || rm -rf "$state"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'cleanup; exit 0' INT TERM
 
 start() { # name, command...
   local name=$1; shift
