@@ -44,6 +44,8 @@ func (s *Server) notReadyReason() string {
 		return ""
 	case s.consul == nil:
 		return "waiting for the first full Consul sync"
+	case s.policy == nil && s.pending != nil:
+		return "waiting for Consul data for the services the policy routes to"
 	case s.policy == nil:
 		return "waiting for a valid policy set"
 	default:

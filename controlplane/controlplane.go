@@ -97,15 +97,18 @@ type Server struct {
 	watcher *registry.Watcher
 	changed chan struct{}
 
-	mu       sync.Mutex
-	consul   *registry.Snapshot // latest Consul state; nil until the first full sync
-	policy   *policy.Set        // last valid policy set; nil until one loads
-	policyAt time.Time          // when policy was loaded
-	groups   map[string]*groupSnapshot
-	ready    bool
-	warned   map[string]bool       // translation warnings already logged
-	streams  map[streamKey]*stream // open xDS streams
-	removed  map[string]bool       // groups removed from policy; the cache keeps their last snapshot
+	mu     sync.Mutex
+	consul *registry.Snapshot // latest Consul state; nil until the first full sync
+	policy *policy.Set        // the policy set being served; nil until one is
+	// pending is a newer valid policy set, waiting (since pendingAt) for the
+	// registry to sync the services it routes to; nil when there is none.
+	pending   *policy.Set
+	pendingAt time.Time
+	groups    map[string]*groupSnapshot
+	ready     bool
+	warned    map[string]bool       // translation warnings already logged
+	streams   map[streamKey]*stream // open xDS streams
+	removed   map[string]bool       // groups removed from policy; the cache keeps their last snapshot
 }
 
 // New checks the configuration and prepares a server; Run starts it.
@@ -222,23 +225,17 @@ func (s *Server) Run(ctx context.Context) error {
 // does nothing: serving a partial config because an input is missing would
 // take traffic down.
 func (s *Server) rebuild() {
-	s.mu.Lock()
-	consul, set, policyAt := s.consul, s.policy, s.policyAt
-	s.mu.Unlock()
+	consul, set, promoted, missing := s.promotePending()
+	if promoted {
+		if len(missing) > 0 {
+			s.log.Warn("new policy applied without Consul data for some services; their routes answer 503 until it arrives",
+				"services", missing)
+		}
+		// Stop watching services only the previous policy routed to.
+		s.watcher.Want(translator.Services(set))
+	}
 	if consul == nil || set == nil {
 		return
-	}
-	if missing := uncovered(consul, set); len(missing) > 0 {
-		// A new policy routes to services whose first Consul answer has not
-		// arrived yet: building now would send their routes to empty
-		// clusters (503). The registry publishes as soon as they sync,
-		// which triggers a rebuild; past coverWait, build anyway.
-		if wait := coverWait - time.Since(policyAt); wait > 0 {
-			time.AfterFunc(wait, func() { notify(s.changed) })
-			return
-		}
-		s.log.Warn("building without Consul data for some services; their routes answer 503 until it arrives",
-			"services", missing)
 	}
 	start := time.Now()
 	groups, diags, err := build(consul, set)
@@ -281,9 +278,41 @@ func (s *Server) rebuild() {
 	}
 }
 
-// coverWait bounds how long a policy change waits for the registry to sync
-// the services it newly routes to.
+// coverWait bounds how long a new policy waits for the registry to sync
+// the services it newly routes to before it is applied anyway.
 const coverWait = 2 * time.Second
+
+// promotePending makes the pending policy the served one once the registry
+// snapshot covers every service it routes to, or once coverWait has passed:
+// applied earlier, routes to a service that exists in Consul would answer
+// 503 until its first answer arrived. Until then the current policy keeps
+// serving, and keeps following Consul. It returns the inputs to build from,
+// whether a promotion happened, and the services still uncovered then.
+func (s *Server) promotePending() (consul *registry.Snapshot, set *policy.Set, promoted bool, missing []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	consul, set = s.consul, s.policy
+	if s.pending == nil || consul == nil {
+		return consul, set, false, nil
+	}
+	missing = uncovered(consul, s.pending)
+	if len(missing) > 0 && time.Since(s.pendingAt) < coverWait {
+		return consul, set, false, nil
+	}
+	s.policy, s.pending = s.pending, nil
+	return consul, s.policy, true, missing
+}
+
+// policies returns the served policy set and the latest valid one (the
+// pending set if there is one).
+func (s *Server) policies() (current, latest *policy.Set) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pending != nil {
+		return s.policy, s.pending
+	}
+	return s.policy, s.policy
+}
 
 // uncovered lists the services set routes to that snapshot does not cover
 // yet.

@@ -270,9 +270,8 @@ func TestEmptyPolicyIsRejected(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	current := func() *policy.Set {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.policy
+		_, latest := s.policies()
+		return latest
 	}
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()

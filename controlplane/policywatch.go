@@ -75,20 +75,24 @@ func (s *Server) watchPolicy(ctx context.Context) error {
 			return
 		}
 		lastErr = ""
-		s.mu.Lock()
-		unchanged := s.policy != nil && reflect.DeepEqual(s.policy, set)
-		s.mu.Unlock()
-		if unchanged {
+		current, latest := s.policies()
+		if latest != nil && reflect.DeepEqual(latest, set) {
 			return
 		}
-		// Watch the services the new policy routes to before it is used,
-		// so rebuild can wait for them to sync (see coverWait).
-		s.watcher.Want(translator.Services(set))
+		// The new policy waits (as pending) until the registry has synced
+		// the services it routes to, at most coverWait; meanwhile the
+		// current one keeps serving, so both sets of services are watched.
+		services := translator.Services(set)
+		if current != nil {
+			services = append(services, translator.Services(current)...)
+		}
+		s.watcher.Want(services)
 		s.mu.Lock()
-		first := s.policy == nil
-		s.policy = set
-		s.policyAt = time.Now()
+		first := current == nil
+		s.pending = set
+		s.pendingAt = time.Now()
 		s.mu.Unlock()
+		time.AfterFunc(coverWait, func() { notify(s.changed) })
 		s.metrics.policyReloads.WithLabelValues("ok").Inc()
 		for _, d := range diags.Warnings() {
 			s.log.Warn(d.String())
