@@ -97,6 +97,7 @@ type Server struct {
 	watcher *registry.Watcher
 	changed chan struct{}
 
+	wantMu sync.Mutex // orders updateWant calls
 	mu     sync.Mutex
 	consul *registry.Snapshot // latest Consul state; nil until the first full sync
 	policy *policy.Set        // the policy set being served; nil until one is
@@ -232,7 +233,7 @@ func (s *Server) rebuild() {
 				"services", missing)
 		}
 		// Stop watching services only the previous policy routed to.
-		s.watcher.Want(translator.Services(set))
+		s.updateWant()
 	}
 	if consul == nil || set == nil {
 		return
@@ -301,6 +302,24 @@ func (s *Server) promotePending() (consul *registry.Snapshot, set *policy.Set, p
 	}
 	s.policy, s.pending = s.pending, nil
 	return consul, s.policy, true, missing
+}
+
+// updateWant tells the registry to watch the services of the served and
+// the pending policy. wantMu orders the calls, so the last Want always
+// reflects the newest state (the registry applies the latest call).
+func (s *Server) updateWant() {
+	s.wantMu.Lock()
+	defer s.wantMu.Unlock()
+	s.mu.Lock()
+	current, pending := s.policy, s.pending
+	s.mu.Unlock()
+	var names []string
+	for _, set := range []*policy.Set{current, pending} {
+		if set != nil {
+			names = append(names, translator.Services(set)...)
+		}
+	}
+	s.watcher.Want(names)
 }
 
 // policies returns the served policy set and the latest valid one (the

@@ -12,7 +12,6 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/switchyard-io/switchyard/policy"
-	"github.com/switchyard-io/switchyard/translator"
 )
 
 // policySettle is how long the policy files must be quiet before a reload:
@@ -82,16 +81,12 @@ func (s *Server) watchPolicy(ctx context.Context) error {
 		// The new policy waits (as pending) until the registry has synced
 		// the services it routes to, at most coverWait; meanwhile the
 		// current one keeps serving, so both sets of services are watched.
-		services := translator.Services(set)
-		if current != nil {
-			services = append(services, translator.Services(current)...)
-		}
-		s.watcher.Want(services)
 		s.mu.Lock()
 		first := current == nil
 		s.pending = set
 		s.pendingAt = time.Now()
 		s.mu.Unlock()
+		s.updateWant()
 		time.AfterFunc(coverWait, func() { notify(s.changed) })
 		s.metrics.policyReloads.WithLabelValues("ok").Inc()
 		for _, d := range diags.Warnings() {

@@ -160,7 +160,7 @@ func settingsFrom(t *testing.T, args []string, file string) (*viper.Viper, error
 }
 
 func TestSettingsPrecedence(t *testing.T) {
-	file := "consul:\n  address: file:8500\n  datacenter: file-dc\n  wait: 2m\npolicy:\n  paths: [a, b]\n"
+	file := "consul:\n  address: file:8500\n  datacenter: file-dc\n  wait: 2m\n  stale-hold: 0\npolicy:\n  paths: [a, b]\n"
 	t.Setenv("SWITCHYARD_CONSUL_ADDRESS", "env:8500")
 	t.Setenv("SWITCHYARD_CONSUL_DATACENTER", "env-dc")
 	v, err := settingsFrom(t, []string{"--consul-address", "flag:8500", "--policy", "x", "--policy", "y,z"}, file)
@@ -194,7 +194,8 @@ func TestSettingsTypos(t *testing.T) {
 		{"bad duration", "debounce:\n  holdoff: soon\n", "", `debounce.holdoff: "soon" is not a duration`},
 		{"bad bool in file", "consul:\n  stale: yes please\n", "", `consul.stale: "yes please" is not true or false`},
 		{"bad bool in env", "", "ture", `consul.stale: "ture" is not true or false`},
-		{"list for a string", "consul:\n  address: [a, b]\n", "", "consul.address: want a single value"},
+		{"list for a string", "consul:\n  address: [a, b]\n", "", "consul.address: want a single value, not []interface {}"},
+		{"unquoted number for a string", "consul:\n  token: 0123\n", "", "consul.token: YAML read the value as int, not text; quote it"},
 		{"map for paths", "policy:\n  paths: {a: b}\n", "", `key "policy.paths.a"`},
 		{"number list for paths", "policy:\n  paths: [1, 2]\n", "", "policy.paths: want a list of paths"},
 	} {
@@ -205,6 +206,9 @@ func TestSettingsTypos(t *testing.T) {
 			_, err := settingsFrom(t, nil, tc.file)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v; want an error containing %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "83") {
+				t.Fatalf("error %q repeats the (token) value", err)
 			}
 		})
 	}

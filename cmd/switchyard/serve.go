@@ -206,6 +206,10 @@ func checkType(st setting, raw any) error {
 		switch r := raw.(type) {
 		case time.Duration:
 			return nil
+		case int:
+			if r == 0 { // 0 means "the default" and needs no unit
+				return nil
+			}
 		case string:
 			if _, err := time.ParseDuration(r); err != nil {
 				return fmt.Errorf("%q is not a duration (like 10ms, 5s, 5m)", r)
@@ -226,10 +230,14 @@ func checkType(st setting, raw any) error {
 		return fmt.Errorf("%v is not true or false", raw)
 	case string:
 		switch raw.(type) {
-		case string, int, int64, float64:
+		case string:
 			return nil
+		case int, int64, float64, bool:
+			// YAML reads 0123 as 83 and 1e10 as a float. The value is not
+			// repeated: this may be the Consul token.
+			return fmt.Errorf("YAML read the value as %T, not text; quote it", raw)
 		}
-		return fmt.Errorf("want a single value, got %v", raw)
+		return fmt.Errorf("want a single value, not %T", raw)
 	case []string:
 		switch r := raw.(type) {
 		case string, []string:
