@@ -27,6 +27,9 @@ import (
 // switchyardBin is the binary under test, built once by TestMain.
 var switchyardBin string
 
+// raceEnv stops the race runtime from sleeping a second at every exit.
+var raceEnv = []string{"GORACE=atexit_sleep_ms=0"}
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "switchyard-e2e-")
 	if err != nil {
@@ -34,7 +37,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	switchyardBin = filepath.Join(dir, "switchyard")
-	build := exec.Command("go", "build", "-o", switchyardBin, "github.com/switchyard-io/switchyard/cmd/switchyard")
+	// Built with the race detector: every scenario doubles as a race test
+	// of the real control plane (StartSwitchyard fails on a report).
+	build := exec.Command("go", "build", "-race", "-o", switchyardBin, "github.com/switchyard-io/switchyard/cmd/switchyard")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build switchyard:", err)
@@ -116,12 +121,19 @@ func (e *Env) WritePolicy(name, content string) {
 // StartSwitchyard starts (or restarts) the control plane.
 func (e *Env) StartSwitchyard() {
 	e.t.Helper()
-	e.Switchyard = testenv.Start(e.t, "switchyard", nil, switchyardBin, "serve",
+	e.Switchyard = testenv.Start(e.t, "switchyard", raceEnv, switchyardBin, "serve",
 		"--consul-address", e.Consul.HTTPAddr,
 		"--policy", e.PolicyDir,
 		"--xds-address", e.XDSAddr,
 		"--admin-address", e.AdminAddr,
 		"--log-level", "debug")
+	proc := e.Switchyard
+	e.t.Cleanup(func() {
+		proc.Stop()
+		if strings.Contains(proc.Output(), "WARNING: DATA RACE") {
+			e.t.Errorf("the race detector reported a data race in switchyard:\n%s", proc.Output())
+		}
+	})
 }
 
 // WaitReady waits for /readyz to answer 200.
@@ -151,8 +163,10 @@ func (e *Env) StartEnvoy(group string) {
 	if e.delta {
 		protocol = "delta"
 	}
-	out, err := exec.Command(switchyardBin, "bootstrap", "--node-id", group+"-"+protocol, "--group", group,
-		"--xds-address", e.XDSAddr, "--admin-address", adminAddr, "--xds-protocol", protocol).CombinedOutput()
+	cmd := exec.Command(switchyardBin, "bootstrap", "--node-id", group+"-"+protocol, "--group", group,
+		"--xds-address", e.XDSAddr, "--admin-address", adminAddr, "--xds-protocol", protocol)
+	cmd.Env = append(os.Environ(), raceEnv...)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		e.t.Fatalf("switchyard bootstrap: %v\n%s", err, out)
 	}
