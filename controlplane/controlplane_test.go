@@ -17,7 +17,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +28,7 @@ import (
 
 	"github.com/switchyard-io/switchyard/policy"
 	"github.com/switchyard-io/switchyard/registry"
+	"github.com/switchyard-io/switchyard/test/testenv"
 )
 
 const edgePolicy = `apiVersion: switchyard.io/v1
@@ -260,7 +260,7 @@ func TestSotWNACKClaimsRejectedVersion(t *testing.T) {
 func TestEmptyPolicyIsRejected(t *testing.T) {
 	dir := t.TempDir()
 	writeCert(t, dir)
-	var logs syncBuffer // the policy goroutine writes while the test reads
+	var logs testenv.SyncBuffer // the policy goroutine writes while the test reads
 	s, err := New(Config{PolicyPaths: []string{dir}}, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -306,23 +306,4 @@ func TestEmptyPolicyIsRejected(t *testing.T) {
 	if current() != good {
 		t.Fatal("emptying the policy directory replaced the last good policy")
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a writing goroutine and a reading
-// test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

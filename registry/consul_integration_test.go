@@ -50,7 +50,7 @@ func TestConsulIntegration(t *testing.T) {
 		latest     *Snapshot
 		all        []*Snapshot
 		failStatic []string
-		logs       syncBuffer
+		logs       testenv.SyncBuffer
 	)
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	w, err := NewWatcher(Config{
@@ -237,7 +237,7 @@ func TestConsulIntegrationWant(t *testing.T) {
 		mu        sync.Mutex
 		all       []*Snapshot
 		watchErrs []string
-		logs      syncBuffer
+		logs      testenv.SyncBuffer
 	)
 	w, err := NewWatcher(Config{
 		Address:    c.HTTPAddr,

@@ -17,6 +17,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	consulapi "github.com/hashicorp/consul/api"
+
+	"github.com/switchyard-io/switchyard/test/testenv"
 )
 
 const testToken = "tok-3f9c2a7e-do-not-log"
@@ -29,28 +31,11 @@ type harness struct {
 	snaps  chan *Snapshot
 	cancel context.CancelFunc
 	done   chan error
-	logs   *syncBuffer
+	logs   *testenv.SyncBuffer
 
 	mu         sync.Mutex
 	watchErrs  []string // op: error
 	failStatic []string // service: reason
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // testConfig is fast: short waits and backoffs.
@@ -78,7 +63,7 @@ func startWith(t *testing.T, f *fakeConsul, mod func(*Config), before func(*Watc
 	if mod != nil {
 		mod(&cfg)
 	}
-	h := &harness{t: t, f: f, snaps: make(chan *Snapshot, 100), done: make(chan error, 1), logs: &syncBuffer{}}
+	h := &harness{t: t, f: f, snaps: make(chan *Snapshot, 100), done: make(chan error, 1), logs: &testenv.SyncBuffer{}}
 	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	w, err := NewWatcher(cfg, log, Hooks{
 		WatchError: func(op string, err error) {

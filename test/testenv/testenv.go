@@ -60,24 +60,25 @@ func FreePort(t testing.TB) int {
 type Process struct {
 	Name string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *SyncBuffer
 	done chan struct{}
 	err  error
 }
 
-// syncBuffer is a bytes.Buffer safe for the process's writers and readers.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent writers and readers: a
+// process's output, or a log that goroutines write while a test reads it.
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
@@ -87,7 +88,7 @@ func (b *syncBuffer) String() string {
 // test failed.
 func Start(t testing.TB, name string, env []string, bin string, args ...string) *Process {
 	t.Helper()
-	p := &Process{Name: name, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &Process{Name: name, out: &SyncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout = p.out
