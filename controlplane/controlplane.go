@@ -394,13 +394,6 @@ func (s *Server) logWarnings(diags policy.Diagnostics) {
 	s.warned = seen
 }
 
-// Ready reports whether the server serves a full config.
-func (s *Server) Ready() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.ready
-}
-
 // groupHash keys the snapshot cache by proxy group: every Envoy started
 // with the same node.cluster shares one snapshot.
 type groupHash struct{}

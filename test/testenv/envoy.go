@@ -87,6 +87,3 @@ func (e *Envoy) Stat(name string) (int, error) {
 
 // Output is what Envoy logged.
 func (e *Envoy) Output() string { return e.proc.Output() }
-
-// Stop stops Envoy.
-func (e *Envoy) Stop() { e.proc.Stop() }

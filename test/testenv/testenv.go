@@ -144,15 +144,6 @@ func (p *Process) Stop() {
 	}
 }
 
-// Kill stops the process at once with SIGKILL, as a crash would.
-func (p *Process) Kill() {
-	if p.Exited() {
-		return
-	}
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	<-p.done
-}
-
 func tail(s string, lines int) string {
 	n := 0
 	for i := len(s) - 1; i >= 0; i-- {
