@@ -125,11 +125,7 @@ func (e *Env) envoyHostFlags(cluster string) map[string]string {
 // requests within 2 s, and gets them again once it passes.
 func TestCriticalInstanceLeavesRotation(t *testing.T) {
 	protocols(t, func(t *testing.T, delta bool) {
-		e := NewEnv(t, delta, map[string]string{"edge.yaml": webPolicy})
-		a := e.StartBackend("web", "web-1")
-		b := e.StartBackend("web", "web-2")
-		e.WaitHosts("web", 2, 2)
-		e.waitAllServe("both instances serve", 10*time.Second, a, b)
+		e, a, b := newWebPair(t, delta)
 
 		start := time.Now()
 		e.SetHealth(b, consulapi.HealthCritical)
@@ -182,11 +178,7 @@ func TestWarningInstanceStaysInRotation(t *testing.T) {
 // ends.
 func TestMaintenanceDrainsInstance(t *testing.T) {
 	protocols(t, func(t *testing.T, delta bool) {
-		e := NewEnv(t, delta, map[string]string{"edge.yaml": webPolicy})
-		a := e.StartBackend("web", "web-1")
-		b := e.StartBackend("web", "web-2")
-		e.WaitHosts("web", 2, 2)
-		e.waitAllServe("both instances serve", 10*time.Second, a, b)
+		e, a, b := newWebPair(t, delta)
 
 		start := time.Now()
 		if err := e.consulAgentAPI().EnableServiceMaintenance(b.ID, "e2e: draining web-2"); err != nil {
@@ -204,15 +196,23 @@ func TestMaintenanceDrainsInstance(t *testing.T) {
 	})
 }
 
+// newWebPair starts a scenario with webPolicy and two web instances, both
+// in Envoy's rotation and serving.
+func newWebPair(t *testing.T, delta bool) (e *Env, a, b *Backend) {
+	t.Helper()
+	e = NewEnv(t, delta, map[string]string{"edge.yaml": webPolicy})
+	a = e.StartBackend("web", "web-1")
+	b = e.StartBackend("web", "web-2")
+	e.WaitHosts("web", 2, 2)
+	e.waitAllServe("both instances serve", 10*time.Second, a, b)
+	return e, a, b
+}
+
 // Scenario 3: with every instance deregistered Envoy answers 503; once they
 // register again it answers 200.
 func TestNoInstancesAnswers503(t *testing.T) {
 	protocols(t, func(t *testing.T, delta bool) {
-		e := NewEnv(t, delta, map[string]string{"edge.yaml": webPolicy})
-		a := e.StartBackend("web", "web-1")
-		b := e.StartBackend("web", "web-2")
-		e.WaitHosts("web", 2, 2)
-		e.waitAllServe("both instances serve", 10*time.Second, a, b)
+		e, a, b := newWebPair(t, delta)
 
 		e.Deregister(a)
 		e.Deregister(b)

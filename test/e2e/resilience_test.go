@@ -229,11 +229,7 @@ func (e *Env) waitEnvoyConnected() {
 // so Envoy's config does not change.
 func TestSwitchyardRestart(t *testing.T) {
 	protocols(t, func(t *testing.T, delta bool) {
-		e := NewEnv(t, delta, map[string]string{"edge.yaml": webPolicy})
-		a := e.StartBackend("web", "web-1")
-		b := e.StartBackend("web", "web-2")
-		e.WaitHosts("web", 2, 2)
-		e.waitAllServe("both instances serve", 10*time.Second, a, b)
+		e, a, b := newWebPair(t, delta)
 		e.waitEnvoyConnected()
 
 		before := e.switchyardVersions("edge")
@@ -310,11 +306,7 @@ func TestSwitchyardRestart(t *testing.T) {
 // Switchyard stays up, logging and counting the failed queries.
 func TestConsulDown(t *testing.T) {
 	protocols(t, func(t *testing.T, delta bool) {
-		e := NewEnv(t, delta, map[string]string{"edge.yaml": webPolicy})
-		a := e.StartBackend("web", "web-1")
-		b := e.StartBackend("web", "web-2")
-		e.WaitHosts("web", 2, 2)
-		e.waitAllServe("both instances serve", 10*time.Second, a, b)
+		e, a, b := newWebPair(t, delta)
 		errorsBefore := e.Metric("switchyard_consul_watch_errors_total", "")
 
 		p := e.startProber()
@@ -356,11 +348,7 @@ func TestConsulDown(t *testing.T) {
 // traffic follows the live data.
 func TestConsulRestartFailsStatic(t *testing.T) {
 	protocols(t, func(t *testing.T, delta bool) {
-		e := NewEnv(t, delta, map[string]string{"edge.yaml": webPolicy})
-		a := e.StartBackend("web", "web-1")
-		b := e.StartBackend("web", "web-2")
-		e.WaitHosts("web", 2, 2)
-		e.waitAllServe("both instances serve", 10*time.Second, a, b)
+		e, a, b := newWebPair(t, delta)
 		if n := e.Metric("switchyard_consul_fail_static_total", ""); n != 0 {
 			t.Fatalf("switchyard_consul_fail_static_total %v before the restart; want 0", n)
 		}
