@@ -253,6 +253,11 @@ func (s *Server) rebuild() {
 		old := s.groups[gs.group]
 		s.mu.Unlock()
 		if old != nil && sameVersions(old, gs) {
+			// Same config; keep the new one anyway, for its policy sources
+			// (an edit may have moved lines without changing what is served).
+			s.mu.Lock()
+			s.groups[gs.group] = gs
+			s.mu.Unlock()
 			continue
 		}
 		if err := s.cache.SetSnapshot(context.Background(), gs.group, gs.snapshot); err != nil {

@@ -22,6 +22,9 @@ type groupSnapshot struct {
 	resources envoy.Resources
 	versions  map[resource.Type]string
 	snapshot  *cache.Snapshot
+	// sources maps resources (by type and name) to their policy file and
+	// line, so a NACK can name what to fix.
+	sources map[resource.Type]map[string]string
 }
 
 // build translates the inputs and builds every group's snapshot. It is a
@@ -39,6 +42,7 @@ func build(snap *registry.Snapshot, set *policy.Set) ([]*groupSnapshot, policy.D
 		if err != nil {
 			return nil, res.Diagnostics, err
 		}
+		gs.sources = envoy.Sources(cfg)
 		out = append(out, gs)
 	}
 	return out, res.Diagnostics, nil

@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"sort"
 	"strings"
 	"time"
 
@@ -70,15 +71,16 @@ func (s *Server) callbacks() serverv3.Callbacks {
 			key := streamKey{false, id}
 			s.streamRequest(key, req.GetNode())
 			if req.GetErrorDetail() != nil {
-				s.nack(req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage())
+				s.nack(key, req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage())
 				s.holdRejected(key, req)
 			}
 			return nil
 		},
 		StreamDeltaRequestFunc: func(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
-			s.streamRequest(streamKey{true, id}, req.GetNode())
+			key := streamKey{true, id}
+			s.streamRequest(key, req.GetNode())
 			if req.GetErrorDetail() != nil {
-				s.nack(req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), "", req.GetErrorDetail().GetMessage())
+				s.nack(key, req.GetTypeUrl(), req.GetResponseNonce(), "", req.GetErrorDetail().GetMessage())
 			}
 			return nil
 		},
@@ -117,7 +119,8 @@ func (s *Server) holdRejected(key streamKey, req *discoveryv3.DiscoveryRequest) 
 
 // streamRequest logs each stream's Envoy when it first speaks and warns
 // about Envoys whose group no policy defines: they would otherwise wait
-// silently. Both servers fill in the node on every request.
+// silently. Only a stream's first request is sure to carry the node (delta
+// Envoys send it once), so the stream remembers it.
 func (s *Server) streamRequest(key streamKey, node *corev3.Node) {
 	s.mu.Lock()
 	if _, ok := s.streams[key]; ok {
@@ -153,11 +156,80 @@ func (s *Server) streamClosed(key streamKey, node *corev3.Node) {
 
 // nack logs a rejected config with Envoy's own reason. The previous config
 // stays in force on that Envoy.
-func (s *Server) nack(node *corev3.Node, typeURL, nonce, version, detail string) {
+func (s *Server) nack(key streamKey, typeURL, nonce, version, detail string) {
 	s.metrics.nacks.WithLabelValues(typeLabel(typeURL)).Inc()
-	s.log.Error("envoy rejected config (NACK); it keeps its previous config",
-		"node", node.GetId(), "group", node.GetCluster(), "type", typeLabel(typeURL),
-		"nonce", nonce, "accepted_version", version, "error", strings.TrimSpace(detail))
+	detail = strings.TrimSpace(detail)
+	s.mu.Lock()
+	var (
+		node    *corev3.Node
+		sources map[string]string
+	)
+	if st := s.streams[key]; st != nil {
+		node = st.node
+	}
+	if gs := s.groups[node.GetCluster()]; gs != nil {
+		sources = gs.sources[typeURL]
+	}
+	s.mu.Unlock()
+	attrs := []any{"node", node.GetId(), "group", node.GetCluster(), "type", typeLabel(typeURL),
+		"nonce", nonce, "accepted_version", version, "error", detail}
+	if policy := rejectedSources(sources, detail); policy != "" {
+		attrs = append(attrs, "policy", policy)
+	}
+	s.log.Error("envoy rejected config (NACK); it keeps its previous config", attrs...)
+}
+
+// rejectedSources names the policy lines behind a NACK: the resources of
+// the rejected type whose names appear in Envoy's error as whole words, as
+// "file:line (name)", joined by "; ". When none is named and the type has
+// one resource only, it is that one. "" when nothing is known.
+func rejectedSources(sources map[string]string, detail string) string {
+	var hits []string
+	for name, src := range sources {
+		if containsWord(detail, name) {
+			hits = append(hits, src+" ("+name+")")
+		}
+	}
+	if len(hits) == 0 && len(sources) == 1 {
+		for name, src := range sources {
+			hits = append(hits, src+" ("+name+")")
+		}
+	}
+	sort.Strings(hits)
+	return strings.Join(hits, "; ")
+}
+
+// containsWord reports whether word occurs in s not as part of a longer
+// name: "web" is in "cluster 'web': ..." but not in "web-canary".
+func containsWord(s, word string) bool {
+	if word == "" {
+		return false
+	}
+	for i := 0; ; {
+		j := strings.Index(s[i:], word)
+		if j < 0 {
+			return false
+		}
+		start, end := i+j, i+j+len(word)
+		if (start == 0 || !nameChar(s[start-1])) && wordEnds(s, end) {
+			return true
+		}
+		i = start + 1
+	}
+}
+
+// wordEnds reports whether a name ending at s[end] ends there: a dot ends
+// it only when it ends a sentence ("... listener public.").
+func wordEnds(s string, end int) bool {
+	if end < len(s) && s[end] == '.' {
+		end++
+		return end == len(s) || !nameChar(s[end])
+	}
+	return end == len(s) || !nameChar(s[end])
+}
+
+func nameChar(c byte) bool {
+	return c == '-' || c == '_' || c == '.' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 }
 
 // typeLabel shortens a type URL to the resource's name ("Cluster").

@@ -19,7 +19,7 @@ const (
 // its routes answer 503 until it registers, instead of the whole config
 // failing or traffic falling through to another route.
 func (t *translation) cluster(service string, pos policy.Pos) ir.Cluster {
-	c := ir.Cluster{Service: service}
+	c := ir.Cluster{Service: service, Source: pos.String()}
 	svc, ok := t.snap.Service(service)
 	if !ok {
 		t.warn(pos, "service %q is not registered in Consul; its routes answer 503 until it is", service)

@@ -66,7 +66,7 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 	services := map[string]policy.Pos{} // service -> first route naming it
 	secrets := map[string]bool{}
 	for _, l := range g.Listeners {
-		il := ir.Listener{Name: l.Name, Address: l.Address, Port: l.Port}
+		il := ir.Listener{Name: l.Name, Address: l.Address, Port: l.Port, Source: l.Pos.String()}
 		if l.TLS != nil {
 			il.TLS = &ir.TLS{}
 			for _, name := range l.TLS.Certificates {
@@ -172,6 +172,7 @@ func route(r *policy.Route) ir.Route {
 func secret(c *policy.Certificate) ir.Secret {
 	return ir.Secret{
 		Name:    c.Name,
+		Source:  c.Pos.String(),
 		CertPEM: string(c.CertPEM),
 		KeyPEM:  ir.PrivateKey(c.KeyPEM),
 		CAPEM:   string(c.CAPEM),

@@ -59,6 +59,9 @@ type Listener struct {
 	Name    string `json:"name"`
 	Address string `json:"address"`
 	Port    uint32 `json:"port"`
+	// Source is the policy file and line the listener came from, for
+	// operators (a NACK of it names this line).
+	Source string `json:"source,omitempty"`
 	// TLS, when set, terminates TLS with these secrets; Envoy picks among
 	// them by SNI.
 	TLS          *TLS          `json:"tls,omitempty"`
@@ -166,7 +169,9 @@ type RateLimit struct {
 // Cluster is an upstream Consul service and its endpoints. The envoy
 // package names the cluster after the service.
 type Cluster struct {
-	Service   string     `json:"service"`
+	Service string `json:"service"`
+	// Source is the policy file and line of the first route to the service.
+	Source    string     `json:"source,omitempty"`
 	Endpoints []Endpoint `json:"endpoints,omitempty"`
 }
 
@@ -207,6 +212,7 @@ type Endpoint struct {
 // Secret is a TLS certificate served over SDS.
 type Secret struct {
 	Name    string     `json:"name"`
+	Source  string     `json:"source,omitempty"` // the Certificate's policy file and line
 	CertPEM string     `json:"certPEM"`
 	KeyPEM  PrivateKey `json:"keyPEM"`
 	CAPEM   string     `json:"caPEM,omitempty"`
