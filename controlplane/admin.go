@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -33,6 +34,7 @@ func (s *Server) adminHandler() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /debug/config", s.debugConfig)
+	mux.HandleFunc("GET /debug/proxies", s.debugProxies)
 	return mux
 }
 
@@ -99,6 +101,48 @@ func (s *Server) debugConfig(w http.ResponseWriter, r *http.Request) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(out)
+}
+
+// debugProxy is one connected Envoy in /debug/proxies.
+type debugProxy struct {
+	Node      string      `json:"node"`
+	Group     string      `json:"group"`
+	Protocol  string      `json:"protocol"`
+	Since     time.Time   `json:"connectedSince"`
+	Rejected  []rejection `json:"rejected,omitempty"`
+	Rejecting bool        `json:"rejecting"`
+}
+
+// debugProxies lists the connected Envoys, sorted by group and node, with
+// every NACK still in force: the type, Envoy's reason and the policy lines
+// it points at. The answer to "is any Envoy not running my config?".
+func (s *Server) debugProxies(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	out := make([]debugProxy, 0, len(s.streams))
+	for _, st := range s.streams {
+		p := debugProxy{Node: st.node.GetId(), Group: st.node.GetCluster(), Protocol: st.protocol,
+			Since: st.since.UTC(), Rejecting: len(st.rejected) > 0}
+		for _, r := range st.rejected {
+			r.At = r.At.UTC()
+			p.Rejected = append(p.Rejected, r)
+		}
+		sort.Slice(p.Rejected, func(i, j int) bool { return p.Rejected[i].Type < p.Rejected[j].Type })
+		out = append(out, p)
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Group != out[j].Group {
+			return out[i].Group < out[j].Group
+		}
+		if out[i].Node != out[j].Node {
+			return out[i].Node < out[j].Node
+		}
+		return out[i].Protocol < out[j].Protocol
+	})
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(map[string][]debugProxy{"proxies": out})
 }
 
 // redact returns a copy of a resource safe to show: secrets lose their

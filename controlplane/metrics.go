@@ -12,6 +12,7 @@ type metrics struct {
 	connectedProxies  *prometheus.GaugeVec
 	pushes            *prometheus.CounterVec
 	nacks             *prometheus.CounterVec
+	rejectingProxies  prometheus.Gauge
 	snapshotBuild     prometheus.Histogram
 	snapshotErrors    prometheus.Counter
 	consulWatchErrors *prometheus.CounterVec
@@ -36,6 +37,10 @@ func newMetrics() *metrics {
 			Name: "switchyard_xds_nacks_total",
 			Help: "xDS responses Envoy rejected (NACKed), by resource type.",
 		}, []string{"type"}),
+		rejectingProxies: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchyard_xds_rejecting_proxies",
+			Help: "Envoy xDS streams whose latest response of some type was NACKed and not since replaced by an accepted one: they run older config. /debug/proxies says which and why.",
+		}),
 		snapshotBuild: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "switchyard_snapshot_build_seconds",
 			Help:    "Time to translate inputs and build every proxy group's xDS snapshot.",
@@ -69,7 +74,7 @@ func newMetrics() *metrics {
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.connectedProxies, m.pushes, m.nacks, m.snapshotBuild, m.snapshotErrors,
+		m.connectedProxies, m.pushes, m.nacks, m.rejectingProxies, m.snapshotBuild, m.snapshotErrors,
 		m.consulWatchErrors, m.consulFailStatic, m.policyReloads, m.policyWarnings, m.ready,
 	)
 	// Pre-create the error series so they read 0, not absent, before the

@@ -1,6 +1,21 @@
 package controlplane
 
-import "testing"
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+
+	"github.com/switchyard-io/switchyard/registry"
+)
 
 func TestRejectedSources(t *testing.T) {
 	listeners := map[string]string{
@@ -33,5 +48,74 @@ func TestRejectedSources(t *testing.T) {
 				t.Errorf("rejectedSources(%q) = %q; want %q", tc.detail, got, tc.want)
 			}
 		})
+	}
+}
+
+// A NACK stays visible, in /debug/proxies and the rejecting gauge, until
+// Envoy accepts a later response of that type; a closed stream leaves.
+func TestRejectionsShownUntilAccepted(t *testing.T) {
+	var logs bytes.Buffer
+	s, _ := newTestServer(t, &logs)
+	s.consul = webSnapshot(registry.Healthy)
+	s.rebuild()
+	cb := s.callbacks()
+	node := &corev3.Node{Id: "edge-1", Cluster: "edge"}
+	// A delta Envoy sends its node on the first request only.
+	if err := cb.OnStreamDeltaRequest(3, &discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.ListenerType}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cb.OnStreamDeltaRequest(3, &discoveryv3.DeltaDiscoveryRequest{
+		TypeUrl: resource.ListenerType, ResponseNonce: "1",
+		ErrorDetail: &statuspb.Status{Message: "Error adding/updating listener(s) https: cannot bind"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	proxies := func() []debugProxy {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		s.adminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/proxies", nil))
+		var out struct{ Proxies []debugProxy }
+		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+			t.Fatalf("/debug/proxies: %v\n%s", err, rec.Body)
+		}
+		return out.Proxies
+	}
+	got := proxies()
+	if len(got) != 1 || got[0].Node != "edge-1" || got[0].Group != "edge" || got[0].Protocol != "delta" ||
+		!got[0].Rejecting || len(got[0].Rejected) != 1 {
+		t.Fatalf("after a NACK: got %+v; want edge-1 (delta) rejecting one type", got)
+	}
+	r := got[0].Rejected[0]
+	if r.Type != "Listener" || !strings.Contains(r.Error, "cannot bind") || !strings.HasSuffix(r.Policy, "edge.yaml:5 (https)") {
+		t.Errorf("rejection %+v; want the Listener, Envoy's reason and edge.yaml:5 (https)", r)
+	}
+	if n := testutil.ToFloat64(s.metrics.rejectingProxies); n != 1 {
+		t.Errorf("rejecting gauge %v; want 1", n)
+	}
+	if !strings.Contains(logs.String(), "node=edge-1 group=edge") {
+		t.Errorf("the NACK line lacks the node and group of a delta stream:\n%s", logs.String())
+	}
+
+	// An ACK of another type changes nothing; of the rejected type, clears it.
+	_ = cb.OnStreamDeltaRequest(3, &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, ResponseNonce: "2"})
+	if n := testutil.ToFloat64(s.metrics.rejectingProxies); n != 1 {
+		t.Errorf("after a Cluster ACK: rejecting gauge %v; want 1", n)
+	}
+	_ = cb.OnStreamDeltaRequest(3, &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType, ResponseNonce: "3"})
+	if got := proxies(); len(got) != 1 || got[0].Rejecting || len(got[0].Rejected) != 0 {
+		t.Errorf("after a Listener ACK: got %+v; want no rejection", got)
+	}
+	if n := testutil.ToFloat64(s.metrics.rejectingProxies); n != 0 {
+		t.Errorf("after a Listener ACK: rejecting gauge %v; want 0", n)
+	}
+
+	_ = cb.OnStreamDeltaRequest(3, &discoveryv3.DeltaDiscoveryRequest{
+		TypeUrl: resource.ListenerType, ResponseNonce: "4", ErrorDetail: &statuspb.Status{Message: "again"}})
+	cb.OnDeltaStreamClosed(3, node)
+	if got := proxies(); len(got) != 0 {
+		t.Errorf("after the stream closed: got %+v; want none", got)
+	}
+	if n := testutil.ToFloat64(s.metrics.rejectingProxies); n != 0 {
+		t.Errorf("after the stream closed: rejecting gauge %v; want 0", n)
 	}
 }

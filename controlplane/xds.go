@@ -42,9 +42,23 @@ type streamKey struct {
 
 // stream is what Switchyard remembers of one open xDS stream.
 type stream struct {
-	node *corev3.Node
+	node     *corev3.Node
+	protocol string // "sotw" or "delta"
+	since    time.Time
 	// sent is the version last sent per type URL (state of the world).
 	sent map[string]string
+	// rejected holds, per type URL, the NACK of the latest response of
+	// that type; an ACK of a later response clears it.
+	rejected map[string]rejection
+}
+
+// rejection is a NACK still in force: Envoy runs its previous config of
+// that type.
+type rejection struct {
+	Type   string    `json:"type"`
+	Error  string    `json:"error"`
+	Policy string    `json:"policy,omitempty"`
+	At     time.Time `json:"at"`
 }
 
 // callbacks observe the xDS streams: connected proxies, pushes and NACKs.
@@ -73,6 +87,8 @@ func (s *Server) callbacks() serverv3.Callbacks {
 			if req.GetErrorDetail() != nil {
 				s.nack(key, req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage())
 				s.holdRejected(key, req)
+			} else if req.GetResponseNonce() != "" {
+				s.ack(key, req.GetTypeUrl())
 			}
 			return nil
 		},
@@ -81,6 +97,8 @@ func (s *Server) callbacks() serverv3.Callbacks {
 			s.streamRequest(key, req.GetNode())
 			if req.GetErrorDetail() != nil {
 				s.nack(key, req.GetTypeUrl(), req.GetResponseNonce(), "", req.GetErrorDetail().GetMessage())
+			} else if req.GetResponseNonce() != "" {
+				s.ack(key, req.GetTypeUrl())
 			}
 			return nil
 		},
@@ -127,15 +145,16 @@ func (s *Server) streamRequest(key streamKey, node *corev3.Node) {
 		s.mu.Unlock()
 		return
 	}
-	s.streams[key] = &stream{node: node, sent: map[string]string{}}
-	ready := s.ready
-	_, hasGroup := s.groups[node.GetCluster()]
-	removed := s.removed[node.GetCluster()]
-	s.mu.Unlock()
 	protocol := "sotw"
 	if key.delta {
 		protocol = "delta"
 	}
+	s.streams[key] = &stream{node: node, protocol: protocol, since: time.Now(),
+		sent: map[string]string{}, rejected: map[string]rejection{}}
+	ready := s.ready
+	_, hasGroup := s.groups[node.GetCluster()]
+	removed := s.removed[node.GetCluster()]
+	s.mu.Unlock()
 	s.log.Info("envoy connected", "node", node.GetId(), "group", node.GetCluster(), "protocol", protocol)
 	switch {
 	case removed:
@@ -150,6 +169,7 @@ func (s *Server) streamRequest(key streamKey, node *corev3.Node) {
 func (s *Server) streamClosed(key streamKey, node *corev3.Node) {
 	s.mu.Lock()
 	delete(s.streams, key)
+	s.countRejecting()
 	s.mu.Unlock()
 	s.log.Info("envoy disconnected", "node", node.GetId(), "group", node.GetCluster())
 }
@@ -164,19 +184,54 @@ func (s *Server) nack(key streamKey, typeURL, nonce, version, detail string) {
 		node    *corev3.Node
 		sources map[string]string
 	)
-	if st := s.streams[key]; st != nil {
+	st := s.streams[key]
+	if st != nil {
 		node = st.node
 	}
 	if gs := s.groups[node.GetCluster()]; gs != nil {
 		sources = gs.sources[typeURL]
 	}
+	policy := rejectedSources(sources, detail)
+	if st != nil {
+		st.rejected[typeURL] = rejection{Type: typeLabel(typeURL), Error: detail, Policy: policy, At: time.Now()}
+		s.countRejecting()
+	}
 	s.mu.Unlock()
 	attrs := []any{"node", node.GetId(), "group", node.GetCluster(), "type", typeLabel(typeURL),
 		"nonce", nonce, "accepted_version", version, "error", detail}
-	if policy := rejectedSources(sources, detail); policy != "" {
+	if policy != "" {
 		attrs = append(attrs, "policy", policy)
 	}
 	s.log.Error("envoy rejected config (NACK); it keeps its previous config", attrs...)
+}
+
+// ack notes that Envoy accepted the latest response of a type: a NACK of
+// that type is no longer in force.
+func (s *Server) ack(key streamKey, typeURL string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.streams[key]
+	if st == nil {
+		return
+	}
+	if r, ok := st.rejected[typeURL]; ok {
+		delete(st.rejected, typeURL)
+		s.countRejecting()
+		s.log.Info("envoy accepted config again after a NACK", "node", st.node.GetId(),
+			"group", st.node.GetCluster(), "type", r.Type)
+	}
+}
+
+// countRejecting updates the gauge of Envoys running with rejected config.
+// Called with s.mu held.
+func (s *Server) countRejecting() {
+	n := 0
+	for _, st := range s.streams {
+		if len(st.rejected) > 0 {
+			n++
+		}
+	}
+	s.metrics.rejectingProxies.Set(float64(n))
 }
 
 // rejectedSources names the policy lines behind a NACK: the resources of

@@ -62,6 +62,14 @@ func TestEnvoyNACKIsLoggedAndCounted(t *testing.T) {
 		if code, body, err := e.Get("/", nil); err != nil || code != 200 || body != "web-1" {
 			t.Fatalf("after the NACK: got %d %q %v; want the old listener still serving web-1", code, body, err)
 		}
+		// The operator can see which Envoy runs older config, and why.
+		if n := e.Metric("switchyard_xds_rejecting_proxies", ""); n != 1 {
+			t.Errorf("switchyard_xds_rejecting_proxies = %v; want 1", n)
+		}
+		_, proxies, err := httpGet("http://"+e.AdminAddr+"/debug/proxies", nil)
+		if err != nil || !strings.Contains(proxies, `"rejecting": true`) || !strings.Contains(proxies, `edge.yaml:14 (admin)`) {
+			t.Errorf("/debug/proxies (%v) does not show the rejected listener and its policy line:\n%s", err, proxies)
+		}
 
 		// Envoy is only sent a listener again when it changes, so the fix
 		// is to move it: to a free port.
@@ -78,6 +86,12 @@ func TestEnvoyNACKIsLoggedAndCounted(t *testing.T) {
 			code, body, err := httpGet("http://"+testenv.Addr(free)+"/", nil)
 			if err != nil || code != 200 || body != "web-1" {
 				return errorf("got %d %q %v", code, body, err)
+			}
+			return nil
+		})
+		testenv.Eventually(t, 5*time.Second, "the rejection cleared by Envoy's ACK", func() error {
+			if n := e.Metric("switchyard_xds_rejecting_proxies", ""); n != 0 {
+				return errorf("switchyard_xds_rejecting_proxies = %v", n)
 			}
 			return nil
 		})
