@@ -161,8 +161,12 @@ func (s *Server) Run(ctx context.Context) error {
 		xdsLis.Close()
 		return fmt.Errorf("admin listener: %w", err)
 	}
+	scheme := s.cfg.Consul.Scheme
+	if scheme == "" {
+		scheme = "http"
+	}
 	s.log.Info("switchyard starting", "xds", xdsLis.Addr().String(), "admin", adminLis.Addr().String(),
-		"consul", s.cfg.Consul.Address, "policy", s.cfg.PolicyPaths)
+		"consul", scheme+"://"+s.cfg.Consul.Address, "policy", s.cfg.PolicyPaths)
 
 	grpcServer := s.newGRPCServer(ctx)
 	admin := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second}

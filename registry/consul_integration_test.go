@@ -210,28 +210,7 @@ func TestConsulIntegration(t *testing.T) {
 // only the wanted services, the watcher syncs and publishes them.
 func TestConsulIntegrationWant(t *testing.T) {
 	c := testenv.Consul(t)
-	client := c.Client(t)
-	const total = 250
-	for i := range total {
-		name := fmt.Sprintf("svc-%03d", i)
-		err := client.Agent().ServiceRegister(&consulapi.AgentServiceRegistration{
-			ID: name + "-1", Name: name, Port: 10000 + i, Address: "127.0.0.1",
-		})
-		if err != nil {
-			t.Fatalf("register %s: %v", name, err)
-		}
-	}
-	// Agent registrations reach the catalog asynchronously.
-	testenv.Eventually(t, 10*time.Second, "catalog lists every service", func() error {
-		names, _, err := client.Catalog().Services(nil)
-		if err != nil {
-			return err
-		}
-		if len(names) < total+1 { // and "consul" itself
-			return fmt.Errorf("catalog lists %d services; want %d", len(names), total+1)
-		}
-		return nil
-	})
+	registerMany(t, c.Client(t), 250)
 
 	var (
 		mu        sync.Mutex
@@ -322,5 +301,132 @@ func TestConsulIntegrationWant(t *testing.T) {
 	defer mu.Unlock()
 	if len(watchErrs) != 0 {
 		t.Errorf("watch errors: %v", watchErrs)
+	}
+}
+
+// registerMany registers services svc-000, svc-001, ... with one instance
+// each (svc-NNN-1, no checks), and waits until the catalog lists them all.
+func registerMany(t *testing.T, client *consulapi.Client, total int) []string {
+	t.Helper()
+	var names []string
+	for i := range total {
+		name := fmt.Sprintf("svc-%03d", i)
+		err := client.Agent().ServiceRegister(&consulapi.AgentServiceRegistration{
+			ID: name + "-1", Name: name, Port: 10000 + i, Address: "127.0.0.1",
+		})
+		if err != nil {
+			t.Fatalf("register %s: %v", name, err)
+		}
+		names = append(names, name)
+	}
+	// Agent registrations reach the catalog asynchronously.
+	testenv.Eventually(t, 10*time.Second, "catalog lists every service", func() error {
+		listed, _, err := client.Catalog().Services(nil)
+		if err != nil {
+			return err
+		}
+		if len(listed) < total+1 { // and "consul" itself
+			return fmt.Errorf("catalog lists %d services; want %d", len(listed), total+1)
+		}
+		return nil
+	})
+	return names
+}
+
+// TestConsulIntegrationHTTPS proves the watcher over TLS with a client
+// certificate (the agent verifies incoming HTTPS connections), and that
+// over TLS it watches more services than Consul's cap on connections per
+// client (200 by default, left as is here) allows over plain HTTP: the
+// queries share HTTP/2 connections.
+func TestConsulIntegrationHTTPS(t *testing.T) {
+	c := testenv.Consul(t, testenv.WithHTTPS())
+	names := registerMany(t, c.Client(t), 250)
+
+	type run struct {
+		mu    sync.Mutex
+		snaps []*Snapshot
+		errs  []string
+	}
+	watch := func(cfg Config) (*run, func()) {
+		t.Helper()
+		r := &run{}
+		var logs testenv.SyncBuffer
+		cfg.WaitTime, cfg.BackoffMin, cfg.BackoffMax = 10*time.Second, 50*time.Millisecond, 500*time.Millisecond
+		w, err := NewWatcher(cfg, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Hooks{
+			WatchError: func(op string, err error) {
+				r.mu.Lock()
+				defer r.mu.Unlock()
+				r.errs = append(r.errs, op+": "+err.Error())
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Want(names)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- w.Run(ctx, func(s *Snapshot) {
+				r.mu.Lock()
+				defer r.mu.Unlock()
+				r.snaps = append(r.snaps, s)
+			})
+		}()
+		stop := func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+			if t.Failed() || os.Getenv("SWITCHYARD_TEST_LOGS") != "" {
+				t.Logf("watcher log (%s):\n%s", cfg.Scheme, logs.String())
+			}
+		}
+		return r, stop
+	}
+
+	// The control: over plain HTTP, 250 watches hit the cap.
+	plain, stop := watch(Config{Address: c.HTTPAddr})
+	testenv.Eventually(t, 15*time.Second, "plain HTTP refused beyond the connection cap", func() error {
+		plain.mu.Lock()
+		defer plain.mu.Unlock()
+		if len(plain.errs) == 0 {
+			return fmt.Errorf("no watch error yet")
+		}
+		return nil
+	})
+	stop()
+	plain.mu.Lock()
+	if len(plain.snaps) != 0 {
+		t.Errorf("over plain HTTP a snapshot of %d services was published; the cap should have kept the sync from completing", plain.snaps[0].Len())
+	}
+	plain.mu.Unlock()
+
+	tls := c.TLS
+	secure, stop := watch(Config{Address: tls.HTTPSAddr, Scheme: "https", CAFile: tls.CAFile,
+		CertFile: tls.CertFile, KeyFile: tls.KeyFile, TLSServerName: tls.ServerName})
+	defer stop()
+	var first *Snapshot
+	testenv.Eventually(t, 20*time.Second, "first snapshot over HTTPS", func() error {
+		secure.mu.Lock()
+		defer secure.mu.Unlock()
+		if len(secure.snaps) == 0 {
+			return fmt.Errorf("no snapshot yet; watch errors: %d", len(secure.errs))
+		}
+		first = secure.snaps[0]
+		return nil
+	})
+	if first.Len() != len(names) {
+		t.Errorf("first snapshot over HTTPS has %d services; want %d", first.Len(), len(names))
+	}
+	for _, name := range names {
+		svc, _ := first.Service(name)
+		if !first.Covers(name) || len(svc.Instances) != 1 || svc.Instances[0].ID != name+"-1" {
+			t.Fatalf("%s: covered %t, instances %+v; want covered with one instance", name, first.Covers(name), svc.Instances)
+		}
+	}
+	secure.mu.Lock()
+	defer secure.mu.Unlock()
+	if len(secure.errs) != 0 {
+		t.Errorf("watch errors over HTTPS: %d, first: %s", len(secure.errs), secure.errs[0])
 	}
 }

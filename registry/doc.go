@@ -16,11 +16,13 @@
 // was called), so the control plane never serves a partial view.
 // Debouncing is the control plane's job.
 //
-// Each watch keeps one HTTP connection busy while it blocks. Consul caps the
-// connections from one client address (limits.http_max_conns_per_client,
-// default 200; beyond it the agent answers 429 or drops the connection), so
-// a catalog of more services than that cannot be watched whole: the watches
-// beyond the cap fail forever and the first full sync never completes.
+// Over plain HTTP each watch keeps one connection busy while it blocks.
+// Consul caps the connections from one client address
+// (limits.http_max_conns_per_client, default 200; beyond it the agent
+// answers 429 or drops the connection), so more services than that cannot
+// be watched: the watches beyond the cap fail forever and the first full
+// sync never completes. Over HTTPS (Config.Scheme "https") the watches share
+// HTTP/2 connections, up to 250 streams each, and the cap stops mattering.
 //
 // Switchyard needs only the services its routing policy references, so
 // Watcher.Want restricts the watcher to them. Until Want is first called

@@ -43,13 +43,25 @@ type Config struct {
 	// StaleHold is how long fail-static keeps last-known instances after a
 	// suspect empty answer (default 5m; 0 = use default; negative = forever).
 	StaleHold time.Duration
+
+	// TLS, with Scheme "https". CAFile verifies the agent's certificate
+	// (default: the system's roots); CertFile and KeyFile, together, are a
+	// client certificate for agents that verify incoming connections;
+	// TLSServerName is the name to verify instead of Address's host.
+	//
+	// Over TLS the blocking queries share HTTP/2 connections (Consul's
+	// HTTPS API speaks it): hundreds of watches need a few connections,
+	// not one each, so Consul's cap on connections per client stops
+	// bounding the number of services watched.
+	CAFile, CertFile, KeyFile, TLSServerName string
 }
 
 // String describes the config with the token redacted, so that printing a
 // Config with fmt cannot leak it.
 func (c Config) String() string {
-	return fmt.Sprintf("{Address:%s Scheme:%s Token:%s Datacenter:%s AllowStale:%t WaitTime:%s BackoffMin:%s BackoffMax:%s StaleHold:%s}",
-		c.Address, c.Scheme, redacted(c.Token), c.Datacenter, c.AllowStale, c.WaitTime, c.BackoffMin, c.BackoffMax, c.StaleHold)
+	return fmt.Sprintf("{Address:%s Scheme:%s Token:%s Datacenter:%s AllowStale:%t WaitTime:%s BackoffMin:%s BackoffMax:%s StaleHold:%s CAFile:%s CertFile:%s KeyFile:%s TLSServerName:%s}",
+		c.Address, c.Scheme, redacted(c.Token), c.Datacenter, c.AllowStale, c.WaitTime, c.BackoffMin, c.BackoffMax, c.StaleHold,
+		c.CAFile, c.CertFile, c.KeyFile, c.TLSServerName)
 }
 
 // GoString is String, for %#v.
@@ -67,6 +79,10 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("backoff_min", c.BackoffMin),
 		slog.Duration("backoff_max", c.BackoffMax),
 		slog.Duration("stale_hold", c.StaleHold),
+		slog.String("ca_file", c.CAFile),
+		slog.String("cert_file", c.CertFile),
+		slog.String("key_file", c.KeyFile),
+		slog.String("tls_server_name", c.TLSServerName),
 	)
 }
 
@@ -87,6 +103,12 @@ func (c Config) withDefaults() (Config, error) {
 	case "http", "https":
 	default:
 		return c, fmt.Errorf("consul scheme %q: want http or https", c.Scheme)
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		return c, errors.New("consul client certificate: cert file and key file go together; give both or neither")
+	}
+	if c.Scheme != "https" && (c.CAFile != "" || c.CertFile != "" || c.TLSServerName != "") {
+		return c, fmt.Errorf("consul TLS settings (CA file, client certificate, server name) need scheme https, not %q", c.Scheme)
 	}
 	switch {
 	case c.WaitTime == 0:
@@ -192,14 +214,31 @@ func NewWatcher(cfg Config, log *slog.Logger, hooks Hooks) (*Watcher, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 
-	// One connection per concurrent blocking query (one per watched
-	// service plus the catalog): keep them all idle-pooled instead of
-	// reconnecting after every answer. The token travels in the
-	// X-Consul-Token header (consulapi sets it from Config.Token), never in
-	// the URL, so errors that quote the URL cannot leak it.
+	// Over plain HTTP/1.1, one connection per concurrent blocking query
+	// (one per watched service plus the catalog): keep them all
+	// idle-pooled instead of reconnecting after every answer. Over https
+	// the transport negotiates HTTP/2 (Consul's HTTPS API speaks it), and
+	// the queries share a few connections, a new one per 250 streams (Go's
+	// default limit on a server). The token travels in the X-Consul-Token
+	// header (consulapi sets it from Config.Token), never in the URL, so
+	// errors that quote the URL cannot leak it.
 	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.ForceAttemptHTTP2 = true
 	transport.MaxIdleConns = 0
 	transport.MaxIdleConnsPerHost = 4096
+	// Set here, not left to consulapi: it keeps a transport's TLS config
+	// when one is there, and a clone of http.DefaultTransport has one once
+	// anything in the process has used it.
+	tlsConfig, err := consulapi.SetupTLSConfig(&consulapi.TLSConfig{
+		Address:  cfg.TLSServerName,
+		CAFile:   cfg.CAFile,
+		CertFile: cfg.CertFile,
+		KeyFile:  cfg.KeyFile,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consul TLS: %w", err)
+	}
+	transport.TLSClientConfig = tlsConfig
 	client, err := consulapi.NewClient(&consulapi.Config{
 		Address:    cfg.Address,
 		Scheme:     cfg.Scheme,

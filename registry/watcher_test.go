@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -723,10 +724,44 @@ func TestNewWatcherConfig(t *testing.T) {
 		{WaitTime: -time.Second},
 		{BackoffMin: time.Second, BackoffMax: time.Millisecond},
 		{BackoffMin: -time.Second},
+		{Scheme: "https", CertFile: "client.crt"},
+		{Scheme: "https", KeyFile: "client.key"},
+		{CAFile: "ca.crt"},
+		{TLSServerName: "consul.example"},
 	} {
 		if _, err := NewWatcher(bad, nil, Hooks{}); err == nil {
 			t.Errorf("NewWatcher(%v): got nil error; want one", bad)
 		}
+	}
+}
+
+// TLS files are read when the watcher is made: a missing one is an error
+// naming it, not a failure on every query later.
+func TestNewWatcherTLSFiles(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "no-such-ca.crt")
+	_, err := NewWatcher(Config{Scheme: "https", CAFile: missing}, nil, Hooks{})
+	if err == nil || !strings.Contains(err.Error(), "no-such-ca.crt") {
+		t.Errorf("missing CA file: got %v; want an error naming it", err)
+	}
+	dir := t.TempDir()
+	ca := testenv.NewCA(t, "test CA")
+	leaf := ca.Issue(t, testenv.LeafOptions{Name: "switchyard", Client: true})
+	w, err := NewWatcher(Config{
+		Scheme:        "https",
+		CAFile:        testenv.WriteFile(t, dir, "ca.crt", ca.PEM),
+		CertFile:      testenv.WriteFile(t, dir, "client.crt", leaf.CertPEM),
+		KeyFile:       testenv.WriteFile(t, dir, "client.key", leaf.KeyPEM),
+		TLSServerName: "consul.example",
+	}, nil, Hooks{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := w.http.TLSClientConfig
+	if tc == nil || tc.RootCAs == nil || len(tc.Certificates) != 1 || tc.ServerName != "consul.example" || tc.InsecureSkipVerify {
+		t.Errorf("transport TLS config %+v; want the CA, the client certificate and the server name, verifying", tc)
+	}
+	if !w.http.ForceAttemptHTTP2 {
+		t.Error("HTTP/2 is off: over TLS every watch would need a connection of its own")
 	}
 }
 

@@ -73,15 +73,29 @@ type Env struct {
 	Envoy      *testenv.Envoy
 	// Port is a free port for the scenario's first listener; policies use
 	// it as {{port}}.
-	Port  int
-	Port2 int
-	delta bool
+	Port       int
+	Port2      int
+	delta      bool
+	consulArgs []string // how Switchyard reaches Consul
 }
 
 // NewEnv starts Consul, writes the policy files (name -> content, with
 // {{port}} and {{port2}} replaced), starts Switchyard and waits until it is
 // ready, then starts an Envoy in group "edge".
 func NewEnv(t *testing.T, delta bool, policies map[string]string) *Env {
+	t.Helper()
+	return NewEnvWith(t, delta, policies, Options{})
+}
+
+// Options changes how NewEnvWith sets a scenario up.
+type Options struct {
+	// ConsulHTTPS: Switchyard talks to Consul over HTTPS with a client
+	// certificate (the agent verifies incoming connections).
+	ConsulHTTPS bool
+}
+
+// NewEnvWith is NewEnv with options.
+func NewEnvWith(t *testing.T, delta bool, policies map[string]string, opts Options) *Env {
 	t.Helper()
 	e := &Env{
 		t:         t,
@@ -92,7 +106,16 @@ func NewEnv(t *testing.T, delta bool, policies map[string]string) *Env {
 		Port2:     testenv.FreePort(t),
 		delta:     delta,
 	}
-	e.Consul = testenv.Consul(t)
+	if opts.ConsulHTTPS {
+		e.Consul = testenv.Consul(t, testenv.WithHTTPS())
+		tls := e.Consul.TLS
+		e.consulArgs = []string{"--consul-address", tls.HTTPSAddr, "--consul-scheme", "https",
+			"--consul-ca-file", tls.CAFile, "--consul-cert-file", tls.CertFile, "--consul-key-file", tls.KeyFile,
+			"--consul-tls-server-name", tls.ServerName}
+	} else {
+		e.Consul = testenv.Consul(t)
+		e.consulArgs = []string{"--consul-address", e.Consul.HTTPAddr}
+	}
 	e.consul = e.Consul.Client(t)
 	for name, content := range policies {
 		e.WritePolicy(name, content)
@@ -121,12 +144,13 @@ func (e *Env) WritePolicy(name, content string) {
 // StartSwitchyard starts (or restarts) the control plane.
 func (e *Env) StartSwitchyard() {
 	e.t.Helper()
-	e.Switchyard = testenv.Start(e.t, "switchyard", raceEnv, switchyardBin, "serve",
-		"--consul-address", e.Consul.HTTPAddr,
+	args := append([]string{"serve"}, e.consulArgs...)
+	args = append(args,
 		"--policy", e.PolicyDir,
 		"--xds-address", e.XDSAddr,
 		"--admin-address", e.AdminAddr,
 		"--log-level", "debug")
+	e.Switchyard = testenv.Start(e.t, "switchyard", raceEnv, switchyardBin, args...)
 	proc := e.Switchyard
 	e.t.Cleanup(func() {
 		proc.Stop()

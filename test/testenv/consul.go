@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,24 +20,60 @@ import (
 // restart with a wiped data dir does in production.
 type ConsulAgent struct {
 	HTTPAddr string // 127.0.0.1:port
-	ports    map[string]int
-	proc     *Process
+	// TLS is set when the agent was started WithHTTPS: its HTTPS API also
+	// listens, and requires a client certificate.
+	TLS   *ConsulTLS
+	ports map[string]int
+	https bool
+	proc  *Process
+}
+
+// ConsulTLS is what a client needs to reach an agent's HTTPS API.
+type ConsulTLS struct {
+	HTTPSAddr string // 127.0.0.1:port
+	// ServerName is the name in the agent's certificate (besides the IP
+	// 127.0.0.1).
+	ServerName string
+	CAFile     string // verifies the agent's certificate
+	// CertFile and KeyFile are a client certificate the agent accepts.
+	CertFile, KeyFile string
+	CA                *CA
+}
+
+// ConsulOption changes how Consul starts the agent.
+type ConsulOption func(*ConsulAgent)
+
+// WithHTTPS also serves the HTTP API over TLS, on its own port, with
+// verify_incoming: a client must present a certificate from the same CA.
+// The plain HTTP API keeps listening, for the test's own client.
+func WithHTTPS() ConsulOption {
+	return func(c *ConsulAgent) { c.https = true }
 }
 
 // Consul starts a dev agent on free loopback ports and waits for a leader.
 // A free port can be taken by another test between the check and Consul's
 // bind, so an agent that exits while starting is retried on fresh ports.
-func Consul(t testing.TB) *ConsulAgent {
+func Consul(t testing.TB, opts ...ConsulOption) *ConsulAgent {
 	t.Helper()
 	var err error
 	for range 3 {
 		c := &ConsulAgent{ports: map[string]int{}}
+		for _, o := range opts {
+			o(c)
+		}
 		// Every port is chosen, grpc-tls too: a dev agent's defaults would
 		// collide with the agents of tests running in parallel.
-		for _, name := range []string{"http", "grpc", "grpc-tls", "dns", "serf-lan", "serf-wan", "server"} {
+		names := []string{"http", "grpc", "grpc-tls", "dns", "serf-lan", "serf-wan", "server"}
+		if c.https {
+			names = append(names, "https")
+		}
+		for _, name := range names {
 			c.ports[name] = FreePort(t)
 		}
 		c.HTTPAddr = Addr(c.ports["http"])
+		if c.https {
+			c.TLS = newConsulTLS(t, c.ports["https"])
+		}
 		if err = c.start(t); err == nil {
 			return c
 		}
@@ -43,6 +81,26 @@ func Consul(t testing.TB) *ConsulAgent {
 	}
 	t.Fatalf("consul agent: %v", err)
 	return nil
+}
+
+// newConsulTLS makes a CA, the agent's certificate and a client's.
+func newConsulTLS(t testing.TB, port int) *ConsulTLS {
+	t.Helper()
+	dir := t.TempDir()
+	ca := NewCA(t, "switchyard test consul CA")
+	const name = "server.dc1.consul"
+	server := ca.Issue(t, LeafOptions{Name: name, DNS: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	client := ca.Issue(t, LeafOptions{Name: "switchyard", Serial: 3, Client: true})
+	WriteFile(t, dir, "server.crt", server.CertPEM)
+	WriteFile(t, dir, "server.key", server.KeyPEM)
+	return &ConsulTLS{
+		HTTPSAddr:  Addr(port),
+		ServerName: name,
+		CAFile:     WriteFile(t, dir, "ca.crt", ca.PEM),
+		CertFile:   WriteFile(t, dir, "client.crt", client.CertPEM),
+		KeyFile:    WriteFile(t, dir, "client.key", client.KeyPEM),
+		CA:         ca,
+	}
 }
 
 func (c *ConsulAgent) start(t testing.TB) error {
@@ -56,6 +114,12 @@ func (c *ConsulAgent) start(t testing.TB) error {
 		"-serf-lan-port", strconv.Itoa(c.ports["serf-lan"]),
 		"-serf-wan-port", strconv.Itoa(c.ports["serf-wan"]),
 		"-server-port", strconv.Itoa(c.ports["server"]),
+	}
+	if c.TLS != nil {
+		dir := filepath.Dir(c.TLS.CAFile)
+		args = append(args, "-https-port", strconv.Itoa(c.ports["https"]),
+			"-hcl", fmt.Sprintf(`tls { https { ca_file = %q cert_file = %q key_file = %q verify_incoming = true } }`,
+				c.TLS.CAFile, filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")))
 	}
 	c.proc = Start(t, "consul", nil, Bin(t, "consul"), args...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
