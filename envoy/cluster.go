@@ -25,15 +25,14 @@ func adsConfig() *corev3.ConfigSource {
 	}
 }
 
-// cluster builds an EDS cluster for a Consul service. Its endpoints come in
-// the ClusterLoadAssignment of the same name.
+// cluster builds the cluster for a Consul service. Normally it is an EDS
+// cluster, its endpoints in the ClusterLoadAssignment of the same name. A
+// service with host names among its addresses gets a STRICT_DNS cluster
+// instead, with the same endpoints inline: Envoy resolves each name (every
+// 5 s, preferring IPv4) and keeps every address it returns as a host.
 func cluster(c *ir.Cluster) *clusterv3.Cluster {
-	return &clusterv3.Cluster{
-		Name:                 ClusterName(c.Service),
-		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
-		EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{
-			EdsConfig: adsConfig(),
-		},
+	cl := &clusterv3.Cluster{
+		Name:           ClusterName(c.Service),
 		ConnectTimeout: durationpb.New(connectTimeout),
 		LbPolicy:       clusterv3.Cluster_ROUND_ROBIN,
 		// Draining instances (Consul maintenance) keep their open requests
@@ -45,6 +44,15 @@ func cluster(c *ir.Cluster) *clusterv3.Cluster {
 			HealthyPanicThreshold: &typev3.Percent{Value: 0},
 		},
 	}
+	if c.DNS {
+		cl.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
+		cl.DnsLookupFamily = clusterv3.Cluster_V4_PREFERRED
+		cl.LoadAssignment = loadAssignment(c)
+		return cl
+	}
+	cl.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
+	cl.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsConfig()}
+	return cl
 }
 
 // loadAssignment builds a cluster's endpoints. Every instance is listed,

@@ -61,6 +61,9 @@ func Build(cfg *ir.Config) (Resources, error) {
 		if err := add(resource.ClusterType, c.Service, cluster(c)); err != nil {
 			return nil, err
 		}
+		if c.DNS {
+			continue // its endpoints are inline
+		}
 		if err := add(resource.EndpointType, c.Service, loadAssignment(c)); err != nil {
 			return nil, err
 		}

@@ -27,7 +27,9 @@ func Sources(cfg *ir.Config) map[resource.Type]map[string]string {
 	}
 	for _, c := range cfg.Clusters {
 		add(resource.ClusterType, ClusterName(c.Service), c.Source)
-		add(resource.EndpointType, ClusterName(c.Service), c.Source)
+		if !c.DNS {
+			add(resource.EndpointType, ClusterName(c.Service), c.Source)
+		}
 	}
 	for _, s := range cfg.Secrets {
 		add(resource.SecretType, SecretName(s.Name), s.Source)

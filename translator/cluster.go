@@ -2,6 +2,7 @@ package translator
 
 import (
 	"net"
+	"strings"
 
 	"github.com/switchyard-io/switchyard/policy"
 	"github.com/switchyard-io/switchyard/registry"
@@ -26,12 +27,18 @@ func (t *translation) cluster(service string, pos policy.Pos) ir.Cluster {
 		return c
 	}
 	for _, inst := range svc.Instances {
-		// Envoy's EDS takes IP addresses only; a host name would make it
-		// reject the whole ClusterLoadAssignment.
-		if net.ParseIP(inst.Address) == nil || inst.Port <= 0 || inst.Port > 65535 {
-			t.warn(policy.Pos{File: "consul"}, "service %q instance %q on node %q has no usable address (%q port %d; an IP address and a port are needed); skipped",
+		ip := net.ParseIP(inst.Address) != nil
+		if !ip && !isHostName(inst.Address) || inst.Port <= 0 || inst.Port > 65535 {
+			t.warn(policy.Pos{File: "consul"}, "service %q instance %q on node %q has no usable address (%q port %d; an IP address or a host name, and a port, are needed); skipped",
 				service, inst.ID, inst.Node, inst.Address, inst.Port)
 			continue
+		}
+		// Envoy's EDS takes IP addresses only (a host name would make it
+		// reject the whole ClusterLoadAssignment), so a service with a host
+		// name among its instances (an external service registered by
+		// name, say) becomes a cluster whose names Envoy resolves.
+		if !ip {
+			c.DNS = true
 		}
 		c.Endpoints = append(c.Endpoints, ir.Endpoint{
 			ID:       inst.ID,
@@ -66,4 +73,25 @@ func clampWeight(w int) uint32 {
 		return maxWeight
 	}
 	return uint32(w)
+}
+
+// isHostName reports whether s is a DNS host name: dot-separated labels of
+// letters, digits and hyphens, 1 to 63 characters each, not starting or
+// ending with a hyphen, 253 characters at most (a final dot allowed).
+func isHostName(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }

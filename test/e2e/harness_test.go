@@ -306,6 +306,9 @@ func (e *Env) WaitFor(what string, timeout time.Duration, path string, headers m
 type Backend struct {
 	ID      string
 	Service string
+	// Address is what Register puts in Consul: 127.0.0.1 unless a test
+	// changes it (to a host name, say) and registers again.
+	Address string
 	Port    int
 	srv     *http.Server
 	// FailFirst makes the next n requests answer 503.
@@ -328,7 +331,7 @@ func (b *Backend) Hits() int64 { return b.hits.Load() }
 // TTL check whose state the test controls.
 func (e *Env) StartBackend(service, id string) *Backend {
 	e.t.Helper()
-	b := &Backend{ID: id, Service: service, Port: testenv.FreePort(e.t)}
+	b := &Backend{ID: id, Service: service, Address: "127.0.0.1", Port: testenv.FreePort(e.t)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		b.hits.Add(1)
@@ -362,7 +365,7 @@ func (e *Env) StartBackend(service, id string) *Backend {
 func (e *Env) Register(b *Backend) {
 	e.t.Helper()
 	err := e.consul.Agent().ServiceRegister(&consulapi.AgentServiceRegistration{
-		ID: b.ID, Name: b.Service, Address: "127.0.0.1", Port: b.Port,
+		ID: b.ID, Name: b.Service, Address: b.Address, Port: b.Port,
 		Check: &consulapi.AgentServiceCheck{CheckID: "check-" + b.ID, TTL: "10m", Status: consulapi.HealthPassing},
 	})
 	if err != nil {

@@ -11,6 +11,7 @@ package ir
 import (
 	"errors"
 	"fmt"
+	"net"
 	"time"
 )
 
@@ -171,7 +172,11 @@ type RateLimit struct {
 type Cluster struct {
 	Service string `json:"service"`
 	// Source is the policy file and line of the first route to the service.
-	Source    string     `json:"source,omitempty"`
+	Source string `json:"source,omitempty"`
+	// DNS is set when some instance's address is a host name, not an IP:
+	// Envoy resolves the names itself (a STRICT_DNS cluster with the
+	// endpoints inline) and the cluster has no ClusterLoadAssignment.
+	DNS       bool       `json:"dns,omitempty"`
 	Endpoints []Endpoint `json:"endpoints,omitempty"`
 }
 
@@ -181,6 +186,9 @@ func (c *Cluster) Validate() error {
 	for _, e := range c.Endpoints {
 		if e.Address == "" || e.Port == 0 || e.Port > 65535 {
 			errs = append(errs, fmt.Errorf("cluster %q: endpoint %q: bad address %q port %d", c.Service, e.ID, e.Address, e.Port))
+		}
+		if !c.DNS && net.ParseIP(e.Address) == nil {
+			errs = append(errs, fmt.Errorf("cluster %q: endpoint %q: address %q is not an IP, and the cluster is not a DNS one", c.Service, e.ID, e.Address))
 		}
 		if e.Weight < 1 || e.Weight > 128 {
 			errs = append(errs, fmt.Errorf("cluster %q: endpoint %q: weight %d outside 1..128", c.Service, e.ID, e.Weight))
