@@ -3,15 +3,8 @@ package controlplane
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"log/slog"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -50,34 +43,14 @@ certFile: shop.crt
 keyFile: shop.key
 `
 
-// writeCert writes a self-signed certificate and key into dir and returns
-// the key PEM.
+// writeCert writes a certificate for shop.example.com and its key into dir
+// and returns the key PEM.
 func writeCert(t *testing.T, dir string) string {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "shop.example.com"},
-		DNSNames: []string{"shop.example.com"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPEM := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
-	if err := os.WriteFile(filepath.Join(dir, "shop.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "shop.key"), []byte(keyPEM), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return keyPEM
+	leaf := testenv.NewCA(t, "test CA").Issue(t, testenv.LeafOptions{Name: "shop.example.com"})
+	testenv.WriteFile(t, dir, "shop.crt", leaf.CertPEM)
+	testenv.WriteFile(t, dir, "shop.key", leaf.KeyPEM)
+	return string(leaf.KeyPEM)
 }
 
 func webSnapshot(web2 registry.Health) *registry.Snapshot {
@@ -85,6 +58,13 @@ func webSnapshot(web2 registry.Health) *registry.Snapshot {
 		{ID: "web-1", Node: "a", Address: "10.0.0.1", Port: 80, Datacenter: "dc1", Health: registry.Healthy, Weight: 1},
 		{ID: "web-2", Node: "b", Address: "10.0.0.2", Port: 80, Datacenter: "dc1", Health: web2, Weight: 1},
 	}})
+}
+
+// adminGet asks the server's admin handler for path.
+func adminGet(s *Server, path string) *httptest.ResponseRecorder {
+	rec := httptest.NewRecorder()
+	s.adminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	return rec
 }
 
 // newTestServer is a server fed directly, without Consul or file watching.
@@ -175,8 +155,7 @@ func TestDebugConfigRedactsPrivateKeys(t *testing.T) {
 	s, keyPEM := newTestServer(t, &logs)
 	s.consul = webSnapshot(registry.Healthy)
 	s.rebuild()
-	rec := httptest.NewRecorder()
-	s.adminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/config?group=edge", nil))
+	rec := adminGet(s, "/debug/config?group=edge")
 	if rec.Code != http.StatusOK {
 		t.Fatalf("got %d %s; want 200", rec.Code, rec.Body)
 	}
@@ -196,8 +175,7 @@ func TestDebugConfigRedactsPrivateKeys(t *testing.T) {
 		t.Fatalf("got %+v; want the web cluster and an endpoints version", out.Versions)
 	}
 
-	rec = httptest.NewRecorder()
-	s.adminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/config?group=nope", nil))
+	rec = adminGet(s, "/debug/config?group=nope")
 	if rec.Code != http.StatusNotFound || !strings.Contains(rec.Body.String(), `"edge"`) {
 		t.Fatalf("unknown group: got %d %s; want 404 listing the groups", rec.Code, rec.Body)
 	}

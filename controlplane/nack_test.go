@@ -3,8 +3,6 @@ package controlplane
 import (
 	"bytes"
 	"encoding/json"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -72,8 +70,7 @@ func TestRejectionsShownUntilAccepted(t *testing.T) {
 	}
 	proxies := func() []debugProxy {
 		t.Helper()
-		rec := httptest.NewRecorder()
-		s.adminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/proxies", nil))
+		rec := adminGet(s, "/debug/proxies")
 		var out struct{ Proxies []debugProxy }
 		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
 			t.Fatalf("/debug/proxies: %v\n%s", err, rec.Body)
