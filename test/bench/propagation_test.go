@@ -1,0 +1,339 @@
+// Package bench measures Switchyard end to end at scale, with the real
+// components: a Consul agent holding thousands of service instances,
+// Switchyard built from this tree, and an Envoy routing to every service.
+// It reports figures and asserts none (a timed assertion flakes on a busy
+// machine); docs/benchmarks.md records them.
+//
+//	make bench
+//	go test -run '^$' -bench Propagation -benchtime 40x -timeout 30m ./test/bench/ -args -services 2000 -instances 5
+package bench
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+	"sigs.k8s.io/yaml"
+
+	"github.com/switchyard-io/switchyard/test/testenv"
+)
+
+var (
+	services  = flag.Int("services", 1000, "Consul services, each routed to by the Envoy")
+	instances = flag.Int("instances", 10, "instances per service")
+)
+
+// BenchmarkPropagation measures how long a Consul health change takes to
+// reach Envoy: from the write to Consul until Envoy's
+// cluster.<service>.membership_healthy gauge shows it. Each op flips one
+// instance's check (critical, then passing on the next op) of a different
+// service, round robin. The setup also reports the time to the first full
+// sync and the memory of Switchyard and Envoy.
+//
+// Switchyard reaches Consul over HTTPS, as a production deployment would:
+// one blocking query per service shares HTTP/2 connections, so Consul's
+// default cap of 200 connections per client holds.
+func BenchmarkPropagation(b *testing.B) {
+	w := setUp(b)
+	b.Run("health-flip", func(b *testing.B) {
+		sum0, count0 := w.rebuilds(b)
+		var took []time.Duration
+		for i := range b.N {
+			svc := i % *services
+			critical := (i / *services)%2 == 0
+			took = append(took, w.flip(b, svc, critical))
+		}
+		report(b, took)
+		sum, count := w.rebuilds(b)
+		if count > count0 {
+			b.ReportMetric(1e3*(sum-sum0)/(count-count0), "rebuild-ms")
+		}
+		b.ReportMetric(w.readyAfter.Seconds()*1e3, "ready-ms")
+		b.ReportMetric(w.syncAfter.Seconds()*1e3, "envoy-sync-ms")
+		b.ReportMetric(w.memory(b)/1e6, "switchyard-MB")
+		b.ReportMetric(w.envoyMemory(b)/1e6, "envoy-MB")
+	})
+}
+
+// world is the running benchmark setup.
+type world struct {
+	consul     *consulapi.Client
+	envoy      *testenv.Envoy
+	switchyard string // its admin address
+	// readyAfter is Switchyard's start to /readyz 200: the first full
+	// Consul sync and build. syncAfter is Envoy's start to having every
+	// cluster with its endpoints.
+	readyAfter, syncAfter time.Duration
+}
+
+func setUp(b *testing.B) *world {
+	b.Helper()
+	bin := buildSwitchyard(b)
+	c := testenv.Consul(b, testenv.WithHTTPS())
+	w := &world{consul: c.Client(b)}
+
+	start := time.Now()
+	w.register(b)
+	b.Logf("registered %d services x %d instances in %s", *services, *instances, time.Since(start).Round(time.Millisecond))
+
+	dir := b.TempDir()
+	testenv.WriteFile(b, dir, "edge.yaml", []byte(policy(testenv.FreePort(b))))
+	xds := testenv.Addr(testenv.FreePort(b))
+	w.switchyard = testenv.Addr(testenv.FreePort(b))
+	tls := c.TLS
+	start = time.Now()
+	proc := testenv.Start(b, "switchyard", nil, bin, "serve",
+		"--consul-address", tls.HTTPSAddr, "--consul-scheme", "https", "--consul-ca-file", tls.CAFile,
+		"--consul-cert-file", tls.CertFile, "--consul-key-file", tls.KeyFile, "--consul-tls-server-name", tls.ServerName,
+		"--policy", dir, "--xds-address", xds, "--admin-address", w.switchyard, "--log-level", "warn")
+	testenv.Eventually(b, 5*time.Minute, "switchyard ready", func() error {
+		if proc.Exited() {
+			b.Fatalf("switchyard exited:\n%s", proc.Output())
+		}
+		return get(w.switchyard, "/readyz", nil)
+	})
+	w.readyAfter = time.Since(start)
+
+	envoyAdmin := testenv.Addr(testenv.FreePort(b))
+	out, err := exec.Command(bin, "bootstrap", "--node-id", "bench", "--group", "edge",
+		"--xds-address", xds, "--admin-address", envoyAdmin).Output()
+	if err != nil {
+		b.Fatalf("switchyard bootstrap: %v", err)
+	}
+	start = time.Now()
+	w.envoy = testenv.StartEnvoy(b, "envoy", statsOnly(b, out), envoyAdmin)
+	last := fmt.Sprintf("cluster.%s.membership_healthy", serviceName(*services-1))
+	testenv.Eventually(b, 5*time.Minute, "envoy has every cluster", func() error {
+		n, err := w.envoy.Stat("cluster_manager.active_clusters")
+		if err != nil {
+			return err
+		}
+		h, err := w.envoy.Stat(last)
+		if err != nil {
+			return err
+		}
+		if n < *services || h != *instances {
+			return fmt.Errorf("%d active clusters, %s = %d", n, last, h)
+		}
+		return nil
+	})
+	w.syncAfter = time.Since(start)
+	return w
+}
+
+// rebuilds reads Switchyard's snapshot build histogram: seconds and count.
+func (w *world) rebuilds(b *testing.B) (sum, count float64) {
+	b.Helper()
+	var text string
+	if err := get(w.switchyard, "/metrics", &text); err != nil {
+		b.Fatal(err)
+	}
+	return metricValue(text, "switchyard_snapshot_build_seconds_sum"), metricValue(text, "switchyard_snapshot_build_seconds_count")
+}
+
+// memory is Switchyard's resident set, in bytes.
+func (w *world) memory(b *testing.B) float64 {
+	b.Helper()
+	var text string
+	if err := get(w.switchyard, "/metrics", &text); err != nil {
+		b.Fatal(err)
+	}
+	return metricValue(text, "process_resident_memory_bytes")
+}
+
+// envoyMemory is what Envoy's allocator holds, in bytes.
+func (w *world) envoyMemory(b *testing.B) float64 {
+	b.Helper()
+	var mem struct {
+		Allocated string `json:"allocated"`
+	}
+	out, err := w.envoy.Admin("/memory")
+	if err == nil {
+		err = json.Unmarshal([]byte(out), &mem)
+	}
+	if err != nil {
+		b.Fatalf("envoy /memory: %v %s", err, out)
+	}
+	v, _ := strconv.ParseFloat(mem.Allocated, 64)
+	return v
+}
+
+// flip sets instance 0 of service svc critical (or passing again) and
+// returns how long Envoy took to show it.
+func (w *world) flip(b *testing.B, svc int, critical bool) time.Duration {
+	b.Helper()
+	status, want := consulapi.HealthPassing, *instances
+	if critical {
+		status, want = consulapi.HealthCritical, *instances-1
+	}
+	name := serviceName(svc)
+	stat := "cluster." + name + ".membership_healthy"
+	start := time.Now()
+	w.txn(b, consulapi.TxnOps{{Check: &consulapi.CheckTxnOp{Verb: consulapi.CheckSet, Check: check(svc, 0, status)}}})
+	for {
+		n, err := w.envoy.Stat(stat)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n == want {
+			return time.Since(start)
+		}
+		if time.Since(start) > time.Minute {
+			b.Fatalf("%s = %d a minute after setting %s-0 %s; want %d", stat, n, name, status, want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// report sets ns/op to the mean propagation time and adds percentiles.
+func report(b *testing.B, took []time.Duration) {
+	slices.Sort(took)
+	var sum time.Duration
+	for _, d := range took {
+		sum += d
+	}
+	pct := func(p float64) float64 {
+		return float64(took[min(len(took)-1, int(p*float64(len(took))))].Microseconds()) / 1e3
+	}
+	b.ReportMetric(float64(sum.Nanoseconds())/float64(len(took)), "ns/op")
+	b.ReportMetric(pct(0.5), "p50-ms")
+	b.ReportMetric(pct(0.9), "p90-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+	b.ReportMetric(float64(took[len(took)-1].Microseconds())/1e3, "max-ms")
+}
+
+// register writes every service instance, each with a passing check, on
+// 100 nodes, in transactions of 120 operations.
+func (w *world) register(b *testing.B) {
+	b.Helper()
+	const nodes = 100
+	var ops consulapi.TxnOps
+	flush := func() {
+		if len(ops) > 0 {
+			w.txn(b, ops)
+			ops = nil
+		}
+	}
+	for n := range nodes {
+		ops = append(ops, &consulapi.TxnOp{Node: &consulapi.NodeTxnOp{Verb: consulapi.NodeSet,
+			Node: consulapi.Node{Node: nodeName(n), Address: fmt.Sprintf("10.%d.%d.1", n/250, n%250)}}})
+	}
+	flush()
+	for s := range *services {
+		for i := range *instances {
+			node := (s**instances + i) % nodes
+			ops = append(ops,
+				&consulapi.TxnOp{Service: &consulapi.ServiceTxnOp{Verb: consulapi.ServiceSet, Node: nodeName(node),
+					Service: consulapi.AgentService{ID: instanceID(s, i), Service: serviceName(s),
+						Address: fmt.Sprintf("10.%d.%d.%d", 1+s/250, s%250, 1+i), Port: 8080}}},
+				&consulapi.TxnOp{Check: &consulapi.CheckTxnOp{Verb: consulapi.CheckSet, Check: check(s, i, consulapi.HealthPassing)}})
+			if len(ops) >= 120 {
+				flush()
+			}
+		}
+	}
+	flush()
+}
+
+func (w *world) txn(b *testing.B, ops consulapi.TxnOps) {
+	b.Helper()
+	ok, resp, _, err := w.consul.Txn().Txn(ops, nil)
+	if err != nil || !ok {
+		b.Fatalf("consul txn: %v %+v", err, resp)
+	}
+}
+
+func check(svc, inst int, status string) consulapi.HealthCheck {
+	return consulapi.HealthCheck{Node: nodeName((svc**instances + inst) % 100), CheckID: "check-" + instanceID(svc, inst),
+		Name: "bench", Status: status, ServiceID: instanceID(svc, inst), ServiceName: serviceName(svc)}
+}
+
+func serviceName(s int) string   { return fmt.Sprintf("svc-%05d", s) }
+func instanceID(s, i int) string { return fmt.Sprintf("%s-%d", serviceName(s), i) }
+func nodeName(n int) string      { return fmt.Sprintf("node-%03d", n) }
+
+// policy routes /svc-NNNNN/ to each service.
+func policy(port int) string {
+	var s strings.Builder
+	fmt.Fprintf(&s, "apiVersion: switchyard.io/v1\nkind: ProxyGroup\nname: edge\nlisteners:\n  - name: http\n    address: 127.0.0.1\n    port: %d\n    hosts:\n      - domains: [\"*\"]\n        routes:\n", port)
+	for i := range *services {
+		fmt.Fprintf(&s, "          - match: { pathPrefix: /%s/ }\n            service: %s\n            timeout: 2s\n", serviceName(i), serviceName(i))
+	}
+	return s.String()
+}
+
+// statsOnly adds a stats matcher to the bootstrap so Envoy keeps only the
+// gauges the benchmark reads: with every stat of thousands of clusters, each
+// admin query would scan hundreds of thousands and the polling would
+// measure itself.
+func statsOnly(b *testing.B, bootstrap []byte) string {
+	b.Helper()
+	var m map[string]any
+	if err := yaml.Unmarshal(bootstrap, &m); err != nil {
+		b.Fatal(err)
+	}
+	m["statsConfig"] = map[string]any{"statsMatcher": map[string]any{"inclusionList": map[string]any{"patterns": []any{
+		map[string]any{"safeRegex": map[string]any{"regex": `^cluster\.svc-[0-9]+\.membership_healthy$`}},
+		map[string]any{"prefix": "cluster_manager."},
+	}}}}
+	out, err := yaml.Marshal(m)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return string(out)
+}
+
+// buildSwitchyard builds the binary under test, without the race detector:
+// this measures speed.
+func buildSwitchyard(b *testing.B) string {
+	b.Helper()
+	bin := filepath.Join(b.TempDir(), "switchyard")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/switchyard-io/switchyard/cmd/switchyard")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("build switchyard: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// get fetches http://addr+path, failing unless it answers 200; the body
+// goes to *body when body is not nil.
+func get(addr, path string, body *string) error {
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get("http://" + addr + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %d %s", path, resp.StatusCode, data)
+	}
+	if body != nil {
+		*body = string(data)
+	}
+	return nil
+}
+
+// metricValue reads an unlabelled series from Prometheus text.
+func metricValue(text, name string) float64 {
+	for line := range strings.Lines(text) {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f
+		}
+	}
+	return 0
+}
