@@ -31,6 +31,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
+	"github.com/switchyard-io/switchyard/envoy"
 	"github.com/switchyard-io/switchyard/policy"
 	"github.com/switchyard-io/switchyard/registry"
 	"github.com/switchyard-io/switchyard/translator"
@@ -106,10 +107,14 @@ type Server struct {
 	pending   *policy.Set
 	pendingAt time.Time
 	groups    map[string]*groupSnapshot
-	ready     bool
-	warned    map[string]bool       // translation warnings already logged
-	streams   map[streamKey]*stream // open xDS streams
-	removed   map[string]bool       // groups removed from policy; the cache keeps their last snapshot
+	// builders remember each group's last build, so a change rebuilds only
+	// what it touched. Used by rebuild alone (one goroutine: the debounce
+	// loop), so not under mu.
+	builders map[string]*envoy.Builder
+	ready    bool
+	warned   map[string]bool       // translation warnings already logged
+	streams  map[streamKey]*stream // open xDS streams
+	removed  map[string]bool       // groups removed from policy; the cache keeps their last snapshot
 }
 
 // New checks the configuration and prepares a server; Run starts it.
@@ -119,14 +124,15 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, errors.New("no policy paths: give at least one policy file or directory")
 	}
 	s := &Server{
-		cfg:     cfg,
-		log:     log,
-		metrics: newMetrics(),
-		changed: make(chan struct{}, 1),
-		groups:  map[string]*groupSnapshot{},
-		warned:  map[string]bool{},
-		streams: map[streamKey]*stream{},
-		removed: map[string]bool{},
+		cfg:      cfg,
+		log:      log,
+		metrics:  newMetrics(),
+		changed:  make(chan struct{}, 1),
+		groups:   map[string]*groupSnapshot{},
+		builders: map[string]*envoy.Builder{},
+		warned:   map[string]bool{},
+		streams:  map[streamKey]*stream{},
+		removed:  map[string]bool{},
 	}
 	w, err := registry.NewWatcher(cfg.Consul, log.With("component", "registry"), registry.Hooks{
 		WatchError: func(op string, _ error) { s.metrics.consulWatchErrors.WithLabelValues(watchKind(op)).Inc() },
@@ -243,7 +249,7 @@ func (s *Server) rebuild() {
 		return
 	}
 	start := time.Now()
-	groups, diags, err := build(consul, set)
+	groups, diags, err := build(consul, set, s.builders)
 	s.metrics.snapshotBuild.Observe(time.Since(start).Seconds())
 	if err != nil {
 		s.metrics.snapshotErrors.Inc()

@@ -285,3 +285,14 @@ func TestEmptyPolicyIsRejected(t *testing.T) {
 		t.Fatal("emptying the policy directory replaced the last good policy")
 	}
 }
+
+// The admin API serves Go's profiler, for operators chasing CPU or memory.
+func TestAdminServesPprof(t *testing.T) {
+	var logs bytes.Buffer
+	s, _ := newTestServer(t, &logs)
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap", "/debug/pprof/goroutine?debug=1"} {
+		if rec := adminGet(s, path); rec.Code != 200 || rec.Body.Len() == 0 {
+			t.Errorf("GET %s: %d, %d bytes; want a profile", path, rec.Code, rec.Body.Len())
+		}
+	}
+}

@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -35,9 +36,15 @@ func (s *Server) watchPolicy(ctx context.Context) error {
 	defer fw.Close()
 	watched := map[string]bool{}
 	lastErr := ""
+	// The files as they were when last read: the periodic re-read skips
+	// parsing (a large policy takes a while) while they are unchanged.
+	var dirs []string
+	lastPrint := ""
 	reload := func() {
+		lastPrint = fingerprint(dirs)
 		set, diags := policy.Load(s.cfg.PolicyPaths...)
-		for _, dir := range s.policyDirs(set) {
+		dirs = s.policyDirs(set)
+		for _, dir := range dirs {
 			if !watched[dir] {
 				if err := fw.Add(dir); err == nil {
 					watched[dir] = true
@@ -125,7 +132,9 @@ func (s *Server) watchPolicy(ctx context.Context) error {
 		case <-settle.C:
 			reload()
 		case <-resync.C:
-			reload()
+			if fingerprint(dirs) != lastPrint {
+				reload()
+			}
 		}
 	}
 }
@@ -154,4 +163,25 @@ func (s *Server) policyDirs(set *policy.Set) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// fingerprint summarises the files in dirs: each one's path, size and
+// modification time. Any edit, new file or removal changes it.
+func fingerprint(dirs []string) string {
+	var b strings.Builder
+	for _, dir := range dirs {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			fmt.Fprintf(&b, "%s: %v\n", dir, err)
+			continue
+		}
+		for _, e := range entries {
+			fi, err := e.Info()
+			if err != nil {
+				continue // removed since the listing
+			}
+			fmt.Fprintf(&b, "%s %d %d %v\n", filepath.Join(dir, e.Name()), fi.Size(), fi.ModTime().UnixNano(), fi.Mode())
+		}
+	}
+	return b.String()
 }

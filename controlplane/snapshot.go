@@ -4,11 +4,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"strconv"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/switchyard-io/switchyard/envoy"
 	"github.com/switchyard-io/switchyard/policy"
@@ -27,41 +27,61 @@ type groupSnapshot struct {
 	sources map[resource.Type]map[string]string
 }
 
-// build translates the inputs and builds every group's snapshot. It is a
-// pure function of its inputs: the same Consul state and policy give the
-// same versions on every replica and after every restart.
-func build(snap *registry.Snapshot, set *policy.Set) ([]*groupSnapshot, policy.Diagnostics, error) {
+// build translates the inputs and builds every group's snapshot, with the
+// group's Builder from builders (created when missing; groups gone from the
+// result are dropped from it). The same Consul state and policy give the
+// same versions on every replica and after every restart: a Builder only
+// saves work, it never changes what is built.
+func build(snap *registry.Snapshot, set *policy.Set, builders map[string]*envoy.Builder) ([]*groupSnapshot, policy.Diagnostics, error) {
 	res := translator.Translate(snap, set)
 	out := make([]*groupSnapshot, 0, len(res.Configs))
+	seen := make(map[string]bool, len(res.Configs))
 	for _, cfg := range res.Configs {
-		resources, err := envoy.Build(cfg)
+		seen[cfg.Group] = true
+		b := builders[cfg.Group]
+		if b == nil {
+			b = &envoy.Builder{}
+			builders[cfg.Group] = b
+		}
+		resources, digests, err := b.Build(cfg)
 		if err != nil {
 			return nil, res.Diagnostics, err
 		}
-		gs, err := newGroupSnapshot(cfg.Group, resources)
+		gs, err := newGroupSnapshot(cfg.Group, resources, digests)
 		if err != nil {
 			return nil, res.Diagnostics, err
 		}
 		gs.sources = envoy.Sources(cfg)
 		out = append(out, gs)
 	}
+	for group := range builders {
+		if !seen[group] {
+			delete(builders, group)
+		}
+	}
 	return out, res.Diagnostics, nil
 }
 
-// newGroupSnapshot versions each resource type by a hash of its content, so
-// a type whose resources did not change keeps its version and is not
-// re-pushed: a health flip changes the endpoints' version only.
-func newGroupSnapshot(group string, resources envoy.Resources) (*groupSnapshot, error) {
+// newGroupSnapshot versions each resource type by a hash of its resources'
+// digests, so a type whose resources did not change keeps its version and
+// is not re-pushed: a health flip changes the endpoints' version only. The
+// digests also become the snapshot's per-resource versions for delta xDS,
+// which go-control-plane would otherwise compute by marshalling every
+// resource again on each change.
+func newGroupSnapshot(group string, resources envoy.Resources, digests envoy.Digests) (*groupSnapshot, error) {
 	gs := &groupSnapshot{group: group, resources: resources, versions: map[resource.Type]string{}}
-	snap := &cache.Snapshot{}
+	snap := &cache.Snapshot{VersionMap: map[string]map[string]string{}}
 	for _, typ := range envoy.Types {
 		items := resources[typ]
-		v, err := contentVersion(items)
-		if err != nil {
-			return nil, fmt.Errorf("group %q: version %s: %w", group, typ, err)
-		}
+		v := typeVersion(items, digests[typ])
 		gs.versions[typ] = v
 		snap.Resources[cache.GetResponseType(typ)] = cache.NewResources(v, items)
+		// Shared, not copied: a Builder makes new maps on every Build and
+		// nothing writes to them afterwards.
+		snap.VersionMap[typ] = digests[typ]
+		if snap.VersionMap[typ] == nil {
+			snap.VersionMap[typ] = map[string]string{}
+		}
 	}
 	if err := snap.Consistent(); err != nil {
 		return nil, fmt.Errorf("group %q: inconsistent snapshot: %w", group, err)
@@ -70,18 +90,20 @@ func newGroupSnapshot(group string, resources envoy.Resources) (*groupSnapshot, 
 	return gs, nil
 }
 
-// contentVersion hashes resources (already sorted by name) with
-// deterministic proto encoding.
-func contentVersion(items []types.Resource) (string, error) {
+// typeVersion hashes the names and digests of a type's resources (sorted
+// by name): 16 hex digits.
+func typeVersion(items []types.Resource, digests map[string]string) string {
 	h := sha256.New()
-	opts := proto.MarshalOptions{Deterministic: true}
+	var buf []byte
 	for _, r := range items {
-		b, err := opts.Marshal(r)
-		if err != nil {
-			return "", err
-		}
-		fmt.Fprintf(h, "%d:", len(b))
-		h.Write(b)
+		name := envoy.GetName(r)
+		buf = strconv.AppendInt(buf[:0], int64(len(name)), 10)
+		buf = append(buf, ':')
+		buf = append(buf, name...)
+		buf = append(buf, '=')
+		buf = append(buf, digests[name]...)
+		buf = append(buf, ';')
+		h.Write(buf)
 	}
-	return hex.EncodeToString(h.Sum(nil))[:16], nil
+	return hex.EncodeToString(h.Sum(nil))[:16]
 }

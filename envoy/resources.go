@@ -3,12 +3,16 @@
 package envoy
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"reflect"
 	"sort"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/switchyard-io/switchyard/translator/ir"
 )
@@ -34,38 +38,100 @@ type validator interface{ ValidateAll() error }
 // IR was inconsistent or a proto failed validation), never a user mistake:
 // those are the translator's diagnostics.
 func Build(cfg *ir.Config) (Resources, error) {
+	res, _, err := new(Builder).Build(cfg)
+	return res, err
+}
+
+// Digests holds a content digest of every resource, by type URL and name:
+// equal resources have equal digests. The control plane derives its
+// versions from them.
+type Digests map[resource.Type]map[string]string
+
+// Builder builds like Build, remembering its last call: an IR node (a
+// cluster, a listener, a secret) equal to the one of the same name last
+// time reuses that node's resources, already validated and digested.
+// A health flip in one of 5,000 services then builds, validates and
+// marshals one ClusterLoadAssignment, not every resource of the group.
+// Resources are immutable once built, so sharing them between snapshots is
+// safe. A Builder serves one proxy group and is not safe for concurrent
+// use; its zero value is ready.
+type Builder struct {
+	memo map[string]*built // by memo key: "cluster/web", "listener/public", ...
+}
+
+// built is what one IR node became.
+type built struct {
+	in  any // the IR node (a value; IR is immutable once built)
+	out []typedResource
+}
+
+type typedResource struct {
+	typ    resource.Type
+	name   string // for error messages: the IR node's name
+	r      types.Resource
+	digest string
+}
+
+// Build turns one group's IR into xDS resources and their digests.
+func (b *Builder) Build(cfg *ir.Config) (Resources, Digests, error) {
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("invalid ir for group %q: %w", cfg.Group, err)
+		return nil, nil, fmt.Errorf("invalid ir for group %q: %w", cfg.Group, err)
 	}
-	out := Resources{}
-	names := map[resource.Type]map[string]bool{}
-	add := func(typ resource.Type, name string, r types.Resource) error {
-		if err := r.(validator).ValidateAll(); err != nil {
-			return fmt.Errorf("build %s %q: %w", shortType(typ), name, err)
+	next := make(map[string]*built, len(b.memo))
+	// node returns the resources of one IR node: the remembered ones when
+	// the node is unchanged, else freshly made, validated and digested.
+	node := func(key string, in any, mk func() ([]typedResource, error)) ([]typedResource, error) {
+		if m, ok := b.memo[key]; ok && reflect.DeepEqual(m.in, in) {
+			next[key] = m
+			return m.out, nil
 		}
-		// Two resources of one type with one name would silently replace
-		// each other in the snapshot.
-		if names[typ] == nil {
-			names[typ] = map[string]bool{}
+		out, err := mk()
+		if err != nil {
+			return nil, err
 		}
-		got := GetName(r)
-		if names[typ][got] {
-			return fmt.Errorf("build %s %q: name %q used twice", shortType(typ), name, got)
+		for i := range out {
+			t := &out[i]
+			if err := t.r.(validator).ValidateAll(); err != nil {
+				return nil, fmt.Errorf("build %s %q: %w", shortType(t.typ), t.name, err)
+			}
+			if t.digest, err = digest(t.r); err != nil {
+				return nil, fmt.Errorf("build %s %q: %w", shortType(t.typ), t.name, err)
+			}
 		}
-		names[typ][got] = true
-		out[typ] = append(out[typ], r)
+		next[key] = &built{in: in, out: out}
+		return out, nil
+	}
+
+	res, digests := Resources{}, Digests{}
+	add := func(list []typedResource) error {
+		for _, t := range list {
+			// Two resources of one type with one name would silently
+			// replace each other in the snapshot.
+			got := GetName(t.r)
+			if digests[t.typ] == nil {
+				digests[t.typ] = map[string]string{}
+			}
+			if _, dup := digests[t.typ][got]; dup {
+				return fmt.Errorf("build %s %q: name %q used twice", shortType(t.typ), t.name, got)
+			}
+			digests[t.typ][got] = t.digest
+			res[t.typ] = append(res[t.typ], t.r)
+		}
 		return nil
 	}
-	for i := range cfg.Clusters {
-		c := &cfg.Clusters[i]
-		if err := add(resource.ClusterType, c.Service, cluster(c)); err != nil {
-			return nil, err
+	for _, c := range cfg.Clusters {
+		list, err := node("cluster/"+c.Service, c, func() ([]typedResource, error) {
+			out := []typedResource{{typ: resource.ClusterType, name: c.Service, r: cluster(&c)}}
+			if !c.DNS { // a DNS cluster's endpoints are inline
+				out = append(out, typedResource{typ: resource.EndpointType, name: c.Service, r: loadAssignment(&c)})
+			}
+			return out, nil
+		})
+		if err != nil {
+			return nil, nil, err
 		}
-		if c.DNS {
-			continue // its endpoints are inline
-		}
-		if err := add(resource.EndpointType, c.Service, loadAssignment(c)); err != nil {
-			return nil, err
+		if err := add(list); err != nil {
+			return nil, nil, err
 		}
 	}
 	// A CA secret is served only when a listener verifies client
@@ -78,39 +144,65 @@ func Build(cfg *ir.Config) (Resources, error) {
 			clientCAs[l.TLS.ClientCA] = true
 		}
 	}
-	for i := range cfg.Secrets {
-		s := &cfg.Secrets[i]
-		if err := add(resource.SecretType, s.Name, secret(s)); err != nil {
-			return nil, err
+	for _, s := range cfg.Secrets {
+		withCA := clientCAs[s.Name]
+		key := "secret/" + s.Name
+		if withCA {
+			key = "secret+ca/" + s.Name
 		}
-		if clientCAs[s.Name] {
-			if err := add(resource.SecretType, CASecretName(s.Name), caSecret(s)); err != nil {
-				return nil, err
+		list, err := node(key, s, func() ([]typedResource, error) {
+			out := []typedResource{{typ: resource.SecretType, name: s.Name, r: secret(&s)}}
+			if withCA {
+				out = append(out, typedResource{typ: resource.SecretType, name: CASecretName(s.Name), r: caSecret(&s)})
 			}
+			return out, nil
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := add(list); err != nil {
+			return nil, nil, err
 		}
 	}
-	for i := range cfg.Listeners {
-		l := &cfg.Listeners[i]
-		lis, err := listener(l)
+	for _, l := range cfg.Listeners {
+		list, err := node("listener/"+l.Name, l, func() ([]typedResource, error) {
+			lis, err := listener(&l)
+			if err != nil {
+				return nil, err
+			}
+			rc, err := routeConfig(&l)
+			if err != nil {
+				return nil, err
+			}
+			return []typedResource{
+				{typ: resource.ListenerType, name: l.Name, r: lis},
+				{typ: resource.RouteType, name: l.Name, r: rc},
+			}, nil
+		})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		if err := add(resource.ListenerType, l.Name, lis); err != nil {
-			return nil, err
-		}
-		rc, err := routeConfig(l)
-		if err != nil {
-			return nil, err
-		}
-		if err := add(resource.RouteType, l.Name, rc); err != nil {
-			return nil, err
+		if err := add(list); err != nil {
+			return nil, nil, err
 		}
 	}
 	for _, typ := range Types {
-		list := out[typ]
+		list := res[typ]
 		sort.Slice(list, func(i, j int) bool { return GetName(list[i]) < GetName(list[j]) })
 	}
-	return out, nil
+	b.memo = next // forget nodes that are gone
+	return res, digests, nil
+}
+
+// digest hashes a resource's deterministic encoding: 16 hex digits of
+// SHA-256.
+func digest(r types.Resource) (string, error) {
+	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:8]), nil
 }
 
 // GetName is the resource's xDS name.

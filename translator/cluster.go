@@ -26,6 +26,7 @@ func (t *translation) cluster(service string, pos policy.Pos) ir.Cluster {
 		t.warn(pos, "service %q is not registered in Consul; its routes answer 503 until it is", service)
 		return c
 	}
+	c.Endpoints = make([]ir.Endpoint, 0, len(svc.Instances))
 	for _, inst := range svc.Instances {
 		ip := net.ParseIP(inst.Address) != nil
 		if !ip && !isHostName(inst.Address) || inst.Port <= 0 || inst.Port > 65535 {

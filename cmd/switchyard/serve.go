@@ -30,7 +30,7 @@ type setting struct {
 
 var settings = []setting{
 	{"xds.address", "xds-address", controlplane.DefaultXDSAddress, "address Envoys connect to for xDS (gRPC), host:port"},
-	{"admin.address", "admin-address", controlplane.DefaultAdminAddress, "address of /healthz, /readyz, /metrics and /debug/config; keep it on loopback"},
+	{"admin.address", "admin-address", controlplane.DefaultAdminAddress, "address of /healthz, /readyz, /metrics and /debug/ (config, proxies, pprof); keep it on loopback"},
 	{"policy.paths", "policy", []string{"policies"}, "policy file or directory; repeat or comma-separate for several"},
 	{"consul.address", "consul-address", "127.0.0.1:8500", "Consul HTTP API address, host:port"},
 	{"consul.scheme", "consul-scheme", "http", "Consul HTTP API scheme: http or https (https also lets all watches share a few HTTP/2 connections)"},
