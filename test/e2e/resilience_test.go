@@ -384,3 +384,64 @@ func TestConsulRestartFailsStatic(t *testing.T) {
 		t.Logf("switchyard_consul_fail_static_total %v", e.Metric("switchyard_consul_fail_static_total", ""))
 	})
 }
+
+// What was removed from the policy while Switchyard was down is removed
+// from Envoy when it reconnects: a listener and a cluster it still holds
+// from before. Peers have lost such removals on delta reconnects, leaving
+// Envoys serving routes nobody configures any more.
+func TestRemovalsWhileDisconnectedReachEnvoy(t *testing.T) {
+	protocols(t, func(t *testing.T, delta bool) {
+		e := NewEnv(t, delta, map[string]string{"edge.yaml": webPolicy + `  - name: admin
+    address: 127.0.0.1
+    port: {{port2}}
+    hosts:
+      - domains: ["*"]
+        routes:
+          - service: api
+`})
+		web := e.StartBackend("web", "web-1")
+		api := e.StartBackend("api", "api-1")
+		e.WaitHosts("web", 1, 1)
+		e.WaitHosts("api", 1, 1)
+		admin := "http://" + testenv.Addr(e.Port2) + "/"
+		e.waitEnvoyConnected()
+		if code, body, err := httpGet(admin, nil); err != nil || code != 200 || body != api.ID {
+			t.Fatalf("the admin listener: got %d %q %v; want api-1", code, body, err)
+		}
+
+		before, _ := e.envoyVersions()
+		for _, k := range []string{"listener/admin", "route/admin", "cluster/api"} {
+			if _, ok := before[k]; !ok {
+				t.Fatalf("envoy's config has no %s before the restart: %v", k, before)
+			}
+		}
+
+		e.Switchyard.Stop()
+		testenv.Eventually(t, 10*time.Second, "envoy sees the control plane gone", func() error {
+			if n, err := e.Envoy.Stat("control_plane.connected_state"); err != nil || n != 0 {
+				return fmt.Errorf("control_plane.connected_state %d %v", n, err)
+			}
+			return nil
+		})
+		e.WritePolicy("edge.yaml", webPolicy) // the admin listener and api are gone
+		e.StartSwitchyard()
+		e.WaitReady()
+		e.waitEnvoyConnected()
+
+		testenv.Eventually(t, 10*time.Second, "envoy dropped the removed listener and cluster", func() error {
+			versions, _ := e.envoyVersions()
+			for k := range versions {
+				if strings.HasPrefix(k, "listener/admin") || strings.HasPrefix(k, "cluster/api") || strings.HasPrefix(k, "route/admin") {
+					return fmt.Errorf("envoy still has %s", k)
+				}
+			}
+			return nil
+		})
+		if _, _, err := httpGet(admin, nil); err == nil {
+			t.Errorf("the removed admin listener still answers on port %d", e.Port2)
+		}
+		if code, body, err := e.Get("/", nil); err != nil || code != 200 || body != web.ID {
+			t.Errorf("the kept listener: got %d %q %v; want web-1", code, body, err)
+		}
+	})
+}
