@@ -240,6 +240,51 @@ func (d *decoder) oneOf(m *fields, optional bool, keys ...string) string {
 	return ""
 }
 
+// Anchors and aliases may reuse values, within bounds: a document may
+// expand to maxAliasRatio times the values written in it, or to
+// minAliasLimit, whichever is more.
+const (
+	maxAliasRatio = 10
+	minAliasLimit = 100_000
+)
+
+// aliasExpansion counts a document's values as written and checks them as
+// the walk sees them, each alias replaced by the value it names: over
+// reports an expansion beyond limit. It takes time in proportion to the
+// values written, whatever the expansion.
+func aliasExpansion(root *yaml.Node) (written, limit int, over bool) {
+	var count func(n *yaml.Node)
+	count = func(n *yaml.Node) {
+		written++
+		for _, c := range n.Content {
+			count(c)
+		}
+	}
+	count(root)
+	limit = max(maxAliasRatio*written, minAliasLimit)
+
+	sizes := map[*yaml.Node]int{} // expanded size, capped at limit+1
+	var size func(n *yaml.Node, depth int) int
+	size = func(n *yaml.Node, depth int) int {
+		if s, ok := sizes[n]; ok {
+			return s
+		}
+		if depth > 10_000 { // an alias cycle, which yaml.v3 refuses anyway
+			return limit + 1
+		}
+		s := 1
+		if n.Kind == yaml.AliasNode && n.Alias != nil {
+			s = size(n.Alias, depth+1)
+		}
+		for _, c := range n.Content {
+			s = min(s+size(c, depth+1), limit+1)
+		}
+		sizes[n] = s
+		return s
+	}
+	return written, limit, size(root, 0) > limit
+}
+
 // resolve follows aliases, so an anchored value can be reused.
 func resolve(n *yaml.Node) *yaml.Node {
 	for n.Kind == yaml.AliasNode && n.Alias != nil {

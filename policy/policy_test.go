@@ -307,3 +307,54 @@ func lines(ds policy.Diagnostics) []string {
 	}
 	return out
 }
+
+// Nested YAML aliases ("billion laughs") multiply a few KB into millions of
+// values: one error at the document, found at once, instead of a walk (and
+// a list of mistakes) that grows exponentially. Moderate reuse is fine.
+func TestAliasExpansionIsBounded(t *testing.T) {
+	repeat := func(alias string, n int) string {
+		return "[" + strings.TrimSuffix(strings.Repeat("*"+alias+", ", n), ", ") + "]"
+	}
+	doc := func(k int) string {
+		return `apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: edge
+listeners:
+  - name: l0
+    port: 1000
+    hosts:
+      - domains: ["a.example.com"]
+        routes:
+          - match: { pathPrefix: / }
+            retries: &retry { attempts: 2, on: [5xx] }
+            split: [ &w {service: web, weight: 1} ]
+          - &r
+            match: { pathPrefix: /x }
+            retries: *retry
+            split: ` + repeat("w", k) + `
+      - &host
+        domains: ["b.example.com"]
+        routes: ` + repeat("r", k) + `
+  - name: l1
+    port: 1001
+    hosts: ` + repeat("host", k) + `
+`
+	}
+	// 10^9 values when expanded; walking them would take hours, and the
+	// one finding below shows the walk never started.
+	_, diags := policy.Parse(map[string][]byte{"bomb.yaml": []byte(doc(1000))})
+	if len(diags) != 1 || !strings.HasPrefix(diags[0].String(), "bomb.yaml:1: YAML aliases expand this document beyond") {
+		t.Fatalf("got %d findings, first %v; want the one alias error at line 1", len(diags), diags[:min(1, len(diags))])
+	}
+
+	// Reuse within bounds is decoded as written: a retry policy anchored
+	// once and named again, and a few repeated routes.
+	set, diags := policy.Parse(map[string][]byte{"reuse.yaml": []byte(doc(1))})
+	if diags.HasErrors() {
+		t.Fatalf("moderate reuse refused: %v", diags.Err())
+	}
+	routes := set.Groups[0].Listeners[0].Hosts[0].Routes
+	if r := routes[1].Retries; r == nil || r.Attempts != 2 {
+		t.Errorf("the aliased retry policy was not applied: %+v", r)
+	}
+}
