@@ -18,6 +18,7 @@ package controlplane
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,6 +42,10 @@ import (
 type Config struct {
 	// XDSAddress is where Envoys connect for xDS (gRPC), host:port.
 	XDSAddress string
+	// XDSTLS serves xDS over TLS (mutual TLS with a client CA) when set.
+	// xDS carries the private keys of the listeners' certificates, so any
+	// xDS address off loopback wants it.
+	XDSTLS TLSFiles
 	// AdminAddress serves /healthz, /readyz, /metrics and /debug/config.
 	// Keep it on loopback: debug output shows the whole config.
 	AdminAddress string
@@ -97,6 +102,7 @@ type Server struct {
 	cache   cache.SnapshotCache
 	watcher *registry.Watcher
 	changed chan struct{}
+	xdsTLS  *tls.Config // nil: plaintext xDS
 
 	wantMu sync.Mutex // orders updateWant calls
 	mu     sync.Mutex
@@ -143,6 +149,14 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.watcher = w
 	s.cache = cache.NewSnapshotCache(true, groupHash{}, nil)
+	if err := cfg.XDSTLS.check(); err != nil {
+		return nil, err
+	}
+	if cfg.XDSTLS.Enabled() {
+		if s.xdsTLS, err = newTLSConfig(cfg.XDSTLS, log.With("component", "xds")); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -171,7 +185,14 @@ func (s *Server) Run(ctx context.Context) error {
 	if scheme == "" {
 		scheme = "http"
 	}
-	s.log.Info("switchyard starting", "xds", xdsLis.Addr().String(), "admin", adminLis.Addr().String(),
+	xdsSecurity := "plaintext"
+	switch {
+	case s.cfg.XDSTLS.ClientCAFile != "":
+		xdsSecurity = "mutual TLS"
+	case s.cfg.XDSTLS.Enabled():
+		xdsSecurity = "TLS"
+	}
+	s.log.Info("switchyard starting", "xds", xdsLis.Addr().String(), "xds_security", xdsSecurity, "admin", adminLis.Addr().String(),
 		"consul", scheme+"://"+s.cfg.Consul.Address, "policy", s.cfg.PolicyPaths)
 
 	grpcServer := s.newGRPCServer(ctx)

@@ -10,6 +10,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 )
 
@@ -17,7 +18,7 @@ import (
 // server. Envoy keeps one long-lived stream per proxy; keepalives find
 // dead peers behind NATs and load balancers.
 func (s *Server) newGRPCServer(ctx context.Context) *grpc.Server {
-	gs := grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.MaxConcurrentStreams(1_000_000),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			Time:    30 * time.Second,
@@ -27,7 +28,11 @@ func (s *Server) newGRPCServer(ctx context.Context) *grpc.Server {
 			MinTime:             15 * time.Second,
 			PermitWithoutStream: true,
 		}),
-	)
+	}
+	if s.xdsTLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(s.xdsTLS)))
+	}
+	gs := grpc.NewServer(opts...)
 	xds := serverv3.NewServer(ctx, s.cache, s.callbacks())
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, xds)
 	return gs

@@ -10,7 +10,9 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -33,6 +35,13 @@ type BootstrapOptions struct {
 	AdminAddress string
 	// Delta selects incremental xDS instead of state of the world.
 	Delta bool
+
+	// XDSCAFile, when set, makes Envoy reach Switchyard over TLS and
+	// verify its certificate against this CA, for XDSServerName (default:
+	// the host of XDSAddress, a DNS name or an IP). XDSCertFile and
+	// XDSKeyFile are Envoy's client certificate, for mutual TLS. Envoy
+	// reads the files at start.
+	XDSCAFile, XDSServerName, XDSCertFile, XDSKeyFile string
 }
 
 // Bootstrap builds an Envoy bootstrap that fetches everything else from
@@ -76,6 +85,10 @@ func Bootstrap(o BootstrapOptions) ([]byte, error) {
 	if net.ParseIP(xdsHost) == nil {
 		discovery = clusterv3.Cluster_STRICT_DNS
 	}
+	transport, err := xdsTransport(o, xdsHost)
+	if err != nil {
+		return nil, err
+	}
 	b := &bootstrapv3.Bootstrap{
 		Node: &corev3.Node{Id: o.NodeID, Cluster: o.Group},
 		Admin: &bootstrapv3.Admin{
@@ -102,6 +115,7 @@ func Bootstrap(o BootstrapOptions) ([]byte, error) {
 				Name:                 XDSClusterName,
 				ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: discovery},
 				ConnectTimeout:       durationpb.New(time.Second),
+				TransportSocket:      transport,
 				TypedExtensionProtocolOptions: map[string]*anypb.Any{
 					"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": h2,
 				},
@@ -124,6 +138,61 @@ func Bootstrap(o BootstrapOptions) ([]byte, error) {
 		return nil, fmt.Errorf("bootstrap: %w", err)
 	}
 	return yaml.JSONToYAML(js)
+}
+
+// xdsTransport is the TLS of the connection to Switchyard, or nil for
+// plaintext.
+func xdsTransport(o BootstrapOptions, xdsHost string) (*corev3.TransportSocket, error) {
+	if o.XDSCAFile == "" {
+		if o.XDSCertFile != "" || o.XDSKeyFile != "" || o.XDSServerName != "" {
+			return nil, fmt.Errorf("bootstrap: xDS TLS needs the CA that verifies Switchyard (--xds-ca-file)")
+		}
+		return nil, nil
+	}
+	if (o.XDSCertFile == "") != (o.XDSKeyFile == "") {
+		return nil, fmt.Errorf("bootstrap: the xDS client certificate and key (--xds-cert-file, --xds-key-file) go together; give both or neither")
+	}
+	name := o.XDSServerName
+	if name == "" {
+		name = xdsHost
+	}
+	san := &tlsv3.SubjectAltNameMatcher{
+		SanType: tlsv3.SubjectAltNameMatcher_DNS,
+		Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: name}},
+	}
+	if net.ParseIP(name) != nil {
+		san.SanType = tlsv3.SubjectAltNameMatcher_IP_ADDRESS
+	}
+	ctx := &tlsv3.UpstreamTlsContext{
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			AlpnProtocols: []string{"h2"},
+			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+				TrustedCa:                 fileSource(o.XDSCAFile),
+				MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{san},
+			}},
+		},
+	}
+	if net.ParseIP(name) == nil {
+		ctx.Sni = name
+	}
+	if o.XDSCertFile != "" {
+		ctx.CommonTlsContext.TlsCertificates = []*tlsv3.TlsCertificate{{
+			CertificateChain: fileSource(o.XDSCertFile),
+			PrivateKey:       fileSource(o.XDSKeyFile),
+		}}
+	}
+	typed, err := anypb.New(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &corev3.TransportSocket{
+		Name:       "envoy.transport_sockets.tls",
+		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: typed},
+	}, nil
+}
+
+func fileSource(path string) *corev3.DataSource {
+	return &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: path}}
 }
 
 func splitHostPort(what, hostport string) (string, uint32, error) {

@@ -45,6 +45,10 @@ certificates all arrive over one ADS stream. Run Envoy with it:
 	f.StringVar(&o.XDSAddress, "xds-address", controlplane.DefaultXDSAddress, "Switchyard's xDS address, host:port")
 	f.StringVar(&o.AdminAddress, "admin-address", "127.0.0.1:9901", "Envoy's admin listener, host:port (keep it on loopback)")
 	f.StringVar(&protocol, "xds-protocol", "delta", "xDS variant: delta (incremental) or sotw (state of the world)")
+	f.StringVar(&o.XDSCAFile, "xds-ca-file", "", "reach Switchyard over TLS, verifying its certificate with this PEM CA")
+	f.StringVar(&o.XDSServerName, "xds-server-name", "", "name (DNS or IP) to verify in Switchyard's certificate (default: the host of --xds-address)")
+	f.StringVar(&o.XDSCertFile, "xds-cert-file", "", "Envoy's PEM client certificate, for Switchyard's mutual TLS (with --xds-key-file)")
+	f.StringVar(&o.XDSKeyFile, "xds-key-file", "", "the PEM private key of --xds-cert-file")
 	_ = cmd.MarkFlagRequired("node-id")
 	_ = cmd.MarkFlagRequired("group")
 	return cmd

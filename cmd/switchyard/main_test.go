@@ -84,6 +84,61 @@ func TestBootstrapAcceptedByEnvoy(t *testing.T) {
 	}
 }
 
+// TestBootstrapWithXDSTLS checks the mutual TLS bootstrap with real Envoy's
+// validation mode (which loads the files), and the mistakes it refuses.
+func TestBootstrapWithXDSTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca := testenv.NewCA(t, "xds CA")
+	client := ca.Issue(t, testenv.LeafOptions{Name: "edge-1", Client: true})
+	caFile := testenv.WriteFile(t, dir, "ca.crt", ca.PEM)
+	certFile := testenv.WriteFile(t, dir, "envoy.crt", client.CertPEM)
+	keyFile := testenv.WriteFile(t, dir, "envoy.key", client.KeyPEM)
+	for _, tc := range []struct {
+		name, address, serverName, wantSAN string
+	}{
+		{"IP address", "10.0.0.5:18000", "", "IP_ADDRESS"},
+		{"DNS name", "switchyard.internal:18000", "", "sni: switchyard.internal"},
+		{"server name", "10.0.0.5:18000", "xds.example.com", "sni: xds.example.com"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := []string{"bootstrap", "--node-id", "edge-1", "--group", "edge", "--xds-address", tc.address,
+				"--xds-ca-file", caFile, "--xds-cert-file", certFile, "--xds-key-file", keyFile}
+			if tc.serverName != "" {
+				args = append(args, "--xds-server-name", tc.serverName)
+			}
+			stdout, stderr, err := run(t, args...)
+			if err != nil {
+				t.Fatalf("bootstrap: %v\n%s", err, stderr)
+			}
+			for _, want := range []string{"envoy.transport_sockets.tls", caFile, certFile, keyFile, tc.wantSAN} {
+				if !strings.Contains(stdout, want) {
+					t.Errorf("bootstrap lacks %q:\n%s", want, stdout)
+				}
+			}
+			if strings.Contains(stdout, "PRIVATE KEY") {
+				t.Errorf("bootstrap inlines key material:\n%s", stdout)
+			}
+			path := filepath.Join(t.TempDir(), "envoy.yaml")
+			if err := os.WriteFile(path, []byte(stdout), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.Command(testenv.Bin(t, "envoy"), "--mode", "validate", "-c", path, "--use-dynamic-base-id").CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "OK") {
+				t.Fatalf("envoy --mode validate: %v\n%s", err, out)
+			}
+		})
+	}
+	for _, bad := range [][]string{
+		{"--xds-cert-file", certFile, "--xds-key-file", keyFile}, // no CA
+		{"--xds-ca-file", caFile, "--xds-cert-file", certFile},   // no key
+	} {
+		args := append([]string{"bootstrap", "--node-id", "x", "--group", "edge"}, bad...)
+		if _, _, err := run(t, args...); err == nil || !strings.Contains(err.Error(), "xds") {
+			t.Errorf("bootstrap %v: got %v; want an error about the xDS TLS flags", bad, err)
+		}
+	}
+}
+
 func TestServeRejectsUnknownSettings(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "switchyard.yaml")

@@ -30,6 +30,9 @@ type setting struct {
 
 var settings = []setting{
 	{"xds.address", "xds-address", controlplane.DefaultXDSAddress, "address Envoys connect to for xDS (gRPC), host:port"},
+	{"xds.cert-file", "xds-cert-file", "", "PEM certificate to serve xDS over TLS (with xds.key-file; wanted off loopback: xDS carries private keys)"},
+	{"xds.key-file", "xds-key-file", "", "PEM private key of xds.cert-file"},
+	{"xds.client-ca-file", "xds-client-ca-file", "", "PEM CA that Envoys' client certificates must chain to (mutual TLS)"},
 	{"admin.address", "admin-address", controlplane.DefaultAdminAddress, "address of /healthz, /readyz, /metrics and /debug/ (config, proxies, pprof); keep it on loopback"},
 	{"policy.paths", "policy", []string{"policies"}, "policy file or directory; repeat or comma-separate for several"},
 	{"consul.address", "consul-address", "127.0.0.1:8500", "Consul HTTP API address, host:port"},
@@ -77,7 +80,12 @@ func newServeCmd() *cobra.Command {
 				return err
 			}
 			cfg := controlplane.Config{
-				XDSAddress:   v.GetString("xds.address"),
+				XDSAddress: v.GetString("xds.address"),
+				XDSTLS: controlplane.TLSFiles{
+					CertFile:     v.GetString("xds.cert-file"),
+					KeyFile:      v.GetString("xds.key-file"),
+					ClientCAFile: v.GetString("xds.client-ca-file"),
+				},
 				AdminAddress: v.GetString("admin.address"),
 				PolicyPaths:  v.GetStringSlice("policy.paths"),
 				Consul: registry.Config{

@@ -76,7 +76,10 @@ type Env struct {
 	Port       int
 	Port2      int
 	delta      bool
-	consulArgs []string // how Switchyard reaches Consul
+	serveArgs []string // serve flags: how Switchyard reaches Consul and serves xDS
+	// bootstrapArgs are extra `switchyard bootstrap` flags.
+	bootstrapArgs []string
+	XDSTLS        *XDSTLS // nil unless Options.XDSTLS
 }
 
 // NewEnv starts Consul, writes the policy files (name -> content, with
@@ -92,6 +95,31 @@ type Options struct {
 	// ConsulHTTPS: Switchyard talks to Consul over HTTPS with a client
 	// certificate (the agent verifies incoming connections).
 	ConsulHTTPS bool
+	// XDSTLS: Envoy reaches Switchyard over mutual TLS.
+	XDSTLS bool
+}
+
+// XDSTLS is the PKI of a scenario whose xDS runs over mutual TLS.
+type XDSTLS struct {
+	CA                        *testenv.CA
+	CertFile, KeyFile, CAFile string // Switchyard's certificate, key, and the CA of both sides
+	EnvoyCert, EnvoyKey       string // Envoy's client certificate and key
+}
+
+func newXDSTLS(t *testing.T) *XDSTLS {
+	t.Helper()
+	dir := t.TempDir()
+	ca := testenv.NewCA(t, "switchyard xds CA")
+	server := ca.Issue(t, testenv.LeafOptions{Name: "switchyard", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	client := ca.Issue(t, testenv.LeafOptions{Name: "edge", Serial: 3, Client: true})
+	return &XDSTLS{
+		CA:        ca,
+		CertFile:  testenv.WriteFile(t, dir, "switchyard.crt", server.CertPEM),
+		KeyFile:   testenv.WriteFile(t, dir, "switchyard.key", server.KeyPEM),
+		CAFile:    testenv.WriteFile(t, dir, "ca.crt", ca.PEM),
+		EnvoyCert: testenv.WriteFile(t, dir, "envoy.crt", client.CertPEM),
+		EnvoyKey:  testenv.WriteFile(t, dir, "envoy.key", client.KeyPEM),
+	}
 }
 
 // NewEnvWith is NewEnv with options.
@@ -109,14 +137,20 @@ func NewEnvWith(t *testing.T, delta bool, policies map[string]string, opts Optio
 	if opts.ConsulHTTPS {
 		e.Consul = testenv.Consul(t, testenv.WithHTTPS())
 		tls := e.Consul.TLS
-		e.consulArgs = []string{"--consul-address", tls.HTTPSAddr, "--consul-scheme", "https",
+		e.serveArgs = []string{"--consul-address", tls.HTTPSAddr, "--consul-scheme", "https",
 			"--consul-ca-file", tls.CAFile, "--consul-cert-file", tls.CertFile, "--consul-key-file", tls.KeyFile,
 			"--consul-tls-server-name", tls.ServerName}
 	} else {
 		e.Consul = testenv.Consul(t)
-		e.consulArgs = []string{"--consul-address", e.Consul.HTTPAddr}
+		e.serveArgs = []string{"--consul-address", e.Consul.HTTPAddr}
 	}
 	e.consul = e.Consul.Client(t)
+	if opts.XDSTLS {
+		e.XDSTLS = newXDSTLS(t)
+		x := e.XDSTLS
+		e.serveArgs = append(e.serveArgs, "--xds-cert-file", x.CertFile, "--xds-key-file", x.KeyFile, "--xds-client-ca-file", x.CAFile)
+		e.bootstrapArgs = []string{"--xds-ca-file", x.CAFile, "--xds-cert-file", x.EnvoyCert, "--xds-key-file", x.EnvoyKey}
+	}
 	for name, content := range policies {
 		e.WritePolicy(name, content)
 	}
@@ -144,7 +178,7 @@ func (e *Env) WritePolicy(name, content string) {
 // StartSwitchyard starts (or restarts) the control plane.
 func (e *Env) StartSwitchyard() {
 	e.t.Helper()
-	args := append([]string{"serve"}, e.consulArgs...)
+	args := append([]string{"serve"}, e.serveArgs...)
 	args = append(args,
 		"--policy", e.PolicyDir,
 		"--xds-address", e.XDSAddr,
@@ -187,8 +221,9 @@ func (e *Env) StartEnvoy(group string) {
 	if e.delta {
 		protocol = "delta"
 	}
-	cmd := exec.Command(switchyardBin, "bootstrap", "--node-id", group+"-"+protocol, "--group", group,
-		"--xds-address", e.XDSAddr, "--admin-address", adminAddr, "--xds-protocol", protocol)
+	args := append([]string{"bootstrap", "--node-id", group + "-" + protocol, "--group", group,
+		"--xds-address", e.XDSAddr, "--admin-address", adminAddr, "--xds-protocol", protocol}, e.bootstrapArgs...)
+	cmd := exec.Command(switchyardBin, args...)
 	cmd.Env = append(os.Environ(), raceEnv...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
