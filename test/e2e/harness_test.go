@@ -73,9 +73,9 @@ type Env struct {
 	Envoy      *testenv.Envoy
 	// Port is a free port for the scenario's first listener; policies use
 	// it as {{port}}.
-	Port       int
-	Port2      int
-	delta      bool
+	Port      int
+	Port2     int
+	delta     bool
 	serveArgs []string // serve flags: how Switchyard reaches Consul and serves xDS
 	// bootstrapArgs are extra `switchyard bootstrap` flags.
 	bootstrapArgs []string
