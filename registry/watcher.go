@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptrace"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -32,9 +33,12 @@ const (
 
 // Config says which Consul to watch and how patiently.
 type Config struct {
-	Address    string        // Consul HTTP address, host:port (default "127.0.0.1:8500")
-	Scheme     string        // "http" (default) or "https"
-	Token      string        // ACL token; never logged or put in errors
+	Address string // Consul HTTP address, host:port (default "127.0.0.1:8500")
+	Scheme  string // "http" (default) or "https"
+	Token   string // ACL token; never logged or put in errors
+	// TokenFile holds the ACL token instead (read once, by NewWatcher),
+	// so it appears in no flag, environment or settings file.
+	TokenFile  string
 	Datacenter string        // default: the agent's
 	AllowStale bool          // stale reads for blocking queries
 	WaitTime   time.Duration // blocking query wait (default 5m, Consul's max 10m)
@@ -59,8 +63,8 @@ type Config struct {
 // String describes the config with the token redacted, so that printing a
 // Config with fmt cannot leak it.
 func (c Config) String() string {
-	return fmt.Sprintf("{Address:%s Scheme:%s Token:%s Datacenter:%s AllowStale:%t WaitTime:%s BackoffMin:%s BackoffMax:%s StaleHold:%s CAFile:%s CertFile:%s KeyFile:%s TLSServerName:%s}",
-		c.Address, c.Scheme, redacted(c.Token), c.Datacenter, c.AllowStale, c.WaitTime, c.BackoffMin, c.BackoffMax, c.StaleHold,
+	return fmt.Sprintf("{Address:%s Scheme:%s Token:%s TokenFile:%s Datacenter:%s AllowStale:%t WaitTime:%s BackoffMin:%s BackoffMax:%s StaleHold:%s CAFile:%s CertFile:%s KeyFile:%s TLSServerName:%s}",
+		c.Address, c.Scheme, redacted(c.Token), c.TokenFile, c.Datacenter, c.AllowStale, c.WaitTime, c.BackoffMin, c.BackoffMax, c.StaleHold,
 		c.CAFile, c.CertFile, c.KeyFile, c.TLSServerName)
 }
 
@@ -73,6 +77,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("address", c.Address),
 		slog.String("scheme", c.Scheme),
 		slog.String("token", redacted(c.Token)),
+		slog.String("token_file", c.TokenFile),
 		slog.String("datacenter", c.Datacenter),
 		slog.Bool("allow_stale", c.AllowStale),
 		slog.Duration("wait_time", c.WaitTime),
@@ -209,6 +214,18 @@ func NewWatcher(cfg Config, log *slog.Logger, hooks Hooks) (*Watcher, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, fmt.Errorf("registry config: %w", err)
+	}
+	if cfg.TokenFile != "" {
+		if cfg.Token != "" {
+			return nil, errors.New("registry config: give the consul token or the token file, not both")
+		}
+		b, err := os.ReadFile(cfg.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("consul token file: %w", err) // names the file, not its content
+		}
+		if cfg.Token = strings.TrimSpace(string(b)); cfg.Token == "" {
+			return nil, fmt.Errorf("consul token file %s is empty", cfg.TokenFile)
+		}
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

@@ -796,3 +796,36 @@ func TestEmptyAnswerAfterErrorsIsHeld(t *testing.T) {
 	}
 	h.none(300 * time.Millisecond)
 }
+
+// A token file's content is the token sent to Consul (trimmed), read once;
+// errors name the file and never carry the token.
+func TestTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	file := testenv.WriteFile(t, dir, "consul.token", []byte("  "+testToken+"\n"))
+	f := newFakeConsul(t)
+	f.Set("web", entry("n1", "web-1", "10.1.0.1", 80))
+	h := start(t, f, func(c *Config) { c.Token, c.TokenFile = "", file })
+	h.next()
+	if _, tokens := f.Seen(); !slices.Equal(tokens, []string{testToken}) {
+		t.Errorf("consul saw tokens %q; want only the file's", tokens)
+	}
+	if strings.Contains(h.logs.String(), testToken) {
+		t.Errorf("the token is in the log:\n%s", h.logs.String())
+	}
+
+	empty := testenv.WriteFile(t, dir, "empty.token", []byte("\n"))
+	missing := filepath.Join(dir, "missing.token")
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{TokenFile: missing}, missing},
+		{Config{TokenFile: empty}, "empty"},
+		{Config{TokenFile: file, Token: "other"}, "not both"},
+	} {
+		_, err := NewWatcher(tc.cfg, nil, Hooks{})
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), testToken) {
+			t.Errorf("NewWatcher(%v): got %v; want an error with %q and no token", tc.cfg, err, tc.want)
+		}
+	}
+}
