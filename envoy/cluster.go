@@ -43,6 +43,7 @@ func cluster(c *ir.Cluster) *clusterv3.Cluster {
 		CommonLbConfig: &clusterv3.Cluster_CommonLbConfig{
 			HealthyPanicThreshold: &typev3.Percent{Value: 0},
 		},
+		OutlierDetection: outlierDetection(),
 	}
 	if c.DNS {
 		cl.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
@@ -104,4 +105,29 @@ func socketAddress(addr string, port uint32) *corev3.Address {
 		Address:       addr,
 		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
 	}}}
+}
+
+// outlierDetection ejects an instance that cannot be reached, before
+// Consul's health check notices: three connections in a row that fail
+// (refused, timed out, reset) take it out of rotation for 10 s, then 20 s,
+// and so on up to 2 min while it keeps failing. Only such local-origin
+// failures count; an application's own 5xx never ejects it, and at most
+// half of a service's instances are ever ejected, so a service with one
+// instance never loses it this way. Together with the routes' retries on
+// connect-failure, a crashed instance costs clients nothing.
+func outlierDetection() *clusterv3.OutlierDetection {
+	return &clusterv3.OutlierDetection{
+		SplitExternalLocalOriginErrors:         true,
+		ConsecutiveLocalOriginFailure:          wrapperspb.UInt32(3),
+		EnforcingConsecutiveLocalOriginFailure: wrapperspb.UInt32(100),
+		EnforcingLocalOriginSuccessRate:        wrapperspb.UInt32(0),
+		Consecutive_5Xx:                        wrapperspb.UInt32(0),
+		ConsecutiveGatewayFailure:              wrapperspb.UInt32(0),
+		EnforcingSuccessRate:                   wrapperspb.UInt32(0),
+		EnforcingFailurePercentage:             wrapperspb.UInt32(0),
+		Interval:                               durationpb.New(time.Second),
+		BaseEjectionTime:                       durationpb.New(10 * time.Second),
+		MaxEjectionTime:                        durationpb.New(2 * time.Minute),
+		MaxEjectionPercent:                     wrapperspb.UInt32(50),
+	}
 }

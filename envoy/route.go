@@ -8,6 +8,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
+	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -84,6 +85,10 @@ func route(listener, virtualHost string, r *ir.Route) (*routev3.Route, error) {
 		rp := &routev3.RetryPolicy{
 			RetryOn:    strings.Join(r.Retries.On, ","),
 			NumRetries: wrapperspb.UInt32(r.Retries.Attempts),
+			// A retry goes to another instance when there is one: retrying
+			// the instance that just failed rarely helps.
+			RetryHostPredicate:            []*routev3.RetryPolicy_RetryHostPredicate{previousHosts},
+			HostSelectionRetryMaxAttempts: 3,
 		}
 		if r.Retries.PerTryTimeout.Duration > 0 {
 			rp.PerTryTimeout = durationpb.New(r.Retries.PerTryTimeout.Duration)
@@ -160,3 +165,16 @@ func localRateLimit(listener, virtualHost string, r *ir.Route) *localratelimitv3
 		FilterEnforced: all,
 	}
 }
+
+// previousHosts is Envoy's retry host predicate that skips the hosts a
+// request has already tried.
+var previousHosts = func() *routev3.RetryPolicy_RetryHostPredicate {
+	cfg, err := anypb.New(&previoushostsv3.PreviousHostsPredicate{})
+	if err != nil {
+		panic(err) // an empty message always marshals
+	}
+	return &routev3.RetryPolicy_RetryHostPredicate{
+		Name:       "envoy.retry_host_predicates.previous_hosts",
+		ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: cfg},
+	}
+}()

@@ -63,7 +63,7 @@ var badFiles = []struct {
 		`many-errors.yaml:12: route match may have only one of pathPrefix, path or pathRegex, got pathPrefix and path`,
 		`many-errors.yaml:12: pathPrefix must start with "/", got "api"`,
 		`many-errors.yaml:13: invalid timeout "2 seconds": want a duration such as "2s" or "500ms"`,
-		`many-errors.yaml:14: attempts must be between 1 and 10, got 0`,
+		`many-errors.yaml:14: attempts must be between 0 and 10, got 11`,
 		`many-errors.yaml:14: unknown retry condition "timeout"; supported: 5xx, gateway-error, reset, connect-failure, retriable-4xx, refused-stream, retriable-status-codes, retriable-headers, envoy-ratelimited, http3-post-connect-failure`,
 		`many-errors.yaml:14: perTryTimeout must not be negative, got -1s`,
 		`many-errors.yaml:15: requests must be between 1 and 4294967295, got 0`,

@@ -469,9 +469,11 @@ func (d *decoder) retries(n *yaml.Node, routeTimeout *time.Duration) *Retries {
 		return nil
 	}
 	r := &Retries{}
+	off := false // attempts: 0
 	if d.require(m, "attempts") {
-		if v, ok := d.integer(m, "attempts", 1, MaxRetryAttempts); ok {
+		if v, ok := d.integer(m, "attempts", 0, MaxRetryAttempts); ok {
 			r.Attempts = uint32(v)
+			off = v == 0
 		}
 	}
 	if m.has("on") {
@@ -505,6 +507,9 @@ func (d *decoder) retries(n *yaml.Node, routeTimeout *time.Duration) *Retries {
 		if *p > 0 && timeout > 0 && *p >= timeout {
 			d.warnf(m.lineOf("perTryTimeout"), "perTryTimeout %s is not shorter than %s %s, so no retry can start before the route times out", p, what, timeout)
 		}
+	}
+	if off && (m.has("on") || m.has("perTryTimeout")) {
+		d.warnf(m.lineOf("attempts"), "attempts 0 turns retries off; on and perTryTimeout have no effect")
 	}
 	return r
 }

@@ -38,6 +38,19 @@ const (
 	EnvoyDefaultRouteTimeout = 15 * time.Second
 )
 
+// ImplicitRetryAttempts is how many times a route without retries retries
+// the failures of ImplicitRetryOn; retries.attempts 0 turns it off.
+const ImplicitRetryAttempts = 2
+
+// ImplicitRetryOn returns what a route without retries retries: failures
+// where the request never reached an application (the connection could not
+// be opened, or the stream was refused), so retrying on another instance is
+// always safe. A crashed instance costs no client an error while Consul's
+// health check and Envoy's outlier detection catch up.
+func ImplicitRetryOn() []string {
+	return []string{"connect-failure", "refused-stream"}
+}
+
 // DefaultRetryOn returns the retry conditions used when retries.on is
 // omitted: the failures most likely to be transient. connect-failure and
 // refused-stream never reached the application; gateway-error (502, 503,
@@ -161,7 +174,7 @@ type WeightedService struct {
 
 // Retries is a route's retry policy.
 type Retries struct {
-	Attempts      uint32        // 1..MaxRetryAttempts
+	Attempts      uint32        // 0..MaxRetryAttempts; 0: no retries at all
 	On            []string      // values from RetryOn; DefaultRetryOn when omitted
 	PerTryTimeout time.Duration // 0: each try may use the whole route timeout
 }

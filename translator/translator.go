@@ -156,7 +156,12 @@ func route(r *policy.Route) ir.Route {
 	for _, w := range r.Split {
 		out.Backends = append(out.Backends, ir.Backend{Service: w.Service, Weight: w.Weight})
 	}
-	if r.Retries != nil {
+	switch {
+	case r.Retries == nil:
+		// Safe retries even when the file asks for none: see
+		// policy.ImplicitRetryOn.
+		out.Retries = &ir.Retries{Attempts: policy.ImplicitRetryAttempts, On: policy.ImplicitRetryOn()}
+	case r.Retries.Attempts > 0:
 		out.Retries = &ir.Retries{
 			Attempts:      r.Retries.Attempts,
 			On:            append([]string(nil), r.Retries.On...),

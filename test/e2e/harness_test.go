@@ -362,6 +362,10 @@ func (b *Backend) SetDelay(d time.Duration) { b.delay.Store(int64(d)) }
 // Hits is the number of requests served.
 func (b *Backend) Hits() int64 { return b.hits.Load() }
 
+// Crash stops the backend as a crashed process would stop answering: its
+// listener and open connections close, and Consul is not told.
+func (b *Backend) Crash() { b.srv.Close() }
+
 // StartBackend starts a backend and registers it in Consul with a passing
 // TTL check whose state the test controls.
 func (e *Env) StartBackend(service, id string) *Backend {

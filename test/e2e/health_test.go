@@ -232,3 +232,43 @@ func TestNoInstancesAnswers503(t *testing.T) {
 		e.waitAllServe("re-registered instances serve", 5*time.Second, a, b)
 	})
 }
+
+// An instance that crashes costs clients nothing, before Consul's check
+// notices: requests it would have got are retried on another instance
+// (routes retry connect failures by default), and after three failed
+// connections Envoy ejects it, so it soon stops getting even first tries.
+func TestCrashedInstanceCostsNoErrors(t *testing.T) {
+	protocols(t, func(t *testing.T, delta bool) {
+		e, a, b := newWebPair(t, delta)
+
+		b.Crash()
+		if got := e.Tally(60, "/"); got[a.ID] != 60 {
+			t.Fatalf("after web-2 crashed: %v over 60 requests; want all served by web-1, none failed", got)
+		}
+		testenv.Eventually(t, 5*time.Second, "envoy ejected the crashed instance", func() error {
+			n, err := e.Envoy.Stat("cluster.web.outlier_detection.ejections_active")
+			if err != nil || n != 1 {
+				return fmt.Errorf("cluster.web.outlier_detection.ejections_active = %d %v", n, err)
+			}
+			return nil
+		})
+		// The ejection reaches Envoy's workers a moment after the gauge;
+		// from then on the crashed instance gets no connection attempts.
+		testenv.Eventually(t, 5*time.Second, "no more tries of the ejected instance", func() error {
+			fails, err := e.Envoy.Stat("cluster.web.upstream_cx_connect_fail")
+			if err != nil {
+				return err
+			}
+			if got := e.Tally(30, "/"); got[a.ID] != 30 {
+				t.Fatalf("after the ejection: %v over 30 requests; want all served by web-1", got)
+			}
+			if now, _ := e.Envoy.Stat("cluster.web.upstream_cx_connect_fail"); now != fails {
+				return fmt.Errorf("%d more connect failures over 30 requests", now-fails)
+			}
+			return nil
+		})
+		if s := e.checkStatus(b); s != consulapi.HealthPassing {
+			t.Fatalf("consul says web-2 is %s; the test means to show Envoy acting before Consul knows", s)
+		}
+	})
+}
