@@ -8,13 +8,8 @@ import (
 	"sort"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/switchyard-io/switchyard/envoy"
 )
@@ -97,7 +92,7 @@ func (s *Server) debugConfig(w http.ResponseWriter, r *http.Request) {
 		label := typeLabel(typ)
 		out.Versions[label] = gs.versions[typ]
 		for _, res := range gs.resources[typ] {
-			js, err := protojson.Marshal(redact(typ, res))
+			js, err := protojson.Marshal(envoy.Redacted(typ, res))
 			if err != nil {
 				http.Error(w, err.Error(), http.StatusInternalServerError)
 				return
@@ -150,21 +145,4 @@ func (s *Server) debugProxies(w http.ResponseWriter, _ *http.Request) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(map[string][]debugProxy{"proxies": out})
-}
-
-// redact returns a copy of a resource safe to show: secrets lose their
-// private keys.
-func redact(typ resource.Type, r types.Resource) proto.Message {
-	if typ != resource.SecretType {
-		return r
-	}
-	sec := proto.Clone(r).(*tlsv3.Secret)
-	if tc := sec.GetTlsCertificate(); tc != nil && tc.PrivateKey != nil {
-		tc.PrivateKey = inlineString("[redacted]")
-	}
-	return sec
-}
-
-func inlineString(s string) *corev3.DataSource {
-	return &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: s}}
 }
