@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/pprof"
+	"slices"
 	"sort"
 	"time"
 
@@ -32,8 +33,8 @@ func (s *Server) adminHandler() http.Handler {
 	mux.HandleFunc("GET /debug/config", s.debugConfig)
 	mux.HandleFunc("GET /debug/proxies", s.debugProxies)
 	// Go's profiler, as in most Go infrastructure: CPU, heap, goroutines.
+	// Not /debug/pprof/cmdline: the command line may hold --consul-token.
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
@@ -125,8 +126,9 @@ func (s *Server) debugProxies(w http.ResponseWriter, _ *http.Request) {
 		p := debugProxy{Node: st.node.GetId(), Group: st.node.GetCluster(), Protocol: st.protocol,
 			Since: st.since.UTC(), Rejecting: len(st.rejected) > 0}
 		for _, r := range st.rejected {
-			r.At = r.At.UTC()
-			p.Rejected = append(p.Rejected, r)
+			c := *r
+			c.At, c.Resources = c.At.UTC(), slices.Clone(c.Resources)
+			p.Rejected = append(p.Rejected, c)
 		}
 		sort.Slice(p.Rejected, func(i, j int) bool { return p.Rejected[i].Type < p.Rejected[j].Type })
 		out = append(out, p)

@@ -2,7 +2,9 @@ package controlplane
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -49,9 +51,31 @@ func TestRejectedSources(t *testing.T) {
 	}
 }
 
-// A NACK stays visible, in /debug/proxies and the rejecting gauge, until
-// Envoy accepts a later response of that type; a closed stream leaves.
-func TestRejectionsShownUntilAccepted(t *testing.T) {
+// proxiesOf reads /debug/proxies.
+func proxiesOf(t *testing.T, s *Server) []debugProxy {
+	t.Helper()
+	rec := adminGet(s, "/debug/proxies")
+	var out struct{ Proxies []debugProxy }
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+		t.Fatalf("/debug/proxies: %v\n%s", err, rec.Body)
+	}
+	return out.Proxies
+}
+
+// deltaListeners is a delta response carrying listeners (by name).
+func deltaListeners(nonce string, names ...string) *discoveryv3.DeltaDiscoveryResponse {
+	resp := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: resource.ListenerType, Nonce: nonce}
+	for _, n := range names {
+		resp.Resources = append(resp.Resources, &discoveryv3.Resource{Name: n})
+	}
+	return resp
+}
+
+// A delta NACK stays visible, in /debug/proxies and the rejecting gauge,
+// until Envoy accepts a later response that carries the rejected resource
+// again; accepting other resources, or other types, does not end it. A
+// closed stream leaves.
+func TestDeltaRejectionShownUntilTheResourceIsAccepted(t *testing.T) {
 	var logs bytes.Buffer
 	s, _ := newTestServer(t, &logs)
 	s.consul = webSnapshot(registry.Healthy)
@@ -62,29 +86,22 @@ func TestRejectionsShownUntilAccepted(t *testing.T) {
 	if err := cb.OnStreamDeltaRequest(3, &discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.ListenerType}); err != nil {
 		t.Fatal(err)
 	}
+	cb.OnStreamDeltaResponse(3, nil, deltaListeners("1", "https", "other"))
 	if err := cb.OnStreamDeltaRequest(3, &discoveryv3.DeltaDiscoveryRequest{
 		TypeUrl: resource.ListenerType, ResponseNonce: "1",
 		ErrorDetail: &statuspb.Status{Message: "Error adding/updating listener(s) https: cannot bind"},
 	}); err != nil {
 		t.Fatal(err)
 	}
-	proxies := func() []debugProxy {
-		t.Helper()
-		rec := adminGet(s, "/debug/proxies")
-		var out struct{ Proxies []debugProxy }
-		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
-			t.Fatalf("/debug/proxies: %v\n%s", err, rec.Body)
-		}
-		return out.Proxies
-	}
-	got := proxies()
+	got := proxiesOf(t, s)
 	if len(got) != 1 || got[0].Node != "edge-1" || got[0].Group != "edge" || got[0].Protocol != "delta" ||
 		!got[0].Rejecting || len(got[0].Rejected) != 1 {
 		t.Fatalf("after a NACK: got %+v; want edge-1 (delta) rejecting one type", got)
 	}
 	r := got[0].Rejected[0]
-	if r.Type != "Listener" || !strings.Contains(r.Error, "cannot bind") || !strings.HasSuffix(r.Policy, "edge.yaml:5 (https)") {
-		t.Errorf("rejection %+v; want the Listener, Envoy's reason and edge.yaml:5 (https)", r)
+	if r.Type != "Listener" || !strings.Contains(r.Error, "cannot bind") || !strings.HasSuffix(r.Policy, "edge.yaml:5 (https)") ||
+		!slices.Equal(r.Resources, []string{"https"}) {
+		t.Errorf("rejection %+v; want the Listener https, Envoy's reason and edge.yaml:5 (https)", r)
 	}
 	if n := testutil.ToFloat64(s.metrics.rejectingProxies); n != 1 {
 		t.Errorf("rejecting gauge %v; want 1", n)
@@ -93,26 +110,63 @@ func TestRejectionsShownUntilAccepted(t *testing.T) {
 		t.Errorf("the NACK line lacks the node and group of a delta stream:\n%s", logs.String())
 	}
 
-	// An ACK of another type changes nothing; of the rejected type, clears it.
-	_ = cb.OnStreamDeltaRequest(3, &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, ResponseNonce: "2"})
-	if n := testutil.ToFloat64(s.metrics.rejectingProxies); n != 1 {
-		t.Errorf("after a Cluster ACK: rejecting gauge %v; want 1", n)
+	stillRejecting := func(when string) {
+		t.Helper()
+		if n := testutil.ToFloat64(s.metrics.rejectingProxies); n != 1 {
+			t.Errorf("%s: rejecting gauge %v; want 1", when, n)
+		}
 	}
+	// Another type accepted; another listener accepted: https still rejected.
+	_ = cb.OnStreamDeltaRequest(3, &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, ResponseNonce: "2"})
+	stillRejecting("after a Cluster ACK")
+	cb.OnStreamDeltaResponse(3, nil, deltaListeners("3", "other"))
 	_ = cb.OnStreamDeltaRequest(3, &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType, ResponseNonce: "3"})
-	if got := proxies(); len(got) != 1 || got[0].Rejecting || len(got[0].Rejected) != 0 {
-		t.Errorf("after a Listener ACK: got %+v; want no rejection", got)
+	stillRejecting("after an ACK of listener other alone")
+
+	// https sent again and accepted: done.
+	cb.OnStreamDeltaResponse(3, nil, deltaListeners("4", "https"))
+	_ = cb.OnStreamDeltaRequest(3, &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType, ResponseNonce: "4"})
+	if got := proxiesOf(t, s); len(got) != 1 || got[0].Rejecting || len(got[0].Rejected) != 0 {
+		t.Errorf("after https was accepted: got %+v; want no rejection", got)
 	}
 	if n := testutil.ToFloat64(s.metrics.rejectingProxies); n != 0 {
-		t.Errorf("after a Listener ACK: rejecting gauge %v; want 0", n)
+		t.Errorf("after https was accepted: rejecting gauge %v; want 0", n)
 	}
 
+	cb.OnStreamDeltaResponse(3, nil, deltaListeners("5", "https"))
 	_ = cb.OnStreamDeltaRequest(3, &discoveryv3.DeltaDiscoveryRequest{
-		TypeUrl: resource.ListenerType, ResponseNonce: "4", ErrorDetail: &statuspb.Status{Message: "again"}})
+		TypeUrl: resource.ListenerType, ResponseNonce: "5", ErrorDetail: &statuspb.Status{Message: "again"}})
 	cb.OnDeltaStreamClosed(3, node)
-	if got := proxies(); len(got) != 0 {
+	if got := proxiesOf(t, s); len(got) != 0 {
 		t.Errorf("after the stream closed: got %+v; want none", got)
 	}
 	if n := testutil.ToFloat64(s.metrics.rejectingProxies); n != 0 {
 		t.Errorf("after the stream closed: rejecting gauge %v; want 0", n)
+	}
+}
+
+// On state of the world a NACK ends when Envoy accepts a later response
+// (the type's whole config); a request that still names the rejected
+// response, as when Envoy changes subscriptions after the NACK, does not
+// end it.
+func TestSotWRejectionShownUntilALaterResponseIsAccepted(t *testing.T) {
+	var logs bytes.Buffer
+	s, _ := newTestServer(t, &logs)
+	cb := s.callbacks()
+	node := &corev3.Node{Id: "edge-1", Cluster: "edge"}
+	first := &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.RouteType}
+	_ = cb.OnStreamRequest(9, first)
+	cb.OnStreamResponse(context.Background(), 9, first, &discoveryv3.DiscoveryResponse{TypeUrl: resource.RouteType, VersionInfo: "v2", Nonce: "5"})
+	_ = cb.OnStreamRequest(9, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.RouteType, VersionInfo: "v1", ResponseNonce: "5",
+		ErrorDetail: &statuspb.Status{Message: "bad route"}})
+	_ = cb.OnStreamRequest(9, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.RouteType, VersionInfo: "v1", ResponseNonce: "5",
+		ResourceNames: []string{"http", "admin"}})
+	if n := testutil.ToFloat64(s.metrics.rejectingProxies); n != 1 {
+		t.Errorf("after a subscription change naming the rejected response: rejecting gauge %v; want 1", n)
+	}
+	cb.OnStreamResponse(context.Background(), 9, first, &discoveryv3.DiscoveryResponse{TypeUrl: resource.RouteType, VersionInfo: "v3", Nonce: "6"})
+	_ = cb.OnStreamRequest(9, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.RouteType, VersionInfo: "v3", ResponseNonce: "6"})
+	if n := testutil.ToFloat64(s.metrics.rejectingProxies); n != 0 {
+		t.Errorf("after v3 was accepted: rejecting gauge %v; want 0", n)
 	}
 }

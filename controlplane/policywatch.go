@@ -176,11 +176,15 @@ func fingerprint(dirs []string) string {
 			continue
 		}
 		for _, e := range entries {
-			fi, err := e.Info()
+			path := filepath.Join(dir, e.Name())
+			// Stat, not Lstat: a symlinked file edited in place changes
+			// its target, not the link.
+			fi, err := os.Stat(path)
 			if err != nil {
-				continue // removed since the listing
+				fmt.Fprintf(&b, "%s: %v\n", path, err)
+				continue
 			}
-			fmt.Fprintf(&b, "%s %d %d %v\n", filepath.Join(dir, e.Name()), fi.Size(), fi.ModTime().UnixNano(), fi.Mode())
+			fmt.Fprintf(&b, "%s %d %d %v\n", path, fi.Size(), fi.ModTime().UnixNano(), fi.Mode())
 		}
 	}
 	return b.String()

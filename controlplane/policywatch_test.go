@@ -46,6 +46,20 @@ func TestFingerprintSeesEveryEdit(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	step("a symlinked file edited where it lives", func() {
+		elsewhere := t.TempDir()
+		target := filepath.Join(elsewhere, "shared.yaml")
+		if err := os.WriteFile(target, []byte("c: 1\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(target, filepath.Join(dir, "shared.yaml")); err != nil {
+			t.Fatal(err)
+		}
+		last = fingerprint(dirs)
+		if err := os.WriteFile(target, []byte("c: 12\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
 	step("a removed directory", func() {
 		if err := os.RemoveAll(dir); err != nil {
 			t.Fatal(err)

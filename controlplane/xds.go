@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -52,18 +53,35 @@ type stream struct {
 	since    time.Time
 	// sent is the version last sent per type URL (state of the world).
 	sent map[string]string
-	// rejected holds, per type URL, the NACK of the latest response of
-	// that type; an ACK of a later response clears it.
-	rejected map[string]rejection
+	// lastNonce is the nonce of the latest response per type URL.
+	lastNonce map[string]string
+	// deltaSent remembers, per type URL, the resource names of the last
+	// few delta responses, by nonce: a delta response carries only what
+	// changed, so an ACK vouches for those resources alone.
+	deltaSent map[string][]sentNames
+	// rejected holds, per type URL, a NACK still in force (see ack).
+	rejected map[string]*rejection
 }
 
+// sentNames is the resources (updated or removed) of one delta response.
+type sentNames struct {
+	nonce string
+	names []string
+}
+
+// maxDeltaSent bounds deltaSent per type: Envoy answers each response
+// before the next of its type is sent, so a few are plenty.
+const maxDeltaSent = 16
+
 // rejection is a NACK still in force: Envoy runs its previous config of
-// that type.
+// that type (or, on delta, of the Resources named).
 type rejection struct {
-	Type   string    `json:"type"`
-	Error  string    `json:"error"`
-	Policy string    `json:"policy,omitempty"`
-	At     time.Time `json:"at"`
+	Type      string    `json:"type"`
+	Error     string    `json:"error"`
+	Policy    string    `json:"policy,omitempty"`
+	Resources []string  `json:"resources,omitempty"` // delta: the rejected resources not yet accepted since
+	At        time.Time `json:"at"`
+	nonce     string    // of the rejected response
 }
 
 // callbacks observe the xDS streams: connected proxies, pushes and NACKs.
@@ -93,7 +111,7 @@ func (s *Server) callbacks() serverv3.Callbacks {
 				s.nack(key, req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage())
 				s.holdRejected(key, req)
 			} else if req.GetResponseNonce() != "" {
-				s.ack(key, req.GetTypeUrl())
+				s.ack(key, req.GetTypeUrl(), req.GetResponseNonce())
 			}
 			return nil
 		},
@@ -103,7 +121,7 @@ func (s *Server) callbacks() serverv3.Callbacks {
 			if req.GetErrorDetail() != nil {
 				s.nack(key, req.GetTypeUrl(), req.GetResponseNonce(), "", req.GetErrorDetail().GetMessage())
 			} else if req.GetResponseNonce() != "" {
-				s.ack(key, req.GetTypeUrl())
+				s.ack(key, req.GetTypeUrl(), req.GetResponseNonce())
 			}
 			return nil
 		},
@@ -112,11 +130,24 @@ func (s *Server) callbacks() serverv3.Callbacks {
 			s.mu.Lock()
 			if st := s.streams[streamKey{false, id}]; st != nil {
 				st.sent[resp.GetTypeUrl()] = resp.GetVersionInfo()
+				st.lastNonce[resp.GetTypeUrl()] = resp.GetNonce()
 			}
 			s.mu.Unlock()
 		},
-		StreamDeltaResponseFunc: func(_ int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
+		StreamDeltaResponseFunc: func(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
 			s.metrics.pushes.WithLabelValues(typeLabel(resp.GetTypeUrl())).Inc()
+			names := slices.Clone(resp.GetRemovedResources())
+			for _, r := range resp.GetResources() {
+				names = append(names, r.GetName())
+			}
+			s.mu.Lock()
+			if st := s.streams[streamKey{true, id}]; st != nil {
+				typ := resp.GetTypeUrl()
+				st.lastNonce[typ] = resp.GetNonce()
+				sent := append(st.deltaSent[typ], sentNames{nonce: resp.GetNonce(), names: names})
+				st.deltaSent[typ] = sent[max(0, len(sent)-maxDeltaSent):]
+			}
+			s.mu.Unlock()
 		},
 	}
 }
@@ -155,7 +186,8 @@ func (s *Server) streamRequest(key streamKey, node *corev3.Node) {
 		protocol = "delta"
 	}
 	s.streams[key] = &stream{node: node, protocol: protocol, since: time.Now(),
-		sent: map[string]string{}, rejected: map[string]rejection{}}
+		sent: map[string]string{}, lastNonce: map[string]string{},
+		deltaSent: map[string][]sentNames{}, rejected: map[string]*rejection{}}
 	ready := s.ready
 	_, hasGroup := s.groups[node.GetCluster()]
 	removed := s.removed[node.GetCluster()]
@@ -198,7 +230,11 @@ func (s *Server) nack(key streamKey, typeURL, nonce, version, detail string) {
 	}
 	policy := rejectedSources(sources, detail)
 	if st != nil {
-		st.rejected[typeURL] = rejection{Type: typeLabel(typeURL), Error: detail, Policy: policy, At: time.Now()}
+		r := &rejection{Type: typeLabel(typeURL), Error: detail, Policy: policy, At: time.Now(), nonce: nonce}
+		if key.delta {
+			r.Resources = deltaRejected(st, typeURL, nonce, detail)
+		}
+		st.rejected[typeURL] = r
 		s.countRejecting()
 	}
 	s.mu.Unlock()
@@ -210,21 +246,67 @@ func (s *Server) nack(key streamKey, typeURL, nonce, version, detail string) {
 	s.log.Error("envoy rejected config (NACK); it keeps its previous config", attrs...)
 }
 
-// ack notes that Envoy accepted the latest response of a type: a NACK of
-// that type is no longer in force.
-func (s *Server) ack(key streamKey, typeURL string) {
+// deltaRejected lists what a delta NACK rejected: the resources of the
+// rejected response that Envoy's error names, or all of them when it names
+// none (nil when the response is no longer remembered). Called with s.mu
+// held.
+func deltaRejected(st *stream, typeURL, nonce, detail string) []string {
+	for _, sent := range st.deltaSent[typeURL] {
+		if sent.nonce != nonce {
+			continue
+		}
+		var named []string
+		for _, n := range sent.names {
+			if containsWord(detail, n) {
+				named = append(named, n)
+			}
+		}
+		if len(named) == 0 {
+			named = slices.Clone(sent.names)
+		}
+		slices.Sort(named)
+		return named
+	}
+	return nil
+}
+
+// ack records Envoy accepting the response with nonce, and ends a NACK of
+// that type once Envoy has accepted what it rejected:
+//   - state of the world: a later response, which is the type's whole
+//     config, accepted. A request that still names the rejected response
+//     (Envoy changing its subscriptions after the NACK) is no acceptance.
+//   - delta: later responses, accepted, that carried every rejected
+//     resource again (changed, or removed). One that carried others only
+//     leaves the rejected ones in force.
+func (s *Server) ack(key streamKey, typeURL, nonce string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.streams[key]
 	if st == nil {
 		return
 	}
-	if r, ok := st.rejected[typeURL]; ok {
-		delete(st.rejected, typeURL)
-		s.countRejecting()
-		s.log.Info("envoy accepted config again after a NACK", "node", st.node.GetId(),
-			"group", st.node.GetCluster(), "type", r.Type)
+	r, ok := st.rejected[typeURL]
+	if !ok || nonce == r.nonce {
+		return
 	}
+	// (A delta NACK whose response is no longer remembered has no
+	// Resources: like state of the world, a later acceptance ends it.)
+	if key.delta && r.Resources != nil {
+		for _, sent := range st.deltaSent[typeURL] {
+			if sent.nonce == nonce {
+				r.Resources = slices.DeleteFunc(r.Resources, func(n string) bool { return slices.Contains(sent.names, n) })
+			}
+		}
+		if len(r.Resources) > 0 {
+			return
+		}
+	} else if !key.delta && nonce != st.lastNonce[typeURL] {
+		return // an older response's ACK, arriving late
+	}
+	delete(st.rejected, typeURL)
+	s.countRejecting()
+	s.log.Info("envoy accepted config again after a NACK", "node", st.node.GetId(),
+		"group", st.node.GetCluster(), "type", r.Type)
 }
 
 // countRejecting updates the gauge of Envoys running with rejected config.

@@ -44,6 +44,7 @@ func cluster(c *ir.Cluster) *clusterv3.Cluster {
 			HealthyPanicThreshold: &typev3.Percent{Value: 0},
 		},
 		OutlierDetection: outlierDetection(),
+		CircuitBreakers:  circuitBreakers(),
 	}
 	if c.DNS {
 		cl.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
@@ -130,4 +131,18 @@ func outlierDetection() *clusterv3.OutlierDetection {
 		MaxEjectionTime:                        durationpb.New(2 * time.Minute),
 		MaxEjectionPercent:                     wrapperspb.UInt32(50),
 	}
+}
+
+// circuitBreakers replace Envoy's default of 3 concurrent retries per
+// cluster, which a busy service overflows the moment an instance crashes
+// (every request sent to it is retried; the overflow answers 503), with a
+// budget: retries may be up to half of the requests in flight, and at
+// least 10. Connection and request limits keep Envoy's defaults.
+func circuitBreakers() *clusterv3.CircuitBreakers {
+	return &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+		RetryBudget: &clusterv3.CircuitBreakers_Thresholds_RetryBudget{
+			BudgetPercent:       &typev3.Percent{Value: 50},
+			MinRetryConcurrency: wrapperspb.UInt32(10),
+		},
+	}}}
 }

@@ -240,19 +240,19 @@ func (d *decoder) oneOf(m *fields, optional bool, keys ...string) string {
 	return ""
 }
 
-// Anchors and aliases may reuse values, within bounds: a document may
-// expand to maxAliasRatio times the values written in it, or to
-// minAliasLimit, whichever is more.
+// Anchors and aliases may reuse values, within bounds: a file may expand
+// to maxAliasRatio times the values written in it, or to minAliasLimit,
+// whichever is more.
 const (
 	maxAliasRatio = 10
 	minAliasLimit = 100_000
 )
 
-// aliasExpansion counts a document's values as written and checks them as
-// the walk sees them, each alias replaced by the value it names: over
-// reports an expansion beyond limit. It takes time in proportion to the
-// values written, whatever the expansion.
-func aliasExpansion(root *yaml.Node) (written, limit int, over bool) {
+// aliasExpansion counts the values of a file's documents as written and
+// checks them as the walk sees them, each alias replaced by the value it
+// names: over reports an expansion beyond limit. It takes time in
+// proportion to the values written, whatever the expansion.
+func aliasExpansion(docs ...*yaml.Node) (written, limit int, over bool) {
 	var count func(n *yaml.Node)
 	count = func(n *yaml.Node) {
 		written++
@@ -260,7 +260,9 @@ func aliasExpansion(root *yaml.Node) (written, limit int, over bool) {
 			count(c)
 		}
 	}
-	count(root)
+	for _, doc := range docs {
+		count(doc)
+	}
 	limit = max(maxAliasRatio*written, minAliasLimit)
 
 	sizes := map[*yaml.Node]int{} // expanded size, capped at limit+1
@@ -282,7 +284,11 @@ func aliasExpansion(root *yaml.Node) (written, limit int, over bool) {
 		sizes[n] = s
 		return s
 	}
-	return written, limit, size(root, 0) > limit
+	total := 0
+	for _, doc := range docs {
+		total = min(total+size(doc, 0), limit+1)
+	}
+	return written, limit, total > limit
 }
 
 // resolve follows aliases, so an anchored value can be reused.

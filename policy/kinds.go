@@ -45,13 +45,6 @@ func (d *decoder) document(doc *yaml.Node, out *parsed) {
 	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
 		return // an empty document, e.g. a trailing "---"
 	}
-	if written, limit, over := aliasExpansion(n); over {
-		// A few KB of nested aliases ("billion laughs") would otherwise
-		// make the walk, and the list of mistakes, grow exponentially.
-		d.errorf(n.Line, "YAML aliases expand this document beyond %d values (%d written; aliases may expand a document to %d times its values, or to %d); repeat fewer aliases",
-			limit, written, maxAliasRatio, minAliasLimit)
-		return
-	}
 	if n.Kind != yaml.MappingNode {
 		d.errorf(n.Line, "a policy document must be a mapping, got %s", describe(n))
 		return

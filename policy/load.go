@@ -131,18 +131,37 @@ func parse(names []string, files map[string][]byte, diags Diagnostics) (*Set, Di
 // the file, since the parser cannot resynchronise after it.
 func (d *decoder) decodeFile(b []byte, out *parsed) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
+	var (
+		docs      []*yaml.Node
+		syntaxErr error
+	)
 	for {
 		var doc yaml.Node
 		err := dec.Decode(&doc)
 		if errors.Is(err, io.EOF) {
-			return
+			break
 		}
 		if err != nil {
-			line, msg := yamlError(err)
-			d.errorf(line, "invalid YAML: %s", msg)
-			return
+			syntaxErr = err
+			break
 		}
-		d.document(&doc, out)
+		docs = append(docs, &doc)
+	}
+	// The alias budget is the file's, not each document's: a thousand
+	// documents each just under the limit would multiply it a thousandfold.
+	if written, limit, over := aliasExpansion(docs...); over {
+		// A few KB of nested aliases ("billion laughs") would otherwise
+		// make the walk, and the list of mistakes, grow exponentially.
+		d.errorf(docs[0].Line, "YAML aliases expand this file beyond %d values (%d written; aliases may expand a file to %d times its values, or to %d); repeat fewer aliases",
+			limit, written, maxAliasRatio, minAliasLimit)
+		docs = nil
+	}
+	for _, doc := range docs {
+		d.document(doc, out)
+	}
+	if syntaxErr != nil {
+		line, msg := yamlError(syntaxErr)
+		d.errorf(line, "invalid YAML: %s", msg)
 	}
 }
 

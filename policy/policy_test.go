@@ -343,8 +343,15 @@ listeners:
 	// 10^9 values when expanded; walking them would take hours, and the
 	// one finding below shows the walk never started.
 	_, diags := policy.Parse(map[string][]byte{"bomb.yaml": []byte(doc(1000))})
-	if len(diags) != 1 || !strings.HasPrefix(diags[0].String(), "bomb.yaml:1: YAML aliases expand this document beyond") {
+	if len(diags) != 1 || !strings.HasPrefix(diags[0].String(), "bomb.yaml:1: YAML aliases expand this file beyond") {
 		t.Fatalf("got %d findings, first %v; want the one alias error at line 1", len(diags), diags[:min(1, len(diags))])
+	}
+
+	// The budget is the file's: many documents, each within it alone.
+	many := strings.Repeat("---\n"+doc(25), 40) // 40 x about 16,000 values
+	_, diags = policy.Parse(map[string][]byte{"many.yaml": []byte(many)})
+	if len(diags) != 1 || !strings.Contains(diags[0].String(), "YAML aliases expand this file beyond") {
+		t.Fatalf("many documents: got %d findings, first %v; want the one alias error", len(diags), diags[:min(1, len(diags))])
 	}
 
 	// Reuse within bounds is decoded as written: a retry policy anchored

@@ -253,7 +253,7 @@ func NewWatcher(cfg Config, log *slog.Logger, hooks Hooks) (*Watcher, error) {
 		KeyFile:  cfg.KeyFile,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("consul TLS: %w", err)
+		return nil, fmt.Errorf("consul TLS (CA file %q, certificate %q, key %q): %w", cfg.CAFile, cfg.CertFile, cfg.KeyFile, err)
 	}
 	transport.TLSClientConfig = tlsConfig
 	client, err := consulapi.NewClient(&consulapi.Config{

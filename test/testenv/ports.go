@@ -76,7 +76,9 @@ func reservePort() (int, error) {
 // when the process exits, however it exits, so a crashed test run leaves no
 // port reserved.
 func lockPort(dir string, p int) (*os.File, bool) {
-	f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(p)), os.O_CREATE|os.O_RDWR, 0o666)
+	// Read-only: flock needs no write access, so a file another user
+	// created (in a shared temporary directory) still works.
+	f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(p)), os.O_CREATE|os.O_RDONLY, 0o666)
 	if err != nil {
 		return nil, false
 	}
