@@ -120,7 +120,10 @@ type Server struct {
 	ready    bool
 	warned   map[string]bool       // translation warnings already logged
 	streams  map[streamKey]*stream // open xDS streams
-	removed  map[string]bool       // groups removed from policy; the cache keeps their last snapshot
+	// certNames is what each stream's client certificate names
+	// (XDSTLS.BindGroups).
+	certNames map[streamKey][]string
+	removed   map[string]bool // groups removed from policy; the cache keeps their last snapshot
 }
 
 // New checks the configuration and prepares a server; Run starts it.
@@ -130,15 +133,16 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, errors.New("no policy paths: give at least one policy file or directory")
 	}
 	s := &Server{
-		cfg:      cfg,
-		log:      log,
-		metrics:  newMetrics(),
-		changed:  make(chan struct{}, 1),
-		groups:   map[string]*groupSnapshot{},
-		builders: map[string]*envoy.Builder{},
-		warned:   map[string]bool{},
-		streams:  map[streamKey]*stream{},
-		removed:  map[string]bool{},
+		cfg:       cfg,
+		log:       log,
+		metrics:   newMetrics(),
+		changed:   make(chan struct{}, 1),
+		groups:    map[string]*groupSnapshot{},
+		builders:  map[string]*envoy.Builder{},
+		warned:    map[string]bool{},
+		streams:   map[streamKey]*stream{},
+		certNames: map[streamKey][]string{},
+		removed:   map[string]bool{},
 	}
 	w, err := registry.NewWatcher(cfg.Consul, log.With("component", "registry"), registry.Hooks{
 		WatchError: func(op string, _ error) { s.metrics.consulWatchErrors.WithLabelValues(watchKind(op)).Inc() },

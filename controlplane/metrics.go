@@ -13,6 +13,7 @@ type metrics struct {
 	pushes            *prometheus.CounterVec
 	nacks             *prometheus.CounterVec
 	rejectingProxies  prometheus.Gauge
+	refusedStreams    prometheus.Counter
 	snapshotBuild     prometheus.Histogram
 	snapshotErrors    prometheus.Counter
 	consulWatchErrors *prometheus.CounterVec
@@ -40,6 +41,10 @@ func newMetrics() *metrics {
 		rejectingProxies: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "switchyard_xds_rejecting_proxies",
 			Help: "Envoy xDS streams whose latest response of some type was NACKed and not since replaced by an accepted one: they run older config. /debug/proxies says which and why.",
+		}),
+		refusedStreams: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchyard_xds_refused_streams_total",
+			Help: "xDS streams refused because the client certificate does not name the proxy group asked for (xds.client-cert-groups).",
 		}),
 		snapshotBuild: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "switchyard_snapshot_build_seconds",
@@ -74,7 +79,7 @@ func newMetrics() *metrics {
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.connectedProxies, m.pushes, m.nacks, m.rejectingProxies, m.snapshotBuild, m.snapshotErrors,
+		m.connectedProxies, m.pushes, m.nacks, m.rejectingProxies, m.refusedStreams, m.snapshotBuild, m.snapshotErrors,
 		m.consulWatchErrors, m.consulFailStatic, m.policyReloads, m.policyWarnings, m.ready,
 	)
 	// Pre-create the error series so they read 0, not absent, before the

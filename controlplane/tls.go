@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -9,6 +10,9 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 )
 
 // TLSFiles is the xDS server's TLS: a certificate and its key and,
@@ -18,12 +22,20 @@ type TLSFiles struct {
 	// ClientCAFile, when set, requires every Envoy to present a client
 	// certificate signed by it (mutual TLS).
 	ClientCAFile string
+	// BindGroups, with ClientCAFile, gives an Envoy only the proxy groups
+	// its certificate names, as its common name or a DNS SAN: a stream
+	// asking for another group is refused. Without it any certificate
+	// from the CA may fetch any group's config, keys included.
+	BindGroups bool
 }
 
 // Enabled reports whether any TLS file is set.
 func (f TLSFiles) Enabled() bool { return f.CertFile != "" || f.KeyFile != "" || f.ClientCAFile != "" }
 
 func (f TLSFiles) check() error {
+	if f.BindGroups && f.ClientCAFile == "" {
+		return errors.New("xds TLS: binding groups to client certificates needs the client CA file (mutual TLS)")
+	}
 	if !f.Enabled() {
 		return nil
 	}
@@ -129,4 +141,19 @@ func (r *tlsReloader) fileStamp() string {
 		}
 	}
 	return s
+}
+
+// certNames returns the names a stream's client certificate vouches for:
+// its common name and DNS SANs (nil without a verified certificate).
+func certNames(ctx context.Context) []string {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
+		return nil
+	}
+	leaf := info.State.VerifiedChains[0][0]
+	return append([]string{leaf.Subject.CommonName}, leaf.DNSNames...)
 }

@@ -2,10 +2,23 @@ package controlplane
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-io/switchyard/test/testenv"
 )
@@ -47,4 +60,59 @@ func TestXDSTLSSettings(t *testing.T) {
 			}
 		})
 	}
+}
+
+// With groups bound to certificates, a stream gets only the groups its
+// client certificate names, on every request that names a node.
+func TestBindGroupsToClientCertificates(t *testing.T) {
+	var logs bytes.Buffer
+	s, _ := newTestServer(t, &logs)
+	s.cfg.XDSTLS.BindGroups = true
+	ca := testenv.NewCA(t, "test CA")
+	leaf, err := x509.ParseCertificate(pemBlock(t, ca.Issue(t, testenv.LeafOptions{Name: "edge", DNS: []string{"edge-canary"}, Client: true}).CertPEM))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := peer.NewContext(context.Background(), &peer.Peer{AuthInfo: credentials.TLSInfo{State: tls.ConnectionState{
+		PeerCertificates: []*x509.Certificate{leaf}, VerifiedChains: [][]*x509.Certificate{{leaf, ca.Cert}},
+	}}})
+	cb := s.callbacks()
+	request := func(id int64, group string) error {
+		return cb.OnStreamRequest(id, &discoveryv3.DiscoveryRequest{
+			Node: &corev3.Node{Id: "n", Cluster: group}, TypeUrl: resource.ListenerType})
+	}
+	_ = cb.OnStreamOpen(ctx, 1, "")
+	if err := request(1, "edge"); err != nil {
+		t.Errorf("group edge, named by the certificate's common name: %v", err)
+	}
+	if err := request(1, "edge-canary"); err != nil {
+		t.Errorf("group edge-canary, named by a DNS SAN: %v", err)
+	}
+	if err := request(1, "payments"); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("group payments on the same stream: got %v; want PermissionDenied", err)
+	}
+	_ = cb.OnStreamOpen(context.Background(), 2, "") // no client certificate at all
+	if err := request(2, "edge"); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("no certificate: got %v; want PermissionDenied", err)
+	}
+	if n := testutil.ToFloat64(s.metrics.refusedStreams); n != 2 {
+		t.Errorf("refused streams counted %v; want 2", n)
+	}
+	if !strings.Contains(logs.String(), "does not name the proxy group") {
+		t.Errorf("no log line for the refusal:\n%s", logs.String())
+	}
+
+	if _, err := New(Config{PolicyPaths: []string{t.TempDir()}, XDSTLS: TLSFiles{BindGroups: true}}, slog.New(slog.DiscardHandler)); err == nil ||
+		!strings.Contains(err.Error(), "client CA") {
+		t.Errorf("binding groups without a client CA: got %v; want an error", err)
+	}
+}
+
+func pemBlock(t *testing.T, b []byte) []byte {
+	t.Helper()
+	block, _ := pem.Decode(b)
+	if block == nil {
+		t.Fatal("no PEM block")
+	}
+	return block.Bytes
 }

@@ -11,8 +11,10 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 )
 
 // newGRPCServer serves ADS, state-of-the-world and delta, on one gRPC
@@ -88,16 +90,18 @@ type rejection struct {
 // They run synchronously on the stream's goroutine, so they stay cheap.
 func (s *Server) callbacks() serverv3.Callbacks {
 	return serverv3.CallbackFuncs{
-		StreamOpenFunc: func(context.Context, int64, string) error {
+		StreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
 			s.metrics.connectedProxies.WithLabelValues("sotw").Inc()
+			s.streamOpened(ctx, streamKey{false, id})
 			return nil
 		},
 		StreamClosedFunc: func(id int64, node *corev3.Node) {
 			s.metrics.connectedProxies.WithLabelValues("sotw").Dec()
 			s.streamClosed(streamKey{false, id}, node)
 		},
-		DeltaStreamOpenFunc: func(context.Context, int64, string) error {
+		DeltaStreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
 			s.metrics.connectedProxies.WithLabelValues("delta").Inc()
+			s.streamOpened(ctx, streamKey{true, id})
 			return nil
 		},
 		DeltaStreamClosedFunc: func(id int64, node *corev3.Node) {
@@ -106,6 +110,9 @@ func (s *Server) callbacks() serverv3.Callbacks {
 		},
 		StreamRequestFunc: func(id int64, req *discoveryv3.DiscoveryRequest) error {
 			key := streamKey{false, id}
+			if err := s.checkGroup(key, req.GetNode()); err != nil {
+				return err
+			}
 			s.streamRequest(key, req.GetNode())
 			if req.GetErrorDetail() != nil {
 				s.nack(key, req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage())
@@ -117,6 +124,9 @@ func (s *Server) callbacks() serverv3.Callbacks {
 		},
 		StreamDeltaRequestFunc: func(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
 			key := streamKey{true, id}
+			if err := s.checkGroup(key, req.GetNode()); err != nil {
+				return err
+			}
 			s.streamRequest(key, req.GetNode())
 			if req.GetErrorDetail() != nil {
 				s.nack(key, req.GetTypeUrl(), req.GetResponseNonce(), "", req.GetErrorDetail().GetMessage())
@@ -203,9 +213,42 @@ func (s *Server) streamRequest(key streamKey, node *corev3.Node) {
 	}
 }
 
+// streamOpened remembers the names a stream's client certificate vouches
+// for, when groups are bound to certificates.
+func (s *Server) streamOpened(ctx context.Context, key streamKey) {
+	if !s.cfg.XDSTLS.BindGroups {
+		return
+	}
+	names := certNames(ctx)
+	s.mu.Lock()
+	s.certNames[key] = names
+	s.mu.Unlock()
+}
+
+// checkGroup refuses a request for a proxy group the stream's client
+// certificate does not name, when groups are bound to certificates. Every
+// request that carries a node is checked: a state-of-the-world client may
+// name another node on a later request.
+func (s *Server) checkGroup(key streamKey, node *corev3.Node) error {
+	if !s.cfg.XDSTLS.BindGroups || node == nil {
+		return nil
+	}
+	s.mu.Lock()
+	names := s.certNames[key]
+	s.mu.Unlock()
+	if slices.Contains(names, node.GetCluster()) {
+		return nil
+	}
+	s.metrics.refusedStreams.Inc()
+	s.log.Warn("refused an xDS stream: its client certificate does not name the proxy group it asks for",
+		"node", node.GetId(), "group", node.GetCluster(), "certificate_names", names)
+	return status.Errorf(codes.PermissionDenied, "the client certificate does not name proxy group %q", node.GetCluster())
+}
+
 func (s *Server) streamClosed(key streamKey, node *corev3.Node) {
 	s.mu.Lock()
 	delete(s.streams, key)
+	delete(s.certNames, key)
 	s.countRejecting()
 	s.mu.Unlock()
 	s.log.Info("envoy disconnected", "node", node.GetId(), "group", node.GetCluster())

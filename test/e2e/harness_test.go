@@ -95,7 +95,8 @@ type Options struct {
 	// ConsulHTTPS: Switchyard talks to Consul over HTTPS with a client
 	// certificate (the agent verifies incoming connections).
 	ConsulHTTPS bool
-	// XDSTLS: Envoy reaches Switchyard over mutual TLS.
+	// XDSTLS: Envoy reaches Switchyard over mutual TLS, with a client
+	// certificate naming group edge, and groups bound to certificates.
 	XDSTLS bool
 }
 
@@ -148,7 +149,8 @@ func NewEnvWith(t *testing.T, delta bool, policies map[string]string, opts Optio
 	if opts.XDSTLS {
 		e.XDSTLS = newXDSTLS(t)
 		x := e.XDSTLS
-		e.serveArgs = append(e.serveArgs, "--xds-cert-file", x.CertFile, "--xds-key-file", x.KeyFile, "--xds-client-ca-file", x.CAFile)
+		e.serveArgs = append(e.serveArgs, "--xds-cert-file", x.CertFile, "--xds-key-file", x.KeyFile, "--xds-client-ca-file", x.CAFile,
+			"--xds-client-cert-groups")
 		e.bootstrapArgs = []string{"--xds-ca-file", x.CAFile, "--xds-cert-file", x.EnvoyCert, "--xds-key-file", x.EnvoyKey}
 	}
 	for name, content := range policies {

@@ -16,7 +16,9 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-io/switchyard/test/testenv"
 )
@@ -24,8 +26,8 @@ import (
 // Envoy reaches Switchyard over mutual TLS, bootstrapped by `switchyard
 // bootstrap --xds-ca-file ... --xds-cert-file ...`: it gets its config and
 // traffic flows. A client without a certificate from the CA gets nothing,
-// and a replaced server certificate is served to new connections without a
-// restart.
+// a certificate gets only the group it names, and a replaced server
+// certificate is served to new connections without a restart.
 func TestXDSOverMutualTLS(t *testing.T) {
 	e := NewEnvWith(t, true, map[string]string{"edge.yaml": webPolicy}, Options{XDSTLS: true})
 	web := e.StartBackend("web", "web-1")
@@ -40,7 +42,7 @@ func TestXDSOverMutualTLS(t *testing.T) {
 
 	// No client certificate: the ADS stream fails.
 	creds := credentials.NewTLS(&tls.Config{RootCAs: x.CA.Pool, ServerName: "127.0.0.1"})
-	if err := adsListeners(e.XDSAddr, creds); err == nil {
+	if err := adsListeners(e.XDSAddr, "edge", creds); err == nil {
 		t.Error("an xDS client without a certificate got listeners")
 	}
 	// With Envoy's: it works (the check above can fail).
@@ -49,8 +51,16 @@ func TestXDSOverMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	withCert := &tls.Config{RootCAs: x.CA.Pool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert}}
-	if err := adsListeners(e.XDSAddr, credentials.NewTLS(withCert)); err != nil {
+	if err := adsListeners(e.XDSAddr, "edge", credentials.NewTLS(withCert)); err != nil {
 		t.Errorf("an xDS client with a certificate from the CA: %v", err)
+	}
+	// Groups are bound to certificates: edge's certificate gets no other
+	// group's config.
+	if err := adsListeners(e.XDSAddr, "payments", credentials.NewTLS(withCert)); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("edge's certificate asking for group payments: got %v; want PermissionDenied", err)
+	}
+	if n := e.Metric("switchyard_xds_refused_streams_total", ""); n != 1 {
+		t.Errorf("switchyard_xds_refused_streams_total = %v; want 1", n)
 	}
 
 	// Rotation: a new certificate in the same files is served to new
@@ -77,8 +87,9 @@ func TestXDSOverMutualTLS(t *testing.T) {
 	}
 }
 
-// adsListeners opens an ADS stream as group edge and waits for listeners.
-func adsListeners(addr string, creds credentials.TransportCredentials) error {
+// adsListeners opens an ADS stream as a node of group and waits for
+// listeners.
+func adsListeners(addr, group string, creds credentials.TransportCredentials) error {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return err
@@ -91,7 +102,7 @@ func adsListeners(addr string, creds credentials.TransportCredentials) error {
 		return err
 	}
 	if err := stream.Send(&discoveryv3.DiscoveryRequest{
-		Node: &corev3.Node{Id: "probe", Cluster: "edge"}, TypeUrl: resource.ListenerType,
+		Node: &corev3.Node{Id: "probe", Cluster: group}, TypeUrl: resource.ListenerType,
 	}); err != nil {
 		return err
 	}
