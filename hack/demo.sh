@@ -43,10 +43,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'cleanup; exit 0' INT TERM
 
-start() { # name, command...
+start() { # name, command...: logs to $state/NAME.log, pid in $state/NAME.pid
   local name=$1; shift
   "$@" >"$state/$name.log" 2>&1 &
   pids+=($!)
+  echo $! >"$state/$name.pid"
 }
 
 wait_http() { # url, what
@@ -124,7 +125,20 @@ if [ -n "${DEMO_CHECK:-}" ]; then
     sleep 0.1
   done
   [ "$n" = 0 ] || fail "web-1 still gets requests after its health check failed"
-  echo "demo check: ok (routing, canary header, api, failed health check)"
+  curl -fsS -X POST http://127.0.0.1:18081/admin/recover >/dev/null
+  for _ in $(seq 1 100); do
+    n=$(for _ in $(seq 1 20); do curl -sS "http://$EDGE/"; done | grep -c '^web-1 ' || true)
+    [ "$n" != 0 ] && break
+    sleep 0.1
+  done
+  [ "$n" != 0 ] || fail "web-1 did not come back after its health check recovered"
+  # web-2 dies behind Consul's back: no request may fail meanwhile.
+  kill "$(cat "$state/web-2.pid")"
+  for i in $(seq 1 40); do
+    code=$(curl -sS -o /dev/null -w '%{http_code}' "http://$EDGE/")
+    [ "$code" = 200 ] || fail "request $i after web-2 died got $code; want 200 (retried on another instance)"
+  done
+  echo "demo check: ok (routing, canary header, api, failed health check, crashed instance)"
   exit 0
 fi
 
@@ -141,6 +155,14 @@ Switchyard is running. Try:
 Fail a health check and watch web-1 leave the rotation within a second:
   curl -X POST http://127.0.0.1:18081/admin/fail
   curl -X POST http://127.0.0.1:18081/admin/recover
+
+Kill an instance: no request fails (Envoy retries elsewhere, ejects it, and
+Consul's check catches up a second later):
+  kill \$(cat $state/web-2.pid)
+  curl -s http://$ENVOY_ADMIN/stats | grep web.outlier_detection.ejections_active
+
+See the Envoy config a policy produces, without running anything:
+  $switchyard translate $state/policies
 
 Edit a policy and save it: the change is live at once, no restart.
   \$EDITOR $state/policies/edge.yaml
