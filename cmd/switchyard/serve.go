@@ -156,8 +156,12 @@ file or an unknown SWITCHYARD_* variable is an error.
 
 Settings file keys (switchyard.yaml):
 `)
+	width := 0
 	for _, s := range settings {
-		fmt.Fprintf(&b, "  %-20s %s\n", s.key, s.usage)
+		width = max(width, len(s.key))
+	}
+	for _, s := range settings {
+		fmt.Fprintf(&b, "  %-*s  %s\n", width, s.key, s.usage)
 	}
 	return b.String()
 }
