@@ -123,7 +123,12 @@ type Server struct {
 	// certNames is what each stream's client certificate names
 	// (XDSTLS.BindGroups).
 	certNames map[streamKey][]string
-	removed   map[string]bool // groups removed from policy; the cache keeps their last snapshot
+	// retained are proxy groups removed from the policy while Envoys still
+	// use them: they keep being served from lastServed (see retain).
+	retained map[string]bool
+	// lastServed is the policy set, retained groups included, of the last
+	// successful build.
+	lastServed *policy.Set
 }
 
 // New checks the configuration and prepares a server; Run starts it.
@@ -142,7 +147,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		warned:    map[string]bool{},
 		streams:   map[streamKey]*stream{},
 		certNames: map[streamKey][]string{},
-		removed:   map[string]bool{},
+		retained:  map[string]bool{},
 	}
 	w, err := registry.NewWatcher(cfg.Consul, log.With("component", "registry"), registry.Hooks{
 		WatchError: func(op string, _ error) { s.metrics.consulWatchErrors.WithLabelValues(watchKind(op)).Inc() },
@@ -274,7 +279,8 @@ func (s *Server) rebuild() {
 		return
 	}
 	start := time.Now()
-	groups, diags, err := build(consul, set, s.builders)
+	served, retentionChanged := s.retain(set)
+	groups, diags, err := build(consul, served, s.builders)
 	s.metrics.snapshotBuild.Observe(time.Since(start).Seconds())
 	if err != nil {
 		s.metrics.snapshotErrors.Inc()
@@ -282,6 +288,12 @@ func (s *Server) rebuild() {
 		return
 	}
 	s.logWarnings(diags)
+	s.mu.Lock()
+	s.lastServed = served
+	s.mu.Unlock()
+	if promoted || retentionChanged {
+		s.updateWant() // now without the services of groups no longer served
+	}
 	changed := 0
 	for _, gs := range groups {
 		s.mu.Lock()
@@ -306,7 +318,6 @@ func (s *Server) rebuild() {
 		s.mu.Unlock()
 		s.log.Debug("snapshot published", "group", gs.group, "versions", gs.versions)
 	}
-	s.dropRemovedGroups(groups)
 	s.mu.Lock()
 	if !s.ready {
 		s.ready = true
@@ -354,7 +365,10 @@ func (s *Server) updateWant() {
 	current, pending := s.policy, s.pending
 	s.mu.Unlock()
 	var names []string
-	for _, set := range []*policy.Set{current, pending} {
+	s.mu.Lock()
+	served := s.lastServed // retained groups' services too
+	s.mu.Unlock()
+	for _, set := range []*policy.Set{current, pending, served} {
 		if set != nil {
 			names = append(names, translator.Services(set)...)
 		}
@@ -385,28 +399,66 @@ func uncovered(snap *registry.Snapshot, set *policy.Set) []string {
 	return out
 }
 
-// dropRemovedGroups forgets groups whose policy was deleted. The cache
-// keeps their last snapshot, so their Envoys (and new ones of the group)
-// keep serving it: removing a group file must not blank running proxies.
-// But that config no longer follows Consul, which the operator must hear.
-func (s *Server) dropRemovedGroups(groups []*groupSnapshot) {
-	keep := map[string]bool{}
-	for _, g := range groups {
-		keep[g.group] = true
-	}
+// retain decides what happens to proxy groups that left the policy since
+// the last build, and returns the set to build. A group still used by
+// connected Envoys is kept, from the last build's policy: its Envoys keep
+// their listeners and routes, and its endpoints keep following Consul
+// (removing a file must not blank running proxies, nor leave them sending
+// to dead instances) until its last Envoy disconnects or the group comes
+// back. A group no Envoy uses is withdrawn: its snapshot is cleared, so an
+// Envoy that connects later gets nothing, as for any undefined group.
+func (s *Server) retain(set *policy.Set) (served *policy.Set, changed bool) {
+	var kept, newlyKept, withdrawn []string
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	for name := range s.groups {
-		if !keep[name] {
-			s.log.Warn("proxy group removed from policy: its Envoys keep their last config, which gets no more updates (endpoints included); stop them or restore the group",
-				"group", name)
-			delete(s.groups, name)
-			s.removed[name] = true
+	last := s.lastServed
+	envoys := map[string]int{}
+	for _, st := range s.streams {
+		envoys[st.node.GetCluster()]++
+	}
+	for name := range s.retained {
+		if _, back := set.Group(name); back {
+			delete(s.retained, name)
+			changed = true
 		}
 	}
-	for name := range keep {
-		delete(s.removed, name)
+	if last != nil {
+		for _, g := range last.Groups {
+			if _, ok := set.Group(g.Name); ok {
+				continue
+			}
+			switch {
+			case envoys[g.Name] > 0:
+				if !s.retained[g.Name] {
+					s.retained[g.Name] = true
+					newlyKept = append(newlyKept, g.Name)
+				}
+				kept = append(kept, g.Name)
+			default:
+				delete(s.retained, g.Name)
+				delete(s.groups, g.Name)
+				withdrawn = append(withdrawn, g.Name)
+			}
+		}
 	}
+	counts := map[string]int{}
+	for _, name := range newlyKept {
+		counts[name] = envoys[name]
+	}
+	s.mu.Unlock()
+
+	for _, name := range newlyKept {
+		s.log.Warn("proxy group removed from policy while Envoys use it: they keep its listeners and routes, with endpoints following Consul, until they disconnect; restore the group or stop them",
+			"group", name, "envoys", counts[name])
+	}
+	for _, name := range withdrawn {
+		s.cache.ClearSnapshot(name)
+		s.log.Info("proxy group removed from policy; no Envoy uses it, so its config is withdrawn", "group", name)
+	}
+	changed = changed || len(newlyKept)+len(withdrawn) > 0
+	if len(kept) == 0 {
+		return set, changed
+	}
+	return set.Keep(last, kept), changed
 }
 
 func sameVersions(a, b *groupSnapshot) bool {

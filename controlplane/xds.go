@@ -200,12 +200,12 @@ func (s *Server) streamRequest(key streamKey, node *corev3.Node) {
 		deltaSent: map[string][]sentNames{}, rejected: map[string]*rejection{}}
 	ready := s.ready
 	_, hasGroup := s.groups[node.GetCluster()]
-	removed := s.removed[node.GetCluster()]
+	retained := s.retained[node.GetCluster()]
 	s.mu.Unlock()
 	s.log.Info("envoy connected", "node", node.GetId(), "group", node.GetCluster(), "protocol", protocol)
 	switch {
-	case removed:
-		s.log.Warn("envoy asks for a proxy group removed from policy; it gets that group's last config, without updates",
+	case retained:
+		s.log.Warn("envoy asks for a proxy group removed from policy that other Envoys still use; it gets the group's last listeners and routes, with endpoints following Consul",
 			"node", node.GetId(), "group", node.GetCluster())
 	case ready && !hasGroup:
 		s.log.Warn("envoy asks for a proxy group no policy defines; it gets no config until one does",
@@ -249,6 +249,11 @@ func (s *Server) streamClosed(key streamKey, node *corev3.Node) {
 	s.mu.Lock()
 	delete(s.streams, key)
 	delete(s.certNames, key)
+	if s.retained[node.GetCluster()] {
+		// Perhaps the last Envoy of a group removed from policy: the next
+		// rebuild withdraws the group if so.
+		notify(s.changed)
+	}
 	s.countRejecting()
 	s.mu.Unlock()
 	s.log.Info("envoy disconnected", "node", node.GetId(), "group", node.GetCluster())

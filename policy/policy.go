@@ -96,6 +96,44 @@ func (s *Set) Certificate(name string) (Certificate, bool) {
 	return s.Certificates[i], true
 }
 
+// Keep returns a set with s's groups and certificates plus those groups of
+// from that s lacks, named in keep, with the certificates they use (from
+// from, where s lacks them). The control plane uses it to keep serving a
+// group removed from the policy while Envoys still use it.
+func (s *Set) Keep(from *Set, keep []string) *Set {
+	out := &Set{
+		Groups:       slices.Clone(s.Groups),
+		Certificates: slices.Clone(s.Certificates),
+		files:        slices.Clone(s.files),
+	}
+	for _, name := range keep {
+		g, ok := from.Group(name)
+		if !ok {
+			continue
+		}
+		if _, dup := out.Group(name); dup {
+			continue
+		}
+		out.Groups = append(out.Groups, g)
+		for _, l := range g.Listeners {
+			if l.TLS == nil {
+				continue
+			}
+			for _, c := range l.TLS.Certificates {
+				if _, have := out.Certificate(c); have {
+					continue
+				}
+				if cert, ok := from.Certificate(c); ok {
+					out.Certificates = append(out.Certificates, cert)
+					slices.SortFunc(out.Certificates, func(a, b Certificate) int { return strings.Compare(a.Name, b.Name) })
+				}
+			}
+		}
+		slices.SortFunc(out.Groups, func(a, b ProxyGroup) int { return strings.Compare(a.Name, b.Name) })
+	}
+	return out
+}
+
 // Files returns every file the set was built from, including certificate,
 // key and CA files, sorted. Paths are as given to Load or Parse, joined with
 // the directory they were found in; the control plane watches them.

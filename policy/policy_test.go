@@ -365,3 +365,43 @@ listeners:
 		t.Errorf("the aliased retry policy was not applied: %+v", r)
 	}
 }
+
+// Keep adds named groups of another set, with their certificates, and
+// leaves groups the set already has alone.
+func TestSetKeep(t *testing.T) {
+	dir := t.TempDir()
+	c := writeCert(t, dir, "shop", "shop.example.com")
+	group := func(name, port string, tls bool) string {
+		doc := "apiVersion: switchyard.io/v1\nkind: ProxyGroup\nname: " + name + "\nlisteners:\n  - name: l\n    port: " + port + "\n"
+		if tls {
+			doc += "    tls: { certificates: [shop] }\n"
+		}
+		return doc + "    hosts:\n      - domains: [\"*\"]\n        routes:\n          - service: " + name + "-svc\n"
+	}
+	cert := "apiVersion: switchyard.io/v1\nkind: Certificate\nname: shop\ncertFile: " + c.certFile + "\nkeyFile: " + c.keyFile + "\n"
+	old, diags := policy.Parse(map[string][]byte{"a.yaml": []byte(group("edge", "80", false) + "---\n" + group("partners", "443", true) + "---\n" + cert)})
+	if diags.HasErrors() {
+		t.Fatal(diags.Err())
+	}
+	cur, diags := policy.Parse(map[string][]byte{"a.yaml": []byte(group("edge", "8080", false))})
+	if diags.HasErrors() {
+		t.Fatal(diags.Err())
+	}
+	got := cur.Keep(old, []string{"partners", "edge", "nope"})
+	var names []string
+	for _, g := range got.Groups {
+		names = append(names, g.Name)
+	}
+	if strings.Join(names, " ") != "edge partners" {
+		t.Fatalf("groups %v; want [edge partners]", names)
+	}
+	if e, _ := got.Group("edge"); e.Listeners[0].Port != 8080 {
+		t.Errorf("edge came from the old set (port %d); the current one must win", e.Listeners[0].Port)
+	}
+	if _, ok := got.Certificate("shop"); !ok {
+		t.Error("partners' certificate was not kept")
+	}
+	if len(cur.Groups) != 1 {
+		t.Errorf("Keep changed its receiver: %d groups", len(cur.Groups))
+	}
+}

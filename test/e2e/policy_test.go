@@ -320,3 +320,37 @@ func policyLineOf(t *testing.T, content, s string) int {
 	t.Fatalf("%q not in policy", s)
 	return 0
 }
+
+// A proxy group removed from the policy while its Envoy runs keeps serving
+// that Envoy, and its endpoints keep following Consul: removing a file
+// neither blanks a running proxy nor leaves it sending to instances that
+// have gone.
+func TestRemovedGroupKeepsFollowingConsul(t *testing.T) {
+	protocols(t, func(t *testing.T, delta bool) {
+		e := NewEnv(t, delta, map[string]string{"edge.yaml": webPolicy})
+		web1 := e.StartBackend("web", "web-1")
+		e.WaitHosts("web", 1, 1)
+
+		// edge.yaml now defines another group only.
+		e.WritePolicy("edge.yaml", strings.Replace(webPolicy, "name: edge", "name: other", 1))
+		testenv.Eventually(t, 10*time.Second, "the removal noticed", func() error {
+			if !e.SwitchyardLogContains("removed from policy while Envoys use it") {
+				return errorf("no warning yet")
+			}
+			return nil
+		})
+		if code, body, err := e.Get("/", nil); err != nil || code != 200 || body != web1.ID {
+			t.Fatalf("after edge left the policy: got %d %q %v; want web-1 still served", code, body, err)
+		}
+
+		// Consul changes still reach the Envoy: a new instance, then the
+		// first one deregistered.
+		web2 := e.StartBackend("web", "web-2")
+		e.WaitHosts("web", 2, 2)
+		e.Deregister(web1)
+		e.WaitHosts("web", 1, 1)
+		e.WaitFor("only web-2 serves", 5*time.Second, "/", nil, func(code int, body string) bool {
+			return code == 200 && body == web2.ID
+		})
+	})
+}
