@@ -8,7 +8,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/switchyard-io/switchyard/envoy"
-	"github.com/switchyard-io/switchyard/policy"
 	"github.com/switchyard-io/switchyard/registry"
 	"github.com/switchyard-io/switchyard/translator"
 )
@@ -29,12 +28,9 @@ It exits 1, listing every error as file:line: message, when the policy is
 invalid.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			set, diags := policy.Load(args...)
-			for _, d := range diags {
-				cmd.PrintErrln(d.String())
-			}
-			if diags.HasErrors() {
-				return exitError{msg: "invalid policy"}
+			set, _, err := loadPolicy(cmd, args)
+			if err != nil {
+				return err
 			}
 			res := translator.Translate(registry.NewSnapshot(), set)
 			found := false

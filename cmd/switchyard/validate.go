@@ -16,16 +16,26 @@ file:line: message. It exits 0 when the policy is valid (warnings allowed)
 and 1 when there is any error.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			set, diags := policy.Load(args...)
-			for _, d := range diags {
-				cmd.PrintErrln(d.String())
-			}
-			if diags.HasErrors() {
-				return exitError{msg: "invalid policy"}
+			set, diags, err := loadPolicy(cmd, args)
+			if err != nil {
+				return err
 			}
 			cmd.Printf("valid: %d proxy group(s), %d certificate(s), %d warning(s)\n",
 				len(set.Groups), len(set.Certificates), len(diags.Warnings()))
 			return nil
 		},
 	}
+}
+
+// loadPolicy loads policy files as serve does, printing every finding as
+// file:line: message on stderr; any error makes the command exit 1.
+func loadPolicy(cmd *cobra.Command, paths []string) (*policy.Set, policy.Diagnostics, error) {
+	set, diags := policy.Load(paths...)
+	for _, d := range diags {
+		cmd.PrintErrln(d.String())
+	}
+	if diags.HasErrors() {
+		return nil, diags, exitError{msg: "invalid policy"}
+	}
+	return set, diags, nil
 }
