@@ -79,31 +79,7 @@ type world struct {
 
 func setUp(b *testing.B) *world {
 	b.Helper()
-	bin := buildSwitchyard(b)
-	c := testenv.Consul(b, testenv.WithHTTPS())
-	w := &world{consul: c.Client(b)}
-
-	start := time.Now()
-	w.register(b)
-	b.Logf("registered %d services x %d instances in %s", *services, *instances, time.Since(start).Round(time.Millisecond))
-
-	dir := b.TempDir()
-	testenv.WriteFile(b, dir, "edge.yaml", []byte(policy(testenv.FreePort(b))))
-	xds := testenv.Addr(testenv.FreePort(b))
-	w.switchyard = testenv.Addr(testenv.FreePort(b))
-	tls := c.TLS
-	start = time.Now()
-	proc := testenv.Start(b, "switchyard", nil, bin, "serve",
-		"--consul-address", tls.HTTPSAddr, "--consul-scheme", "https", "--consul-ca-file", tls.CAFile,
-		"--consul-cert-file", tls.CertFile, "--consul-key-file", tls.KeyFile, "--consul-tls-server-name", tls.ServerName,
-		"--policy", dir, "--xds-address", xds, "--admin-address", w.switchyard, "--log-level", "warn")
-	testenv.Eventually(b, 5*time.Minute, "switchyard ready", func() error {
-		if proc.Exited() {
-			b.Fatalf("switchyard exited:\n%s", proc.Output())
-		}
-		return get(w.switchyard, "/readyz", nil)
-	})
-	w.readyAfter = time.Since(start)
+	w, bin, xds := startControlPlane(b)
 
 	envoyAdmin := testenv.Addr(testenv.FreePort(b))
 	out, err := exec.Command(bin, "bootstrap", "--node-id", "bench", "--group", "edge",
@@ -111,7 +87,7 @@ func setUp(b *testing.B) *world {
 	if err != nil {
 		b.Fatalf("switchyard bootstrap: %v", err)
 	}
-	start = time.Now()
+	start := time.Now()
 	w.envoy = testenv.StartEnvoy(b, "envoy", statsOnly(b, out), envoyAdmin)
 	last := fmt.Sprintf("cluster.%s.membership_healthy", serviceName(*services-1))
 	testenv.Eventually(b, 5*time.Minute, "envoy has every cluster", func() error {
@@ -138,6 +114,39 @@ func setUp(b *testing.B) *world {
 		w.flip(b, *services-1-i/2, i%2 == 0)
 	}
 	return w
+}
+
+// startControlPlane registers the services in a Consul agent and starts
+// Switchyard on it, over HTTPS, with a policy routing to every service. It
+// returns the binary and Switchyard's xDS address.
+func startControlPlane(b *testing.B) (w *world, bin, xds string) {
+	b.Helper()
+	bin = buildSwitchyard(b)
+	c := testenv.Consul(b, testenv.WithHTTPS())
+	w = &world{consul: c.Client(b)}
+
+	start := time.Now()
+	w.register(b)
+	b.Logf("registered %d services x %d instances in %s", *services, *instances, time.Since(start).Round(time.Millisecond))
+
+	dir := b.TempDir()
+	testenv.WriteFile(b, dir, "edge.yaml", []byte(policy(testenv.FreePort(b))))
+	xds = testenv.Addr(testenv.FreePort(b))
+	w.switchyard = testenv.Addr(testenv.FreePort(b))
+	tls := c.TLS
+	start = time.Now()
+	proc := testenv.Start(b, "switchyard", nil, bin, "serve",
+		"--consul-address", tls.HTTPSAddr, "--consul-scheme", "https", "--consul-ca-file", tls.CAFile,
+		"--consul-cert-file", tls.CertFile, "--consul-key-file", tls.KeyFile, "--consul-tls-server-name", tls.ServerName,
+		"--policy", dir, "--xds-address", xds, "--admin-address", w.switchyard, "--log-level", "warn")
+	testenv.Eventually(b, 5*time.Minute, "switchyard ready", func() error {
+		if proc.Exited() {
+			b.Fatalf("switchyard exited:\n%s", proc.Output())
+		}
+		return get(w.switchyard, "/readyz", nil)
+	})
+	w.readyAfter = time.Since(start)
+	return w, bin, xds
 }
 
 // rebuilds reads Switchyard's snapshot build histogram: seconds and count.
@@ -188,7 +197,7 @@ func (w *world) flip(b *testing.B, svc int, critical bool) time.Duration {
 	name := serviceName(svc)
 	stat := "cluster." + name + ".membership_healthy"
 	start := time.Now()
-	w.txn(b, consulapi.TxnOps{{Check: &consulapi.CheckTxnOp{Verb: consulapi.CheckSet, Check: check(svc, 0, status)}}})
+	w.setCheck(b, svc, critical)
 	for {
 		n, err := w.envoy.Stat(stat)
 		if err != nil {
@@ -202,6 +211,17 @@ func (w *world) flip(b *testing.B, svc int, critical bool) time.Duration {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// setCheck sets the check of instance 0 of service svc critical, or
+// passing, in Consul.
+func (w *world) setCheck(b *testing.B, svc int, critical bool) {
+	b.Helper()
+	status := consulapi.HealthPassing
+	if critical {
+		status = consulapi.HealthCritical
+	}
+	w.txn(b, consulapi.TxnOps{{Check: &consulapi.CheckTxnOp{Verb: consulapi.CheckSet, Check: check(svc, 0, status)}}})
 }
 
 // report sets ns/op to the mean propagation time and adds percentiles.
