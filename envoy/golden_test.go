@@ -10,9 +10,9 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"github.com/google/go-cmp/cmp"
 	"sigs.k8s.io/yaml"
 
+	"github.com/switchyard-io/switchyard/test/golden"
 	"github.com/switchyard-io/switchyard/translator/ir"
 )
 
@@ -86,17 +86,5 @@ func marshalResources(t *testing.T, list []types.Resource) []byte {
 
 func compareGolden(t *testing.T, path string, got []byte) {
 	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run `make golden` to create it)", err)
-	}
-	if diff := cmp.Diff(string(want), string(got)); diff != "" {
-		t.Errorf("%s is stale; run `make golden` and review the diff (-want +got):\n%s", path, diff)
-	}
+	golden.Compare(t, path, got, *update)
 }

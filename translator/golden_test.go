@@ -12,6 +12,7 @@ import (
 
 	"github.com/switchyard-io/switchyard/policy"
 	"github.com/switchyard-io/switchyard/registry"
+	"github.com/switchyard-io/switchyard/test/golden"
 )
 
 var update = flag.Bool("update", false, "update golden files")
@@ -108,17 +109,5 @@ func TestGolden(t *testing.T) {
 
 func compareGolden(t *testing.T, path string, got []byte) {
 	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run `make golden` to create it)", err)
-	}
-	if diff := cmp.Diff(string(want), string(got)); diff != "" {
-		t.Errorf("%s is stale; run `make golden` and review the diff (-want +got):\n%s", path, diff)
-	}
+	golden.Compare(t, path, got, *update)
 }
