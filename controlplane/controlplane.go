@@ -117,9 +117,12 @@ type Server struct {
 	// what it touched. Used by rebuild alone (one goroutine: the debounce
 	// loop), so not under mu.
 	builders map[string]*envoy.Builder
-	ready    bool
-	warned   map[string]bool       // translation warnings already logged
-	streams  map[streamKey]*stream // open xDS streams
+	// buildFailures is each group's build error while it fails to build
+	// (rebuild's goroutine only, like builders).
+	buildFailures map[string]string
+	ready         bool
+	warned        map[string]bool       // translation warnings already logged
+	streams       map[streamKey]*stream // open xDS streams
 	// certNames is what each stream's client certificate names
 	// (XDSTLS.BindGroups).
 	certNames map[streamKey][]string
@@ -138,16 +141,17 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, errors.New("no policy paths: give at least one policy file or directory")
 	}
 	s := &Server{
-		cfg:       cfg,
-		log:       log,
-		metrics:   newMetrics(),
-		changed:   make(chan struct{}, 1),
-		groups:    map[string]*groupSnapshot{},
-		builders:  map[string]*envoy.Builder{},
-		warned:    map[string]bool{},
-		streams:   map[streamKey]*stream{},
-		certNames: map[streamKey][]string{},
-		retained:  map[string]bool{},
+		cfg:           cfg,
+		log:           log,
+		metrics:       newMetrics(),
+		changed:       make(chan struct{}, 1),
+		groups:        map[string]*groupSnapshot{},
+		builders:      map[string]*envoy.Builder{},
+		buildFailures: map[string]string{},
+		warned:        map[string]bool{},
+		streams:       map[streamKey]*stream{},
+		certNames:     map[streamKey][]string{},
+		retained:      map[string]bool{},
 	}
 	w, err := registry.NewWatcher(cfg.Consul, log.With("component", "registry"), registry.Hooks{
 		WatchError: func(op string, _ error) { s.metrics.consulWatchErrors.WithLabelValues(watchKind(op)).Inc() },
@@ -280,12 +284,11 @@ func (s *Server) rebuild() {
 	}
 	start := time.Now()
 	served, retentionChanged := s.retain(set)
-	groups, diags, err := build(consul, served, s.builders)
+	groups, failed, diags := build(consul, served, s.builders)
 	s.metrics.snapshotBuild.Observe(time.Since(start).Seconds())
-	if err != nil {
-		s.metrics.snapshotErrors.Inc()
-		s.log.Error("snapshot build failed; the last good config keeps serving", "err", err)
-		return
+	s.reportBuildFailures(failed)
+	if len(groups) == 0 && len(failed) > 0 {
+		return // nothing built: keep every last good snapshot, stay as ready as before
 	}
 	s.logWarnings(diags)
 	s.mu.Lock()
@@ -327,6 +330,29 @@ func (s *Server) rebuild() {
 	s.mu.Unlock()
 	if changed > 0 {
 		s.log.Info("config updated", "groups_changed", changed, "build_time", time.Since(start).Round(time.Microsecond))
+	}
+}
+
+// reportBuildFailures logs and counts groups that failed to build. Each
+// keeps its last good snapshot (its Envoys keep running it) while every
+// other group goes on following Consul and the policy. A failure is logged
+// when it starts or changes, and once more when the group builds again, not
+// on every rebuild.
+func (s *Server) reportBuildFailures(failed map[string]error) {
+	s.metrics.failingGroups.Set(float64(len(failed)))
+	for group, err := range failed {
+		s.metrics.snapshotErrors.Inc()
+		if msg := err.Error(); s.buildFailures[group] != msg {
+			s.buildFailures[group] = msg
+			s.log.Error("proxy group failed to build; its Envoys keep its last good config, other groups are not affected",
+				"group", group, "err", msg)
+		}
+	}
+	for group := range s.buildFailures {
+		if _, still := failed[group]; !still {
+			delete(s.buildFailures, group)
+			s.log.Info("proxy group builds again", "group", group)
+		}
 	}
 }
 

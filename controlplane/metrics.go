@@ -16,6 +16,7 @@ type metrics struct {
 	refusedStreams    prometheus.Counter
 	snapshotBuild     prometheus.Histogram
 	snapshotErrors    prometheus.Counter
+	failingGroups     prometheus.Gauge
 	consulWatchErrors *prometheus.CounterVec
 	consulFailStatic  prometheus.Counter
 	policyReloads     *prometheus.CounterVec
@@ -53,7 +54,11 @@ func newMetrics() *metrics {
 		}),
 		snapshotErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchyard_snapshot_errors_total",
-			Help: "Snapshot builds that failed (a bug); the last good snapshot kept serving.",
+			Help: "Proxy group builds that failed (a bug); the group's last good snapshot kept serving, other groups were built as usual.",
+		}),
+		failingGroups: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchyard_failing_groups",
+			Help: "Proxy groups whose latest build failed: their Envoys run the last good config. The log names each group and why.",
 		}),
 		consulWatchErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_consul_watch_errors_total",
@@ -79,7 +84,7 @@ func newMetrics() *metrics {
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.connectedProxies, m.pushes, m.nacks, m.rejectingProxies, m.refusedStreams, m.snapshotBuild, m.snapshotErrors,
+		m.connectedProxies, m.pushes, m.nacks, m.rejectingProxies, m.refusedStreams, m.snapshotBuild, m.snapshotErrors, m.failingGroups,
 		m.consulWatchErrors, m.consulFailStatic, m.policyReloads, m.policyWarnings, m.ready,
 	)
 	// Pre-create the error series so they read 0, not absent, before the

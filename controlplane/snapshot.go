@@ -14,6 +14,7 @@ import (
 	"github.com/switchyard-io/switchyard/policy"
 	"github.com/switchyard-io/switchyard/registry"
 	"github.com/switchyard-io/switchyard/translator"
+	"github.com/switchyard-io/switchyard/translator/ir"
 )
 
 // groupSnapshot is one proxy group's built config: immutable once made.
@@ -32,9 +33,14 @@ type groupSnapshot struct {
 // result are dropped from it). The same Consul state and policy give the
 // same versions on every replica and after every restart: a Builder only
 // saves work, it never changes what is built.
-func build(snap *registry.Snapshot, set *policy.Set, builders map[string]*envoy.Builder) ([]*groupSnapshot, policy.Diagnostics, error) {
+//
+// A group that fails to build (a bug: translation produced something Envoy's
+// schema refuses) is reported in failed, by group, and left out of the
+// result; every other group is built as usual. One bad group must never
+// stop Consul changes from reaching the Envoys of the others.
+func build(snap *registry.Snapshot, set *policy.Set, builders map[string]*envoy.Builder) (out []*groupSnapshot, failed map[string]error, diags policy.Diagnostics) {
 	res := translator.Translate(snap, set)
-	out := make([]*groupSnapshot, 0, len(res.Configs))
+	out = make([]*groupSnapshot, 0, len(res.Configs))
 	seen := make(map[string]bool, len(res.Configs))
 	for _, cfg := range res.Configs {
 		seen[cfg.Group] = true
@@ -43,15 +49,14 @@ func build(snap *registry.Snapshot, set *policy.Set, builders map[string]*envoy.
 			b = &envoy.Builder{}
 			builders[cfg.Group] = b
 		}
-		resources, digests, err := b.Build(cfg)
+		gs, err := buildGroup(b, cfg)
 		if err != nil {
-			return nil, res.Diagnostics, err
+			if failed == nil {
+				failed = map[string]error{}
+			}
+			failed[cfg.Group] = err
+			continue
 		}
-		gs, err := newGroupSnapshot(cfg.Group, resources, digests)
-		if err != nil {
-			return nil, res.Diagnostics, err
-		}
-		gs.sources = envoy.Sources(cfg)
 		out = append(out, gs)
 	}
 	for group := range builders {
@@ -59,7 +64,22 @@ func build(snap *registry.Snapshot, set *policy.Set, builders map[string]*envoy.
 			delete(builders, group)
 		}
 	}
-	return out, res.Diagnostics, nil
+	return out, failed, res.Diagnostics
+}
+
+// buildGroup builds one group's snapshot. On error the Builder keeps what
+// it remembered from its last good build.
+func buildGroup(b *envoy.Builder, cfg *ir.Config) (*groupSnapshot, error) {
+	resources, digests, err := b.Build(cfg)
+	if err != nil {
+		return nil, err
+	}
+	gs, err := newGroupSnapshot(cfg.Group, resources, digests)
+	if err != nil {
+		return nil, err
+	}
+	gs.sources = envoy.Sources(cfg)
+	return gs, nil
 }
 
 // newGroupSnapshot versions each resource type by a hash of its resources'
