@@ -105,6 +105,9 @@ type Server struct {
 	xdsTLS  *tls.Config // nil: plaintext xDS
 
 	wantMu sync.Mutex // orders updateWant calls
+	// publishMu orders changes to the snapshot cache (SetSnapshot,
+	// ClearSnapshot) with the groups map. Taken before mu, never after.
+	publishMu sync.Mutex
 	mu     sync.Mutex
 	consul *registry.Snapshot // latest Consul state; nil until the first full sync
 	policy *policy.Set        // the policy set being served; nil until one is
@@ -310,7 +313,9 @@ func (s *Server) rebuild() {
 			s.mu.Unlock()
 			continue
 		}
+		s.publishMu.Lock()
 		if err := s.cache.SetSnapshot(context.Background(), gs.group, gs.snapshot); err != nil {
+			s.publishMu.Unlock()
 			s.metrics.snapshotErrors.Inc()
 			s.log.Error("set snapshot failed; the last good config keeps serving", "group", gs.group, "err", err)
 			continue
@@ -319,6 +324,7 @@ func (s *Server) rebuild() {
 		s.mu.Lock()
 		s.groups[gs.group] = gs
 		s.mu.Unlock()
+		s.publishMu.Unlock()
 		s.log.Debug("snapshot published", "group", gs.group, "versions", gs.versions)
 	}
 	s.mu.Lock()
@@ -477,7 +483,9 @@ func (s *Server) retain(set *policy.Set) (served *policy.Set, changed bool) {
 			"group", name, "envoys", counts[name])
 	}
 	for _, name := range withdrawn {
+		s.publishMu.Lock()
 		s.cache.ClearSnapshot(name)
+		s.publishMu.Unlock()
 		s.log.Info("proxy group removed from policy; no Envoy uses it, so its config is withdrawn", "group", name)
 	}
 	changed = changed || len(newlyKept)+len(withdrawn) > 0

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -168,5 +169,68 @@ func TestSotWRejectionShownUntilALaterResponseIsAccepted(t *testing.T) {
 	_ = cb.OnStreamRequest(9, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.RouteType, VersionInfo: "v3", ResponseNonce: "6"})
 	if n := testutil.ToFloat64(s.metrics.rejectingProxies); n != 0 {
 		t.Errorf("after v3 was accepted: rejecting gauge %v; want 0", n)
+	}
+}
+
+// A NACK flood cannot grow Switchyard: a made-up type URL becomes the
+// label "other" and no stream state, and a huge error text is cut before
+// it is stored, logged or scanned for policy names.
+func TestNACKFloodIsBounded(t *testing.T) {
+	var logs bytes.Buffer
+	s, _ := newTestServer(t, &logs)
+	s.consul = webSnapshot(registry.Healthy)
+	s.rebuild()
+	cb := s.callbacks()
+	node := &corev3.Node{Id: "edge-1", Cluster: "edge"}
+	for i := range 50 {
+		_ = cb.OnStreamRequest(4, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: "type.example/made.up." + strings.Repeat("x", i),
+			ResponseNonce: "1", ErrorDetail: &statuspb.Status{Message: "no"}})
+	}
+	out, err := testutil.CollectAndLint(s.metrics.nacks)
+	if err != nil || len(out) > 0 {
+		t.Fatalf("lint nacks: %v %v", err, out)
+	}
+	if n := testutil.CollectAndCount(s.metrics.nacks); n != 1 {
+		t.Errorf("nack series = %d after 50 made-up type URLs; want 1 (other)", n)
+	}
+	if got := testutil.ToFloat64(s.metrics.nacks.WithLabelValues("other")); got != 50 {
+		t.Errorf(`switchyard_xds_nacks_total{type="other"} = %v; want 50`, got)
+	}
+	if got := proxiesOf(t, s); len(got) != 1 || got[0].Rejecting {
+		t.Errorf("made-up types are stream state: %+v; want one proxy, not rejecting", got)
+	}
+
+	huge := "listener https: " + strings.Repeat("é", 2<<20) // 4 MiB
+	_ = cb.OnStreamRequest(4, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ListenerType,
+		ResponseNonce: "2", ErrorDetail: &statuspb.Status{Message: huge}})
+	got := proxiesOf(t, s)
+	if len(got) != 1 || len(got[0].Rejected) != 1 {
+		t.Fatalf("after a big NACK: %+v; want one rejection", got)
+	}
+	r := got[0].Rejected[0]
+	if len(r.Error) > maxNACKDetail+64 || !strings.Contains(r.Error, "bytes cut]") || !utf8.ValidString(r.Error) {
+		t.Errorf("stored error is %d bytes (valid UTF-8: %v); want at most %d and marked as cut", len(r.Error), utf8.ValidString(r.Error), maxNACKDetail+64)
+	}
+	if !strings.HasSuffix(r.Policy, "(https)") {
+		t.Errorf("policy %q; want the https listener's line (the name is in the kept part)", r.Policy)
+	}
+	if logs.Len() > 64<<10 {
+		t.Errorf("log grew by %d bytes for one NACK; want the error cut", logs.Len())
+	}
+}
+
+func TestTypeLabel(t *testing.T) {
+	for in, want := range map[string]string{
+		resource.ClusterType:  "Cluster",
+		resource.EndpointType: "ClusterLoadAssignment",
+		resource.ListenerType: "Listener",
+		resource.RouteType:    "RouteConfiguration",
+		resource.SecretType:   "Secret",
+		"":                    "other",
+		"type.googleapis.com/envoy.config.cluster.v3.Cluster.evil": "other",
+	} {
+		if got := typeLabel(in); got != want {
+			t.Errorf("typeLabel(%q) = %q; want %q", in, got, want)
+		}
 	}
 }

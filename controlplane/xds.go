@@ -2,10 +2,12 @@ package controlplane
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -15,6 +17,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
+
+	"github.com/switchyard-io/switchyard/envoy"
 )
 
 // newGRPCServer serves ADS, state-of-the-world and delta, on one gRPC
@@ -195,6 +199,9 @@ func (s *Server) streamRequest(key streamKey, node *corev3.Node) {
 	if key.delta {
 		protocol = "delta"
 	}
+	// Only what Switchyard needs of the node: a client may send megabytes
+	// of metadata, which must not live as long as the stream.
+	node = &corev3.Node{Id: node.GetId(), Cluster: node.GetCluster()}
 	s.streams[key] = &stream{node: node, protocol: protocol, since: time.Now(),
 		sent: map[string]string{}, lastNonce: map[string]string{},
 		deltaSent: map[string][]sentNames{}, rejected: map[string]*rejection{}}
@@ -246,60 +253,116 @@ func (s *Server) checkGroup(key streamKey, node *corev3.Node) error {
 }
 
 func (s *Server) streamClosed(key streamKey, node *corev3.Node) {
+	group := node.GetCluster()
 	s.mu.Lock()
 	delete(s.streams, key)
 	delete(s.certNames, key)
-	if s.retained[node.GetCluster()] {
+	if s.retained[group] {
 		// Perhaps the last Envoy of a group removed from policy: the next
 		// rebuild withdraws the group if so.
 		notify(s.changed)
 	}
 	s.countRejecting()
+	unknown := s.groups[group] == nil && !s.retained[group]
 	s.mu.Unlock()
-	s.log.Info("envoy disconnected", "node", node.GetId(), "group", node.GetCluster())
+	s.log.Info("envoy disconnected", "node", node.GetId(), "group", group)
+	if unknown {
+		s.forgetUnknownGroup(group)
+	}
 }
 
+// forgetUnknownGroup drops what the snapshot cache keeps for a group no
+// policy defines (its node and watch bookkeeping) once its last stream has
+// closed. Without it every made-up node.cluster a client sends would cost
+// memory for as long as Switchyard runs. Under publishMu, so a rebuild
+// cannot publish the group between the check and the clearing, and under
+// mu, so no new stream of the group registers (streamRequest) in between.
+func (s *Server) forgetUnknownGroup(group string) {
+	s.publishMu.Lock()
+	defer s.publishMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.groups[group] != nil || s.retained[group] {
+		return
+	}
+	for _, st := range s.streams {
+		if st.node.GetCluster() == group {
+			return
+		}
+	}
+	s.cache.ClearSnapshot(group)
+}
+
+// maxNACKDetail bounds how much of Envoy's error text a NACK keeps, in
+// /debug/proxies and in the log: an error can be megabytes (it may quote a
+// whole resource), and a client can send as many NACKs as it likes.
+const maxNACKDetail = 2048
+
 // nack logs a rejected config with Envoy's own reason. The previous config
-// stays in force on that Envoy.
+// stays in force on that Envoy. Tracing the NACK to policy lines scans the
+// error text for resource names, so it runs outside s.mu: a big NACK must
+// not hold up Consul updates or other streams.
 func (s *Server) nack(key streamKey, typeURL, nonce, version, detail string) {
-	s.metrics.nacks.WithLabelValues(typeLabel(typeURL)).Inc()
-	detail = strings.TrimSpace(detail)
+	label := typeLabel(typeURL)
+	s.metrics.nacks.WithLabelValues(label).Inc()
+	detail = truncate(strings.TrimSpace(detail), maxNACKDetail)
+
 	s.mu.Lock()
 	var (
 		node    *corev3.Node
-		sources map[string]string
+		sources map[string]string // immutable, like the groupSnapshot holding it
+		sent    []sentNames
 	)
 	st := s.streams[key]
 	if st != nil {
 		node = st.node
+		sent = slices.Clone(st.deltaSent[typeURL]) // entries are never changed, only dropped
 	}
 	if gs := s.groups[node.GetCluster()]; gs != nil {
 		sources = gs.sources[typeURL]
 	}
-	policy := rejectedSources(sources, detail)
-	if st != nil {
-		r := &rejection{Type: typeLabel(typeURL), Error: detail, Policy: policy, At: time.Now(), nonce: nonce}
-		if key.delta {
-			r.Resources = deltaRejected(st, typeURL, nonce, detail)
-		}
-		st.rejected[typeURL] = r
-		s.countRejecting()
-	}
 	s.mu.Unlock()
-	attrs := []any{"node", node.GetId(), "group", node.GetCluster(), "type", typeLabel(typeURL),
-		"nonce", nonce, "accepted_version", version, "error", detail}
+
+	policy := rejectedSources(sources, detail)
+	if st != nil && label != otherType {
+		r := &rejection{Type: label, Error: detail, Policy: policy, At: time.Now(), nonce: nonce}
+		if key.delta {
+			r.Resources = deltaRejected(sent, nonce, detail)
+		}
+		s.mu.Lock()
+		if s.streams[key] == st { // still open
+			st.rejected[typeURL] = r
+			s.countRejecting()
+		}
+		s.mu.Unlock()
+	}
+	attrs := []any{"node", node.GetId(), "group", node.GetCluster(), "type", label,
+		"nonce", truncate(nonce, 64), "accepted_version", truncate(version, 64), "error", detail}
 	if policy != "" {
 		attrs = append(attrs, "policy", policy)
 	}
 	s.log.Error("envoy rejected config (NACK); it keeps its previous config", attrs...)
 }
 
+// truncate cuts s to at most n bytes (on a rune boundary), saying how much
+// was cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + fmt.Sprintf("... [%d bytes cut]", len(s)-cut)
+}
+
 // deltaRejected lists what a delta NACK rejected: the resources of the
-// rejected response that Envoy's error names, or all of them when it names
-// none (nil when the response is no longer remembered). Called with s.mu
-// held.
-func deltaRejected(st *stream, typeURL, nonce, detail string) []string {
-	for _, sent := range st.deltaSent[typeURL] {
+// rejected response (found by nonce in sent) that Envoy's error names, or
+// all of them when it names none (nil when the response is no longer
+// remembered).
+func deltaRejected(sent []sentNames, nonce, detail string) []string {
+	for _, sent := range sent {
 		if sent.nonce != nonce {
 			continue
 		}
@@ -422,12 +485,26 @@ func nameChar(c byte) bool {
 	return c == '-' || c == '_' || c == '.' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 }
 
-// typeLabel shortens a type URL to the resource's name ("Cluster").
-func typeLabel(typeURL string) string {
-	for i := len(typeURL) - 1; i >= 0; i-- {
-		if typeURL[i] == '.' {
-			return typeURL[i+1:]
-		}
+// otherType is the label of every type URL Switchyard does not serve. A
+// client chooses the type URLs it sends; only known ones become metric
+// labels or stream state, so a client cannot grow either without bound.
+const otherType = "other"
+
+// typeLabels maps the type URLs Switchyard serves to their short names
+// ("Cluster").
+var typeLabels = func() map[string]string {
+	m := make(map[string]string, len(envoy.Types))
+	for _, typ := range envoy.Types {
+		m[typ] = typ[strings.LastIndexByte(typ, '.')+1:]
 	}
-	return typeURL
+	return m
+}()
+
+// typeLabel shortens a type URL to the resource's name ("Cluster"), or
+// "other" for a type Switchyard does not serve.
+func typeLabel(typeURL string) string {
+	if l, ok := typeLabels[typeURL]; ok {
+		return l
+	}
+	return otherType
 }
