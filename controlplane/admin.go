@@ -1,12 +1,17 @@
 package controlplane
 
 import (
+	"bytes"
+	"crypto/subtle"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -14,6 +19,71 @@ import (
 
 	"github.com/switchyard-io/switchyard/envoy"
 )
+
+// Admin HTTP server bounds: a slow or idle client cannot hold a
+// connection (there are at most Limits.AdminMaxConnections) for long.
+const (
+	adminReadTimeout = 10 * time.Second
+	// adminWriteTimeout leaves room for /debug/pprof/profile's default 30s
+	// CPU profile.
+	adminWriteTimeout = 60 * time.Second
+	adminIdleTimeout  = 60 * time.Second
+	adminMaxHeader    = 64 << 10
+)
+
+func (s *Server) newAdminServer() *http.Server {
+	return &http.Server{
+		Handler:           s.adminHandler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       adminReadTimeout,
+		WriteTimeout:      adminWriteTimeout,
+		IdleTimeout:       adminIdleTimeout,
+		MaxHeaderBytes:    adminMaxHeader,
+	}
+}
+
+// readToken reads a bearer token file: its content, spaces trimmed. The
+// error names the file, never its content.
+func readToken(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	tok := bytes.TrimSpace(b)
+	if len(tok) == 0 {
+		return nil, fmt.Errorf("%s is empty", path)
+	}
+	return tok, nil
+}
+
+// requireToken lets a request through when it carries the admin bearer
+// token ("Authorization: Bearer <token>"). Liveness and readiness stay
+// open: probes carry no credentials and the answers reveal nothing.
+func (s *Server) requireToken(next http.Handler) http.Handler {
+	if s.adminToken == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/healthz", "/readyz":
+			next.ServeHTTP(w, r)
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), s.adminToken) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="switchyard"`)
+			http.Error(w, "unauthorized: this admin API needs the bearer token of admin.token-file", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// isLoopback reports whether addr is a loopback address.
+func isLoopback(addr net.Addr) bool {
+	tcp, ok := addr.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
+}
 
 // adminHandler serves the operator endpoints. It listens on loopback by
 // default: /debug/config shows the whole config (private keys redacted).
@@ -38,7 +108,7 @@ func (s *Server) adminHandler() http.Handler {
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	return mux
+	return s.requireToken(mux)
 }
 
 func (s *Server) notReadyReason() string {

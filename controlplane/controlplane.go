@@ -29,6 +29,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	cache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"golang.org/x/net/netutil"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
@@ -60,6 +61,30 @@ type Config struct {
 	MaxDelay time.Duration
 	// ShutdownGrace bounds the graceful stop of open xDS streams (default 5s).
 	ShutdownGrace time.Duration
+	// Limits bound what xDS clients and admin clients can hold open.
+	Limits Limits
+	// AdminTokenFile, when set, names a file holding a bearer token that
+	// every admin request except /healthz and /readyz must present.
+	AdminTokenFile string
+}
+
+// Limits bound connections and streams. Zero values take the defaults.
+type Limits struct {
+	// XDSMaxConnections caps open xDS connections (default 20,000); past it
+	// new connections wait in the kernel's accept queue.
+	XDSMaxConnections int
+	// XDSMaxStreams caps concurrent streams on one xDS connection (default
+	// 100). An Envoy opens one ADS stream per connection.
+	XDSMaxStreams uint32
+	// XDSMaxConnectionAge closes an xDS connection after this long (grpc
+	// adds 10% jitter), after XDSMaxConnectionAgeGrace for its streams to
+	// move: Envoy reconnects at once and resumes, and a revoked or rotated
+	// client certificate is checked again. Negative: never (default 1h;
+	// grace default 30s).
+	XDSMaxConnectionAge      time.Duration
+	XDSMaxConnectionAgeGrace time.Duration
+	// AdminMaxConnections caps open admin connections (default 64).
+	AdminMaxConnections int
 }
 
 // Defaults.
@@ -69,6 +94,12 @@ const (
 	DefaultHoldoff       = 10 * time.Millisecond
 	DefaultMaxDelay      = 50 * time.Millisecond
 	DefaultShutdownGrace = 5 * time.Second
+
+	DefaultXDSMaxConnections        = 20_000
+	DefaultXDSMaxStreams            = 100
+	DefaultXDSMaxConnectionAge      = time.Hour
+	DefaultXDSMaxConnectionAgeGrace = 30 * time.Second
+	DefaultAdminMaxConnections      = 64
 )
 
 func (c *Config) withDefaults() Config {
@@ -91,6 +122,22 @@ func (c *Config) withDefaults() Config {
 	if out.ShutdownGrace <= 0 {
 		out.ShutdownGrace = DefaultShutdownGrace
 	}
+	l := &out.Limits
+	if l.XDSMaxConnections <= 0 {
+		l.XDSMaxConnections = DefaultXDSMaxConnections
+	}
+	if l.XDSMaxStreams == 0 {
+		l.XDSMaxStreams = DefaultXDSMaxStreams
+	}
+	if l.XDSMaxConnectionAge == 0 {
+		l.XDSMaxConnectionAge = DefaultXDSMaxConnectionAge
+	}
+	if l.XDSMaxConnectionAgeGrace <= 0 {
+		l.XDSMaxConnectionAgeGrace = DefaultXDSMaxConnectionAgeGrace
+	}
+	if l.AdminMaxConnections <= 0 {
+		l.AdminMaxConnections = DefaultAdminMaxConnections
+	}
 	return out
 }
 
@@ -103,14 +150,17 @@ type Server struct {
 	watcher *registry.Watcher
 	changed chan struct{}
 	xdsTLS  *tls.Config // nil: plaintext xDS
+	// adminToken is the bearer token admin requests must present; nil
+	// when the admin API is open.
+	adminToken []byte
 
 	wantMu sync.Mutex // orders updateWant calls
 	// publishMu orders changes to the snapshot cache (SetSnapshot,
 	// ClearSnapshot) with the groups map. Taken before mu, never after.
 	publishMu sync.Mutex
-	mu     sync.Mutex
-	consul *registry.Snapshot // latest Consul state; nil until the first full sync
-	policy *policy.Set        // the policy set being served; nil until one is
+	mu        sync.Mutex
+	consul    *registry.Snapshot // latest Consul state; nil until the first full sync
+	policy    *policy.Set        // the policy set being served; nil until one is
 	// pending is a newer valid policy set, waiting (since pendingAt) for the
 	// registry to sync the services it routes to; nil when there is none.
 	pending   *policy.Set
@@ -173,6 +223,14 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 			return nil, err
 		}
 	}
+	if cfg.AdminTokenFile != "" {
+		if s.adminToken, err = readToken(cfg.AdminTokenFile); err != nil {
+			return nil, fmt.Errorf("admin token file: %w", err)
+		}
+	}
+	// Watch no service until a valid policy says which: before that the
+	// registry would watch the whole catalog, one connection per service.
+	w.Want(nil)
 	return s, nil
 }
 
@@ -197,6 +255,8 @@ func (s *Server) Run(ctx context.Context) error {
 		xdsLis.Close()
 		return fmt.Errorf("admin listener: %w", err)
 	}
+	xdsLis = netutil.LimitListener(xdsLis, s.cfg.Limits.XDSMaxConnections)
+	adminLis = netutil.LimitListener(adminLis, s.cfg.Limits.AdminMaxConnections)
 	scheme := s.cfg.Consul.Scheme
 	if scheme == "" {
 		scheme = "http"
@@ -208,11 +268,15 @@ func (s *Server) Run(ctx context.Context) error {
 	case s.cfg.XDSTLS.Enabled():
 		xdsSecurity = "TLS"
 	}
+	if s.adminToken == nil && !isLoopback(adminLis.Addr()) {
+		s.log.Warn("the admin API listens off loopback without protection: anyone who reaches it sees the whole config and can profile Switchyard; set admin.token-file or bind it to loopback",
+			"admin", adminLis.Addr().String())
+	}
 	s.log.Info("switchyard starting", "xds", xdsLis.Addr().String(), "xds_security", xdsSecurity, "admin", adminLis.Addr().String(),
 		"consul", scheme+"://"+s.cfg.Consul.Address, "policy", s.cfg.PolicyPaths)
 
 	grpcServer := s.newGRPCServer(ctx)
-	admin := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	admin := s.newAdminServer()
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {

@@ -21,18 +21,38 @@ import (
 	"github.com/switchyard-io/switchyard/envoy"
 )
 
+// xDS connection limits that are not settings. An Envoy keeps one
+// long-lived ADS stream per connection.
+const (
+	// keepaliveTime: ping a connection idle this long, and drop it when the
+	// ping is not answered within keepaliveTimeout. Finds dead peers behind
+	// NATs and load balancers that drop idle flows silently.
+	keepaliveTime    = 30 * time.Second
+	keepaliveTimeout = 5 * time.Second
+	// keepaliveMinTime: a client pinging more often than this is told to
+	// go away (Envoy's default keepalive is far slower), so a client cannot
+	// make Switchyard answer pings in a loop.
+	keepaliveMinTime = 15 * time.Second
+	// maxRecvMsgSize bounds one request: a node and its metadata, the
+	// names subscribed to and, on a NACK, Envoy's error text.
+	maxRecvMsgSize = 4 << 20
+)
+
 // newGRPCServer serves ADS, state-of-the-world and delta, on one gRPC
-// server. Envoy keeps one long-lived stream per proxy; keepalives find
-// dead peers behind NATs and load balancers.
+// server, within Config.Limits.
 func (s *Server) newGRPCServer(ctx context.Context) *grpc.Server {
+	l := s.cfg.Limits
+	params := keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}
+	if l.XDSMaxConnectionAge > 0 {
+		params.MaxConnectionAge = l.XDSMaxConnectionAge
+		params.MaxConnectionAgeGrace = l.XDSMaxConnectionAgeGrace
+	}
 	opts := []grpc.ServerOption{
-		grpc.MaxConcurrentStreams(1_000_000),
-		grpc.KeepaliveParams(keepalive.ServerParameters{
-			Time:    30 * time.Second,
-			Timeout: 5 * time.Second,
-		}),
+		grpc.MaxConcurrentStreams(l.XDSMaxStreams),
+		grpc.MaxRecvMsgSize(maxRecvMsgSize),
+		grpc.KeepaliveParams(params),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-			MinTime:             15 * time.Second,
+			MinTime:             keepaliveMinTime,
 			PermitWithoutStream: true,
 		}),
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"sort"
@@ -34,7 +35,13 @@ var settings = []setting{
 	{"xds.key-file", "xds-key-file", "", "PEM private key of xds.cert-file"},
 	{"xds.client-ca-file", "xds-client-ca-file", "", "PEM CA that Envoys' client certificates must chain to (mutual TLS)"},
 	{"xds.client-cert-groups", "xds-client-cert-groups", false, "with mutual TLS, give an Envoy only the proxy groups its certificate names (common name or DNS SAN)"},
+	{"xds.max-connections", "xds-max-connections", controlplane.DefaultXDSMaxConnections, "most xDS connections open at once; more wait to be accepted"},
+	{"xds.max-streams-per-connection", "xds-max-streams-per-connection", controlplane.DefaultXDSMaxStreams, "most concurrent xDS streams on one connection (an Envoy opens one)"},
+	{"xds.max-connection-age", "xds-max-connection-age", controlplane.DefaultXDSMaxConnectionAge, "close xDS connections after this long (plus up to 10% jitter), so client certificates are checked again; Envoy reconnects at once; 0: never"},
+	{"xds.max-connection-age-grace", "xds-max-connection-age-grace", controlplane.DefaultXDSMaxConnectionAgeGrace, "how long an aged xDS connection's streams get to move before it is closed"},
 	{"admin.address", "admin-address", controlplane.DefaultAdminAddress, "address of /healthz, /readyz, /metrics and /debug/ (config, proxies, pprof); keep it on loopback"},
+	{"admin.token-file", "admin-token-file", "", "file holding a bearer token every admin request but /healthz and /readyz must present (Authorization: Bearer ...)"},
+	{"admin.max-connections", "admin-max-connections", controlplane.DefaultAdminMaxConnections, "most admin HTTP connections open at once"},
 	{"policy.paths", "policy", []string{"policies"}, "policy file or directory; repeat or comma-separate for several"},
 	{"consul.address", "consul-address", "127.0.0.1:8500", "Consul HTTP API address, host:port"},
 	{"consul.scheme", "consul-scheme", "http", "Consul HTTP API scheme: http or https (https also lets all watches share a few HTTP/2 connections)"},
@@ -108,6 +115,17 @@ func newServeCmd() *cobra.Command {
 				},
 				Holdoff:  v.GetDuration("debounce.holdoff"),
 				MaxDelay: v.GetDuration("debounce.max-delay"),
+				Limits: controlplane.Limits{
+					XDSMaxConnections:        v.GetInt("xds.max-connections"),
+					XDSMaxStreams:            uint32(v.GetInt("xds.max-streams-per-connection")),
+					XDSMaxConnectionAge:      v.GetDuration("xds.max-connection-age"),
+					XDSMaxConnectionAgeGrace: v.GetDuration("xds.max-connection-age-grace"),
+					AdminMaxConnections:      v.GetInt("admin.max-connections"),
+				},
+				AdminTokenFile: v.GetString("admin.token-file"),
+			}
+			if cfg.Limits.XDSMaxConnectionAge == 0 {
+				cfg.Limits.XDSMaxConnectionAge = -1 // never: Config's zero is the default
 			}
 			srv, err := controlplane.New(cfg, log)
 			if err != nil {
@@ -134,6 +152,8 @@ func bindSettings(v *viper.Viper, f *pflag.FlagSet) {
 			f.String(s.flag, d, usage)
 		case bool:
 			f.Bool(s.flag, d, usage)
+		case int:
+			f.Int(s.flag, d, usage)
 		case time.Duration:
 			f.Duration(s.flag, d, usage)
 		case []string:
@@ -242,6 +262,25 @@ func checkType(st setting, raw any) error {
 			return nil
 		}
 		return fmt.Errorf("%v needs a unit (like 10ms, 5s, 5m)", raw)
+	case int:
+		var n int64
+		switch r := raw.(type) {
+		case int:
+			n = int64(r)
+		case int64:
+			n = r
+		case string:
+			var err error
+			if n, err = strconv.ParseInt(r, 10, 32); err != nil {
+				return fmt.Errorf("%q is not a whole number", r)
+			}
+		default:
+			return fmt.Errorf("%v is not a whole number", raw)
+		}
+		if n < 1 || n > math.MaxInt32 {
+			return fmt.Errorf("%d is out of range: want 1 to %d", n, math.MaxInt32)
+		}
+		return nil
 	case bool:
 		switch r := raw.(type) {
 		case bool:
