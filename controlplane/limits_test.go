@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -177,5 +178,91 @@ func TestXDSMaxConnectionAge(t *testing.T) {
 	}
 	if err == nil {
 		t.Fatal("Recv returned a response; want the stream ended by the connection's max age")
+	}
+}
+
+// catalogOnlyConsul answers the catalog with two services and records
+// every path asked for. Blocking queries block until the client gives up.
+type catalogOnlyConsul struct {
+	mu    sync.Mutex
+	paths []string
+}
+
+func (c *catalogOnlyConsul) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c.mu.Lock()
+	c.paths = append(c.paths, r.URL.Path)
+	c.mu.Unlock()
+	if r.URL.Query().Get("index") == "7" {
+		<-r.Context().Done()
+		return
+	}
+	w.Header().Set("X-Consul-Index", "7")
+	w.Header().Set("Content-Type", "application/json")
+	switch {
+	case r.URL.Path == "/v1/catalog/services":
+		fmt.Fprint(w, `{"web":[],"api":[]}`)
+	case strings.HasPrefix(r.URL.Path, "/v1/health/service/"):
+		fmt.Fprint(w, `[]`)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func (c *catalogOnlyConsul) asked(prefix string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, p := range c.paths {
+		if strings.HasPrefix(p, prefix) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Until a valid policy names services, no service is watched; then only
+// the services it routes to are.
+func TestNoWatchesBeforeAPolicy(t *testing.T) {
+	consul := &catalogOnlyConsul{}
+	srv := httptest.NewServer(consul)
+	defer srv.Close()
+	dir := t.TempDir()
+	logs := &testenv.SyncBuffer{}
+	s, err := New(Config{
+		PolicyPaths:  []string{dir},
+		XDSAddress:   testenv.Addr(testenv.FreePort(t)),
+		AdminAddress: testenv.Addr(testenv.FreePort(t)),
+		Consul:       registry.Config{Address: strings.TrimPrefix(srv.URL, "http://")},
+	}, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	testenv.Eventually(t, 30*time.Second, "consul synced without a policy", func() error {
+		if !strings.Contains(logs.String(), "consul synced") {
+			return fmt.Errorf("not yet:\n%s", logs)
+		}
+		return nil
+	})
+	if got := consul.asked("/v1/health/"); len(got) > 0 {
+		t.Errorf("health watched before any valid policy: %v", got)
+	}
+
+	policy := "apiVersion: switchyard.io/v1\nkind: ProxyGroup\nname: edge\nlisteners:\n  - name: http\n    port: 8080\n    hosts:\n      - domains: [\"*\"]\n        routes:\n          - service: web\n"
+	if err := os.WriteFile(filepath.Join(dir, "edge.yaml"), []byte(policy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "web watched once the policy routes to it", func() error {
+		if len(consul.asked("/v1/health/service/web")) == 0 {
+			return fmt.Errorf("asked: %v", consul.asked("/"))
+		}
+		return nil
+	})
+	if got := consul.asked("/v1/health/service/api"); len(got) > 0 {
+		t.Errorf("api watched though no policy routes to it: %v", got)
 	}
 }
