@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-io/switchyard/envoy"
+	"github.com/switchyard-io/switchyard/internal/redact"
 )
 
 // xDS connection limits that are not settings. An Envoy keeps one
@@ -325,7 +326,7 @@ const maxNACKDetail = 2048
 func (s *Server) nack(key streamKey, typeURL, nonce, version, detail string) {
 	label := typeLabel(typeURL)
 	s.metrics.nacks.WithLabelValues(label).Inc()
-	detail = truncate(strings.TrimSpace(detail), maxNACKDetail)
+	detail = redact.PEMKeys(truncate(strings.TrimSpace(detail), maxNACKDetail))
 
 	s.mu.Lock()
 	var (

@@ -10,19 +10,36 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
+
+	"github.com/switchyard-io/switchyard/internal/redact"
 )
 
-// Redacted returns a resource safe to show: a copy of a secret without its
-// private key; any other resource as it is.
+// Redacted returns a resource safe to show: a secret's private key is
+// replaced, whatever its form, and any PEM private key block in any other
+// field of any resource (a combined file that slipped into a certificate
+// chain or a CA) becomes "[redacted]". Returns r itself when nothing needed
+// redacting, a changed copy otherwise: r, which may be what Envoy is
+// served, is never modified.
 func Redacted(typ resource.Type, r types.Resource) proto.Message {
-	if typ != resource.SecretType {
-		return r
+	var m proto.Message = r
+	if typ == resource.SecretType {
+		if sec, ok := r.(*tlsv3.Secret); ok && sec.GetTlsCertificate().GetPrivateKey() != nil {
+			sec = proto.Clone(sec).(*tlsv3.Secret)
+			sec.GetTlsCertificate().PrivateKey = &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: redact.Text}}
+			m = sec
+		}
 	}
-	sec := proto.Clone(r).(*tlsv3.Secret)
-	if tc := sec.GetTlsCertificate(); tc != nil && tc.PrivateKey != nil {
-		tc.PrivateKey = &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: "[redacted]"}}
+	js, err := protojson.Marshal(m)
+	if err != nil || !redact.HasPEMKey(string(js)) {
+		return m
 	}
-	return sec
+	// JSON quoting keeps PEM markers intact, so redact the JSON text and
+	// read it back: every string field, inside Any too, in one pass.
+	out := m.ProtoReflect().New().Interface()
+	if err := protojson.Unmarshal([]byte(redact.PEMKeys(string(js))), out); err != nil {
+		return m.ProtoReflect().New().Interface() // empty rather than a key
+	}
+	return out
 }
 
 // RedactAll returns list with every secret redacted (see Redacted).

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+
+	"github.com/switchyard-io/switchyard/internal/redact"
 )
 
 func main() {
@@ -13,7 +15,7 @@ func main() {
 	if err := cmd.Execute(); err != nil {
 		var ee exitError
 		if !errors.As(err, &ee) {
-			fmt.Fprintln(os.Stderr, "switchyard:", err)
+			fmt.Fprintln(os.Stderr, "switchyard:", redact.PEMKeys(err.Error()))
 		}
 		os.Exit(1)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/switchyard-io/switchyard/controlplane"
+	"github.com/switchyard-io/switchyard/internal/redact"
 	"github.com/switchyard-io/switchyard/registry"
 )
 
@@ -327,9 +328,9 @@ func newLogger(level, format string) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: l}
 	switch format {
 	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+		return slog.New(redact.Handler(slog.NewTextHandler(os.Stderr, opts))), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+		return slog.New(redact.Handler(slog.NewJSONHandler(os.Stderr, opts))), nil
 	}
 	return nil, fmt.Errorf("setting log.format: %q: want text or json", format)
 }
