@@ -3,8 +3,8 @@ package redact
 import (
 	"encoding/json"
 	"errors"
-	"log/slog"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 )
