@@ -29,6 +29,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	cache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/netutil"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -63,6 +64,9 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// Limits bound what xDS clients and admin clients can hold open.
 	Limits Limits
+	// LogDropped, when set, reports the log lines dropped so far (see
+	// LogWriter), for the metric switchyard_log_dropped_lines_total.
+	LogDropped func() uint64
 	// AdminTokenFile, when set, names a file holding a bearer token that
 	// every admin request except /healthz and /readyz must present.
 	AdminTokenFile string
@@ -149,6 +153,7 @@ type Server struct {
 	cache   cache.SnapshotCache
 	watcher *registry.Watcher
 	changed chan struct{}
+	reload  chan struct{} // Reload's requests to the policy watcher
 	xdsTLS  *tls.Config // nil: plaintext xDS
 	// adminToken is the bearer token admin requests must present; nil
 	// when the admin API is open.
@@ -206,6 +211,12 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		certNames:     map[streamKey][]string{},
 		retained:      map[string]bool{},
 	}
+	if cfg.LogDropped != nil {
+		s.metrics.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "switchyard_log_dropped_lines_total",
+			Help: "Log lines dropped because stderr did not keep up (logging never blocks serving).",
+		}, func() float64 { return float64(cfg.LogDropped()) }))
+	}
 	w, err := registry.NewWatcher(cfg.Consul, log.With("component", "registry"), registry.Hooks{
 		WatchError: func(op string, _ error) { s.metrics.consulWatchErrors.WithLabelValues(watchKind(op)).Inc() },
 		FailStatic: func(string, string) { s.metrics.consulFailStatic.Inc() },
@@ -233,6 +244,14 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	w.Want(nil)
 	return s, nil
 }
+
+// Reload re-reads the policy files, and the certificate, key and CA files
+// they name, now (serve calls it on SIGHUP): as a file change does, a valid
+// set replaces the served one and an invalid one is reported while the last
+// good one keeps serving. The xDS server's own TLS files are re-read on
+// the next handshake after they change, without it. Safe to call at any
+// time; calls while a reload is waiting merge.
+func (s *Server) Reload() { notify(s.reload) }
 
 // watchKind turns a registry operation ("services", "health:web") into a
 // bounded metric label.

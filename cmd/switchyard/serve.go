@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"os"
@@ -85,7 +86,13 @@ func newServeCmd() *cobra.Command {
 			if err := loadSettings(v, configFile); err != nil {
 				return err
 			}
-			log, err := newLogger(v.GetString("log.level"), v.GetString("log.format"))
+			// A reader of stderr that goes away must not kill Switchyard
+			// (writes then fail with EPIPE and are dropped), and one that
+			// stops reading must not stall it (see LogWriter).
+			signal.Ignore(syscall.SIGPIPE)
+			logOut := controlplane.NewLogWriter(os.Stderr, 0)
+			defer logOut.Close(2 * time.Second)
+			log, err := newLogger(v.GetString("log.level"), v.GetString("log.format"), logOut)
 			if err != nil {
 				return err
 			}
@@ -124,6 +131,7 @@ func newServeCmd() *cobra.Command {
 					AdminMaxConnections:      v.GetInt("admin.max-connections"),
 				},
 				AdminTokenFile: v.GetString("admin.token-file"),
+				LogDropped:     logOut.Dropped,
 			}
 			if cfg.Limits.XDSMaxConnectionAge == 0 {
 				cfg.Limits.XDSMaxConnectionAge = -1 // never: Config's zero is the default
@@ -134,6 +142,22 @@ func newServeCmd() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			// SIGHUP reloads the policy and its certificates, as a config
+			// reload does in other daemons, instead of killing the process.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-hup:
+						log.Info("SIGHUP: reloading the policy and its certificates")
+						srv.Reload()
+					}
+				}
+			}()
 			return srv.Run(ctx)
 		},
 	}
@@ -320,7 +344,8 @@ func checkType(st setting, raw any) error {
 	return nil
 }
 
-func newLogger(level, format string) (*slog.Logger, error) {
+// newLogger logs to out, with private keys redacted whatever a line holds.
+func newLogger(level, format string, out io.Writer) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("setting log.level: %q: want debug, info, warn or error", level)
@@ -328,9 +353,9 @@ func newLogger(level, format string) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: l}
 	switch format {
 	case "text":
-		return slog.New(redact.Handler(slog.NewTextHandler(os.Stderr, opts))), nil
+		return slog.New(redact.Handler(slog.NewTextHandler(out, opts))), nil
 	case "json":
-		return slog.New(redact.Handler(slog.NewJSONHandler(os.Stderr, opts))), nil
+		return slog.New(redact.Handler(slog.NewJSONHandler(out, opts))), nil
 	}
 	return nil, fmt.Errorf("setting log.format: %q: want text or json", format)
 }
