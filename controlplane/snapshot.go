@@ -51,7 +51,7 @@ func build(snap *registry.Snapshot, set *policy.Set, builders map[string]*envoy.
 		if err != nil {
 			return nil, res.Diagnostics, err
 		}
-		gs.sources = envoy.Sources(cfg)
+		gs.sources = b.Sources()
 		out = append(out, gs)
 	}
 	for group := range builders {
