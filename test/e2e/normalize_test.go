@@ -90,22 +90,9 @@ func TestNormalizedPathsShareTheirRoute(t *testing.T) {
 // and registers it in Consul like StartBackend.
 func (e *Env) startPathEcho(service, id string) *Backend {
 	e.t.Helper()
-	b := &Backend{ID: id, Service: service, Address: "127.0.0.1", Port: testenv.FreePort(e.t)}
-	l, err := net.Listen("tcp", testenv.Addr(b.Port))
-	if err != nil {
-		e.t.Fatalf("backend %s: %v", id, err)
-	}
-	b.srv = &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			b.hits.Add(1)
-			fmt.Fprintln(w, id, r.RequestURI)
-		}),
-		ReadHeaderTimeout: 5 * time.Second,
-	}
-	go func() { _ = b.srv.Serve(l) }()
-	e.t.Cleanup(func() { b.srv.Close() })
-	e.Register(b)
-	return b
+	return e.startHandlerBackend(service, id, func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, id, r.RequestURI)
+	})
 }
 
 // rawGet sends "GET target HTTP/1.1" to Envoy's first listener exactly as
