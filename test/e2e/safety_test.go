@@ -147,7 +147,7 @@ listeners:
 	e.WaitFor("web reachable", 10*time.Second, "/", nil,
 		func(code int, body string) bool { return code == http.StatusOK && body == "web-1" })
 
-	retries := e.envoyCounter("cluster.web.upstream_rq_retry")
+	retries := e.requireEnvoyStat("cluster.web.upstream_rq_retry")
 	const n = 8
 	got := map[string]int{}
 	var wg sync.WaitGroup
@@ -171,10 +171,10 @@ listeners:
 	if got["200 web-1"] != n {
 		t.Errorf("%d requests failing their first try at once: got %v; want all %d retried and served", n, got, n)
 	}
-	if o := e.envoyCounter("cluster.web.upstream_rq_retry_overflow"); o != 0 {
+	if o := e.requireEnvoyStat("cluster.web.upstream_rq_retry_overflow"); o != 0 {
 		t.Errorf("envoy cluster.web.upstream_rq_retry_overflow = %d; want 0 (the budget allows 10 retries at once)", o)
 	}
-	if d := e.envoyCounter("cluster.web.upstream_rq_retry") - retries; d != n {
+	if d := e.requireEnvoyStat("cluster.web.upstream_rq_retry") - retries; d != n {
 		t.Errorf("envoy retried %d requests; want %d", d, n)
 	}
 }
@@ -326,9 +326,9 @@ func mtlsGet(addr, serverName string, roots *x509.CertPool, cert *tls.Certificat
 	return resp.StatusCode, strings.TrimSpace(string(b)), err
 }
 
-// envoyCounter reads one Envoy counter, failing the test when Envoy has no
+// requireEnvoyStat reads one Envoy counter, failing the test when Envoy has no
 // such series (a renamed stat must not read as 0).
-func (e *Env) envoyCounter(name string) int {
+func (e *Env) requireEnvoyStat(name string) int {
 	e.t.Helper()
 	out, err := e.Envoy.Admin("/stats?filter=^" + strings.ReplaceAll(name, ".", `\.`) + "$")
 	if err != nil {
