@@ -78,7 +78,7 @@ func buildGroup(b *envoy.Builder, cfg *ir.Config) (*groupSnapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	gs.sources = envoy.Sources(cfg)
+	gs.sources = b.Sources()
 	return gs, nil
 }
 

@@ -10,6 +10,9 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	overloadv3 "github.com/envoyproxy/go-control-plane/envoy/config/overload/v3"
+	downstreamconnectionsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/downstream_connections/v3"
+	fixedheapv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/fixed_heap/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -23,6 +26,41 @@ import (
 // RE2MaxProgramSize is the regex program size limit the bootstrap sets in
 // Envoy's runtime.
 const RE2MaxProgramSize = 10000
+
+// Overload protection defaults of the bootstrap (flags --max-connections and
+// --max-heap-bytes).
+const (
+	// DefaultMaxConnections bounds the downstream connections open at once,
+	// over all listeners. Every connection holds a file descriptor and
+	// buffers; Envoy advises staying under half of the descriptor limit.
+	DefaultMaxConnections = 50000
+	// DefaultMaxHeapBytes is the heap size the overload actions measure
+	// against: give Envoy somewhat more memory than this.
+	DefaultMaxHeapBytes = 1 << 30
+	// MinMaxHeapBytes is the smallest heap limit accepted: Envoy's own
+	// baseline is tens of megabytes, so a smaller limit would have it shed
+	// every connection from the start.
+	MinMaxHeapBytes = 64 << 20
+)
+
+// Heap thresholds of the overload actions, as fractions of MaxHeapBytes.
+const (
+	shrinkHeapAt       = 0.90 // return free memory to the system
+	disableKeepaliveAt = 0.92 // drain connections so clients reconnect elsewhere
+	rejectConnsAt      = 0.95 // close new connections at once
+	rejectRequestsAt   = 0.98 // answer new requests 503
+)
+
+// Envoy names of the overload manager's monitors, actions and load shed
+// points the bootstrap configures.
+const (
+	connectionsMonitor     = "envoy.resource_monitors.global_downstream_max_connections"
+	heapMonitor            = "envoy.resource_monitors.fixed_heap"
+	shrinkHeapAction       = "envoy.overload_actions.shrink_heap"
+	disableKeepaliveAction = "envoy.overload_actions.disable_http_keepalive"
+	stopRequestsAction     = "envoy.overload_actions.stop_accepting_requests"
+	listenerAcceptShed     = "envoy.load_shed_points.tcp_listener_accept"
+)
 
 // BootstrapOptions describe one Envoy's static start-up config.
 type BootstrapOptions struct {
@@ -42,6 +80,15 @@ type BootstrapOptions struct {
 	// XDSKeyFile are Envoy's client certificate, for mutual TLS. Envoy
 	// reads the files at start.
 	XDSCAFile, XDSServerName, XDSCertFile, XDSKeyFile string
+
+	// MaxConnections caps the downstream connections open at once over all
+	// listeners (the admin listener's count too, but it is never refused);
+	// beyond it Envoy closes new connections as they arrive. 0: no limit.
+	MaxConnections int64
+	// MaxHeapBytes is the heap size the heap overload actions measure
+	// against (see the thresholds above); 0: no heap actions. At least
+	// MinMaxHeapBytes otherwise.
+	MaxHeapBytes uint64
 }
 
 // Bootstrap builds an Envoy bootstrap that fetches everything else from
@@ -89,11 +136,19 @@ func Bootstrap(o BootstrapOptions) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	overload, err := overloadManager(o)
+	if err != nil {
+		return nil, err
+	}
 	b := &bootstrapv3.Bootstrap{
 		Node: &corev3.Node{Id: o.NodeID, Cluster: o.Group},
 		Admin: &bootstrapv3.Admin{
 			Address: socketAddress(adminHost, adminPort),
+			// An Envoy at its connection limit still answers its
+			// operator: stats and readiness are what explain it.
+			IgnoreGlobalConnLimit: o.MaxConnections > 0,
 		},
+		OverloadManager: overload,
 		LayeredRuntime: &bootstrapv3.LayeredRuntime{Layers: []*bootstrapv3.RuntimeLayer{{
 			Name:           "switchyard",
 			LayerSpecifier: &bootstrapv3.RuntimeLayer_StaticLayer{StaticLayer: runtime},
@@ -138,6 +193,54 @@ func Bootstrap(o BootstrapOptions) ([]byte, error) {
 		return nil, fmt.Errorf("bootstrap: %w", err)
 	}
 	return yaml.JSONToYAML(js)
+}
+
+// overloadManager protects Envoy from running out of file descriptors and
+// memory: a global cap on downstream connections, and actions that shed
+// load as the heap nears MaxHeapBytes. nil when both are off.
+func overloadManager(o BootstrapOptions) (*overloadv3.OverloadManager, error) {
+	if o.MaxConnections < 0 {
+		return nil, fmt.Errorf("bootstrap: --max-connections %d: want 0 (no limit) or more", o.MaxConnections)
+	}
+	if o.MaxHeapBytes != 0 && o.MaxHeapBytes < MinMaxHeapBytes {
+		return nil, fmt.Errorf("bootstrap: --max-heap-bytes %d: want 0 (no heap actions) or at least %d (64 MiB)", o.MaxHeapBytes, MinMaxHeapBytes)
+	}
+	if o.MaxConnections == 0 && o.MaxHeapBytes == 0 {
+		return nil, nil
+	}
+	om := &overloadv3.OverloadManager{RefreshInterval: durationpb.New(250 * time.Millisecond)}
+	if o.MaxConnections > 0 {
+		// This monitor needs no action: Envoy counts connections as it
+		// accepts them and closes those over the limit.
+		om.ResourceMonitors = append(om.ResourceMonitors, &overloadv3.ResourceMonitor{
+			Name: connectionsMonitor,
+			ConfigType: &overloadv3.ResourceMonitor_TypedConfig{TypedConfig: mustAny(
+				&downstreamconnectionsv3.DownstreamConnectionsConfig{MaxActiveDownstreamConnections: o.MaxConnections})},
+		})
+	}
+	if o.MaxHeapBytes > 0 {
+		om.ResourceMonitors = append(om.ResourceMonitors, &overloadv3.ResourceMonitor{
+			Name: heapMonitor,
+			ConfigType: &overloadv3.ResourceMonitor_TypedConfig{TypedConfig: mustAny(
+				&fixedheapv3.FixedHeapConfig{MaxHeapSizeBytes: o.MaxHeapBytes})},
+		})
+		om.Actions = []*overloadv3.OverloadAction{
+			{Name: shrinkHeapAction, Triggers: heapTrigger(shrinkHeapAt)},
+			{Name: disableKeepaliveAction, Triggers: heapTrigger(disableKeepaliveAt)},
+			{Name: stopRequestsAction, Triggers: heapTrigger(rejectRequestsAt)},
+		}
+		om.LoadshedPoints = []*overloadv3.LoadShedPoint{
+			{Name: listenerAcceptShed, Triggers: heapTrigger(rejectConnsAt)},
+		}
+	}
+	return om, nil
+}
+
+func heapTrigger(at float64) []*overloadv3.Trigger {
+	return []*overloadv3.Trigger{{
+		Name:         heapMonitor,
+		TriggerOneof: &overloadv3.Trigger_Threshold{Threshold: &overloadv3.ThresholdTrigger{Value: at}},
+	}}
 }
 
 // xdsTransport is the TLS of the connection to Switchyard, or nil for

@@ -47,6 +47,19 @@ func listener(l *ir.Listener) (*listenerv3.Listener, error) {
 		// Take the client address from the connection, not from a
 		// client-supplied X-Forwarded-For (Envoy's edge best practice).
 		UseRemoteAddress: wrapperspb.Bool(true),
+		// Route, rate-limit and forward one spelling of each path, so a
+		// limit on /api/login also counts /api//login, /api/./login and
+		// /api/%6cogin: RFC 3986 normalization (dot segments resolved,
+		// escaped unreserved characters decoded) and runs of slashes merged.
+		NormalizePath: wrapperspb.Bool(true),
+		MergeSlashes:  true,
+		// An escaped slash (%2F, %5C) is neither kept (the route would see
+		// /api%2Flogin while many upstreams decode it to /api/login: a
+		// bypass) nor silently rewritten: the client is redirected to the
+		// unescaped path, so client, Envoy and upstream all see the path
+		// that is matched. Browsers and HTTP libraries follow the redirect;
+		// gRPC clients get an error, as with REJECT_REQUEST.
+		PathWithEscapedSlashesAction: hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT,
 	}
 	hcmAny, err := anypb.New(hcm)
 	if err != nil {

@@ -56,8 +56,15 @@ type Digests map[resource.Type]map[string]string
 // safe. A Builder serves one proxy group and is not safe for concurrent
 // use; its zero value is ready.
 type Builder struct {
-	memo map[string]*built // by memo key: "cluster/web", "listener/public", ...
+	memo    map[string]*built // by memo key: "cluster/web", "listener/public", ...
+	sources Sources           // of the last successful Build
 }
+
+// Sources maps each built resource, by type URL and name, to the policy
+// file and line of the IR node it was built from. When Envoy rejects a
+// resource the control plane names that line, so the operator knows what to
+// edit. Resources whose node has no known source are absent.
+type Sources map[resource.Type]map[string]string
 
 // built is what one IR node became.
 type built struct {
@@ -68,6 +75,7 @@ type built struct {
 type typedResource struct {
 	typ    resource.Type
 	name   string // for error messages: the IR node's name
+	source string // the IR node's policy position ("" when unknown)
 	r      types.Resource
 	digest string
 }
@@ -102,7 +110,7 @@ func (b *Builder) Build(cfg *ir.Config) (Resources, Digests, error) {
 		return out, nil
 	}
 
-	res, digests := Resources{}, Digests{}
+	res, digests, sources := Resources{}, Digests{}, Sources{}
 	add := func(list []typedResource) error {
 		for _, t := range list {
 			// Two resources of one type with one name would silently
@@ -116,14 +124,20 @@ func (b *Builder) Build(cfg *ir.Config) (Resources, Digests, error) {
 			}
 			digests[t.typ][got] = t.digest
 			res[t.typ] = append(res[t.typ], t.r)
+			if t.source != "" {
+				if sources[t.typ] == nil {
+					sources[t.typ] = map[string]string{}
+				}
+				sources[t.typ][got] = t.source
+			}
 		}
 		return nil
 	}
 	for _, c := range cfg.Clusters {
 		list, err := node("cluster/"+c.Service, c, func() ([]typedResource, error) {
-			out := []typedResource{{typ: resource.ClusterType, name: c.Service, r: cluster(&c)}}
+			out := []typedResource{{typ: resource.ClusterType, name: c.Service, source: c.Source, r: cluster(&c)}}
 			if !c.DNS { // a DNS cluster's endpoints are inline
-				out = append(out, typedResource{typ: resource.EndpointType, name: c.Service, r: loadAssignment(&c)})
+				out = append(out, typedResource{typ: resource.EndpointType, name: c.Service, source: c.Source, r: loadAssignment(&c)})
 			}
 			return out, nil
 		})
@@ -151,9 +165,9 @@ func (b *Builder) Build(cfg *ir.Config) (Resources, Digests, error) {
 			key = "secret+ca/" + s.Name
 		}
 		list, err := node(key, s, func() ([]typedResource, error) {
-			out := []typedResource{{typ: resource.SecretType, name: s.Name, r: secret(&s)}}
+			out := []typedResource{{typ: resource.SecretType, name: s.Name, source: s.Source, r: secret(&s)}}
 			if withCA {
-				out = append(out, typedResource{typ: resource.SecretType, name: CASecretName(s.Name), r: caSecret(&s)})
+				out = append(out, typedResource{typ: resource.SecretType, name: CASecretName(s.Name), source: s.Source, r: caSecret(&s)})
 			}
 			return out, nil
 		})
@@ -175,8 +189,8 @@ func (b *Builder) Build(cfg *ir.Config) (Resources, Digests, error) {
 				return nil, err
 			}
 			return []typedResource{
-				{typ: resource.ListenerType, name: l.Name, r: lis},
-				{typ: resource.RouteType, name: l.Name, r: rc},
+				{typ: resource.ListenerType, name: l.Name, source: l.Source, r: lis},
+				{typ: resource.RouteType, name: l.Name, source: l.Source, r: rc},
 			}, nil
 		})
 		if err != nil {
@@ -191,7 +205,16 @@ func (b *Builder) Build(cfg *ir.Config) (Resources, Digests, error) {
 		sort.Slice(list, func(i, j int) bool { return GetName(list[i]) < GetName(list[j]) })
 	}
 	b.memo = next // forget nodes that are gone
+	b.sources = sources
 	return res, digests, nil
+}
+
+// Sources is where each resource of the last successful Build came from,
+// recorded as it was built: exactly the resources Build returned, no more.
+// The map is new on every Build and never written afterwards, so it may be
+// shared with other goroutines.
+func (b *Builder) Sources() Sources {
+	return b.sources
 }
 
 // digest hashes a resource's deterministic encoding: 16 hex digits of

@@ -20,7 +20,11 @@ cluster that reaches Switchyard: listeners, routes, clusters, endpoints and
 certificates all arrive over one ADS stream. Run Envoy with it:
 
   switchyard bootstrap --node-id edge-1 --group edge > envoy.yaml
-  envoy -c envoy.yaml`,
+  envoy -c envoy.yaml
+
+It also sets Envoy's overload protection: a cap on open downstream
+connections and load shedding as the heap nears a limit (--max-connections,
+--max-heap-bytes).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch protocol {
@@ -49,6 +53,10 @@ certificates all arrive over one ADS stream. Run Envoy with it:
 	f.StringVar(&o.XDSServerName, "xds-server-name", "", "name (DNS or IP) to verify in Switchyard's certificate (default: the host of --xds-address)")
 	f.StringVar(&o.XDSCertFile, "xds-cert-file", "", "Envoy's PEM client certificate, for Switchyard's mutual TLS (with --xds-key-file)")
 	f.StringVar(&o.XDSKeyFile, "xds-key-file", "", "the PEM private key of --xds-cert-file")
+	f.Int64Var(&o.MaxConnections, "max-connections", envoy.DefaultMaxConnections,
+		"most downstream connections Envoy keeps open at once, over all listeners; more are closed as they arrive (0: no limit)")
+	f.Uint64Var(&o.MaxHeapBytes, "max-heap-bytes", envoy.DefaultMaxHeapBytes,
+		"heap size at which Envoy sheds load: frees memory at 90%, drains connections at 92%, refuses new ones at 95%, answers 503 at 98% (0: off; else at least 64 MiB)")
 	_ = cmd.MarkFlagRequired("node-id")
 	_ = cmd.MarkFlagRequired("group")
 	return cmd

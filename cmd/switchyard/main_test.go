@@ -269,3 +269,68 @@ func TestSettingsTypos(t *testing.T) {
 		})
 	}
 }
+
+// TestBootstrapOverloadProtection checks the overload manager the bootstrap
+// sets by default, with other limits and switched off, each accepted by
+// real Envoy's validation mode, and the values it refuses.
+func TestBootstrapOverloadProtection(t *testing.T) {
+	envoy := testenv.Bin(t, "envoy")
+	for _, tc := range []struct {
+		name       string
+		flags      []string
+		want, lack []string
+	}{
+		{"defaults", nil, []string{
+			"envoy.resource_monitors.global_downstream_max_connections", `maxActiveDownstreamConnections: "50000"`,
+			"ignoreGlobalConnLimit: true",
+			"envoy.resource_monitors.fixed_heap", `maxHeapSizeBytes: "1073741824"`,
+			"envoy.overload_actions.shrink_heap", "envoy.overload_actions.disable_http_keepalive",
+			"envoy.overload_actions.stop_accepting_requests", "envoy.load_shed_points.tcp_listener_accept",
+		}, nil},
+		{"set", []string{"--max-connections", "5", "--max-heap-bytes", "536870912"}, []string{
+			`maxActiveDownstreamConnections: "5"`, `maxHeapSizeBytes: "536870912"`,
+		}, nil},
+		{"connections only", []string{"--max-heap-bytes", "0"}, []string{
+			`maxActiveDownstreamConnections: "50000"`,
+		}, []string{"fixed_heap", "overload_actions"}},
+		{"heap only", []string{"--max-connections", "0"}, []string{
+			`maxHeapSizeBytes: "1073741824"`,
+		}, []string{"global_downstream_max_connections", "ignoreGlobalConnLimit"}},
+		{"off", []string{"--max-connections", "0", "--max-heap-bytes", "0"}, nil, []string{"overloadManager", "ignoreGlobalConnLimit"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"bootstrap", "--node-id", "edge-1", "--group", "edge"}, tc.flags...)
+			stdout, stderr, err := run(t, args...)
+			if err != nil {
+				t.Fatalf("bootstrap %v: %v\n%s", tc.flags, err, stderr)
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(stdout, want) {
+					t.Errorf("bootstrap %v lacks %q:\n%s", tc.flags, want, stdout)
+				}
+			}
+			for _, lack := range tc.lack {
+				if strings.Contains(stdout, lack) {
+					t.Errorf("bootstrap %v has %q:\n%s", tc.flags, lack, stdout)
+				}
+			}
+			path := filepath.Join(t.TempDir(), "envoy.yaml")
+			if err := os.WriteFile(path, []byte(stdout), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.Command(envoy, "--mode", "validate", "-c", path, "--use-dynamic-base-id").CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "OK") {
+				t.Fatalf("envoy --mode validate: %v\n%s", err, out)
+			}
+		})
+	}
+	for _, bad := range [][]string{
+		{"--max-connections", "-1"},
+		{"--max-heap-bytes", "1000000"},
+	} {
+		args := append([]string{"bootstrap", "--node-id", "x", "--group", "edge"}, bad...)
+		if _, _, err := run(t, args...); err == nil || !strings.Contains(err.Error(), bad[0]) {
+			t.Errorf("bootstrap %v: got %v; want an error about %s", bad, err, bad[0])
+		}
+	}
+}
