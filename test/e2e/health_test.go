@@ -262,7 +262,11 @@ func TestCrashedInstanceCostsNoErrors(t *testing.T) {
 			if got := e.Tally(30, "/"); got[a.ID] != 30 {
 				t.Fatalf("after the ejection: %v over 30 requests; want all served by web-1", got)
 			}
-			if now, _ := e.Envoy.Stat("cluster.web.upstream_cx_connect_fail"); now != fails {
+			now, err := e.Envoy.Stat("cluster.web.upstream_cx_connect_fail")
+			if err != nil {
+				return err
+			}
+			if now != fails {
 				return fmt.Errorf("%d more connect failures over 30 requests", now-fails)
 			}
 			return nil

@@ -35,8 +35,8 @@ func TestEnvoyNACKIsLoggedAndCounted(t *testing.T) {
           - service: web
 `)
 		testenv.Eventually(t, 10*time.Second, "NACK counted", func() error {
-			if n := e.Metric("switchyard_xds_nacks_total", `type="Listener"`); n < 1 {
-				return errorf("switchyard_xds_nacks_total{type=\"Listener\"} = %v", n)
+			if n, err := e.MetricErr("switchyard_xds_nacks_total", `type="Listener"`); err != nil || n < 1 {
+				return fmt.Errorf("switchyard_xds_nacks_total{type=\"Listener\"} = %v (%v)", n, err)
 			}
 			return nil
 		})

@@ -202,7 +202,11 @@ func (e *Env) requireRoutesHold(d time.Duration, want map[string]string) {
 func (e *Env) awaitSwitchyardMetric(name, labels string, want float64, timeout time.Duration) {
 	e.t.Helper()
 	testenv.Eventually(e.t, timeout, fmt.Sprintf("%s{%s} = %v", name, labels, want), func() error {
-		if got := e.Metric(name, labels); got != want {
+		got, err := e.MetricErr(name, labels)
+		if err != nil {
+			return err
+		}
+		if got != want {
 			return fmt.Errorf("got %v", got)
 		}
 		return nil
@@ -237,7 +241,7 @@ func (e *Env) markProcesses() processMarks {
 	m.envoyRequests = e.envoyCounterValue("http.http.downstream_rq_total")
 	m.listenersModified = e.envoyCounterValue("listener_manager.listener_modified")
 	m.listenersCreated = e.envoyCounterValue("listener_manager.listener_added")
-	// Stat reads 0 for a name Envoy does not have: make sure these exist.
+	// A process that restarted would read lower than these.
 	if m.envoyRequests == 0 || m.listenersCreated == 0 {
 		e.t.Fatalf("envoy http.http.downstream_rq_total = %d, listener_manager.listener_added = %d; want both > 0",
 			m.envoyRequests, m.listenersCreated)
