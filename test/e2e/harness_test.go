@@ -28,6 +28,14 @@ import (
 // switchyardBin is the binary under test, built once by TestMain.
 var switchyardBin string
 
+// settle bounds every wait for real components to show a change: a health
+// flip, a policy edit, a reconnect. It is generous on purpose: under -race on
+// a loaded 2-core machine, what takes 100 ms alone can take seconds, and a
+// tight deadline would make the suite flaky rather than catch a regression.
+// No test asserts how fast a change propagates (they log it); test/bench
+// measures that.
+const settle = 30 * time.Second
+
 // raceEnv stops the race runtime from sleeping a second at every exit.
 var raceEnv = []string{"GORACE=atexit_sleep_ms=0"}
 
@@ -200,7 +208,7 @@ func (e *Env) StartSwitchyard() {
 // WaitReady waits for /readyz to answer 200.
 func (e *Env) WaitReady() {
 	e.t.Helper()
-	testenv.Eventually(e.t, 20*time.Second, "switchyard ready", func() error {
+	testenv.Eventually(e.t, settle, "switchyard ready", func() error {
 		if e.Switchyard.Exited() {
 			e.t.Fatalf("switchyard exited:\n%s", e.Switchyard.Output())
 		}
@@ -233,7 +241,7 @@ func (e *Env) StartEnvoy(group string) {
 		e.t.Fatalf("switchyard bootstrap: %v\n%s", err, out)
 	}
 	e.Envoy = testenv.StartEnvoy(e.t, "envoy", string(out), adminAddr)
-	testenv.Eventually(e.t, 20*time.Second, "envoy initialized", func() error {
+	testenv.Eventually(e.t, settle, "envoy initialized", func() error {
 		body, err := e.Envoy.Admin("/ready")
 		if err != nil {
 			return err
@@ -524,7 +532,7 @@ func (e *Env) SwitchyardLogContains(s string) bool {
 // healthy hosts out of total.
 func (e *Env) WaitHosts(service string, healthy, total int) {
 	e.t.Helper()
-	testenv.Eventually(e.t, 10*time.Second, fmt.Sprintf("envoy cluster %s with %d/%d healthy hosts", service, healthy, total), func() error {
+	testenv.Eventually(e.t, settle, fmt.Sprintf("envoy cluster %s with %d/%d healthy hosts", service, healthy, total), func() error {
 		h, err := e.Envoy.Stat("cluster." + service + ".membership_healthy")
 		if err != nil {
 			return err
