@@ -130,25 +130,25 @@ func TestConsulIntegration(t *testing.T) {
 	}
 
 	ttl("web-1", consulapi.HealthCritical)
-	want("web-1 failing", 2*time.Second, "web-1:8081=unhealthy", "web-2:8082=healthy")
+	want("web-1 failing", 30*time.Second, "web-1:8081=unhealthy", "web-2:8082=healthy")
 	ttl("web-1", consulapi.HealthPassing)
-	want("web-1 passing again", 2*time.Second, "web-1:8081=healthy", "web-2:8082=healthy")
+	want("web-1 passing again", 30*time.Second, "web-1:8081=healthy", "web-2:8082=healthy")
 
 	if err := agent.EnableServiceMaintenance("web-2", "switchyard test"); err != nil {
 		t.Fatal(err)
 	}
-	want("web-2 in maintenance", 2*time.Second, "web-1:8081=healthy", "web-2:8082=draining")
+	want("web-2 in maintenance", 30*time.Second, "web-1:8081=healthy", "web-2:8082=draining")
 	if err := agent.DisableServiceMaintenance("web-2"); err != nil {
 		t.Fatal(err)
 	}
-	want("web-2 out of maintenance", 2*time.Second, "web-1:8081=healthy", "web-2:8082=healthy")
+	want("web-2 out of maintenance", 30*time.Second, "web-1:8081=healthy", "web-2:8082=healthy")
 
 	for _, id := range []string{"web-1", "web-2"} {
 		if err := agent.ServiceDeregister(id); err != nil {
 			t.Fatal(err)
 		}
 	}
-	testenv.Eventually(t, 2*time.Second, "web deregistered", func() error {
+	testenv.Eventually(t, 30*time.Second, "web deregistered", func() error {
 		got, ok, err := web()
 		if err != nil {
 			return err
@@ -167,7 +167,7 @@ func TestConsulIntegration(t *testing.T) {
 
 	register("web-1", 8081)
 	register("web-2", 8082)
-	want("web registered again", 2*time.Second, "web-1:8081=healthy", "web-2:8082=healthy")
+	want("web registered again", 30*time.Second, "web-1:8081=healthy", "web-2:8082=healthy")
 
 	// A dev agent restart loses every registration. The watcher must keep
 	// the last known instances until they come back.
@@ -175,7 +175,7 @@ func TestConsulIntegration(t *testing.T) {
 	published := len(all)
 	mu.Unlock()
 	c.Restart(t)
-	testenv.Eventually(t, 10*time.Second, "FailStatic for web", func() error {
+	testenv.Eventually(t, 30*time.Second, "FailStatic for web", func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, f := range failStatic {
@@ -189,7 +189,7 @@ func TestConsulIntegration(t *testing.T) {
 	want("web held after the restart", 0, "web-1:8081=healthy", "web-2:8082=healthy")
 
 	register("web-1", 9091) // a new port: live data, not the held copy
-	want("web live again", 5*time.Second, "web-1:9091=healthy")
+	want("web live again", 30*time.Second, "web-1:9091=healthy")
 	if !strings.Contains(logs.String(), "service recovered") {
 		t.Errorf("recovery not logged")
 	}
@@ -265,7 +265,7 @@ func TestConsulIntegrationWant(t *testing.T) {
 		}
 	}
 	var first *Snapshot
-	testenv.Eventually(t, 10*time.Second, "first snapshot", func() (err error) {
+	testenv.Eventually(t, 30*time.Second, "first snapshot", func() (err error) {
 		first, err = snapshot(0)()
 		return err
 	})
@@ -289,7 +289,7 @@ func TestConsulIntegrationWant(t *testing.T) {
 	// One more: watched at once, published once synced.
 	w.Want(append(wanted, "svc-200"))
 	var second *Snapshot
-	testenv.Eventually(t, 5*time.Second, "svc-200 published", func() (err error) {
+	testenv.Eventually(t, 30*time.Second, "svc-200 published", func() (err error) {
 		second, err = snapshot(1)()
 		return err
 	})
@@ -320,7 +320,7 @@ func registerMany(t *testing.T, client *consulapi.Client, total int) []string {
 		names = append(names, name)
 	}
 	// Agent registrations reach the catalog asynchronously.
-	testenv.Eventually(t, 10*time.Second, "catalog lists every service", func() error {
+	testenv.Eventually(t, 30*time.Second, "catalog lists every service", func() error {
 		listed, _, err := client.Catalog().Services(nil)
 		if err != nil {
 			return err

@@ -67,15 +67,20 @@ func loadConsulFixture(t *testing.T, path string) *registry.Snapshot {
 
 // TestGolden translates testdata/<case>/{consul.yaml,policy/} and compares
 // the IR of every group with <case>/ir.yaml and the diagnostics with
-// <case>/diagnostics.txt. `make golden` regenerates them.
+// <case>/diagnostics.txt. `make golden` regenerates them. A file in a case
+// directory that the test did not read fails it.
 func TestGolden(t *testing.T) {
 	cases, err := filepath.Glob("testdata/*/consul.yaml")
 	if err != nil || len(cases) == 0 {
 		t.Fatalf("no golden cases in testdata: %v", err)
 	}
+	// Every file directly in a case directory is its input or an output
+	// compared here; policy/ and certs/ are read through the policy.
+	g := golden.New(t, *update, "testdata/*/*")
 	for _, consulFile := range cases {
 		dir := filepath.Dir(consulFile)
 		t.Run(filepath.Base(dir), func(t *testing.T) {
+			g.Read(consulFile)
 			snap := loadConsulFixture(t, consulFile)
 			set, diags := policy.Load(filepath.Join(dir, "policy"))
 			if diags.HasErrors() {
@@ -91,12 +96,12 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			compareGolden(t, filepath.Join(dir, "ir.yaml"), got)
+			g.Compare(t, filepath.Join(dir, "ir.yaml"), got)
 			var lines []string
 			for _, d := range append(diags, res.Diagnostics...) {
 				lines = append(lines, d.String())
 			}
-			compareGolden(t, filepath.Join(dir, "diagnostics.txt"), []byte(strings.Join(lines, "\n")+"\n"))
+			g.Compare(t, filepath.Join(dir, "diagnostics.txt"), []byte(strings.Join(lines, "\n")+"\n"))
 
 			// Deterministic: a second translation gives the same bytes.
 			again, _ := yaml.Marshal(Translate(snap, set).Configs)
@@ -105,9 +110,4 @@ func TestGolden(t *testing.T) {
 			}
 		})
 	}
-}
-
-func compareGolden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	golden.Compare(t, path, got, *update)
 }

@@ -2,12 +2,14 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
@@ -23,6 +25,65 @@ func run(t *testing.T, args ...string) (string, string, error) {
 	cmd.SetArgs(args)
 	err := cmd.Execute()
 	return stdout.String(), stderr.String(), err
+}
+
+// serveRefusalBound is how long a `serve` given bad settings may take to
+// refuse them. It refuses before it opens anything, in milliseconds; the
+// bound is generous for a loaded machine yet far below the suite's timeout.
+const serveRefusalBound = 10 * time.Second
+
+// serveRefused runs `serve` with args, which must make it refuse to start,
+// and returns its error. A serve that starts serving instead (it stopped
+// rejecting the setting) fails the test after serveRefusalBound rather than
+// hanging until the suite's timeout. It gets free loopback ports and a
+// Consul address nothing listens on, so even then it disturbs nothing.
+func serveRefused(t *testing.T, args ...string) error {
+	t.Helper()
+	returned, err := serveWithin(t, serveRefusalBound, args...)
+	if !returned {
+		t.Fatalf("serve %v was still running after %s; want it to refuse the settings at once", args, serveRefusalBound)
+	}
+	return err
+}
+
+// serveWithin runs `serve` with args for at most d. It returns true and
+// serve's error if serve returned within d; otherwise it stops serve (by
+// cancelling its context) and returns false.
+func serveWithin(t *testing.T, d time.Duration, args ...string) (bool, error) {
+	t.Helper()
+	safe := []string{"serve",
+		"--xds-address", testenv.Addr(testenv.FreePort(t)),
+		"--admin-address", testenv.Addr(testenv.FreePort(t)),
+		"--consul-address", testenv.Addr(testenv.FreePort(t))}
+	var stdout, stderr testenv.SyncBuffer
+	cmd := newRootCmd(&stdout, &stderr)
+	cmd.SetArgs(append(safe, args...))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(ctx) }()
+	select {
+	case err := <-done:
+		return true, err
+	case <-time.After(d):
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(serveRefusalBound):
+		t.Errorf("serve %v did not stop within %s of its context ending", args, serveRefusalBound)
+	}
+	return false, nil
+}
+
+// TestServeRefusalIsBounded proves serveRefused's bound works: a serve with
+// good settings keeps running, and serveWithin reports it and stops it
+// instead of waiting for it.
+func TestServeRefusalIsBounded(t *testing.T) {
+	returned, err := serveWithin(t, 2*time.Second, "--policy", "../../examples/quickstart/policies")
+	if returned {
+		t.Fatalf("serve with good settings returned %v; want it still serving when the bound passed", err)
+	}
 }
 
 func TestValidate(t *testing.T) {
@@ -145,13 +206,13 @@ func TestServeRejectsUnknownSettings(t *testing.T) {
 	if err := os.WriteFile(file, []byte("consul:\n  adress: 127.0.0.1:8500\nlog:\n  level: info\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err := run(t, "serve", "--config", file)
+	err := serveRefused(t, "--config", file)
 	if err == nil || !strings.Contains(err.Error(), `"consul.adress"`) || !strings.Contains(err.Error(), file) {
 		t.Fatalf("got %v; want an error naming the file and consul.adress", err)
 	}
 
 	t.Setenv("SWITCHYARD_CONSUL_ADRES", "x")
-	_, _, err = run(t, "serve", "--policy", dir)
+	err = serveRefused(t, "--policy", dir)
 	if err == nil || !strings.Contains(err.Error(), "SWITCHYARD_CONSUL_ADRES") {
 		t.Fatalf("got %v; want an error naming SWITCHYARD_CONSUL_ADRES", err)
 	}
@@ -166,7 +227,7 @@ func TestServeRejectsBadValues(t *testing.T) {
 		{[]string{"--log-format", "xml"}, "log.format"},
 		{[]string{"--debounce-holdoff", "soon"}, "debounce-holdoff"},
 	} {
-		_, _, err := run(t, append([]string{"serve"}, tc.args...)...)
+		err := serveRefused(t, tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("serve %v: got %v; want an error naming %s", tc.args, err, tc.want)
 		}

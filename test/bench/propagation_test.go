@@ -156,7 +156,7 @@ func (w *world) rebuilds(b *testing.B) (sum, count float64) {
 	if err := get(w.switchyard, "/metrics", &text); err != nil {
 		b.Fatal(err)
 	}
-	return metricValue(text, "switchyard_snapshot_build_seconds_sum"), metricValue(text, "switchyard_snapshot_build_seconds_count")
+	return metricValue(b, text, "switchyard_snapshot_build_seconds_sum"), metricValue(b, text, "switchyard_snapshot_build_seconds_count")
 }
 
 // memory is Switchyard's resident set, in bytes.
@@ -166,7 +166,7 @@ func (w *world) memory(b *testing.B) float64 {
 	if err := get(w.switchyard, "/metrics", &text); err != nil {
 		b.Fatal(err)
 	}
-	return metricValue(text, "process_resident_memory_bytes")
+	return metricValue(b, text, "process_resident_memory_bytes")
 }
 
 // envoyMemory is what Envoy's allocator holds, in bytes.
@@ -356,13 +356,19 @@ func get(addr, path string, body *string) error {
 	return nil
 }
 
-// metricValue reads an unlabelled series from Prometheus text.
-func metricValue(text, name string) float64 {
+// metricValue reads an unlabelled series from Prometheus text. A series not
+// there fails the benchmark: a renamed metric must not read as 0.
+func metricValue(b *testing.B, text, name string) float64 {
+	b.Helper()
 	for line := range strings.Lines(text) {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				b.Fatalf("switchyard /metrics: %s: %v", name, err)
+			}
 			return f
 		}
 	}
+	b.Fatalf("switchyard /metrics has no series %s", name)
 	return 0
 }

@@ -6,6 +6,7 @@ package e2e
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -26,6 +27,14 @@ import (
 
 // switchyardBin is the binary under test, built once by TestMain.
 var switchyardBin string
+
+// settle bounds every wait for real components to show a change: a health
+// flip, a policy edit, a reconnect. It is generous on purpose: under -race on
+// a loaded 2-core machine, what takes 100 ms alone can take seconds, and a
+// tight deadline would make the suite flaky rather than catch a regression.
+// No test asserts how fast a change propagates (they log it); test/bench
+// measures that.
+const settle = 30 * time.Second
 
 // raceEnv stops the race runtime from sleeping a second at every exit.
 var raceEnv = []string{"GORACE=atexit_sleep_ms=0"}
@@ -199,7 +208,7 @@ func (e *Env) StartSwitchyard() {
 // WaitReady waits for /readyz to answer 200.
 func (e *Env) WaitReady() {
 	e.t.Helper()
-	testenv.Eventually(e.t, 20*time.Second, "switchyard ready", func() error {
+	testenv.Eventually(e.t, settle, "switchyard ready", func() error {
 		if e.Switchyard.Exited() {
 			e.t.Fatalf("switchyard exited:\n%s", e.Switchyard.Output())
 		}
@@ -232,7 +241,7 @@ func (e *Env) StartEnvoy(group string) {
 		e.t.Fatalf("switchyard bootstrap: %v\n%s", err, out)
 	}
 	e.Envoy = testenv.StartEnvoy(e.t, "envoy", string(out), adminAddr)
-	testenv.Eventually(e.t, 20*time.Second, "envoy initialized", func() error {
+	testenv.Eventually(e.t, settle, "envoy initialized", func() error {
 		body, err := e.Envoy.Admin("/ready")
 		if err != nil {
 			return err
@@ -245,20 +254,44 @@ func (e *Env) StartEnvoy(group string) {
 }
 
 // Metric reads one series from Switchyard's /metrics (the sum over labels
-// matching the given label filter, e.g. `type="Cluster"`).
+// matching the given label filter, e.g. `type="Cluster"`). A series that is
+// not there fails the test: a renamed metric must not read as 0.
 func (e *Env) Metric(name, labels string) float64 {
 	e.t.Helper()
-	_, body, err := httpGet("http://"+e.AdminAddr+"/metrics", nil)
+	v, err := e.MetricErr(name, labels)
 	if err != nil {
-		e.t.Fatalf("metrics: %v", err)
+		e.t.Fatal(err)
 	}
+	return v
+}
+
+// MetricErr is Metric for use inside Eventually: a series not there (yet)
+// is an error wrapping errNoSeries.
+func (e *Env) MetricErr(name, labels string) (float64, error) {
+	code, body, err := httpGet("http://"+e.AdminAddr+"/metrics", nil)
+	if err != nil {
+		return 0, fmt.Errorf("switchyard /metrics: %w", err)
+	}
+	if code != http.StatusOK {
+		return 0, fmt.Errorf("switchyard /metrics: status %d", code)
+	}
+	return metricSum(body, name, labels)
+}
+
+// errNoSeries is metricSum's error when no series matches.
+var errNoSeries = errors.New("no such series")
+
+// metricSum sums the series of metric name whose labels contain the label
+// filter, in Prometheus text. It fails with errNoSeries when none matches.
+func metricSum(text, name, labels string) (float64, error) {
 	var sum float64
-	for _, line := range strings.Split(body, "\n") {
+	found := false
+	for _, line := range strings.Split(text, "\n") {
 		if !strings.HasPrefix(line, name) || strings.HasPrefix(line, "#") {
 			continue
 		}
 		rest := line[len(name):]
-		if rest[0] != ' ' && rest[0] != '{' {
+		if rest == "" || (rest[0] != ' ' && rest[0] != '{') {
 			continue // a longer metric name
 		}
 		if labels != "" && !strings.Contains(rest, labels) {
@@ -266,11 +299,71 @@ func (e *Env) Metric(name, labels string) float64 {
 		}
 		f := strings.Fields(rest)
 		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err == nil {
-			sum += v
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", line, err)
+		}
+		sum += v
+		found = true
+	}
+	if !found {
+		return 0, fmt.Errorf("%s{%s}: %w", name, labels, errNoSeries)
+	}
+	return sum, nil
+}
+
+// TestMetricSumMissingSeries proves a series that is not in /metrics is an
+// error, not 0: a renamed metric must fail the checks that expect it to be 0.
+func TestMetricSumMissingSeries(t *testing.T) {
+	text := `# HELP switchyard_xds_pushes_total xDS responses sent to Envoy.
+# TYPE switchyard_xds_pushes_total counter
+switchyard_xds_pushes_total{type="Cluster"} 2
+switchyard_xds_pushes_total{type="Listener"} 3
+switchyard_xds_pushes_total_extra 7
+switchyard_ready 0
+`
+	for _, c := range []struct {
+		name, labels string
+		want         float64
+	}{
+		{"switchyard_xds_pushes_total", "", 5},
+		{"switchyard_xds_pushes_total", `type="Listener"`, 3},
+		{"switchyard_ready", "", 0},
+	} {
+		if got, err := metricSum(text, c.name, c.labels); err != nil || got != c.want {
+			t.Errorf("%s{%s}: got %v, %v; want %v", c.name, c.labels, got, err, c.want)
 		}
 	}
-	return sum
+	for _, c := range []struct{ name, labels string }{
+		{"switchyard_xds_nacks_total", ""},                      // a family not there
+		{"switchyard_xds_pushes_total", `type="Secret"`},        // a label value not there
+		{"switchyard_xds_push", ""},                             // a prefix of a name
+		{"switchyard_xds_pushes_total_extra", `type="Cluster"`}, // no such labels
+	} {
+		if got, err := metricSum(text, c.name, c.labels); !errors.Is(err, errNoSeries) {
+			t.Errorf("%s{%s}: got %v, %v; want an error wrapping errNoSeries", c.name, c.labels, got, err)
+		}
+	}
+}
+
+// requireNoNACKs fails if Envoy rejected any configuration. Envoy's CDS and
+// LDS rejection counters must exist and read 0. Switchyard's NACK counter
+// has a series per resource type only once that type was NACKed, so there
+// absent counts as 0; TestEnvoyNACKIsLoggedAndCounted pins its name by
+// reading it.
+func (e *Env) requireNoNACKs() {
+	e.t.Helper()
+	for _, stat := range []string{"cluster_manager.cds.update_rejected", "listener_manager.lds.update_rejected"} {
+		if n := e.envoyCounterValue(stat); n != 0 {
+			e.t.Errorf("envoy %s = %d; want 0", stat, n)
+		}
+	}
+	n, err := e.MetricErr("switchyard_xds_nacks_total", "")
+	if err != nil && !errors.Is(err, errNoSeries) {
+		e.t.Fatal(err)
+	}
+	if n != 0 {
+		e.t.Errorf("switchyard_xds_nacks_total = %v; want 0", n)
+	}
 }
 
 // URL is a URL on the scenario's first Envoy listener.
@@ -439,7 +532,7 @@ func (e *Env) SwitchyardLogContains(s string) bool {
 // healthy hosts out of total.
 func (e *Env) WaitHosts(service string, healthy, total int) {
 	e.t.Helper()
-	testenv.Eventually(e.t, 10*time.Second, fmt.Sprintf("envoy cluster %s with %d/%d healthy hosts", service, healthy, total), func() error {
+	testenv.Eventually(e.t, settle, fmt.Sprintf("envoy cluster %s with %d/%d healthy hosts", service, healthy, total), func() error {
 		h, err := e.Envoy.Stat("cluster." + service + ".membership_healthy")
 		if err != nil {
 			return err

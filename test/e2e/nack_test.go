@@ -34,9 +34,9 @@ func TestEnvoyNACKIsLoggedAndCounted(t *testing.T) {
         routes:
           - service: web
 `)
-		testenv.Eventually(t, 10*time.Second, "NACK counted", func() error {
-			if n := e.Metric("switchyard_xds_nacks_total", `type="Listener"`); n < 1 {
-				return errorf("switchyard_xds_nacks_total{type=\"Listener\"} = %v", n)
+		testenv.Eventually(t, settle, "NACK counted", func() error {
+			if n, err := e.MetricErr("switchyard_xds_nacks_total", `type="Listener"`); err != nil || n < 1 {
+				return fmt.Errorf("switchyard_xds_nacks_total{type=\"Listener\"} = %v (%v)", n, err)
 			}
 			return nil
 		})
@@ -82,14 +82,14 @@ func TestEnvoyNACKIsLoggedAndCounted(t *testing.T) {
         routes:
           - service: web
 `)
-		testenv.Eventually(t, 10*time.Second, "the moved listener serves", func() error {
+		testenv.Eventually(t, settle, "the moved listener serves", func() error {
 			code, body, err := httpGet("http://"+testenv.Addr(free)+"/", nil)
 			if err != nil || code != 200 || body != "web-1" {
 				return errorf("got %d %q %v", code, body, err)
 			}
 			return nil
 		})
-		testenv.Eventually(t, 5*time.Second, "the rejection cleared by Envoy's ACK", func() error {
+		testenv.Eventually(t, settle, "the rejection cleared by Envoy's ACK", func() error {
 			if n := e.Metric("switchyard_xds_rejecting_proxies", ""); n != 0 {
 				return errorf("switchyard_xds_rejecting_proxies = %v", n)
 			}

@@ -115,10 +115,10 @@ func TestPolicyEditGoesLive(t *testing.T) {
 		okBefore := e.Metric("switchyard_policy_reloads_total", `result="ok"`)
 		errBefore := e.Metric("switchyard_policy_reloads_total", `result="error"`)
 
-		// 1. A valid edit adding /api -> api goes live within seconds.
+		// 1. A valid edit adding /api -> api goes live.
 		start := time.Now()
 		e.WritePolicy("edge.yaml", editPolicyWithAPI)
-		e.WaitFor("/api routed to service api after the edit", 3*time.Second, "/api", nil,
+		e.WaitFor("/api routed to service api after the edit", settle, "/api", nil,
 			func(code int, body string) bool { return code == http.StatusOK && body == "api-1" })
 		t.Logf("route edit live after %s", time.Since(start).Round(time.Millisecond))
 		e.requireRoutesServe(map[string]string{"/": "web-1", "/api": "api-1", "/api/users": "api-1", "/items/42": "web-1"})
@@ -133,7 +133,7 @@ func TestPolicyEditGoesLive(t *testing.T) {
 		// serving exactly as before, and Switchyard stays ready.
 		e.WritePolicy("edge.yaml", editPolicyBadRegex)
 		badLine := policyLineOf(t, editPolicyBadRegex, "[0-9+$")
-		e.awaitSwitchyardMetric("switchyard_policy_reloads_total", `result="error"`, errBefore+1, 5*time.Second)
+		e.awaitSwitchyardMetric("switchyard_policy_reloads_total", `result="error"`, errBefore+1, settle)
 		e.requireRoutesHold(2*time.Second, live)
 		want := fmt.Sprintf("edge.yaml:%d: invalid pathRegex", badLine)
 		if !e.SwitchyardLogContains(want) {
@@ -143,7 +143,7 @@ func TestPolicyEditGoesLive(t *testing.T) {
 		// 3. A second, different mistake (a misspelt field) is reported too.
 		e.WritePolicy("edge.yaml", editPolicyUnknownField)
 		badLine = policyLineOf(t, editPolicyUnknownField, "pathregex:")
-		e.awaitSwitchyardMetric("switchyard_policy_reloads_total", `result="error"`, errBefore+2, 5*time.Second)
+		e.awaitSwitchyardMetric("switchyard_policy_reloads_total", `result="error"`, errBefore+2, settle)
 		e.requireRoutesHold(1*time.Second, live)
 		want = fmt.Sprintf(`edge.yaml:%d: unknown field \"pathregex\"`, badLine)
 		if !e.SwitchyardLogContains(want) {
@@ -156,7 +156,7 @@ func TestPolicyEditGoesLive(t *testing.T) {
 		// 4. Fixing the file makes the new version go live.
 		start = time.Now()
 		e.WritePolicy("edge.yaml", editPolicyFixed)
-		e.WaitFor("/items/42 routed to service api after the fix", 3*time.Second, "/items/42", nil,
+		e.WaitFor("/items/42 routed to service api after the fix", settle, "/items/42", nil,
 			func(code int, body string) bool { return code == http.StatusOK && body == "api-1" })
 		t.Logf("fixed policy live after %s", time.Since(start).Round(time.Millisecond))
 		e.requireRoutesServe(map[string]string{"/": "web-1", "/api": "api-1", "/items/42": "api-1", "/items/abc": "web-1", "/items/42/x": "web-1"})
@@ -182,19 +182,16 @@ func (e *Env) requireRoutesServe(want map[string]string) {
 	}
 }
 
-// requireRoutesHold checks for d that every path keeps answering 200 from the
-// expected backend, and that Switchyard stays ready.
+// requireRoutesHold checks, for at least d and at least five rounds of
+// requests however slow the machine is, that every path keeps answering 200
+// from the expected backend and that Switchyard stays ready.
 func (e *Env) requireRoutesHold(d time.Duration, want map[string]string) {
 	e.t.Helper()
-	n := 0
-	for end := time.Now().Add(d); time.Now().Before(end); {
+	end := time.Now().Add(d)
+	for n := 0; n < 5 || time.Now().Before(end); n++ {
 		e.requireRoutesServe(want)
 		e.requireSwitchyardReady()
-		n++
 		time.Sleep(20 * time.Millisecond)
-	}
-	if n < 5 {
-		e.t.Fatalf("only %d rounds of requests in %s", n, d)
 	}
 }
 
@@ -202,7 +199,11 @@ func (e *Env) requireRoutesHold(d time.Duration, want map[string]string) {
 func (e *Env) awaitSwitchyardMetric(name, labels string, want float64, timeout time.Duration) {
 	e.t.Helper()
 	testenv.Eventually(e.t, timeout, fmt.Sprintf("%s{%s} = %v", name, labels, want), func() error {
-		if got := e.Metric(name, labels); got != want {
+		got, err := e.MetricErr(name, labels)
+		if err != nil {
+			return err
+		}
+		if got != want {
 			return fmt.Errorf("got %v", got)
 		}
 		return nil
@@ -237,7 +238,7 @@ func (e *Env) markProcesses() processMarks {
 	m.envoyRequests = e.envoyCounterValue("http.http.downstream_rq_total")
 	m.listenersModified = e.envoyCounterValue("listener_manager.listener_modified")
 	m.listenersCreated = e.envoyCounterValue("listener_manager.listener_added")
-	// Stat reads 0 for a name Envoy does not have: make sure these exist.
+	// A process that restarted would read lower than these.
 	if m.envoyRequests == 0 || m.listenersCreated == 0 {
 		e.t.Fatalf("envoy http.http.downstream_rq_total = %d, listener_manager.listener_added = %d; want both > 0",
 			m.envoyRequests, m.listenersCreated)
@@ -333,7 +334,7 @@ func TestRemovedGroupKeepsFollowingConsul(t *testing.T) {
 
 		// edge.yaml now defines another group only.
 		e.WritePolicy("edge.yaml", strings.Replace(webPolicy, "name: edge", "name: other", 1))
-		testenv.Eventually(t, 10*time.Second, "the removal noticed", func() error {
+		testenv.Eventually(t, settle, "the removal noticed", func() error {
 			if !e.SwitchyardLogContains("removed from policy while Envoys use it") {
 				return errorf("no warning yet")
 			}
@@ -349,7 +350,7 @@ func TestRemovedGroupKeepsFollowingConsul(t *testing.T) {
 		e.WaitHosts("web", 2, 2)
 		e.Deregister(web1)
 		e.WaitHosts("web", 1, 1)
-		e.WaitFor("only web-2 serves", 5*time.Second, "/", nil, func(code int, body string) bool {
+		e.WaitFor("only web-2 serves", settle, "/", nil, func(code int, body string) bool {
 			return code == 200 && body == web2.ID
 		})
 	})

@@ -108,7 +108,7 @@ func TestTLSCertificatesBySNIAndRotation(t *testing.T) {
 		shop2.write(t, certDir, "shop")
 		rotated := time.Now()
 		var leaf *x509.Certificate
-		testenv.Eventually(t, 5*time.Second, "envoy serves the rotated shop certificate", func() error {
+		testenv.Eventually(t, settle, "envoy serves the rotated shop certificate", func() error {
 			var err error
 			leaf, err = tlsLeaf(addr, "shop.example.com", ca.pool)
 			if err != nil {
@@ -193,10 +193,10 @@ func jsonStrings(v any, w *strings.Builder) {
 // the leaf certificate the server sent.
 func tlsLeaf(addr, serverName string, roots *x509.CertPool) (*x509.Certificate, error) {
 	d := tls.Dialer{
-		NetDialer: &net.Dialer{Timeout: 2 * time.Second},
+		NetDialer: &net.Dialer{Timeout: 10 * time.Second},
 		Config:    &tls.Config{ServerName: serverName, RootCAs: roots, MinVersion: tls.VersionTLS12},
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {

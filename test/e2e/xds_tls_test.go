@@ -68,7 +68,7 @@ func TestXDSOverMutualTLS(t *testing.T) {
 	next := x.CA.Issue(t, testenv.LeafOptions{Name: "switchyard", Serial: 77, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
 	writeAtomic(t, x.KeyFile, next.KeyPEM)
 	writeAtomic(t, x.CertFile, next.CertPEM)
-	testenv.Eventually(t, 10*time.Second, "the new server certificate served", func() error {
+	testenv.Eventually(t, settle, "the new server certificate served", func() error {
 		conn, err := tls.Dial("tcp", e.XDSAddr, withCert)
 		if err != nil {
 			return err
@@ -95,7 +95,7 @@ func adsListeners(addr, group string, creds credentials.TransportCredentials) er
 		return err
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
 	if err != nil {

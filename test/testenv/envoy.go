@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -68,21 +69,33 @@ func (e *Envoy) Admin(path string) (string, error) {
 	return string(b), nil
 }
 
-// Stat reads one counter or gauge from /stats, or 0 when absent.
+// ErrNoStat is Stat's error for a name Envoy does not have: a renamed or
+// not yet created stat must never read as 0.
+var ErrNoStat = errors.New("no such stat")
+
+// Stat reads one counter or gauge from /stats. A name Envoy does not have
+// is an error wrapping ErrNoStat.
 func (e *Envoy) Stat(name string) (int, error) {
 	out, err := e.Admin("/stats?filter=^" + strings.ReplaceAll(name, ".", `\.`) + "$")
 	if err != nil {
 		return 0, err
 	}
+	return parseStat(out, name)
+}
+
+// parseStat finds name in the text of Envoy's /stats.
+func parseStat(out, name string) (int, error) {
 	for _, line := range strings.Split(out, "\n") {
 		k, v, ok := strings.Cut(line, ": ")
 		if ok && k == name {
 			var n int
-			_, err := fmt.Sscan(v, &n)
-			return n, err
+			if _, err := fmt.Sscan(v, &n); err != nil {
+				return 0, fmt.Errorf("envoy stat %s: %q: %w", name, v, err)
+			}
+			return n, nil
 		}
 	}
-	return 0, nil
+	return 0, fmt.Errorf("envoy stat %s: %w", name, ErrNoStat)
 }
 
 // Output is what Envoy logged.

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"errors"
 	"testing"
 
 	consulapi "github.com/hashicorp/consul/api"
@@ -42,5 +43,25 @@ func TestConsulHTTPS(t *testing.T) {
 	}
 	if _, _, err := client(false).Catalog().Services(nil); err == nil {
 		t.Fatal("over HTTPS without a client certificate: no error; want the agent to refuse it")
+	}
+}
+
+// TestParseStatMissing proves a stat Envoy does not report is an error, not
+// 0: a renamed stat must fail the checks that expect it to be 0.
+func TestParseStatMissing(t *testing.T) {
+	out := "cluster.web.upstream_rq_retry: 0\ncluster.web.upstream_rq_retry_overflow: 3\n"
+	if n, err := parseStat(out, "cluster.web.upstream_rq_retry"); err != nil || n != 0 {
+		t.Errorf("present stat: got %d, %v; want 0, nil", n, err)
+	}
+	if n, err := parseStat(out, "cluster.web.upstream_rq_retry_overflow"); err != nil || n != 3 {
+		t.Errorf("present stat: got %d, %v; want 3, nil", n, err)
+	}
+	for _, name := range []string{"cluster.web.upstream_rq_retries", "cluster.web.upstream_rq"} {
+		if n, err := parseStat(out, name); !errors.Is(err, ErrNoStat) {
+			t.Errorf("missing stat %s: got %d, %v; want an error wrapping ErrNoStat", name, n, err)
+		}
+	}
+	if _, err := parseStat("cluster.web.upstream_rq_retry: x\n", "cluster.web.upstream_rq_retry"); err == nil {
+		t.Error("a value that is not a number: no error")
 	}
 }
