@@ -154,7 +154,7 @@ type Server struct {
 	watcher *registry.Watcher
 	changed chan struct{}
 	reload  chan struct{} // Reload's requests to the policy watcher
-	xdsTLS  *tls.Config // nil: plaintext xDS
+	xdsTLS  *tls.Config   // nil: plaintext xDS
 	// adminToken is the bearer token admin requests must present; nil
 	// when the admin API is open.
 	adminToken []byte
