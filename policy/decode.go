@@ -5,8 +5,10 @@ import (
 	"math"
 	"regexp"
 	"regexp/syntax"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -409,4 +411,21 @@ func regexProgramSize(v string) int {
 		return 0
 	}
 	return len(prog.Inst)
+}
+
+// maxQuoted bounds how much of a value a message quotes.
+const maxQuoted = 200
+
+// quoteValue quotes a value from a policy file for a message, escaping
+// control characters, so that a value cannot forge a line of output. A
+// long value is cut short.
+func quoteValue(v string) string {
+	if len(v) <= maxQuoted {
+		return strconv.Quote(v)
+	}
+	cut := maxQuoted
+	for cut > 0 && !utf8.RuneStart(v[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(v[:cut]), len(v))
 }
