@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
@@ -113,7 +114,23 @@ func (d *decoder) str(m *fields, key string) (v string, ok bool) {
 		d.errorf(n.Line, "%s must be a string, got %s", key, describe(n))
 		return "", false
 	}
+	if msg := valueProblem(key, n.Value); msg != "" {
+		d.errorf(n.Line, "%s", msg)
+		return "", false
+	}
 	return n.Value, true
+}
+
+// valueProblem says what is wrong with any string value of field key, or
+// "". Every string of a policy ends up in Envoy's config as a header name
+// or value, domain, path, regex, name or service, and Envoy's schema
+// refuses control characters in those (a domain with a newline would fail
+// the whole build), so control characters are refused everywhere.
+func valueProblem(key, v string) string {
+	if strings.ContainsFunc(v, unicode.IsControl) {
+		return fmt.Sprintf("%s must not contain control characters (such as newline, carriage return, tab or NUL), got %s", key, quoteValue(v))
+	}
+	return ""
 }
 
 func isString(n *yaml.Node) bool {
@@ -213,6 +230,10 @@ func (d *decoder) strList(m *fields, key string) []item {
 	for _, n := range d.list(m, key) {
 		if !isString(n) {
 			d.errorf(n.Line, "%s items must be strings, got %s", key, describe(n))
+			continue
+		}
+		if msg := valueProblem(key, n.Value); msg != "" {
+			d.errorf(n.Line, "%s", msg)
 			continue
 		}
 		out = append(out, item{n.Value, n.Line})
