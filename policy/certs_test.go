@@ -346,3 +346,46 @@ func TestKeyFileWithTwoKeys(t *testing.T) {
 		t.Error("KeyPEM is not the first key alone")
 	}
 }
+
+// A key pasted into keyFile (or a certificate into certFile) instead of its
+// path must not be echoed by the error that refuses it.
+func TestPastedKeyIsNotEchoed(t *testing.T) {
+	dir := t.TempDir()
+	k := writeCert(t, dir, "k", "k.example.com")
+	body := strings.Split(string(k.keyPEM), "\n")[1]
+	indented := "    " + strings.ReplaceAll(strings.TrimSpace(string(k.keyPEM)), "\n", "\n    ")
+	file := filepath.Join(dir, "certs.yaml")
+	head := "apiVersion: switchyard.io/v1\nkind: Certificate\nname: c\ncertFile: k.crt\n"
+	notShown := "the value is not shown, in case it is a key"
+	tests := []struct {
+		name, doc, want string
+	}{
+		{"PEM block", head + "keyFile: |\n" + indented + "\n",
+			file + ":5: keyFile holds what looks like PEM content, not a file path; write it to a file and give that file's path (" + notShown + ")"},
+		{"PEM on one line", head + "keyFile: \"-----BEGIN PRIVATE KEY-----" + body + "-----END PRIVATE KEY-----\"\n",
+			file + ":5: keyFile holds what looks like PEM content, not a file path; write it to a file and give that file's path (" + notShown + ")"},
+		{"base64 without PEM lines", head + "keyFile: " + strings.Repeat(body, 5) + "\n",
+			file + fmt.Sprintf(":5: keyFile is %d bytes long, too long for a file path (at most 256 bytes; %s)", 5*len(body), notShown)},
+		{"base64 lines", head + "keyFile: |\n    " + body + "\n    " + body + "\n",
+			file + ":5: keyFile must not contain control characters (such as newline, carriage return, tab or NUL); it is a file path (" + notShown + ")"},
+		{"PEM in another field", "apiVersion: switchyard.io/v1\nkind: ProxyGroup\nname: edge\nlisteners:\n  - name: http\n    port: 8080\n    hosts:\n      - domains: [\"*\"]\n        routes:\n          - match: { headers: [{ name: x-key, exact: \"-----BEGIN PRIVATE KEY-----" + body + "\" }] }\n            service: web\n",
+			file + ":10: exact holds what looks like PEM content; keys and certificates belong in files named by certFile, keyFile and caFile (" + notShown + ")"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			set, diags := policy.Parse(map[string][]byte{file: []byte(tt.doc)})
+			if set != nil {
+				t.Fatal("got a Set; want the value refused")
+			}
+			got := diags.Errors()
+			if len(got) != 1 || got[0].String() != tt.want {
+				t.Errorf("got errors %q; want only %q", lines(got), tt.want)
+			}
+			for _, line := range lines(diags) {
+				if strings.Contains(line, body[:16]) || strings.Contains(line, "PRIVATE KEY") {
+					t.Errorf("diagnostic %q shows key material", line)
+				}
+			}
+		})
+	}
+}

@@ -126,11 +126,35 @@ func (d *decoder) str(m *fields, key string) (v string, ok bool) {
 // or value, domain, path, regex, name or service, and Envoy's schema
 // refuses control characters in those (a domain with a newline would fail
 // the whole build), so control characters are refused everywhere.
+//
+// A value that may be a secret is never shown: a key pasted into keyFile
+// instead of its path would otherwise be echoed in every message and log.
 func valueProblem(key, v string) string {
-	if strings.ContainsFunc(v, unicode.IsControl) {
-		return fmt.Sprintf("%s must not contain control characters (such as newline, carriage return, tab or NUL), got %s", key, quoteValue(v))
+	const notShown = "the value is not shown, in case it is a key"
+	file := isFileField(key)
+	switch {
+	case looksLikePEM(v) && file:
+		return fmt.Sprintf("%s holds what looks like PEM content, not a file path; write it to a file and give that file's path (%s)", key, notShown)
+	case looksLikePEM(v):
+		return fmt.Sprintf("%s holds what looks like PEM content; keys and certificates belong in files named by certFile, keyFile and caFile (%s)", key, notShown)
+	case file && len(v) > MaxFilePathLength:
+		return fmt.Sprintf("%s is %d bytes long, too long for a file path (at most %d bytes; %s)", key, len(v), MaxFilePathLength, notShown)
+	case !strings.ContainsFunc(v, unicode.IsControl):
+		return ""
+	case file:
+		return fmt.Sprintf("%s must not contain control characters (such as newline, carriage return, tab or NUL); it is a file path (%s)", key, notShown)
 	}
-	return ""
+	return fmt.Sprintf("%s must not contain control characters (such as newline, carriage return, tab or NUL), got %s", key, quoteValue(v))
+}
+
+// isFileField reports whether key names a file of key material.
+func isFileField(key string) bool {
+	return key == "certFile" || key == "keyFile" || key == "caFile"
+}
+
+// looksLikePEM reports whether v holds a PEM boundary line.
+func looksLikePEM(v string) bool {
+	return strings.Contains(v, "-----BEGIN") || strings.Contains(v, "-----END")
 }
 
 func isString(n *yaml.Node) bool {

@@ -33,6 +33,10 @@ const (
 	// bootstrap from `switchyard bootstrap` raises to 10,000; RE2 programs run
 	// up to about twice Go's count, so this keeps well inside it.
 	MaxRegexProgramSize = 2000
+	// MaxFilePathLength bounds certFile, keyFile and caFile. Real paths
+	// are far shorter; a longer value is more likely a key pasted in place
+	// of its path, so it is refused without being shown.
+	MaxFilePathLength = 256
 	// EnvoyDefaultRouteTimeout is what Envoy applies to a route with no
 	// explicit timeout. It is used here only for warnings.
 	EnvoyDefaultRouteTimeout = 15 * time.Second
