@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"regexp"
-	"regexp/syntax"
 	"strconv"
 	"strings"
 	"time"
@@ -428,34 +427,23 @@ func (d *decoder) service(line int, v string) bool {
 }
 
 // regex validates an RE2 regular expression. Go's regexp implements RE2
-// syntax, as Envoy's matcher does.
+// syntax, as Envoy's matcher does; RE2's program size limit is checked as
+// RE2 counts.
 func (d *decoder) regex(line int, key, v string) bool {
 	if v == "" {
 		d.errorf(line, "%s must not be empty", key)
 		return false
 	}
+	// Go's parser also applies RE2's limit on nested repetitions.
 	if _, err := regexp.Compile(v); err != nil {
-		d.errorf(line, "invalid %s %q: %v", key, v, err)
+		d.errorf(line, "invalid %s %s: %v", key, quoteValue(v), err)
 		return false
 	}
-	if n := regexProgramSize(v); n > MaxRegexProgramSize {
-		d.errorf(line, "%s %q is too complex for Envoy: it compiles to %d instructions, more than %d; simplify it or split the route", key, v, n, MaxRegexProgramSize)
+	if n := re2ProgramSize(v); n > MaxRegexProgramSize {
+		d.errorf(line, "%s %s is too complex for Envoy: its RE2 program may have up to %d instructions, more than %d; simplify it or split the route", key, quoteValue(v), n, MaxRegexProgramSize)
 		return false
 	}
 	return true
-}
-
-// regexProgramSize is the number of instructions v compiles to.
-func regexProgramSize(v string) int {
-	re, err := syntax.Parse(v, syntax.Perl)
-	if err != nil {
-		return 0
-	}
-	prog, err := syntax.Compile(re.Simplify())
-	if err != nil {
-		return 0
-	}
-	return len(prog.Inst)
 }
 
 // maxQuoted bounds how much of a value a message quotes.
