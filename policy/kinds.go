@@ -252,20 +252,80 @@ func (d *decoder) host(n *yaml.Node) (VirtualHost, []item, bool) {
 	}
 
 	names := make(map[string]Pos)
+	var earlier shadowIndex
 	for i, r := range h.Routes {
 		if prev, dup := names[r.Name]; dup && r.Name != "" {
 			d.errorf(r.Pos.Line, "duplicate route name %q (also defined at %s)", r.Name, prev)
 		} else {
 			names[r.Name] = r.Pos
 		}
-		for j, by := range h.Routes[:i] {
-			if matchOK[i] && matchOK[j] && shadows(by.Match, r.Match) {
-				d.warnf(r.Pos.Line, "route is unreachable: the route at %s matches all its requests first", by.Pos)
-				break
-			}
+		if !matchOK[i] {
+			continue
 		}
+		if j, ok := earlier.first(r.Match); ok {
+			d.warnf(r.Pos.Line, "route is unreachable: the route at %s matches all its requests first", h.Routes[j].Pos)
+		}
+		earlier.add(i, r.Match)
 	}
 	return h, domains, true
+}
+
+// shadowIndex finds the first earlier route that shadows a route (see
+// shadows) without comparing every pair: a host of 80,000 routes took 23 s
+// that way. Only routes without header or regex matches can shadow, and
+// they do so by exact path or by prefix, so those are kept in maps, with
+// the lengths of the prefixes, and a route looks up its own path's
+// prefixes of those lengths.
+type shadowIndex struct {
+	exact   map[string]int // exact path -> the first route matching it
+	prefix  map[string]int // path prefix -> the first route matching it
+	lengths []int          // of the keys of prefix, sorted
+}
+
+// add records route i, which comes after every route added before.
+func (x *shadowIndex) add(i int, m Match) {
+	if len(m.Headers) > 0 || m.PathRegex != "" {
+		return
+	}
+	if x.exact == nil {
+		x.exact, x.prefix = make(map[string]int), make(map[string]int)
+	}
+	switch {
+	case m.PathPrefix != "":
+		if _, ok := x.prefix[m.PathPrefix]; !ok {
+			x.prefix[m.PathPrefix] = i
+			if at, found := slices.BinarySearch(x.lengths, len(m.PathPrefix)); !found {
+				x.lengths = slices.Insert(x.lengths, at, len(m.PathPrefix))
+			}
+		}
+	case m.Path != "":
+		if _, ok := x.exact[m.Path]; !ok {
+			x.exact[m.Path] = i
+		}
+	}
+}
+
+// first returns the first added route that shadows a route with match m.
+func (x *shadowIndex) first(m Match) (int, bool) {
+	best := -1
+	consider := func(table map[string]int, key string) {
+		if j, ok := table[key]; ok && (best < 0 || j < best) {
+			best = j
+		}
+	}
+	consider(x.prefix, "/") // every path starts with "/"
+	path := m.PathPrefix
+	if path == "" && m.Path != "" {
+		path = m.Path
+		consider(x.exact, path)
+	}
+	for _, n := range x.lengths {
+		if n > len(path) {
+			break
+		}
+		consider(x.prefix, path[:n])
+	}
+	return best, best >= 0
 }
 
 // domainProblem says what is wrong with a virtual host domain, or "".
