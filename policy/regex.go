@@ -148,21 +148,30 @@ func nullable(re *syntax.Regexp) bool {
 	return false
 }
 
-// foldedRuneSize counts a case-insensitive literal rune: RE2 matches an
-// ASCII letter with one folding byte range, and any other rune with case
-// variants as the class of them all.
+// foldedRuneSize counts a case-insensitive literal rune, which RE2
+// matches as the class of all its case variants: one folding byte range
+// for the ASCII ones, the UTF-8 bytes of each other one ((?i)k is k, K and
+// the Kelvin sign U+212A), and an alternation between them.
 func foldedRuneSize(r rune) int {
-	if r < utf8.RuneSelf {
-		return 1
-	}
-	var class []rune
+	n, ascii, others := 0, false, false
 	for f := r; ; {
-		class = append(class, f, f)
+		if f < utf8.RuneSelf {
+			ascii = true
+		} else {
+			others = true
+			n += utf8.RuneLen(f) + alt
+		}
 		if f = unicode.SimpleFold(f); f == r {
 			break
 		}
 	}
-	return classSize(class)
+	switch {
+	case ascii && others:
+		n += 1 + alt
+	case ascii:
+		n = 1
+	}
+	return n
 }
 
 // classSize counts a character class given as sorted lo, hi rune pairs:

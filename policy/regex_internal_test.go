@@ -56,6 +56,8 @@ func TestRE2ProgramSizeCounts(t *testing.T) {
 		{`[\x{80}-\x{7FF}]`, 1 + 4 + 1 + 3 + 2},         // C2-DF 80-BF
 		{`[\x{800}-\x{FFFF}]`, 1 + 4*(3+2) + 1 + 3 + 2}, // E0 A0-BF; E1-EC; ED 80-9F; EE-EF
 		{"(a)", 1 + 3 + 1 + 3 + 2},
+		{"(?i)a", 1 + 1 + 1 + 3 + 2},                 // one folding byte range
+		{"(?i)k", 1 + (1 + 2) + (3 + 2) + 1 + 3 + 2}, // k and K, or U+212A
 		{"", 1 + 1 + 1 + 3 + 2},
 	} {
 		if got := re2ProgramSize(tt.re); got != tt.want {

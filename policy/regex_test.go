@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/switchyard-io/switchyard/envoy"
 	"github.com/switchyard-io/switchyard/policy"
 )
 
@@ -52,5 +53,13 @@ func TestRegexTooComplexForEnvoy(t *testing.T) {
 		if len(got) != 1 || !strings.HasPrefix(got[0], "edge.yaml:10: ") || !strings.Contains(got[0], tt.want) {
 			t.Errorf("%s: got %q; want one error at edge.yaml:10 containing %q", tt.re, got, tt.want)
 		}
+	}
+}
+
+// Validation's regex limit is the one the bootstrap sets in Envoy: a lower
+// one refuses what Envoy accepts, a higher one accepts what it refuses.
+func TestRegexLimitIsTheBootstraps(t *testing.T) {
+	if policy.MaxRegexProgramSize != envoy.RE2MaxProgramSize {
+		t.Errorf("policy.MaxRegexProgramSize = %d; envoy.RE2MaxProgramSize = %d; want them equal", policy.MaxRegexProgramSize, envoy.RE2MaxProgramSize)
 	}
 }
