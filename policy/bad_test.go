@@ -90,6 +90,26 @@ var badFiles = []struct {
 		`many-errors.yaml:37: route may have only one of service or split, got service and split`,
 		`many-errors.yaml:37: missing required field "weight" in split entry`,
 	}},
+	// Envoy's schema refuses control characters in domains, headers and
+	// paths, and at build time that would fail every group: each is an
+	// error here, shown escaped.
+	{"control-chars.yaml", []string{
+		`control-chars.yaml:3: name must not contain control characters (such as newline, carriage return, tab or NUL), got "edge\n"`,
+		`control-chars.yaml:7: address must not contain control characters (such as newline, carriage return, tab or NUL), got "0.0.0.0\r"`,
+		`control-chars.yaml:8: certificates must not contain control characters (such as newline, carriage return, tab or NUL), got "shop\u0085"`,
+		`control-chars.yaml:10: domains must not contain control characters (such as newline, carriage return, tab or NUL), got "shop.example.com\nvalid: 1 proxy group(s)"`,
+		`control-chars.yaml:10: domains must not contain control characters (such as newline, carriage return, tab or NUL), got "api.example.com\r"`,
+		`control-chars.yaml:10: domains must not contain control characters (such as newline, carriage return, tab or NUL), got "nul\x00.example.com"`,
+		`control-chars.yaml:12: name must not contain control characters (such as newline, carriage return, tab or NUL), got "api\t"`,
+		`control-chars.yaml:14: pathPrefix must not contain control characters (such as newline, carriage return, tab or NUL), got "/api\x7f"`,
+		`control-chars.yaml:16: name must not contain control characters (such as newline, carriage return, tab or NUL), got "x-token\n"`,
+		`control-chars.yaml:16: exact must not contain control characters (such as newline, carriage return, tab or NUL), got "a\r\nx-injected: 1"`,
+		`control-chars.yaml:17: prefix must not contain control characters (such as newline, carriage return, tab or NUL), got "\x00"`,
+		`control-chars.yaml:18: service must not contain control characters (such as newline, carriage return, tab or NUL), got "web\n"`,
+		`control-chars.yaml:19: path must not contain control characters (such as newline, carriage return, tab or NUL), got "/a\nb"`,
+		`control-chars.yaml:20: service must not contain control characters (such as newline, carriage return, tab or NUL), got "api\r"`,
+		`control-chars.yaml:21: pathRegex must not contain control characters (such as newline, carriage return, tab or NUL), got "/a\n"`,
+	}},
 	// Only warnings: the set is still usable.
 	{"warnings.yaml", []string{
 		`warnings.yaml:5: warning: listener has no hosts; Envoy will answer every request with 404`,

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
@@ -13,6 +14,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -108,13 +110,15 @@ func TestCertificateMistakes(t *testing.T) {
 			file + `:3: certificate "c": certFile and keyFile are not a valid pair: tls: private key does not match public key`, unused,
 		}},
 		{"swapped files", "a.key", "a.crt", "", []string{
-			file + `:3: certificate "c": certFile and keyFile are not a valid pair: tls: failed to find certificate PEM data in certificate input, but did find a private key; PEM inputs may have been switched`, unused,
+			unused,
+			file + ":4: certFile " + a.keyFile + ` holds no PEM certificate (it holds a "PRIVATE KEY" block); are certFile and keyFile swapped?`,
+			file + ":5: keyFile " + a.certFile + ` holds no PEM private key (it holds a "CERTIFICATE" block); are certFile and keyFile swapped?`,
 		}},
 		{"ca without certificates", "a.crt", "a.key", "empty.pem", []string{
 			unused, file + ":6: caFile " + filepath.Join(dir, "empty.pem") + " holds no PEM certificate",
 		}},
 		{"ca is a key", "a.crt", "a.key", "b.key", []string{
-			unused, file + ":6: caFile " + b.keyFile + " holds no PEM certificate",
+			unused, file + ":6: caFile " + b.keyFile + ` holds no PEM certificate (it holds a "PRIVATE KEY" block)`,
 		}},
 		{"unreadable key", "a.crt", "adir", "", []string{
 			unused, file + ":5: cannot read keyFile " + filepath.Join(dir, "adir") + ": is a directory",
@@ -239,5 +243,149 @@ keyFile: b.key
 	fixed := strings.Replace(doc, "keyFile: b.key\n", "keyFile: b.key\ncaFile: b.crt\n", 1)
 	if set, diags := policy.Parse(map[string][]byte{file: []byte(fixed)}); set == nil {
 		t.Errorf("same caFile on both certificates: got errors %v", diags)
+	}
+}
+
+// Many tools write a certificate and its key, or a CA and the CA's key, to
+// one file. certFile and caFile must contribute only their certificates:
+// what they hold is sent to every Envoy of a group and shown by translate
+// and /debug/config. keyFile contributes only its key.
+func TestCombinedPEMFiles(t *testing.T) {
+	dir := t.TempDir()
+	leaf := writeCert(t, dir, "leaf", "leaf.example.com")
+	ca := writeCert(t, dir, "ca", "ca.example.com")
+	ecParams := []byte("-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n")
+	combined := filepath.Join(dir, "combined.pem")      // certificate, then key
+	keyFirst := filepath.Join(dir, "key-first.pem")     // key, then certificate
+	caCombined := filepath.Join(dir, "ca-combined.pem") // the CA's key between two CA certificates
+	opensslKey := filepath.Join(dir, "openssl.key")     // as `openssl ecparam -genkey` writes it
+	writeFile(t, combined, slices.Concat(leaf.certPEM, leaf.keyPEM))
+	writeFile(t, keyFirst, slices.Concat(leaf.keyPEM, leaf.certPEM))
+	writeFile(t, caCombined, slices.Concat(ca.certPEM, ca.keyPEM, ca.certPEM))
+	writeFile(t, opensslKey, slices.Concat(ecParams, leaf.keyPEM))
+
+	file := filepath.Join(dir, "certs.yaml")
+	unused := file + ":3: warning: certificate \"c\" is not used by any listener"
+	tests := []struct {
+		name                      string
+		certFile, keyFile, caFile string
+		want                      []string
+	}{
+		{"one file for certificate and key", "combined.pem", "combined.pem", "", []string{
+			unused,
+			file + ":4: warning: certFile " + combined + ` also holds a "PRIVATE KEY" block, which is ignored: only its CERTIFICATE blocks are used, so that no key is ever sent to Envoy or shown`,
+		}},
+		{"key before certificate", "key-first.pem", "key-first.pem", "", []string{
+			unused,
+			file + ":4: warning: certFile " + keyFirst + ` also holds a "PRIVATE KEY" block, which is ignored: only its CERTIFICATE blocks are used, so that no key is ever sent to Envoy or shown`,
+		}},
+		{"CA with its key", "leaf.crt", "leaf.key", "ca-combined.pem", []string{
+			unused,
+			file + ":6: warning: caFile " + caCombined + ` also holds a "PRIVATE KEY" block, which is ignored: only its CERTIFICATE blocks are used, so that no key is ever sent to Envoy or shown`,
+		}},
+		{"key with EC parameters", "leaf.crt", "openssl.key", "", []string{unused}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			set, diags := policy.Parse(map[string][]byte{file: certDoc(tt.certFile, tt.keyFile, tt.caFile)})
+			if diff := cmp.Diff(tt.want, lines(diags)); diff != "" {
+				t.Errorf("diagnostics (-want +got):\n%s", diff)
+			}
+			if set == nil {
+				t.Fatal("got no Set; want the certificate accepted")
+			}
+			c, _ := set.Certificate("c")
+			for field, b := range map[string][]byte{"CertPEM": c.CertPEM, "CAPEM": c.CAPEM} {
+				if bytes.Contains(b, []byte("PRIVATE KEY")) || bytes.Contains(b, []byte("EC PARAMETERS")) {
+					t.Errorf("%s holds more than certificates:\n%s", field, b)
+				}
+			}
+			if !bytes.Equal(c.CertPEM, leaf.certPEM) {
+				t.Errorf("CertPEM = %q; want the leaf certificate alone", c.CertPEM)
+			}
+			if !bytes.Equal(c.KeyPEM, leaf.keyPEM) {
+				t.Error("KeyPEM is not the leaf's key block alone")
+			}
+			if tt.caFile != "" && !bytes.Equal(c.CAPEM, slices.Concat(ca.certPEM, ca.certPEM)) {
+				t.Errorf("CAPEM = %q; want the two CA certificates", c.CAPEM)
+			}
+			if _, err := tls.X509KeyPair(c.CertPEM, c.KeyPEM); err != nil {
+				t.Errorf("CertPEM and KeyPEM are not a pair: %v", err)
+			}
+			if len(c.DNSNames) != 1 || c.DNSNames[0] != "leaf.example.com" {
+				t.Errorf("DNSNames = %v; want the leaf's", c.DNSNames)
+			}
+			for _, line := range lines(diags) {
+				body := strings.Split(string(leaf.keyPEM), "\n")[1]
+				caBody := strings.Split(string(ca.keyPEM), "\n")[1]
+				if strings.Contains(line, body[:20]) || strings.Contains(line, caBody[:20]) {
+					t.Errorf("diagnostic %q contains private key material", line)
+				}
+			}
+		})
+	}
+}
+
+// A keyFile with two keys uses the first and says so.
+func TestKeyFileWithTwoKeys(t *testing.T) {
+	dir := t.TempDir()
+	a := writeCert(t, dir, "a", "a.example.com")
+	b := writeCert(t, dir, "b", "b.example.com")
+	keys := filepath.Join(dir, "two.key")
+	writeFile(t, keys, slices.Concat(a.keyPEM, b.keyPEM))
+	file := filepath.Join(dir, "certs.yaml")
+	set, diags := policy.Parse(map[string][]byte{file: certDoc("a.crt", "two.key", "")})
+	want := []string{
+		file + ":3: warning: certificate \"c\" is not used by any listener",
+		file + ":5: warning: keyFile " + keys + " holds 2 private keys; only the first is used",
+	}
+	if diff := cmp.Diff(want, lines(diags)); diff != "" || set == nil {
+		t.Fatalf("got Set %v; diagnostics (-want +got):\n%s", set != nil, diff)
+	}
+	if c, _ := set.Certificate("c"); !bytes.Equal(c.KeyPEM, a.keyPEM) {
+		t.Error("KeyPEM is not the first key alone")
+	}
+}
+
+// A key pasted into keyFile (or a certificate into certFile) instead of its
+// path must not be echoed by the error that refuses it.
+func TestPastedKeyIsNotEchoed(t *testing.T) {
+	dir := t.TempDir()
+	k := writeCert(t, dir, "k", "k.example.com")
+	body := strings.Split(string(k.keyPEM), "\n")[1]
+	indented := "    " + strings.ReplaceAll(strings.TrimSpace(string(k.keyPEM)), "\n", "\n    ")
+	file := filepath.Join(dir, "certs.yaml")
+	head := "apiVersion: switchyard.io/v1\nkind: Certificate\nname: c\ncertFile: k.crt\n"
+	notShown := "the value is not shown, in case it is a key"
+	tests := []struct {
+		name, doc, want string
+	}{
+		{"PEM block", head + "keyFile: |\n" + indented + "\n",
+			file + ":5: keyFile holds what looks like PEM content, not a file path; write it to a file and give that file's path (" + notShown + ")"},
+		{"PEM on one line", head + "keyFile: \"-----BEGIN PRIVATE KEY-----" + body + "-----END PRIVATE KEY-----\"\n",
+			file + ":5: keyFile holds what looks like PEM content, not a file path; write it to a file and give that file's path (" + notShown + ")"},
+		{"base64 without PEM lines", head + "keyFile: " + strings.Repeat(body, 5) + "\n",
+			file + fmt.Sprintf(":5: keyFile is %d bytes long, too long for a file path (at most 256 bytes; %s)", 5*len(body), notShown)},
+		{"base64 lines", head + "keyFile: |\n    " + body + "\n    " + body + "\n",
+			file + ":5: keyFile must not contain control characters (such as newline, carriage return, tab or NUL); it is a file path (" + notShown + ")"},
+		{"PEM in another field", "apiVersion: switchyard.io/v1\nkind: ProxyGroup\nname: edge\nlisteners:\n  - name: http\n    port: 8080\n    hosts:\n      - domains: [\"*\"]\n        routes:\n          - match: { headers: [{ name: x-key, exact: \"-----BEGIN PRIVATE KEY-----" + body + "\" }] }\n            service: web\n",
+			file + ":10: exact holds what looks like PEM content; keys and certificates belong in files named by certFile, keyFile and caFile (" + notShown + ")"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			set, diags := policy.Parse(map[string][]byte{file: []byte(tt.doc)})
+			if set != nil {
+				t.Fatal("got a Set; want the value refused")
+			}
+			got := diags.Errors()
+			if len(got) != 1 || got[0].String() != tt.want {
+				t.Errorf("got errors %q; want only %q", lines(got), tt.want)
+			}
+			for _, line := range lines(diags) {
+				if strings.Contains(line, body[:16]) || strings.Contains(line, "PRIVATE KEY") {
+					t.Errorf("diagnostic %q shows key material", line)
+				}
+			}
+		})
 	}
 }

@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"math"
 	"regexp"
-	"regexp/syntax"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -111,7 +113,47 @@ func (d *decoder) str(m *fields, key string) (v string, ok bool) {
 		d.errorf(n.Line, "%s must be a string, got %s", key, describe(n))
 		return "", false
 	}
+	if msg := valueProblem(key, n.Value); msg != "" {
+		d.errorf(n.Line, "%s", msg)
+		return "", false
+	}
 	return n.Value, true
+}
+
+// valueProblem says what is wrong with any string value of field key, or
+// "". Every string of a policy ends up in Envoy's config as a header name
+// or value, domain, path, regex, name or service, and Envoy's schema
+// refuses control characters in those (a domain with a newline would fail
+// the whole build), so control characters are refused everywhere.
+//
+// A value that may be a secret is never shown: a key pasted into keyFile
+// instead of its path would otherwise be echoed in every message and log.
+func valueProblem(key, v string) string {
+	const notShown = "the value is not shown, in case it is a key"
+	file := isFileField(key)
+	switch {
+	case looksLikePEM(v) && file:
+		return fmt.Sprintf("%s holds what looks like PEM content, not a file path; write it to a file and give that file's path (%s)", key, notShown)
+	case looksLikePEM(v):
+		return fmt.Sprintf("%s holds what looks like PEM content; keys and certificates belong in files named by certFile, keyFile and caFile (%s)", key, notShown)
+	case file && len(v) > MaxFilePathLength:
+		return fmt.Sprintf("%s is %d bytes long, too long for a file path (at most %d bytes; %s)", key, len(v), MaxFilePathLength, notShown)
+	case !strings.ContainsFunc(v, unicode.IsControl):
+		return ""
+	case file:
+		return fmt.Sprintf("%s must not contain control characters (such as newline, carriage return, tab or NUL); it is a file path (%s)", key, notShown)
+	}
+	return fmt.Sprintf("%s must not contain control characters (such as newline, carriage return, tab or NUL), got %s", key, quoteValue(v))
+}
+
+// isFileField reports whether key names a file of key material.
+func isFileField(key string) bool {
+	return key == "certFile" || key == "keyFile" || key == "caFile"
+}
+
+// looksLikePEM reports whether v holds a PEM boundary line.
+func looksLikePEM(v string) bool {
+	return strings.Contains(v, "-----BEGIN") || strings.Contains(v, "-----END")
 }
 
 func isString(n *yaml.Node) bool {
@@ -211,6 +253,10 @@ func (d *decoder) strList(m *fields, key string) []item {
 	for _, n := range d.list(m, key) {
 		if !isString(n) {
 			d.errorf(n.Line, "%s items must be strings, got %s", key, describe(n))
+			continue
+		}
+		if msg := valueProblem(key, n.Value); msg != "" {
+			d.errorf(n.Line, "%s", msg)
 			continue
 		}
 		out = append(out, item{n.Value, n.Line})
@@ -381,32 +427,38 @@ func (d *decoder) service(line int, v string) bool {
 }
 
 // regex validates an RE2 regular expression. Go's regexp implements RE2
-// syntax, as Envoy's matcher does.
+// syntax, as Envoy's matcher does; RE2's program size limit is checked as
+// RE2 counts.
 func (d *decoder) regex(line int, key, v string) bool {
 	if v == "" {
 		d.errorf(line, "%s must not be empty", key)
 		return false
 	}
+	// Go's parser also applies RE2's limit on nested repetitions.
 	if _, err := regexp.Compile(v); err != nil {
-		d.errorf(line, "invalid %s %q: %v", key, v, err)
+		d.errorf(line, "invalid %s %s: %v", key, quoteValue(v), err)
 		return false
 	}
-	if n := regexProgramSize(v); n > MaxRegexProgramSize {
-		d.errorf(line, "%s %q is too complex for Envoy: it compiles to %d instructions, more than %d; simplify it or split the route", key, v, n, MaxRegexProgramSize)
+	if n := re2ProgramSize(v); n > MaxRegexProgramSize {
+		d.errorf(line, "%s %s is too complex for Envoy: its RE2 program may have up to %d instructions, more than %d; simplify it or split the route", key, quoteValue(v), n, MaxRegexProgramSize)
 		return false
 	}
 	return true
 }
 
-// regexProgramSize is the number of instructions v compiles to.
-func regexProgramSize(v string) int {
-	re, err := syntax.Parse(v, syntax.Perl)
-	if err != nil {
-		return 0
+// maxQuoted bounds how much of a value a message quotes.
+const maxQuoted = 200
+
+// quoteValue quotes a value from a policy file for a message, escaping
+// control characters, so that a value cannot forge a line of output. A
+// long value is cut short.
+func quoteValue(v string) string {
+	if len(v) <= maxQuoted {
+		return strconv.Quote(v)
 	}
-	prog, err := syntax.Compile(re.Simplify())
-	if err != nil {
-		return 0
+	cut := maxQuoted
+	for cut > 0 && !utf8.RuneStart(v[cut]) {
+		cut--
 	}
-	return len(prog.Inst)
+	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(v[:cut]), len(v))
 }

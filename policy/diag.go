@@ -3,9 +3,12 @@ package policy
 import (
 	"cmp"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Pos is a position in a policy file. Line is 1-based; 0 means the whole file.
@@ -49,18 +52,37 @@ type Diagnostic struct {
 }
 
 // String returns "file:line: message" for errors and
-// "file:line: warning: message" for warnings.
+// "file:line: warning: message" for warnings, always on one line: control
+// and other non-printing characters in the file name or the message are
+// escaped as Go escapes them (\n, \x00), so that a value from a policy
+// file cannot forge a line of output.
 func (d Diagnostic) String() string {
 	var b strings.Builder
 	if p := d.Pos.String(); p != "" {
-		b.WriteString(p)
+		writeEscaped(&b, p)
 		b.WriteString(": ")
 	}
 	if d.Severity == SeverityWarning {
 		b.WriteString("warning: ")
 	}
-	b.WriteString(d.Message)
+	writeEscaped(&b, d.Message)
 	return b.String()
+}
+
+// writeEscaped writes s with every non-printing character (see
+// unicode.IsPrint) and every invalid UTF-8 byte escaped.
+func writeEscaped(b *strings.Builder, s string) {
+	for i, r := range s {
+		switch {
+		case r == utf8.RuneError && !strings.HasPrefix(s[i:], string(utf8.RuneError)):
+			fmt.Fprintf(b, `\x%02x`, s[i])
+		case unicode.IsPrint(r):
+			b.WriteRune(r)
+		default:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+	}
 }
 
 // Diagnostics is a list of findings, in file and line order.

@@ -28,11 +28,17 @@ const (
 	// MinRateLimitInterval is the smallest rateLimit.per Envoy accepts for a
 	// token bucket's fill interval ("fill timer must be >= 50ms").
 	MinRateLimitInterval = 50 * time.Millisecond
-	// MaxRegexProgramSize bounds a regex's compiled size (Go's instruction
-	// count). Envoy refuses RE2 programs over its runtime limit, which the
-	// bootstrap from `switchyard bootstrap` raises to 10,000; RE2 programs run
-	// up to about twice Go's count, so this keeps well inside it.
-	MaxRegexProgramSize = 2000
+	// MaxRegexProgramSize bounds a regex's RE2 program size, the measure
+	// Envoy checks against its runtime limit re2.max_program_size.error_level
+	// (100 by default; the bootstrap from `switchyard bootstrap` sets 10,000,
+	// envoy.RE2MaxProgramSize). Validation counts an upper bound on RE2's
+	// size (see re2ProgramSize), so a regex it accepts is never refused by an
+	// Envoy so bootstrapped.
+	MaxRegexProgramSize = 10000
+	// MaxFilePathLength bounds certFile, keyFile and caFile. Real paths
+	// are far shorter; a longer value is more likely a key pasted in place
+	// of its path, so it is refused without being shown.
+	MaxFilePathLength = 256
 	// EnvoyDefaultRouteTimeout is what Envoy applies to a route with no
 	// explicit timeout. It is used here only for warnings.
 	EnvoyDefaultRouteTimeout = 15 * time.Second

@@ -395,3 +395,42 @@ func TestBootstrapOverloadProtection(t *testing.T) {
 		}
 	}
 }
+
+// A value or a file name with control characters must not forge a line of
+// validate's output, such as a "valid:" summary under an invalid policy.
+func TestValidateOutputCannotBeForged(t *testing.T) {
+	const forged = "valid: 9 proxy group(s), 0 certificate(s), 0 warning(s)"
+	policies := map[string]string{
+		// A domain with a newline: refused, and shown escaped.
+		"domain.yaml": "apiVersion: switchyard.io/v1\nkind: ProxyGroup\nname: a\nlisteners:\n  - name: http\n    port: 10000\n    hosts:\n      - domains: [\"shop.example.com\\n" + forged + "\"]\n        routes:\n          - service: web\n",
+		// An explicitly tagged number is printed as written.
+		"port.yaml": "apiVersion: switchyard.io/v1\nkind: ProxyGroup\nname: b\nlisteners:\n  - name: http\n    port: !!int \"1\\n" + forged + "\"\n",
+		// The file name itself (a warning names it: no listeners).
+		"c\n" + forged + ".yaml": "apiVersion: switchyard.io/v1\nkind: ProxyGroup\nname: c\n",
+	}
+	dir := t.TempDir()
+	for name, content := range policies {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stdout, stderr, err := run(t, "validate", dir)
+	var ee exitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("got err %v; want an exit error (status 1)", err)
+	}
+	for _, line := range strings.Split(stdout+stderr, "\n") {
+		if strings.HasPrefix(line, "valid:") {
+			t.Errorf("a policy value forged the output line %q:\n%s", line, stderr)
+		}
+	}
+	for _, want := range []string{
+		`domains must not contain control characters (such as newline, carriage return, tab or NUL), got "shop.example.com\n` + forged + `"`,
+		`port must be between 1 and 65535, got 1\n` + forged,
+		`c\n` + forged + `.yaml:3: warning: proxy group has no listeners`,
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+}
