@@ -120,8 +120,9 @@ func Bootstrap(o BootstrapOptions) ([]byte, error) {
 		return nil, err
 	}
 	// Envoy refuses regexes whose RE2 program is larger than 100 by default,
-	// which real path patterns exceed; policy validation bounds regexes well
-	// inside this higher limit (policy.MaxRegexProgramSize).
+	// which real path patterns exceed; policy validation refuses any regex
+	// whose RE2 program could exceed this higher limit (an upper bound of
+	// RE2's count, policy.MaxRegexProgramSize, kept equal to it by a test).
 	runtime, err := structpb.NewStruct(map[string]any{
 		"re2.max_program_size.error_level": RE2MaxProgramSize,
 	})

@@ -51,7 +51,9 @@ type Digests map[resource.Type]map[string]string
 // cluster, a listener, a secret) equal to the one of the same name last
 // time reuses that node's resources, already validated and digested.
 // A health flip in one of 5,000 services then builds, validates and
-// marshals one ClusterLoadAssignment, not every resource of the group.
+// marshals that service's Cluster and ClusterLoadAssignment (the cluster
+// node holds both; the Cluster comes out identical, so only endpoints are
+// pushed), not every resource of the group.
 // Resources are immutable once built, so sharing them between snapshots is
 // safe. A Builder serves one proxy group and is not safe for concurrent
 // use; its zero value is ready.
