@@ -111,14 +111,14 @@ func TestCertificateMistakes(t *testing.T) {
 		}},
 		{"swapped files", "a.key", "a.crt", "", []string{
 			unused,
-			file + ":4: certFile " + a.keyFile + ` holds no PEM certificate (it holds a "PRIVATE KEY" block); are certFile and keyFile swapped?`,
+			file + ":4: certFile " + a.keyFile + ` holds no PEM certificate (it holds a private key); are certFile and keyFile swapped?`,
 			file + ":5: keyFile " + a.certFile + ` holds no PEM private key (it holds a "CERTIFICATE" block); are certFile and keyFile swapped?`,
 		}},
 		{"ca without certificates", "a.crt", "a.key", "empty.pem", []string{
 			unused, file + ":6: caFile " + filepath.Join(dir, "empty.pem") + " holds no PEM certificate",
 		}},
 		{"ca is a key", "a.crt", "a.key", "b.key", []string{
-			unused, file + ":6: caFile " + b.keyFile + ` holds no PEM certificate (it holds a "PRIVATE KEY" block)`,
+			unused, file + ":6: caFile " + b.keyFile + ` holds no PEM certificate (it holds a private key)`,
 		}},
 		{"unreadable key", "a.crt", "adir", "", []string{
 			unused, file + ":5: cannot read keyFile " + filepath.Join(dir, "adir") + ": is a directory",
@@ -273,15 +273,15 @@ func TestCombinedPEMFiles(t *testing.T) {
 	}{
 		{"one file for certificate and key", "combined.pem", "combined.pem", "", []string{
 			unused,
-			file + ":4: warning: certFile " + combined + ` also holds a "PRIVATE KEY" block, which is ignored: only its CERTIFICATE blocks are used, so that no key is ever sent to Envoy or shown`,
+			file + ":4: warning: certFile " + combined + ` also holds a private key, which is ignored: only its CERTIFICATE blocks are used, so that no key is ever sent to Envoy or shown`,
 		}},
 		{"key before certificate", "key-first.pem", "key-first.pem", "", []string{
 			unused,
-			file + ":4: warning: certFile " + keyFirst + ` also holds a "PRIVATE KEY" block, which is ignored: only its CERTIFICATE blocks are used, so that no key is ever sent to Envoy or shown`,
+			file + ":4: warning: certFile " + keyFirst + ` also holds a private key, which is ignored: only its CERTIFICATE blocks are used, so that no key is ever sent to Envoy or shown`,
 		}},
 		{"CA with its key", "leaf.crt", "leaf.key", "ca-combined.pem", []string{
 			unused,
-			file + ":6: warning: caFile " + caCombined + ` also holds a "PRIVATE KEY" block, which is ignored: only its CERTIFICATE blocks are used, so that no key is ever sent to Envoy or shown`,
+			file + ":6: warning: caFile " + caCombined + ` also holds a private key, which is ignored: only its CERTIFICATE blocks are used, so that no key is ever sent to Envoy or shown`,
 		}},
 		{"key with EC parameters", "leaf.crt", "openssl.key", "", []string{unused}},
 	}

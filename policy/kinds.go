@@ -735,6 +735,20 @@ func blockList(types []string) string {
 	}
 	parts := make([]string, len(order))
 	for i, t := range order {
+		// A private key is described in words, not by its PEM type: no
+		// output, warnings included, carries a "PRIVATE KEY" marker for
+		// scanners and greps to trip on.
+		if isPrivateKey(t) {
+			what := "a private key"
+			if count[t] > 1 {
+				what = fmt.Sprintf("%d private keys", count[t])
+			}
+			if kind := strings.TrimSpace(strings.TrimSuffix(t, "PRIVATE KEY")); kind != "" {
+				what += " (" + quoteValue(kind) + ")"
+			}
+			parts[i] = what
+			continue
+		}
 		if count[t] == 1 {
 			parts[i] = fmt.Sprintf("a %s block", quoteValue(t))
 		} else {

@@ -54,12 +54,15 @@ caFile: ca.pem
 			t.Errorf("a private key reached the output:\n%s\n%s", out, stderr)
 		}
 	}
+	if strings.Contains(stderr, "PRIVATE KEY") {
+		t.Errorf("a private key marker on stderr:\n%s", stderr)
+	}
 	if strings.Contains(out, "PRIVATE KEY") || !strings.Contains(out, "BEGIN CERTIFICATE") {
 		t.Errorf("want certificates and no private key in the output:\n%s", out)
 	}
 	for _, want := range []string{
-		"edge.yaml:16: warning: certFile " + filepath.Join(dir, "shop.pem") + ` also holds a "EC PRIVATE KEY" block, which is ignored`,
-		"edge.yaml:18: warning: caFile " + filepath.Join(dir, "ca.pem") + ` also holds a "EC PRIVATE KEY" block, which is ignored`,
+		"edge.yaml:16: warning: certFile " + filepath.Join(dir, "shop.pem") + ` also holds a private key ("EC"), which is ignored`,
+		"edge.yaml:18: warning: caFile " + filepath.Join(dir, "ca.pem") + ` also holds a private key ("EC"), which is ignored`,
 	} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
