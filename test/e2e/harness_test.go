@@ -107,6 +107,8 @@ type Options struct {
 	// XDSTLS: Envoy reaches Switchyard over mutual TLS, with a client
 	// certificate naming group edge, and groups bound to certificates.
 	XDSTLS bool
+	// BootstrapArgs are extra `switchyard bootstrap` flags for the Envoy.
+	BootstrapArgs []string
 }
 
 // XDSTLS is the PKI of a scenario whose xDS runs over mutual TLS.
@@ -162,6 +164,7 @@ func NewEnvWith(t *testing.T, delta bool, policies map[string]string, opts Optio
 			"--xds-client-cert-groups")
 		e.bootstrapArgs = []string{"--xds-ca-file", x.CAFile, "--xds-cert-file", x.EnvoyCert, "--xds-key-file", x.EnvoyKey}
 	}
+	e.bootstrapArgs = append(e.bootstrapArgs, opts.BootstrapArgs...)
 	for name, content := range policies {
 		e.WritePolicy(name, content)
 	}

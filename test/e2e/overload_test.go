@@ -22,7 +22,7 @@ const noConnLimitWarning = "no configured limit to the number of allowed active"
 // one is taken by a new connection.
 func TestConnectionLimit(t *testing.T) {
 	const limit = 5
-	e := newEnvWithBootstrap(t, true, map[string]string{"edge.yaml": webPolicy}, "--max-connections", fmt.Sprint(limit))
+	e := NewEnvWith(t, true, map[string]string{"edge.yaml": webPolicy}, Options{BootstrapArgs: []string{"--max-connections", fmt.Sprint(limit)}})
 	e.StartBackend("web", "web-1")
 	e.WaitHosts("web", 1, 1)
 	e.WaitFor("web reachable", 10*time.Second, "/", nil,
@@ -98,31 +98,6 @@ func TestConnectionLimit(t *testing.T) {
 	if n, err := e.Envoy.Stat(name); err != nil || n < 3 {
 		t.Errorf("envoy admin at the connection limit: %s = %d (%v); want at least 3, the refused connections", name, n, err)
 	}
-}
-
-// newEnvWithBootstrap is NewEnv with extra `switchyard bootstrap` flags.
-func newEnvWithBootstrap(t *testing.T, delta bool, policies map[string]string, bootstrapArgs ...string) *Env {
-	t.Helper()
-	e := &Env{
-		t:             t,
-		PolicyDir:     t.TempDir(),
-		XDSAddr:       testenv.Addr(testenv.FreePort(t)),
-		AdminAddr:     testenv.Addr(testenv.FreePort(t)),
-		Port:          testenv.FreePort(t),
-		Port2:         testenv.FreePort(t),
-		delta:         delta,
-		bootstrapArgs: bootstrapArgs,
-	}
-	e.Consul = testenv.Consul(t)
-	e.serveArgs = []string{"--consul-address", e.Consul.HTTPAddr}
-	e.consul = e.Consul.Client(t)
-	for name, content := range policies {
-		e.WritePolicy(name, content)
-	}
-	e.StartSwitchyard()
-	e.WaitReady()
-	e.StartEnvoy("edge")
-	return e
 }
 
 // keepAliveConn is one HTTP/1.1 connection to Envoy, reused for several
