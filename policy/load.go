@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/switchyard-io/switchyard/internal/safefile"
 )
 
 // Load reads policy files: each path is a file or a directory, of which the
@@ -33,7 +35,7 @@ func Load(paths ...string) (*Set, Diagnostics) {
 		if _, seen := contents[name]; seen {
 			return
 		}
-		b, err := os.ReadFile(name)
+		b, err := safefile.Read(name, safefile.PolicyLimit)
 		if err != nil {
 			diags = append(diags, Diagnostic{Pos: Pos{File: name}, Severity: SeverityError, Message: "cannot read policy file: " + pathErr(err)})
 			return

@@ -7,7 +7,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
@@ -267,5 +269,26 @@ func TestSettingsTypos(t *testing.T) {
 				t.Fatalf("error %q repeats the token's value", err)
 			}
 		})
+	}
+}
+
+// A settings file that is a named pipe or a device fails the start at
+// once, naming the file; it used to hang it (or exhaust memory).
+func TestSettingsFileMustBeRegular(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "switchyard.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{fifo, "/dev/zero"} {
+		done := make(chan error, 1)
+		go func() { done <- loadSettings(viper.New(), path) }()
+		select {
+		case err := <-done:
+			if want := "settings file: read " + path + ": not a regular file"; err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("loadSettings(%s): got %v; want an error with %q", path, err, want)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("loadSettings(%s) did not return", path)
+		}
 	}
 }
