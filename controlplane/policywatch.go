@@ -51,15 +51,8 @@ func (s *Server) watchPolicy(ctx context.Context) error {
 				}
 			}
 		}
-		if !diags.HasErrors() && len(set.Groups) == 0 {
-			// Valid files that define no proxy group would serve every
-			// Envoy an empty config: treat that as a mistake, not an edit.
-			diags = append(diags, policy.Diagnostic{
-				Pos:      policy.Pos{File: strings.Join(s.cfg.PolicyPaths, ", ")},
-				Severity: policy.SeverityError,
-				Message:  "no proxy group is defined; Switchyard will not serve an empty config",
-			})
-		}
+		// policy.Load holds every rule (an empty policy is an error
+		// there), so serve accepts exactly what validate accepts.
 		if diags.HasErrors() {
 			msg := diags.Errors().Err().Error()
 			if msg == lastErr {

@@ -25,6 +25,11 @@ import (
 // It returns the Set (nil when there is any error-severity diagnostic) and
 // every diagnostic found. Certificate, key and CA files are read here, so the
 // Set is self-contained.
+//
+// Load holds every rule a policy set must pass to be served, so that
+// `switchyard validate` and `serve` (which both call it) always agree: on top
+// of Parse's checks, a set that defines no proxy group is an error, since it
+// would serve every Envoy an empty config.
 func Load(paths ...string) (*Set, Diagnostics) {
 	var (
 		diags    Diagnostics
@@ -71,8 +76,22 @@ func Load(paths ...string) (*Set, Diagnostics) {
 			diags = append(diags, Diagnostic{Pos: Pos{File: p}, Severity: SeverityWarning, Message: "no policy files (*.yaml, *.yml) in " + p})
 		}
 	}
-	return parse(names, contents, diags)
+	set, diags := parse(names, contents, diags)
+	if set != nil && len(set.Groups) == 0 {
+		diags = append(diags, Diagnostic{
+			Pos:      Pos{File: strings.Join(paths, ", ")},
+			Severity: SeverityError,
+			Message:  noGroupMessage,
+		})
+		diags.sort()
+		return nil, diags
+	}
+	return set, diags
 }
+
+// noGroupMessage is the error Load reports for a policy that defines no
+// proxy group.
+const noGroupMessage = "no proxy group is defined; Switchyard will not serve an empty config"
 
 func isPolicyFile(name string) bool {
 	ext := filepath.Ext(name)

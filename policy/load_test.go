@@ -40,6 +40,12 @@ func TestLoadPaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	missing := filepath.Join(dir, "missing")
+	certs := filepath.Join(dir, "certs")
+	writeCert(t, certs, "c")
+	certOnly := filepath.Join(certs, "c.yaml")
+	writeFile(t, certOnly, certDoc("c.crt", "c.key", ""))
+	comments := filepath.Join(dir, "comments.yaml")
+	writeFile(t, comments, []byte("# nothing yet\n"))
 
 	tests := []struct {
 		name       string
@@ -49,9 +55,27 @@ func TestLoadPaths(t *testing.T) {
 		wantDiags  []string
 	}{
 		{
-			name:      "empty directory",
-			paths:     []string{empty},
-			wantDiags: []string{empty + ": warning: no policy files (*.yaml, *.yml) in " + empty},
+			name:  "empty directory",
+			paths: []string{empty},
+			wantDiags: []string{
+				empty + ": warning: no policy files (*.yaml, *.yml) in " + empty,
+				empty + ": no proxy group is defined; Switchyard will not serve an empty config",
+			},
+		},
+		{
+			name:       "empty directory next to a group",
+			paths:      []string{empty, single},
+			wantGroups: []string{"single"},
+			wantFiles:  []string{single},
+			wantDiags:  []string{empty + ": warning: no policy files (*.yaml, *.yml) in " + empty},
+		},
+		{
+			name:  "files without a proxy group",
+			paths: []string{certOnly, comments},
+			wantDiags: []string{
+				certOnly + `:3: warning: certificate "c" is not used by any listener`,
+				certOnly + ", " + comments + ": no proxy group is defined; Switchyard will not serve an empty config",
+			},
 		},
 		{
 			name:      "nonexistent path",

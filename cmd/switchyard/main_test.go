@@ -292,3 +292,24 @@ func TestSettingsFileMustBeRegular(t *testing.T) {
 		}
 	}
 }
+
+// validate refuses a policy that defines no proxy group, as serve does, with
+// the line serve logs (controlplane's TestEmptyPolicyIsRejected): one loader
+// and one rule set decide for both.
+func TestValidateRefusesEmptyPolicy(t *testing.T) {
+	empty := t.TempDir()
+	comments := filepath.Join(t.TempDir(), "comments.yaml")
+	if err := os.WriteFile(comments, []byte("# no groups yet\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{empty, comments} {
+		stdout, stderr, err := run(t, "validate", path)
+		var ee exitError
+		if !errors.As(err, &ee) {
+			t.Errorf("validate %s: got err %v, stdout %q; want an exit error (status 1)", path, err, stdout)
+		}
+		if want := path + ": no proxy group is defined; Switchyard will not serve an empty config\n"; !strings.Contains(stderr, want) {
+			t.Errorf("validate %s: stderr %q lacks %q", path, stderr, want)
+		}
+	}
+}
