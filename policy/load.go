@@ -93,6 +93,31 @@ func Load(paths ...string) (*Set, Diagnostics) {
 // proxy group.
 const noGroupMessage = "no proxy group is defined; Switchyard will not serve an empty config"
 
+// FilesIn lists the policy files Load would read for paths, without reading
+// them: each path that is not a directory, and the policy files of each
+// directory. Paths that cannot be read are left out.
+func FilesIn(paths ...string) []string {
+	var out []string
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil {
+			continue
+		}
+		if !fi.IsDir() {
+			out = append(out, p)
+			continue
+		}
+		entries, _ := os.ReadDir(p)
+		for _, e := range entries {
+			full := filepath.Join(p, e.Name())
+			if isPolicyFile(e.Name()) && !e.IsDir() && !isDirLink(e, full) {
+				out = append(out, full)
+			}
+		}
+	}
+	return out
+}
+
 func isPolicyFile(name string) bool {
 	ext := filepath.Ext(name)
 	return !strings.HasPrefix(name, ".") && (ext == ".yaml" || ext == ".yml")

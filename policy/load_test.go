@@ -102,6 +102,11 @@ func TestLoadPaths(t *testing.T) {
 			},
 		},
 	}
+	// FilesIn lists what Load reads, for the watcher to check.
+	wantFiles := []string{filepath.Join(policies, "a.yaml"), filepath.Join(policies, "b.yml"), single}
+	if diff := cmp.Diff(wantFiles, policy.FilesIn(policies, single, missing)); diff != "" {
+		t.Errorf("FilesIn (-want +got):\n%s", diff)
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			set, diags := policy.Load(tt.paths...)
