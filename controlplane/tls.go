@@ -113,11 +113,11 @@ func (r *tlsReloader) loadLocked() error {
 	stamp := r.fileStamp()
 	// safefile, not os.ReadFile: this runs inside TLS handshakes, which a
 	// named pipe or an endless device put here would hang or exhaust.
-	certPEM, err := safefile.Read(r.files.CertFile, safefile.PEMLimit)
+	certPEM, err := safefile.Read(r.files.CertFile, safefile.FileLimit)
 	if err != nil {
 		return fmt.Errorf("xds TLS certificate: %w", err)
 	}
-	keyPEM, err := safefile.Read(r.files.KeyFile, safefile.PEMLimit)
+	keyPEM, err := safefile.Read(r.files.KeyFile, safefile.FileLimit)
 	if err != nil {
 		return fmt.Errorf("xds TLS key: %w", err)
 	}
@@ -127,7 +127,7 @@ func (r *tlsReloader) loadLocked() error {
 	}
 	var pool *x509.CertPool
 	if r.files.ClientCAFile != "" {
-		pem, err := safefile.Read(r.files.ClientCAFile, safefile.PEMLimit)
+		pem, err := safefile.Read(r.files.ClientCAFile, safefile.FileLimit)
 		if err != nil {
 			return fmt.Errorf("xds TLS client CA: %w", err)
 		}

@@ -591,7 +591,7 @@ func (d *decoder) readFile(m *fields, key string, out *parsed) (path string, b [
 	}
 	path = filepath.Clean(path)
 	out.files = append(out.files, path)
-	b, err := safefile.Read(path, safefile.PEMLimit)
+	b, err := safefile.Read(path, safefile.FileLimit)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		d.errorf(m.lineOf(key), "%s %s does not exist", key, path)

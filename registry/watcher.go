@@ -220,7 +220,7 @@ func NewWatcher(cfg Config, log *slog.Logger, hooks Hooks) (*Watcher, error) {
 		if cfg.Token != "" {
 			return nil, errors.New("registry config: give the consul token or the token file, not both")
 		}
-		b, err := safefile.Read(cfg.TokenFile, safefile.PEMLimit)
+		b, err := safefile.Read(cfg.TokenFile, safefile.FileLimit)
 		if err != nil {
 			return nil, fmt.Errorf("consul token file: %w", err) // names the file, not its content
 		}

@@ -193,7 +193,7 @@ func loadSettings(v *viper.Viper, file string) error {
 	if file != "" {
 		// Read once, through safefile: a named pipe or a device given as
 		// the settings file must fail the start, not hang it.
-		body, err := safefile.Read(file, safefile.PEMLimit)
+		body, err := safefile.Read(file, safefile.FileLimit)
 		if err != nil {
 			return fmt.Errorf("settings file: %w", err)
 		}

@@ -18,9 +18,10 @@ const (
 	// routes, far more than one file should hold, while a policy of that
 	// size still decodes in well under a second.
 	PolicyLimit = 4 << 20
-	// PEMLimit is the largest certificate, key, CA bundle or token file
-	// read: a public CA bundle of every root is about 250 KB.
-	PEMLimit = 1 << 20
+	// FileLimit is the largest of every other file read: certificates,
+	// keys, CA bundles, the Consul token file and the settings file. A
+	// public CA bundle of every root is about 250 KB.
+	FileLimit = 1 << 20
 )
 
 var (
