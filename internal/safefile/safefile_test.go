@@ -92,7 +92,7 @@ func TestRead(t *testing.T) {
 func TestSize(t *testing.T) {
 	for n, want := range map[int64]string{
 		safefile.PolicyLimit: "4 MiB",
-		safefile.FileLimit:    "1 MiB",
+		safefile.FileLimit:   "1 MiB",
 		64 << 10:             "64 KiB",
 		1000:                 "1000 bytes",
 	} {
