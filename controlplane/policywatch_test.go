@@ -254,3 +254,48 @@ func TestEmptyPolicyLogLine(t *testing.T) {
 		t.Errorf("an empty policy was accepted: %v", latest)
 	}
 }
+
+// settled, the check before every reload, passes only when the files are
+// unchanged since its previous look and no file is open for writing (or,
+// where the kernel cannot tell, when they are unchanged).
+func TestSettled(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "edge.yaml")
+	replaceFile(t, path, policyHead+policyRoutes(1, 1))
+	s, err := New(Config{PolicyPaths: []string{dir}}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &policyWatcher{s: s, paths: []string{dir}, dirs: []string{dir}}
+	w.gatePrint = fingerprint(w.dirs)
+	step := func(what string, want bool) {
+		t.Helper()
+		if got := w.settled(); got != want {
+			t.Fatalf("%s: settled() = %v; want %v", what, got, want)
+		}
+	}
+	step("files as last seen", true)
+
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(policyRoutes(2, 2)); err != nil {
+		t.Fatal(err)
+	}
+	step("a file grew since the last look", false)
+	step("unchanged, but open for writing", false)
+	step("still open for writing", false)
+	if _, err := f.WriteString(policyRoutes(3, 3)); err != nil {
+		t.Fatal(err)
+	}
+	step("grew again", false)
+	w.leaseOff = true
+	step("unchanged, and the kernel cannot tell about writers", true)
+	w.leaseOff = false
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	step("closed", true)
+}
