@@ -20,10 +20,13 @@ build:
 tools:
 	hack/tools.sh
 
-## test: every test, against real Consul and Envoy, then the demo's own check
+## test: every test, against real Consul and Envoy, a short fixed fuzz of
+## policy -> Envoy (its findings land in translator/testdata/fuzz), then the
+## demo's own check
 test: tools build
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 30m ./...
+	$(GO) test -run '^$$' -fuzz FuzzPolicyToEnvoy -fuzztime 20s ./translator/
 	DEMO_CHECK=1 hack/demo.sh
 
 golden:

@@ -13,6 +13,8 @@ import (
 
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
+
+	"github.com/switchyard-io/switchyard/internal/safefile"
 )
 
 // TLSFiles is the xDS server's TLS: a certificate and its key and,
@@ -109,13 +111,23 @@ func (r *tlsReloader) load() error {
 // loadLocked reads the files. Errors name the files, never their contents.
 func (r *tlsReloader) loadLocked() error {
 	stamp := r.fileStamp()
-	cert, err := tls.LoadX509KeyPair(r.files.CertFile, r.files.KeyFile)
+	// safefile, not os.ReadFile: this runs inside TLS handshakes, which a
+	// named pipe or an endless device put here would hang or exhaust.
+	certPEM, err := safefile.Read(r.files.CertFile, safefile.FileLimit)
+	if err != nil {
+		return fmt.Errorf("xds TLS certificate: %w", err)
+	}
+	keyPEM, err := safefile.Read(r.files.KeyFile, safefile.FileLimit)
+	if err != nil {
+		return fmt.Errorf("xds TLS key: %w", err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return fmt.Errorf("xds TLS certificate %s and key %s: %w", r.files.CertFile, r.files.KeyFile, err)
 	}
 	var pool *x509.CertPool
 	if r.files.ClientCAFile != "" {
-		pem, err := os.ReadFile(r.files.ClientCAFile)
+		pem, err := safefile.Read(r.files.ClientCAFile, safefile.FileLimit)
 		if err != nil {
 			return fmt.Errorf("xds TLS client CA: %w", err)
 		}

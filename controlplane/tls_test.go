@@ -7,9 +7,12 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -59,6 +62,83 @@ func TestXDSTLSSettings(t *testing.T) {
 				t.Fatalf("the error carries key material: %v", err)
 			}
 		})
+	}
+}
+
+// within runs f and fails the test if it does not return within a generous
+// bound, for code whose bug is never returning.
+func within(t *testing.T, what string, f func()) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		t.Fatalf("%s did not return", what)
+	}
+}
+
+// A named pipe, a device or a huge file given as an xDS TLS file is refused
+// at start, naming the file, and a running server that finds one there keeps
+// its certificate instead of hanging the handshake that checks the files.
+func TestXDSTLSOddFiles(t *testing.T) {
+	dir := t.TempDir()
+	ca := testenv.NewCA(t, "test CA")
+	leaf := ca.Issue(t, testenv.LeafOptions{Name: "switchyard"})
+	cert := testenv.WriteFile(t, dir, "xds.crt", leaf.CertPEM)
+	key := testenv.WriteFile(t, dir, "xds.key", leaf.KeyPEM)
+	fifo := filepath.Join(dir, "fifo.crt")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	huge := testenv.WriteFile(t, dir, "huge.crt", append(bytes.Repeat([]byte("#"), 1<<20), leaf.CertPEM...))
+
+	for _, tc := range []struct {
+		name  string
+		files TLSFiles
+		want  string
+	}{
+		{"certificate is a named pipe", TLSFiles{CertFile: fifo, KeyFile: key}, "xds TLS certificate: read " + fifo + ": not a regular file (a named pipe)"},
+		{"key is a named pipe", TLSFiles{CertFile: cert, KeyFile: fifo}, "xds TLS key: read " + fifo + ": not a regular file (a named pipe)"},
+		{"client CA is endless", TLSFiles{CertFile: cert, KeyFile: key, ClientCAFile: "/dev/zero"}, "xds TLS client CA: read /dev/zero: not a regular file (a character device)"},
+		{"certificate is huge", TLSFiles{CertFile: huge, KeyFile: key}, "xds TLS certificate: read " + huge + ": file too large"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var err error
+			within(t, "New", func() {
+				_, err = New(Config{PolicyPaths: []string{dir}, XDSTLS: tc.files}, slog.New(slog.DiscardHandler))
+			})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("New: got %v; want an error with %q", err, tc.want)
+			}
+		})
+	}
+
+	var logs bytes.Buffer
+	r := &tlsReloader{files: TLSFiles{CertFile: cert, KeyFile: key}, log: slog.New(slog.NewTextHandler(&logs, nil))}
+	if err := r.load(); err != nil {
+		t.Fatal(err)
+	}
+	loaded, _ := r.current()
+	if err := os.Remove(cert); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(cert, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.checked = time.Time{} // due for a check of the files
+	var got *tls.Certificate
+	within(t, "a handshake's certificate check", func() { got, _ = r.current() })
+	if got != loaded {
+		t.Error("the certificate changed; want the one loaded before the file became a named pipe")
+	}
+	if !strings.Contains(logs.String(), "not a regular file") {
+		t.Errorf("no log line saying why the files do not load:\n%s", logs.String())
 	}
 }
 

@@ -121,7 +121,7 @@ func TestCertificateMistakes(t *testing.T) {
 			unused, file + ":6: caFile " + b.keyFile + ` holds no PEM certificate (it holds a private key)`,
 		}},
 		{"unreadable key", "a.crt", "adir", "", []string{
-			unused, file + ":5: cannot read keyFile " + filepath.Join(dir, "adir") + ": is a directory",
+			unused, file + ":5: cannot read keyFile " + filepath.Join(dir, "adir") + ": not a regular file (a directory)",
 		}},
 		{"absolute paths", a.certFile, a.keyFile, b.certFile, []string{unused}},
 	}

@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"math"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -17,6 +16,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/switchyard-io/switchyard/internal/safefile"
 )
 
 // parsed collects what the documents of every file declare, for the checks
@@ -785,7 +786,7 @@ func (d *decoder) readFile(m *fields, key string, out *parsed) (path string, b [
 	}
 	path = filepath.Clean(path)
 	out.files = append(out.files, path)
-	b, err := os.ReadFile(path)
+	b, err := safefile.Read(path, safefile.FileLimit)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		d.errorf(m.lineOf(key), "%s %s does not exist", key, path)

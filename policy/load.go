@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/switchyard-io/switchyard/internal/safefile"
 )
 
 // Load reads policy files: each path is a file or a directory, of which the
@@ -23,6 +25,11 @@ import (
 // It returns the Set (nil when there is any error-severity diagnostic) and
 // every diagnostic found. Certificate, key and CA files are read here, so the
 // Set is self-contained.
+//
+// Load holds every rule a policy set must pass to be served, so that
+// `switchyard validate` and `serve` (which both call it) always agree: on top
+// of Parse's checks, a set that defines no proxy group is an error, since it
+// would serve every Envoy an empty config.
 func Load(paths ...string) (*Set, Diagnostics) {
 	var (
 		diags    Diagnostics
@@ -33,7 +40,7 @@ func Load(paths ...string) (*Set, Diagnostics) {
 		if _, seen := contents[name]; seen {
 			return
 		}
-		b, err := os.ReadFile(name)
+		b, err := safefile.Read(name, safefile.PolicyLimit)
 		if err != nil {
 			diags = append(diags, Diagnostic{Pos: Pos{File: name}, Severity: SeverityError, Message: "cannot read policy file: " + pathErr(err)})
 			return
@@ -69,7 +76,46 @@ func Load(paths ...string) (*Set, Diagnostics) {
 			diags = append(diags, Diagnostic{Pos: Pos{File: p}, Severity: SeverityWarning, Message: "no policy files (*.yaml, *.yml) in " + p})
 		}
 	}
-	return parse(names, contents, diags)
+	set, diags := parse(names, contents, diags)
+	if set != nil && len(set.Groups) == 0 {
+		diags = append(diags, Diagnostic{
+			Pos:      Pos{File: strings.Join(paths, ", ")},
+			Severity: SeverityError,
+			Message:  noGroupMessage,
+		})
+		diags.sort()
+		return nil, diags
+	}
+	return set, diags
+}
+
+// noGroupMessage is the error Load reports for a policy that defines no
+// proxy group.
+const noGroupMessage = "no proxy group is defined; Switchyard will not serve an empty config"
+
+// FilesIn lists the policy files Load would read for paths, without reading
+// them: each path that is not a directory, and the policy files of each
+// directory. Paths that cannot be read are left out.
+func FilesIn(paths ...string) []string {
+	var out []string
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil {
+			continue
+		}
+		if !fi.IsDir() {
+			out = append(out, p)
+			continue
+		}
+		entries, _ := os.ReadDir(p)
+		for _, e := range entries {
+			full := filepath.Join(p, e.Name())
+			if isPolicyFile(e.Name()) && !e.IsDir() && !isDirLink(e, full) {
+				out = append(out, full)
+			}
+		}
+	}
+	return out
 }
 
 func isPolicyFile(name string) bool {

@@ -1,11 +1,14 @@
 package policy_test
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -37,6 +40,12 @@ func TestLoadPaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	missing := filepath.Join(dir, "missing")
+	certs := filepath.Join(dir, "certs")
+	writeCert(t, certs, "c")
+	certOnly := filepath.Join(certs, "c.yaml")
+	writeFile(t, certOnly, certDoc("c.crt", "c.key", ""))
+	comments := filepath.Join(dir, "comments.yaml")
+	writeFile(t, comments, []byte("# nothing yet\n"))
 
 	tests := []struct {
 		name       string
@@ -46,9 +55,27 @@ func TestLoadPaths(t *testing.T) {
 		wantDiags  []string
 	}{
 		{
-			name:      "empty directory",
-			paths:     []string{empty},
-			wantDiags: []string{empty + ": warning: no policy files (*.yaml, *.yml) in " + empty},
+			name:  "empty directory",
+			paths: []string{empty},
+			wantDiags: []string{
+				empty + ": warning: no policy files (*.yaml, *.yml) in " + empty,
+				empty + ": no proxy group is defined; Switchyard will not serve an empty config",
+			},
+		},
+		{
+			name:       "empty directory next to a group",
+			paths:      []string{empty, single},
+			wantGroups: []string{"single"},
+			wantFiles:  []string{single},
+			wantDiags:  []string{empty + ": warning: no policy files (*.yaml, *.yml) in " + empty},
+		},
+		{
+			name:  "files without a proxy group",
+			paths: []string{certOnly, comments},
+			wantDiags: []string{
+				certOnly + `:3: warning: certificate "c" is not used by any listener`,
+				certOnly + ", " + comments + ": no proxy group is defined; Switchyard will not serve an empty config",
+			},
 		},
 		{
 			name:      "nonexistent path",
@@ -75,6 +102,11 @@ func TestLoadPaths(t *testing.T) {
 			},
 		},
 	}
+	// FilesIn lists what Load reads, for the watcher to check.
+	wantFiles := []string{filepath.Join(policies, "a.yaml"), filepath.Join(policies, "b.yml"), single}
+	if diff := cmp.Diff(wantFiles, policy.FilesIn(policies, single, missing)); diff != "" {
+		t.Errorf("FilesIn (-want +got):\n%s", diff)
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			set, diags := policy.Load(tt.paths...)
@@ -98,6 +130,101 @@ func TestLoadPaths(t *testing.T) {
 				t.Errorf("Load(%q) Files() (-want +got):\n%s", tt.paths, diff)
 			}
 		})
+	}
+}
+
+// loadWithin calls policy.Load and fails the test if it does not return
+// within a generous bound: a named pipe used to hang it for ever.
+func loadWithin(t *testing.T, paths ...string) (*policy.Set, policy.Diagnostics) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	type result struct {
+		set   *policy.Set
+		diags policy.Diagnostics
+	}
+	done := make(chan result, 1)
+	go func() {
+		set, diags := policy.Load(paths...)
+		done <- result{set, diags}
+	}()
+	select {
+	case r := <-done:
+		return r.set, r.diags
+	case <-ctx.Done():
+		t.Fatalf("Load(%q) did not return", paths)
+		return nil, nil
+	}
+}
+
+// Named pipes, devices, directories and huge files, as policy files or as
+// the certificate files a policy names, are errors naming the file, found
+// at once, never a hang or an out-of-memory.
+func TestLoadOddFiles(t *testing.T) {
+	dir := t.TempDir()
+	fifo := func(path string) string {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Mkfifo(path, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	withPipe := filepath.Join(dir, "with-pipe")
+	writeFile(t, filepath.Join(withPipe, "a.yaml"), []byte(replaceName(minimalGroup, "a")))
+	pipe := fifo(filepath.Join(withPipe, "b.yaml"))
+	lonePipe := fifo(filepath.Join(dir, "lone.yaml"))
+	huge := filepath.Join(dir, "huge.yaml")
+	writeFile(t, huge, []byte(replaceName(minimalGroup, "huge")+strings.Repeat("#", 4<<20)))
+
+	certs := filepath.Join(dir, "certs")
+	c := writeCert(t, certs, "c", "c.example.com")
+	certPipe := fifo(filepath.Join(certs, "pipe.crt"))
+	hugeCert := filepath.Join(certs, "huge.crt")
+	writeFile(t, hugeCert, append(c.certPEM, strings.Repeat("#", 1<<20)...))
+	writeFile(t, filepath.Join(certs, "pipe.yaml"), certDoc("pipe.crt", "c.key", ""))
+	writeFile(t, filepath.Join(certs, "zero.yaml"), certDoc("c.crt", "/dev/zero", ""))
+	writeFile(t, filepath.Join(certs, "huge-ca.yaml"), certDoc("c.crt", "c.key", "huge.crt"))
+
+	tests := []struct {
+		name  string
+		paths []string
+		want  string // one of the diagnostics
+	}{
+		{"named pipe in a directory", []string{withPipe}, pipe + ": cannot read policy file: not a regular file (a named pipe)"},
+		{"named pipe given as a path", []string{lonePipe}, lonePipe + ": cannot read policy file: not a regular file (a named pipe)"},
+		{"endless device", []string{"/dev/zero"}, "/dev/zero: cannot read policy file: not a regular file (a character device)"},
+		{"policy over 4 MiB", []string{huge}, huge + ": cannot read policy file: file too large: "},
+		{"certFile is a named pipe", []string{filepath.Join(certs, "pipe.yaml")}, filepath.Join(certs, "pipe.yaml") + ":4: cannot read certFile " + certPipe + ": not a regular file (a named pipe)"},
+		{"keyFile is an endless device", []string{filepath.Join(certs, "zero.yaml")}, filepath.Join(certs, "zero.yaml") + ":5: cannot read keyFile /dev/zero: not a regular file (a character device)"},
+		{"caFile over 1 MiB", []string{filepath.Join(certs, "huge-ca.yaml")}, filepath.Join(certs, "huge-ca.yaml") + ":6: cannot read caFile " + hugeCert + ": file too large: "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			set, diags := loadWithin(t, tt.paths...)
+			if set != nil {
+				t.Errorf("Load(%q) returned a Set; want none", tt.paths)
+			}
+			found := false
+			for _, d := range lines(diags) {
+				found = found || strings.HasPrefix(d, tt.want)
+			}
+			if !found {
+				t.Errorf("Load(%q) diagnostics:\n%s\nwant one starting %q", tt.paths, strings.Join(lines(diags), "\n"), tt.want)
+			}
+		})
+	}
+
+	// A directory named like a policy file is not one: it is skipped.
+	mixed := filepath.Join(dir, "mixed")
+	writeFile(t, filepath.Join(mixed, "a.yaml"), []byte(replaceName(minimalGroup, "a")))
+	if err := os.Mkdir(filepath.Join(mixed, "dir.yaml"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if set, diags := loadWithin(t, mixed); diags.HasErrors() || set == nil {
+		t.Errorf("Load(%s) with a directory named dir.yaml: %v", mixed, diags.Err())
 	}
 }
 

@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptrace"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -17,6 +16,8 @@ import (
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
+
+	"github.com/switchyard-io/switchyard/internal/safefile"
 )
 
 // Defaults for Config fields left zero.
@@ -219,7 +220,7 @@ func NewWatcher(cfg Config, log *slog.Logger, hooks Hooks) (*Watcher, error) {
 		if cfg.Token != "" {
 			return nil, errors.New("registry config: give the consul token or the token file, not both")
 		}
-		b, err := os.ReadFile(cfg.TokenFile)
+		b, err := safefile.Read(cfg.TokenFile, safefile.FileLimit)
 		if err != nil {
 			return nil, fmt.Errorf("consul token file: %w", err) // names the file, not its content
 		}

@@ -815,6 +815,7 @@ func TestTokenFile(t *testing.T) {
 
 	empty := testenv.WriteFile(t, dir, "empty.token", []byte("\n"))
 	missing := filepath.Join(dir, "missing.token")
+	huge := testenv.WriteFile(t, dir, "huge.token", []byte(strings.Repeat("x", 1<<20+1)))
 	for _, tc := range []struct {
 		cfg  Config
 		want string
@@ -822,6 +823,8 @@ func TestTokenFile(t *testing.T) {
 		{Config{TokenFile: missing}, missing},
 		{Config{TokenFile: empty}, "empty"},
 		{Config{TokenFile: file, Token: "other"}, "not both"},
+		{Config{TokenFile: dir}, dir + ": not a regular file"},
+		{Config{TokenFile: huge}, huge + ": file too large"},
 	} {
 		_, err := NewWatcher(tc.cfg, nil, Hooks{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), testToken) {

@@ -78,10 +78,17 @@ func clampWeight(w int) uint32 {
 
 // isHostName reports whether s is a DNS host name: dot-separated labels of
 // letters, digits and hyphens, 1 to 63 characters each, not starting or
-// ending with a hyphen, 253 characters at most (a final dot allowed).
+// ending with a hyphen, 253 characters at most (a final dot allowed), whose
+// last label is not a number (RFC 1123 section 2.1, RFC 3696 section 2).
+// The last rule keeps a malformed address such as 999.999.999.999 (or a
+// numeric form resolvers accept, like 127.1 or 0x7f.1) from passing as a name
+// and turning its cluster into DNS resolution.
 func isHostName(s string) bool {
 	s = strings.TrimSuffix(s, ".")
 	if s == "" || len(s) > 253 {
+		return false
+	}
+	if isNumber(s[strings.LastIndexByte(s, '.')+1:]) {
 		return false
 	}
 	for label := range strings.SplitSeq(s, ".") {
@@ -95,4 +102,17 @@ func isHostName(s string) bool {
 		}
 	}
 	return true
+}
+
+// isNumber reports whether a label reads as a number to an IPv4 parser
+// (inet_aton): decimal digits, or 0x followed by hex digits.
+func isNumber(label string) bool {
+	digits := "0123456789"
+	if len(label) >= 2 && label[0] == '0' && (label[1] == 'x' || label[1] == 'X') {
+		label, digits = label[2:], "0123456789abcdefABCDEF"
+		if label == "" {
+			return true // "0x" alone is zero
+		}
+	}
+	return label != "" && strings.Trim(label, digits) == ""
 }

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -431,6 +432,48 @@ func TestValidateOutputCannotBeForged(t *testing.T) {
 	} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+}
+
+// A settings file that is a named pipe or a device fails the start at
+// once, naming the file; it used to hang it (or exhaust memory).
+func TestSettingsFileMustBeRegular(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "switchyard.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{fifo, "/dev/zero"} {
+		done := make(chan error, 1)
+		go func() { done <- loadSettings(viper.New(), path) }()
+		select {
+		case err := <-done:
+			if want := "settings file: read " + path + ": not a regular file"; err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("loadSettings(%s): got %v; want an error with %q", path, err, want)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("loadSettings(%s) did not return", path)
+		}
+	}
+}
+
+// validate refuses a policy that defines no proxy group, as serve does, with
+// the line serve logs (controlplane's TestEmptyPolicyIsRejected): one loader
+// and one rule set decide for both.
+func TestValidateRefusesEmptyPolicy(t *testing.T) {
+	empty := t.TempDir()
+	comments := filepath.Join(t.TempDir(), "comments.yaml")
+	if err := os.WriteFile(comments, []byte("# no groups yet\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{empty, comments} {
+		stdout, stderr, err := run(t, "validate", path)
+		var ee exitError
+		if !errors.As(err, &ee) {
+			t.Errorf("validate %s: got err %v, stdout %q; want an exit error (status 1)", path, err, stdout)
+		}
+		if want := path + ": no proxy group is defined; Switchyard will not serve an empty config\n"; !strings.Contains(stderr, want) {
+			t.Errorf("validate %s: stderr %q lacks %q", path, stderr, want)
 		}
 	}
 }

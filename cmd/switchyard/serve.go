@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/switchyard-io/switchyard/controlplane"
 	"github.com/switchyard-io/switchyard/internal/redact"
+	"github.com/switchyard-io/switchyard/internal/safefile"
 	"github.com/switchyard-io/switchyard/registry"
 )
 
@@ -234,10 +236,15 @@ func loadSettings(v *viper.Viper, file string) error {
 		}
 	}
 	if file != "" {
+		// Read once, through safefile: a named pipe or a device given as
+		// the settings file must fail the start, not hang it.
+		body, err := safefile.Read(file, safefile.FileLimit)
+		if err != nil {
+			return fmt.Errorf("settings file: %w", err)
+		}
 		fv := viper.New()
-		fv.SetConfigFile(file)
 		fv.SetConfigType("yaml")
-		if err := fv.ReadInConfig(); err != nil {
+		if err := fv.ReadConfig(bytes.NewReader(body)); err != nil {
 			return fmt.Errorf("settings file %s: %w", file, err)
 		}
 		for _, k := range fv.AllKeys() {
@@ -245,9 +252,8 @@ func loadSettings(v *viper.Viper, file string) error {
 				unknown = append(unknown, fmt.Sprintf("%s: key %q", file, k))
 			}
 		}
-		v.SetConfigFile(file)
 		v.SetConfigType("yaml")
-		if err := v.ReadInConfig(); err != nil {
+		if err := v.ReadConfig(bytes.NewReader(body)); err != nil {
 			return fmt.Errorf("settings file %s: %w", file, err)
 		}
 	}
