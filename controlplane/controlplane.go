@@ -203,6 +203,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		log:           log,
 		metrics:       newMetrics(),
 		changed:       make(chan struct{}, 1),
+		reload:        make(chan struct{}, 1),
 		groups:        map[string]*groupSnapshot{},
 		builders:      map[string]*envoy.Builder{},
 		buildFailures: map[string]string{},

@@ -51,6 +51,9 @@ type policyWatcher struct {
 	gatePrint string // fingerprint(dirs) at the previous settle check
 	busySince time.Time
 	leaseOff  bool // the kernel will not tell whether a file is being written
+	// requested: Server.Reload asked for this reload (SIGHUP), so its
+	// outcome is logged even when nothing changed.
+	requested bool
 }
 
 // watchPolicy loads the policy set and reloads it whenever a policy,
@@ -95,6 +98,11 @@ func (s *Server) watchPolicy(ctx context.Context) error {
 			} else {
 				settle.Reset(policySettle)
 			}
+		case <-s.reload:
+			// As if every file had changed: the same errors are reported
+			// again, and an unchanged policy says so.
+			w.lastErr, w.requested = "", true
+			settle.Reset(0)
 		case <-resync.C:
 			w.watch()
 			// While the policy is invalid, re-read it anyway: the fix may
@@ -158,6 +166,8 @@ func (w *policyWatcher) beingWritten() string {
 // reload loads the policy set and, when valid and new, makes it pending.
 func (w *policyWatcher) reload() {
 	s := w.s
+	requested := w.requested
+	w.requested = false
 	// Watch first, so that a change made while Load reads is seen.
 	w.watch()
 	w.lastPrint = fingerprint(w.dirs)
@@ -195,6 +205,9 @@ func (w *policyWatcher) reload() {
 	w.lastErr = ""
 	current, latest := s.policies()
 	if latest != nil && reflect.DeepEqual(latest, set) {
+		if requested {
+			s.log.Info("policy re-read on request: unchanged", "groups", len(set.Groups), "certificates", len(set.Certificates))
+		}
 		return
 	}
 	// The new policy waits (as pending) until the registry has synced

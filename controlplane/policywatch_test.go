@@ -299,3 +299,25 @@ func TestSettled(t *testing.T) {
 	}
 	step("closed", true)
 }
+
+// Reload (SIGHUP) re-reads the policy at once: an invalid policy's errors
+// are reported again, and a valid unchanged one says so.
+func TestReloadRereadsPolicy(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "edge.yaml")
+	if err := os.WriteFile(file, []byte("apiVersion: switchyard.io/v1\nkind: ProxyGroup\nname: edge\nlisteners: nope\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := startPolicyWatch(t, dir)
+	count := func(s string) int { return strings.Count(r.logs.String(), s) }
+	r.waitFor(t, "the invalid policy reported", func() bool { return count("no valid policy yet") == 1 })
+	r.s.Reload()
+	r.waitFor(t, "the invalid policy reported again after Reload", func() bool { return count("no valid policy yet") == 2 })
+
+	if err := os.WriteFile(file, []byte(strings.Replace(twoGroups, "name: other", "name: other2", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor(t, "the valid policy loaded", func() bool { return count("policy loaded") == 1 })
+	r.s.Reload()
+	r.waitFor(t, "an unchanged policy re-read on Reload", func() bool { return count("policy re-read on request: unchanged") == 1 })
+}

@@ -198,11 +198,11 @@ func TestSIGHUPReloadsInsteadOfKilling(t *testing.T) {
 	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 30*time.Second, "SIGHUP logged", func() error {
+	testenv.Eventually(t, 30*time.Second, "SIGHUP logged and the policy re-read", func() error {
 		if gone, err := p.exited(); gone {
 			t.Fatalf("switchyard exited on SIGHUP: %v\n%s", err, lines.String())
 		}
-		if !strings.Contains(lines.String(), "SIGHUP: reloading") {
+		if !strings.Contains(lines.String(), "SIGHUP: reloading") || !strings.Contains(lines.String(), "policy re-read on request: unchanged") {
 			return fmt.Errorf("not yet")
 		}
 		return nil
