@@ -247,12 +247,32 @@ func NewWatcher(cfg Config, log *slog.Logger, hooks Hooks) (*Watcher, error) {
 	// Set here, not left to consulapi: it keeps a transport's TLS config
 	// when one is there, and a clone of http.DefaultTransport has one once
 	// anything in the process has used it.
-	tlsConfig, err := consulapi.SetupTLSConfig(&consulapi.TLSConfig{
-		Address:  cfg.TLSServerName,
-		CAFile:   cfg.CAFile,
-		CertFile: cfg.CertFile,
-		KeyFile:  cfg.KeyFile,
-	})
+	//
+	// The files are read here, within safefile's checks (a regular file of
+	// at most 1 MiB, never a FIFO that would hang the start), and handed
+	// over as bytes.
+	tlsFiles := &consulapi.TLSConfig{Address: cfg.TLSServerName}
+	for _, f := range []struct {
+		what, path string
+		into *[]byte
+	}{
+		{"consul CA file", cfg.CAFile, &tlsFiles.CAPem},
+		{"consul certificate file", cfg.CertFile, &tlsFiles.CertPEM},
+		{"consul key file", cfg.KeyFile, &tlsFiles.KeyPEM},
+	} {
+		if f.path == "" {
+			continue
+		}
+		b, err := safefile.Read(f.path, safefile.FileLimit)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f.what, err) // names the file, not its content
+		}
+		*f.into = b
+	}
+	if (tlsFiles.CertPEM == nil) != (tlsFiles.KeyPEM == nil) {
+		return nil, fmt.Errorf("consul TLS: give both a certificate file and a key file, or neither (certificate %q, key %q)", cfg.CertFile, cfg.KeyFile)
+	}
+	tlsConfig, err := consulapi.SetupTLSConfig(tlsFiles)
 	if err != nil {
 		return nil, fmt.Errorf("consul TLS (CA file %q, certificate %q, key %q): %w", cfg.CAFile, cfg.CertFile, cfg.KeyFile, err)
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -742,6 +743,24 @@ func TestNewWatcherTLSFiles(t *testing.T) {
 	_, err := NewWatcher(Config{Scheme: "https", CAFile: missing}, nil, Hooks{})
 	if err == nil || !strings.Contains(err.Error(), "no-such-ca.crt") {
 		t.Errorf("missing CA file: got %v; want an error naming it", err)
+	}
+	// A named pipe would hang the start for ever: refused, by name.
+	fifo := filepath.Join(t.TempDir(), "ca-pipe.crt")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := NewWatcher(Config{Scheme: "https", CAFile: fifo}, nil, Hooks{})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), fifo) || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("CA file is a named pipe: got %v; want an error naming it", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("NewWatcher hangs on a CA file that is a named pipe")
 	}
 	dir := t.TempDir()
 	ca := testenv.NewCA(t, "test CA")
