@@ -384,22 +384,22 @@ func TestConsulIntegrationHTTPS(t *testing.T) {
 		return r, stop
 	}
 
-	// The control: over plain HTTP, 250 watches hit the cap.
+	// The control: over plain HTTP, 250 watches hit the cap: the agent
+	// refuses connections past 200 with 429. (Whether the first full sync
+	// still completes depends on how the first, non-blocking reads and the
+	// blocking ones interleave, so only the refusals are asserted.)
 	plain, stop := watch(Config{Address: c.HTTPAddr})
-	testenv.Eventually(t, 15*time.Second, "plain HTTP refused beyond the connection cap", func() error {
+	testenv.Eventually(t, 30*time.Second, "plain HTTP refused beyond the connection cap", func() error {
 		plain.mu.Lock()
 		defer plain.mu.Unlock()
-		if len(plain.errs) == 0 {
-			return fmt.Errorf("no watch error yet")
+		for _, e := range plain.errs {
+			if strings.Contains(e, "429") {
+				return nil
+			}
 		}
-		return nil
+		return fmt.Errorf("no 429 among %d watch errors yet", len(plain.errs))
 	})
 	stop()
-	plain.mu.Lock()
-	if len(plain.snaps) != 0 {
-		t.Errorf("over plain HTTP a snapshot of %d services was published; the cap should have kept the sync from completing", plain.snaps[0].Len())
-	}
-	plain.mu.Unlock()
 
 	tls := c.TLS
 	secure, stop := watch(Config{Address: tls.HTTPSAddr, Scheme: "https", CAFile: tls.CAFile,
