@@ -13,7 +13,7 @@ type metrics struct {
 	pushes            *prometheus.CounterVec
 	nacks             *prometheus.CounterVec
 	rejectingProxies  prometheus.Gauge
-	refusedStreams    prometheus.Counter
+	refusedStreams    *prometheus.CounterVec
 	snapshotBuild     prometheus.Histogram
 	snapshotErrors    prometheus.Counter
 	failingGroups     prometheus.Gauge
@@ -43,10 +43,10 @@ func newMetrics() *metrics {
 			Name: "switchyard_xds_rejecting_proxies",
 			Help: "Envoy xDS streams whose latest response of some type was NACKed and not since replaced by an accepted one: they run older config. /debug/proxies says which and why.",
 		}),
-		refusedStreams: prometheus.NewCounter(prometheus.CounterOpts{
+		refusedStreams: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_xds_refused_streams_total",
-			Help: "xDS streams refused because the client certificate does not name the proxy group asked for (xds.client-cert-groups).",
-		}),
+			Help: "xDS streams ended because of a request Switchyard refuses, by reason: certificate (the client certificate does not name the proxy group asked for, xds.client-cert-groups), type (a type Switchyard does not serve), node (a node.cluster that cannot name a proxy group, or that changed on one stream).",
+		}, []string{"reason"}),
 		snapshotBuild: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "switchyard_snapshot_build_seconds",
 			Help:    "Time to translate inputs and build every proxy group's xDS snapshot.",
@@ -93,6 +93,9 @@ func newMetrics() *metrics {
 	m.policyReloads.WithLabelValues("ok")
 	for _, k := range []string{"services", "health"} {
 		m.consulWatchErrors.WithLabelValues(k)
+	}
+	for _, r := range []string{"certificate", "type", "node"} {
+		m.refusedStreams.WithLabelValues(r)
 	}
 	for _, p := range []string{"sotw", "delta"} {
 		m.connectedProxies.WithLabelValues(p)

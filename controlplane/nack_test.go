@@ -14,6 +14,8 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-io/switchyard/registry"
 )
@@ -172,9 +174,10 @@ func TestSotWRejectionShownUntilALaterResponseIsAccepted(t *testing.T) {
 	}
 }
 
-// A NACK flood cannot grow Switchyard: a made-up type URL becomes the
-// label "other" and no stream state, and a huge error text is cut before
-// it is stored, logged or scanned for policy names.
+// A NACK flood cannot grow Switchyard: a request for a made-up type URL
+// is refused before it becomes stream state or a metric label, and a huge
+// error text is cut before it is stored, logged or scanned for policy
+// names.
 func TestNACKFloodIsBounded(t *testing.T) {
 	var logs bytes.Buffer
 	s, _ := newTestServer(t, &logs)
@@ -183,23 +186,23 @@ func TestNACKFloodIsBounded(t *testing.T) {
 	cb := s.callbacks()
 	node := &corev3.Node{Id: "edge-1", Cluster: "edge"}
 	for i := range 50 {
-		_ = cb.OnStreamRequest(4, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: "type.example/made.up." + strings.Repeat("x", i),
+		err := cb.OnStreamRequest(int64(100+i), &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: "type.example/made.up." + strings.Repeat("x", i),
 			ResponseNonce: "1", ErrorDetail: &statuspb.Status{Message: "no"}})
+		if status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("request for a made-up type: %v; want InvalidArgument", err)
+		}
 	}
-	out, err := testutil.CollectAndLint(s.metrics.nacks)
-	if err != nil || len(out) > 0 {
-		t.Fatalf("lint nacks: %v %v", err, out)
+	if n := testutil.CollectAndCount(s.metrics.nacks); n != 0 {
+		t.Errorf("nack series = %d after 50 made-up type URLs; want none", n)
 	}
-	if n := testutil.CollectAndCount(s.metrics.nacks); n != 1 {
-		t.Errorf("nack series = %d after 50 made-up type URLs; want 1 (other)", n)
+	if got := testutil.ToFloat64(s.metrics.refusedStreams.WithLabelValues("type")); got != 50 {
+		t.Errorf(`switchyard_xds_refused_streams_total{reason="type"} = %v; want 50`, got)
 	}
-	if got := testutil.ToFloat64(s.metrics.nacks.WithLabelValues("other")); got != 50 {
-		t.Errorf(`switchyard_xds_nacks_total{type="other"} = %v; want 50`, got)
-	}
-	if got := proxiesOf(t, s); len(got) != 1 || got[0].Rejecting {
-		t.Errorf("made-up types are stream state: %+v; want one proxy, not rejecting", got)
+	if got := proxiesOf(t, s); len(got) != 0 {
+		t.Errorf("made-up types are stream state: %+v; want none", got)
 	}
 
+	_ = cb.OnStreamRequest(4, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ListenerType})
 	huge := "listener https: " + strings.Repeat("é", 2<<20) // 4 MiB
 	_ = cb.OnStreamRequest(4, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ListenerType,
 		ResponseNonce: "2", ErrorDetail: &statuspb.Status{Message: huge}})

@@ -2,16 +2,22 @@ package controlplane
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	cache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	streamv3 "github.com/envoyproxy/go-control-plane/pkg/server/stream/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/switchyard-io/switchyard/registry"
@@ -92,5 +98,74 @@ func TestMadeUpGroupsLeaveNoState(t *testing.T) {
 	cb.OnStreamClosed(2000, edge)
 	if _, err := s.cache.GetSnapshot("edge"); err != nil {
 		t.Errorf("edge's snapshot is gone after its Envoy left: %v", err)
+	}
+}
+
+// Through a real xDS server, on both protocols: a stream that switches
+// its node.cluster, a node.cluster no policy could define, and a type
+// Switchyard does not serve are refused, and leave nothing in the cache.
+func TestRequestsThatWouldLeaveStateAreRefused(t *testing.T) {
+	s, _ := runServer(t, Config{})
+	conn, err := grpc.NewClient(s.cfg.XDSAddress, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ads := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
+	meta, _ := structpb.NewStruct(map[string]any{"junk": strings.Repeat("x", 64<<10)})
+	node := func(group string) *corev3.Node { return &corev3.Node{Id: "n", Cluster: group, Metadata: meta} }
+
+	// sotw sends requests, and reports how the stream ended.
+	sotw := func(reqs ...*discoveryv3.DiscoveryRequest) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		st, err := ads.StreamAggregatedResources(ctx)
+		if err != nil {
+			return err
+		}
+		for _, r := range reqs {
+			if err := st.Send(r); err != nil {
+				break
+			}
+		}
+		_, err = st.Recv()
+		return err
+	}
+	delta := func(reqs ...*discoveryv3.DeltaDiscoveryRequest) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		st, err := ads.DeltaAggregatedResources(ctx)
+		if err != nil {
+			return err
+		}
+		for _, r := range reqs {
+			if err := st.Send(r); err != nil {
+				break
+			}
+		}
+		_, err = st.Recv()
+		return err
+	}
+	for _, tc := range []struct {
+		name string
+		err  error
+	}{
+		{"sotw: cluster switched", sotw(
+			&discoveryv3.DiscoveryRequest{Node: node("edge"), TypeUrl: resource.ClusterType},
+			&discoveryv3.DiscoveryRequest{Node: node("made-up-1"), TypeUrl: resource.ListenerType})},
+		{"delta: cluster switched", delta(
+			&discoveryv3.DeltaDiscoveryRequest{Node: node("edge"), TypeUrl: resource.ClusterType},
+			&discoveryv3.DeltaDiscoveryRequest{Node: node("made-up-2"), TypeUrl: resource.ListenerType})},
+		{"sotw: not a group name", sotw(&discoveryv3.DiscoveryRequest{Node: node(strings.Repeat("X", 5000)), TypeUrl: resource.ClusterType})},
+		{"delta: empty cluster", delta(&discoveryv3.DeltaDiscoveryRequest{Node: node(""), TypeUrl: resource.ClusterType})},
+		{"sotw: made-up type", sotw(&discoveryv3.DiscoveryRequest{Node: node("edge"), TypeUrl: "type.example/Junk"})},
+		{"delta: made-up type", delta(&discoveryv3.DeltaDiscoveryRequest{Node: node("edge"), TypeUrl: "type.example/Junk"})},
+	} {
+		if status.Code(tc.err) != codes.InvalidArgument {
+			t.Errorf("%s: stream ended with %v; want InvalidArgument", tc.name, tc.err)
+		}
+	}
+	if keys := s.cache.GetStatusKeys(); slices.ContainsFunc(keys, func(k string) bool { return k != "edge" }) {
+		t.Errorf("the snapshot cache keeps state for %v; want at most edge", keys)
 	}
 }

@@ -161,24 +161,26 @@ func TestBindGroupsToClientCertificates(t *testing.T) {
 		return cb.OnStreamRequest(id, &discoveryv3.DiscoveryRequest{
 			Node: &corev3.Node{Id: "n", Cluster: group}, TypeUrl: resource.ListenerType})
 	}
-	_ = cb.OnStreamOpen(ctx, 1, "")
-	if err := request(1, "edge"); err != nil {
+	for id := range int64(3) {
+		_ = cb.OnStreamOpen(ctx, 10+id, "")
+	}
+	if err := request(10, "edge"); err != nil {
 		t.Errorf("group edge, named by the certificate's common name: %v", err)
 	}
-	if err := request(1, "edge-canary"); err != nil {
+	if err := request(11, "edge-canary"); err != nil {
 		t.Errorf("group edge-canary, named by a DNS SAN: %v", err)
 	}
-	if err := request(1, "payments"); status.Code(err) != codes.PermissionDenied {
-		t.Errorf("group payments on the same stream: got %v; want PermissionDenied", err)
+	if err := request(12, "payments"); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("group payments: got %v; want PermissionDenied", err)
 	}
 	_ = cb.OnStreamOpen(context.Background(), 2, "") // no client certificate at all
 	if err := request(2, "edge"); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("no certificate: got %v; want PermissionDenied", err)
 	}
-	if n := testutil.ToFloat64(s.metrics.refusedStreams); n != 2 {
+	if n := testutil.ToFloat64(s.metrics.refusedStreams.WithLabelValues("certificate")); n != 2 {
 		t.Errorf("refused streams counted %v; want 2", n)
 	}
-	if !strings.Contains(logs.String(), "does not name the proxy group") {
+	if !strings.Contains(logs.String(), "does not name proxy group") {
 		t.Errorf("no log line for the refusal:\n%s", logs.String())
 	}
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/switchyard-io/switchyard/envoy"
 	"github.com/switchyard-io/switchyard/internal/redact"
+	"github.com/switchyard-io/switchyard/policy"
 )
 
 // xDS connection limits that are not settings. An Envoy keeps one
@@ -135,6 +136,9 @@ func (s *Server) callbacks() serverv3.Callbacks {
 		},
 		StreamRequestFunc: func(id int64, req *discoveryv3.DiscoveryRequest) error {
 			key := streamKey{false, id}
+			if err := s.checkRequest(key, req.GetNode(), req.GetTypeUrl()); err != nil {
+				return err
+			}
 			if err := s.checkGroup(key, req.GetNode()); err != nil {
 				return err
 			}
@@ -149,6 +153,9 @@ func (s *Server) callbacks() serverv3.Callbacks {
 		},
 		StreamDeltaRequestFunc: func(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
 			key := streamKey{true, id}
+			if err := s.checkRequest(key, req.GetNode(), req.GetTypeUrl()); err != nil {
+				return err
+			}
 			if err := s.checkGroup(key, req.GetNode()); err != nil {
 				return err
 			}
@@ -222,7 +229,7 @@ func (s *Server) streamRequest(key streamKey, node *corev3.Node) {
 	}
 	// Only what Switchyard needs of the node: a client may send megabytes
 	// of metadata, which must not live as long as the stream.
-	node = &corev3.Node{Id: node.GetId(), Cluster: node.GetCluster()}
+	node = &corev3.Node{Id: truncate(node.GetId(), maxNodeID), Cluster: node.GetCluster()}
 	s.streams[key] = &stream{node: node, protocol: protocol, since: time.Now(),
 		sent: map[string]string{}, lastNonce: map[string]string{},
 		deltaSent: map[string][]sentNames{}, rejected: map[string]*rejection{}}
@@ -239,6 +246,50 @@ func (s *Server) streamRequest(key streamKey, node *corev3.Node) {
 		s.log.Warn("envoy asks for a proxy group no policy defines; it gets no config until one does",
 			"node", node.GetId(), "group", node.GetCluster())
 	}
+}
+
+// maxNodeID bounds the node id Switchyard keeps and logs: it only names
+// the Envoy to an operator.
+const maxNodeID = 128
+
+// checkRequest refuses, ending the stream, a request that would make
+// Switchyard (or the snapshot cache behind it) keep state for something it
+// can never serve: a type it does not serve, a node.cluster that no policy
+// could define, or a stream that changes its node.cluster (the cache files
+// each request's watch under the cluster it names, so a stream switching
+// between made-up names would leave state under every one of them).
+func (s *Server) checkRequest(key streamKey, node *corev3.Node, typeURL string) error {
+	if _, ok := typeLabels[typeURL]; !ok {
+		return s.refuse("type", node, codes.InvalidArgument,
+			"type %q is not served by Switchyard (it serves %s)", truncate(typeURL, 128), servedTypes)
+	}
+	if node == nil {
+		return nil
+	}
+	group := node.GetCluster()
+	s.mu.Lock()
+	st := s.streams[key]
+	s.mu.Unlock()
+	switch {
+	case st != nil && st.node.GetCluster() != group:
+		return s.refuse("node", node, codes.InvalidArgument,
+			"node.cluster changed on one stream from %q to %q; open a new stream for another proxy group", st.node.GetCluster(), truncate(group, 128))
+	case st == nil && !policy.ValidName(group):
+		return s.refuse("node", node, codes.InvalidArgument,
+			"node.cluster %q cannot name a proxy group (a DNS label: lowercase letters, digits and '-', at most 63 characters); start Envoy with a bootstrap from 'switchyard bootstrap --group NAME'", truncate(group, 128))
+	}
+	return nil
+}
+
+// servedTypes lists the type URLs Switchyard serves, for error messages.
+var servedTypes = strings.Join(envoy.Types, ", ")
+
+// refuse counts and logs a refused request and returns its gRPC error.
+func (s *Server) refuse(reason string, node *corev3.Node, code codes.Code, format string, args ...any) error {
+	s.metrics.refusedStreams.WithLabelValues(reason).Inc()
+	msg := fmt.Sprintf(format, args...)
+	s.log.Warn("refused an xDS request", "reason", msg, "node", truncate(node.GetId(), maxNodeID))
+	return status.Error(code, msg)
 }
 
 // streamOpened remembers the names a stream's client certificate vouches
@@ -267,10 +318,8 @@ func (s *Server) checkGroup(key streamKey, node *corev3.Node) error {
 	if slices.Contains(names, node.GetCluster()) {
 		return nil
 	}
-	s.metrics.refusedStreams.Inc()
-	s.log.Warn("refused an xDS stream: its client certificate does not name the proxy group it asks for",
-		"node", node.GetId(), "group", node.GetCluster(), "certificate_names", names)
-	return status.Errorf(codes.PermissionDenied, "the client certificate does not name proxy group %q", node.GetCluster())
+	return s.refuse("certificate", node, codes.PermissionDenied,
+		"the client certificate does not name proxy group %q (it names %s)", node.GetCluster(), strings.Join(names, ", "))
 }
 
 func (s *Server) streamClosed(key streamKey, node *corev3.Node) {

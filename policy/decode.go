@@ -396,6 +396,10 @@ var (
 	headerNameRE = regexp.MustCompile("^:?[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 )
 
+// ValidName reports whether v can name a proxy group, listener,
+// certificate or route: a DNS label.
+func ValidName(v string) bool { return nameRE.MatchString(v) }
+
 // name returns a DNS-label name field, reporting it missing when required.
 func (d *decoder) name(m *fields, key string, required bool) string {
 	if required && !d.require(m, key) {
