@@ -46,3 +46,26 @@ func TestLogWriterNeverBlocks(t *testing.T) {
 		t.Errorf("dropped %d after a failed write; want 1", d)
 	}
 }
+
+// The queue is bounded in bytes too, and a line after Close is dropped,
+// not a panic.
+func TestLogWriterBytesAndClose(t *testing.T) {
+	out := blockedWriter{release: make(chan struct{})}
+	w := NewLogWriter(out, 1000)
+	big := make([]byte, 1<<20)
+	for range 10 {
+		_, _ = w.Write(big)
+	}
+	if d := w.Dropped(); d < 5 {
+		t.Errorf("dropped %d of ten 1 MiB lines with a 4 MiB budget; want at least 5", d)
+	}
+	close(out.release)
+	w.Close(30 * time.Second)
+	before := w.Dropped()
+	if _, err := w.Write([]byte("late\n")); err != nil {
+		t.Fatal(err)
+	}
+	if w.Dropped() != before+1 {
+		t.Error("a line written after Close was not dropped")
+	}
+}

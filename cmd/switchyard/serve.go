@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"math"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+	"google.golang.org/grpc/grpclog"
 
 	"github.com/switchyard-io/switchyard/controlplane"
 	"github.com/switchyard-io/switchyard/internal/redact"
@@ -98,6 +100,12 @@ func newServeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// Libraries that log on their own (gRPC, the standard log
+			// package) go through the same logger: redacted, and never
+			// blocking on stderr.
+			stdlog.SetFlags(0)
+			stdlog.SetOutput(slog.NewLogLogger(log.Handler(), slog.LevelWarn).Writer())
+			grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, io.Discard, slog.NewLogLogger(log.Handler(), slog.LevelError).Writer()))
 			cfg := controlplane.Config{
 				XDSAddress: v.GetString("xds.address"),
 				XDSTLS: controlplane.TLSFiles{
