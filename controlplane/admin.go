@@ -127,6 +127,8 @@ func (s *Server) notReadyReason() string {
 		return "waiting for Consul data for the services the policy routes to"
 	case s.policy == nil:
 		return "waiting for a valid policy set"
+	case len(s.failing) > 0:
+		return "every proxy group failed to build (a bug; the log says why): " + strings.Join(s.failing, ", ")
 	default:
 		return "building the first snapshot"
 	}

@@ -22,8 +22,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -178,9 +180,11 @@ type Server struct {
 	// buildFailures is each group's build error while it fails to build
 	// (rebuild's goroutine only, like builders).
 	buildFailures map[string]string
-	ready         bool
-	warned        map[string]bool       // translation warnings already logged
-	streams       map[streamKey]*stream // open xDS streams
+	// failing names the groups whose latest build failed (under mu).
+	failing []string
+	ready   bool
+	warned  map[string]bool       // translation warnings already logged
+	streams map[streamKey]*stream // open xDS streams
 	// certNames is what each stream's client certificate names
 	// (XDSTLS.BindGroups).
 	certNames map[streamKey][]string
@@ -190,7 +194,17 @@ type Server struct {
 	// lastServed is the policy set, retained groups included, of the last
 	// successful build.
 	lastServed *policy.Set
+	// groupStreams counts the open streams of each group (those that sent
+	// a request); lastLeft is when the last stream of a served group
+	// closed, while it has none. See inUse.
+	groupStreams map[string]int
+	lastLeft     map[string]time.Time
+	retainLinger time.Duration
 }
+
+// retainLinger is how long a group removed from the policy stays served
+// after its last Envoy disconnected, in case it reconnects.
+const retainLinger = 2 * time.Minute
 
 // New checks the configuration and prepares a server; Run starts it.
 func New(cfg Config, log *slog.Logger) (*Server, error) {
@@ -211,6 +225,9 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		streams:       map[streamKey]*stream{},
 		certNames:     map[streamKey][]string{},
 		retained:      map[string]bool{},
+		groupStreams:  map[string]int{},
+		lastLeft:      map[string]time.Time{},
+		retainLinger:  retainLinger,
 	}
 	if cfg.LogDropped != nil {
 		s.metrics.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -373,9 +390,14 @@ func (s *Server) rebuild() {
 	served, retentionChanged := s.retain(set)
 	groups, failed, diags := build(consul, served, s.builders)
 	s.metrics.snapshotBuild.Observe(time.Since(start).Seconds())
-	s.reportBuildFailures(failed)
+	s.reportBuildFailures(failed, served)
 	if len(groups) == 0 && len(failed) > 0 {
-		return // nothing built: keep every last good snapshot, stay as ready as before
+		// Nothing built: every last good snapshot stays, and readiness
+		// stays as it was (/readyz names the failing groups).
+		s.mu.Lock()
+		s.lastServed = served
+		s.mu.Unlock()
+		return
 	}
 	s.logWarnings(diags)
 	s.mu.Lock()
@@ -428,8 +450,12 @@ func (s *Server) rebuild() {
 // other group goes on following Consul and the policy. A failure is logged
 // when it starts or changes, and once more when the group builds again, not
 // on every rebuild.
-func (s *Server) reportBuildFailures(failed map[string]error) {
+func (s *Server) reportBuildFailures(failed map[string]error, served *policy.Set) {
 	s.metrics.failingGroups.Set(float64(len(failed)))
+	names := slices.Sorted(maps.Keys(failed))
+	s.mu.Lock()
+	s.failing = names
+	s.mu.Unlock()
 	for group, err := range failed {
 		s.metrics.snapshotErrors.Inc()
 		if msg := err.Error(); s.buildFailures[group] != msg {
@@ -441,7 +467,9 @@ func (s *Server) reportBuildFailures(failed map[string]error) {
 	for group := range s.buildFailures {
 		if _, still := failed[group]; !still {
 			delete(s.buildFailures, group)
-			s.log.Info("proxy group builds again", "group", group)
+			if _, inPolicy := served.Group(group); inPolicy {
+				s.log.Info("proxy group builds again", "group", group)
+			}
 		}
 	}
 }
@@ -525,12 +553,12 @@ func uncovered(snap *registry.Snapshot, set *policy.Set) []string {
 // Envoy that connects later gets nothing, as for any undefined group.
 func (s *Server) retain(set *policy.Set) (served *policy.Set, changed bool) {
 	var kept, newlyKept, withdrawn []string
+	// publishMu, then mu, held through the clearing: no rebuild publishes
+	// and no stream registers (streamRequest takes mu) between the decision
+	// to withdraw a group and its clearing.
+	s.publishMu.Lock()
 	s.mu.Lock()
 	last := s.lastServed
-	envoys := map[string]int{}
-	for _, st := range s.streams {
-		envoys[st.node.GetCluster()]++
-	}
 	for name := range s.retained {
 		if _, back := set.Group(name); back {
 			delete(s.retained, name)
@@ -543,7 +571,7 @@ func (s *Server) retain(set *policy.Set) (served *policy.Set, changed bool) {
 				continue
 			}
 			switch {
-			case envoys[g.Name] > 0:
+			case s.inUse(g.Name):
 				if !s.retained[g.Name] {
 					s.retained[g.Name] = true
 					newlyKept = append(newlyKept, g.Name)
@@ -552,24 +580,24 @@ func (s *Server) retain(set *policy.Set) (served *policy.Set, changed bool) {
 			default:
 				delete(s.retained, g.Name)
 				delete(s.groups, g.Name)
+				delete(s.lastLeft, g.Name)
+				s.cache.ClearSnapshot(g.Name)
 				withdrawn = append(withdrawn, g.Name)
 			}
 		}
 	}
 	counts := map[string]int{}
 	for _, name := range newlyKept {
-		counts[name] = envoys[name]
+		counts[name] = s.groupStreams[name]
 	}
 	s.mu.Unlock()
+	s.publishMu.Unlock()
 
 	for _, name := range newlyKept {
 		s.log.Warn("proxy group removed from policy while Envoys use it: they keep its listeners and routes, with endpoints following Consul, until they disconnect; restore the group or stop them",
 			"group", name, "envoys", counts[name])
 	}
 	for _, name := range withdrawn {
-		s.publishMu.Lock()
-		s.cache.ClearSnapshot(name)
-		s.publishMu.Unlock()
 		s.log.Info("proxy group removed from policy; no Envoy uses it, so its config is withdrawn", "group", name)
 	}
 	changed = changed || len(newlyKept)+len(withdrawn) > 0
@@ -577,6 +605,19 @@ func (s *Server) retain(set *policy.Set) (served *policy.Set, changed bool) {
 		return set, changed
 	}
 	return set.Keep(last, kept), changed
+}
+
+// inUse reports whether Envoys use a group: one has a stream open, or the
+// last one left less than retainLinger ago (an Envoy reconnecting after
+// xds.max-connection-age, a Switchyard replica going away or a network
+// blip, comes back within a second or two and must find its group).
+// Called with s.mu held.
+func (s *Server) inUse(group string) bool {
+	if s.groupStreams[group] > 0 {
+		return true
+	}
+	left, ok := s.lastLeft[group]
+	return ok && time.Since(left) < s.retainLinger
 }
 
 func sameVersions(a, b *groupSnapshot) bool {

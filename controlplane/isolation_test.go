@@ -116,3 +116,23 @@ func TestUnbuildableGroupDoesNotFreezeOthers(t *testing.T) {
 		t.Errorf("log does not say the group builds again:\n%s", logs.String())
 	}
 }
+
+// When every group fails its first build, Switchyard is not ready and
+// /readyz says which groups and why to look at the log.
+func TestEveryGroupFailingIsNotReady(t *testing.T) {
+	s, err := New(Config{PolicyPaths: []string{t.TempDir()}}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := loadTwoGroups(t)
+	for i := range bad.Groups {
+		bad.Groups[i].Listeners[0].Hosts[0].Domains = []string{"x\r"}
+	}
+	s.policy = bad
+	s.consul = webSnapshot(registry.Healthy)
+	s.rebuild()
+	rec := adminGet(s, "/readyz")
+	if rec.Code != 503 || !strings.Contains(rec.Body.String(), "failed to build") || !strings.Contains(rec.Body.String(), "edge, other") {
+		t.Errorf("/readyz: %d %q; want 503 naming edge and other", rec.Code, rec.Body.String())
+	}
+}

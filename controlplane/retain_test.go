@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -63,8 +64,24 @@ func TestRemovedGroupServedWhileUsed(t *testing.T) {
 		t.Fatalf("the kept group has no snapshot: %v", err)
 	}
 
-	// Its last Envoy leaves: withdrawn.
+	// Its last Envoy leaves and comes back (a reconnect): still served.
+	s.retainLinger = time.Hour
 	cb.OnStreamClosed(1, node)
+	s.rebuild()
+	if s.groups["edge"] == nil {
+		t.Fatalf("groups %v right after edge's last Envoy disconnected; want edge kept while it may reconnect", groupNames(s))
+	}
+	if err := cb.OnStreamRequest(2, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ListenerType}); err != nil {
+		t.Fatal(err)
+	}
+	s.rebuild()
+	if _, err := s.cache.GetSnapshot("edge"); err != nil {
+		t.Fatalf("the reconnected Envoy's group has no snapshot: %v", err)
+	}
+
+	// It leaves for good (the linger passes): withdrawn.
+	cb.OnStreamClosed(2, node)
+	s.retainLinger = 0
 	s.rebuild()
 	if s.groups["edge"] != nil {
 		t.Errorf("groups %v after edge's last Envoy left; want edge withdrawn", groupNames(s))

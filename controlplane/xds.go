@@ -230,6 +230,8 @@ func (s *Server) streamRequest(key streamKey, node *corev3.Node) {
 	// Only what Switchyard needs of the node: a client may send megabytes
 	// of metadata, which must not live as long as the stream.
 	node = &corev3.Node{Id: truncate(node.GetId(), maxNodeID), Cluster: node.GetCluster()}
+	s.groupStreams[node.GetCluster()]++
+	delete(s.lastLeft, node.GetCluster())
 	s.streams[key] = &stream{node: node, protocol: protocol, since: time.Now(),
 		sent: map[string]string{}, lastNonce: map[string]string{},
 		deltaSent: map[string][]sentNames{}, rejected: map[string]*rejection{}}
@@ -323,19 +325,33 @@ func (s *Server) checkGroup(key streamKey, node *corev3.Node) error {
 }
 
 func (s *Server) streamClosed(key streamKey, node *corev3.Node) {
-	group := node.GetCluster()
 	s.mu.Lock()
+	st := s.streams[key]
 	delete(s.streams, key)
 	delete(s.certNames, key)
-	if s.retained[group] {
-		// Perhaps the last Envoy of a group removed from policy: the next
-		// rebuild withdraws the group if so.
-		notify(s.changed)
+	if st == nil { // it never sent a request Switchyard accepted
+		s.mu.Unlock()
+		return
+	}
+	group := st.node.GetCluster()
+	if s.groupStreams[group]--; s.groupStreams[group] <= 0 {
+		delete(s.groupStreams, group)
+	}
+	last := s.groupStreams[group] == 0
+	if last && (s.retained[group] || s.groups[group] != nil) {
+		// The last Envoy of a served group left: should the group leave
+		// the policy, it stays for retainLinger in case one comes back.
+		s.lastLeft[group] = time.Now()
+		if s.retained[group] {
+			// Already removed: unless an Envoy comes back, the rebuild
+			// after the linger withdraws it.
+			time.AfterFunc(s.retainLinger, func() { notify(s.changed) })
+		}
 	}
 	s.countRejecting()
-	unknown := s.groups[group] == nil && !s.retained[group]
+	unknown := last && s.groups[group] == nil && !s.retained[group]
 	s.mu.Unlock()
-	s.log.Info("envoy disconnected", "node", node.GetId(), "group", group)
+	s.log.Info("envoy disconnected", "node", st.node.GetId(), "group", group)
 	if unknown {
 		s.forgetUnknownGroup(group)
 	}
@@ -343,22 +359,17 @@ func (s *Server) streamClosed(key streamKey, node *corev3.Node) {
 
 // forgetUnknownGroup drops what the snapshot cache keeps for a group no
 // policy defines (its node and watch bookkeeping) once its last stream has
-// closed. Without it every made-up node.cluster a client sends would cost
-// memory for as long as Switchyard runs. Under publishMu, so a rebuild
-// cannot publish the group between the check and the clearing, and under
-// mu, so no new stream of the group registers (streamRequest) in between.
+// closed. Without it every node.cluster a client sends would cost memory
+// for as long as Switchyard runs. Under publishMu, so a rebuild cannot
+// publish the group between the check and the clearing, and under mu, so
+// no new stream of the group registers (streamRequest) in between.
 func (s *Server) forgetUnknownGroup(group string) {
 	s.publishMu.Lock()
 	defer s.publishMu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.groups[group] != nil || s.retained[group] {
+	if s.groups[group] != nil || s.retained[group] || s.groupStreams[group] > 0 {
 		return
-	}
-	for _, st := range s.streams {
-		if st.node.GetCluster() == group {
-			return
-		}
 	}
 	s.cache.ClearSnapshot(group)
 }
