@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/switchyard-io/switchyard/envoy"
+	"github.com/switchyard-io/switchyard/internal/safefile"
 )
 
 // Admin HTTP server bounds: a slow or idle client cannot hold a
@@ -49,7 +49,7 @@ func (s *Server) newAdminServer() *http.Server {
 // readToken reads a bearer token file: its content, spaces trimmed. The
 // error names the file, never its content.
 func readToken(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
+	b, err := safefile.Read(path, safefile.FileLimit)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -111,6 +112,23 @@ func TestAdminBearerToken(t *testing.T) {
 	}
 	if _, err := New(Config{PolicyPaths: []string{dir}, AdminTokenFile: empty}, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), empty) {
 		t.Errorf("New with an empty token file: %v; want an error naming %s", err, empty)
+	}
+	fifo := filepath.Join(dir, "pipe.token")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := New(Config{PolicyPaths: []string{dir}, AdminTokenFile: fifo}, slog.New(slog.DiscardHandler))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), fifo) {
+			t.Errorf("New with a named pipe as token file: %v; want an error naming it", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("New hangs on a token file that is a named pipe")
 	}
 }
 

@@ -30,7 +30,10 @@ func Redacted(typ resource.Type, r types.Resource) proto.Message {
 		}
 	}
 	js, err := protojson.Marshal(m)
-	if err != nil || !redact.HasPEMKey(string(js)) {
+	if err != nil {
+		return m.ProtoReflect().New().Interface() // unknown content: show nothing
+	}
+	if !redact.HasPEMKey(string(js)) {
 		return m
 	}
 	// JSON quoting keeps PEM markers intact, so redact the JSON text and

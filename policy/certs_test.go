@@ -370,6 +370,8 @@ func TestPastedKeyIsNotEchoed(t *testing.T) {
 			file + ":5: keyFile must not contain control characters (such as newline, carriage return, tab or NUL); it is a file path (" + notShown + ")"},
 		{"PEM in another field", "apiVersion: switchyard.io/v1\nkind: ProxyGroup\nname: edge\nlisteners:\n  - name: http\n    port: 8080\n    hosts:\n      - domains: [\"*\"]\n        routes:\n          - match: { headers: [{ name: x-key, exact: \"-----BEGIN PRIVATE KEY-----" + body + "\" }] }\n            service: web\n",
 			file + ":10: exact holds what looks like PEM content; keys and certificates belong in files named by certFile, keyFile and caFile (" + notShown + ")"},
+		{"PEM where a number belongs", "apiVersion: switchyard.io/v1\nkind: ProxyGroup\nname: edge\nlisteners:\n  - name: http\n    port: |\n" + strings.ReplaceAll(indented, "    ", "      ") + "\n    hosts:\n      - domains: [\"*\"]\n        routes:\n          - service: web\n",
+			file + ":6: port must be an integer, got a string that looks like PEM content (not shown, in case it is a key)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

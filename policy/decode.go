@@ -355,9 +355,12 @@ func describe(n *yaml.Node) string {
 	case yaml.ScalarNode:
 		switch n.ShortTag() {
 		case "!!str":
-			return fmt.Sprintf("the string %q", n.Value)
+			if looksLikePEM(n.Value) {
+				return "a string that looks like PEM content (not shown, in case it is a key)"
+			}
+			return "the string " + quoteValue(n.Value)
 		case "!!int", "!!float":
-			return "the number " + n.Value
+			return "the number " + quoteValue(n.Value)
 		case "!!bool":
 			return "the boolean " + n.Value
 		case "!!null":

@@ -3,6 +3,7 @@ package main
 import (
 	"github.com/spf13/cobra"
 
+	"github.com/switchyard-io/switchyard/internal/redact"
 	"github.com/switchyard-io/switchyard/policy"
 )
 
@@ -32,7 +33,7 @@ and 1 when there is any error.`,
 func loadPolicy(cmd *cobra.Command, paths []string) (*policy.Set, policy.Diagnostics, error) {
 	set, diags := policy.Load(paths...)
 	for _, d := range diags {
-		cmd.PrintErrln(d.String())
+		cmd.PrintErrln(redact.PEMKeys(d.String())) // a safety net: diagnostics never quote PEM
 	}
 	if diags.HasErrors() {
 		return nil, diags, exitError{msg: "invalid policy"}
