@@ -360,7 +360,10 @@ func describe(n *yaml.Node) string {
 			}
 			return "the string " + quoteValue(n.Value)
 		case "!!int", "!!float":
-			return "the number " + quoteValue(n.Value)
+			if len(n.Value) > 40 || looksLikePEM(n.Value) {
+				return "a number too long to show"
+			}
+			return "the number " + n.Value // Diagnostic.String escapes what an !!int tag may hide
 		case "!!bool":
 			return "the boolean " + n.Value
 		case "!!null":

@@ -412,6 +412,9 @@ func (d *decoder) match(n *yaml.Node) (Match, bool) {
 		case !ok:
 		case !strings.HasPrefix(v, "/"):
 			d.errorf(m.lineOf(key), "%s must start with \"/\", got %q", key, v)
+		case unnormalized(v, key == "path") != "":
+			d.errorf(m.lineOf(key), "%s %s can never match: Envoy normalizes request paths before routing (see Path normalization in docs/policy.md), so no request path %s; write the path as it is after normalization",
+				key, quoteValue(v), unnormalized(v, key == "path"))
 		case key == "path":
 			mt.Path = v
 		default:
@@ -427,6 +430,46 @@ func (d *decoder) match(n *yaml.Node) (Match, bool) {
 		}
 	}
 	return mt, len(*d.diags) == before
+}
+
+// unnormalized says why a path match can never match a normalized request
+// path, or "". Envoy merges slashes, resolves dot segments, decodes
+// %-escaped unreserved characters and redirects escaped slashes before
+// routing (envoy/listener.go), so a route written with any of them would
+// silently never be taken, nor its rate limit applied. exact: a whole path,
+// whose last segment may not be "." or ".." either (a prefix may end in
+// "/." to match "/.well-known").
+func unnormalized(v string, exact bool) string {
+	switch {
+	case strings.Contains(v, "//"):
+		return `holds "//"`
+	case strings.Contains(v, "/./") || strings.Contains(v, "/../"):
+		return "holds a . or .. segment"
+	case exact && (strings.HasSuffix(v, "/.") || strings.HasSuffix(v, "/..")):
+		return "ends in a . or .. segment"
+	}
+	for i := 0; i+2 < len(v); i++ {
+		if v[i] != '%' || !isHex(v[i+1]) || !isHex(v[i+2]) {
+			continue
+		}
+		c := unhex(v[i+1])<<4 | unhex(v[i+2])
+		if c == '/' || c == '\\' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~", c) >= 0 {
+			return "holds " + v[i:i+3] + ", which is decoded (or, for a slash, redirected)"
+		}
+	}
+	return ""
+}
+
+func isHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
+
+func unhex(c byte) byte {
+	switch {
+	case c >= 'a':
+		return c - 'a' + 10
+	case c >= 'A':
+		return c - 'A' + 10
+	}
+	return c - '0'
 }
 
 func (d *decoder) header(n *yaml.Node) (HeaderMatch, bool) {

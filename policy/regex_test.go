@@ -63,3 +63,32 @@ func TestRegexLimitIsTheBootstraps(t *testing.T) {
 		t.Errorf("policy.MaxRegexProgramSize = %d; envoy.RE2MaxProgramSize = %d; want them equal", policy.MaxRegexProgramSize, envoy.RE2MaxProgramSize)
 	}
 }
+
+// A path match Envoy's path normalization makes unreachable is an error.
+func TestUnnormalizedPathsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		match string
+		ok    bool
+	}{
+		{"path: /api/login", true},
+		{"pathPrefix: /api/", true},
+		{"pathPrefix: /.well-known/", true},
+		{"pathPrefix: /api/.", true},
+		{"path: /a%20b", true}, // a space stays escaped
+		{"path: /api//login", false},
+		{"pathPrefix: /api/./x", false},
+		{"pathPrefix: /api/../x", false},
+		{"path: /api/..", false},
+		{"path: /api/%6cogin", false},
+		{"pathPrefix: /api%2F", false},
+		{"path: /a%7Eb", false},
+	} {
+		doc := "apiVersion: switchyard.io/v1\nkind: ProxyGroup\nname: edge\nlisteners:\n  - name: http\n    port: 8080\n    hosts:\n      - domains: [\"*\"]\n        routes:\n          - match: { " + tc.match + " }\n            service: web\n"
+		_, diags := policy.Parse(map[string][]byte{"p.yaml": []byte(doc)})
+		if got := !diags.HasErrors(); got != tc.ok {
+			t.Errorf("%s: valid = %v; want %v (%v)", tc.match, got, tc.ok, diags)
+		} else if !tc.ok && !strings.Contains(diags.Errors()[0].Message, "can never match") {
+			t.Errorf("%s: error %q; want it to say the path can never match", tc.match, diags.Errors()[0].Message)
+		}
+	}
+}
