@@ -84,9 +84,9 @@ type Limits struct {
 	XDSMaxStreams uint32
 	// XDSMaxConnectionAge closes an xDS connection after this long (grpc
 	// adds 10% jitter), after XDSMaxConnectionAgeGrace for its streams to
-	// move: Envoy reconnects at once and resumes, and a revoked or rotated
-	// client certificate is checked again. Negative: never (default 1h;
-	// grace default 30s).
+	// move: Envoy reconnects at once and resumes, and its client
+	// certificate is verified again (expiry, the current client CA).
+	// Negative: never (default 1h; grace default 30s).
 	XDSMaxConnectionAge      time.Duration
 	XDSMaxConnectionAgeGrace time.Duration
 	// AdminMaxConnections caps open admin connections (default 64).
