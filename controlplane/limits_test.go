@@ -19,7 +19,9 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-io/switchyard/registry"
 	"github.com/switchyard-io/switchyard/test/testenv"
@@ -282,5 +284,67 @@ func TestNoWatchesBeforeAPolicy(t *testing.T) {
 	})
 	if got := consul.asked("/v1/health/service/api"); len(got) > 0 {
 		t.Errorf("api watched though no policy routes to it: %v", got)
+	}
+}
+
+// xds.max-streams-per-connection: a stream past the limit on one
+// connection waits until another ends; a request over 4 MiB is refused.
+func TestXDSStreamAndMessageLimits(t *testing.T) {
+	s, logs := runServer(t, Config{Limits: Limits{XDSMaxStreams: 2}})
+	conn, err := grpc.NewClient(s.cfg.XDSAddress, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ads := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
+	open := func(ctx context.Context) (discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient, error) {
+		st, err := ads.StreamAggregatedResources(ctx)
+		if err != nil {
+			return nil, err
+		}
+		// A stream is opened on the wire with its first message.
+		return st, st.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "n", Cluster: "edge"}, TypeUrl: resource.ClusterType})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	first, err := open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The server tells the client its limit in its first SETTINGS frame;
+	// once known, a third stream cannot start.
+	blockedCtx, blockedCancel := context.WithTimeout(ctx, 2*time.Second)
+	defer blockedCancel()
+	third, err := open(blockedCtx)
+	if err == nil {
+		_, err = third.Recv()
+	}
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a third stream on one connection with a limit of 2: %v; want it held back until its deadline", err)
+	}
+	if n := strings.Count(logs.String(), "envoy connected"); n != 2 {
+		t.Fatalf("%d streams reached the server on one connection with a limit of 2; want 2:\n%s", n, logs)
+	}
+	_ = first.CloseSend()
+	cancel()
+
+	conn2, err := grpc.NewClient(s.cfg.XDSAddress, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn2.Close()
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel2()
+	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn2).StreamAggregatedResources(ctx2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: strings.Repeat("x", 5<<20), Cluster: "edge"}, TypeUrl: resource.ClusterType}
+	_ = st.Send(big)
+	if _, err := st.Recv(); status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("a 5 MiB request: %v; want ResourceExhausted", err)
 	}
 }
