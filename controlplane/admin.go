@@ -23,14 +23,16 @@ import (
 
 // Admin HTTP server bounds: a slow or idle client cannot hold a
 // connection (there are at most Limits.AdminMaxConnections) for long.
-const (
+// (Variables so that tests can shorten them.)
+var (
 	adminReadTimeout = 10 * time.Second
 	// adminWriteTimeout leaves room for /debug/pprof/profile's default 30s
 	// CPU profile.
 	adminWriteTimeout = 60 * time.Second
 	adminIdleTimeout  = 60 * time.Second
-	adminMaxHeader    = 64 << 10
 )
+
+const adminMaxHeader = 64 << 10
 
 func (s *Server) newAdminServer() *http.Server {
 	return &http.Server{

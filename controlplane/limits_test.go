@@ -348,3 +348,45 @@ func TestXDSStreamAndMessageLimits(t *testing.T) {
 		t.Errorf("a 5 MiB request: %v; want ResourceExhausted", err)
 	}
 }
+
+// The admin server drops a client that sends its request too slowly and a
+// connection left idle. (Timeouts shortened for the test; not parallel.)
+func TestAdminTimeouts(t *testing.T) {
+	read, idle := adminReadTimeout, adminIdleTimeout
+	adminReadTimeout, adminIdleTimeout = 300*time.Millisecond, 300*time.Millisecond
+	t.Cleanup(func() { adminReadTimeout, adminIdleTimeout = read, idle })
+	s, _ := runServer(t, Config{})
+
+	closed := func(c net.Conn) error {
+		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		buf := make([]byte, 4096)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					return fmt.Errorf("still open after 30s")
+				}
+				return nil // closed by the server
+			}
+		}
+	}
+	// A body that never finishes.
+	slow, err := net.Dial("tcp", s.cfg.AdminAddress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	fmt.Fprintf(slow, "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc")
+	if err := closed(slow); err != nil {
+		t.Errorf("a request body that never finishes: %v", err)
+	}
+	// An idle keep-alive connection after a request.
+	idleConn, err := net.Dial("tcp", s.cfg.AdminAddress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idleConn.Close()
+	fmt.Fprintf(idleConn, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	if err := closed(idleConn); err != nil {
+		t.Errorf("an idle connection: %v", err)
+	}
+}
