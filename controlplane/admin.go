@@ -9,8 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -118,19 +116,14 @@ func (s *Server) adminHandler() http.Handler {
 }
 
 func (s *Server) notReadyReason() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	ready, failing := s.pub.state()
 	switch {
-	case s.ready:
+	case ready:
 		return ""
-	case s.consul == nil:
-		return "waiting for the first full Consul sync"
-	case s.policy == nil && s.pending != nil:
-		return "waiting for Consul data for the services the policy routes to"
-	case s.policy == nil:
-		return "waiting for a valid policy set"
-	case len(s.failing) > 0:
-		return "every proxy group failed to build (a bug; the log says why): " + strings.Join(s.failing, ", ")
+	case s.in.waiting() != "":
+		return s.in.waiting()
+	case len(failing) > 0:
+		return "every proxy group failed to build (a bug; the log says why): " + strings.Join(failing, ", ")
 	default:
 		return "building the first snapshot"
 	}
@@ -148,14 +141,7 @@ type debugConfigResponse struct {
 // the groups.
 func (s *Server) debugConfig(w http.ResponseWriter, r *http.Request) {
 	group := r.URL.Query().Get("group")
-	s.mu.Lock()
-	gs := s.groups[group]
-	names := make([]string, 0, len(s.groups))
-	for name := range s.groups {
-		names = append(names, name)
-	}
-	s.mu.Unlock()
-	sort.Strings(names)
+	gs, names := s.pub.group(group)
 	w.Header().Set("Content-Type", "application/json")
 	if group == "" {
 		_ = json.NewEncoder(w).Encode(map[string][]string{"groups": names})
@@ -198,29 +184,7 @@ type debugProxy struct {
 // every NACK still in force: the type, Envoy's reason and the policy lines
 // it points at. The answer to "is any Envoy not running my config?".
 func (s *Server) debugProxies(w http.ResponseWriter, _ *http.Request) {
-	s.mu.Lock()
-	out := make([]debugProxy, 0, len(s.streams))
-	for _, st := range s.streams {
-		p := debugProxy{Node: st.node.GetId(), Group: st.node.GetCluster(), Protocol: st.protocol,
-			Since: st.since.UTC(), Rejecting: len(st.rejected) > 0}
-		for _, r := range st.rejected {
-			c := *r
-			c.At, c.Resources = c.At.UTC(), slices.Clone(c.Resources)
-			p.Rejected = append(p.Rejected, c)
-		}
-		sort.Slice(p.Rejected, func(i, j int) bool { return p.Rejected[i].Type < p.Rejected[j].Type })
-		out = append(out, p)
-	}
-	s.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Group != out[j].Group {
-			return out[i].Group < out[j].Group
-		}
-		if out[i].Node != out[j].Node {
-			return out[i].Node < out[j].Node
-		}
-		return out[i].Protocol < out[j].Protocol
-	})
+	out := s.px.list()
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

@@ -4,16 +4,23 @@
 // Data flow:
 //
 //  1. registry.Watcher publishes a Consul snapshot  --\
-//  2. the policy watcher loads a valid policy set   ---+--> change signal
+//  2. the policy watcher loads a valid policy set   ---+--> inputs, change signal
 //  3. debounce batches signals (holdoff, max delay)
-//  4. build: translator.Translate -> envoy.Build -> content-hash versions,
-//     Consistent() -> SnapshotCache.SetSnapshot per proxy group
+//  4. the publisher builds: translator.Translate -> envoy.Builder ->
+//     content-hash versions, Consistent() -> SnapshotCache.SetSnapshot per
+//     proxy group (a group that fails keeps its last good snapshot)
 //  5. the gRPC xDS server (ADS, SotW and delta) streams them to Envoys,
-//     keyed by node.cluster; callbacks count pushes and log NACKs
+//     keyed by node.cluster; proxies tracks the streams: who is
+//     connected, what each was sent, accepted or rejected
+//
+// Each part has its own state and lock: inputs (inputs.go), publisher
+// (publisher.go), proxies (proxies.go), the policy watcher
+// (policywatch.go); Server only wires them. Only the publisher changes the
+// snapshot cache. Lock order: publisher, then proxies.
 //
 // It is the only package that starts goroutines (besides the registry
-// watcher's own, which end with it), all under one errgroup tied to the
-// context given to Run.
+// watcher's own, which end with it, and LogWriter's), all under one
+// errgroup tied to the context given to Run.
 package controlplane
 
 import (
@@ -22,10 +29,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
-	"slices"
 	"sync"
 	"time"
 
@@ -36,7 +41,6 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
-	"github.com/switchyard-io/switchyard/envoy"
 	"github.com/switchyard-io/switchyard/policy"
 	"github.com/switchyard-io/switchyard/registry"
 	"github.com/switchyard-io/switchyard/translator"
@@ -147,7 +151,10 @@ func (c *Config) withDefaults() Config {
 	return out
 }
 
-// Server is one Switchyard instance.
+// Server is one Switchyard instance. It wires four parts, each with its
+// own state and lock: the inputs (Consul and policy), the publisher
+// (builds and the snapshot cache), the proxies (xDS streams) and the
+// policy watcher (policywatch.go).
 type Server struct {
 	cfg     Config
 	log     *slog.Logger
@@ -161,50 +168,12 @@ type Server struct {
 	// when the admin API is open.
 	adminToken []byte
 
-	wantMu sync.Mutex // orders updateWant calls
-	// publishMu orders changes to the snapshot cache (SetSnapshot,
-	// ClearSnapshot) with the groups map. Taken before mu, never after.
-	publishMu sync.Mutex
-	mu        sync.Mutex
-	consul    *registry.Snapshot // latest Consul state; nil until the first full sync
-	policy    *policy.Set        // the policy set being served; nil until one is
-	// pending is a newer valid policy set, waiting (since pendingAt) for the
-	// registry to sync the services it routes to; nil when there is none.
-	pending   *policy.Set
-	pendingAt time.Time
-	groups    map[string]*groupSnapshot
-	// builders remember each group's last build, so a change rebuilds only
-	// what it touched. Used by rebuild alone (one goroutine: the debounce
-	// loop), so not under mu.
-	builders map[string]*envoy.Builder
-	// buildFailures is each group's build error while it fails to build
-	// (rebuild's goroutine only, like builders).
-	buildFailures map[string]string
-	// failing names the groups whose latest build failed (under mu).
-	failing []string
-	ready   bool
-	warned  map[string]bool       // translation warnings already logged
-	streams map[streamKey]*stream // open xDS streams
-	// certNames is what each stream's client certificate names
-	// (XDSTLS.BindGroups).
-	certNames map[streamKey][]string
-	// retained are proxy groups removed from the policy while Envoys still
-	// use them: they keep being served from lastServed (see retain).
-	retained map[string]bool
-	// lastServed is the policy set, retained groups included, of the last
-	// successful build.
-	lastServed *policy.Set
-	// groupStreams counts the open streams of each group (those that sent
-	// a request); lastLeft is when the last stream of a served group
-	// closed, while it has none. See inUse.
-	groupStreams map[string]int
-	lastLeft     map[string]time.Time
-	retainLinger time.Duration
-}
+	in  *inputs
+	pub *publisher
+	px  *proxies
 
-// retainLinger is how long a group removed from the policy stays served
-// after its last Envoy disconnected, in case it reconnects.
-const retainLinger = 2 * time.Minute
+	wantMu sync.Mutex // orders updateWant calls
+}
 
 // New checks the configuration and prepares a server; Run starts it.
 func New(cfg Config, log *slog.Logger) (*Server, error) {
@@ -213,22 +182,17 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, errors.New("no policy paths: give at least one policy file or directory")
 	}
 	s := &Server{
-		cfg:           cfg,
-		log:           log,
-		metrics:       newMetrics(),
-		changed:       make(chan struct{}, 1),
-		reload:        make(chan struct{}, 1),
-		groups:        map[string]*groupSnapshot{},
-		builders:      map[string]*envoy.Builder{},
-		buildFailures: map[string]string{},
-		warned:        map[string]bool{},
-		streams:       map[streamKey]*stream{},
-		certNames:     map[streamKey][]string{},
-		retained:      map[string]bool{},
-		groupStreams:  map[string]int{},
-		lastLeft:      map[string]time.Time{},
-		retainLinger:  retainLinger,
+		cfg:     cfg,
+		log:     log,
+		metrics: newMetrics(),
+		changed: make(chan struct{}, 1),
+		reload:  make(chan struct{}, 1),
+		in:      &inputs{},
 	}
+	s.cache = cache.NewSnapshotCache(true, groupHash{}, nil)
+	s.pub = newPublisher(log, s.metrics, s.cache)
+	s.px = newProxies(log, s.metrics, s.pub, s.changed, cfg.XDSTLS.BindGroups)
+	s.pub.proxies = s.px
 	if cfg.LogDropped != nil {
 		s.metrics.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "switchyard_log_dropped_lines_total",
@@ -243,7 +207,6 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("consul: %w", err)
 	}
 	s.watcher = w
-	s.cache = cache.NewSnapshotCache(true, groupHash{}, nil)
 	if err := cfg.XDSTLS.check(); err != nil {
 		return nil, err
 	}
@@ -318,11 +281,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		return s.watcher.Run(ctx, func(snap *registry.Snapshot) {
-			s.mu.Lock()
-			first := s.consul == nil
-			s.consul = snap
-			s.mu.Unlock()
-			if first {
+			if first := s.in.setConsul(snap); first {
 				s.log.Info("consul synced", "services", snap.Len())
 			}
 			notify(s.changed)
@@ -374,7 +333,7 @@ func (s *Server) Run(ctx context.Context) error {
 // does nothing: serving a partial config because an input is missing would
 // take traffic down.
 func (s *Server) rebuild() {
-	consul, set, promoted, missing := s.promotePending()
+	consul, set, promoted, missing := s.in.promote()
 	if promoted {
 		if len(missing) > 0 {
 			s.log.Warn("new policy applied without Consul data for some services; their routes answer 503 until it arrives",
@@ -386,263 +345,26 @@ func (s *Server) rebuild() {
 	if consul == nil || set == nil {
 		return
 	}
-	start := time.Now()
-	served, retentionChanged := s.retain(set)
-	groups, failed, diags := build(consul, served, s.builders)
-	s.metrics.snapshotBuild.Observe(time.Since(start).Seconds())
-	s.reportBuildFailures(failed, served)
-	if len(groups) == 0 && len(failed) > 0 {
-		// Nothing built: every last good snapshot stays, and readiness
-		// stays as it was (/readyz names the failing groups).
-		s.mu.Lock()
-		s.lastServed = served
-		s.mu.Unlock()
-		return
-	}
-	s.logWarnings(diags)
-	s.mu.Lock()
-	s.lastServed = served
-	s.mu.Unlock()
-	if promoted || retentionChanged {
+	if _, retentionChanged := s.pub.publish(consul, set); promoted || retentionChanged {
 		s.updateWant() // now without the services of groups no longer served
 	}
-	changed := 0
-	for _, gs := range groups {
-		s.mu.Lock()
-		old := s.groups[gs.group]
-		s.mu.Unlock()
-		if old != nil && sameVersions(old, gs) {
-			// Same config; keep the new one anyway, for its policy sources
-			// (an edit may have moved lines without changing what is served).
-			s.mu.Lock()
-			s.groups[gs.group] = gs
-			s.mu.Unlock()
-			continue
-		}
-		s.publishMu.Lock()
-		if err := s.cache.SetSnapshot(context.Background(), gs.group, gs.snapshot); err != nil {
-			s.publishMu.Unlock()
-			s.metrics.snapshotErrors.Inc()
-			s.log.Error("set snapshot failed; the last good config keeps serving", "group", gs.group, "err", err)
-			continue
-		}
-		changed++
-		s.mu.Lock()
-		s.groups[gs.group] = gs
-		s.mu.Unlock()
-		s.publishMu.Unlock()
-		s.log.Debug("snapshot published", "group", gs.group, "versions", gs.versions)
-	}
-	s.mu.Lock()
-	if !s.ready {
-		s.ready = true
-		s.metrics.ready.Set(1)
-		s.log.Info("ready: serving xDS", "groups", len(groups))
-	}
-	s.mu.Unlock()
-	if changed > 0 {
-		s.log.Info("config updated", "groups_changed", changed, "build_time", time.Since(start).Round(time.Microsecond))
-	}
-}
-
-// reportBuildFailures logs and counts groups that failed to build. Each
-// keeps its last good snapshot (its Envoys keep running it) while every
-// other group goes on following Consul and the policy. A failure is logged
-// when it starts or changes, and once more when the group builds again, not
-// on every rebuild.
-func (s *Server) reportBuildFailures(failed map[string]error, served *policy.Set) {
-	s.metrics.failingGroups.Set(float64(len(failed)))
-	names := slices.Sorted(maps.Keys(failed))
-	s.mu.Lock()
-	s.failing = names
-	s.mu.Unlock()
-	for group, err := range failed {
-		s.metrics.snapshotErrors.Inc()
-		if msg := err.Error(); s.buildFailures[group] != msg {
-			s.buildFailures[group] = msg
-			s.log.Error("proxy group failed to build; its Envoys keep its last good config, other groups are not affected",
-				"group", group, "err", msg)
-		}
-	}
-	for group := range s.buildFailures {
-		if _, still := failed[group]; !still {
-			delete(s.buildFailures, group)
-			if _, inPolicy := served.Group(group); inPolicy {
-				s.log.Info("proxy group builds again", "group", group)
-			}
-		}
-	}
-}
-
-// coverWait bounds how long a new policy waits for the registry to sync
-// the services it newly routes to before it is applied anyway.
-const coverWait = 2 * time.Second
-
-// promotePending makes the pending policy the served one once the registry
-// snapshot covers every service it routes to, or once coverWait has passed:
-// applied earlier, routes to a service that exists in Consul would answer
-// 503 until its first answer arrived. Until then the current policy keeps
-// serving, and keeps following Consul. It returns the inputs to build from,
-// whether a promotion happened, and the services still uncovered then.
-func (s *Server) promotePending() (consul *registry.Snapshot, set *policy.Set, promoted bool, missing []string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	consul, set = s.consul, s.policy
-	if s.pending == nil || consul == nil {
-		return consul, set, false, nil
-	}
-	missing = uncovered(consul, s.pending)
-	if len(missing) > 0 && time.Since(s.pendingAt) < coverWait {
-		return consul, set, false, nil
-	}
-	s.policy, s.pending = s.pending, nil
-	return consul, s.policy, true, missing
 }
 
 // updateWant tells the registry to watch the services of the served and
-// the pending policy. wantMu orders the calls, so the last Want always
-// reflects the newest state (the registry applies the latest call).
+// the pending policy, and of groups retained after leaving it. wantMu
+// orders the calls, so the last Want always reflects the newest state (the
+// registry applies the latest call).
 func (s *Server) updateWant() {
 	s.wantMu.Lock()
 	defer s.wantMu.Unlock()
-	s.mu.Lock()
-	current, pending := s.policy, s.pending
-	s.mu.Unlock()
+	current, pending := s.in.policies()
 	var names []string
-	s.mu.Lock()
-	served := s.lastServed // retained groups' services too
-	s.mu.Unlock()
-	for _, set := range []*policy.Set{current, pending, served} {
+	for _, set := range []*policy.Set{current, pending, s.pub.served()} {
 		if set != nil {
 			names = append(names, translator.Services(set)...)
 		}
 	}
 	s.watcher.Want(names)
-}
-
-// policies returns the served policy set and the latest valid one (the
-// pending set if there is one).
-func (s *Server) policies() (current, latest *policy.Set) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.pending != nil {
-		return s.policy, s.pending
-	}
-	return s.policy, s.policy
-}
-
-// uncovered lists the services set routes to that snapshot does not cover
-// yet.
-func uncovered(snap *registry.Snapshot, set *policy.Set) []string {
-	var out []string
-	for _, name := range translator.Services(set) {
-		if !snap.Covers(name) {
-			out = append(out, name)
-		}
-	}
-	return out
-}
-
-// retain decides what happens to proxy groups that left the policy since
-// the last build, and returns the set to build. A group still used by
-// connected Envoys is kept, from the last build's policy: its Envoys keep
-// their listeners and routes, and its endpoints keep following Consul
-// (removing a file must not blank running proxies, nor leave them sending
-// to dead instances) until its last Envoy disconnects or the group comes
-// back. A group no Envoy uses is withdrawn: its snapshot is cleared, so an
-// Envoy that connects later gets nothing, as for any undefined group.
-func (s *Server) retain(set *policy.Set) (served *policy.Set, changed bool) {
-	var kept, newlyKept, withdrawn []string
-	// publishMu, then mu, held through the clearing: no rebuild publishes
-	// and no stream registers (streamRequest takes mu) between the decision
-	// to withdraw a group and its clearing.
-	s.publishMu.Lock()
-	s.mu.Lock()
-	last := s.lastServed
-	for name := range s.retained {
-		if _, back := set.Group(name); back {
-			delete(s.retained, name)
-			changed = true
-		}
-	}
-	if last != nil {
-		for _, g := range last.Groups {
-			if _, ok := set.Group(g.Name); ok {
-				continue
-			}
-			switch {
-			case s.inUse(g.Name):
-				if !s.retained[g.Name] {
-					s.retained[g.Name] = true
-					newlyKept = append(newlyKept, g.Name)
-				}
-				kept = append(kept, g.Name)
-			default:
-				delete(s.retained, g.Name)
-				delete(s.groups, g.Name)
-				delete(s.lastLeft, g.Name)
-				s.cache.ClearSnapshot(g.Name)
-				withdrawn = append(withdrawn, g.Name)
-			}
-		}
-	}
-	counts := map[string]int{}
-	for _, name := range newlyKept {
-		counts[name] = s.groupStreams[name]
-	}
-	s.mu.Unlock()
-	s.publishMu.Unlock()
-
-	for _, name := range newlyKept {
-		s.log.Warn("proxy group removed from policy while Envoys use it: they keep its listeners and routes, with endpoints following Consul, until they disconnect; restore the group or stop them",
-			"group", name, "envoys", counts[name])
-	}
-	for _, name := range withdrawn {
-		s.log.Info("proxy group removed from policy; no Envoy uses it, so its config is withdrawn", "group", name)
-	}
-	changed = changed || len(newlyKept)+len(withdrawn) > 0
-	if len(kept) == 0 {
-		return set, changed
-	}
-	return set.Keep(last, kept), changed
-}
-
-// inUse reports whether Envoys use a group: one has a stream open, or the
-// last one left less than retainLinger ago (an Envoy reconnecting after
-// xds.max-connection-age, a Switchyard replica going away or a network
-// blip, comes back within a second or two and must find its group).
-// Called with s.mu held.
-func (s *Server) inUse(group string) bool {
-	if s.groupStreams[group] > 0 {
-		return true
-	}
-	left, ok := s.lastLeft[group]
-	return ok && time.Since(left) < s.retainLinger
-}
-
-func sameVersions(a, b *groupSnapshot) bool {
-	for typ, v := range a.versions {
-		if b.versions[typ] != v {
-			return false
-		}
-	}
-	return len(a.versions) == len(b.versions)
-}
-
-// logWarnings logs each translation warning once, not on every rebuild.
-func (s *Server) logWarnings(diags policy.Diagnostics) {
-	s.metrics.policyWarnings.Set(float64(len(diags)))
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	seen := map[string]bool{}
-	for _, d := range diags {
-		msg := d.String()
-		seen[msg] = true
-		if !s.warned[msg] {
-			s.log.Warn(msg)
-		}
-	}
-	s.warned = seen
 }
 
 // groupHash keys the snapshot cache by proxy group: every Envoy started

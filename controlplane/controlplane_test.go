@@ -83,20 +83,20 @@ func newTestServer(t *testing.T, logs *bytes.Buffer) (*Server, string) {
 	if diags.HasErrors() {
 		t.Fatal(diags.Err())
 	}
-	s.policy = set
+	s.in.policy = set
 	return s, keyPEM
 }
 
 func TestHealthFlipChangesOnlyEndpointsVersion(t *testing.T) {
 	var logs bytes.Buffer
 	s, _ := newTestServer(t, &logs)
-	s.consul = webSnapshot(registry.Healthy)
+	s.in.consul = webSnapshot(registry.Healthy)
 	s.rebuild()
-	before := s.groups["edge"].versions
+	before := s.pub.groups["edge"].versions
 
-	s.consul = webSnapshot(registry.Unhealthy)
+	s.in.consul = webSnapshot(registry.Unhealthy)
 	s.rebuild()
-	after := s.groups["edge"].versions
+	after := s.pub.groups["edge"].versions
 
 	for typ, v := range before {
 		changed := after[typ] != v
@@ -109,16 +109,16 @@ func TestHealthFlipChangesOnlyEndpointsVersion(t *testing.T) {
 func TestVersionsAreContentHashes(t *testing.T) {
 	var logs bytes.Buffer
 	a, _ := newTestServer(t, &logs)
-	a.consul = webSnapshot(registry.Healthy)
+	a.in.consul = webSnapshot(registry.Healthy)
 	a.rebuild()
 	// A second server (a restart, or another replica) with the same inputs
 	// serves the same versions, so Envoys see nothing new.
 	b, _ := newTestServer(t, &logs)
-	b.policy = a.policy
-	b.consul = webSnapshot(registry.Healthy)
+	b.in.policy = a.in.policy
+	b.in.consul = webSnapshot(registry.Healthy)
 	b.rebuild()
-	for typ, v := range a.groups["edge"].versions {
-		if got := b.groups["edge"].versions[typ]; got != v {
+	for typ, v := range a.pub.groups["edge"].versions {
+		if got := b.pub.groups["edge"].versions[typ]; got != v {
 			t.Errorf("%s: got version %s on the second server; want %s", typ, got, v)
 		}
 	}
@@ -140,7 +140,7 @@ func TestNotReadyUntilConsulAndPolicy(t *testing.T) {
 	if _, err := s.cache.GetSnapshot("edge"); err == nil {
 		t.Fatal("a snapshot was published before the first Consul sync")
 	}
-	s.consul = webSnapshot(registry.Healthy)
+	s.in.consul = webSnapshot(registry.Healthy)
 	s.rebuild()
 	if code, body := get("/readyz"); code != http.StatusOK {
 		t.Fatalf("readyz after sync: got %d %q; want 200", code, body)
@@ -153,7 +153,7 @@ func TestNotReadyUntilConsulAndPolicy(t *testing.T) {
 func TestDebugConfigRedactsPrivateKeys(t *testing.T) {
 	var logs bytes.Buffer
 	s, keyPEM := newTestServer(t, &logs)
-	s.consul = webSnapshot(registry.Healthy)
+	s.in.consul = webSnapshot(registry.Healthy)
 	s.rebuild()
 	rec := adminGet(s, "/debug/config?group=edge")
 	if rec.Code != http.StatusOK {
@@ -184,7 +184,7 @@ func TestDebugConfigRedactsPrivateKeys(t *testing.T) {
 func TestNACKIsLoggedAndCounted(t *testing.T) {
 	var logs bytes.Buffer
 	s, _ := newTestServer(t, &logs)
-	cb := s.callbacks()
+	cb := s.px.callbacks()
 	node := &corev3.Node{Id: "edge-1", Cluster: "edge"}
 	err := cb.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{
 		Node: node, TypeUrl: resource.ListenerType, VersionInfo: "abc", ResponseNonce: "7",
@@ -206,7 +206,7 @@ func TestNACKIsLoggedAndCounted(t *testing.T) {
 func TestSotWNACKClaimsRejectedVersion(t *testing.T) {
 	var logs bytes.Buffer
 	s, _ := newTestServer(t, &logs)
-	cb := s.callbacks()
+	cb := s.px.callbacks()
 	node := &corev3.Node{Id: "edge-1", Cluster: "edge"}
 	first := &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ListenerType}
 	if err := cb.OnStreamRequest(7, first); err != nil {
@@ -249,7 +249,7 @@ func TestEmptyPolicyIsRejected(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	current := func() *policy.Set {
-		_, latest := s.policies()
+		_, latest := s.in.policies()
 		return latest
 	}
 	waitFor := func(what string, cond func() bool) {

@@ -63,14 +63,14 @@ func TestUnbuildableGroupDoesNotFreezeOthers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.policy = loadTwoGroups(t)
-	s.consul = webSnapshot(registry.Healthy)
+	s.in.policy = loadTwoGroups(t)
+	s.in.consul = webSnapshot(registry.Healthy)
 	s.rebuild()
-	if s.groups["edge"] == nil || s.groups["other"] == nil {
-		t.Fatalf("groups built: %v; want edge and other", s.groups)
+	if s.pub.groups["edge"] == nil || s.pub.groups["other"] == nil {
+		t.Fatalf("groups built: %v; want edge and other", s.pub.groups)
 	}
-	otherBefore := s.groups["other"].versions
-	edgeBefore := s.groups["edge"].versions
+	otherBefore := s.pub.groups["other"].versions
+	edgeBefore := s.pub.groups["edge"].versions
 
 	bad := loadTwoGroups(t)
 	g := &bad.Groups[1]
@@ -78,15 +78,15 @@ func TestUnbuildableGroupDoesNotFreezeOthers(t *testing.T) {
 		t.Fatalf("group 1 is %q; want other", g.Name)
 	}
 	g.Listeners[0].Hosts[0].Domains = []string{"other.example.com\nx"}
-	s.policy = bad
-	s.consul = webSnapshot(registry.Unhealthy)
+	s.in.policy = bad
+	s.in.consul = webSnapshot(registry.Unhealthy)
 	s.rebuild()
 
-	if got := s.groups["edge"].versions[resource.EndpointType]; got == edgeBefore[resource.EndpointType] {
+	if got := s.pub.groups["edge"].versions[resource.EndpointType]; got == edgeBefore[resource.EndpointType] {
 		t.Errorf("edge's endpoints version did not change after a health flip while group other fails to build")
 	}
 	for typ, v := range otherBefore {
-		if got := s.groups["other"].versions[typ]; got != v {
+		if got := s.pub.groups["other"].versions[typ]; got != v {
 			t.Errorf("other's %s version = %s; want its last good %s", typ, got, v)
 		}
 	}
@@ -102,12 +102,12 @@ func TestUnbuildableGroupDoesNotFreezeOthers(t *testing.T) {
 	if !strings.Contains(logs.String(), "proxy group failed to build") || !strings.Contains(logs.String(), "group=other") {
 		t.Errorf("log does not name the failing group:\n%s", logs.String())
 	}
-	if !s.ready {
+	if !s.pub.ready {
 		t.Error("not ready; want ready (edge builds)")
 	}
 
 	// Fixed: the group builds again and says so.
-	s.policy = loadTwoGroups(t)
+	s.in.policy = loadTwoGroups(t)
 	s.rebuild()
 	if got := testutil.ToFloat64(s.metrics.failingGroups); got != 0 {
 		t.Errorf("switchyard_failing_groups = %v after the fix; want 0", got)
@@ -128,8 +128,8 @@ func TestEveryGroupFailingIsNotReady(t *testing.T) {
 	for i := range bad.Groups {
 		bad.Groups[i].Listeners[0].Hosts[0].Domains = []string{"x\r"}
 	}
-	s.policy = bad
-	s.consul = webSnapshot(registry.Healthy)
+	s.in.policy = bad
+	s.in.consul = webSnapshot(registry.Healthy)
 	s.rebuild()
 	rec := adminGet(s, "/readyz")
 	if rec.Code != 503 || !strings.Contains(rec.Body.String(), "failed to build") || !strings.Contains(rec.Body.String(), "edge, other") {

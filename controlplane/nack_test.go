@@ -81,9 +81,9 @@ func deltaListeners(nonce string, names ...string) *discoveryv3.DeltaDiscoveryRe
 func TestDeltaRejectionShownUntilTheResourceIsAccepted(t *testing.T) {
 	var logs bytes.Buffer
 	s, _ := newTestServer(t, &logs)
-	s.consul = webSnapshot(registry.Healthy)
+	s.in.consul = webSnapshot(registry.Healthy)
 	s.rebuild()
-	cb := s.callbacks()
+	cb := s.px.callbacks()
 	node := &corev3.Node{Id: "edge-1", Cluster: "edge"}
 	// A delta Envoy sends its node on the first request only.
 	if err := cb.OnStreamDeltaRequest(3, &discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.ListenerType}); err != nil {
@@ -155,7 +155,7 @@ func TestDeltaRejectionShownUntilTheResourceIsAccepted(t *testing.T) {
 func TestSotWRejectionShownUntilALaterResponseIsAccepted(t *testing.T) {
 	var logs bytes.Buffer
 	s, _ := newTestServer(t, &logs)
-	cb := s.callbacks()
+	cb := s.px.callbacks()
 	node := &corev3.Node{Id: "edge-1", Cluster: "edge"}
 	first := &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.RouteType}
 	_ = cb.OnStreamRequest(9, first)
@@ -181,9 +181,9 @@ func TestSotWRejectionShownUntilALaterResponseIsAccepted(t *testing.T) {
 func TestNACKFloodIsBounded(t *testing.T) {
 	var logs bytes.Buffer
 	s, _ := newTestServer(t, &logs)
-	s.consul = webSnapshot(registry.Healthy)
+	s.in.consul = webSnapshot(registry.Healthy)
 	s.rebuild()
-	cb := s.callbacks()
+	cb := s.px.callbacks()
 	node := &corev3.Node{Id: "edge-1", Cluster: "edge"}
 	for i := range 50 {
 		err := cb.OnStreamRequest(int64(100+i), &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: "type.example/made.up." + strings.Repeat("x", i),

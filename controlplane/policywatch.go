@@ -186,9 +186,8 @@ func (w *policyWatcher) reload() {
 			return // the same mistake, already reported
 		}
 		w.lastErr = msg
-		s.mu.Lock()
-		serving := s.policy != nil
-		s.mu.Unlock()
+		current, _ := s.in.policies()
+		serving := current != nil
 		for _, d := range diags.Errors() {
 			s.log.Error("invalid policy", "error", d.String())
 		}
@@ -203,7 +202,7 @@ func (w *policyWatcher) reload() {
 		return
 	}
 	w.lastErr = ""
-	current, latest := s.policies()
+	_, latest := s.in.policies()
 	if latest != nil && reflect.DeepEqual(latest, set) {
 		if requested {
 			s.log.Info("policy re-read on request: unchanged", "groups", len(set.Groups), "certificates", len(set.Certificates))
@@ -213,11 +212,7 @@ func (w *policyWatcher) reload() {
 	// The new policy waits (as pending) until the registry has synced
 	// the services it routes to, at most coverWait; meanwhile the
 	// current one keeps serving, so both sets of services are watched.
-	s.mu.Lock()
-	first := current == nil
-	s.pending = set
-	s.pendingAt = time.Now()
-	s.mu.Unlock()
+	first := s.in.setPending(set)
 	s.updateWant()
 	time.AfterFunc(coverWait, func() { notify(s.changed) })
 	s.metrics.policyReloads.WithLabelValues("ok").Inc()

@@ -53,7 +53,7 @@ func (r *policyRun) waitFor(t *testing.T, what string, cond func() bool) {
 // routes is the number of routes of group edge in the latest valid policy
 // (-1 without one).
 func (r *policyRun) routes() int {
-	_, latest := r.s.policies()
+	_, latest := r.s.in.policies()
 	if latest == nil {
 		return -1
 	}
@@ -250,7 +250,7 @@ func TestEmptyPolicyLogLine(t *testing.T) {
 	r := startPolicyWatch(t, dir)
 	want := `msg="invalid policy" error="` + dir + `: no proxy group is defined; Switchyard will not serve an empty config"`
 	r.waitFor(t, "the empty policy rejected", func() bool { return strings.Contains(r.logs.String(), want) })
-	if _, latest := r.s.policies(); latest != nil {
+	if _, latest := r.s.in.policies(); latest != nil {
 		t.Errorf("an empty policy was accepted: %v", latest)
 	}
 }

@@ -27,7 +27,7 @@ import (
 func TestDebugConfigLeavesServedKeysIntact(t *testing.T) {
 	var logs bytes.Buffer
 	s, keyPEM := newTestServer(t, &logs)
-	s.consul = webSnapshot(registry.Healthy)
+	s.in.consul = webSnapshot(registry.Healthy)
 	s.rebuild()
 
 	// View the page, for the group and for all groups, more than once.

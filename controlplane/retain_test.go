@@ -32,9 +32,9 @@ listeners:
 func TestRemovedGroupServedWhileUsed(t *testing.T) {
 	var logs bytes.Buffer
 	s, _ := newTestServer(t, &logs)
-	s.consul = webSnapshot(registry.Healthy)
+	s.in.consul = webSnapshot(registry.Healthy)
 	s.rebuild()
-	cb := s.callbacks()
+	cb := s.px.callbacks()
 	node := &corev3.Node{Id: "edge-1", Cluster: "edge"}
 	if err := cb.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ListenerType}); err != nil {
 		t.Fatal(err)
@@ -44,10 +44,10 @@ func TestRemovedGroupServedWhileUsed(t *testing.T) {
 	if diags.HasErrors() {
 		t.Fatal(diags.Err())
 	}
-	s.policy = other
+	s.in.policy = other
 	s.rebuild()
-	kept := s.groups["edge"]
-	if kept == nil || s.groups["other"] == nil {
+	kept := s.pub.groups["edge"]
+	if kept == nil || s.pub.groups["other"] == nil {
 		t.Fatalf("after edge left the policy: groups %v; want edge kept for its Envoy, and other", groupNames(s))
 	}
 	if !strings.Contains(logs.String(), "removed from policy while Envoys use it") {
@@ -55,9 +55,9 @@ func TestRemovedGroupServedWhileUsed(t *testing.T) {
 	}
 
 	// Consul changes still reach it.
-	s.consul = webSnapshot(registry.Unhealthy)
+	s.in.consul = webSnapshot(registry.Unhealthy)
 	s.rebuild()
-	if v := s.groups["edge"]; v == nil || v.versions[resource.EndpointType] == kept.versions[resource.EndpointType] {
+	if v := s.pub.groups["edge"]; v == nil || v.versions[resource.EndpointType] == kept.versions[resource.EndpointType] {
 		t.Fatal("the kept group's endpoints did not follow Consul")
 	}
 	if _, err := s.cache.GetSnapshot("edge"); err != nil {
@@ -65,10 +65,10 @@ func TestRemovedGroupServedWhileUsed(t *testing.T) {
 	}
 
 	// Its last Envoy leaves and comes back (a reconnect): still served.
-	s.retainLinger = time.Hour
+	s.px.linger = time.Hour
 	cb.OnStreamClosed(1, node)
 	s.rebuild()
-	if s.groups["edge"] == nil {
+	if s.pub.groups["edge"] == nil {
 		t.Fatalf("groups %v right after edge's last Envoy disconnected; want edge kept while it may reconnect", groupNames(s))
 	}
 	if err := cb.OnStreamRequest(2, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ListenerType}); err != nil {
@@ -81,9 +81,9 @@ func TestRemovedGroupServedWhileUsed(t *testing.T) {
 
 	// It leaves for good (the linger passes): withdrawn.
 	cb.OnStreamClosed(2, node)
-	s.retainLinger = 0
+	s.px.linger = 0
 	s.rebuild()
-	if s.groups["edge"] != nil {
+	if s.pub.groups["edge"] != nil {
 		t.Errorf("groups %v after edge's last Envoy left; want edge withdrawn", groupNames(s))
 	}
 	if _, err := s.cache.GetSnapshot("edge"); err == nil {
@@ -95,12 +95,12 @@ func TestRemovedGroupServedWhileUsed(t *testing.T) {
 func TestRemovedUnusedGroupWithdrawn(t *testing.T) {
 	var logs bytes.Buffer
 	s, _ := newTestServer(t, &logs)
-	s.consul = webSnapshot(registry.Healthy)
+	s.in.consul = webSnapshot(registry.Healthy)
 	s.rebuild()
 	other, _ := policy.Parse(map[string][]byte{"other.yaml": []byte(otherPolicy)})
-	s.policy = other
+	s.in.policy = other
 	s.rebuild()
-	if s.groups["edge"] != nil {
+	if s.pub.groups["edge"] != nil {
 		t.Errorf("groups %v; want edge withdrawn", groupNames(s))
 	}
 	if _, err := s.cache.GetSnapshot("edge"); err == nil {
@@ -109,10 +109,10 @@ func TestRemovedUnusedGroupWithdrawn(t *testing.T) {
 }
 
 func groupNames(s *Server) []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.pub.mu.Lock()
+	defer s.pub.mu.Unlock()
 	var out []string
-	for name := range s.groups {
+	for name := range s.pub.groups {
 		out = append(out, name)
 	}
 	return out

@@ -27,7 +27,7 @@ import (
 // request: the callbacks, then a watch in the snapshot cache.
 func openStream(t *testing.T, s *Server, id int64, node *corev3.Node) (cancel func()) {
 	t.Helper()
-	cb := s.callbacks()
+	cb := s.px.callbacks()
 	if err := cb.OnStreamOpen(t.Context(), id, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -55,9 +55,9 @@ func bigNode(id, group string) *corev3.Node {
 func TestMadeUpGroupsLeaveNoState(t *testing.T) {
 	var logs bytes.Buffer
 	s, _ := newTestServer(t, &logs)
-	s.consul = webSnapshot(registry.Healthy)
+	s.in.consul = webSnapshot(registry.Healthy)
 	s.rebuild()
-	cb := s.callbacks()
+	cb := s.px.callbacks()
 
 	for i := range 300 {
 		node := bigNode(fmt.Sprintf("n%d", i), fmt.Sprintf("made-up-%d", i))
@@ -68,7 +68,7 @@ func TestMadeUpGroupsLeaveNoState(t *testing.T) {
 	if keys := s.cache.GetStatusKeys(); slices.ContainsFunc(keys, func(k string) bool { return strings.HasPrefix(k, "made-up-") }) {
 		t.Errorf("snapshot cache still keeps %d groups after their streams closed: %v...", len(keys), keys[:min(len(keys), 5)])
 	}
-	if n := len(s.streams); n != 0 {
+	if n := len(s.px.streams); n != 0 {
 		t.Errorf("%d streams remembered after all closed; want 0", n)
 	}
 
@@ -91,7 +91,7 @@ func TestMadeUpGroupsLeaveNoState(t *testing.T) {
 	// A defined group keeps its snapshot when its Envoys leave.
 	edge := bigNode("edge-1", "edge")
 	cancel := openStream(t, s, 2000, edge)
-	if got := s.streams[streamKey{false, 2000}].node.GetMetadata(); got != nil {
+	if got := s.px.streams[streamKey{false, 2000}].node.GetMetadata(); got != nil {
 		t.Errorf("stream keeps the node's metadata (%d fields); want id and cluster only", len(got.GetFields()))
 	}
 	cancel()

@@ -147,7 +147,7 @@ func TestXDSTLSOddFiles(t *testing.T) {
 func TestBindGroupsToClientCertificates(t *testing.T) {
 	var logs bytes.Buffer
 	s, _ := newTestServer(t, &logs)
-	s.cfg.XDSTLS.BindGroups = true
+	s.px.bindGroups = true
 	ca := testenv.NewCA(t, "test CA")
 	leaf, err := x509.ParseCertificate(pemBlock(t, ca.Issue(t, testenv.LeafOptions{Name: "edge", DNS: []string{"edge-canary"}, Client: true}).CertPEM))
 	if err != nil {
@@ -156,7 +156,7 @@ func TestBindGroupsToClientCertificates(t *testing.T) {
 	ctx := peer.NewContext(context.Background(), &peer.Peer{AuthInfo: credentials.TLSInfo{State: tls.ConnectionState{
 		PeerCertificates: []*x509.Certificate{leaf}, VerifiedChains: [][]*x509.Certificate{{leaf, ca.Cert}},
 	}}})
-	cb := s.callbacks()
+	cb := s.px.callbacks()
 	request := func(id int64, group string) error {
 		return cb.OnStreamRequest(id, &discoveryv3.DiscoveryRequest{
 			Node: &corev3.Node{Id: "n", Cluster: group}, TypeUrl: resource.ListenerType})

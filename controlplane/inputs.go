@@ -1,0 +1,104 @@
+package controlplane
+
+import (
+	"sync"
+	"time"
+
+	"github.com/switchyard-io/switchyard/policy"
+	"github.com/switchyard-io/switchyard/registry"
+	"github.com/switchyard-io/switchyard/translator"
+)
+
+// inputs is what the config is built from: the latest Consul snapshot and
+// the policy, served and pending. The registry watcher and the policy
+// watcher write it; the rebuild reads it. Its values are immutable.
+type inputs struct {
+	mu     sync.Mutex
+	consul *registry.Snapshot // nil until the first full sync
+	policy *policy.Set        // the policy set being served; nil until one is
+	// pending is a newer valid policy set, waiting (since pendingAt) for the
+	// registry to sync the services it routes to; nil when there is none.
+	pending   *policy.Set
+	pendingAt time.Time
+}
+
+// setConsul records a Consul snapshot; first says whether it is the first.
+func (in *inputs) setConsul(snap *registry.Snapshot) (first bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	first = in.consul == nil
+	in.consul = snap
+	return first
+}
+
+// setPending records a newly loaded valid policy set; first says whether
+// none was served before.
+func (in *inputs) setPending(set *policy.Set) (first bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.pending, in.pendingAt = set, time.Now()
+	return in.policy == nil
+}
+
+// policies returns the served policy set and the latest valid one (the
+// pending set if there is one).
+func (in *inputs) policies() (current, latest *policy.Set) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.pending != nil {
+		return in.policy, in.pending
+	}
+	return in.policy, in.policy
+}
+
+// waiting says what the first build still waits for, or "".
+func (in *inputs) waiting() string {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	switch {
+	case in.consul == nil:
+		return "waiting for the first full Consul sync"
+	case in.policy == nil && in.pending != nil:
+		return "waiting for Consul data for the services the policy routes to"
+	case in.policy == nil:
+		return "waiting for a valid policy set"
+	}
+	return ""
+}
+
+// coverWait bounds how long a new policy waits for the registry to sync
+// the services it newly routes to before it is applied anyway.
+const coverWait = 2 * time.Second
+
+// promote makes the pending policy the served one once the registry
+// snapshot covers every service it routes to, or once coverWait has passed:
+// applied earlier, routes to a service that exists in Consul would answer
+// 503 until its first answer arrived. Until then the current policy keeps
+// serving, and keeps following Consul. It returns the inputs to build from,
+// whether a promotion happened, and the services still uncovered then.
+func (in *inputs) promote() (consul *registry.Snapshot, set *policy.Set, promoted bool, missing []string) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	consul, set = in.consul, in.policy
+	if in.pending == nil || consul == nil {
+		return consul, set, false, nil
+	}
+	missing = uncovered(consul, in.pending)
+	if len(missing) > 0 && time.Since(in.pendingAt) < coverWait {
+		return consul, set, false, nil
+	}
+	in.policy, in.pending = in.pending, nil
+	return consul, in.policy, true, missing
+}
+
+// uncovered lists the services set routes to that snapshot does not cover
+// yet.
+func uncovered(snap *registry.Snapshot, set *policy.Set) []string {
+	var out []string
+	for _, name := range translator.Services(set) {
+		if !snap.Covers(name) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
