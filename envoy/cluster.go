@@ -6,7 +6,9 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -45,6 +47,9 @@ func cluster(c *ir.Cluster) *clusterv3.Cluster {
 		},
 		OutlierDetection: outlierDetection(),
 		CircuitBreakers:  circuitBreakers(),
+	}
+	if c.HTTP2 {
+		cl.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsName: mustAny(http2Options)}
 	}
 	if c.DNS {
 		cl.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
@@ -145,4 +150,20 @@ func circuitBreakers() *clusterv3.CircuitBreakers {
 			MinRetryConcurrency: wrapperspb.UInt32(10),
 		},
 	}}}
+}
+
+// httpProtocolOptionsName is the key of a cluster's HTTP protocol options.
+const httpProtocolOptionsName = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+// http2Options makes Envoy speak HTTP/2 to a cluster's hosts, without TLS
+// (prior knowledge), as gRPC servers expect; without it Envoy sends
+// HTTP/1.1 upstream even when the client spoke HTTP/2.
+var http2Options = &httpv3.HttpProtocolOptions{
+	UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+		ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+				Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+			},
+		},
+	},
 }

@@ -81,6 +81,11 @@ func route(listener, virtualHost string, r *ir.Route) (*routev3.Route, error) {
 	if r.Timeout != nil {
 		action.Timeout = durationpb.New(r.Timeout.Duration)
 	}
+	if r.WebSocket {
+		action.UpgradeConfigs = []*routev3.RouteAction_UpgradeConfig{
+			{UpgradeType: webSocketUpgrade, Enabled: wrapperspb.Bool(true)},
+		}
+	}
 	if r.Retries != nil {
 		rp := &routev3.RetryPolicy{
 			RetryOn:    strings.Join(r.Retries.On, ","),

@@ -23,8 +23,9 @@ import (
 // parsed collects what the documents of every file declare, for the checks
 // that span documents (duplicate names, certificate references).
 type parsed struct {
-	groups []ProxyGroup
-	certs  []Certificate
+	groups   []ProxyGroup
+	certs    []Certificate
+	services []Service
 	refs   []certRef // certificates named by listeners
 	files  []string  // certificate, key and CA files read
 }
@@ -52,7 +53,7 @@ func (d *decoder) document(doc *yaml.Node, out *parsed) {
 	}
 	// The fields a document allows depend on its kind, so apiVersion and
 	// kind are read before the strict walk.
-	kinds := []string{KindCertificate, KindProxyGroup}
+	kinds := []string{KindCertificate, KindProxyGroup, KindService}
 	api, kind := lookup(n, "apiVersion"), lookup(n, "kind")
 	ok := true
 	switch {
@@ -87,6 +88,9 @@ func (d *decoder) document(doc *yaml.Node, out *parsed) {
 	case KindCertificate:
 		m, _ := d.mapping(n, KindCertificate, "apiVersion", "kind", "name", "certFile", "keyFile", "caFile")
 		d.certificate(m, out)
+	case KindService:
+		m, _ := d.mapping(n, KindService, "apiVersion", "kind", "name", "protocol")
+		d.serviceDoc(m, out)
 	}
 }
 
@@ -102,6 +106,27 @@ func lookup(n *yaml.Node, key string) *yaml.Node {
 		}
 	}
 	return nil
+}
+
+// serviceDoc decodes a Service document: settings for traffic to one
+// Consul service.
+func (d *decoder) serviceDoc(m *fields, out *parsed) {
+	sv := Service{Pos: d.pos(m.lineOf("name"))}
+	if d.require(m, "name") {
+		if v, ok := d.str(m, "name"); ok && d.service(m.lineOf("name"), v) {
+			sv.Name = v
+		}
+	}
+	if v, ok := d.str(m, "protocol"); ok {
+		if contains(Protocols(), v) {
+			sv.Protocol = v
+		} else {
+			d.errorf(m.lineOf("protocol"), "unknown protocol %s; supported: %s", quoteValue(v), strings.Join(Protocols(), ", "))
+		}
+	}
+	if sv.Name != "" {
+		out.services = append(out.services, sv)
+	}
 }
 
 func (d *decoder) proxyGroup(m *fields, out *parsed) {
@@ -141,7 +166,7 @@ func (d *decoder) proxyGroup(m *fields, out *parsed) {
 }
 
 func (d *decoder) listener(n *yaml.Node, out *parsed) (Listener, bool) {
-	m, ok := d.mapping(n, "listener", "name", "address", "port", "tls", "hosts")
+	m, ok := d.mapping(n, "listener", "name", "address", "port", "tls", "websocket", "hosts")
 	if !ok {
 		return Listener{}, false
 	}
@@ -163,6 +188,9 @@ func (d *decoder) listener(n *yaml.Node, out *parsed) (Listener, bool) {
 	}
 	if tn := m.vals["tls"]; tn != nil {
 		l.TLS = d.listenerTLS(tn, out)
+	}
+	if v, ok := d.boolean(m, "websocket"); ok {
+		l.WebSocket = v
 	}
 
 	items := d.list(m, "hosts")
@@ -365,7 +393,7 @@ func shadows(a, b Match) bool {
 // route decodes one route; matchOK is false when its match has errors, so
 // that the unreachable-route warning does not build on a wrong match.
 func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
-	m, ok := d.mapping(n, "route", "name", "match", "service", "split", "timeout", "retries", "rateLimit")
+	m, ok := d.mapping(n, "route", "name", "match", "service", "split", "timeout", "retries", "rateLimit", "websocket")
 	if !ok {
 		return Route{}, false, false
 	}
@@ -392,6 +420,9 @@ func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
 	}
 	if rn := m.vals["rateLimit"]; rn != nil {
 		r.RateLimit = d.rateLimit(rn)
+	}
+	if v, ok := d.boolean(m, "websocket"); ok {
+		r.WebSocket = v
 	}
 	return r, matchOK, true
 }
@@ -881,6 +912,14 @@ func (p *parsed) check(diags *Diagnostics) {
 		}
 		groups[g.Name] = g.Pos
 	}
+	services := make(map[string]Pos)
+	for _, sv := range p.services {
+		if prev, dup := services[sv.Name]; dup {
+			errorf(sv.Pos, "duplicate Service %q (also defined at %s)", sv.Name, prev)
+			continue
+		}
+		services[sv.Name] = sv.Pos
+	}
 	certs := make(map[string]Pos)
 	for _, c := range p.certs {
 		if prev, dup := certs[c.Name]; dup {
@@ -897,6 +936,24 @@ func (p *parsed) check(diags *Diagnostics) {
 		}
 	}
 	p.checkClientCAs(errorf)
+	routed := map[string]bool{}
+	for _, g := range p.groups {
+		for _, l := range g.Listeners {
+			for _, h := range l.Hosts {
+				for _, r := range h.Routes {
+					routed[r.Service] = true
+					for _, w := range r.Split {
+						routed[w.Service] = true
+					}
+				}
+			}
+		}
+	}
+	for _, sv := range p.services {
+		if !routed[sv.Name] && services[sv.Name] == sv.Pos {
+			*diags = append(*diags, Diagnostic{Pos: sv.Pos, Severity: SeverityWarning, Message: fmt.Sprintf("Service %q is not routed to by any proxy group; its settings have no effect", sv.Name)})
+		}
+	}
 	for _, c := range p.certs {
 		if !used[c.Name] && certs[c.Name] == c.Pos {
 			*diags = append(*diags, Diagnostic{Pos: c.Pos, Severity: SeverityWarning, Message: fmt.Sprintf("certificate %q is not used by any listener", c.Name)})
@@ -940,8 +997,9 @@ func (p *parsed) checkClientCAs(errorf func(Pos, string, ...any)) {
 
 // set builds the Set; it is only called when there are no errors.
 func (p *parsed) set(policyFiles []string) *Set {
-	s := &Set{Groups: p.groups, Certificates: p.certs}
+	s := &Set{Groups: p.groups, Certificates: p.certs, Services: p.services}
 	slices.SortStableFunc(s.Groups, func(a, b ProxyGroup) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortStableFunc(s.Services, func(a, b Service) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortStableFunc(s.Certificates, func(a, b Certificate) int { return strings.Compare(a.Name, b.Name) })
 	s.files = slices.Concat(policyFiles, p.files)
 	slices.Sort(s.files)

@@ -14,7 +14,19 @@ const APIVersion = "switchyard.io/v1"
 const (
 	KindProxyGroup  = "ProxyGroup"
 	KindCertificate = "Certificate"
+	KindService     = "Service"
 )
+
+// Upstream protocols a Service may name: how Envoy talks to the service's
+// instances.
+const (
+	ProtocolHTTP  = "http"  // HTTP/1.1 (the default)
+	ProtocolHTTP2 = "http2" // HTTP/2 without TLS (prior knowledge)
+	ProtocolGRPC  = "grpc"  // gRPC: HTTP/2
+)
+
+// Protocols lists the protocol values a Service accepts.
+func Protocols() []string { return []string{ProtocolHTTP, ProtocolHTTP2, ProtocolGRPC} }
 
 // Defaults applied while parsing, so that consumers see the effective value.
 const (
@@ -80,6 +92,7 @@ func RetryOn() []string {
 type Set struct {
 	Groups       []ProxyGroup
 	Certificates []Certificate
+	Services     []Service
 
 	files []string // sorted, deduplicated
 }
@@ -110,6 +123,7 @@ func (s *Set) Keep(from *Set, keep []string) *Set {
 	out := &Set{
 		Groups:       slices.Clone(s.Groups),
 		Certificates: slices.Clone(s.Certificates),
+		Services:     slices.Clone(s.Services),
 		files:        slices.Clone(s.files),
 	}
 	for _, name := range keep {
@@ -140,6 +154,15 @@ func (s *Set) Keep(from *Set, keep []string) *Set {
 	return out
 }
 
+// Service returns the Service document for a Consul service, if any.
+func (s *Set) Service(name string) (Service, bool) {
+	i, ok := slices.BinarySearchFunc(s.Services, name, func(v Service, n string) int { return strings.Compare(v.Name, n) })
+	if !ok {
+		return Service{}, false
+	}
+	return s.Services[i], true
+}
+
 // Files returns every file the set was built from, including certificate,
 // key and CA files, sorted. Paths are as given to Load or Parse, joined with
 // the directory they were found in; the control plane watches them.
@@ -161,7 +184,20 @@ type Listener struct {
 	Address string // an IP address; DefaultAddress when omitted
 	Port    uint32
 	TLS     *ListenerTLS // nil: plain HTTP
-	Hosts   []VirtualHost
+	// WebSocket allows WebSocket upgrades on every route of the listener
+	// (Envoy answers an upgrade 403 otherwise).
+	WebSocket bool
+	Hosts     []VirtualHost
+}
+
+// Service holds settings for traffic to one Consul service, from every
+// proxy that routes to it.
+type Service struct {
+	Pos  Pos
+	Name string // the Consul service name
+	// Protocol is how Envoy talks to the service's instances (Protocols);
+	// "" when not set: the instances' Consul meta "protocol", else HTTP/1.1.
+	Protocol string
 }
 
 // ListenerTLS terminates TLS on a listener. Envoy picks among the
@@ -191,6 +227,8 @@ type Route struct {
 	Timeout   *time.Duration // nil: not set; 0: no timeout
 	Retries   *Retries
 	RateLimit *RateLimit
+	// WebSocket allows WebSocket upgrades on this route.
+	WebSocket bool
 }
 
 // Match selects requests by path and headers. Exactly one of PathPrefix,

@@ -2,6 +2,7 @@ package translator
 
 import (
 	"net"
+	"slices"
 	"strings"
 
 	"github.com/switchyard-io/switchyard/policy"
@@ -22,6 +23,7 @@ const (
 func (t *translation) cluster(service string, pos policy.Pos) ir.Cluster {
 	c := ir.Cluster{Service: service, Source: pos.String()}
 	svc, ok := t.snap.Service(service)
+	c.HTTP2 = t.http2(service, svc)
 	if !ok {
 		t.warn(pos, "service %q is not registered in Consul; its routes answer 503 until it is", service)
 		return c
@@ -51,6 +53,40 @@ func (t *translation) cluster(service string, pos policy.Pos) ir.Cluster {
 		})
 	}
 	return c
+}
+
+// ConsulProtocolMeta is the Consul service meta key that says how to talk
+// to an instance, as in Consul's own mesh: http, http2 or grpc.
+const ConsulProtocolMeta = "protocol"
+
+// http2 decides whether Envoy speaks HTTP/2 to a service: a Service
+// policy's protocol wins; otherwise the instances' Consul meta "protocol"
+// (they should agree; when they do not, the first instance's is used and a
+// warning names the service); otherwise HTTP/1.1.
+func (t *translation) http2(service string, svc registry.Service) bool {
+	if sp, ok := t.set.Service(service); ok && sp.Protocol != "" {
+		return sp.Protocol != policy.ProtocolHTTP
+	}
+	proto, from := "", ""
+	for _, inst := range svc.Instances {
+		v, ok := inst.Meta[ConsulProtocolMeta]
+		if !ok {
+			continue
+		}
+		if !slices.Contains(policy.Protocols(), v) && v != "tcp" {
+			t.warn(policy.Pos{File: "consul"}, "service %q instance %q has meta %s=%q, which is not one of %s; ignored",
+				service, inst.ID, ConsulProtocolMeta, v, strings.Join(policy.Protocols(), ", "))
+			continue
+		}
+		if proto == "" {
+			proto, from = v, inst.ID
+		} else if v != proto {
+			t.warn(policy.Pos{File: "consul"}, "service %q instances disagree on meta %s (%q on %q, %q on %q); using %q: set it in a Service policy to decide",
+				service, ConsulProtocolMeta, proto, from, v, inst.ID, proto)
+			break
+		}
+	}
+	return proto == policy.ProtocolHTTP2 || proto == policy.ProtocolGRPC
 }
 
 // health maps Consul's aggregated check state to Envoy's: passing and

@@ -66,7 +66,7 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 	services := map[string]policy.Pos{} // service -> first route naming it
 	secrets := map[string]bool{}
 	for _, l := range g.Listeners {
-		il := ir.Listener{Name: l.Name, Address: l.Address, Port: l.Port, Source: l.Pos.String()}
+		il := ir.Listener{Name: l.Name, Address: l.Address, Port: l.Port, Source: l.Pos.String(), WebSocket: l.WebSocket}
 		if l.TLS != nil {
 			il.TLS = &ir.TLS{}
 			for _, name := range l.TLS.Certificates {
@@ -130,8 +130,9 @@ func routeServices(r *policy.Route) []serviceRef {
 
 func route(r *policy.Route) ir.Route {
 	out := ir.Route{
-		Name:   r.Name,
-		Source: r.Pos.String(),
+		Name:      r.Name,
+		Source:    r.Pos.String(),
+		WebSocket: r.WebSocket,
 		Match: ir.Match{
 			PathPrefix: r.Match.PathPrefix,
 			Path:       r.Match.Path,

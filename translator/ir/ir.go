@@ -65,7 +65,10 @@ type Listener struct {
 	Source string `json:"source,omitempty"`
 	// TLS, when set, terminates TLS with these secrets; Envoy picks among
 	// them by SNI.
-	TLS          *TLS          `json:"tls,omitempty"`
+	TLS *TLS `json:"tls,omitempty"`
+	// WebSocket allows WebSocket upgrades on every route; otherwise only
+	// routes that set WebSocket allow them.
+	WebSocket    bool          `json:"websocket,omitempty"`
 	VirtualHosts []VirtualHost `json:"virtualHosts,omitempty"`
 }
 
@@ -124,6 +127,8 @@ type Route struct {
 	Timeout   *Duration  `json:"timeout,omitempty"`
 	Retries   *Retries   `json:"retries,omitempty"`
 	RateLimit *RateLimit `json:"rateLimit,omitempty"`
+	// WebSocket allows WebSocket upgrades on this route.
+	WebSocket bool `json:"websocket,omitempty"`
 	// Source is the policy file and line the route came from, for operators.
 	Source string `json:"source,omitempty"`
 }
@@ -176,7 +181,10 @@ type Cluster struct {
 	// DNS is set when some instance's address is a host name, not an IP:
 	// Envoy resolves the names itself (a STRICT_DNS cluster with the
 	// endpoints inline) and the cluster has no ClusterLoadAssignment.
-	DNS       bool       `json:"dns,omitempty"`
+	DNS bool `json:"dns,omitempty"`
+	// HTTP2 makes Envoy speak HTTP/2 (prior knowledge) to the instances,
+	// as gRPC servers need; otherwise HTTP/1.1.
+	HTTP2     bool       `json:"http2,omitempty"`
 	Endpoints []Endpoint `json:"endpoints,omitempty"`
 }
 
