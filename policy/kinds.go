@@ -26,8 +26,8 @@ type parsed struct {
 	groups   []ProxyGroup
 	certs    []Certificate
 	services []Service
-	refs   []certRef // certificates named by listeners
-	files  []string  // certificate, key and CA files read
+	refs     []certRef // certificates named by listeners
+	files    []string  // certificate, key and CA files read
 }
 
 type certRef struct {
