@@ -37,14 +37,22 @@ func BuildSidecar(s *ir.Sidecar) (Resources, Digests, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("sidecar %q: %w", s.ProxyID, err)
 	}
+	app, err := localAppCluster(s)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sidecar %q: %w", s.ProxyID, err)
+	}
 	list := []typedResource{
 		{typ: resource.ListenerType, name: s.ProxyID, r: pub},
-		{typ: resource.ClusterType, name: s.ProxyID, r: localAppCluster(s)},
+		{typ: resource.ClusterType, name: s.ProxyID, r: app},
 		{typ: resource.SecretType, name: s.ProxyID, r: meshLeafSecret(&s.Leaf)},
 	}
 	for i := range s.Upstreams {
 		u := &s.Upstreams[i]
-		list = append(list, typedResource{typ: resource.ListenerType, name: s.ProxyID + " upstream " + u.Destination, r: upstreamListener(u)})
+		l, err := upstreamListener(u)
+		if err != nil {
+			return nil, nil, fmt.Errorf("sidecar %q: %w", s.ProxyID, err)
+		}
+		list = append(list, typedResource{typ: resource.ListenerType, name: s.ProxyID + " upstream " + u.Destination, r: l})
 	}
 	var c collector
 	if err := c.add(list, true); err != nil {

@@ -1,6 +1,7 @@
 package envoy
 
 import (
+	"fmt"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -42,10 +43,8 @@ const (
 // SPIFFE ID, then the local application. A tcp sidecar proxies bytes; an
 // HTTP one runs a connection manager, so L7 intentions see each request.
 func publicListener(s *ir.Sidecar) (*listenerv3.Listener, error) {
-	ts, err := meshDownstreamTLS(s.TrustDomain)
-	if err != nil {
-		return nil, err
-	}
+	var c checked
+	ts := c.tlsSocket(meshDownstreamTLS(s.TrustDomain))
 	rules := intentionsRBAC(s)
 	var filters []*listenerv3.Filter
 	if s.Protocol.IsHTTP() {
@@ -64,8 +63,8 @@ func publicListener(s *ir.Sidecar) (*listenerv3.Listener, error) {
 				}},
 			}},
 			HttpFilters: []*hcmv3.HttpFilter{
-				{Name: httpRBACFilterName, ConfigType: typedConfig(mustAny(&rbachttpv3.RBAC{Rules: rules}))},
-				{Name: routerFilterName, ConfigType: typedConfig(mustAny(&routerv3.Router{}))},
+				c.httpFilter(httpRBACFilterName, &rbachttpv3.RBAC{Rules: rules}),
+				c.httpFilter(routerFilterName, &routerv3.Router{}),
 			},
 			// The application learns who called: the verified caller's
 			// SPIFFE ID (and subject) replace any x-forwarded-client-cert
@@ -81,15 +80,18 @@ func publicListener(s *ir.Sidecar) (*listenerv3.Listener, error) {
 			MergeSlashes:                 true,
 			PathWithEscapedSlashesAction: hcmv3.HttpConnectionManager_REJECT_REQUEST,
 		}
-		filters = []*listenerv3.Filter{networkFilter(hcmFilterName, hcm)}
+		filters = []*listenerv3.Filter{c.networkFilter(hcmFilterName, hcm)}
 	} else {
 		filters = []*listenerv3.Filter{
-			networkFilter(networkRBACFilterName, &rbacnetv3.RBAC{StatPrefix: IntentionsStatPrefix, Rules: rules}),
-			networkFilter(tcpProxyFilterName, &tcpproxyv3.TcpProxy{
+			c.networkFilter(networkRBACFilterName, &rbacnetv3.RBAC{StatPrefix: IntentionsStatPrefix, Rules: rules}),
+			c.networkFilter(tcpProxyFilterName, &tcpproxyv3.TcpProxy{
 				StatPrefix:       PublicStatPrefix,
 				ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: LocalAppClusterName},
 			}),
 		}
+	}
+	if c.err != nil {
+		return nil, fmt.Errorf("public listener: %w", c.err)
 	}
 	return &listenerv3.Listener{
 		Name:             PublicListenerName(s.PublicAddress, s.PublicPort),
@@ -101,7 +103,8 @@ func publicListener(s *ir.Sidecar) (*listenerv3.Listener, error) {
 
 // localAppCluster reaches the sidecar's own application: one static
 // endpoint, in HTTP/2 (h2c) when the application speaks it.
-func localAppCluster(s *ir.Sidecar) *clusterv3.Cluster {
+func localAppCluster(s *ir.Sidecar) (*clusterv3.Cluster, error) {
+	var ck checked
 	c := &clusterv3.Cluster{
 		Name:                 LocalAppClusterName,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
@@ -116,19 +119,23 @@ func localAppCluster(s *ir.Sidecar) *clusterv3.Cluster {
 		},
 	}
 	if s.Protocol.IsHTTP2() {
-		c.TypedExtensionProtocolOptions = http2Options()
+		c.TypedExtensionProtocolOptions = ck.http2Options()
 	}
-	return c
+	if ck.err != nil {
+		return nil, fmt.Errorf("local app cluster: %w", ck.err)
+	}
+	return c, nil
 }
 
 // upstreamListener is a sidecar's outbound listener for one upstream, on
 // its local bind address and port: a TCP proxy, or for an HTTP destination
 // a connection manager whose routes are the destination's shared
 // RouteConfiguration, to the destination's mesh cluster.
-func upstreamListener(u *ir.Upstream) *listenerv3.Listener {
+func upstreamListener(u *ir.Upstream) (*listenerv3.Listener, error) {
+	var c checked
 	var f *listenerv3.Filter
 	if u.Protocol.IsHTTP() {
-		f = networkFilter(hcmFilterName, &hcmv3.HttpConnectionManager{
+		f = c.networkFilter(hcmFilterName, &hcmv3.HttpConnectionManager{
 			StatPrefix: UpstreamStatPrefix(u.Destination),
 			CodecType:  hcmv3.HttpConnectionManager_AUTO,
 			RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
@@ -136,21 +143,24 @@ func upstreamListener(u *ir.Upstream) *listenerv3.Listener {
 				RouteConfigName: MeshRouteConfigName(u.Cluster),
 			}},
 			HttpFilters: []*hcmv3.HttpFilter{
-				{Name: routerFilterName, ConfigType: typedConfig(mustAny(&routerv3.Router{}))},
+				c.httpFilter(routerFilterName, &routerv3.Router{}),
 			},
 		})
 	} else {
-		f = networkFilter(tcpProxyFilterName, &tcpproxyv3.TcpProxy{
+		f = c.networkFilter(tcpProxyFilterName, &tcpproxyv3.TcpProxy{
 			StatPrefix:       UpstreamStatPrefix(u.Destination),
 			ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: MeshClusterName(u.Cluster)},
 		})
+	}
+	if c.err != nil {
+		return nil, fmt.Errorf("upstream listener %q: %w", u.Destination, c.err)
 	}
 	return &listenerv3.Listener{
 		Name:             UpstreamListenerName(u.Destination, u.BindAddress, u.BindPort),
 		Address:          socketAddress(u.BindAddress, u.BindPort),
 		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
 		FilterChains:     []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{f}}},
-	}
+	}, nil
 }
 
 // meshLeafSecret is the sidecar's own certificate, under the name every
@@ -170,10 +180,8 @@ func meshLeafSecret(l *ir.MeshLeaf) *tlsv3.Secret {
 // sending the destination's SNI and verifying its SPIFFE ID. Nothing in it
 // depends on the caller, so every caller shares it.
 func meshCluster(c *ir.MeshCluster) (*clusterv3.Cluster, error) {
-	ts, err := meshUpstreamTLS(c)
-	if err != nil {
-		return nil, err
-	}
+	var ck checked
+	ts := ck.tlsSocket(meshUpstreamTLS(c))
 	cl := &clusterv3.Cluster{
 		Name:                 MeshClusterName(c.SNI),
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
@@ -188,7 +196,10 @@ func meshCluster(c *ir.MeshCluster) (*clusterv3.Cluster, error) {
 		TransportSocket:  ts,
 	}
 	if c.Protocol.IsHTTP2() {
-		cl.TypedExtensionProtocolOptions = http2Options()
+		cl.TypedExtensionProtocolOptions = ck.http2Options()
+	}
+	if ck.err != nil {
+		return nil, ck.err
 	}
 	return cl, nil
 }
@@ -231,27 +242,27 @@ func meshRootsSecret(r *ir.MeshRoots) *tlsv3.Secret {
 // and a client certificate required, chaining to the mesh roots and
 // carrying a SPIFFE ID of the trust domain. Which service may call is the
 // RBAC filter's decision.
-func meshDownstreamTLS(trustDomain string) (*corev3.TransportSocket, error) {
+func meshDownstreamTLS(trustDomain string) *tlsv3.DownstreamTlsContext {
 	ctx := &tlsv3.DownstreamTlsContext{
 		CommonTlsContext: meshCommonTLS(&matcherv3.StringMatcher{
 			MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: "spiffe://" + trustDomain + "/"},
 		}),
 		RequireClientCertificate: wrapperspb.Bool(true),
 	}
-	return tlsTransportSocket(ctx)
+	return ctx
 }
 
 // meshUpstreamTLS is the outbound side: the caller's leaf as client
 // certificate, the destination's SNI, and its certificate verified against
 // the mesh roots and its exact SPIFFE ID.
-func meshUpstreamTLS(c *ir.MeshCluster) (*corev3.TransportSocket, error) {
+func meshUpstreamTLS(c *ir.MeshCluster) *tlsv3.UpstreamTlsContext {
 	ctx := &tlsv3.UpstreamTlsContext{
 		Sni: c.SNI,
 		CommonTlsContext: meshCommonTLS(&matcherv3.StringMatcher{
 			MatchPattern: &matcherv3.StringMatcher_Exact{Exact: c.SPIFFEID},
 		}),
 	}
-	return tlsTransportSocket(ctx)
+	return ctx
 }
 
 // meshCommonTLS presents the proxy's own leaf and verifies the peer's
@@ -278,20 +289,9 @@ func meshCommonTLS(uriSAN *matcherv3.StringMatcher) *tlsv3.CommonTlsContext {
 	}
 }
 
-func tlsTransportSocket(ctx proto.Message) (*corev3.TransportSocket, error) {
-	a, err := anypb.New(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &corev3.TransportSocket{
-		Name:       tlsTransportSocketName,
-		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a},
-	}, nil
-}
-
 // http2Options makes a cluster speak HTTP/2 to its endpoints.
-func http2Options() map[string]*anypb.Any {
-	return map[string]*anypb.Any{httpProtocolOptionsName: mustAny(&httpv3.HttpProtocolOptions{
+func (c *checked) http2Options() map[string]*anypb.Any {
+	return map[string]*anypb.Any{httpProtocolOptionsName: c.any(&httpv3.HttpProtocolOptions{
 		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
 			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
 				Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
@@ -300,7 +300,35 @@ func http2Options() map[string]*anypb.Any {
 	})}
 }
 
+// checked wraps extension configs in Any after validating them: a
+// resource's ValidateAll stops at an Any, so without this an invalid
+// filter or TLS config inside a listener would reach Envoy. It keeps the
+// first error.
+type checked struct{ err error }
+
+func (c *checked) any(m proto.Message) *anypb.Any {
+	if v, ok := m.(validator); ok && c.err == nil {
+		if err := v.ValidateAll(); err != nil {
+			c.err = fmt.Errorf("%s: %w", m.ProtoReflect().Descriptor().Name(), err)
+		}
+	}
+	return mustAny(m)
+}
+
 // networkFilter wraps a network filter's config.
-func networkFilter(name string, cfg proto.Message) *listenerv3.Filter {
-	return &listenerv3.Filter{Name: name, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(cfg)}}
+func (c *checked) networkFilter(name string, cfg proto.Message) *listenerv3.Filter {
+	return &listenerv3.Filter{Name: name, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: c.any(cfg)}}
+}
+
+// httpFilter wraps an HTTP filter's config.
+func (c *checked) httpFilter(name string, cfg proto.Message) *hcmv3.HttpFilter {
+	return &hcmv3.HttpFilter{Name: name, ConfigType: typedConfig(c.any(cfg))}
+}
+
+// transportSocket wraps a TLS context.
+func (c *checked) tlsSocket(ctx proto.Message) *corev3.TransportSocket {
+	return &corev3.TransportSocket{
+		Name:       tlsTransportSocketName,
+		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: c.any(ctx)},
+	}
 }
