@@ -68,6 +68,13 @@ func TestMeshAcceptedByEnvoy(t *testing.T) {
 // sidecar's snapshot, and returns its path.
 func sidecarBootstrap(t *testing.T, s *ir.Sidecar, m *ir.Mesh) string {
 	t.Helper()
+	return testenv.WriteFile(t, t.TempDir(), "bootstrap.json", staticSidecarConfig(t, s, m, 0))
+}
+
+// staticSidecarConfig is a bootstrap (JSON) serving the sidecar's snapshot
+// as static resources, with an admin listener on adminPort unless 0.
+func staticSidecarConfig(t *testing.T, s *ir.Sidecar, m *ir.Mesh, adminPort int) []byte {
+	t.Helper()
 	mesh, _, err := BuildMesh(m)
 	if err != nil {
 		t.Fatal(err)
@@ -142,11 +149,14 @@ func sidecarBootstrap(t *testing.T, s *ir.Sidecar, m *ir.Mesh) string {
 			"secrets":   asJSON(resource.SecretType),
 		},
 	}
+	if adminPort != 0 {
+		boot["admin"] = map[string]any{"address": map[string]any{"socketAddress": map[string]any{"address": "127.0.0.1", "portValue": adminPort}}}
+	}
 	b, err := json.Marshal(boot)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return testenv.WriteFile(t, t.TempDir(), "bootstrap.json", b)
+	return b
 }
 
 // spiffeLeaf issues a Connect-style leaf: a URI SAN with the SPIFFE ID,
