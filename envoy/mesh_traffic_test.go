@@ -232,3 +232,66 @@ func expectStatus(c *http.Client, method, url string, want int) error {
 	}
 	return nil
 }
+
+// TestMeshTrafficHTTP2: an http2 destination is called in HTTP/2 from its
+// caller's sidecar to its own, and its h2c app gets HTTP/2 (what gRPC
+// needs), while the calling app speaks HTTP/1.1 to its upstream listener.
+func TestMeshTrafficHTTP2(t *testing.T) {
+	ca := testenv.NewCA(t, "Consul CA")
+	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "proto %d", r.ProtoMajor)
+	})}
+	app.Protocols = new(http.Protocols)
+	app.Protocols.SetUnencryptedHTTP2(true) // h2c only: HTTP/1.1 would fail
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = app.Serve(ln) }()
+	defer app.Close()
+
+	apiPublic, webPublic, webUpstream := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
+	sni := ir.MeshSNI("api", "dc1", trafficTD)
+	mesh := &ir.Mesh{
+		Roots: ir.MeshRoots{TrustDomain: trafficTD, RootsPEM: string(ca.PEM)},
+		Clusters: []ir.MeshCluster{{
+			Service: "api", Datacenter: "dc1", SNI: sni, SPIFFEID: ir.SPIFFEID(trafficTD, "dc1", "api"),
+			Protocol:  ir.ProtocolHTTP2,
+			Endpoints: []ir.Endpoint{{ID: "api-1-sidecar-proxy", Address: "127.0.0.1", Port: uint32(apiPublic), Health: ir.Healthy, Weight: 1}},
+		}},
+	}
+	api := &ir.Sidecar{
+		ProxyID: "api-1-sidecar-proxy", Service: "api", TrustDomain: trafficTD,
+		PublicAddress: "127.0.0.1", PublicPort: uint32(apiPublic),
+		LocalAddress: "127.0.0.1", LocalPort: uint32(ln.Addr().(*net.TCPAddr).Port),
+		Protocol:   ir.ProtocolHTTP2,
+		Intentions: ir.Intentions{Default: ir.Allow},
+		Leaf:       leafFor(t, ca, "api"),
+	}
+	web := &ir.Sidecar{
+		ProxyID: "web-1-sidecar-proxy", Service: "web", TrustDomain: trafficTD,
+		PublicAddress: "127.0.0.1", PublicPort: uint32(webPublic),
+		LocalAddress: "127.0.0.1", LocalPort: 1,
+		Protocol:   ir.ProtocolHTTP,
+		Intentions: ir.Intentions{Default: ir.Deny},
+		Upstreams: []ir.Upstream{{Destination: "api", BindAddress: "127.0.0.1", BindPort: uint32(webUpstream),
+			Protocol: ir.ProtocolHTTP2, Cluster: sni}},
+		Leaf: leafFor(t, ca, "web"),
+	}
+	for _, s := range []*ir.Sidecar{api, web} {
+		admin := testenv.FreePort(t)
+		testenv.StartEnvoy(t, s.ProxyID, string(staticSidecarConfig(t, s, mesh, admin)), testenv.Addr(admin))
+	}
+	testenv.Eventually(t, 10*time.Second, "HTTP/2 through both sidecars", func() error {
+		resp, err := http.Get("http://" + testenv.Addr(webUpstream) + "/")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(body) != "proto 2" {
+			return fmt.Errorf("got %d %q; want 200 \"proto 2\"", resp.StatusCode, body)
+		}
+		return nil
+	})
+}
