@@ -99,6 +99,7 @@ func TestMeshTraffic(t *testing.T) {
 		{"GET", "/private", 403},    // no permission matches: the default, deny
 		{"GET", "//public/x", 200},  // normalized to /public/x
 		{"GET", "/%70ublic/x", 200}, // normalized to /public/x
+		{"GET", "/public%2Fx", 400}, // an escaped slash is refused
 	} {
 		if err := expectStatus(http.DefaultClient, tc.method, viaWeb+tc.path, tc.want); err != nil {
 			t.Errorf("web: %v", err)
@@ -117,6 +118,23 @@ func TestMeshTraffic(t *testing.T) {
 		if err := expectStatus(meshClient(t, leafFor(t, ca, tc.service), sni), "GET", apiURL, tc.want); err != nil {
 			t.Errorf("%s: %v", tc.service, err)
 		}
+	}
+	// A caller cannot forge the identity the app sees.
+	req, err := http.NewRequest("GET", apiURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Forwarded-Client-Cert", "URI=spiffe://evil/ns/default/dc/dc1/svc/admin")
+	resp, err := meshClient(t, leafFor(t, ca, "checkout"), sni).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	mu.Lock()
+	got = xfcc[len(xfcc)-1]
+	mu.Unlock()
+	if strings.Contains(got, "evil") || !strings.Contains(got, "URI="+ir.SPIFFEID(trafficTD, "dc1", "checkout")) {
+		t.Errorf("api's app got x-forwarded-client-cert %q; want only checkout's verified identity", got)
 	}
 	// No client certificate, or one from another CA: no TLS session.
 	other := testenv.NewCA(t, "another CA")
