@@ -14,7 +14,8 @@ import (
 // The sidecar mesh's resources come in two kinds, built separately:
 //
 //   - BuildSidecar: what is one sidecar's own. Its inbound listener (mTLS,
-//     intentions, to its application), its local_app cluster, one listener
+//     intentions, to its application) and, for HTTP, its inbound routes
+//     (which carry the intentions), its local_app cluster, one listener
 //     per upstream, and its leaf certificate (MeshLeafSecretName).
 //   - MeshBuilder.Build (BuildMesh): what every sidecar shares. One cluster
 //     and ClusterLoadAssignment per destination service, the
@@ -45,6 +46,13 @@ func BuildSidecar(s *ir.Sidecar) (Resources, Digests, error) {
 		{typ: resource.ListenerType, name: s.ProxyID, r: pub},
 		{typ: resource.ClusterType, name: s.ProxyID, r: app},
 		{typ: resource.SecretType, name: s.ProxyID, r: meshLeafSecret(&s.Leaf)},
+	}
+	if s.Protocol.IsHTTP() {
+		rc, err := publicRouteConfig(s)
+		if err != nil {
+			return nil, nil, fmt.Errorf("sidecar %q: %w", s.ProxyID, err)
+		}
+		list = append(list, typedResource{typ: resource.RouteType, name: s.ProxyID, r: rc})
 	}
 	for i := range s.Upstreams {
 		u := &s.Upstreams[i]

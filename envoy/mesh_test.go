@@ -226,3 +226,34 @@ func find(list []types.Resource, name string) types.Resource {
 	}
 	return nil
 }
+
+// An HTTP sidecar's intention change changes its inbound RouteConfiguration
+// only: Envoy applies it to the next request on open connections, and the
+// listener is not drained.
+func TestIntentionChangeKeepsHTTPListener(t *testing.T) {
+	c := loadMeshCase(t, "testdata/mesh/http-l7.in.yaml")
+	s := c.Sidecars[0]
+	_, before, err := BuildSidecar(&s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Intentions.Rules = append([]ir.Intention(nil), s.Intentions.Rules...)
+	s.Intentions.Rules[1].Action = ir.Allow // billing: deny -> allow
+	_, after, err := BuildSidecar(&s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before[resource.RouteType][PublicRouteConfigName] == after[resource.RouteType][PublicRouteConfigName] {
+		t.Error("the inbound routes did not change with the intentions")
+	}
+	for typ, digests := range before {
+		for name, d := range digests {
+			if typ == resource.RouteType && name == PublicRouteConfigName {
+				continue
+			}
+			if after[typ][name] != d {
+				t.Errorf("%s %q changed with an intention; only the inbound routes should", typ, name)
+			}
+		}
+	}
+}

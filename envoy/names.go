@@ -65,7 +65,8 @@ func PublicListenerName(address string, port uint32) string {
 const PublicStatPrefix = "public_listener"
 
 // PublicRouteConfigName names the inbound RouteConfiguration of an HTTP
-// sidecar, to its local application. It is in the sidecar's own snapshot.
+// sidecar, to its local application, with its intentions. It is in the
+// sidecar's own snapshot.
 const PublicRouteConfigName = "public_listener"
 
 // IntentionsStatPrefix prefixes a TCP sidecar's network RBAC stats, the

@@ -8,6 +8,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
@@ -42,28 +43,29 @@ const (
 // a SPIFFE ID of the trust domain), then the intentions as RBAC on that
 // SPIFFE ID, then the local application. A tcp sidecar proxies bytes; an
 // HTTP one runs a connection manager, so L7 intentions see each request.
+//
+// An HTTP sidecar's intentions are not in the listener but in its route
+// (publicRouteConfig), which Envoy applies to the next request on every
+// open connection: an intention change takes effect at once, also on the
+// pooled connections callers keep open, and never drains the listener. The
+// listener's own RBAC config denies everything, so a route without the
+// intentions fails closed. A tcp sidecar's network RBAC can only be in the
+// listener: a change there applies to new connections, while open ones
+// drain.
 func publicListener(s *ir.Sidecar) (*listenerv3.Listener, error) {
 	var c checked
 	ts := c.tlsSocket(meshDownstreamTLS(s.TrustDomain))
-	rules := intentionsRBAC(s)
 	var filters []*listenerv3.Filter
 	if s.Protocol.IsHTTP() {
 		hcm := &hcmv3.HttpConnectionManager{
 			StatPrefix: PublicStatPrefix,
 			CodecType:  hcmv3.HttpConnectionManager_AUTO,
-			RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
-				Name: PublicRouteConfigName,
-				VirtualHosts: []*routev3.VirtualHost{{
-					Name:    publicVirtualHostName,
-					Domains: []string{"*"},
-					Routes: []*routev3.Route{{
-						Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-						Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: LocalAppClusterName}}},
-					}},
-				}},
+			RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+				ConfigSource:    adsConfig(),
+				RouteConfigName: PublicRouteConfigName,
 			}},
 			HttpFilters: []*hcmv3.HttpFilter{
-				c.httpFilter(httpRBACFilterName, &rbachttpv3.RBAC{Rules: rules}),
+				c.httpFilter(httpRBACFilterName, &rbachttpv3.RBAC{Rules: &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW}}),
 				c.httpFilter(routerFilterName, &routerv3.Router{}),
 			},
 			// The application learns who called: the verified caller's
@@ -83,7 +85,7 @@ func publicListener(s *ir.Sidecar) (*listenerv3.Listener, error) {
 		filters = []*listenerv3.Filter{c.networkFilter(hcmFilterName, hcm)}
 	} else {
 		filters = []*listenerv3.Filter{
-			c.networkFilter(networkRBACFilterName, &rbacnetv3.RBAC{StatPrefix: IntentionsStatPrefix, Rules: rules}),
+			c.networkFilter(networkRBACFilterName, &rbacnetv3.RBAC{StatPrefix: IntentionsStatPrefix, Rules: intentionsRBAC(s)}),
 			c.networkFilter(tcpProxyFilterName, &tcpproxyv3.TcpProxy{
 				StatPrefix:       PublicStatPrefix,
 				ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: LocalAppClusterName},
@@ -99,6 +101,30 @@ func publicListener(s *ir.Sidecar) (*listenerv3.Listener, error) {
 		TrafficDirection: corev3.TrafficDirection_INBOUND,
 		FilterChains:     []*listenerv3.FilterChain{{Filters: filters, TransportSocket: ts}},
 	}, nil
+}
+
+// publicRouteConfig is an HTTP sidecar's inbound routes: everything to
+// the local app, with the intentions as the route's RBAC.
+func publicRouteConfig(s *ir.Sidecar) (*routev3.RouteConfiguration, error) {
+	var c checked
+	rc := &routev3.RouteConfiguration{
+		Name: PublicRouteConfigName,
+		VirtualHosts: []*routev3.VirtualHost{{
+			Name:    publicVirtualHostName,
+			Domains: []string{"*"},
+			Routes: []*routev3.Route{{
+				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: LocalAppClusterName}}},
+				TypedPerFilterConfig: map[string]*anypb.Any{
+					httpRBACFilterName: c.any(&rbachttpv3.RBACPerRoute{Rbac: &rbachttpv3.RBAC{Rules: intentionsRBAC(s)}}),
+				},
+			}},
+		}},
+	}
+	if c.err != nil {
+		return nil, fmt.Errorf("public routes: %w", c.err)
+	}
+	return rc, nil
 }
 
 // localAppCluster reaches the sidecar's own application: one static
