@@ -69,6 +69,14 @@ const PublicStatPrefix = "public_listener"
 // sidecar's own snapshot.
 const PublicRouteConfigName = "public_listener"
 
+// PublicVirtualHostName names the one virtual host of an HTTP sidecar's
+// inbound routes (vhost.local_app.* stats).
+const PublicVirtualHostName = "local_app"
+
+// MeshVirtualHostName names the one virtual host of a destination's shared
+// routes.
+const MeshVirtualHostName = "upstream"
+
 // IntentionsStatPrefix prefixes a TCP sidecar's network RBAC stats, the
 // intention decisions: connect_authz.rbac.allowed, .denied. An HTTP
 // sidecar's count under its connection manager: http.public_listener.rbac.*.

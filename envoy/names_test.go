@@ -21,6 +21,8 @@ func TestNames(t *testing.T) {
 		{PublicStatPrefix, "public_listener"},
 		{PublicRouteConfigName, "public_listener"},
 		{IntentionsStatPrefix, "connect_authz"},
+		{PublicVirtualHostName, "local_app"},
+		{MeshVirtualHostName, "upstream"},
 		{UpstreamListenerName("api", "127.0.0.1", 9191), "api:127.0.0.1:9191"},
 		{UpstreamStatPrefix("api"), "upstream.api"},
 		{MeshClusterName("api.default.dc1.internal.11111111-2222.consul"), "api.default.dc1.internal.11111111-2222.consul"},

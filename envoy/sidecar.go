@@ -29,13 +29,11 @@ import (
 
 // Envoy extension names of the sidecar mesh.
 const (
-	tcpProxyFilterName       = "envoy.filters.network.tcp_proxy"
-	networkRBACFilterName    = "envoy.filters.network.rbac"
-	httpRBACFilterName       = "envoy.filters.http.rbac"
-	httpProtocolOptionsName  = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-	localAppConnectTimeout   = 5 * time.Second // Consul's local_connect_timeout_ms default
-	publicVirtualHostName    = "local_app"
-	meshUpstreamVirtualHosts = "upstream"
+	tcpProxyFilterName      = "envoy.filters.network.tcp_proxy"
+	networkRBACFilterName   = "envoy.filters.network.rbac"
+	httpRBACFilterName      = "envoy.filters.http.rbac"
+	httpProtocolOptionsName = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	localAppConnectTimeout  = 5 * time.Second // Consul's local_connect_timeout_ms default
 )
 
 // publicListener is a sidecar's inbound listener on its public address:
@@ -110,7 +108,7 @@ func publicRouteConfig(s *ir.Sidecar) (*routev3.RouteConfiguration, error) {
 	rc := &routev3.RouteConfiguration{
 		Name: PublicRouteConfigName,
 		VirtualHosts: []*routev3.VirtualHost{{
-			Name:    publicVirtualHostName,
+			Name:    PublicVirtualHostName,
 			Domains: []string{"*"},
 			Routes: []*routev3.Route{{
 				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
@@ -244,7 +242,7 @@ func meshRouteConfig(c *ir.MeshCluster) *routev3.RouteConfiguration {
 	return &routev3.RouteConfiguration{
 		Name: MeshRouteConfigName(c.SNI),
 		VirtualHosts: []*routev3.VirtualHost{{
-			Name:    meshUpstreamVirtualHosts,
+			Name:    MeshVirtualHostName,
 			Domains: []string{"*"},
 			Routes: []*routev3.Route{{
 				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
