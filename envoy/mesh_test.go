@@ -206,9 +206,21 @@ func TestMeshSharedAcrossSidecars(t *testing.T) {
 	if find(mesh2[resource.SecretType], MeshRootsSecretName) != find(mesh[resource.SecretType], MeshRootsSecretName) {
 		t.Error("unchanged roots were built again")
 	}
-	mesh3, _, err := b.Build(&flip)
+	mesh3, digests3, err := b.Build(&flip)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Reused resources keep their digests: a fresh build agrees.
+	_, fresh, err := BuildMesh(&flip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for typ, names := range fresh {
+		for name, d := range names {
+			if digests3[typ][name] != d {
+				t.Errorf("%s %q: reused digest %q; a fresh build's is %q", typ, name, digests3[typ][name], d)
+			}
+		}
 	}
 	if find(mesh3[resource.EndpointType], sni) != find(mesh2[resource.EndpointType], sni) {
 		t.Error("an unchanged destination was built again")
