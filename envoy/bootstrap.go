@@ -62,10 +62,27 @@ const (
 	listenerAcceptShed     = "envoy.load_shed_points.tcp_listener_accept"
 )
 
+// SidecarNodeCluster is node.cluster of every sidecar Envoy (switchyard
+// bootstrap --sidecar-for). Consul's own bootstrap puts the service name
+// there, which it looks up in the local agent; Switchyard's bootstrap
+// talks to no one, and the control plane must tell a sidecar from an edge
+// proxy group by node.cluster before it looks anything up. A proxy group
+// name is a DNS label, so a name with a dot is never one: this cannot
+// collide with a group. The sidecar itself is node.id, its proxy service
+// ID, which the control plane finds in Consul's catalog.
+const SidecarNodeCluster = "sidecar.mesh"
+
+// SidecarProxyID is the proxy service ID Consul gives the sidecar of a
+// service instance registered with Connect.SidecarService and no ID of its
+// own: web-1 -> web-1-sidecar-proxy.
+func SidecarProxyID(serviceID string) string { return serviceID + "-sidecar-proxy" }
+
 // BootstrapOptions describe one Envoy's static start-up config.
 type BootstrapOptions struct {
-	NodeID string // node.id: unique per Envoy
-	Group  string // node.cluster: the proxy group whose config it gets
+	NodeID string // node.id: unique per Envoy; a sidecar's proxy service ID
+	// Group is node.cluster: the proxy group whose config it gets, or
+	// SidecarNodeCluster for a sidecar.
+	Group string
 	// XDSAddress is Switchyard's gRPC address, host:port.
 	XDSAddress string
 	// AdminAddress is Envoy's admin listener, host:port. Keep it on

@@ -11,9 +11,9 @@ import (
 
 func newBootstrapCmd() *cobra.Command {
 	var o envoy.BootstrapOptions
-	var protocol string
+	var protocol, sidecarFor string
 	cmd := &cobra.Command{
-		Use:   "bootstrap --node-id ID --group NAME",
+		Use:   "bootstrap (--node-id ID --group NAME | --sidecar-for SERVICE_ID)",
 		Short: "Print an Envoy bootstrap that fetches its config from Switchyard",
 		Long: `Bootstrap prints an Envoy bootstrap (YAML) whose only static part is the
 cluster that reaches Switchyard: listeners, routes, clusters, endpoints and
@@ -22,11 +22,33 @@ certificates all arrive over one ADS stream. Run Envoy with it:
   switchyard bootstrap --node-id edge-1 --group edge > envoy.yaml
   envoy -c envoy.yaml
 
+For a Consul Connect sidecar, name the service instance it fronts, as
+with consul connect envoy -sidecar-for:
+
+  switchyard bootstrap --sidecar-for web-1 --admin-address 127.0.0.1:19000 > web-1-envoy.yaml
+
+node.id is then the sidecar's proxy service ID, web-1-sidecar-proxy (Consul's
+name for a SidecarService without an ID of its own; --node-id overrides it),
+and node.cluster is "` + envoy.SidecarNodeCluster + `", which tells Switchyard this Envoy is a sidecar.
+
 It also sets Envoy's overload protection: a cap on open downstream
 connections and load shedding as the heap nears a limit (--max-connections,
 --max-heap-bytes).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch {
+			case sidecarFor != "" && o.Group != "":
+				return fmt.Errorf("--sidecar-for and --group exclude each other: a sidecar's config comes from Consul, not a proxy group")
+			case sidecarFor != "":
+				o.Group = envoy.SidecarNodeCluster
+				if o.NodeID == "" {
+					o.NodeID = envoy.SidecarProxyID(sidecarFor)
+				}
+			case o.Group == "":
+				return fmt.Errorf("give --group (an edge proxy) or --sidecar-for (a Connect sidecar)")
+			case o.NodeID == "":
+				return fmt.Errorf("--node-id is required with --group")
+			}
 			switch protocol {
 			case "delta":
 				o.Delta = true
@@ -44,8 +66,9 @@ connections and load shedding as the heap nears a limit (--max-connections,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.NodeID, "node-id", "", "Envoy's node.id, unique per Envoy (required)")
-	f.StringVar(&o.Group, "group", "", "proxy group (Envoy's node.cluster) whose policy this Envoy gets (required)")
+	f.StringVar(&o.NodeID, "node-id", "", "Envoy's node.id, unique per Envoy (required with --group; with --sidecar-for, default SERVICE_ID-sidecar-proxy)")
+	f.StringVar(&o.Group, "group", "", "proxy group (Envoy's node.cluster) whose policy this Envoy gets")
+	f.StringVar(&sidecarFor, "sidecar-for", "", "the Consul service instance ID this Envoy is the Connect sidecar of (instead of --group)")
 	f.StringVar(&o.XDSAddress, "xds-address", controlplane.DefaultXDSAddress, "Switchyard's xDS address, host:port")
 	f.StringVar(&o.AdminAddress, "admin-address", "127.0.0.1:9901", "Envoy's admin listener, host:port (keep it on loopback)")
 	f.StringVar(&protocol, "xds-protocol", "delta", "xDS variant: delta (incremental) or sotw (state of the world)")
@@ -57,7 +80,5 @@ connections and load shedding as the heap nears a limit (--max-connections,
 		"most downstream connections Envoy keeps open at once, over all listeners; more are closed as they arrive (0: no limit)")
 	f.Uint64Var(&o.MaxHeapBytes, "max-heap-bytes", envoy.DefaultMaxHeapBytes,
 		"heap size at which Envoy sheds load: frees memory at 90%, drains connections at 92%, refuses new ones at 95%, answers 503 at 98% (0: off; else at least 64 MiB)")
-	_ = cmd.MarkFlagRequired("node-id")
-	_ = cmd.MarkFlagRequired("group")
 	return cmd
 }

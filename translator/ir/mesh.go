@@ -1,0 +1,458 @@
+package ir
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"strings"
+)
+
+// The sidecar mesh, in the IR: what one Consul Connect sidecar Envoy is
+// served (Sidecar) and what every sidecar shares (Mesh). The translator
+// fills both from Consul's connect-proxy registrations, intentions and
+// Connect CA; the envoy package turns a Sidecar into that proxy's own
+// resources and a Mesh into resources built once for all of them.
+//
+// A sidecar's resources name the shared ones by name only: its upstream
+// listeners name a MeshCluster, and its TLS contexts name "the proxy's own
+// leaf" and "the mesh roots" under fixed secret names. So one destination's
+// cluster, endpoints and routes are the same values in every caller's
+// snapshot.
+
+// Protocol is what a sidecar's application, or a destination, speaks.
+type Protocol string
+
+// Mesh protocols, as Consul's service-defaults and Proxy.Config "protocol"
+// spell them.
+const (
+	ProtocolTCP   Protocol = "tcp"
+	ProtocolHTTP  Protocol = "http"
+	ProtocolHTTP2 Protocol = "http2"
+	ProtocolGRPC  Protocol = "grpc"
+)
+
+// IsHTTP reports whether the protocol is served through an HTTP connection
+// manager (routes, L7 intentions) rather than a TCP proxy.
+func (p Protocol) IsHTTP() bool {
+	return p == ProtocolHTTP || p == ProtocolHTTP2 || p == ProtocolGRPC
+}
+
+// IsHTTP2 reports whether the application side speaks HTTP/2 (h2c).
+func (p Protocol) IsHTTP2() bool { return p == ProtocolHTTP2 || p == ProtocolGRPC }
+
+func (p Protocol) validate(what string) error {
+	switch p {
+	case ProtocolTCP, ProtocolHTTP, ProtocolHTTP2, ProtocolGRPC:
+		return nil
+	}
+	return fmt.Errorf("%s: protocol %q: want tcp, http, http2 or grpc", what, p)
+}
+
+// Action is an intention's decision.
+type Action string
+
+// Intention actions.
+const (
+	Allow Action = "allow"
+	Deny  Action = "deny"
+)
+
+func (a Action) validate(what string) error {
+	if a != Allow && a != Deny {
+		return fmt.Errorf("%s: action %q: want allow or deny", what, a)
+	}
+	return nil
+}
+
+// Sidecar is one Consul Connect sidecar proxy (a connect-proxy
+// registration) and everything its Envoy is served that is its own.
+type Sidecar struct {
+	// ProxyID is the proxy's service ID (web-1-sidecar-proxy): its Envoy's
+	// node.id.
+	ProxyID string `json:"proxyID"`
+	// Service is the name of the service the sidecar fronts
+	// (Proxy.DestinationServiceName): its identity in the mesh.
+	Service string `json:"service"`
+	// TrustDomain is the Connect CA's trust domain (<cluster id>.consul):
+	// callers' SPIFFE IDs must be in it.
+	TrustDomain string `json:"trustDomain"`
+	// PublicAddress and PublicPort are where other sidecars reach it, over
+	// mutual TLS (the registration's Address and Port).
+	PublicAddress string `json:"publicAddress"`
+	PublicPort    uint32 `json:"publicPort"`
+	// LocalAddress and LocalPort are the application's
+	// (Proxy.LocalServiceAddress, Proxy.LocalServicePort).
+	LocalAddress string `json:"localAddress"`
+	LocalPort    uint32 `json:"localPort"`
+	// Protocol is what the local application speaks.
+	Protocol Protocol `json:"protocol"`
+	// Intentions decide which callers may reach the application.
+	Intentions Intentions `json:"intentions"`
+	// Upstreams are the services the application calls through the
+	// sidecar, each on its own local port. Sorted by bind address and port.
+	Upstreams []Upstream `json:"upstreams,omitempty"`
+	// Leaf is the service's certificate, presented to callers and to
+	// upstreams.
+	Leaf MeshLeaf `json:"leaf"`
+}
+
+// Intentions are the service-intentions that apply to one destination
+// service, as the sidecar enforces them.
+type Intentions struct {
+	// Default is the decision for a caller no rule matches (Consul's
+	// intention default: deny when the ACL default policy is deny).
+	Default Action `json:"default"`
+	// Rules have at most one per source. A rule for a named source takes
+	// precedence over the "*" rule, whatever their order here.
+	Rules []Intention `json:"rules,omitempty"`
+}
+
+// Intention is one source's rule. Exactly one of Action (L4: the whole
+// connection) and Permissions (L7: per request, HTTP sidecars only) is
+// set.
+type Intention struct {
+	// Source is a service name, or "*" for every service.
+	Source      string       `json:"source"`
+	Action      Action       `json:"action,omitempty"`
+	Permissions []Permission `json:"permissions,omitempty"`
+}
+
+// Permission is one L7 rule of an intention. The first permission whose
+// HTTP match matches a request decides it; a request no permission matches
+// gets the intentions' Default, as in Consul.
+type Permission struct {
+	Action Action `json:"action"`
+	// HTTP selects requests; nil matches every request.
+	HTTP *PermissionHTTP `json:"http,omitempty"`
+}
+
+// PermissionHTTP matches requests: every field that is set must match. At
+// most one path field is set.
+type PermissionHTTP struct {
+	PathExact  string `json:"pathExact,omitempty"`
+	PathPrefix string `json:"pathPrefix,omitempty"`
+	// PathRegex is RE2 syntax, matched against the whole path.
+	PathRegex string `json:"pathRegex,omitempty"`
+	// Methods, when set, are the request methods that match (GET, POST).
+	Methods []string           `json:"methods,omitempty"`
+	Headers []PermissionHeader `json:"headers,omitempty"`
+}
+
+// PermissionHeader matches one request header. Exactly one of Exact,
+// Prefix, Suffix, Regex and Present is set; Invert negates the match.
+type PermissionHeader struct {
+	Name    string `json:"name"`
+	Exact   string `json:"exact,omitempty"`
+	Prefix  string `json:"prefix,omitempty"`
+	Suffix  string `json:"suffix,omitempty"`
+	Regex   string `json:"regex,omitempty"`
+	Present bool   `json:"present,omitempty"`
+	Invert  bool   `json:"invert,omitempty"`
+}
+
+// Upstream is one destination the application calls on a local port
+// (Proxy.Upstreams[i]).
+type Upstream struct {
+	// Destination is the service called (DestinationName).
+	Destination string `json:"destination"`
+	// BindAddress and BindPort are the local listener the application
+	// connects to (LocalBindAddress, default 127.0.0.1; LocalBindPort).
+	BindAddress string `json:"bindAddress"`
+	BindPort    uint32 `json:"bindPort"`
+	// Protocol is the destination's; it equals the cluster's.
+	Protocol Protocol `json:"protocol"`
+	// Cluster names the destination's MeshCluster by its SNI.
+	Cluster string `json:"cluster"`
+}
+
+// MeshLeaf is a service's Connect CA leaf certificate and its key.
+type MeshLeaf struct {
+	Service string     `json:"service"`
+	CertPEM string     `json:"certPEM"`
+	KeyPEM  PrivateKey `json:"keyPEM"`
+}
+
+// Mesh is what every sidecar shares: the CA roots and one cluster per
+// destination service.
+type Mesh struct {
+	Roots MeshRoots `json:"roots"`
+	// Clusters are sorted by SNI, one per destination.
+	Clusters []MeshCluster `json:"clusters,omitempty"`
+}
+
+// MeshRoots are the Connect CA's active roots. During a root rotation both
+// the old and the new root are here, so certificates of either verify.
+type MeshRoots struct {
+	TrustDomain string `json:"trustDomain"`
+	// RootsPEM is every trusted root certificate, concatenated.
+	RootsPEM string `json:"rootsPEM"`
+}
+
+// MeshCluster is one destination service as its callers reach it: its
+// sidecars, over mutual TLS.
+type MeshCluster struct {
+	Service    string `json:"service"`
+	Datacenter string `json:"datacenter"`
+	// SNI is what callers send, and what names the cluster
+	// (MeshSNI: api.default.dc1.internal.<trust domain>).
+	SNI string `json:"sni"`
+	// SPIFFEID is the destination's identity, verified in its certificate
+	// (SPIFFEID: spiffe://<trust domain>/ns/default/dc/dc1/svc/api).
+	SPIFFEID string `json:"spiffeID"`
+	// Protocol is what the destination's sidecar serves.
+	Protocol Protocol `json:"protocol"`
+	// Endpoints are the destination's sidecars: their public address and
+	// port, healthy only while both the sidecar and its service pass.
+	Endpoints []Endpoint `json:"endpoints,omitempty"`
+}
+
+// MeshSNI is the server name Consul's sidecars send to reach a service, and
+// accept: <service>.default.<dc>.internal.<trust domain>.
+func MeshSNI(service, datacenter, trustDomain string) string {
+	return service + ".default." + datacenter + ".internal." + trustDomain
+}
+
+// SPIFFEID is a Consul Connect service's identity in its leaf certificate's
+// URI SAN.
+func SPIFFEID(trustDomain, datacenter, service string) string {
+	return "spiffe://" + trustDomain + "/ns/default/dc/" + datacenter + "/svc/" + service
+}
+
+// SPIFFEPattern is an RE2 pattern matching the SPIFFE IDs of a source
+// service in any datacenter of the trust domain, or of every service for
+// "*". The datacenter is not part of an intention, as in Consul.
+func SPIFFEPattern(trustDomain, source string) string {
+	svc := `[^/]+`
+	if source != "*" {
+		svc = regexp.QuoteMeta(source)
+	}
+	return "^spiffe://" + regexp.QuoteMeta(trustDomain) + `/ns/default/dc/[^/]+/svc/` + svc + "$"
+}
+
+var (
+	// meshNameRE is a Consul service name, or a datacenter; they end up in
+	// SNIs, SPIFFE IDs and Envoy resource names.
+	meshNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	// trustDomainRE is a DNS name (Consul's is <uuid>.consul).
+	trustDomainRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$`)
+	methodRE      = regexp.MustCompile(`^[A-Z]+$`)
+	// headerNameRE is an HTTP header name, or an HTTP/2 pseudo-header.
+	headerNameRE = regexp.MustCompile("^:?[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+)
+
+// Validate checks what the envoy builders rely on for one sidecar.
+func (s *Sidecar) Validate() error {
+	what := fmt.Sprintf("sidecar %q", s.ProxyID)
+	var errs []error
+	if s.ProxyID == "" {
+		errs = append(errs, errors.New("sidecar: empty proxy id"))
+	}
+	if !meshNameRE.MatchString(s.Service) {
+		errs = append(errs, fmt.Errorf("%s: service %q is not a service name", what, s.Service))
+	}
+	if !trustDomainRE.MatchString(s.TrustDomain) {
+		errs = append(errs, fmt.Errorf("%s: trust domain %q is not a DNS name", what, s.TrustDomain))
+	}
+	errs = append(errs,
+		addrPort(what+": public", s.PublicAddress, s.PublicPort),
+		addrPort(what+": local app", s.LocalAddress, s.LocalPort),
+		s.Protocol.validate(what),
+		s.Intentions.validate(what, s.Protocol),
+	)
+	if s.Leaf.Service != s.Service {
+		errs = append(errs, fmt.Errorf("%s: leaf certificate of service %q; want %q", what, s.Leaf.Service, s.Service))
+	}
+	if s.Leaf.CertPEM == "" || s.Leaf.KeyPEM == "" {
+		errs = append(errs, fmt.Errorf("%s: leaf certificate or key missing", what))
+	}
+	// Two listeners on one address and port: Envoy would refuse the second.
+	bound := map[string]string{net.JoinHostPort(s.PublicAddress, fmt.Sprint(s.PublicPort)): "the public listener"}
+	for _, u := range s.Upstreams {
+		uw := fmt.Sprintf("%s: upstream %q", what, u.Destination)
+		if !meshNameRE.MatchString(u.Destination) {
+			errs = append(errs, fmt.Errorf("%s: not a service name", uw))
+		}
+		if u.Cluster == "" {
+			errs = append(errs, fmt.Errorf("%s: no cluster", uw))
+		}
+		errs = append(errs, addrPort(uw+": bind", u.BindAddress, u.BindPort), u.Protocol.validate(uw))
+		key := net.JoinHostPort(u.BindAddress, fmt.Sprint(u.BindPort))
+		if other, dup := bound[key]; dup {
+			errs = append(errs, fmt.Errorf("%s: bind address %s is taken by %s", uw, key, other))
+		}
+		bound[key] = fmt.Sprintf("upstream %q", u.Destination)
+	}
+	return errors.Join(errs...)
+}
+
+func addrPort(what, addr string, port uint32) error {
+	var errs []error
+	if net.ParseIP(addr) == nil {
+		errs = append(errs, fmt.Errorf("%s address %q is not an IP", what, addr))
+	}
+	if port == 0 || port > 65535 {
+		errs = append(errs, fmt.Errorf("%s port %d out of range", what, port))
+	}
+	return errors.Join(errs...)
+}
+
+func (in *Intentions) validate(what string, p Protocol) error {
+	var errs []error
+	if err := in.Default.validate(what + ": intentions default"); err != nil {
+		errs = append(errs, err)
+	}
+	seen := map[string]bool{}
+	for _, r := range in.Rules {
+		rw := fmt.Sprintf("%s: intention from %q", what, r.Source)
+		if r.Source != "*" && !meshNameRE.MatchString(r.Source) {
+			errs = append(errs, fmt.Errorf("%s: source is neither a service name nor \"*\"", rw))
+		}
+		if seen[r.Source] {
+			errs = append(errs, fmt.Errorf("%s: more than one rule for the source", rw))
+		}
+		seen[r.Source] = true
+		switch {
+		case r.Action != "" && len(r.Permissions) > 0:
+			errs = append(errs, fmt.Errorf("%s: both an action and permissions", rw))
+		case r.Action != "":
+			errs = append(errs, r.Action.validate(rw))
+		case len(r.Permissions) == 0:
+			errs = append(errs, fmt.Errorf("%s: neither an action nor permissions", rw))
+		case !p.IsHTTP():
+			// Consul refuses L7 intentions for a tcp service, and treats
+			// any that remain after a protocol change as deny: the
+			// translator writes that deny here, so the IR says it.
+			errs = append(errs, fmt.Errorf("%s: L7 permissions on a %s sidecar", rw, p))
+		}
+		for i, perm := range r.Permissions {
+			errs = append(errs, perm.validate(fmt.Sprintf("%s: permission %d", rw, i)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (p *Permission) validate(what string) error {
+	errs := []error{p.Action.validate(what)}
+	h := p.HTTP
+	if h == nil {
+		return errors.Join(errs...)
+	}
+	paths := 0
+	for _, v := range []string{h.PathExact, h.PathPrefix, h.PathRegex} {
+		if v != "" {
+			paths++
+		}
+	}
+	if paths > 1 {
+		errs = append(errs, fmt.Errorf("%s: more than one of pathExact, pathPrefix and pathRegex", what))
+	}
+	for _, v := range []string{h.PathExact, h.PathPrefix} {
+		if v != "" && !strings.HasPrefix(v, "/") {
+			errs = append(errs, fmt.Errorf("%s: path %q does not start with /", what, v))
+		}
+	}
+	if h.PathRegex != "" {
+		if _, err := regexp.Compile(h.PathRegex); err != nil {
+			errs = append(errs, fmt.Errorf("%s: pathRegex: %w", what, err))
+		}
+	}
+	for _, m := range h.Methods {
+		if !methodRE.MatchString(m) {
+			errs = append(errs, fmt.Errorf("%s: method %q is not an upper-case HTTP method", what, m))
+		}
+	}
+	for _, hd := range h.Headers {
+		hw := fmt.Sprintf("%s: header %q", what, hd.Name)
+		if !headerNameRE.MatchString(hd.Name) {
+			errs = append(errs, fmt.Errorf("%s: not a header name", hw))
+		}
+		set := 0
+		for _, v := range []string{hd.Exact, hd.Prefix, hd.Suffix, hd.Regex} {
+			if v != "" {
+				set++
+			}
+		}
+		if hd.Present {
+			set++
+		}
+		if set != 1 {
+			errs = append(errs, fmt.Errorf("%s: want exactly one of exact, prefix, suffix, regex and present", hw))
+		}
+		if hd.Regex != "" {
+			if _, err := regexp.Compile(hd.Regex); err != nil {
+				errs = append(errs, fmt.Errorf("%s: regex: %w", hw, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks what the envoy builders rely on for the shared mesh.
+func (m *Mesh) Validate() error {
+	var errs []error
+	td := m.Roots.TrustDomain
+	if !trustDomainRE.MatchString(td) {
+		errs = append(errs, fmt.Errorf("mesh: trust domain %q is not a DNS name", td))
+	}
+	if m.Roots.RootsPEM == "" {
+		errs = append(errs, errors.New("mesh: no CA roots"))
+	}
+	seen := map[string]bool{}
+	for _, c := range m.Clusters {
+		errs = append(errs, c.validate(td))
+		if seen[c.SNI] {
+			errs = append(errs, fmt.Errorf("mesh cluster %q: defined twice", c.SNI))
+		}
+		seen[c.SNI] = true
+	}
+	return errors.Join(errs...)
+}
+
+func (c *MeshCluster) validate(trustDomain string) error {
+	what := fmt.Sprintf("mesh cluster %q", c.SNI)
+	var errs []error
+	if !meshNameRE.MatchString(c.Service) {
+		errs = append(errs, fmt.Errorf("%s: service %q is not a service name", what, c.Service))
+	}
+	if !meshNameRE.MatchString(c.Datacenter) {
+		errs = append(errs, fmt.Errorf("%s: datacenter %q is not a datacenter name", what, c.Datacenter))
+	}
+	if want := MeshSNI(c.Service, c.Datacenter, trustDomain); c.SNI != want {
+		errs = append(errs, fmt.Errorf("%s: sni; want %q", what, want))
+	}
+	if want := SPIFFEID(trustDomain, c.Datacenter, c.Service); c.SPIFFEID != want {
+		errs = append(errs, fmt.Errorf("%s: spiffe id %q; want %q", what, c.SPIFFEID, want))
+	}
+	errs = append(errs, c.Protocol.validate(what))
+	// The endpoints follow the rules of an edge cluster's IP endpoints.
+	cl := Cluster{Service: c.SNI, Endpoints: c.Endpoints}
+	errs = append(errs, cl.Validate())
+	return errors.Join(errs...)
+}
+
+// ValidateSidecar checks a sidecar against the mesh it is served with:
+// every upstream's cluster exists and speaks the upstream's protocol, and
+// the trust domains agree.
+func (m *Mesh) ValidateSidecar(s *Sidecar) error {
+	var errs []error
+	if s.TrustDomain != m.Roots.TrustDomain {
+		errs = append(errs, fmt.Errorf("sidecar %q: trust domain %q; the mesh's is %q", s.ProxyID, s.TrustDomain, m.Roots.TrustDomain))
+	}
+	clusters := map[string]*MeshCluster{}
+	for i := range m.Clusters {
+		clusters[m.Clusters[i].SNI] = &m.Clusters[i]
+	}
+	for _, u := range s.Upstreams {
+		c, ok := clusters[u.Cluster]
+		switch {
+		case !ok:
+			errs = append(errs, fmt.Errorf("sidecar %q: upstream %q: no mesh cluster %q", s.ProxyID, u.Destination, u.Cluster))
+		case c.Service != u.Destination:
+			errs = append(errs, fmt.Errorf("sidecar %q: upstream %q: cluster %q is service %q", s.ProxyID, u.Destination, u.Cluster, c.Service))
+		case c.Protocol != u.Protocol:
+			errs = append(errs, fmt.Errorf("sidecar %q: upstream %q: protocol %s; the destination speaks %s", s.ProxyID, u.Destination, u.Protocol, c.Protocol))
+		}
+	}
+	return errors.Join(errs...)
+}
