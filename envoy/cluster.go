@@ -49,7 +49,7 @@ func cluster(c *ir.Cluster) *clusterv3.Cluster {
 		CircuitBreakers:  circuitBreakers(),
 	}
 	if c.HTTP2 {
-		cl.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsName: mustAny(http2Options)}
+		cl.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsName: mustAny(http2UpstreamOptions)}
 	}
 	if c.DNS {
 		cl.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
@@ -152,13 +152,10 @@ func circuitBreakers() *clusterv3.CircuitBreakers {
 	}}}
 }
 
-// httpProtocolOptionsName is the key of a cluster's HTTP protocol options.
-const httpProtocolOptionsName = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-
-// http2Options makes Envoy speak HTTP/2 to a cluster's hosts, without TLS
+// http2UpstreamOptions makes Envoy speak HTTP/2 to a cluster's hosts, without TLS
 // (prior knowledge), as gRPC servers expect; without it Envoy sends
 // HTTP/1.1 upstream even when the client spoke HTTP/2.
-var http2Options = &httpv3.HttpProtocolOptions{
+var http2UpstreamOptions = &httpv3.HttpProtocolOptions{
 	UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{
 		ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
 			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{

@@ -16,7 +16,6 @@ import (
 	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
@@ -315,13 +314,7 @@ func meshCommonTLS(uriSAN *matcherv3.StringMatcher) *tlsv3.CommonTlsContext {
 
 // http2Options makes a cluster speak HTTP/2 to its endpoints.
 func (c *checked) http2Options() map[string]*anypb.Any {
-	return map[string]*anypb.Any{httpProtocolOptionsName: c.any(&httpv3.HttpProtocolOptions{
-		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
-			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
-				Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
-			},
-		}},
-	})}
+	return map[string]*anypb.Any{httpProtocolOptionsName: c.any(http2UpstreamOptions)}
 }
 
 // checked wraps extension configs in Any after validating them: a
