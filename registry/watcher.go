@@ -148,6 +148,10 @@ type Hooks struct {
 	// FailStatic is called when a service's last known instances are kept
 	// instead of a suspect empty answer.
 	FailStatic func(service string, reason string)
+	// SidecarProblem is called once per problem of a sidecar registration
+	// (see Sidecar.Problems and Upstream.Problem) when the registration
+	// first shows it, by MeshWatcher only.
+	SidecarProblem func(proxyID string, problem string)
 }
 
 // Watcher watches one Consul datacenter. Create it with NewWatcher and call
