@@ -258,7 +258,7 @@ func NewWatcher(cfg Config, log *slog.Logger, hooks Hooks) (*Watcher, error) {
 	tlsFiles := &consulapi.TLSConfig{Address: cfg.TLSServerName}
 	for _, f := range []struct {
 		what, path string
-		into *[]byte
+		into       *[]byte
 	}{
 		{"consul CA file", cfg.CAFile, &tlsFiles.CAPem},
 		{"consul certificate file", cfg.CertFile, &tlsFiles.CertPEM},
