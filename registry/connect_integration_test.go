@@ -263,7 +263,9 @@ func TestConsulIntegrationMeshConnectDisabled(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- m.Run(context.Background(), func(*MeshSnapshot) { t.Error("published with Connect disabled") }) }()
+	go func() {
+		done <- m.Run(context.Background(), func(*MeshSnapshot) { t.Error("published with Connect disabled") })
+	}()
 	select {
 	case err := <-done:
 		if !errors.Is(err, ErrConnectDisabled) || !strings.Contains(err.Error(), "connect { enabled = true }") {
