@@ -173,9 +173,14 @@ type proxyState struct {
 	sidecars []Sidecar // never modified once set: snapshots point into it
 }
 
+// destState is one destination: its connect health (the sidecars, synced
+// and held as any list) joined with its instances' own health.
 type destState struct {
 	watchState
-	dest *Destination // nil until synced
+	raw        *Destination      // the last connect answer (endpoints with the sidecars' health)
+	instances  map[string]Health // the instances' own health, by node/service ID
+	instSynced bool              // instances read at least once
+	dest       *Destination      // raw joined with instances: what snapshots show; nil until both synced
 }
 
 type leafState struct {
@@ -270,6 +275,29 @@ func (st *meshState) watchDest(ctx context.Context, ds *destState) {
 		})
 }
 
+// watchDestInstances watches the destination's instances' own health, so
+// that an endpoint is usable only while its instance passes too, whatever
+// checks its sidecar was registered with.
+func (st *meshState) watchDestInstances(ctx context.Context, ds *destState) {
+	var entries []*consulapi.ServiceEntry
+	st.m.w.loop(ctx, "mesh:service:"+ds.name,
+		func(opts *consulapi.QueryOptions) (*consulapi.QueryMeta, error) {
+			var (
+				meta *consulapi.QueryMeta
+				err  error
+			)
+			entries, meta, err = st.m.w.client.Health().Service(ds.name, "", false, opts)
+			return meta, err
+		},
+		func(suspect string) {
+			svc := service(ds.name, st.m.w.cfg.Datacenter, entries)
+			inst := make(map[string]Health, len(svc.Instances))
+			for _, in := range svc.Instances {
+				inst[in.Node+"/"+in.ID] = in.Health
+			}
+			st.applyDestInstances(ds, inst, suspect)
+		})
+}
 func (st *meshState) watchRoots(ctx context.Context) {
 	var r *Roots
 	st.m.w.loop(ctx, "mesh:roots",
@@ -464,26 +492,89 @@ func (st *meshState) applyDest(ds *destState, d *Destination, suspect string) {
 	}
 	changed := !ds.synced
 	ds.synced = true
-	had := ds.dest != nil && len(ds.dest.Endpoints) > 0
+	had := ds.raw != nil && len(ds.raw.Endpoints) > 0
 	switch {
 	case len(d.Endpoints) == 0 && ds.held:
 	case len(d.Endpoints) == 0 && had && suspect != "":
-		events = append(events, st.hold(&ds.watchState, len(ds.dest.Endpoints), "empty answer: "+suspect))
+		events = append(events, st.hold(&ds.watchState, len(ds.raw.Endpoints), "empty answer: "+suspect))
 		changed = true
 	default:
 		if ds.held {
 			events = append(events, st.recovered(&ds.watchState, len(d.Endpoints)))
 		}
-		if ds.dest == nil || !destEqual(ds.dest, d) {
-			ds.dest = d
+		if ds.raw == nil || !destEqual(ds.raw, d) {
+			ds.raw = d
 			changed = true
 		}
+	}
+	if changed {
+		changed = ds.join()
 	}
 	st.mu.Unlock()
 	runEvents(events)
 	if changed {
 		st.notify()
 	}
+}
+
+// applyDestInstances records the destination's instances' own health. An
+// empty, suspect answer keeps the last known health: the connect side's
+// fail-static decides whether the endpoints stay.
+func (st *meshState) applyDestInstances(ds *destState, inst map[string]Health, suspect string) {
+	st.mu.Lock()
+	if st.dests[ds.name] != ds {
+		st.mu.Unlock()
+		return
+	}
+	changed := false
+	if !ds.instSynced || !(len(inst) == 0 && suspect != "" && len(ds.instances) > 0) {
+		changed = !ds.instSynced || !maps.Equal(ds.instances, inst)
+		ds.instances, ds.instSynced = inst, true
+	}
+	if changed {
+		changed = ds.join()
+	}
+	st.mu.Unlock()
+	if changed {
+		st.notify()
+	}
+}
+
+// join recomputes ds.dest from the connect answer and the instances'
+// health, and reports whether it changed. The caller holds st.mu.
+func (ds *destState) join() bool {
+	if ds.raw == nil || !ds.instSynced {
+		return false
+	}
+	d := &Destination{Name: ds.raw.Name, Endpoints: slices.Clone(ds.raw.Endpoints)}
+	for i := range d.Endpoints {
+		ep := &d.Endpoints[i]
+		if !ep.Native {
+			h, ok := ds.instances[ep.Node+"/"+ep.ServiceID]
+			if !ok {
+				h = Unhealthy // a sidecar whose instance is not registered
+			}
+			ep.ServiceHealth = h
+		}
+		ep.Health = worse(ep.ProxyHealth, ep.ServiceHealth)
+	}
+	if ds.dest != nil && destEqual(ds.dest, d) {
+		return false
+	}
+	ds.dest = d
+	return true
+}
+
+// worse is the health of an endpoint made of two parts: unhealthy if
+// either is, else draining if either is.
+func worse(a, b Health) Health {
+	switch {
+	case a == Unhealthy || b == Unhealthy:
+		return Unhealthy
+	case a == Draining || b == Draining:
+		return Draining
+	}
+	return Healthy
 }
 
 func (st *meshState) hold(ws *watchState, n int, reason string) event {
@@ -532,7 +623,7 @@ func (st *meshState) expireHolds() {
 	}
 	for _, ds := range st.dests {
 		if ds.held && !ds.holdUntil.IsZero() && !now.Before(ds.holdUntil) {
-			ds.held, ds.dest = false, &Destination{Name: ds.name}
+			ds.held, ds.raw, ds.dest = false, &Destination{Name: ds.name}, &Destination{Name: ds.name}
 			events = append(events, st.expired(&ds.watchState))
 		}
 	}
@@ -583,6 +674,7 @@ func (st *meshState) reconcileLocked() {
 			ds := &destState{watchState: watchState{name: name, cancel: cancel}}
 			st.dests[name] = ds
 			st.wg.Go(func() { st.watchDest(ctx, ds) })
+			st.wg.Go(func() { st.watchDestInstances(ctx, ds) })
 		}
 	}
 	for name, ls := range st.leaves {
@@ -656,7 +748,7 @@ func (st *meshState) snapshot() (snap *MeshSnapshot, ready bool, nextExpiry time
 	}
 	for name, ds := range st.dests {
 		next(&ds.watchState)
-		if !ds.synced {
+		if !ds.synced || !ds.instSynced {
 			ready = false
 		}
 		if ds.dest != nil {

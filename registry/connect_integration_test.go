@@ -56,13 +56,16 @@ func TestConsulIntegrationMesh(t *testing.T) {
 	agent := client.Agent()
 	webProxyPort, apiProxyPort := listen(t), listen(t)
 
-	register := func(name, id string, port, proxyPort int, proxy *consulapi.AgentServiceConnectProxyConfig) {
+	// register registers a service instance with a TTL check and a
+	// sidecar; sidecarChecks replace Consul's default sidecar checks (a TCP
+	// check on the proxy port and an alias of the instance).
+	register := func(name, id string, port, proxyPort int, proxy *consulapi.AgentServiceConnectProxyConfig, sidecarChecks ...*consulapi.AgentServiceCheck) {
 		t.Helper()
 		err := agent.ServiceRegister(&consulapi.AgentServiceRegistration{
 			Name: name, ID: id, Port: port,
 			Check: &consulapi.AgentServiceCheck{CheckID: id + "-ttl", TTL: "10m", Status: consulapi.HealthPassing},
 			Connect: &consulapi.AgentServiceConnect{SidecarService: &consulapi.AgentServiceRegistration{
-				Port: proxyPort, Proxy: proxy,
+				Port: proxyPort, Proxy: proxy, Checks: sidecarChecks,
 			}},
 		})
 		if err != nil {
@@ -74,6 +77,11 @@ func TestConsulIntegrationMesh(t *testing.T) {
 		Upstreams: []consulapi.Upstream{{DestinationName: "api", LocalBindPort: 9191}},
 	})
 	register("api", "api-1", 8081, apiProxyPort, nil)
+	// api-2's sidecar has a check of its own and no alias of api-2: its
+	// endpoint must still follow api-2's health.
+	api2ProxyPort := testenv.FreePort(t)
+	register("api", "api-2", 8082, api2ProxyPort, nil,
+		&consulapi.AgentServiceCheck{CheckID: "api-2-sidecar-ttl", TTL: "10m", Status: consulapi.HealthPassing})
 
 	var (
 		mu     sync.Mutex
@@ -116,29 +124,36 @@ func TestConsulIntegrationMesh(t *testing.T) {
 		}
 		return latest, nil
 	}
-	apiUsable := func(want bool) func() error {
+	// apiUsable waits for api's two endpoints, api-1's and api-2's
+	// sidecars, to be usable or not.
+	apiUsable := func(api1, api2 bool) func() error {
 		return func() error {
 			s, err := snap()
 			if err != nil {
 				return err
 			}
 			d, ok := s.Destination("api")
-			if !ok || len(d.Endpoints) != 1 {
-				return fmt.Errorf("api's endpoints: %+v (present %t); want one", d.Endpoints, ok)
+			if !ok || len(d.Endpoints) != 2 {
+				return fmt.Errorf("api's endpoints: %+v (present %t); want two", d.Endpoints, ok)
 			}
-			ep := d.Endpoints[0]
-			if ep.ProxyID != "api-1-sidecar-proxy" || ep.ServiceID != "api-1" || ep.Port != apiProxyPort || ep.Address != "127.0.0.1" {
-				return fmt.Errorf("api's endpoint %+v; want api-1-sidecar-proxy at 127.0.0.1:%d", ep, apiProxyPort)
-			}
-			if ep.Usable() != want {
-				return fmt.Errorf("api's endpoint is %s; want usable=%t", ep.Health, want)
+			for i, want := range []struct {
+				usable bool
+				port   int
+			}{{api1, apiProxyPort}, {api2, api2ProxyPort}} {
+				ep, id := d.Endpoints[i], fmt.Sprintf("api-%d", i+1)
+				if ep.ProxyID != id+"-sidecar-proxy" || ep.ServiceID != id || ep.Port != want.port || ep.Address != "127.0.0.1" {
+					return fmt.Errorf("api's endpoint %+v; want %s-sidecar-proxy at 127.0.0.1:%d", ep, id, want.port)
+				}
+				if ep.Usable() != want.usable {
+					return fmt.Errorf("%s's endpoint is %s (proxy %s, service %s); want usable=%t", id, ep.Health, ep.ProxyHealth, ep.ServiceHealth, want.usable)
+				}
 			}
 			return nil
 		}
 	}
 
 	// The sidecar TCP checks run every 10 s: the first pass can take that long.
-	testenv.Eventually(t, 30*time.Second, "api's sidecar usable", apiUsable(true))
+	testenv.Eventually(t, 30*time.Second, "api's sidecars usable", apiUsable(true, true))
 	s, _ := snap()
 	web, ok := s.Sidecar("web-1-sidecar-proxy")
 	if !ok {
@@ -180,11 +195,20 @@ func TestConsulIntegrationMesh(t *testing.T) {
 	if err := agent.UpdateTTL("api-1-ttl", "test", consulapi.HealthCritical); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 30*time.Second, "api's endpoint unusable with api-1 critical", apiUsable(false))
+	testenv.Eventually(t, 30*time.Second, "api-1's endpoint unusable with api-1 critical", apiUsable(false, true))
 	if err := agent.UpdateTTL("api-1-ttl", "test", consulapi.HealthPassing); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 30*time.Second, "api's endpoint usable again", apiUsable(true))
+	testenv.Eventually(t, 30*time.Second, "api-1's endpoint usable again", apiUsable(true, true))
+	// api-2's sidecar keeps passing; api-2 itself fails.
+	if err := agent.UpdateTTL("api-2-ttl", "test", consulapi.HealthCritical); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "api-2's endpoint unusable with api-2 critical", apiUsable(true, false))
+	if err := agent.UpdateTTL("api-2-ttl", "test", consulapi.HealthPassing); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "api-2's endpoint usable again", apiUsable(true, true))
 
 	// A CA rotation (a new key type makes the built-in CA generate a new
 	// root, cross-signed by the old): both roots are published during the

@@ -265,6 +265,43 @@ func TestMeshConnectHealthFlip(t *testing.T) {
 	})
 }
 
+// TestMeshEndpointNeedsItsInstance: a sidecar registered without Consul's
+// alias check still stops being usable when its instance fails, or is
+// deregistered.
+func TestMeshEndpointNeedsItsInstance(t *testing.T) {
+	f, _ := meshFake(t)
+	f.Set("api-sidecar-proxy", sidecarEntry("n2", "api-1", 21001, 8081, nil, nil, "own-ttl=passing"))
+	h := startMesh(t, f, nil)
+	if got := endpoints(h.next(), "api"); !strings.HasSuffix(got, "usable=true") {
+		t.Fatalf("api: %s; want usable", got)
+	}
+	f.Set("api", entry("n2", "api-1", "10.0.0.2", 8081, "api-1-ttl=critical"))
+	s := h.until("api-1 critical", func(s *MeshSnapshot) error {
+		if got := endpoints(s, "api"); !strings.HasSuffix(got, "usable=false") {
+			return errors.New(got)
+		}
+		return nil
+	})
+	d, _ := s.Destination("api")
+	if ep := d.Endpoints[0]; ep.ProxyHealth != Healthy || ep.ServiceHealth != Unhealthy || ep.Health != Unhealthy {
+		t.Errorf("api's endpoint health: proxy %s, service %s, overall %s; want healthy, unhealthy, unhealthy", ep.ProxyHealth, ep.ServiceHealth, ep.Health)
+	}
+	f.Set("api", entry("n2", "api-1", "10.0.0.2", 8081, "api-1-ttl=passing"))
+	h.until("api-1 passing", func(s *MeshSnapshot) error {
+		if got := endpoints(s, "api"); !strings.HasSuffix(got, "usable=true") {
+			return errors.New(got)
+		}
+		return nil
+	})
+	f.Set("api") // listed, no instances: the sidecar fronts nothing
+	h.until("api-1 deregistered", func(s *MeshSnapshot) error {
+		if got := endpoints(s, "api"); !strings.HasSuffix(got, "usable=false") {
+			return errors.New(got)
+		}
+		return nil
+	})
+}
+
 // TestMeshQueryCountIndependentOfProxies: 40 instances of web, each with a
 // sidecar, cost no more queries than one.
 func TestMeshQueryCountIndependentOfProxies(t *testing.T) {
@@ -281,7 +318,7 @@ func TestMeshQueryCountIndependentOfProxies(t *testing.T) {
 	}
 	want := []string{
 		"/v1/agent/connect/ca/leaf/api", "/v1/agent/connect/ca/leaf/web", "/v1/agent/connect/ca/roots",
-		"/v1/catalog/services", "/v1/health/connect/api",
+		"/v1/catalog/services", "/v1/health/connect/api", "/v1/health/service/api",
 		"/v1/health/service/api-sidecar-proxy", "/v1/health/service/web-sidecar-proxy",
 	}
 	if got := f.Queried(); !slices.Equal(got, want) {

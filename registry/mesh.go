@@ -87,16 +87,21 @@ type Endpoint struct {
 	Port       int
 	Datacenter string
 	Native     bool // a Connect-native instance, no sidecar
-	// Health aggregates the sidecar's checks and its node's; with Consul's
-	// default sidecar checks that includes an alias of the instance's own
-	// checks. Weight is as Instance.Weight.
-	Health Health
-	Weight int
+	// ProxyHealth aggregates the sidecar's checks and its node's (with
+	// Consul's default sidecar checks that includes an alias of the
+	// instance's checks); ServiceHealth is the destination instance's own
+	// (from /v1/health/service/<name>; Unhealthy when the instance is not
+	// registered; a native instance's is its ProxyHealth). Health is the
+	// worse of the two: Unhealthy if either is, else Draining if either is.
+	// Weight is the sidecar's, as Instance.Weight.
+	Health        Health
+	ProxyHealth   Health
+	ServiceHealth Health
+	Weight        int
 }
 
-// Usable reports whether the endpoint may take new connections: every
-// check passing or warning, so both the sidecar and (through Consul's
-// alias check) its service instance.
+// Usable reports whether the endpoint may take new connections: both the
+// sidecar and its service instance pass (or warn).
 func (e Endpoint) Usable() bool { return e.Health == Healthy }
 
 // Destination is a service as a mesh caller reaches it: its endpoints,

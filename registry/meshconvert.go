@@ -175,7 +175,7 @@ func destination(name, dc string, entries []*consulapi.ServiceEntry) Destination
 		in := instance(e, dc)
 		ep := Endpoint{
 			Node: in.Node, Address: in.Address, Port: in.Port, Datacenter: in.Datacenter,
-			Health: in.Health, Weight: in.Weight,
+			Health: in.Health, ProxyHealth: in.Health, ServiceHealth: in.Health, Weight: in.Weight,
 		}
 		switch {
 		case e.Service.Kind == consulapi.ServiceKindConnectProxy && e.Service.Proxy != nil:
