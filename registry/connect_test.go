@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -598,5 +599,31 @@ func TestMeshConversions(t *testing.T) {
 	}
 	if p := sc.Upstreams[0].Problem; !strings.Contains(p, `datacenter "dc2"`) {
 		t.Errorf("upstream problem %q; want the other datacenter named", p)
+	}
+}
+
+func TestMeshRunStopsEverything(t *testing.T) {
+	f, _ := meshFake(t)
+	h := startMesh(t, f, nil)
+	h.next()
+	h.stop()
+	buf := make([]byte, 1<<20)
+	stacks := string(buf[:runtime.Stack(buf, true)])
+	if strings.Contains(stacks, "registry.(*meshState)") || strings.Contains(stacks, "registry.(*MeshWatcher)") {
+		t.Errorf("mesh watcher goroutines still running after Run returned:\n%s", stacks)
+	}
+
+	// A second Run works once the first has returned; a concurrent one fails.
+	ctx, cancel := context.WithCancel(context.Background())
+	got := make(chan *MeshSnapshot, 1)
+	done := make(chan error)
+	go func() { done <- h.m.Run(ctx, func(s *MeshSnapshot) { got <- s }) }()
+	<-got
+	if err := h.m.Run(ctx, func(*MeshSnapshot) {}); err == nil {
+		t.Errorf("concurrent Run: got nil error; want one")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
 	}
 }

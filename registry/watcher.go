@@ -143,9 +143,13 @@ func (c Config) withDefaults() (Config, error) {
 // concurrent use.
 type Hooks struct {
 	// WatchError is called for every failed query; op is "services" or
-	// "health:<service>". err never contains the token.
+	// "health:<service>" (Watcher), or "mesh:services", "mesh:proxy:<name>",
+	// "mesh:connect:<service>", "mesh:service:<service>", "mesh:roots" or
+	// "mesh:leaf:<service>" (MeshWatcher). err never contains the token,
+	// nor a private key.
 	WatchError func(op string, err error)
-	// FailStatic is called when a service's last known instances are kept
+	// FailStatic is called when a service's last known instances (or a
+	// proxy service's sidecars, or a destination's endpoints) are kept
 	// instead of a suspect empty answer.
 	FailStatic func(service string, reason string)
 	// SidecarProblem is called once per problem of a sidecar registration
