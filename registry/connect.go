@@ -114,12 +114,13 @@ func (m *MeshWatcher) Run(ctx context.Context, publish func(*MeshSnapshot)) erro
 
 	st := &meshState{
 		m: m, wg: &wg, ctx: ctx,
-		changed: make(chan struct{}, 1),
-		fatal:   make(chan error, 1),
-		proxies: map[string]*proxyState{},
-		dests:   map[string]*destState{},
-		leaves:  map[string]*leafState{},
-		logged:  map[string]string{},
+		changed:   make(chan struct{}, 1),
+		fatal:     make(chan error, 1),
+		proxies:   map[string]*proxyState{},
+		dests:     map[string]*destState{},
+		leaves:    map[string]*leafState{},
+		logged:    map[string]string{},
+		dupLogged: map[string]bool{},
 	}
 	m.mu.Lock()
 	st.extraDests, st.extraLeaves, m.st = m.extraDests, m.extraLeaves, st
@@ -155,6 +156,7 @@ type meshState struct {
 	extraDests    map[string]bool
 	extraLeaves   map[string]bool
 	logged        map[string]string // proxy ID: the problems last logged for it
+	dupLogged     map[string]bool   // "duplicate:<proxy ID>@<node>" already logged
 }
 
 // watchState is one list watch with fail-static (see the package doc).
@@ -712,6 +714,8 @@ func (st *meshState) hasSidecarLocked(id string) bool {
 // snapshot builds the current snapshot, says whether the first full sync
 // is complete, and when the next hold expires (zero: none).
 func (st *meshState) snapshot() (snap *MeshSnapshot, ready bool, nextExpiry time.Time) {
+	var events []event
+	defer func() { runEvents(events) }() // after the unlock: defers run last in, first out
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	ready = st.catalogSynced && st.roots != nil
@@ -739,8 +743,19 @@ func (st *meshState) snapshot() (snap *MeshSnapshot, ready bool, nextExpiry time
 				// node.id cannot tell two apart. The first (by proxy
 				// service name, then node) is served, saying so.
 				c := *prev
-				c.Problems = append(slices.Clip(c.Problems), fmt.Sprintf("proxy ID also registered on node %s (service %s): that one is ignored", sc.Node, sc.Name))
+				problem := fmt.Sprintf("proxy ID also registered on node %s (service %s): that one is ignored", sc.Node, sc.Name)
+				c.Problems = append(slices.Clip(c.Problems), problem)
 				snap.sidecars[sc.ID] = &c
+				if key := "duplicate:" + sc.ID + "@" + sc.Node; !st.dupLogged[key] {
+					st.dupLogged[key] = true
+					id := sc.ID
+					events = append(events, func() {
+						st.log().Warn("sidecar registration has problems; the rest of it is served", "proxy_id", id, "problems", []string{problem})
+						if h := st.m.w.hooks.SidecarProblem; h != nil {
+							h(id, problem)
+						}
+					})
+				}
 				continue
 			}
 			snap.sidecars[sc.ID] = sc

@@ -627,3 +627,27 @@ func TestMeshRunStopsEverything(t *testing.T) {
 		t.Errorf("Run: %v", err)
 	}
 }
+
+func TestMeshDuplicateProxyIDServedOnceAndReported(t *testing.T) {
+	f, _ := meshFake(t)
+	f.Set("web-sidecar-proxy",
+		sidecarEntry("n1", "web-1", 21000, 8080, nil, []string{"api:9191"}),
+		sidecarEntry("n9", "web-1", 21000, 8080, nil, []string{"api:9191"}))
+	h := startMesh(t, f, nil)
+	s := h.next()
+	web, _ := s.Sidecar("web-1-sidecar-proxy")
+	if web.Node != "n1" || len(web.Problems) != 1 || !strings.Contains(web.Problems[0], "node n9") {
+		t.Errorf("web-1-sidecar-proxy on %s with problems %q; want n1's, naming n9", web.Node, web.Problems)
+	}
+	f.Set("api-sidecar-proxy", sidecarEntry("n2", "api-1", 21005, 8081, nil, nil))
+	h.until("api moved", func(s *MeshSnapshot) error {
+		if got := endpoints(s, "api"); !strings.Contains(got, ":21005") {
+			return errors.New(got)
+		}
+		return nil
+	})
+	_, _, problems := h.recorded()
+	if len(problems) != 1 || !strings.HasPrefix(problems[0], "web-1-sidecar-proxy: proxy ID also registered on node n9") {
+		t.Errorf("SidecarProblem calls %q; want one for the duplicate", problems)
+	}
+}
