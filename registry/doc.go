@@ -1,4 +1,6 @@
-// Package registry watches Consul for services, their instances and health, and publishes immutable snapshots.
+// Package registry watches Consul for services, their instances and health,
+// and (MeshWatcher) for Connect sidecars and certificates, and publishes
+// immutable snapshots.
 //
 // It is the only package that imports consul/api: Consul's types stop here,
 // and the rest of Switchyard sees Service, Instance, Health and Snapshot.
@@ -95,4 +97,99 @@
 //
 // A service that stops being wanted is not a fail-static case: it is
 // dropped at once, a hold on it ends, and no hook is called.
+//
+// # Mesh
+//
+// A MeshWatcher watches Consul Connect for the sidecar mesh and publishes
+// immutable MeshSnapshots, the way a Watcher publishes Snapshots: one
+// publish goroutine, never concurrent, never an unchanged snapshot, the
+// first only after a full sync. It is separate from the Watcher because
+// its inputs are (connect-proxy registrations, certificates), and so that
+// edge-only deployments never touch Connect endpoints. Both share Config,
+// Hooks and the query loop (backoff, index handling, suspect answers).
+//
+//	mw, err := registry.NewMeshWatcher(cfg, log, hooks)
+//	mw.WantDestinations(edgeMeshServices) // optional: beyond the upstreams
+//	mw.WantLeaves([]string{"edge"})        // optional: beyond the sidecars' services
+//	err = mw.Run(ctx, func(s *registry.MeshSnapshot) {
+//		for _, id := range s.SidecarIDs() {
+//			sc, _ := s.Sidecar(id)   // inbound: sc.Address:sc.Port -> sc.LocalServiceAddress:sc.LocalServicePort
+//			leaf, _ := s.Leaf(sc.Service) // its identity (leaf.KeyPEM never prints)
+//			for _, u := range sc.Upstreams {
+//				if u.Problem != "" { continue } // counted through Hooks.SidecarProblem
+//				d, _ := s.Destination(u.DestinationName) // endpoints; use ep.Usable()
+//				_, _ = d, leaf
+//			}
+//		}
+//		roots, _ := s.Roots() // every root is trusted (a rotation has two)
+//		_ = roots
+//	})
+//	// errors.Is(err, registry.ErrConnectDisabled): Connect is off in Consul.
+//
+// How sidecars are found. Consul has no single query for "every
+// connect-proxy registration with its Proxy block", so the watcher uses
+// two levels, each bounded by the number of services, never by the
+// number of proxies:
+//
+//   - one blocking query on /v1/catalog/services with the filter
+//     ServiceKind == "connect-proxy" (supported since Consul 1.14): the
+//     names of the proxy services (web-sidecar-proxy, ...);
+//   - one blocking query per proxy service name on
+//     /v1/health/service/<name>: every instance of it, with its Proxy
+//     block (destination, local app, upstreams, Config) and its checks.
+//     100 instances of web with a sidecar each are one query.
+//
+// The agent's /v1/agent/services sees only the local agent's
+// registrations; /v1/catalog/connect/<service> and
+// /v1/health/connect/<service> are keyed by the destination, which a
+// proxy's name does not reliably tell (a standalone proxy may be named
+// anything), so they cannot discover sidecars, only serve destinations.
+//
+// Destinations. Every service an upstream names (and every service given
+// to WantDestinations) is watched with two blocking queries:
+// /v1/health/connect/<service>, the sidecars (and Connect-native
+// instances) that front it, whose public address and port are the
+// endpoints, and /v1/health/service/<service>, the instances' own health.
+// An endpoint is usable only while both its sidecar and its instance pass
+// (Endpoint.Usable). Consul's default sidecar checks include an alias of
+// the instance, which Consul's own xDS server relies on; joining the
+// instance's health as well keeps sidecars registered with checks of their
+// own (and no alias) honest. A destination no upstream names any more has
+// its watches stopped.
+//
+// Certificates. One blocking query on /v1/agent/connect/ca/roots, and one
+// per service with a sidecar (and per WantLeaves name) on
+// /v1/agent/connect/ca/leaf/<service>; the local agent renews leaves
+// before they expire and after a CA rotation, and the blocking query
+// returns the new one. A leaf that cannot be fetched (an error, a
+// certificate and key that do not match, no SPIFFE URI) keeps the last
+// good one in the snapshots; the failure goes to Hooks.WatchError as
+// "mesh:leaf:<service>" and the log, and Leaf.NotAfter tells how long the
+// kept one lasts. A leaf never fetched is absent and does not hold up the
+// first snapshot. Private keys are KeyPEM values, which print as
+// "[redacted]" everywhere, and errors that might quote a leaf answer are
+// replaced by a sentence saying so.
+//
+// Consul without Connect answers every Connect endpoint with HTTP 500
+// "Connect must be enabled": before the first snapshot, Run returns an
+// error wrapping ErrConnectDisabled that names connect { enabled = true };
+// after it, the last snapshot stays in force and the error is logged.
+//
+// In all, 2 + P + 2D + L blocking queries for P proxy services, D
+// destinations and L leaves; over plain HTTP each holds a connection, and
+// Consul's cap on connections per client (see "Watching") counts them
+// together with the Watcher's. Over HTTPS they share HTTP/2 connections.
+//
+// Bad registrations. What Switchyard cannot serve is put in
+// Sidecar.Problems or Upstream.Problem (an unknown protocol, a prepared
+// query or another datacenter or peer as destination, no bind port, a bind
+// address used twice, transparent mode, a proxy ID registered on two
+// nodes), logged once per proxy ID (again only when the problems change)
+// and reported through Hooks.SidecarProblem; the rest of the registration,
+// and every other sidecar, is served.
+//
+// Fail static works as for the Watcher: an empty answer for a proxy
+// service or a destination that had entries is held for StaleHold when it
+// is suspect (index reset, reconnect, no leader), with Hooks.FailStatic
+// called.
 package registry

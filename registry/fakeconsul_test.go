@@ -55,6 +55,7 @@ type fakeConsul struct {
 	stalls      map[string]chan struct{} // requests to these paths wait until it is closed
 	urls        []string
 	tokens      map[string]bool
+	connect     fakeConnect // Connect CA and connect health (connect_fake_test.go)
 }
 
 type generationKey struct{}
@@ -76,10 +77,12 @@ func newFakeConsul(t testing.TB) *fakeConsul {
 		requests:    map[string]int{},
 		stalls:      map[string]chan struct{}{},
 		tokens:      map[string]bool{},
+		connect:     newFakeConnect(),
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/catalog/services", f.catalog)
 	mux.HandleFunc("GET /v1/health/service/{name}", f.health)
+	f.connectRoutes(mux)
 	f.srv = httptest.NewUnstartedServer(mux)
 	// Each connection belongs to the agent incarnation that accepted it.
 	f.srv.Config.ConnContext = func(ctx context.Context, _ net.Conn) context.Context {
@@ -238,7 +241,13 @@ func (f *fakeConsul) Seen() (urls []string, tokens []string) {
 func (f *fakeConsul) catalog(w http.ResponseWriter, r *http.Request) {
 	f.serve(w, r, func() (uint64, any) {
 		out := map[string][]string{}
+		proxiesOnly := r.URL.Query().Get("filter") == proxyFilter
 		for name, s := range f.services {
+			if proxiesOnly && !slices.ContainsFunc(s.entries, func(e *consulapi.ServiceEntry) bool {
+				return e.Service.Kind == consulapi.ServiceKindConnectProxy
+			}) {
+				continue
+			}
 			tags := []string{}
 			for _, e := range s.entries {
 				tags = append(tags, e.Service.Tags...)

@@ -143,11 +143,19 @@ func (c Config) withDefaults() (Config, error) {
 // concurrent use.
 type Hooks struct {
 	// WatchError is called for every failed query; op is "services" or
-	// "health:<service>". err never contains the token.
+	// "health:<service>" (Watcher), or "mesh:services", "mesh:proxy:<name>",
+	// "mesh:connect:<service>", "mesh:service:<service>", "mesh:roots" or
+	// "mesh:leaf:<service>" (MeshWatcher). err never contains the token,
+	// nor a private key.
 	WatchError func(op string, err error)
-	// FailStatic is called when a service's last known instances are kept
+	// FailStatic is called when a service's last known instances (or a
+	// proxy service's sidecars, or a destination's endpoints) are kept
 	// instead of a suspect empty answer.
 	FailStatic func(service string, reason string)
+	// SidecarProblem is called once per problem of a sidecar registration
+	// (see Sidecar.Problems and Upstream.Problem) when the registration
+	// first shows it, by MeshWatcher only.
+	SidecarProblem func(proxyID string, problem string)
 }
 
 // Watcher watches one Consul datacenter. Create it with NewWatcher and call

@@ -25,6 +25,7 @@ type ConsulAgent struct {
 	TLS   *ConsulTLS
 	ports map[string]int
 	https bool
+	hcl   []string
 	proc  *Process
 }
 
@@ -48,6 +49,12 @@ type ConsulOption func(*ConsulAgent)
 // The plain HTTP API keeps listening, for the test's own client.
 func WithHTTPS() ConsulOption {
 	return func(c *ConsulAgent) { c.https = true }
+}
+
+// WithHCL adds agent configuration, e.g. `connect { enabled = false }`
+// (passed with -hcl; later settings win over the dev defaults).
+func WithHCL(hcl string) ConsulOption {
+	return func(c *ConsulAgent) { c.hcl = append(c.hcl, hcl) }
 }
 
 // Consul starts a dev agent on free loopback ports and waits for a leader.
@@ -120,6 +127,9 @@ func (c *ConsulAgent) start(t testing.TB) error {
 		args = append(args, "-https-port", strconv.Itoa(c.ports["https"]),
 			"-hcl", fmt.Sprintf(`tls { https { ca_file = %q cert_file = %q key_file = %q verify_incoming = true } }`,
 				c.TLS.CAFile, filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")))
+	}
+	for _, h := range c.hcl {
+		args = append(args, "-hcl", h)
 	}
 	c.proc = Start(t, "consul", nil, Bin(t, "consul"), args...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

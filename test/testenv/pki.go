@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -62,6 +63,8 @@ type LeafOptions struct {
 	IPs    []net.IP
 	Serial int64 // 0: 2
 	Client bool  // for client authentication (mTLS) rather than a server
+	// URIs are URI SANs, e.g. a SPIFFE ID as Consul Connect's leaves carry.
+	URIs []*url.URL
 }
 
 // Issue signs a leaf certificate.
@@ -81,6 +84,7 @@ func (ca *CA) Issue(t testing.TB, o LeafOptions) *Leaf {
 		Subject:      pkix.Name{CommonName: o.Name},
 		DNSNames:     append([]string{o.Name}, o.DNS...),
 		IPAddresses:  o.IPs,
+		URIs:         o.URIs,
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
