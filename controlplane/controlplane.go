@@ -41,6 +41,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
+	"github.com/switchyard-io/switchyard/envoy"
 	"github.com/switchyard-io/switchyard/policy"
 	"github.com/switchyard-io/switchyard/registry"
 	"github.com/switchyard-io/switchyard/translator"
@@ -59,6 +60,10 @@ type Config struct {
 	AdminAddress string
 	// PolicyPaths are policy files or directories, watched for changes.
 	PolicyPaths []string
+	// Mesh serves Consul Connect sidecars (Envoys bootstrapped with
+	// `switchyard bootstrap --sidecar-for`) from Consul's registrations,
+	// health, CA and intentions. Consul must have Connect enabled.
+	Mesh bool
 	// Consul is the registry watcher's configuration.
 	Consul registry.Config
 	// Holdoff is how long a burst of changes must be quiet before a
@@ -161,6 +166,7 @@ type Server struct {
 	metrics *metrics
 	cache   cache.SnapshotCache
 	watcher *registry.Watcher
+	mesh    *registry.MeshWatcher // nil unless Config.Mesh
 	changed chan struct{}
 	reload  chan struct{} // Reload's requests to the policy watcher
 	xdsTLS  *tls.Config   // nil: plaintext xDS
@@ -207,6 +213,16 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("consul: %w", err)
 	}
 	s.watcher = w
+	if cfg.Mesh {
+		s.mesh, err = registry.NewMeshWatcher(cfg.Consul, log.With("component", "mesh"), registry.Hooks{
+			WatchError:     func(op string, _ error) { s.metrics.consulWatchErrors.WithLabelValues("mesh").Inc() },
+			FailStatic:     func(string, string) { s.metrics.consulFailStatic.Inc() },
+			SidecarProblem: func(string, string) { s.metrics.sidecarProblems.Inc() },
+		})
+		if err != nil {
+			return nil, fmt.Errorf("consul (mesh): %w", err)
+		}
+	}
 	if err := cfg.XDSTLS.check(); err != nil {
 		return nil, err
 	}
@@ -287,6 +303,14 @@ func (s *Server) Run(ctx context.Context) error {
 			notify(s.changed)
 		})
 	})
+	if s.mesh != nil {
+		g.Go(func() error {
+			return s.mesh.Run(ctx, func(snap *registry.MeshSnapshot) {
+				s.in.setMesh(snap)
+				notify(s.changed)
+			})
+		})
+	}
 	g.Go(func() error {
 		return s.watchPolicy(ctx)
 	})
@@ -342,11 +366,13 @@ func (s *Server) rebuild() {
 		// Stop watching services only the previous policy routed to.
 		s.updateWant()
 	}
-	if consul == nil || set == nil {
-		return
+	if consul != nil && set != nil {
+		if _, retentionChanged := s.pub.publish(consul, set); promoted || retentionChanged {
+			s.updateWant() // now without the services of groups no longer served
+		}
 	}
-	if _, retentionChanged := s.pub.publish(consul, set); promoted || retentionChanged {
-		s.updateWant() // now without the services of groups no longer served
+	if mesh := s.in.meshSnapshot(); mesh != nil {
+		s.pub.publishMesh(mesh)
 	}
 }
 
@@ -372,8 +398,19 @@ func (s *Server) updateWant() {
 type groupHash struct{}
 
 func (groupHash) ID(node *corev3.Node) string {
-	if node == nil {
-		return ""
+	return proxyKey(node)
+}
+
+// proxyKey is what an Envoy is served: its proxy group (node.cluster) or,
+// for a Connect sidecar (node.cluster envoy.SidecarNodeCluster), its own
+// snapshot, keyed "sidecar:<proxy service ID>" (a group name cannot hold a
+// colon, so the two never meet).
+func proxyKey(node *corev3.Node) string {
+	if node.GetCluster() == envoy.SidecarNodeCluster {
+		return sidecarKey(node.GetId())
 	}
 	return node.GetCluster()
 }
+
+// sidecarKey is a sidecar's snapshot key.
+func sidecarKey(proxyID string) string { return "sidecar:" + proxyID }

@@ -20,6 +20,23 @@ type inputs struct {
 	// registry to sync the services it routes to; nil when there is none.
 	pending   *policy.Set
 	pendingAt time.Time
+	// mesh is Consul's view of the sidecar mesh; nil until its first sync,
+	// or when the mesh is off.
+	mesh *registry.MeshSnapshot
+}
+
+// setMesh records a mesh snapshot.
+func (in *inputs) setMesh(snap *registry.MeshSnapshot) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.mesh = snap
+}
+
+// meshSnapshot returns the latest mesh snapshot (nil before one).
+func (in *inputs) meshSnapshot() *registry.MeshSnapshot {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.mesh
 }
 
 // setConsul records a Consul snapshot; first says whether it is the first.

@@ -17,6 +17,7 @@ type metrics struct {
 	snapshotBuild     prometheus.Histogram
 	snapshotErrors    prometheus.Counter
 	failingGroups     prometheus.Gauge
+	sidecarProblems   prometheus.Counter
 	consulWatchErrors *prometheus.CounterVec
 	consulFailStatic  prometheus.Counter
 	policyReloads     *prometheus.CounterVec
@@ -56,13 +57,17 @@ func newMetrics() *metrics {
 			Name: "switchyard_snapshot_errors_total",
 			Help: "Proxy group builds that failed (a bug); the group's last good snapshot kept serving, other groups were built as usual.",
 		}),
+		sidecarProblems: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchyard_sidecar_problems_total",
+			Help: "Problems found in Connect sidecar registrations (an unknown protocol, a duplicate bind port, an unsupported upstream): each is logged once with the proxy ID; the rest of the mesh is served.",
+		}),
 		failingGroups: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "switchyard_failing_groups",
 			Help: "Proxy groups whose latest build failed: their Envoys run the last good config. The log names each group and why.",
 		}),
 		consulWatchErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_consul_watch_errors_total",
-			Help: "Consul blocking queries that failed, by kind (services or health).",
+			Help: "Consul blocking queries that failed, by kind (services, health, or mesh for the Connect sidecar watches).",
 		}, []string{"kind"}),
 		consulFailStatic: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchyard_consul_fail_static_total",
@@ -84,14 +89,14 @@ func newMetrics() *metrics {
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.connectedProxies, m.pushes, m.nacks, m.rejectingProxies, m.refusedStreams, m.snapshotBuild, m.snapshotErrors, m.failingGroups,
+		m.connectedProxies, m.pushes, m.nacks, m.rejectingProxies, m.refusedStreams, m.snapshotBuild, m.snapshotErrors, m.failingGroups, m.sidecarProblems,
 		m.consulWatchErrors, m.consulFailStatic, m.policyReloads, m.policyWarnings, m.ready,
 	)
 	// Pre-create the error series so they read 0, not absent, before the
 	// first failure: alerts on rate() need them.
 	m.policyReloads.WithLabelValues("error")
 	m.policyReloads.WithLabelValues("ok")
-	for _, k := range []string{"services", "health"} {
+	for _, k := range []string{"services", "health", "mesh"} {
 		m.consulWatchErrors.WithLabelValues(k)
 	}
 	for _, r := range []string{"certificate", "type", "node"} {

@@ -78,6 +78,7 @@ type streamKey struct {
 // stream is what Switchyard remembers of one open xDS stream.
 type stream struct {
 	node     *corev3.Node
+	key      string // what it is served: proxyKey(node)
 	protocol string // "sotw" or "delta"
 	since    time.Time
 	// sent is the version last sent per type URL (state of the world).
@@ -231,20 +232,23 @@ func (x *proxies) streamRequest(key streamKey, node *corev3.Node) {
 	// Only what Switchyard needs of the node: a client may send megabytes
 	// of metadata, which must not live as long as the stream.
 	node = &corev3.Node{Id: truncate(node.GetId(), maxNodeID), Cluster: node.GetCluster()}
-	x.groupStreams[node.GetCluster()]++
-	delete(x.lastLeft, node.GetCluster())
-	x.streams[key] = &stream{node: node, protocol: protocol, since: time.Now(),
+	served := proxyKey(node)
+	x.groupStreams[served]++
+	delete(x.lastLeft, served)
+	x.streams[key] = &stream{node: node, key: served, protocol: protocol, since: time.Now(),
 		sent: map[string]string{}, lastNonce: map[string]string{},
 		deltaSent: map[string][]sentNames{}, rejected: map[string]*rejection{}}
 	x.mu.Unlock()
-	served, retained, ready := x.pub.groupState(node.GetCluster())
-	hasGroup := served
+	known, retained, ready := x.pub.groupState(served)
 	x.log.Info("envoy connected", "node", node.GetId(), "group", node.GetCluster(), "protocol", protocol)
 	switch {
 	case retained:
 		x.log.Warn("envoy asks for a proxy group removed from policy that other Envoys still use; it gets the group's last listeners and routes, with endpoints following Consul",
 			"node", node.GetId(), "group", node.GetCluster())
-	case ready && !hasGroup:
+	case !known && node.GetCluster() == envoy.SidecarNodeCluster:
+		x.log.Warn("envoy asks for a sidecar's config that Switchyard has not built (is the mesh on, is the proxy registered in Consul, does its service have a leaf certificate yet?); it gets config once there is one",
+			"node", node.GetId())
+	case ready && !known:
 		x.log.Warn("envoy asks for a proxy group no policy defines; it gets no config until one does",
 			"node", node.GetId(), "group", node.GetCluster())
 	}
@@ -272,15 +276,37 @@ func (x *proxies) checkRequest(key streamKey, node *corev3.Node, typeURL string)
 	x.mu.Lock()
 	st := x.streams[key]
 	x.mu.Unlock()
+	sidecar := group == envoy.SidecarNodeCluster
 	switch {
 	case st != nil && st.node.GetCluster() != group:
 		return x.refuse("node", node, codes.InvalidArgument,
 			"node.cluster changed on one stream from %q to %q; open a new stream for another proxy group", st.node.GetCluster(), truncate(group, 128))
-	case st == nil && !policy.ValidName(group):
+	case st != nil && sidecar && st.node.GetId() != node.GetId():
+		return x.refuse("node", node, codes.InvalidArgument,
+			"node.id changed on one sidecar's stream from %q to %q", st.node.GetId(), truncate(node.GetId(), maxNodeID))
+	case st == nil && sidecar && !validProxyID(node.GetId()):
+		return x.refuse("node", node, codes.InvalidArgument,
+			"node.id %q cannot be a sidecar's proxy service ID (1 to %d letters, digits, '-', '_' and '.'); start Envoy with a bootstrap from 'switchyard bootstrap --sidecar-for SERVICE_ID'", truncate(node.GetId(), maxNodeID), maxNodeID)
+	case st == nil && !sidecar && !policy.ValidName(group):
 		return x.refuse("node", node, codes.InvalidArgument,
 			"node.cluster %q cannot name a proxy group (a DNS label: lowercase letters, digits and '-', at most 63 characters); start Envoy with a bootstrap from 'switchyard bootstrap --group NAME'", truncate(group, 128))
 	}
 	return nil
+}
+
+// validProxyID reports whether id can be a Consul proxy service ID as
+// Switchyard serves it: bounded, and no character that could confuse a
+// log line or a cache key.
+func validProxyID(id string) bool {
+	if id == "" || len(id) > maxNodeID {
+		return false
+	}
+	for _, c := range []byte(id) {
+		if !nameChar(c) {
+			return false
+		}
+	}
+	return true
 }
 
 // servedTypes lists the type URLs Switchyard serves, for error messages.
@@ -317,11 +343,17 @@ func (x *proxies) checkGroup(key streamKey, node *corev3.Node) error {
 	x.mu.Lock()
 	names := x.certNames[key]
 	x.mu.Unlock()
-	if slices.Contains(names, node.GetCluster()) {
+	// A group's Envoys are vouched for by the group's name; a sidecar by
+	// its proxy ID: one sidecar cannot ask for another's identity.
+	want, what := node.GetCluster(), "proxy group"
+	if want == envoy.SidecarNodeCluster {
+		want, what = node.GetId(), "sidecar"
+	}
+	if slices.Contains(names, want) {
 		return nil
 	}
 	return x.refuse("certificate", node, codes.PermissionDenied,
-		"the client certificate does not name proxy group %q (it names %s)", node.GetCluster(), strings.Join(names, ", "))
+		"the client certificate does not name %s %q (it names %s)", what, truncate(want, maxNodeID), strings.Join(names, ", "))
 }
 
 func (x *proxies) streamClosed(key streamKey) {
@@ -333,7 +365,7 @@ func (x *proxies) streamClosed(key streamKey) {
 		x.mu.Unlock()
 		return
 	}
-	group := st.node.GetCluster()
+	group := st.key
 	if x.groupStreams[group]--; x.groupStreams[group] <= 0 {
 		delete(x.groupStreams, group)
 	}
@@ -424,7 +456,9 @@ func (x *proxies) nack(key streamKey, typeURL, nonce, version, detail string) {
 		sent = slices.Clone(st.deltaSent[typeURL]) // entries are never changed, only dropped
 	}
 	x.mu.Unlock()
-	sources = x.pub.sources(node.GetCluster(), typeURL)
+	if st != nil {
+		sources = x.pub.sources(st.key, typeURL)
+	}
 
 	policy := rejectedSources(sources, detail)
 	if st != nil && label != otherType {

@@ -30,6 +30,7 @@ type publisher struct {
 	builders      map[string]*envoy.Builder // each group's last build, to rebuild only what changed
 	buildFailures map[string]string         // each failing group's error, while it fails
 	warned        map[string]bool           // translation warnings already logged
+	mesh          meshState                 // the sidecar mesh's builds (mesh.go)
 
 	// pubMu orders changes to the cache with the decisions behind them
 	// (SetSnapshot, ClearSnapshot). Taken before mu, and before the

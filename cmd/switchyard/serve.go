@@ -49,6 +49,7 @@ var settings = []setting{
 	{"admin.token-file", "admin-token-file", "", "file holding a bearer token every admin request but /healthz and /readyz must present (Authorization: Bearer ...)"},
 	{"admin.max-connections", "admin-max-connections", controlplane.DefaultAdminMaxConnections, "most admin HTTP connections open at once"},
 	{"policy.paths", "policy", []string{"policies"}, "policy file or directory; repeat or comma-separate for several"},
+	{"mesh.enabled", "mesh", false, "serve Consul Connect sidecars (Envoys from 'switchyard bootstrap --sidecar-for'); needs Consul with connect { enabled = true }"},
 	{"consul.address", "consul-address", "127.0.0.1:8500", "Consul HTTP API address, host:port"},
 	{"consul.scheme", "consul-scheme", "http", "Consul HTTP API scheme: http or https (https also lets all watches share a few HTTP/2 connections)"},
 	{"consul.ca-file", "consul-ca-file", "", "PEM CA bundle that verifies Consul's HTTPS certificate (default: the system's roots)"},
@@ -116,6 +117,7 @@ func newServeCmd() *cobra.Command {
 				},
 				AdminAddress: v.GetString("admin.address"),
 				PolicyPaths:  v.GetStringSlice("policy.paths"),
+				Mesh:         v.GetBool("mesh.enabled"),
 				Consul: registry.Config{
 					Address:    v.GetString("consul.address"),
 					Scheme:     v.GetString("consul.scheme"),

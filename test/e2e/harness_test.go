@@ -109,6 +109,8 @@ type Options struct {
 	XDSTLS bool
 	// BootstrapArgs are extra `switchyard bootstrap` flags for the Envoy.
 	BootstrapArgs []string
+	// Mesh serves Connect sidecars too (serve --mesh).
+	Mesh bool
 }
 
 // XDSTLS is the PKI of a scenario whose xDS runs over mutual TLS.
@@ -165,6 +167,9 @@ func NewEnvWith(t *testing.T, delta bool, policies map[string]string, opts Optio
 		e.bootstrapArgs = []string{"--xds-ca-file", x.CAFile, "--xds-cert-file", x.EnvoyCert, "--xds-key-file", x.EnvoyKey}
 	}
 	e.bootstrapArgs = append(e.bootstrapArgs, opts.BootstrapArgs...)
+	if opts.Mesh {
+		e.serveArgs = append(e.serveArgs, "--mesh")
+	}
 	for name, content := range policies {
 		e.WritePolicy(name, content)
 	}

@@ -1,0 +1,169 @@
+package controlplane
+
+import (
+	"context"
+	"reflect"
+	"strings"
+
+	"github.com/switchyard-io/switchyard/envoy"
+	"github.com/switchyard-io/switchyard/policy"
+	"github.com/switchyard-io/switchyard/registry"
+	"github.com/switchyard-io/switchyard/translator"
+	"github.com/switchyard-io/switchyard/translator/ir"
+)
+
+// sidecarBuild is what a sidecar's own resources were last built from.
+type sidecarBuild struct {
+	in      ir.Sidecar
+	own     envoy.Resources
+	digests envoy.Digests
+}
+
+// meshState is the publisher's memory of the mesh: the shared builder and
+// each sidecar's last build. Used by publishMesh alone (one goroutine).
+type meshState struct {
+	builder  envoy.MeshBuilder
+	sidecars map[string]*sidecarBuild // by proxy ID
+	warned   map[string]bool
+}
+
+// publishMesh builds every Connect sidecar's snapshot from Consul's view
+// of the mesh: the shared part (roots, one cluster per destination) once,
+// each sidecar's own part only when its IR changed, and publishes those
+// whose versions changed. A sidecar that cannot be built is logged and
+// keeps its last snapshot; a sidecar gone from Consul is withdrawn once no
+// Envoy uses it.
+func (p *publisher) publishMesh(snap *registry.MeshSnapshot) {
+	if p.mesh.sidecars == nil {
+		p.mesh.sidecars = map[string]*sidecarBuild{}
+	}
+	res := translator.TranslateMesh(snap)
+	p.logMeshWarnings(res.Diagnostics)
+	if len(res.Sidecars) == 0 && len(res.Mesh.Clusters) == 0 && res.Mesh.Roots.RootsPEM == "" {
+		p.withdrawSidecars(nil)
+		return
+	}
+	shared, sharedDigests, err := p.mesh.builder.Build(&res.Mesh)
+	if err != nil {
+		p.metrics.snapshotErrors.Inc()
+		p.log.Error("mesh failed to build; every sidecar keeps its last good config", "err", err)
+		return
+	}
+	current := map[string]bool{}
+	for i := range res.Sidecars {
+		sc := &res.Sidecars[i]
+		key := sidecarKey(sc.ProxyID)
+		current[key] = true
+		if err := res.Mesh.ValidateSidecar(sc); err != nil {
+			p.metrics.snapshotErrors.Inc()
+			p.log.Error("sidecar failed to build; its Envoy keeps its last good config", "proxy", sc.ProxyID, "err", err)
+			continue
+		}
+		b := p.mesh.sidecars[sc.ProxyID]
+		if b == nil || !reflect.DeepEqual(b.in, *sc) {
+			own, digests, err := envoy.BuildSidecar(sc)
+			if err != nil {
+				p.metrics.snapshotErrors.Inc()
+				p.log.Error("sidecar failed to build; its Envoy keeps its last good config", "proxy", sc.ProxyID, "err", err)
+				continue
+			}
+			b = &sidecarBuild{in: *sc, own: own, digests: digests}
+			p.mesh.sidecars[sc.ProxyID] = b
+		}
+		all, err := envoy.SidecarResources(sc, b.own, shared)
+		if err != nil {
+			p.metrics.snapshotErrors.Inc()
+			p.log.Error("sidecar failed to build; its Envoy keeps its last good config", "proxy", sc.ProxyID, "err", err)
+			continue
+		}
+		gs, err := newGroupSnapshot(key, all, mergeDigests(all, b.digests, sharedDigests))
+		if err != nil {
+			p.metrics.snapshotErrors.Inc()
+			p.log.Error("sidecar failed to build; its Envoy keeps its last good config", "proxy", sc.ProxyID, "err", err)
+			continue
+		}
+		p.put(gs)
+	}
+	for id := range p.mesh.sidecars {
+		if !current[sidecarKey(id)] {
+			delete(p.mesh.sidecars, id)
+		}
+	}
+	p.withdrawSidecars(current)
+}
+
+// put publishes a group's or a sidecar's snapshot unless its versions are
+// the ones published already.
+func (p *publisher) put(gs *groupSnapshot) {
+	p.mu.Lock()
+	old := p.groups[gs.group]
+	p.mu.Unlock()
+	if old != nil && sameVersions(old, gs) {
+		return
+	}
+	p.pubMu.Lock()
+	defer p.pubMu.Unlock()
+	if err := p.cache.SetSnapshot(context.Background(), gs.group, gs.snapshot); err != nil {
+		p.metrics.snapshotErrors.Inc()
+		p.log.Error("set snapshot failed; the last good config keeps serving", "key", gs.group, "err", err)
+		return
+	}
+	p.mu.Lock()
+	p.groups[gs.group] = gs
+	p.mu.Unlock()
+	p.log.Debug("snapshot published", "key", gs.group, "versions", gs.versions)
+}
+
+// withdrawSidecars clears the snapshots of sidecars not in keep once no
+// Envoy uses them (an Envoy still connected keeps its last config).
+func (p *publisher) withdrawSidecars(keep map[string]bool) {
+	p.pubMu.Lock()
+	defer p.pubMu.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for key := range p.groups {
+		if !strings.HasPrefix(key, "sidecar:") || keep[key] {
+			continue
+		}
+		if p.proxies.whileIdle(key, func() { p.cache.ClearSnapshot(key) }) {
+			delete(p.groups, key)
+			p.log.Info("sidecar gone from Consul; its config is withdrawn", "key", key)
+		}
+	}
+}
+
+// mergeDigests picks, for every resource of a sidecar's snapshot, its
+// digest from the sidecar's own build or the shared one.
+func mergeDigests(all envoy.Resources, own, shared envoy.Digests) envoy.Digests {
+	out := envoy.Digests{}
+	for typ, list := range all {
+		out[typ] = make(map[string]string, len(list))
+		for _, r := range list {
+			name := envoy.GetName(r)
+			if d, ok := own[typ][name]; ok {
+				out[typ][name] = d
+			} else {
+				out[typ][name] = shared[typ][name]
+			}
+		}
+	}
+	for _, typ := range envoy.Types {
+		if out[typ] == nil {
+			out[typ] = map[string]string{}
+		}
+	}
+	return out
+}
+
+// logMeshWarnings logs each mesh translation warning once.
+func (p *publisher) logMeshWarnings(diags policy.Diagnostics) {
+	seen := map[string]bool{}
+	for _, d := range diags {
+		msg := d.String()
+		seen[msg] = true
+		if !p.mesh.warned[msg] {
+			p.log.Warn(msg)
+		}
+	}
+	p.mesh.warned = seen
+}

@@ -1,0 +1,113 @@
+package e2e
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+
+	"github.com/switchyard-io/switchyard/test/testenv"
+)
+
+// registerWithSidecar registers a service instance with a Connect sidecar
+// on sidecarPort serving protocol (Proxy.Config), the sidecar's checks a passing TTL (Consul's default
+// TCP check would wait for its interval), and the given upstreams.
+func registerWithSidecar(t *testing.T, e *Env, service, id, protocol string, port, sidecarPort int, upstreams ...consulapi.Upstream) {
+	t.Helper()
+	err := e.consul.Agent().ServiceRegister(&consulapi.AgentServiceRegistration{
+		ID: id, Name: service, Address: "127.0.0.1", Port: port,
+		Check: &consulapi.AgentServiceCheck{CheckID: "check-" + id, TTL: "10m", Status: consulapi.HealthPassing},
+		Connect: &consulapi.AgentServiceConnect{SidecarService: &consulapi.AgentServiceRegistration{
+			Port:   sidecarPort,
+			Checks: consulapi.AgentServiceChecks{{Name: "sidecar", TTL: "10m", Status: consulapi.HealthPassing}},
+			Proxy:  &consulapi.AgentServiceConnectProxyConfig{Upstreams: upstreams, Config: map[string]any{"protocol": protocol}},
+		}},
+	})
+	if err != nil {
+		t.Fatalf("register %s with a sidecar: %v", id, err)
+	}
+}
+
+// startSidecar runs an Envoy bootstrapped with `switchyard bootstrap
+// --sidecar-for id` against the Env's Switchyard.
+func startSidecar(t *testing.T, e *Env, id string) *testenv.Envoy {
+	t.Helper()
+	admin := testenv.Addr(testenv.FreePort(t))
+	cmd := exec.Command(switchyardBin, "bootstrap", "--sidecar-for", id, "--xds-address", e.XDSAddr, "--admin-address", admin)
+	cmd.Env = append(os.Environ(), raceEnv...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("switchyard bootstrap --sidecar-for %s: %v\n%s", id, err, out)
+	}
+	return testenv.StartEnvoy(t, "envoy "+id, string(out), admin)
+}
+
+// Scenario: web's app calls api through web's sidecar (its upstream on a
+// local port) and api's sidecar, over mutual TLS with Consul's CA, both
+// sidecars served by Switchyard from Consul's registrations alone. The api
+// app sees web's SPIFFE ID in x-forwarded-client-cert, set by its sidecar;
+// a client without a mesh certificate cannot reach api's sidecar.
+func TestMeshWebCallsAPIThroughSidecars(t *testing.T) {
+	e := NewEnvWith(t, true, map[string]string{"edge.yaml": webPolicy}, Options{Mesh: true})
+
+	// api's app: answers with its id and the identity its sidecar saw.
+	apiPort := testenv.FreePort(t)
+	l, err := net.Listen("tcp", testenv.Addr(apiPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "api-1 xfcc=%s", r.Header.Get("X-Forwarded-Client-Cert"))
+	})}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { srv.Close() })
+
+	apiSidecar, webSidecar, bind := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
+	registerWithSidecar(t, e, "api", "api-1", "http", apiPort, apiSidecar)
+	registerWithSidecar(t, e, "web", "web-1", "http", testenv.FreePort(t), webSidecar,
+		consulapi.Upstream{DestinationName: "api", LocalBindPort: bind})
+	startSidecar(t, e, "api-1")
+	startSidecar(t, e, "web-1")
+
+	var body string
+	testenv.Eventually(t, 60*time.Second, "web's upstream reaches api through both sidecars", func() error {
+		code, b, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/hello", bind), nil)
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK || !strings.HasPrefix(b, "api-1") {
+			return fmt.Errorf("got %d %q", code, b)
+		}
+		body = b
+		return nil
+	})
+	if !strings.Contains(body, "/svc/web") || !strings.Contains(body, "spiffe://") {
+		t.Errorf("api's app saw %q; want web's SPIFFE ID in x-forwarded-client-cert", body)
+	}
+
+	// No mesh certificate: refused at the TLS handshake.
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", testenv.Addr(apiSidecar), &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // the point is the missing client certificate
+	if err == nil {
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		_, err = fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: api\r\n\r\n")
+		if err == nil {
+			buf := make([]byte, 1)
+			_, err = conn.Read(buf)
+		}
+		conn.Close()
+	}
+	if err == nil {
+		t.Error("a client without a mesh certificate got an answer from api's sidecar")
+	}
+	// Plain text: no answer either.
+	if code, _, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/", apiSidecar), nil); err == nil {
+		t.Errorf("a plaintext client got %d from api's sidecar; want the connection refused", code)
+	}
+}

@@ -1,0 +1,180 @@
+package translator
+
+import (
+	"fmt"
+	"net"
+	"sort"
+	"strings"
+
+	"github.com/switchyard-io/switchyard/policy"
+	"github.com/switchyard-io/switchyard/registry"
+	"github.com/switchyard-io/switchyard/translator/ir"
+)
+
+// MeshResult is the sidecar mesh as Envoy needs it: what every sidecar
+// shares (the CA roots, one cluster per destination) and each sidecar's
+// own part. A sidecar that cannot be served yet (no leaf certificate, an
+// unusable address) is left out with a warning; the others are served.
+type MeshResult struct {
+	Mesh        ir.Mesh
+	Sidecars    []ir.Sidecar // sorted by ProxyID
+	Diagnostics policy.Diagnostics
+}
+
+// consulPos is where a warning about Consul's data points: Consul, not a
+// policy file.
+var consulPos = policy.Pos{File: "consul"}
+
+// TranslateMesh turns Consul's view of the mesh into IR. It is pure: the
+// same snapshot gives the same IR. Without CA roots there is no mesh yet,
+// and no sidecar is served.
+func TranslateMesh(snap *registry.MeshSnapshot) *MeshResult {
+	res := &MeshResult{}
+	warn := func(format string, args ...any) {
+		res.Diagnostics = append(res.Diagnostics, policy.Diagnostic{Pos: consulPos, Severity: policy.SeverityWarning, Message: fmt.Sprintf(format, args...)})
+	}
+	roots, ok := snap.Roots()
+	if !ok || len(roots.Roots) == 0 {
+		if len(snap.SidecarIDs()) > 0 {
+			warn("the Connect CA has no roots yet; no sidecar is served until it has")
+		}
+		return res
+	}
+	td := roots.TrustDomain
+	var pem strings.Builder
+	for _, r := range roots.Roots { // every root: during a rotation both verify
+		pem.WriteString(r.CertPEM)
+		if !strings.HasSuffix(r.CertPEM, "\n") {
+			pem.WriteString("\n")
+		}
+	}
+	res.Mesh.Roots = ir.MeshRoots{TrustDomain: td, RootsPEM: pem.String()}
+
+	// A destination speaks what its sidecars say they serve.
+	serves := map[string]ir.Protocol{}
+	for _, id := range snap.SidecarIDs() {
+		sc, _ := snap.Sidecar(id)
+		if _, seen := serves[sc.Service]; !seen {
+			serves[sc.Service] = protocolOf(sc.Protocol)
+		}
+	}
+
+	clusters := map[string]*ir.MeshCluster{} // by SNI
+	for _, id := range snap.SidecarIDs() {
+		sc, _ := snap.Sidecar(id)
+		side, ok := sidecar(snap, sc, td, warn)
+		if !ok {
+			continue
+		}
+		for _, u := range sc.Upstreams {
+			if u.Problem != "" {
+				continue // logged by the registry, once per proxy
+			}
+			proto, known := serves[u.DestinationName]
+			if !known {
+				proto = protocolOf(u.Protocol)
+			}
+			sni := ir.MeshSNI(u.DestinationName, sc.Datacenter, td)
+			if clusters[sni] == nil {
+				clusters[sni] = meshCluster(snap, u.DestinationName, sc.Datacenter, td, proto, warn)
+			}
+			bind := u.LocalBindAddress
+			if bind == "" {
+				bind = "127.0.0.1"
+			}
+			side.Upstreams = append(side.Upstreams, ir.Upstream{
+				Destination: u.DestinationName, BindAddress: bind, BindPort: uint32(u.LocalBindPort),
+				Protocol: clusters[sni].Protocol, Cluster: sni,
+			})
+		}
+		sort.Slice(side.Upstreams, func(i, j int) bool {
+			a, b := side.Upstreams[i], side.Upstreams[j]
+			if a.BindAddress != b.BindAddress {
+				return a.BindAddress < b.BindAddress
+			}
+			return a.BindPort < b.BindPort
+		})
+		if err := side.Validate(); err != nil {
+			warn("sidecar %q cannot be served: %v", sc.ID, err)
+			continue
+		}
+		res.Sidecars = append(res.Sidecars, side)
+	}
+	for _, c := range clusters {
+		res.Mesh.Clusters = append(res.Mesh.Clusters, *c)
+	}
+	sort.Slice(res.Mesh.Clusters, func(i, j int) bool { return res.Mesh.Clusters[i].SNI < res.Mesh.Clusters[j].SNI })
+	return res
+}
+
+// sidecar builds one sidecar's own IR, without its upstreams.
+func sidecar(snap *registry.MeshSnapshot, sc registry.Sidecar, td string, warn func(string, ...any)) (ir.Sidecar, bool) {
+	leaf, ok := snap.Leaf(sc.Service)
+	if !ok {
+		warn("sidecar %q: no leaf certificate for service %q yet; it is served once Consul issues one", sc.ID, sc.Service)
+		return ir.Sidecar{}, false
+	}
+	if net.ParseIP(sc.Address) == nil {
+		warn("sidecar %q: address %q is not an IP address; not served", sc.ID, sc.Address)
+		return ir.Sidecar{}, false
+	}
+	local := sc.LocalServiceAddress
+	if local == "" {
+		local = "127.0.0.1"
+	}
+	return ir.Sidecar{
+		ProxyID:       sc.ID,
+		Service:       sc.Service,
+		TrustDomain:   td,
+		PublicAddress: sc.Address,
+		PublicPort:    uint32(sc.Port),
+		LocalAddress:  local,
+		LocalPort:     uint32(sc.LocalServicePort),
+		Protocol:      protocolOf(sc.Protocol),
+		Intentions:    intentions(snap, sc.Service),
+		Leaf:          ir.MeshLeaf{Service: leaf.Service, CertPEM: leaf.CertPEM, KeyPEM: ir.PrivateKey(leaf.KeyPEM)},
+	}, true
+}
+
+// meshCluster is one destination as its callers reach it: its sidecars'
+// public listeners, usable only while both the sidecar and its instance
+// pass.
+func meshCluster(snap *registry.MeshSnapshot, service, dc, td string, proto ir.Protocol, warn func(string, ...any)) *ir.MeshCluster {
+	c := &ir.MeshCluster{
+		Service: service, Datacenter: dc, Protocol: proto,
+		SNI: ir.MeshSNI(service, dc, td), SPIFFEID: ir.SPIFFEID(td, dc, service),
+	}
+	d, ok := snap.Destination(service)
+	if !ok {
+		return c // no endpoints (yet): calls fail until it registers, as in Consul
+	}
+	for _, e := range d.Endpoints {
+		if net.ParseIP(e.Address) == nil || e.Port <= 0 || e.Port > 65535 {
+			warn("destination %q: endpoint %q has no usable address (%q port %d); skipped", service, e.ProxyID, e.Address, e.Port)
+			continue
+		}
+		h := ir.Unhealthy
+		switch {
+		case e.Usable():
+			h = ir.Healthy
+		case e.Health == registry.Draining:
+			h = ir.Draining
+		}
+		id := e.ProxyID
+		if id == "" {
+			id = e.ServiceID
+		}
+		c.Endpoints = append(c.Endpoints, ir.Endpoint{ID: id, Address: e.Address, Port: uint32(e.Port), Health: h, Weight: clampWeight(e.Weight), Locality: e.Datacenter})
+	}
+	return c
+}
+
+// protocolOf maps a registry protocol ("" meaning unset) to the IR's; tcp
+// is Consul's default.
+func protocolOf(p string) ir.Protocol {
+	switch ir.Protocol(p) {
+	case ir.ProtocolHTTP, ir.ProtocolHTTP2, ir.ProtocolGRPC:
+		return ir.Protocol(p)
+	}
+	return ir.ProtocolTCP
+}
