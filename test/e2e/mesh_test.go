@@ -40,7 +40,11 @@ func registerWithSidecar(t *testing.T, e *Env, service, id, protocol string, por
 func startSidecar(t *testing.T, e *Env, id string) *testenv.Envoy {
 	t.Helper()
 	admin := testenv.Addr(testenv.FreePort(t))
-	cmd := exec.Command(switchyardBin, "bootstrap", "--sidecar-for", id, "--xds-address", e.XDSAddr, "--admin-address", admin)
+	protocol := "sotw"
+	if e.delta {
+		protocol = "delta"
+	}
+	cmd := exec.Command(switchyardBin, "bootstrap", "--sidecar-for", id, "--xds-address", e.XDSAddr, "--admin-address", admin, "--xds-protocol", protocol)
 	cmd.Env = append(os.Environ(), raceEnv...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -55,38 +59,53 @@ func startSidecar(t *testing.T, e *Env, id string) *testenv.Envoy {
 // app sees web's SPIFFE ID in x-forwarded-client-cert, set by its sidecar;
 // a client without a mesh certificate cannot reach api's sidecar.
 func TestMeshWebCallsAPIThroughSidecars(t *testing.T) {
-	e := NewEnvWith(t, true, map[string]string{"edge.yaml": webPolicy}, Options{Mesh: true})
+	protocols(t, testMeshWebCallsAPI)
+}
 
-	// api's app: answers with its id and the identity its sidecar saw.
-	apiPort := testenv.FreePort(t)
-	l, err := net.Listen("tcp", testenv.Addr(apiPort))
+// startAPIApp runs one instance of api's app: it answers with its id and
+// the identity its sidecar saw.
+func startAPIApp(t *testing.T, id string) int {
+	t.Helper()
+	port := testenv.FreePort(t)
+	l, err := net.Listen("tcp", testenv.Addr(port))
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "api-1 xfcc=%s", r.Header.Get("X-Forwarded-Client-Cert"))
+		fmt.Fprintf(w, "%s xfcc=%s", id, r.Header.Get("X-Forwarded-Client-Cert"))
 	})}
 	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(func() { srv.Close() })
+	return port
+}
 
+func testMeshWebCallsAPI(t *testing.T, delta bool) {
+	e := NewEnvWith(t, delta, map[string]string{"edge.yaml": webPolicy}, Options{Mesh: true})
 	apiSidecar, webSidecar, bind := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
-	registerWithSidecar(t, e, "api", "api-1", "http", apiPort, apiSidecar)
+	registerWithSidecar(t, e, "api", "api-1", "http", startAPIApp(t, "api-1"), apiSidecar)
 	registerWithSidecar(t, e, "web", "web-1", "http", testenv.FreePort(t), webSidecar,
 		consulapi.Upstream{DestinationName: "api", LocalBindPort: bind})
 	startSidecar(t, e, "api-1")
 	startSidecar(t, e, "web-1")
+	call := func() (string, error) {
+		code, b, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/hello", bind), nil)
+		if err != nil {
+			return "", err
+		}
+		if code != http.StatusOK {
+			return "", fmt.Errorf("got %d %q", code, b)
+		}
+		return b, nil
+	}
 
 	var body string
 	testenv.Eventually(t, 60*time.Second, "web's upstream reaches api through both sidecars", func() error {
-		code, b, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/hello", bind), nil)
-		if err != nil {
-			return err
-		}
-		if code != http.StatusOK || !strings.HasPrefix(b, "api-1") {
-			return fmt.Errorf("got %d %q", code, b)
+		b, err := call()
+		if err == nil && !strings.HasPrefix(b, "api-1") {
+			err = fmt.Errorf("got %q", b)
 		}
 		body = b
-		return nil
+		return err
 	})
 	if !strings.Contains(body, "/svc/web") || !strings.Contains(body, "spiffe://") {
 		t.Errorf("api's app saw %q; want web's SPIFFE ID in x-forwarded-client-cert", body)
@@ -109,5 +128,46 @@ func TestMeshWebCallsAPIThroughSidecars(t *testing.T) {
 	// Plain text: no answer either.
 	if code, _, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/", apiSidecar), nil); err == nil {
 		t.Errorf("a plaintext client got %d from api's sidecar; want the connection refused", code)
+	}
+
+	// A second api instance, then the first fails its check: every call
+	// goes to api-2, none fails once Envoy has the flip.
+	api2Sidecar := testenv.FreePort(t)
+	registerWithSidecar(t, e, "api", "api-2", "http", startAPIApp(t, "api-2"), api2Sidecar)
+	startSidecar(t, e, "api-2")
+	testenv.Eventually(t, 60*time.Second, "both api instances answer", func() error {
+		seen := map[string]bool{}
+		for range 20 {
+			b, err := call()
+			if err != nil {
+				return err
+			}
+			seen[strings.Fields(b)[0]] = true
+		}
+		if !seen["api-1"] || !seen["api-2"] {
+			return fmt.Errorf("saw %v", seen)
+		}
+		return nil
+	})
+	if err := e.consul.Agent().UpdateTTL("check-api-1", "down", consulapi.HealthCritical); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 60*time.Second, "api-1 out of rotation", func() error {
+		for range 20 {
+			b, err := call()
+			if err != nil {
+				return err
+			}
+			if strings.HasPrefix(b, "api-1") {
+				return fmt.Errorf("api-1 still answers")
+			}
+		}
+		return nil
+	})
+	for i := range 40 {
+		b, err := call()
+		if err != nil || !strings.HasPrefix(b, "api-2") {
+			t.Fatalf("call %d after the flip: %q %v; want api-2", i, b, err)
+		}
 	}
 }
