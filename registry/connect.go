@@ -121,7 +121,10 @@ func (m *MeshWatcher) Run(ctx context.Context, publish func(*MeshSnapshot)) erro
 		leaves:    map[string]*leafState{},
 		logged:    map[string]string{},
 		dupLogged: map[string]bool{},
+		intLogged: map[string]string{},
+		reread:    make(chan struct{}, 1),
 	}
+	st.ints.name = "service-intentions"
 	m.mu.Lock()
 	st.extraDests, st.extraLeaves, m.st = m.extraDests, m.extraLeaves, st
 	st.mu.Lock()
@@ -135,6 +138,8 @@ func (m *MeshWatcher) Run(ctx context.Context, publish func(*MeshSnapshot)) erro
 	}()
 	wg.Go(func() { st.watchProxyCatalog(ctx) })
 	wg.Go(func() { st.watchRoots(ctx) })
+	wg.Go(func() { st.watchIntentions(ctx) })
+	wg.Go(func() { st.watchIntentionDefault(ctx) })
 	return st.publishLoop(ctx, publish)
 }
 
@@ -157,6 +162,12 @@ type meshState struct {
 	extraLeaves   map[string]bool
 	logged        map[string]string // proxy ID: the problems last logged for it
 	dupLogged     map[string]bool   // "duplicate:<proxy ID>@<node>" already logged
+	ints          intentionsState
+	self          selfState
+	reread        chan struct{}     // one slot: read /v1/agent/self again
+	intLogged     map[string]string // intentions entry name: the problems last logged for it
+	l7Logged      map[string]bool   // "<service>/<proxy ID>": L7 intentions on a tcp sidecar, logged
+	defaultLogged string            // the intention default and its origin, last logged
 }
 
 // watchState is one list watch with fail-static (see the package doc).
@@ -629,6 +640,10 @@ func (st *meshState) expireHolds() {
 			events = append(events, st.expired(&ds.watchState))
 		}
 	}
+	if is := &st.ints; is.held && !is.holdUntil.IsZero() && !now.Before(is.holdUntil) {
+		is.held, is.entries = false, map[string]*Intentions{}
+		events = append(events, st.expired(&is.watchState))
+	}
 	st.reconcileLocked()
 	st.mu.Unlock()
 	runEvents(events)
@@ -718,7 +733,7 @@ func (st *meshState) snapshot() (snap *MeshSnapshot, ready bool, nextExpiry time
 	defer func() { runEvents(events) }() // after the unlock: defers run last in, first out
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	ready = st.catalogSynced && st.roots != nil
+	ready = st.catalogSynced && st.roots != nil && st.ints.synced && st.self.read
 	next := func(ws *watchState) {
 		if ws.held && !ws.holdUntil.IsZero() && (nextExpiry.IsZero() || ws.holdUntil.Before(nextExpiry)) {
 			nextExpiry = ws.holdUntil
@@ -729,6 +744,24 @@ func (st *meshState) snapshot() (snap *MeshSnapshot, ready bool, nextExpiry time
 		dests:    make(map[string]*Destination, len(st.dests)),
 		leaves:   make(map[string]*Leaf, len(st.leaves)),
 		roots:    st.roots,
+		// Never modified once set, so shared as is.
+		intentions: st.ints.entries,
+	}
+	next(&st.ints.watchState)
+	var (
+		from  string
+		known bool
+	)
+	snap.intentionDefault, from, known = st.intentionDefaultLocked()
+	if st.self.read && st.defaultLogged != snap.intentionDefault+from {
+		st.defaultLogged = snap.intentionDefault + from
+		policy, level := snap.intentionDefault, slog.LevelInfo
+		if !known {
+			level = slog.LevelWarn // could not be read: deny, to fail closed
+		}
+		events = append(events, func() {
+			st.log().Log(st.ctx, level, "intention default: callers no intention matches are "+map[string]string{IntentionAllow: "allowed", IntentionDeny: "denied"}[policy], "default", policy, "from", from)
+		})
 	}
 	for _, name := range slices.Sorted(maps.Keys(st.proxies)) {
 		ps := st.proxies[name]
@@ -778,6 +811,7 @@ func (st *meshState) snapshot() (snap *MeshSnapshot, ready bool, nextExpiry time
 			snap.leaves[name] = ls.leaf
 		}
 	}
+	events = append(events, st.l7OnTCPLocked(snap)...)
 	return snap, ready, nextExpiry
 }
 

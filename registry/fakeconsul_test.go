@@ -346,6 +346,7 @@ func (f *fakeConsul) serve(w http.ResponseWriter, r *http.Request, read func() (
 			if f.zeroIndex {
 				idx = 0
 			}
+			aclHeader := f.connect.aclHeader
 			f.mu.Unlock()
 			b, err := json.Marshal(body)
 			if err != nil {
@@ -357,6 +358,9 @@ func (f *fakeConsul) serve(w http.ResponseWriter, r *http.Request, read func() (
 			h.Set("X-Consul-KnownLeader", strconv.FormatBool(knownLeader))
 			h.Set("X-Consul-LastContact", "0")
 			h.Set("X-Consul-Query-Backend", backend)
+			if aclHeader != "" {
+				h.Set("X-Consul-Default-ACL-Policy", aclHeader)
+			}
 			_, _ = w.Write(b)
 			return
 		}
