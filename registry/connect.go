@@ -753,7 +753,7 @@ func (st *meshState) snapshot() (snap *MeshSnapshot, ready bool, nextExpiry time
 		known bool
 	)
 	snap.intentionDefault, from, known = st.intentionDefaultLocked()
-	if st.self.read && st.defaultLogged != snap.intentionDefault+from {
+	if st.self.read && st.ints.synced && st.defaultLogged != snap.intentionDefault+from {
 		st.defaultLogged = snap.intentionDefault + from
 		policy, level := snap.intentionDefault, slog.LevelInfo
 		if !known {

@@ -78,8 +78,18 @@ func (f *fakeConsul) listIntentions(w http.ResponseWriter, r *http.Request) {
 
 func (f *fakeConsul) agentSelf(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
-	c := f.connect
 	f.requests[r.URL.Path]++
+	stall := f.stalls[r.URL.Path]
+	f.mu.Unlock()
+	if stall != nil {
+		select {
+		case <-stall:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	f.mu.Lock()
+	c := f.connect
 	f.mu.Unlock()
 	if c.aclHeader != "" {
 		w.Header().Set("X-Consul-Default-ACL-Policy", c.aclHeader)
