@@ -27,8 +27,8 @@ const proxyFilter = `ServiceKind == "connect-proxy"`
 const connectDisabledText = "Connect must be enabled"
 
 // MeshWatcher watches Consul Connect: sidecar registrations, the health of
-// the destinations their upstreams name, the CA roots and a leaf
-// certificate per service with a sidecar. Create it with NewMeshWatcher and
+// the destinations their upstreams name, the CA roots, a leaf certificate
+// per service with a sidecar, and the service-intentions config entries. Create it with NewMeshWatcher and
 // call Run once. See the package doc, "Mesh".
 type MeshWatcher struct {
 	w       *Watcher // the Consul client, config, log, hooks and query loop
@@ -91,9 +91,10 @@ func toSet(names []string) map[string]bool {
 // publish is called from one goroutine at a time, never concurrently, and
 // never with a snapshot equal to the previous one. The first call comes
 // after a full sync: the list of proxy services, every proxy service's
-// instances, every wanted destination's connect health and the CA roots
-// read once, and every wanted leaf tried once (a leaf that could not be
-// fetched is absent until it can be).
+// instances, every wanted destination's connect health, the CA roots and
+// the service-intentions list read once, the intention default decided
+// (from /v1/agent/self), and every wanted leaf tried once (a leaf that
+// could not be fetched is absent until it can be).
 //
 // Run returns nil when ctx is cancelled, and an error wrapping
 // ErrConnectDisabled when Consul answers that Connect is disabled before
