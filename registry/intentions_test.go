@@ -328,7 +328,7 @@ func TestMeshIntentionsL7OnTCPSidecar(t *testing.T) {
 func TestMeshIntentionsFailStatic(t *testing.T) {
 	f, ca := meshFake(t)
 	f.SetIntentions("api", src("web", consulapi.IntentionActionDeny))
-	h := startMesh(t, f, func(m *MeshWatcher) { m.w.cfg.StaleHold = 1500 * time.Millisecond })
+	h := startMesh(t, f, func(m *MeshWatcher) { m.w.cfg.StaleHold = 3 * time.Second })
 	h.next()
 
 	f.Restart(3)
@@ -394,4 +394,29 @@ func TestMeshIntentionsFailStaticRecovers(t *testing.T) {
 	if !strings.Contains(h.logs.String(), "mesh entries recovered") {
 		t.Errorf("the recovery was not logged")
 	}
+}
+
+// TestMeshIntentionDefaultRereadAfterRestart: an agent that restarts with
+// ACLs turned on (default deny) changes the default without a restart of
+// the watcher.
+func TestMeshIntentionDefaultRereadAfterRestart(t *testing.T) {
+	f, ca := meshFake(t)
+	h := startMesh(t, f, nil)
+	if d := h.next().IntentionDefault(); d != IntentionAllow {
+		t.Fatalf("IntentionDefault %q; want allow", d)
+	}
+	n := f.Requests("/v1/agent/self")
+	f.SetACLs(true, "deny", "deny", 0)
+	h.none(300 * time.Millisecond) // no restart, no new read
+	if got := f.Requests("/v1/agent/self"); got != n {
+		t.Errorf("/v1/agent/self read %d times more without a restart; want once in all", got-n)
+	}
+	f.Restart(3)
+	f.SetRoots(fakeTrustDomain, ca)
+	h.until("default deny after the restart", func(s *MeshSnapshot) error {
+		if d := s.IntentionDefault(); d != IntentionDeny {
+			return errors.New(d)
+		}
+		return nil
+	})
 }
