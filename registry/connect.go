@@ -28,8 +28,9 @@ const connectDisabledText = "Connect must be enabled"
 
 // MeshWatcher watches Consul Connect: sidecar registrations, the health of
 // the destinations their upstreams name, the CA roots, a leaf certificate
-// per service with a sidecar, and the service-intentions config entries. Create it with NewMeshWatcher and
-// call Run once. See the package doc, "Mesh".
+// per service with a sidecar, and the service-intentions config entries.
+// Create it with NewMeshWatcher and call Run once. See the package doc,
+// "Mesh".
 type MeshWatcher struct {
 	w       *Watcher // the Consul client, config, log, hooks and query loop
 	running atomic.Bool
@@ -756,13 +757,14 @@ func (st *meshState) snapshot() (snap *MeshSnapshot, ready bool, nextExpiry time
 	snap.intentionDefault, from, known = st.intentionDefaultLocked()
 	if st.self.read && st.ints.synced && st.defaultLogged != snap.intentionDefault+from {
 		st.defaultLogged = snap.intentionDefault + from
-		policy, level := snap.intentionDefault, slog.LevelInfo
+		policy, level, msg := snap.intentionDefault, slog.LevelInfo, "intention default: callers no intention matches are allowed"
+		if policy == IntentionDeny {
+			msg = "intention default: callers no intention matches are denied"
+		}
 		if !known {
 			level = slog.LevelWarn // could not be read: deny, to fail closed
 		}
-		events = append(events, func() {
-			st.log().Log(st.ctx, level, "intention default: callers no intention matches are "+map[string]string{IntentionAllow: "allowed", IntentionDeny: "denied"}[policy], "default", policy, "from", from)
-		})
+		events = append(events, func() { st.log().Log(st.ctx, level, msg, "default", policy, "from", from) })
 	}
 	for _, name := range slices.Sorted(maps.Keys(st.proxies)) {
 		ps := st.proxies[name]
