@@ -27,9 +27,10 @@ const proxyFilter = `ServiceKind == "connect-proxy"`
 const connectDisabledText = "Connect must be enabled"
 
 // MeshWatcher watches Consul Connect: sidecar registrations, the health of
-// the destinations their upstreams name, the CA roots and a leaf
-// certificate per service with a sidecar. Create it with NewMeshWatcher and
-// call Run once. See the package doc, "Mesh".
+// the destinations their upstreams name, the CA roots, a leaf certificate
+// per service with a sidecar, and the service-intentions config entries.
+// Create it with NewMeshWatcher and call Run once. See the package doc,
+// "Mesh".
 type MeshWatcher struct {
 	w       *Watcher // the Consul client, config, log, hooks and query loop
 	running atomic.Bool
@@ -91,9 +92,10 @@ func toSet(names []string) map[string]bool {
 // publish is called from one goroutine at a time, never concurrently, and
 // never with a snapshot equal to the previous one. The first call comes
 // after a full sync: the list of proxy services, every proxy service's
-// instances, every wanted destination's connect health and the CA roots
-// read once, and every wanted leaf tried once (a leaf that could not be
-// fetched is absent until it can be).
+// instances, every wanted destination's connect health, the CA roots and
+// the service-intentions list read once, the intention default decided
+// (from /v1/agent/self), and every wanted leaf tried once (a leaf that
+// could not be fetched is absent until it can be).
 //
 // Run returns nil when ctx is cancelled, and an error wrapping
 // ErrConnectDisabled when Consul answers that Connect is disabled before
@@ -121,7 +123,10 @@ func (m *MeshWatcher) Run(ctx context.Context, publish func(*MeshSnapshot)) erro
 		leaves:    map[string]*leafState{},
 		logged:    map[string]string{},
 		dupLogged: map[string]bool{},
+		intLogged: map[string]string{},
+		reread:    make(chan struct{}, 1),
 	}
+	st.ints.name = "service-intentions"
 	m.mu.Lock()
 	st.extraDests, st.extraLeaves, m.st = m.extraDests, m.extraLeaves, st
 	st.mu.Lock()
@@ -135,6 +140,8 @@ func (m *MeshWatcher) Run(ctx context.Context, publish func(*MeshSnapshot)) erro
 	}()
 	wg.Go(func() { st.watchProxyCatalog(ctx) })
 	wg.Go(func() { st.watchRoots(ctx) })
+	wg.Go(func() { st.watchIntentions(ctx) })
+	wg.Go(func() { st.watchIntentionDefault(ctx) })
 	return st.publishLoop(ctx, publish)
 }
 
@@ -157,6 +164,12 @@ type meshState struct {
 	extraLeaves   map[string]bool
 	logged        map[string]string // proxy ID: the problems last logged for it
 	dupLogged     map[string]bool   // "duplicate:<proxy ID>@<node>" already logged
+	ints          intentionsState
+	self          selfState
+	reread        chan struct{}     // one slot: read /v1/agent/self again
+	intLogged     map[string]string // intentions entry name: the problems last logged for it
+	l7Logged      map[string]bool   // "<service>/<proxy ID>": L7 intentions on a tcp sidecar, logged
+	defaultLogged string            // the intention default and its origin, last logged
 }
 
 // watchState is one list watch with fail-static (see the package doc).
@@ -629,6 +642,10 @@ func (st *meshState) expireHolds() {
 			events = append(events, st.expired(&ds.watchState))
 		}
 	}
+	if is := &st.ints; is.held && !is.holdUntil.IsZero() && !now.Before(is.holdUntil) {
+		is.held, is.entries = false, map[string]*Intentions{}
+		events = append(events, st.expired(&is.watchState))
+	}
 	st.reconcileLocked()
 	st.mu.Unlock()
 	runEvents(events)
@@ -718,7 +735,7 @@ func (st *meshState) snapshot() (snap *MeshSnapshot, ready bool, nextExpiry time
 	defer func() { runEvents(events) }() // after the unlock: defers run last in, first out
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	ready = st.catalogSynced && st.roots != nil
+	ready = st.catalogSynced && st.roots != nil && st.ints.synced && st.self.read
 	next := func(ws *watchState) {
 		if ws.held && !ws.holdUntil.IsZero() && (nextExpiry.IsZero() || ws.holdUntil.Before(nextExpiry)) {
 			nextExpiry = ws.holdUntil
@@ -729,6 +746,25 @@ func (st *meshState) snapshot() (snap *MeshSnapshot, ready bool, nextExpiry time
 		dests:    make(map[string]*Destination, len(st.dests)),
 		leaves:   make(map[string]*Leaf, len(st.leaves)),
 		roots:    st.roots,
+		// Never modified once set, so shared as is.
+		intentions: st.ints.entries,
+	}
+	next(&st.ints.watchState)
+	var (
+		from  string
+		known bool
+	)
+	snap.intentionDefault, from, known = st.intentionDefaultLocked()
+	if st.self.read && st.ints.synced && st.defaultLogged != snap.intentionDefault+from {
+		st.defaultLogged = snap.intentionDefault + from
+		policy, level, msg := snap.intentionDefault, slog.LevelInfo, "intention default: callers no intention matches are allowed"
+		if policy == IntentionDeny {
+			msg = "intention default: callers no intention matches are denied"
+		}
+		if !known {
+			level = slog.LevelWarn // could not be read: deny, to fail closed
+		}
+		events = append(events, func() { st.log().Log(st.ctx, level, msg, "default", policy, "from", from) })
 	}
 	for _, name := range slices.Sorted(maps.Keys(st.proxies)) {
 		ps := st.proxies[name]
@@ -778,6 +814,7 @@ func (st *meshState) snapshot() (snap *MeshSnapshot, ready bool, nextExpiry time
 			snap.leaves[name] = ls.leaf
 		}
 	}
+	events = append(events, st.l7OnTCPLocked(snap)...)
 	return snap, ready, nextExpiry
 }
 

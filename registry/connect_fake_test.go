@@ -1,9 +1,12 @@
 package registry
 
 import (
+	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
@@ -21,6 +24,22 @@ type fakeConnect struct {
 	roots      *consulapi.CARootList
 	rootsIndex uint64
 	leaves     map[string]*fakeLeaf
+
+	// intentions are the service-intentions config entries, by name;
+	// intentionsIndex is the index of their last change.
+	intentions      map[string]*consulapi.ServiceIntentionsConfigEntry
+	intentionsIndex uint64
+	// aclHeader is sent as X-Consul-Default-ACL-Policy on every answer
+	// ("" = not sent). Consul sends its acl.default_policy, "allow" on a
+	// dev agent.
+	aclHeader string
+	// self is /v1/agent/self: selfStatus, when not 0, is an error status
+	// instead (403 as for a token without agent:read); selfRaw, when not
+	// "", the body instead.
+	selfACLs   bool
+	selfPolicy string
+	selfStatus int
+	selfRaw    string
 }
 
 type fakeLeaf struct {
@@ -31,13 +50,110 @@ type fakeLeaf struct {
 }
 
 func newFakeConnect() fakeConnect {
-	return fakeConnect{leaves: map[string]*fakeLeaf{}}
+	return fakeConnect{
+		leaves: map[string]*fakeLeaf{}, intentions: map[string]*consulapi.ServiceIntentionsConfigEntry{},
+		intentionsIndex: 1, aclHeader: "allow", selfPolicy: "allow",
+	}
 }
 
 func (f *fakeConsul) connectRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/health/connect/{name}", f.connectHealth)
 	mux.HandleFunc("GET /v1/agent/connect/ca/roots", f.caRoots)
 	mux.HandleFunc("GET /v1/agent/connect/ca/leaf/{name}", f.caLeaf)
+	mux.HandleFunc("GET /v1/config/service-intentions", f.listIntentions)
+	mux.HandleFunc("GET /v1/agent/self", f.agentSelf)
+}
+
+// listIntentions serves the service-intentions list, sorted by name, as
+// Consul does (config entries work with Connect disabled too).
+func (f *fakeConsul) listIntentions(w http.ResponseWriter, r *http.Request) {
+	f.serve(w, r, func() (uint64, any) {
+		out := []*consulapi.ServiceIntentionsConfigEntry{}
+		for _, name := range slices.Sorted(maps.Keys(f.connect.intentions)) {
+			out = append(out, f.connect.intentions[name])
+		}
+		return f.connect.intentionsIndex, out
+	})
+}
+
+func (f *fakeConsul) agentSelf(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	f.requests[r.URL.Path]++
+	stall := f.stalls[r.URL.Path]
+	f.mu.Unlock()
+	if stall != nil {
+		select {
+		case <-stall:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	f.mu.Lock()
+	c := f.connect
+	f.mu.Unlock()
+	if c.aclHeader != "" {
+		w.Header().Set("X-Consul-Default-ACL-Policy", c.aclHeader)
+	}
+	switch {
+	case c.selfStatus != 0:
+		http.Error(w, "Permission denied: token lacks permission 'agent:read'", c.selfStatus)
+		return
+	case c.selfRaw != "":
+		_, _ = w.Write([]byte(c.selfRaw))
+		return
+	}
+	body := map[string]any{
+		"Config": map[string]any{"Datacenter": "dc1", "Version": "1.14.11"},
+		"DebugConfig": map[string]any{
+			"ACLsEnabled": c.selfACLs,
+			"ACLResolverSettings": map[string]any{
+				"ACLsEnabled": c.selfACLs, "ACLDefaultPolicy": c.selfPolicy,
+			},
+		},
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+// SetIntentions writes a service-intentions entry (Kind and Name filled
+// in from name); DeleteIntentions removes it.
+func (f *fakeConsul) SetIntentions(name string, sources ...*consulapi.SourceIntention) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.connect.intentions[name] = &consulapi.ServiceIntentionsConfigEntry{Kind: consulapi.ServiceIntentions, Name: name, Sources: sources}
+	f.connect.intentionsIndex = f.changeLocked()
+}
+
+// SetIntentionsEntry writes an entry as given (for odd ones).
+func (f *fakeConsul) SetIntentionsEntry(e *consulapi.ServiceIntentionsConfigEntry) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e.Kind = consulapi.ServiceIntentions
+	f.connect.intentions[e.Name] = e
+	f.connect.intentionsIndex = f.changeLocked()
+}
+
+func (f *fakeConsul) DeleteIntentions(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.connect.intentions, name)
+	f.connect.intentionsIndex = f.changeLocked()
+}
+
+// SetACLs sets what the agent says about ACLs: /v1/agent/self's
+// ACLsEnabled and default policy, the X-Consul-Default-ACL-Policy header,
+// and selfStatus (0, or an error status /v1/agent/self answers with).
+func (f *fakeConsul) SetACLs(enabled bool, policy, header string, selfStatus int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.connect.selfACLs, f.connect.selfPolicy, f.connect.aclHeader, f.connect.selfStatus = enabled, policy, header, selfStatus
+}
+
+// SetSelfRaw makes /v1/agent/self answer 200 with body ("": normal).
+func (f *fakeConsul) SetSelfRaw(body string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.connect.selfRaw = body
 }
 
 // disabledAnswer writes Consul's answer on a Connect endpoint with Connect

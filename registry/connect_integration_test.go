@@ -300,3 +300,216 @@ func TestConsulIntegrationMeshConnectDisabled(t *testing.T) {
 		t.Fatal("Run did not return within 30s against an agent with Connect disabled")
 	}
 }
+
+// TestConsulIntegrationMeshIntentions proves the intentions watch against a
+// real Consul dev agent: an L4 entry written with ConfigEntries().Set is in
+// the next snapshot with Consul's precedence, an L7 one (after the
+// service-defaults entry that makes api http, as Consul requires) with its
+// permission, a deletion removes it; the one list query blocks on its index;
+// the intention default is allow (ACLs are off on a dev agent).
+func TestConsulIntegrationMeshIntentions(t *testing.T) {
+	c := testenv.Consul(t)
+	client := c.Client(t)
+	var (
+		mu     sync.Mutex
+		latest *MeshSnapshot
+		logs   testenv.SyncBuffer
+	)
+	m, err := NewMeshWatcher(Config{
+		Address:    c.HTTPAddr,
+		AllowStale: true,
+		WaitTime:   10 * time.Second,
+		BackoffMin: 50 * time.Millisecond,
+		BackoffMax: 500 * time.Millisecond,
+	}, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Hooks{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- m.Run(ctx, func(s *MeshSnapshot) {
+			mu.Lock()
+			defer mu.Unlock()
+			latest = s
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if t.Failed() || os.Getenv("SWITCHYARD_TEST_LOGS") != "" {
+			t.Logf("mesh watcher log:\n%s", logs.String())
+		}
+	})
+	intentionsAre := func(want string) func() error {
+		return func() error {
+			mu.Lock()
+			s := latest
+			mu.Unlock()
+			if s == nil {
+				return errors.New("nothing published yet")
+			}
+			if got := intentionsOfSnap(s, "api"); got != want {
+				return fmt.Errorf("api's intentions %s; want %s", got, want)
+			}
+			return nil
+		}
+	}
+	testenv.Eventually(t, 30*time.Second, "first snapshot, no intentions", intentionsAre("absent"))
+	mu.Lock()
+	if d := latest.IntentionDefault(); d != IntentionAllow {
+		t.Errorf("IntentionDefault %q; want allow (ACLs are off on a dev agent)", d)
+	}
+	mu.Unlock()
+
+	// The list query blocks on its index: with nothing written, a query
+	// at the current index returns only when its wait ends.
+	_, meta, err := client.ConfigEntries().List(consulapi.ServiceIntentions, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, meta2, err := client.ConfigEntries().List(consulapi.ServiceIntentions, &consulapi.QueryOptions{WaitIndex: meta.LastIndex, WaitTime: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < time.Second {
+		t.Errorf("a list query at the current index %d returned after %s (index %d); want it to block until its 2 s wait ends", meta.LastIndex, took, meta2.LastIndex)
+	}
+	// ... and a write wakes it.
+	woke := make(chan uint64, 1)
+	go func() {
+		_, m, err := client.ConfigEntries().List(consulapi.ServiceIntentions, &consulapi.QueryOptions{WaitIndex: meta2.LastIndex, WaitTime: time.Minute})
+		if err != nil {
+			woke <- 0
+			return
+		}
+		woke <- m.LastIndex
+	}()
+
+	set := func(e consulapi.ConfigEntry) {
+		t.Helper()
+		if ok, _, err := client.ConfigEntries().Set(e, nil); err != nil || !ok {
+			t.Fatalf("write %s %s: %t, %v", e.GetKind(), e.GetName(), ok, err)
+		}
+	}
+	set(&consulapi.ServiceIntentionsConfigEntry{Kind: consulapi.ServiceIntentions, Name: "api", Sources: []*consulapi.SourceIntention{
+		{Name: "web", Action: consulapi.IntentionActionDeny},
+		{Name: "*", Action: consulapi.IntentionActionAllow},
+	}})
+	select {
+	case idx := <-woke:
+		if idx <= meta2.LastIndex {
+			t.Errorf("the blocked list query returned index %d after a write; want more than %d", idx, meta2.LastIndex)
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("a write did not wake a blocked list query within 30 s")
+	}
+	// Precedence 9 and 8: what Consul computes, and what we publish.
+	testenv.Eventually(t, 30*time.Second, "L4 intentions", intentionsAre("api: web=deny(9) *=allow(8)"))
+	entry, _, err := client.ConfigEntries().Get(consulapi.ServiceIntentions, "api", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range entry.(*consulapi.ServiceIntentionsConfigEntry).Sources {
+		if want := precedence("api", s.Name); s.Precedence != want {
+			t.Errorf("consul gives source %s precedence %d; we compute %d", s.Name, s.Precedence, want)
+		}
+	}
+
+	// L7 needs api to speak http.
+	set(&consulapi.ServiceConfigEntry{Kind: consulapi.ServiceDefaults, Name: "api", Protocol: "http"})
+	set(&consulapi.ServiceIntentionsConfigEntry{Kind: consulapi.ServiceIntentions, Name: "api", Sources: []*consulapi.SourceIntention{
+		{Name: "web", Permissions: []*consulapi.IntentionPermission{{
+			Action: consulapi.IntentionActionAllow,
+			HTTP:   &consulapi.IntentionHTTPPermission{PathPrefix: "/public", Methods: []string{"GET"}},
+		}}},
+	}})
+	testenv.Eventually(t, 30*time.Second, "L7 intentions",
+		intentionsAre(`api: web=[{"Action":"allow","HTTP":{"PathExact":"","PathPrefix":"/public","PathRegex":"","Methods":["GET"],"Header":null}}](9)`))
+
+	if _, err := client.ConfigEntries().Delete(consulapi.ServiceIntentions, "api", nil); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "intentions deleted", intentionsAre("absent"))
+	if !strings.Contains(logs.String(), "ACLs are disabled") {
+		t.Errorf("the log does not say where the intention default comes from")
+	}
+}
+
+// TestConsulIntegrationMeshIntentionDefaultACLDeny: on an agent with ACLs
+// enabled and default_policy deny, the intention default is deny, read
+// from /v1/agent/self with a token that may (management), and from
+// Consul's X-Consul-Default-ACL-Policy header with one that may not (no
+// agent:read).
+func TestConsulIntegrationMeshIntentionDefaultACLDeny(t *testing.T) {
+	const mgmt = "6a1b7c1e-8f2d-4c3a-9e5b-0d4f1a2b3c4d"
+	c := testenv.Consul(t, testenv.WithHCL(`acl { enabled = true default_policy = "deny" tokens { initial_management = "`+mgmt+`" } }`))
+	cfg := consulapi.DefaultConfig()
+	cfg.Address, cfg.Token = c.HTTPAddr, mgmt
+	admin, err := consulapi.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A token that reads services, nodes and intentions, but not the agent.
+	var limited string
+	testenv.Eventually(t, 30*time.Second, "a limited token", func() error {
+		p, _, err := admin.ACL().PolicyCreate(&consulapi.ACLPolicy{
+			Name:  "mesh-reader",
+			Rules: `service_prefix "" { policy = "read" intentions = "read" } node_prefix "" { policy = "read" }`,
+		}, nil)
+		if err != nil {
+			return err
+		}
+		tok, _, err := admin.ACL().TokenCreate(&consulapi.ACLToken{Policies: []*consulapi.ACLTokenPolicyLink{{ID: p.ID}}}, nil)
+		if err != nil {
+			return err
+		}
+		limited = tok.SecretID
+		return nil
+	})
+
+	for _, tc := range []struct{ name, token, from string }{
+		{"management token", mgmt, "acl.default_policy (/v1/agent/self DebugConfig)"},
+		{"no agent:read", limited, "X-Consul-Default-ACL-Policy header"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs testenv.SyncBuffer
+			m, err := NewMeshWatcher(Config{Address: c.HTTPAddr, Token: tc.token, AllowStale: true, WaitTime: 10 * time.Second,
+				BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond},
+				slog.New(slog.NewTextHandler(&logs, nil)), Hooks{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			got := make(chan *MeshSnapshot, 100)
+			done := make(chan error, 1)
+			go func() { done <- m.Run(ctx, func(s *MeshSnapshot) { got <- s }) }()
+			defer func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("Run: %v", err)
+				}
+				if t.Failed() {
+					t.Logf("mesh watcher log:\n%s", logs.String())
+				}
+			}()
+			select {
+			case s := <-got:
+				if d := s.IntentionDefault(); d != IntentionDeny {
+					t.Errorf("IntentionDefault %q; want deny (ACLs on, default_policy deny)", d)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("no snapshot within 30 s")
+			}
+			if !strings.Contains(logs.String(), tc.from) {
+				t.Errorf("the log does not say the default comes from %s", tc.from)
+			}
+			if strings.Contains(logs.String(), tc.token) {
+				t.Errorf("the token appears in the log")
+			}
+		})
+	}
+}

@@ -319,7 +319,8 @@ func TestMeshQueryCountIndependentOfProxies(t *testing.T) {
 	}
 	want := []string{
 		"/v1/agent/connect/ca/leaf/api", "/v1/agent/connect/ca/leaf/web", "/v1/agent/connect/ca/roots",
-		"/v1/catalog/services", "/v1/health/connect/api", "/v1/health/service/api",
+		"/v1/agent/self", "/v1/catalog/services", "/v1/config/service-intentions",
+		"/v1/health/connect/api", "/v1/health/service/api",
 		"/v1/health/service/api-sidecar-proxy", "/v1/health/service/web-sidecar-proxy",
 	}
 	if got := f.Queried(); !slices.Equal(got, want) {

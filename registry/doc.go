@@ -100,7 +100,8 @@
 //
 // # Mesh
 //
-// A MeshWatcher watches Consul Connect for the sidecar mesh and publishes
+// A MeshWatcher watches Consul Connect (sidecars, destinations,
+// certificates and intentions) for the sidecar mesh and publishes
 // immutable MeshSnapshots, the way a Watcher publishes Snapshots: one
 // publish goroutine, never concurrent, never an unchanged snapshot, the
 // first only after a full sync. It is separate from the Watcher because
@@ -123,6 +124,11 @@
 //		}
 //		roots, _ := s.Roots() // every root is trusted (a rotation has two)
 //		_ = roots
+//		in, ok := s.Intentions("api") // api's entry merged with the "*" entry
+//		if !ok {
+//			_ = s.IntentionDefault() // "allow" or "deny" for every caller
+//		}
+//		_ = in
 //	})
 //	// errors.Is(err, registry.ErrConnectDisabled): Connect is off in Consul.
 //
@@ -175,10 +181,54 @@
 // error wrapping ErrConnectDisabled that names connect { enabled = true };
 // after it, the last snapshot stays in force and the error is logged.
 //
-// In all, 2 + P + 2D + L blocking queries for P proxy services, D
-// destinations and L leaves; over plain HTTP each holds a connection, and
-// Consul's cap on connections per client (see "Watching") counts them
-// together with the Watcher's. Over HTTPS they share HTTP/2 connections.
+// Intentions. One blocking query on /v1/config/service-intentions
+// (ConfigEntries().List("service-intentions")) holds every
+// service-intentions entry; on Consul 1.14 it blocks on the config
+// entries' index and returns on a write of one (checked on the dev agent).
+// Each entry becomes an Intentions value: its sources (a service name or
+// "*") with an action (L4) or ordered L7 permissions (HTTP path exact,
+// prefix or regex, methods, headers exact, prefix, suffix, regex or
+// present, each possibly inverted), and Consul's precedence.
+// MeshSnapshot.Intentions(destination) merges the destination's entry
+// with the "*" entry the way Consul ranks them: an exact destination
+// before "*", then an exact source before "*" (web->api 9, *->api 8,
+// web->* 6, *->* 5); the highest match alone decides; L7 permissions are
+// tried in order and a request none matches gets the default; a caller
+// no intention matches gets the default.
+//
+// The default decision (MeshSnapshot.IntentionDefault) is Consul's: allow
+// when ACLs are disabled, else acl.default_policy. It is read from
+// /v1/agent/self (DebugConfig.ACLsEnabled and the ACL default policy; not
+// a stable API, so both the 1.11+ ACLResolverSettings and the older
+// layout are read), once, and again after any suspect intentions answer
+// (the agent may have restarted with another configuration). A token
+// without agent:read gets 403: ACLs are then on, and the
+// X-Consul-Default-ACL-Policy header Consul puts on every answer is the
+// policy (that header alone is not enough: with ACLs off it still says the
+// configured policy, while intentions default to allow). If the default
+// cannot be read at all it is deny, and the log says why, once; while
+// Consul cannot be reached it is not guessed: the first snapshot waits.
+// On the 1.14 dev agent ACLs are off: allow.
+//
+// Odd entries never fail the snapshot: an entry for another namespace or
+// partition is ignored, a source from another namespace, partition, peer
+// or sameness group is dropped (its callers are not this mesh's), and a
+// source Switchyard cannot represent faithfully (an unknown action, both
+// or neither of an action and permissions, a permission with an invalid
+// path or regex, an unsupported header match, a JWT requirement) is kept
+// as deny, so that no broader rule lets its callers in. Each is put in
+// Intentions.Problems, logged once per entry (again when its problems
+// change) and reported through Hooks.SidecarProblem as
+// "intentions:<destination>". L7 permissions for a service whose sidecar
+// speaks tcp are kept (Consul's own sidecar denies such sources; the
+// translator decides) and reported once per sidecar. An answer that Consul
+// filtered by ACLs (the token may not read some entries) is logged once.
+//
+// In all, 3 + P + 2D + L blocking queries for P proxy services, D
+// destinations and L leaves, and one plain read of /v1/agent/self; over
+// plain HTTP each holds a connection, and Consul's cap on connections per
+// client (see "Watching") counts them together with the Watcher's. Over
+// HTTPS they share HTTP/2 connections.
 //
 // Bad registrations. What Switchyard cannot serve is put in
 // Sidecar.Problems or Upstream.Problem (an unknown protocol, a prepared
@@ -189,7 +239,10 @@
 // and every other sidecar, is served.
 //
 // Fail static works as for the Watcher: an empty answer for a proxy
-// service or a destination that had entries is held for StaleHold when it
-// is suspect (index reset, reconnect, no leader), with Hooks.FailStatic
-// called.
+// service, a destination or the intentions list that had entries is held
+// for StaleHold when it is suspect (index reset, reconnect, no leader),
+// with Hooks.FailStatic called ("service-intentions" for the intentions).
+// A restarted dev agent forgets its intentions with everything else:
+// holding them keeps a deny in force until the entries are written again
+// (any non-empty answer ends the hold) or StaleHold passes.
 package registry

@@ -143,8 +143,10 @@ func (f *fakeConsul) Bump() {
 func (f *fakeConsul) Restart(index uint64) {
 	f.mu.Lock()
 	f.services = map[string]*fakeService{}
+	f.connect.intentions = map[string]*consulapi.ServiceIntentionsConfigEntry{}
 	f.index = index
 	f.catIndex = index
+	f.connect.intentionsIndex = index
 	f.generation++ // requests in flight die with their connection
 	close(f.wake)
 	f.wake = make(chan struct{})
@@ -159,8 +161,10 @@ func (f *fakeConsul) ResetIndex() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.services = map[string]*fakeService{}
+	f.connect.intentions = map[string]*consulapi.ServiceIntentionsConfigEntry{}
 	f.index = 3
 	f.catIndex = 3
+	f.connect.intentionsIndex = 3
 	close(f.wake)
 	f.wake = make(chan struct{})
 }
@@ -346,6 +350,7 @@ func (f *fakeConsul) serve(w http.ResponseWriter, r *http.Request, read func() (
 			if f.zeroIndex {
 				idx = 0
 			}
+			aclHeader := f.connect.aclHeader
 			f.mu.Unlock()
 			b, err := json.Marshal(body)
 			if err != nil {
@@ -357,6 +362,9 @@ func (f *fakeConsul) serve(w http.ResponseWriter, r *http.Request, read func() (
 			h.Set("X-Consul-KnownLeader", strconv.FormatBool(knownLeader))
 			h.Set("X-Consul-LastContact", "0")
 			h.Set("X-Consul-Query-Backend", backend)
+			if aclHeader != "" {
+				h.Set("X-Consul-Default-ACL-Policy", aclHeader)
+			}
 			_, _ = w.Write(b)
 			return
 		}

@@ -182,7 +182,8 @@ type Root struct {
 // MeshSnapshot is the mesh as Consul describes it at one moment: every
 // sidecar, the endpoints of every destination a sidecar's upstream (or
 // MeshWatcher.WantDestinations) names, the leaf of every service that has
-// a sidecar (or was named in MeshWatcher.WantLeaves), and the CA roots.
+// a sidecar (or was named in MeshWatcher.WantLeaves), the CA roots, and
+// every service-intentions entry with the default decision.
 //
 // A MeshSnapshot is immutable once published: never modify it or anything
 // it points to, because the next one shares every unchanged part with it.
@@ -191,6 +192,10 @@ type MeshSnapshot struct {
 	dests    map[string]*Destination // by name; present once its first answer arrived
 	leaves   map[string]*Leaf        // by service; present once a leaf was fetched
 	roots    *Roots
+	// intentions are the service-intentions entries by name ("*" too);
+	// intentionDefault is "allow" or "deny".
+	intentions       map[string]*Intentions
+	intentionDefault string
 }
 
 // Sidecar returns the sidecar with the given proxy service ID.
@@ -285,14 +290,55 @@ func (s *MeshSnapshot) Roots() (Roots, bool) {
 	return *s.roots, true
 }
 
+// Intentions returns the intentions that apply to calls to destination:
+// its own service-intentions entry merged with the "*" entry's, by
+// Consul's precedence (see Intentions). ok is false when neither entry
+// exists: every caller then gets IntentionDefault.
+func (s *MeshSnapshot) Intentions(destination string) (in Intentions, ok bool) {
+	if s == nil {
+		return Intentions{}, false
+	}
+	own, wild := s.intentions[destination], s.intentions[WildcardName]
+	if own == nil && wild == nil {
+		return Intentions{}, false
+	}
+	return mergeIntentions(destination, own, wild), true
+}
+
+// IntentionNames returns the names of the service-intentions entries
+// ("*" included), sorted.
+func (s *MeshSnapshot) IntentionNames() []string {
+	if s == nil {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(s.intentions))
+}
+
+// IntentionDefault is the decision, "allow" or "deny", for a caller that
+// no intention matches (and for a request no L7 permission of its
+// intention matches), as Consul decides it: allow when the agent's ACLs
+// are disabled, else acl.default_policy. It is read from the agent's
+// /v1/agent/self (DebugConfig.ACLsEnabled and the ACL default policy).
+// When the token may not read it (no agent:read) ACLs are on, and the
+// X-Consul-Default-ACL-Policy header of Consul's answers tells the policy;
+// when it cannot be read at all it is "deny", logged once with the reason.
+// It is read again whenever the intentions watch suspects the agent
+// restarted.
+func (s *MeshSnapshot) IntentionDefault() string {
+	if s == nil || s.intentionDefault == "" {
+		return IntentionDeny
+	}
+	return s.intentionDefault
+}
+
 // Equal reports whether two snapshots hold the same sidecars,
-// destinations, leaves and roots.
+// destinations, leaves, roots and intentions.
 func (s *MeshSnapshot) Equal(o *MeshSnapshot) bool {
 	if s == nil || o == nil {
 		return s == o
 	}
 	return mapsEqualDeep(s.sidecars, o.sidecars) && mapsEqualDeep(s.dests, o.dests) &&
-		mapsEqualDeep(s.leaves, o.leaves) && reflect.DeepEqual(s.roots, o.roots)
+		mapsEqualDeep(s.leaves, o.leaves) && reflect.DeepEqual(s.roots, o.roots) && intentionsEqual(s, o)
 }
 
 func mapsEqualDeep[T any](a, b map[string]*T) bool {

@@ -144,17 +144,20 @@ func (c Config) withDefaults() (Config, error) {
 type Hooks struct {
 	// WatchError is called for every failed query; op is "services" or
 	// "health:<service>" (Watcher), or "mesh:services", "mesh:proxy:<name>",
-	// "mesh:connect:<service>", "mesh:service:<service>", "mesh:roots" or
-	// "mesh:leaf:<service>" (MeshWatcher). err never contains the token,
-	// nor a private key.
+	// "mesh:connect:<service>", "mesh:service:<service>", "mesh:roots",
+	// "mesh:leaf:<service>", "mesh:intentions" or "mesh:agent-self"
+	// (MeshWatcher). err never contains the token, nor a private key.
 	WatchError func(op string, err error)
 	// FailStatic is called when a service's last known instances (or a
-	// proxy service's sidecars, or a destination's endpoints) are kept
-	// instead of a suspect empty answer.
+	// proxy service's sidecars, a destination's endpoints, or the
+	// intentions, as "service-intentions") are kept instead of a suspect
+	// empty answer.
 	FailStatic func(service string, reason string)
 	// SidecarProblem is called once per problem of a sidecar registration
 	// (see Sidecar.Problems and Upstream.Problem) when the registration
-	// first shows it, by MeshWatcher only.
+	// first shows it, by MeshWatcher only. Problems of a service-intentions
+	// entry (Intentions.Problems, and L7 permissions meeting a tcp
+	// sidecar) come here too, with proxyID "intentions:<destination>".
 	SidecarProblem func(proxyID string, problem string)
 }
 
