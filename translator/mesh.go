@@ -131,7 +131,7 @@ func sidecar(snap *registry.MeshSnapshot, sc registry.Sidecar, td string, warn f
 		LocalAddress:  local,
 		LocalPort:     uint32(sc.LocalServicePort),
 		Protocol:      protocolOf(sc.Protocol),
-		Intentions:    intentions(snap, sc.Service),
+		Intentions:    intentions(snap, sc, protocolOf(sc.Protocol), warn),
 		Leaf:          ir.MeshLeaf{Service: leaf.Service, CertPEM: leaf.CertPEM, KeyPEM: ir.PrivateKey(leaf.KeyPEM)},
 	}, true
 }
