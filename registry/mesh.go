@@ -352,3 +352,45 @@ func sortEndpoints(eps []Endpoint) {
 }
 
 func deepEqual[T any](a, b *T) bool { return reflect.DeepEqual(a, b) }
+
+// MeshData is what NewMeshSnapshot makes a snapshot of.
+type MeshData struct {
+	Sidecars     []Sidecar
+	Destinations []Destination
+	Leaves       []Leaf
+	Roots        *Roots
+	Intentions   []Intentions // by Destination; "*" applies to every service
+	// IntentionDefault is "allow" or "deny" ("" is deny).
+	IntentionDefault string
+}
+
+// NewMeshSnapshot builds a snapshot from data, as the MeshWatcher would
+// publish it: for tests and tools that translate a mesh without Consul.
+func NewMeshSnapshot(data MeshData) *MeshSnapshot {
+	s := &MeshSnapshot{
+		sidecars: map[string]*Sidecar{}, dests: map[string]*Destination{},
+		leaves: map[string]*Leaf{}, intentions: map[string]*Intentions{},
+		roots: data.Roots, intentionDefault: IntentionDeny,
+	}
+	if data.IntentionDefault == IntentionAllow {
+		s.intentionDefault = IntentionAllow
+	}
+	for i := range data.Sidecars {
+		sc := data.Sidecars[i]
+		s.sidecars[sc.ID] = &sc
+	}
+	for i := range data.Destinations {
+		d := data.Destinations[i]
+		sortEndpoints(d.Endpoints)
+		s.dests[d.Name] = &d
+	}
+	for i := range data.Leaves {
+		l := data.Leaves[i]
+		s.leaves[l.Service] = &l
+	}
+	for i := range data.Intentions {
+		in := data.Intentions[i]
+		s.intentions[in.Destination] = &in
+	}
+	return s
+}

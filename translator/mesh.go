@@ -16,9 +16,9 @@ import (
 // own part. A sidecar that cannot be served yet (no leaf certificate, an
 // unusable address) is left out with a warning; the others are served.
 type MeshResult struct {
-	Mesh        ir.Mesh
-	Sidecars    []ir.Sidecar // sorted by ProxyID
-	Diagnostics policy.Diagnostics
+	Mesh        ir.Mesh            `json:"mesh"`
+	Sidecars    []ir.Sidecar       `json:"sidecars"` // sorted by ProxyID
+	Diagnostics policy.Diagnostics `json:"-"`
 }
 
 // consulPos is where a warning about Consul's data points: Consul, not a

@@ -1,0 +1,100 @@
+package translator
+
+import (
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/switchyard-io/switchyard/registry"
+	"github.com/switchyard-io/switchyard/test/golden"
+)
+
+// meshFixture is a small mesh: web (http) calls api (http) and db (tcp);
+// api has two instances, one whose service fails its check; db's sidecar
+// speaks tcp and has an L7 intention (a deny, for a tcp service); cache's
+// sidecar has no leaf certificate yet; intentions on api deny billing,
+// allow web GET /public only, and a "*" entry allows every caller of every
+// service.
+func meshFixture() *registry.MeshSnapshot {
+	const td = "11111111-2222-3333-4444-555555555555.consul"
+	leaf := func(svc string) registry.Leaf {
+		return registry.Leaf{Service: svc, CertPEM: "-----BEGIN CERTIFICATE-----\n" + svc + "\n-----END CERTIFICATE-----\n",
+			KeyPEM: registry.KeyPEM("-----BEGIN EC PRIVATE KEY-----\nsecret-" + svc + "\n-----END EC PRIVATE KEY-----\n")}
+	}
+	sidecar := func(svc, id, proto string, port int, ups ...registry.Upstream) registry.Sidecar {
+		return registry.Sidecar{ID: id + "-sidecar-proxy", Name: svc + "-sidecar-proxy", Service: svc, ServiceID: id, Node: "node-a",
+			Address: "10.0.0.1", Port: port, Datacenter: "dc1", LocalServiceAddress: "127.0.0.1", LocalServicePort: 8080,
+			Protocol: proto, Upstreams: ups, Health: registry.Healthy}
+	}
+	return registry.NewMeshSnapshot(registry.MeshData{
+		Sidecars: []registry.Sidecar{
+			sidecar("web", "web-1", "http", 21000,
+				registry.Upstream{DestinationType: "service", DestinationName: "api", LocalBindPort: 9191},
+				registry.Upstream{DestinationType: "service", DestinationName: "db", LocalBindPort: 9192},
+				registry.Upstream{DestinationType: "prepared_query", DestinationName: "q", LocalBindPort: 9193, Problem: "prepared queries are not supported"}),
+			sidecar("api", "api-1", "http", 21001),
+			sidecar("api", "api-2", "http", 21002),
+			sidecar("db", "db-1", "tcp", 21003),
+			sidecar("cache", "cache-1", "tcp", 21004),
+		},
+		Destinations: []registry.Destination{
+			{Name: "api", Endpoints: []registry.Endpoint{
+				{ProxyID: "api-1-sidecar-proxy", ServiceID: "api-1", Node: "node-a", Address: "10.0.0.1", Port: 21001, Datacenter: "dc1", Health: registry.Healthy, Weight: 1},
+				{ProxyID: "api-2-sidecar-proxy", ServiceID: "api-2", Node: "node-a", Address: "10.0.0.1", Port: 21002, Datacenter: "dc1", Health: registry.Unhealthy, ServiceHealth: registry.Unhealthy, Weight: 1},
+			}},
+			{Name: "db", Endpoints: []registry.Endpoint{
+				{ProxyID: "db-1-sidecar-proxy", ServiceID: "db-1", Node: "node-a", Address: "10.0.0.1", Port: 21003, Datacenter: "dc1", Health: registry.Healthy, Weight: 1},
+			}},
+		},
+		Leaves: []registry.Leaf{leaf("web"), leaf("api"), leaf("db")},
+		Roots:  &registry.Roots{TrustDomain: td, Roots: []registry.Root{{ID: "a", CertPEM: "-----BEGIN CERTIFICATE-----\nroot-a\n-----END CERTIFICATE-----"}, {ID: "b", CertPEM: "-----BEGIN CERTIFICATE-----\nroot-b\n-----END CERTIFICATE-----\n"}}},
+		Intentions: []registry.Intentions{
+			{Destination: "api", Sources: []registry.IntentionSource{
+				{Name: "billing", Action: "deny", Precedence: 9},
+				{Name: "web", Precedence: 9, Permissions: []registry.IntentionPermission{
+					{Action: "allow", HTTP: &registry.IntentionHTTP{PathPrefix: "/public", Methods: []string{"GET"}}},
+					{Action: "deny", HTTP: &registry.IntentionHTTP{PathPrefix: "/"}},
+				}},
+			}},
+			{Destination: "db", Sources: []registry.IntentionSource{
+				{Name: "web", Precedence: 9, Permissions: []registry.IntentionPermission{{Action: "allow", HTTP: &registry.IntentionHTTP{PathPrefix: "/"}}}},
+			}},
+			{Destination: "*", Sources: []registry.IntentionSource{{Name: "*", Action: "allow", Precedence: 5}}},
+		},
+		IntentionDefault: "deny",
+	})
+}
+
+// TestMeshGolden translates meshFixture and compares the IR with
+// testdata/mesh.ir.yaml and the warnings with testdata/mesh.diagnostics.txt.
+func TestMeshGolden(t *testing.T) {
+	g := golden.New(t, *update, "testdata/mesh.*")
+	snap := meshFixture()
+	res := TranslateMesh(snap)
+	if err := res.Mesh.Validate(); err != nil {
+		t.Errorf("invalid mesh IR: %v", err)
+	}
+	for i := range res.Sidecars {
+		if err := res.Mesh.ValidateSidecar(&res.Sidecars[i]); err != nil {
+			t.Errorf("invalid sidecar IR: %v", err)
+		}
+	}
+	got, err := yaml.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(got), "secret-") {
+		t.Error("a leaf key is in the IR's YAML; keys must marshal redacted")
+	}
+	g.Compare(t, "testdata/mesh.ir.yaml", got)
+	var lines []string
+	for _, d := range res.Diagnostics {
+		lines = append(lines, d.String())
+	}
+	g.Compare(t, "testdata/mesh.diagnostics.txt", []byte(strings.Join(lines, "\n")+"\n"))
+	again, _ := yaml.Marshal(TranslateMesh(snap))
+	if string(again) != string(got) {
+		t.Error("mesh translation is not deterministic")
+	}
+}
