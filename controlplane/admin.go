@@ -117,11 +117,12 @@ func (s *Server) adminHandler() http.Handler {
 
 func (s *Server) notReadyReason() string {
 	ready, failing := s.pub.state()
+	waiting := s.in.waiting()
 	switch {
+	case waiting != "":
+		return waiting
 	case ready:
 		return ""
-	case s.in.waiting() != "":
-		return s.in.waiting()
 	case len(failing) > 0:
 		return "every proxy group failed to build (a bug; the log says why): " + strings.Join(failing, ", ")
 	default:

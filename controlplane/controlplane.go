@@ -193,7 +193,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		metrics: newMetrics(),
 		changed: make(chan struct{}, 1),
 		reload:  make(chan struct{}, 1),
-		in:      &inputs{},
+		in:      &inputs{meshOn: cfg.Mesh},
 	}
 	s.cache = cache.NewSnapshotCache(true, groupHash{}, nil)
 	s.pub = newPublisher(log, s.metrics, s.cache)
@@ -213,6 +213,10 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("consul: %w", err)
 	}
 	s.watcher = w
+	if cfg.Mesh && !cfg.XDSTLS.BindGroups && !loopbackAddress(cfg.XDSAddress) {
+		return nil, fmt.Errorf("mesh.enabled: xds.address %s is off loopback, and every sidecar's private key is served over xDS: serve xDS over mutual TLS with xds.client-cert-groups (each sidecar's client certificate naming %s), or keep xDS on loopback",
+			cfg.XDSAddress, SidecarCertName("<proxy service ID>"))
+	}
 	if cfg.Mesh {
 		s.mesh, err = registry.NewMeshWatcher(cfg.Consul, log.With("component", "mesh"), registry.Hooks{
 			WatchError:     func(op string, _ error) { s.metrics.consulWatchErrors.WithLabelValues("mesh").Inc() },
@@ -250,6 +254,20 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 // time; calls while a reload is waiting merge.
 func (s *Server) Reload() { notify(s.reload) }
 
+// loopbackAddress reports whether a host:port names a loopback address
+// ("localhost" included).
+func loopbackAddress(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // watchKind turns a registry operation ("services", "health:web") into a
 // bounded metric label.
 func watchKind(op string) string {
@@ -284,6 +302,9 @@ func (s *Server) Run(ctx context.Context) error {
 	case s.cfg.XDSTLS.Enabled():
 		xdsSecurity = "TLS"
 	}
+	if s.mesh != nil && !s.cfg.XDSTLS.BindGroups {
+		s.log.Warn("the mesh is on and xDS is not bound to client certificates: any local process can ask for any sidecar's config, private key included; use xds.client-cert-groups with mutual TLS")
+	}
 	if s.adminToken == nil && !isLoopback(adminLis.Addr()) {
 		s.log.Warn("the admin API listens off loopback without protection: anyone who reaches it sees the whole config and can profile Switchyard; set admin.token-file or bind it to loopback",
 			"admin", adminLis.Addr().String())
@@ -305,10 +326,14 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	if s.mesh != nil {
 		g.Go(func() error {
-			return s.mesh.Run(ctx, func(snap *registry.MeshSnapshot) {
+			err := s.mesh.Run(ctx, func(snap *registry.MeshSnapshot) {
 				s.in.setMesh(snap)
 				notify(s.changed)
 			})
+			if err != nil {
+				return fmt.Errorf("mesh.enabled (--mesh) needs Consul Connect: %w; or turn the mesh off", err)
+			}
+			return nil
 		})
 	}
 	g.Go(func() error {

@@ -23,6 +23,8 @@ type inputs struct {
 	// mesh is Consul's view of the sidecar mesh; nil until its first sync,
 	// or when the mesh is off.
 	mesh *registry.MeshSnapshot
+	// meshOn: the mesh is enabled, so readiness waits for its first sync.
+	meshOn bool
 }
 
 // setMesh records a mesh snapshot.
@@ -79,6 +81,8 @@ func (in *inputs) waiting() string {
 		return "waiting for Consul data for the services the policy routes to"
 	case in.policy == nil:
 		return "waiting for a valid policy set"
+	case in.meshOn && in.mesh == nil:
+		return "waiting for the first sync of the Connect sidecar mesh"
 	}
 	return ""
 }

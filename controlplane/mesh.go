@@ -25,6 +25,20 @@ type meshState struct {
 	builder  envoy.MeshBuilder
 	sidecars map[string]*sidecarBuild // by proxy ID
 	warned   map[string]bool
+	// last is the snapshot last published from: the mesh depends on it
+	// alone, so a rebuild for a gateway change skips the mesh.
+	last    *registry.MeshSnapshot
+	current map[string]bool // the sidecar keys built from last
+	// buildErr is the shared build's error while it fails, logged once.
+	buildErr string
+	// failed is each failing sidecar's input and error, so a failure is
+	// retried only when its input changes and logged once.
+	failed map[string]sidecarFailure
+}
+
+type sidecarFailure struct {
+	in  ir.Sidecar
+	err string
 }
 
 // publishMesh builds every Connect sidecar's snapshot from Consul's view
@@ -34,21 +48,32 @@ type meshState struct {
 // keeps its last snapshot; a sidecar gone from Consul is withdrawn once no
 // Envoy uses it.
 func (p *publisher) publishMesh(snap *registry.MeshSnapshot) {
+	if snap == p.mesh.last {
+		// Unchanged since the last publish; only sidecars no longer
+		// served may have lost their last Envoy since.
+		p.withdrawSidecars(p.mesh.current)
+		return
+	}
 	if p.mesh.sidecars == nil {
-		p.mesh.sidecars = map[string]*sidecarBuild{}
+		p.mesh.sidecars, p.mesh.failed = map[string]*sidecarBuild{}, map[string]sidecarFailure{}
 	}
 	res := translator.TranslateMesh(snap)
 	p.logMeshWarnings(res.Diagnostics)
-	if len(res.Sidecars) == 0 && len(res.Mesh.Clusters) == 0 && res.Mesh.Roots.RootsPEM == "" {
-		p.withdrawSidecars(nil)
+	if res.Mesh.Roots.RootsPEM == "" {
+		// No CA roots (yet, or Consul lost them): nothing can be built;
+		// every sidecar keeps its last config.
 		return
 	}
 	shared, sharedDigests, err := p.mesh.builder.Build(&res.Mesh)
 	if err != nil {
 		p.metrics.snapshotErrors.Inc()
-		p.log.Error("mesh failed to build; every sidecar keeps its last good config", "err", err)
+		if msg := err.Error(); msg != p.mesh.buildErr {
+			p.mesh.buildErr = msg
+			p.log.Error("mesh failed to build; every sidecar keeps its last good config", "err", err)
+		}
 		return
 	}
+	p.mesh.buildErr = ""
 	current := map[string]bool{}
 	for i := range res.Sidecars {
 		sc := &res.Sidecars[i]
@@ -61,12 +86,17 @@ func (p *publisher) publishMesh(snap *registry.MeshSnapshot) {
 		}
 		b := p.mesh.sidecars[sc.ProxyID]
 		if b == nil || !reflect.DeepEqual(b.in, *sc) {
+			if f, ok := p.mesh.failed[sc.ProxyID]; ok && reflect.DeepEqual(f.in, *sc) {
+				continue // failed before with this very input: logged then
+			}
 			own, digests, err := envoy.BuildSidecar(sc)
 			if err != nil {
 				p.metrics.snapshotErrors.Inc()
+				p.mesh.failed[sc.ProxyID] = sidecarFailure{in: *sc, err: err.Error()}
 				p.log.Error("sidecar failed to build; its Envoy keeps its last good config", "proxy", sc.ProxyID, "err", err)
 				continue
 			}
+			delete(p.mesh.failed, sc.ProxyID)
 			b = &sidecarBuild{in: *sc, own: own, digests: digests}
 			p.mesh.sidecars[sc.ProxyID] = b
 		}
@@ -89,6 +119,13 @@ func (p *publisher) publishMesh(snap *registry.MeshSnapshot) {
 			delete(p.mesh.sidecars, id)
 		}
 	}
+	for id := range p.mesh.failed {
+		if !current[sidecarKey(id)] {
+			delete(p.mesh.failed, id)
+		}
+	}
+	p.metrics.failingSidecars.Set(float64(len(p.mesh.failed)))
+	p.mesh.last, p.mesh.current = snap, current
 	p.withdrawSidecars(current)
 }
 
@@ -125,9 +162,9 @@ func (p *publisher) withdrawSidecars(keep map[string]bool) {
 		if !strings.HasPrefix(key, "sidecar:") || keep[key] {
 			continue
 		}
-		if p.proxies.whileIdle(key, func() { p.cache.ClearSnapshot(key) }) {
+		if p.proxies.whileIdle(key, func() { p.cache.ClearSnapshot(key); p.proxies.forgetLocked(key) }) {
 			delete(p.groups, key)
-			p.log.Info("sidecar gone from Consul; its config is withdrawn", "key", key)
+			p.log.Info("sidecar no longer served (gone from Consul, or not servable: see the warnings) and no Envoy uses it; its config is withdrawn", "key", key)
 		}
 	}
 }

@@ -18,6 +18,7 @@ type metrics struct {
 	snapshotErrors    prometheus.Counter
 	failingGroups     prometheus.Gauge
 	sidecarProblems   prometheus.Counter
+	failingSidecars   prometheus.Gauge
 	consulWatchErrors *prometheus.CounterVec
 	consulFailStatic  prometheus.Counter
 	policyReloads     *prometheus.CounterVec
@@ -61,6 +62,10 @@ func newMetrics() *metrics {
 			Name: "switchyard_sidecar_problems_total",
 			Help: "Problems found in Connect sidecar registrations (an unknown protocol, a duplicate bind port, an unsupported upstream): each is logged once with the proxy ID; the rest of the mesh is served.",
 		}),
+		failingSidecars: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchyard_failing_sidecars",
+			Help: "Connect sidecars whose latest build failed: their Envoys run the last good config. The log names each and why.",
+		}),
 		failingGroups: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "switchyard_failing_groups",
 			Help: "Proxy groups whose latest build failed: their Envoys run the last good config. The log names each group and why.",
@@ -89,7 +94,7 @@ func newMetrics() *metrics {
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.connectedProxies, m.pushes, m.nacks, m.rejectingProxies, m.refusedStreams, m.snapshotBuild, m.snapshotErrors, m.failingGroups, m.sidecarProblems,
+		m.connectedProxies, m.pushes, m.nacks, m.rejectingProxies, m.refusedStreams, m.snapshotBuild, m.snapshotErrors, m.failingGroups, m.sidecarProblems, m.failingSidecars,
 		m.consulWatchErrors, m.consulFailStatic, m.policyReloads, m.policyWarnings, m.ready,
 	)
 	// Pre-create the error series so they read 0, not absent, before the

@@ -294,6 +294,12 @@ func (x *proxies) checkRequest(key streamKey, node *corev3.Node, typeURL string)
 	return nil
 }
 
+// SidecarCertName is the name (a DNS SAN or the common name) a sidecar's
+// xDS client certificate must carry when groups are bound to certificates:
+// sidecar.<proxy service ID>. A group name has no dot, so a certificate for
+// a group never vouches for a sidecar, nor one sidecar's for another.
+func SidecarCertName(proxyID string) string { return "sidecar." + proxyID }
+
 // validProxyID reports whether id can be a Consul proxy service ID as
 // Switchyard serves it: bounded, and no character that could confuse a
 // log line or a cache key.
@@ -347,7 +353,7 @@ func (x *proxies) checkGroup(key streamKey, node *corev3.Node) error {
 	// its proxy ID: one sidecar cannot ask for another's identity.
 	want, what := node.GetCluster(), "proxy group"
 	if want == envoy.SidecarNodeCluster {
-		want, what = node.GetId(), "sidecar"
+		want, what = SidecarCertName(node.GetId()), "sidecar"
 	}
 	if slices.Contains(names, want) {
 		return nil
@@ -370,6 +376,12 @@ func (x *proxies) streamClosed(key streamKey) {
 		delete(x.groupStreams, group)
 	}
 	last := x.groupStreams[group] == 0
+	if last {
+		// Should the group leave the policy (or the sidecar Consul), it
+		// stays for the linger in case an Envoy comes back (see inUse).
+		// Set with the count, so a withdrawal never sees neither.
+		x.lastLeft[group] = time.Now()
+	}
 	x.countRejecting()
 	x.mu.Unlock()
 	x.log.Info("envoy disconnected", "node", st.node.GetId(), "group", group)
@@ -377,22 +389,16 @@ func (x *proxies) streamClosed(key streamKey) {
 		return
 	}
 	served, retained, _ := x.pub.groupState(group)
-	if !served {
-		// A group no policy defines: forget what the cache keeps for it.
+	switch {
+	case !served:
+		// Not served: forget what the cache keeps for it.
 		x.pub.forgetUnknown(group)
-		return
-	}
-	// The last Envoy of a served group left: should the group leave the
-	// policy, it stays for the linger in case one comes back (see inUse).
-	x.mu.Lock()
-	if x.groupStreams[group] == 0 {
-		x.lastLeft[group] = time.Now()
-	}
-	x.mu.Unlock()
-	if retained {
-		// Already removed from the policy: unless an Envoy comes back,
-		// the rebuild after the linger withdraws it.
+	case retained || strings.HasPrefix(group, "sidecar:"):
+		// Removed from the policy, or a sidecar Consul may have dropped:
+		// unless an Envoy comes back, the rebuild after the linger
+		// withdraws it.
 		time.AfterFunc(x.linger, func() { notify(x.changed) })
+		notify(x.changed)
 	}
 }
 
@@ -410,10 +416,9 @@ func (x *proxies) inUse(group string) (bool, int) {
 	return ok && time.Since(left) < x.linger, 0
 }
 
-// forget drops a group's linger record (it was withdrawn).
-func (x *proxies) forget(group string) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
+// forgetLocked drops a group's linger record (it was withdrawn). Called
+// with x.mu held (inside whileIdle).
+func (x *proxies) forgetLocked(group string) {
 	delete(x.lastLeft, group)
 }
 

@@ -179,10 +179,9 @@ func (p *publisher) retain(set *policy.Set) (served *policy.Set, changed bool) {
 					counts[g.Name] = n
 				}
 				kept = append(kept, g.Name)
-			case p.proxies.whileIdle(g.Name, func() { p.cache.ClearSnapshot(g.Name) }):
+			case p.proxies.whileIdle(g.Name, func() { p.cache.ClearSnapshot(g.Name); p.proxies.forgetLocked(g.Name) }):
 				delete(p.retained, g.Name)
 				delete(p.groups, g.Name)
-				p.proxies.forget(g.Name)
 				withdrawn = append(withdrawn, g.Name)
 			default: // a stream registered just now: keep it
 				p.retained[g.Name] = true
@@ -256,7 +255,7 @@ func (p *publisher) forgetUnknown(group string) {
 	served := p.groups[group] != nil || p.retained[group]
 	p.mu.Unlock()
 	if !served {
-		p.proxies.whileIdle(group, func() { p.cache.ClearSnapshot(group) })
+		p.proxies.whileIdle(group, func() { p.cache.ClearSnapshot(group); p.proxies.forgetLocked(group) })
 	}
 }
 

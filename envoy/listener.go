@@ -61,13 +61,13 @@ func listener(l *ir.Listener) (*listenerv3.Listener, error) {
 		// gRPC clients get an error, as with REJECT_REQUEST.
 		PathWithEscapedSlashesAction: hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT,
 	}
-	if wantsWebSocket(l) {
-		// Upgrades for the whole listener, or off here and on for the
-		// routes that ask (a route's setting overrides this one). Without
-		// any, Envoy answers an upgrade request 403.
-		hcm.UpgradeConfigs = []*hcmv3.HttpConnectionManager_UpgradeConfig{
-			{UpgradeType: webSocketUpgrade, Enabled: wrapperspb.Bool(l.WebSocket)},
-		}
+	// WebSocket upgrades for the whole listener, or off here and on for the
+	// routes that ask (a route's setting overrides this one); Envoy answers
+	// an upgrade it does not allow with 403. Always listed, so that a route
+	// turning WebSockets on or off changes its RouteConfiguration only and
+	// never drains the listener's connections.
+	hcm.UpgradeConfigs = []*hcmv3.HttpConnectionManager_UpgradeConfig{
+		{UpgradeType: webSocketUpgrade, Enabled: wrapperspb.Bool(l.WebSocket)},
 	}
 	hcmAny, err := anypb.New(hcm)
 	if err != nil {
@@ -135,19 +135,3 @@ func mustAny(m proto.Message) *anypb.Any {
 
 // webSocketUpgrade is Envoy's upgrade type for WebSockets.
 const webSocketUpgrade = "websocket"
-
-// wantsWebSocket reports whether the listener or any of its routes allows
-// WebSocket upgrades.
-func wantsWebSocket(l *ir.Listener) bool {
-	if l.WebSocket {
-		return true
-	}
-	for _, vh := range l.VirtualHosts {
-		for _, r := range vh.Routes {
-			if r.WebSocket {
-				return true
-			}
-		}
-	}
-	return false
-}

@@ -135,6 +135,27 @@ func (s *Set) Keep(from *Set, keep []string) *Set {
 			continue
 		}
 		out.Groups = append(out.Groups, g)
+		// The Service documents of what the kept group routes to, so its
+		// clusters keep their protocol.
+		for _, l := range g.Listeners {
+			for _, h := range l.Hosts {
+				for _, r := range h.Routes {
+					names := []string{r.Service}
+					for _, w := range r.Split {
+						names = append(names, w.Service)
+					}
+					for _, name := range names {
+						if _, have := out.Service(name); have {
+							continue
+						}
+						if sv, ok := from.Service(name); ok {
+							out.Services = append(out.Services, sv)
+							slices.SortFunc(out.Services, func(a, b Service) int { return strings.Compare(a.Name, b.Name) })
+						}
+					}
+				}
+			}
+		}
 		for _, l := range g.Listeners {
 			if l.TLS == nil {
 				continue

@@ -405,3 +405,45 @@ func TestSetKeep(t *testing.T) {
 		t.Errorf("Keep changed its receiver: %d groups", len(cur.Groups))
 	}
 }
+
+// A group kept after leaving the policy keeps the Service documents of
+// what it routes to, so its clusters keep their protocol.
+func TestKeepCarriesServices(t *testing.T) {
+	from, diags := policy.Parse(map[string][]byte{"a.yaml": []byte(`apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: grpc-edge
+listeners:
+  - name: http
+    port: 8080
+    hosts:
+      - domains: ["*"]
+        routes:
+          - service: greeter
+---
+apiVersion: switchyard.io/v1
+kind: Service
+name: greeter
+protocol: grpc
+`)})
+	if diags.HasErrors() {
+		t.Fatal(diags.Err())
+	}
+	now, diags := policy.Parse(map[string][]byte{"b.yaml": []byte(`apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: other
+listeners:
+  - name: http
+    port: 8081
+    hosts:
+      - domains: ["*"]
+        routes:
+          - service: web
+`)})
+	if diags.HasErrors() {
+		t.Fatal(diags.Err())
+	}
+	kept := now.Keep(from, []string{"grpc-edge"})
+	if sv, ok := kept.Service("greeter"); !ok || sv.Protocol != policy.ProtocolGRPC {
+		t.Errorf("kept set's Service greeter = %+v, %v; want protocol grpc carried over", sv, ok)
+	}
+}

@@ -66,17 +66,30 @@ func TranslateMesh(snap *registry.MeshSnapshot) *MeshResult {
 		if !ok {
 			continue
 		}
+		// The clusters this sidecar's upstreams add join the mesh only if
+		// the sidecar is served.
+		pending := map[string]*ir.MeshCluster{}
 		for _, u := range sc.Upstreams {
 			if u.Problem != "" {
 				continue // logged by the registry, once per proxy
+			}
+			// One bad upstream is dropped, not the sidecar, and never the
+			// mesh every sidecar shares.
+			if !ir.ValidMeshName(u.DestinationName) || !ir.ValidMeshName(sc.Datacenter) || u.LocalBindPort <= 0 || u.LocalBindPort > 65535 {
+				warn("sidecar %q: upstream %q (bind port %d) cannot be served; skipped", sc.ID, u.DestinationName, u.LocalBindPort)
+				continue
 			}
 			proto, known := serves[u.DestinationName]
 			if !known {
 				proto = protocolOf(u.Protocol)
 			}
 			sni := ir.MeshSNI(u.DestinationName, sc.Datacenter, td)
-			if clusters[sni] == nil {
-				clusters[sni] = meshCluster(snap, u.DestinationName, sc.Datacenter, td, proto, warn)
+			if clusters[sni] == nil && pending[sni] == nil {
+				pending[sni] = meshCluster(snap, u.DestinationName, sc.Datacenter, td, proto, warn)
+			}
+			c := clusters[sni]
+			if c == nil {
+				c = pending[sni]
 			}
 			bind := u.LocalBindAddress
 			if bind == "" {
@@ -84,7 +97,7 @@ func TranslateMesh(snap *registry.MeshSnapshot) *MeshResult {
 			}
 			side.Upstreams = append(side.Upstreams, ir.Upstream{
 				Destination: u.DestinationName, BindAddress: bind, BindPort: uint32(u.LocalBindPort),
-				Protocol: clusters[sni].Protocol, Cluster: sni,
+				Protocol: c.Protocol, Cluster: sni,
 			})
 		}
 		sort.Slice(side.Upstreams, func(i, j int) bool {
@@ -97,6 +110,18 @@ func TranslateMesh(snap *registry.MeshSnapshot) *MeshResult {
 		if err := side.Validate(); err != nil {
 			warn("sidecar %q cannot be served: %v", sc.ID, err)
 			continue
+		}
+		for _, c := range pending {
+			if err := (&ir.Mesh{Roots: res.Mesh.Roots, Clusters: []ir.MeshCluster{*c}}).Validate(); err != nil {
+				warn("sidecar %q cannot be served: %v", sc.ID, err)
+				ok = false
+			}
+		}
+		if !ok {
+			continue
+		}
+		for sni, c := range pending {
+			clusters[sni] = c
 		}
 		res.Sidecars = append(res.Sidecars, side)
 	}

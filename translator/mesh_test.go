@@ -98,3 +98,41 @@ func TestMeshGolden(t *testing.T) {
 		t.Error("mesh translation is not deterministic")
 	}
 }
+
+// One sidecar's bad upstream costs that upstream only: the sidecar and
+// every other sidecar are still served, and the mesh stays valid.
+func TestMeshBadUpstreamIsDropped(t *testing.T) {
+	base := meshFixture()
+	var data registry.MeshData
+	for _, id := range base.SidecarIDs() {
+		sc, _ := base.Sidecar(id)
+		if sc.Service == "web" {
+			sc.Upstreams = append(sc.Upstreams, registry.Upstream{DestinationType: "service", DestinationName: "bad name", LocalBindPort: 9199})
+		}
+		data.Sidecars = append(data.Sidecars, sc)
+	}
+	for _, name := range base.DestinationNames() {
+		d, _ := base.Destination(name)
+		data.Destinations = append(data.Destinations, d)
+	}
+	for _, svc := range base.LeafServices() {
+		l, _ := base.Leaf(svc)
+		data.Leaves = append(data.Leaves, l)
+	}
+	roots, _ := base.Roots()
+	data.Roots = &roots
+	res := TranslateMesh(registry.NewMeshSnapshot(data))
+	if err := res.Mesh.Validate(); err != nil {
+		t.Fatalf("the mesh is invalid after a bad upstream: %v", err)
+	}
+	if len(res.Sidecars) != 4 {
+		t.Errorf("%d sidecars served; want 4 (every one with a leaf)", len(res.Sidecars))
+	}
+	found := false
+	for _, d := range res.Diagnostics {
+		found = found || strings.Contains(d.Message, `upstream "bad name"`)
+	}
+	if !found {
+		t.Errorf("no warning names the bad upstream: %v", res.Diagnostics)
+	}
+}

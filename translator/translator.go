@@ -104,8 +104,26 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 		names = append(names, name)
 	}
 	sort.Strings(names)
+	http2 := map[string]bool{}
 	for _, name := range names {
-		cfg.Clusters = append(cfg.Clusters, t.cluster(name, services[name]))
+		c := t.cluster(name, services[name])
+		http2[name] = c.HTTP2
+		cfg.Clusters = append(cfg.Clusters, c)
+	}
+	// Envoy passes a WebSocket upgrade to an HTTP/1.1 upstream only.
+	for _, l := range g.Listeners {
+		for _, vh := range l.Hosts {
+			for _, r := range vh.Routes {
+				if !l.WebSocket && !r.WebSocket {
+					continue
+				}
+				for _, svc := range routeServices(&r) {
+					if http2[svc.name] {
+						t.warn(r.Pos, "route allows WebSocket upgrades but service %q is spoken to over HTTP/2 (its protocol); the upgrade will fail: route WebSockets to an HTTP/1.1 service", svc.name)
+					}
+				}
+			}
+		}
 	}
 	sort.Slice(cfg.Listeners, func(i, j int) bool { return cfg.Listeners[i].Name < cfg.Listeners[j].Name })
 	sort.Slice(cfg.Secrets, func(i, j int) bool { return cfg.Secrets[i].Name < cfg.Secrets[j].Name })

@@ -230,6 +230,9 @@ func SPIFFEPattern(trustDomain, source string) string {
 	return "^spiffe://" + regexp.QuoteMeta(trustDomain) + `/ns/default/dc/[^/]+/svc/` + svc + "$"
 }
 
+// ValidMeshName reports whether v can name a mesh service or datacenter.
+func ValidMeshName(v string) bool { return meshNameRE.MatchString(v) }
+
 var (
 	// meshNameRE is a Consul service name, or a datacenter; they end up in
 	// SNIs, SPIFFE IDs and Envoy resource names.
