@@ -238,3 +238,27 @@ func TestMeshIntentions(t *testing.T) {
 	want("L7: GET /public allowed", http.MethodGet, "/public/page", http.StatusOK)
 	want("L7: POST /public denied", http.MethodPost, "/public/page", http.StatusForbidden)
 }
+
+// Consul without Connect: serve --mesh stops at once with an error that
+// names the setting, instead of waiting for a mesh that never comes.
+func TestMeshNeedsConnect(t *testing.T) {
+	consul := testenv.Consul(t, testenv.WithHCL("connect { enabled = false }"))
+	dir := t.TempDir()
+	if err := os.WriteFile(dir+"/edge.yaml", []byte(strings.ReplaceAll(webPolicy, "{{port}}", "18998")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := testenv.Start(t, "switchyard", raceEnv, switchyardBin, "serve", "--mesh", "--consul-address", consul.HTTPAddr,
+		"--policy", dir, "--xds-address", testenv.Addr(testenv.FreePort(t)), "--admin-address", testenv.Addr(testenv.FreePort(t)))
+	testenv.Eventually(t, 60*time.Second, "serve --mesh exits", func() error {
+		if !p.Exited() {
+			return fmt.Errorf("still running")
+		}
+		return nil
+	})
+	if p.Err() == nil {
+		t.Error("serve --mesh exited 0 against Consul without Connect")
+	}
+	if out := p.Output(); !strings.Contains(out, "mesh.enabled") || !strings.Contains(out, "connect") {
+		t.Errorf("the error does not name mesh.enabled and Consul's connect setting:\n%s", out)
+	}
+}

@@ -75,7 +75,11 @@ func startGRPCBackend(t *testing.T, e *Env, service string, meta map[string]stri
 // to speak HTTP/2, from its Consul meta or from a Service policy; without
 // either, Envoy sends HTTP/1.1 and the call fails.
 func TestGRPCThroughTheGateway(t *testing.T) {
-	e := NewEnv(t, true, map[string]string{"edge.yaml": grpcPolicy})
+	protocols(t, testGRPCThroughTheGateway)
+}
+
+func testGRPCThroughTheGateway(t *testing.T, delta bool) {
+	e := NewEnv(t, delta, map[string]string{"edge.yaml": grpcPolicy})
 	startGRPCBackend(t, e, "greeter", map[string]string{"protocol": "grpc"})
 	startGRPCBackend(t, e, "greeter-policy", nil)
 	startGRPCBackend(t, e, "plain", nil)
@@ -203,7 +207,11 @@ func wsDial(port int, path string) (int, string, error) {
 // A WebSocket upgrade is passed through where the policy allows it, per
 // route or per listener, and refused (403, Envoy's answer) elsewhere.
 func TestWebSocketUpgrades(t *testing.T) {
-	e := NewEnv(t, true, map[string]string{"edge.yaml": wsPolicy})
+	protocols(t, testWebSocketUpgrades)
+}
+
+func testWebSocketUpgrades(t *testing.T, delta bool) {
+	e := NewEnv(t, delta, map[string]string{"edge.yaml": wsPolicy})
 	startWebSocketBackend(t, e)
 	e.WaitHosts("web", 1, 1)
 	for _, tc := range []struct {
