@@ -16,7 +16,10 @@
 // Each part has its own state and lock: inputs (inputs.go), publisher
 // (publisher.go), proxies (proxies.go), the policy watcher
 // (policywatch.go); Server only wires them. Only the publisher changes the
-// snapshot cache. Lock order: publisher, then proxies.
+// snapshot cache. Lock order: Server.wantMu, then publisher.pubMu, then
+// publisher.mu, then proxies.mu (ClearSnapshot runs under proxies.mu,
+// through proxies.whileIdle); proxies never calls the publisher while
+// holding its own lock.
 //
 // It is the only package that starts goroutines (besides the registry
 // watcher's own, which end with it, and LogWriter's), all under one
