@@ -1,11 +1,15 @@
 package controlplane
 
 import (
+	"bytes"
+	"fmt"
+	"log/slog"
 	"slices"
 	"testing"
 
 	"github.com/switchyard-io/switchyard/envoy"
 	"github.com/switchyard-io/switchyard/registry"
+	"github.com/switchyard-io/switchyard/test/testenv"
 	"github.com/switchyard-io/switchyard/translator/translatortest"
 )
 
@@ -18,7 +22,7 @@ func BenchmarkBuild(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		groups, _, err := build(snap, set, map[string]*envoy.Builder{})
+		groups, err, _ := build(snap, set, map[string]*envoy.Builder{})
 		if err != nil || len(groups) != 1 {
 			b.Fatalf("build: %d groups, %v", len(groups), err)
 		}
@@ -33,7 +37,7 @@ func BenchmarkRebuildHealthFlip(b *testing.B) {
 	snap, set := translatortest.Estate(b, 1000, 10)
 	states := []*registry.Snapshot{snap, flipped(snap, "svc-0500")}
 	builders := map[string]*envoy.Builder{}
-	if _, _, err := build(snap, set, builders); err != nil {
+	if _, err, _ := build(snap, set, builders); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
@@ -41,7 +45,7 @@ func BenchmarkRebuildHealthFlip(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		i++
-		groups, _, err := build(states[i%2], set, builders)
+		groups, err, _ := build(states[i%2], set, builders)
 		if err != nil || len(groups) != 1 {
 			b.Fatalf("build: %d groups, %v", len(groups), err)
 		}
@@ -60,4 +64,67 @@ func flipped(snap *registry.Snapshot, service string) *registry.Snapshot {
 		svcs = append(svcs, svc)
 	}
 	return registry.NewSnapshot(svcs...)
+}
+
+// meshEstate is sidecars sidecars of services services (one sidecar per
+// instance), each calling 5 other services, every destination with its
+// instances' sidecars as endpoints; health flips the first instance of
+// service 0.
+func meshEstate(b *testing.B, ca *testenv.CA, leaves []registry.Leaf, services, sidecars int, flip bool) *registry.MeshSnapshot {
+	b.Helper()
+	d := registry.MeshData{Leaves: leaves}
+	for s := range services {
+		d.Destinations = append(d.Destinations, registry.Destination{Name: fmt.Sprintf("svc-%d", s)})
+	}
+	for i := range sidecars {
+		s := i % services
+		svc := fmt.Sprintf("svc-%d", s)
+		id := fmt.Sprintf("%s-%d-sidecar-proxy", svc, i)
+		addr := fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)
+		sc := registry.Sidecar{ID: id, Service: svc, ServiceID: fmt.Sprintf("%s-%d", svc, i), Address: addr, Port: 21000, Datacenter: "dc1",
+			LocalServiceAddress: "127.0.0.1", LocalServicePort: 8080, Protocol: "http", Health: registry.Healthy}
+		for u := 1; u <= 5; u++ {
+			sc.Upstreams = append(sc.Upstreams, registry.Upstream{DestinationType: "service", DestinationName: fmt.Sprintf("svc-%d", (s+u)%services), LocalBindPort: 9000 + u})
+		}
+		d.Sidecars = append(d.Sidecars, sc)
+		h := registry.Healthy
+		if flip && i == 0 {
+			h = registry.Unhealthy
+		}
+		d.Destinations[s].Endpoints = append(d.Destinations[s].Endpoints, registry.Endpoint{ProxyID: id, ServiceID: sc.ServiceID, Address: addr, Port: 21000, Datacenter: "dc1", Health: h, Weight: 1})
+	}
+	d.Roots = &registry.Roots{TrustDomain: "11111111-2222-3333-4444-555555555555.consul", Roots: []registry.Root{{ID: "a", CertPEM: string(ca.PEM)}}}
+	d.IntentionDefault = registry.IntentionAllow
+	return registry.NewMeshSnapshot(d)
+}
+
+// BenchmarkMeshHealthFlip measures publishing the mesh after one sidecar
+// instance's health flipped: 500 sidecars across 100 services, each calling
+// 5 services. Only the flipped destination's callers (about 25) get a new
+// snapshot; the others are skipped by their shared digests.
+func BenchmarkMeshHealthFlip(b *testing.B) {
+	var logs bytes.Buffer
+	s, err := New(Config{PolicyPaths: []string{b.TempDir()}, Mesh: true}, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ca := testenv.NewCA(b, "bench CA")
+	var leaves []registry.Leaf
+	for s := range 100 {
+		svc := fmt.Sprintf("svc-%d", s)
+		l := ca.Issue(b, testenv.LeafOptions{Name: svc})
+		leaves = append(leaves, registry.Leaf{Service: svc, CertPEM: string(l.CertPEM), KeyPEM: registry.KeyPEM(l.KeyPEM)})
+	}
+	states := []*registry.MeshSnapshot{meshEstate(b, ca, leaves, 100, 500, false), meshEstate(b, ca, leaves, 100, 500, true)}
+	s.pub.publishMesh(states[0])
+	if n := len(s.pub.groups); n != 500 {
+		b.Fatalf("%d sidecars published; want 500\n%s", n, logs.String())
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		i++
+		s.pub.publishMesh(states[i%2])
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/switchyard-io/switchyard/envoy"
 	"github.com/switchyard-io/switchyard/policy"
 	"github.com/switchyard-io/switchyard/registry"
@@ -17,6 +18,10 @@ type sidecarBuild struct {
 	in      ir.Sidecar
 	own     envoy.Resources
 	digests envoy.Digests
+	// shared is the digests of the shared resources the sidecar uses, as
+	// last published: while it and the own build are unchanged, the
+	// sidecar's snapshot is too, and a flip elsewhere costs it nothing.
+	shared string
 }
 
 // meshState is the publisher's memory of the mesh: the shared builder and
@@ -100,6 +105,10 @@ func (p *publisher) publishMesh(snap *registry.MeshSnapshot) {
 			b = &sidecarBuild{in: *sc, own: own, digests: digests}
 			p.mesh.sidecars[sc.ProxyID] = b
 		}
+		print := sharedPrint(sc, sharedDigests)
+		if print == b.shared && p.published(key) {
+			continue // neither its own part nor what it shares changed
+		}
 		all, err := envoy.SidecarResources(sc, b.own, shared)
 		if err != nil {
 			p.metrics.snapshotErrors.Inc()
@@ -112,7 +121,9 @@ func (p *publisher) publishMesh(snap *registry.MeshSnapshot) {
 			p.log.Error("sidecar failed to build; its Envoy keeps its last good config", "proxy", sc.ProxyID, "err", err)
 			continue
 		}
-		p.put(gs)
+		if p.put(gs) {
+			b.shared = print
+		}
 	}
 	for id := range p.mesh.sidecars {
 		if !current[sidecarKey(id)] {
@@ -131,24 +142,51 @@ func (p *publisher) publishMesh(snap *registry.MeshSnapshot) {
 
 // put publishes a group's or a sidecar's snapshot unless its versions are
 // the ones published already.
-func (p *publisher) put(gs *groupSnapshot) {
+func (p *publisher) put(gs *groupSnapshot) bool {
 	p.mu.Lock()
 	old := p.groups[gs.group]
 	p.mu.Unlock()
 	if old != nil && sameVersions(old, gs) {
-		return
+		return true
 	}
 	p.pubMu.Lock()
 	defer p.pubMu.Unlock()
 	if err := p.cache.SetSnapshot(context.Background(), gs.group, gs.snapshot); err != nil {
 		p.metrics.snapshotErrors.Inc()
 		p.log.Error("set snapshot failed; the last good config keeps serving", "key", gs.group, "err", err)
-		return
+		return false
 	}
 	p.mu.Lock()
 	p.groups[gs.group] = gs
 	p.mu.Unlock()
 	p.log.Debug("snapshot published", "key", gs.group, "versions", gs.versions)
+	return true
+}
+
+// published reports whether key has a published snapshot.
+func (p *publisher) published(key string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.groups[key] != nil
+}
+
+// sharedPrint lists the digests of the shared resources a sidecar uses:
+// the roots, and each upstream's cluster, endpoints and (HTTP) routes.
+func sharedPrint(sc *ir.Sidecar, shared envoy.Digests) string {
+	var b strings.Builder
+	b.WriteString(shared[resource.SecretType][envoy.MeshRootsSecretName])
+	for _, u := range sc.Upstreams {
+		name := envoy.MeshClusterName(u.Cluster)
+		b.WriteByte(';')
+		b.WriteString(shared[resource.ClusterType][name])
+		b.WriteByte(',')
+		b.WriteString(shared[resource.EndpointType][name])
+		if u.Protocol.IsHTTP() {
+			b.WriteByte(',')
+			b.WriteString(shared[resource.RouteType][envoy.MeshRouteConfigName(u.Cluster)])
+		}
+	}
+	return b.String()
 }
 
 // withdrawSidecars clears the snapshots of sidecars not in keep once no
