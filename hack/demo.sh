@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # demo.sh runs the quick start on this machine: a Consul dev agent, three
 # sample services with real HTTP health checks, Switchyard serving the
-# examples/quickstart policies, and an Envoy edge proxy on 127.0.0.1:10000.
+# examples/quickstart policies, and an Envoy edge proxy on 127.0.0.1:10000;
+# and a small mesh: shop calls orders through two Connect sidecars.
 # It runs until Ctrl-C, then stops everything it started.
 #
 #   DEMO_CHECK=1 hack/demo.sh   starts everything, checks the printed curl
@@ -20,11 +21,13 @@ XDS=127.0.0.1:18000
 ADMIN=127.0.0.1:19100
 ENVOY_ADMIN=127.0.0.1:19901
 EDGE=127.0.0.1:10000
+SHOP_UPSTREAM=127.0.0.1:19191 # shop's sidecar: its way to orders
 
 for bin in "$consul" "$envoy" "$switchyard"; do
   [ -x "$bin" ] || { echo "demo: $bin is missing: run 'make tools build' (make demo does both)" >&2; exit 1; }
 done
-for addr in $CONSUL_HTTP $XDS $ADMIN $ENVOY_ADMIN $EDGE 127.0.0.1:18081 127.0.0.1:18082 127.0.0.1:18083 127.0.0.1:18084; do
+for addr in $CONSUL_HTTP $XDS $ADMIN $ENVOY_ADMIN $EDGE 127.0.0.1:18081 127.0.0.1:18082 127.0.0.1:18083 127.0.0.1:18084 \
+  127.0.0.1:18085 127.0.0.1:21000 127.0.0.1:21001 $SHOP_UPSTREAM 127.0.0.1:19902 127.0.0.1:19903; do
   if (exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null; then
     echo "demo: $addr is already in use; stop whatever listens there (an earlier demo?) and retry" >&2
     exit 1
@@ -85,6 +88,20 @@ register web-2 web 18082 v1
 register web-v2-1 web-v2 18083 v2
 register api-1 api 18084 v1
 
+# The mesh: orders (an app) and shop (its caller) with Connect sidecars, as
+# Consul documents them; shop reaches orders on its sidecar's local port.
+start orders-1 "$state/backend" -name orders-1 -addr 127.0.0.1:18085
+mesh_register() { # id, service, port, sidecar port, upstreams JSON
+  curl -fsS -X PUT "http://$CONSUL_HTTP/v1/agent/service/register" -d @- <<JSON
+{"ID": "$1", "Name": "$2", "Address": "127.0.0.1", "Port": $3,
+ "Connect": {"SidecarService": {"Port": $4,
+   "Checks": [{"Name": "sidecar", "TTL": "1h", "Status": "passing"}],
+   "Proxy": {"Config": {"protocol": "http"}, "Upstreams": $5}}}}
+JSON
+}
+mesh_register orders-1 orders 18085 21001 '[]'
+mesh_register shop-1 shop 18086 21000 '[{"DestinationName": "orders", "LocalBindPort": 19191}]'
+
 # A new HTTP check starts critical until its first run: wait for every
 # instance to pass, so the first requests find them all in rotation.
 for _ in $(seq 1 100); do
@@ -94,7 +111,7 @@ done
 
 echo "demo: starting Switchyard with $state/policies"
 cp -r "$root/examples/quickstart/policies" "$state/policies"
-start switchyard "$switchyard" serve --consul-address "$CONSUL_HTTP" --policy "$state/policies" \
+start switchyard "$switchyard" serve --mesh --consul-address "$CONSUL_HTTP" --policy "$state/policies" \
   --xds-address "$XDS" --admin-address "$ADMIN"
 wait_http "http://$ADMIN/readyz" "Switchyard" switchyard
 
@@ -102,6 +119,13 @@ echo "demo: starting Envoy (group edge) on $EDGE"
 "$switchyard" bootstrap --node-id edge-1 --group edge --xds-address "$XDS" --admin-address "$ENVOY_ADMIN" >"$state/envoy.yaml"
 start envoy "$envoy" -c "$state/envoy.yaml" --use-dynamic-base-id --log-level warn
 wait_http "http://$EDGE/" "Envoy" envoy
+
+echo "demo: starting the sidecars of orders-1 and shop-1 (switchyard bootstrap --sidecar-for)"
+"$switchyard" bootstrap --sidecar-for orders-1 --xds-address "$XDS" --admin-address 127.0.0.1:19902 >"$state/orders-sidecar.yaml"
+"$switchyard" bootstrap --sidecar-for shop-1 --xds-address "$XDS" --admin-address 127.0.0.1:19903 >"$state/shop-sidecar.yaml"
+start orders-sidecar "$envoy" -c "$state/orders-sidecar.yaml" --use-dynamic-base-id --log-level warn
+start shop-sidecar "$envoy" -c "$state/shop-sidecar.yaml" --use-dynamic-base-id --log-level warn
+wait_http "http://$SHOP_UPSTREAM/" "the mesh (shop -> orders)" shop-sidecar
 
 if [ -n "${DEMO_CHECK:-}" ]; then
   fail() { echo "demo check: $*" >&2; exit 1; }
@@ -138,7 +162,12 @@ if [ -n "${DEMO_CHECK:-}" ]; then
     code=$(curl -sS -o /dev/null -w '%{http_code}' "http://$EDGE/")
     [ "$code" = 200 ] || fail "request $i after web-2 died got $code; want 200 (retried on another instance)"
   done
-  echo "demo check: ok (routing, canary header, api, failed health check, crashed instance)"
+  expect "shop reaches orders through the mesh" 'orders-1 /hello' "http://$SHOP_UPSTREAM/hello"
+  curl -fsS -X PUT "http://$CONSUL_HTTP/v1/config" -d '{"Kind": "service-intentions", "Name": "orders", "Sources": [{"Name": "shop", "Action": "deny"}]}' >/dev/null
+  expect "the intention shop -> orders: deny gives 403" '403' -o /dev/null -w '%{http_code}' "http://$SHOP_UPSTREAM/hello"
+  curl -fsS -X DELETE "http://$CONSUL_HTTP/v1/config/service-intentions/orders" >/dev/null
+  expect "the deny removed: 200 again" 'orders-1 /hello' "http://$SHOP_UPSTREAM/hello"
+  echo "demo check: ok (routing, canary header, api, failed health check, crashed instance, mesh, intention)"
   exit 0
 fi
 
@@ -160,6 +189,13 @@ Kill an instance: no request fails (Envoy retries elsewhere, ejects it, and
 Consul's check catches up a second later):
   kill \$(cat $state/web-2.pid)
   curl -s http://$ENVOY_ADMIN/stats | grep web.outlier_detection.ejections_active
+
+The mesh: shop calls orders through two sidecars, over mutual TLS with
+Consul's CA; orders' sidecar allows or denies it by Consul's intentions:
+  curl http://$SHOP_UPSTREAM/hello                 # orders-1, through both sidecars
+  curl -X PUT http://$CONSUL_HTTP/v1/config -d '{"Kind":"service-intentions","Name":"orders","Sources":[{"Name":"shop","Action":"deny"}]}'
+  curl -i http://$SHOP_UPSTREAM/hello              # 403 now
+  curl -X DELETE http://$CONSUL_HTTP/v1/config/service-intentions/orders
 
 See the Envoy config a policy produces, without running anything:
   $switchyard translate $state/policies
