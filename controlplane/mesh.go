@@ -64,6 +64,12 @@ func (p *publisher) publishMesh(snap *registry.MeshSnapshot) {
 	}
 	res := translator.TranslateMesh(snap)
 	p.logMeshWarnings(res.Diagnostics)
+	p.metrics.leafExpiry.Reset()
+	for _, svc := range snap.LeafServices() {
+		if l, ok := snap.Leaf(svc); ok && !l.NotAfter.IsZero() {
+			p.metrics.leafExpiry.WithLabelValues(svc).Set(float64(l.NotAfter.Unix()))
+		}
+	}
 	if res.Mesh.Roots.RootsPEM == "" {
 		// No CA roots (yet, or Consul lost them): nothing can be built;
 		// every sidecar keeps its last config.

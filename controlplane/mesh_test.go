@@ -5,8 +5,10 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/switchyard-io/switchyard/registry"
 	"github.com/switchyard-io/switchyard/test/testenv"
@@ -19,7 +21,7 @@ func meshData(t *testing.T, apiHealth registry.Health, withRoots bool, sidecars 
 	ca := testenv.NewCA(t, "mesh CA")
 	leaf := func(svc string) registry.Leaf {
 		l := ca.Issue(t, testenv.LeafOptions{Name: svc})
-		return registry.Leaf{Service: svc, CertPEM: string(l.CertPEM), KeyPEM: registry.KeyPEM(l.KeyPEM)}
+		return registry.Leaf{Service: svc, CertPEM: string(l.CertPEM), KeyPEM: registry.KeyPEM(l.KeyPEM), NotAfter: time.Unix(1900000000, 0)}
 	}
 	all := map[string]registry.Sidecar{
 		"web": {ID: "web-1-sidecar-proxy", Service: "web", ServiceID: "web-1", Address: "127.0.0.1", Port: 21000, Datacenter: "dc1",
@@ -86,6 +88,10 @@ func TestPublishMesh(t *testing.T) {
 	s.pub.publishMesh(registry.NewMeshSnapshot(noRoots))
 	if s.pub.groups[sidecarKey("web-1-sidecar-proxy")] == nil {
 		t.Error("web's config withdrawn when Consul had no CA roots; want the last config kept")
+	}
+
+	if got := testutil.ToFloat64(s.metrics.leafExpiry.WithLabelValues("web")); got != 1900000000 {
+		t.Errorf("switchyard_mesh_leaf_expiry_timestamp_seconds{service=web} = %v; want the leaf's NotAfter", got)
 	}
 
 	rec := adminGet(s, "/debug/config?group="+sidecarKey("web-1-sidecar-proxy"))

@@ -19,6 +19,7 @@ type metrics struct {
 	failingGroups     prometheus.Gauge
 	sidecarProblems   prometheus.Counter
 	failingSidecars   prometheus.Gauge
+	leafExpiry        *prometheus.GaugeVec
 	consulWatchErrors *prometheus.CounterVec
 	consulFailStatic  prometheus.Counter
 	policyReloads     *prometheus.CounterVec
@@ -62,6 +63,10 @@ func newMetrics() *metrics {
 			Name: "switchyard_sidecar_problems_total",
 			Help: "Problems found in Connect sidecar registrations (an unknown protocol, a duplicate bind port, an unsupported upstream): each is logged once with the proxy ID; the rest of the mesh is served.",
 		}),
+		leafExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "switchyard_mesh_leaf_expiry_timestamp_seconds",
+			Help: "When each service's Connect leaf certificate, as served to its sidecars, expires (Unix time). Consul renews leaves well before; alert when time() comes within hours of it: renewal is failing and the last good certificate is being served.",
+		}, []string{"service"}),
 		failingSidecars: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "switchyard_failing_sidecars",
 			Help: "Connect sidecars whose latest build failed: their Envoys run the last good config. The log names each and why.",
@@ -94,7 +99,7 @@ func newMetrics() *metrics {
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.connectedProxies, m.pushes, m.nacks, m.rejectingProxies, m.refusedStreams, m.snapshotBuild, m.snapshotErrors, m.failingGroups, m.sidecarProblems, m.failingSidecars,
+		m.connectedProxies, m.pushes, m.nacks, m.rejectingProxies, m.refusedStreams, m.snapshotBuild, m.snapshotErrors, m.failingGroups, m.sidecarProblems, m.failingSidecars, m.leafExpiry,
 		m.consulWatchErrors, m.consulFailStatic, m.policyReloads, m.policyWarnings, m.ready,
 	)
 	// Pre-create the error series so they read 0, not absent, before the

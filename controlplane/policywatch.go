@@ -172,7 +172,7 @@ func (w *policyWatcher) reload() {
 	w.watch()
 	w.lastPrint = fingerprint(w.dirs)
 	w.gatePrint = w.lastPrint
-	set, diags := policy.Load(w.paths...)
+	set, diags := policy.LoadWith(policy.Options{Mesh: s.cfg.Mesh}, w.paths...)
 	if set != nil {
 		w.files = set.Files()
 	}

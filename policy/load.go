@@ -31,6 +31,19 @@ import (
 // of Parse's checks, a set that defines no proxy group is an error, since it
 // would serve every Envoy an empty config.
 func Load(paths ...string) (*Set, Diagnostics) {
+	return LoadWith(Options{}, paths...)
+}
+
+// Options change what Load requires.
+type Options struct {
+	// Mesh: Switchyard also serves Connect sidecars, whose config comes
+	// from Consul; a policy without proxy groups is then valid (sidecars
+	// need no policy file).
+	Mesh bool
+}
+
+// LoadWith is Load with options; serve and validate pass the same ones.
+func LoadWith(opts Options, paths ...string) (*Set, Diagnostics) {
 	var (
 		diags    Diagnostics
 		names    []string
@@ -77,7 +90,7 @@ func Load(paths ...string) (*Set, Diagnostics) {
 		}
 	}
 	set, diags := parse(names, contents, diags)
-	if set != nil && len(set.Groups) == 0 {
+	if set != nil && len(set.Groups) == 0 && !opts.Mesh {
 		diags = append(diags, Diagnostic{
 			Pos:      Pos{File: strings.Join(paths, ", ")},
 			Severity: SeverityError,

@@ -311,3 +311,16 @@ func TestDiagnostics(t *testing.T) {
 }
 
 func replaceName(s, name string) string { return strings.Replace(s, "NAME", name, 1) }
+
+// With the mesh on, a policy without proxy groups is valid: sidecars take
+// their config from Consul.
+func TestLoadMeshNeedsNoGroup(t *testing.T) {
+	dir := t.TempDir()
+	if _, diags := policy.Load(dir); !diags.HasErrors() {
+		t.Error("an empty policy is valid without the mesh; want the no-proxy-group error")
+	}
+	set, diags := policy.LoadWith(policy.Options{Mesh: true}, dir)
+	if diags.HasErrors() || set == nil {
+		t.Errorf("an empty policy with the mesh: %v; want valid", diags)
+	}
+}

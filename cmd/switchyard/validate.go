@@ -8,16 +8,18 @@ import (
 )
 
 func newValidateCmd() *cobra.Command {
-	return &cobra.Command{
+	var mesh bool
+	cmd := &cobra.Command{
 		Use:   "validate PATH...",
 		Short: "Check policy files and print every problem as file:line: message",
 		Long: `Validate reads policy files (each PATH is a file or a directory of *.yaml
 files) exactly as serve does, and prints every error and warning as
 file:line: message. It exits 0 when the policy is valid (warnings allowed)
-and 1 when there is any error.`,
+and 1 when there is any error. With --mesh it checks as serve --mesh does:
+a policy without proxy groups is then valid.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			set, diags, err := loadPolicy(cmd, args)
+			set, diags, err := loadPolicyWith(cmd, policy.Options{Mesh: mesh}, args)
 			if err != nil {
 				return err
 			}
@@ -26,12 +28,19 @@ and 1 when there is any error.`,
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&mesh, "mesh", false, "check as serve --mesh does: proxy groups are then optional")
+	return cmd
 }
 
 // loadPolicy loads policy files as serve does, printing every finding as
 // file:line: message on stderr; any error makes the command exit 1.
 func loadPolicy(cmd *cobra.Command, paths []string) (*policy.Set, policy.Diagnostics, error) {
-	set, diags := policy.Load(paths...)
+	return loadPolicyWith(cmd, policy.Options{}, paths)
+}
+
+// loadPolicyWith is loadPolicy with the options serve was given.
+func loadPolicyWith(cmd *cobra.Command, opts policy.Options, paths []string) (*policy.Set, policy.Diagnostics, error) {
+	set, diags := policy.LoadWith(opts, paths...)
 	for _, d := range diags {
 		cmd.PrintErrln(redact.PEMKeys(d.String())) // a safety net: diagnostics never quote PEM
 	}

@@ -262,3 +262,30 @@ func TestMeshNeedsConnect(t *testing.T) {
 		t.Errorf("the error does not name mesh.enabled and Consul's connect setting:\n%s", out)
 	}
 }
+
+// A mesh needs no policy file: serve --mesh with an empty policy
+// directory gets ready and serves sidecars from Consul alone.
+func TestMeshWithoutPolicy(t *testing.T) {
+	e := &Env{t: t, PolicyDir: t.TempDir(), XDSAddr: testenv.Addr(testenv.FreePort(t)), AdminAddr: testenv.Addr(testenv.FreePort(t)), delta: true}
+	e.Consul = testenv.Consul(t)
+	e.consul = e.Consul.Client(t)
+	e.serveArgs = []string{"--consul-address", e.Consul.HTTPAddr, "--mesh"}
+	e.StartSwitchyard()
+	e.WaitReady()
+	apiSidecar, webSidecar, bind := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
+	registerWithSidecar(t, e, "api", "api-1", "http", startAPIApp(t, "api-1"), apiSidecar)
+	registerWithSidecar(t, e, "web", "web-1", "http", testenv.FreePort(t), webSidecar,
+		consulapi.Upstream{DestinationName: "api", LocalBindPort: bind})
+	startSidecar(t, e, "api-1")
+	startSidecar(t, e, "web-1")
+	testenv.Eventually(t, 60*time.Second, "web reaches api with no policy file", func() error {
+		code, b, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/", bind), nil)
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK || !strings.HasPrefix(b, "api-1") {
+			return fmt.Errorf("got %d %q", code, b)
+		}
+		return nil
+	})
+}
