@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/switchyard-io/switchyard/envoy"
 	"github.com/switchyard-io/switchyard/test/testenv"
 )
 
@@ -197,4 +198,38 @@ func pemBlock(t *testing.T, b []byte) []byte {
 		t.Fatal("no PEM block")
 	}
 	return block.Bytes
+}
+
+// With groups bound to certificates, a sidecar's Envoy gets only the
+// sidecar its certificate names (sidecar.<proxy ID>): not another
+// sidecar's identity, and a group's certificate opens no sidecar.
+func TestBindSidecarsToClientCertificates(t *testing.T) {
+	var logs bytes.Buffer
+	s, _ := newTestServer(t, &logs)
+	s.px.bindGroups = true
+	ca := testenv.NewCA(t, "test CA")
+	ctxFor := func(names ...string) context.Context {
+		leaf, err := x509.ParseCertificate(pemBlock(t, ca.Issue(t, testenv.LeafOptions{Name: names[0], DNS: names[1:], Client: true}).CertPEM))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return peer.NewContext(context.Background(), &peer.Peer{AuthInfo: credentials.TLSInfo{State: tls.ConnectionState{
+			PeerCertificates: []*x509.Certificate{leaf}, VerifiedChains: [][]*x509.Certificate{{leaf, ca.Cert}},
+		}}})
+	}
+	cb := s.px.callbacks()
+	request := func(id int64, ctx context.Context, proxyID string) error {
+		_ = cb.OnStreamOpen(ctx, id, "")
+		return cb.OnStreamRequest(id, &discoveryv3.DiscoveryRequest{
+			Node: &corev3.Node{Id: proxyID, Cluster: envoy.SidecarNodeCluster}, TypeUrl: resource.ListenerType})
+	}
+	if err := request(1, ctxFor("web", SidecarCertName("web-1-sidecar-proxy")), "web-1-sidecar-proxy"); err != nil {
+		t.Errorf("web's sidecar with its own certificate: %v", err)
+	}
+	if err := request(2, ctxFor("web", SidecarCertName("web-1-sidecar-proxy")), "api-1-sidecar-proxy"); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("web's certificate asking for api's sidecar: %v; want PermissionDenied", err)
+	}
+	if err := request(3, ctxFor("api-1-sidecar-proxy"), "api-1-sidecar-proxy"); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("a certificate naming the bare proxy ID (a group-style name): %v; want PermissionDenied", err)
+	}
 }
