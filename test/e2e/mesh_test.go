@@ -3,6 +3,7 @@ package e2e
 import (
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -350,4 +351,63 @@ func TestMeshCARotationLosesNoCall(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("web's sidecar never got the new root and leaf in 120 s (%d calls, none failed)", calls)
+}
+
+// A tcp service through the mesh: raw bytes echo through web's and db's
+// sidecars; an intention web -> db: deny closes web's connections.
+func TestMeshTCP(t *testing.T) {
+	e := NewEnvWith(t, true, map[string]string{"edge.yaml": webPolicy}, Options{Mesh: true})
+	echoPort := testenv.FreePort(t)
+	l, err := net.Listen("tcp", testenv.Addr(echoPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+		}
+	}()
+	dbSidecar, webSidecar, bind := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
+	registerWithSidecar(t, e, "db", "db-1", "tcp", echoPort, dbSidecar)
+	registerWithSidecar(t, e, "web", "web-1", "tcp", testenv.FreePort(t), webSidecar,
+		consulapi.Upstream{DestinationName: "db", LocalBindPort: bind})
+	startSidecar(t, e, "db-1")
+	startSidecar(t, e, "web-1")
+	echo := func() error {
+		c, err := net.DialTimeout("tcp", testenv.Addr(bind), 10*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write([]byte("ping\n")); err != nil {
+			return err
+		}
+		buf := make([]byte, 5)
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return err
+		}
+		if string(buf) != "ping\n" {
+			return fmt.Errorf("echo %q", buf)
+		}
+		return nil
+	}
+	testenv.Eventually(t, 60*time.Second, "raw TCP echo through both sidecars", echo)
+
+	deny := &consulapi.ServiceIntentionsConfigEntry{Kind: consulapi.ServiceIntentions, Name: "db",
+		Sources: []*consulapi.SourceIntention{{Name: "web", Action: consulapi.IntentionActionDeny}}}
+	if _, _, err := e.consul.ConfigEntries().Set(deny, nil); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 60*time.Second, "web -> db denied: the connection is closed", func() error {
+		if err := echo(); err == nil {
+			return fmt.Errorf("the echo still works")
+		}
+		return nil
+	})
 }
