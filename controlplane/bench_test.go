@@ -116,7 +116,7 @@ func BenchmarkMeshHealthFlip(b *testing.B) {
 		leaves = append(leaves, registry.Leaf{Service: svc, CertPEM: string(l.CertPEM), KeyPEM: registry.KeyPEM(l.KeyPEM)})
 	}
 	states := []*registry.MeshSnapshot{meshEstate(b, ca, leaves, 100, 500, false), meshEstate(b, ca, leaves, 100, 500, true)}
-	s.pub.publishMesh(states[0])
+	s.pub.publishMesh(states[0], nil)
 	if n := len(s.pub.groups); n != 500 {
 		b.Fatalf("%d sidecars published; want 500\n%s", n, logs.String())
 	}
@@ -125,6 +125,6 @@ func BenchmarkMeshHealthFlip(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		i++
-		s.pub.publishMesh(states[i%2])
+		s.pub.publishMesh(states[i%2], nil)
 	}
 }

@@ -400,7 +400,7 @@ func (s *Server) rebuild() {
 		}
 	}
 	if mesh := s.in.meshSnapshot(); mesh != nil {
-		s.pub.publishMesh(mesh)
+		s.pub.publishMesh(mesh, set)
 	}
 }
 

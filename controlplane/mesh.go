@@ -33,6 +33,7 @@ type meshState struct {
 	// last is the snapshot last published from: the mesh depends on it
 	// alone, so a rebuild for a gateway change skips the mesh.
 	last    *registry.MeshSnapshot
+	lastSet *policy.Set // the policy set last published from
 	current map[string]bool // the sidecar keys built from last
 	// buildErr is the shared build's error while it fails, logged once.
 	buildErr string
@@ -52,8 +53,8 @@ type sidecarFailure struct {
 // whose versions changed. A sidecar that cannot be built is logged and
 // keeps its last snapshot; a sidecar gone from Consul is withdrawn once no
 // Envoy uses it.
-func (p *publisher) publishMesh(snap *registry.MeshSnapshot) {
-	if snap == p.mesh.last {
+func (p *publisher) publishMesh(snap *registry.MeshSnapshot, set *policy.Set) {
+	if snap == p.mesh.last && set == p.mesh.lastSet {
 		// Unchanged since the last publish; only sidecars no longer
 		// served may have lost their last Envoy since.
 		p.withdrawSidecars(p.mesh.current)
@@ -62,7 +63,7 @@ func (p *publisher) publishMesh(snap *registry.MeshSnapshot) {
 	if p.mesh.sidecars == nil {
 		p.mesh.sidecars, p.mesh.failed = map[string]*sidecarBuild{}, map[string]sidecarFailure{}
 	}
-	res := translator.TranslateMesh(snap)
+	res := translator.TranslateMesh(snap, set)
 	p.logMeshWarnings(res.Diagnostics)
 	p.metrics.leafExpiry.Reset()
 	for _, svc := range snap.LeafServices() {
@@ -142,7 +143,7 @@ func (p *publisher) publishMesh(snap *registry.MeshSnapshot) {
 		}
 	}
 	p.metrics.failingSidecars.Set(float64(len(p.mesh.failed)))
-	p.mesh.last, p.mesh.current = snap, current
+	p.mesh.last, p.mesh.lastSet, p.mesh.current = snap, set, current
 	p.withdrawSidecars(current)
 }
 

@@ -64,7 +64,7 @@ func newMeshServer(t *testing.T) (*Server, *bytes.Buffer) {
 func TestPublishMesh(t *testing.T) {
 	s, logs := newMeshServer(t)
 	healthy := meshData(t, registry.Healthy, true, "web", "api", "db")
-	s.pub.publishMesh(registry.NewMeshSnapshot(healthy))
+	s.pub.publishMesh(registry.NewMeshSnapshot(healthy), nil)
 	web, db := s.pub.groups[sidecarKey("web-1-sidecar-proxy")], s.pub.groups[sidecarKey("db-1-sidecar-proxy")]
 	if web == nil || db == nil || s.pub.groups[sidecarKey("api-1-sidecar-proxy")] == nil {
 		t.Fatalf("sidecars published: %v; want web, api and db\n%s", groupNames(s), logs)
@@ -72,7 +72,7 @@ func TestPublishMesh(t *testing.T) {
 
 	flipped := healthy
 	flipped.Destinations = meshData(t, registry.Unhealthy, true).Destinations
-	s.pub.publishMesh(registry.NewMeshSnapshot(flipped))
+	s.pub.publishMesh(registry.NewMeshSnapshot(flipped), nil)
 	web2, db2 := s.pub.groups[sidecarKey("web-1-sidecar-proxy")], s.pub.groups[sidecarKey("db-1-sidecar-proxy")]
 	for typ, v := range web.versions {
 		if changed, want := web2.versions[typ] != v, typ == resource.EndpointType; changed != want {
@@ -85,7 +85,7 @@ func TestPublishMesh(t *testing.T) {
 
 	noRoots := flipped
 	noRoots.Roots = nil
-	s.pub.publishMesh(registry.NewMeshSnapshot(noRoots))
+	s.pub.publishMesh(registry.NewMeshSnapshot(noRoots), nil)
 	if s.pub.groups[sidecarKey("web-1-sidecar-proxy")] == nil {
 		t.Error("web's config withdrawn when Consul had no CA roots; want the last config kept")
 	}
@@ -99,7 +99,7 @@ func TestPublishMesh(t *testing.T) {
 		t.Errorf("/debug/config for web's sidecar: %d, key shown or leaf missing:\n%.400s", rec.Code, rec.Body)
 	}
 
-	s.pub.publishMesh(registry.NewMeshSnapshot(meshData(t, registry.Unhealthy, true, "web", "api")))
+	s.pub.publishMesh(registry.NewMeshSnapshot(meshData(t, registry.Unhealthy, true, "web", "api")), nil)
 	if s.pub.groups[sidecarKey("db-1-sidecar-proxy")] != nil {
 		t.Error("db's config still published after its sidecar left Consul")
 	}

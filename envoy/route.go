@@ -87,18 +87,7 @@ func route(listener, virtualHost string, r *ir.Route) (*routev3.Route, error) {
 		}
 	}
 	if r.Retries != nil {
-		rp := &routev3.RetryPolicy{
-			RetryOn:    strings.Join(r.Retries.On, ","),
-			NumRetries: wrapperspb.UInt32(r.Retries.Attempts),
-			// A retry goes to another instance when there is one: retrying
-			// the instance that just failed rarely helps.
-			RetryHostPredicate:            []*routev3.RetryPolicy_RetryHostPredicate{previousHosts},
-			HostSelectionRetryMaxAttempts: 3,
-		}
-		if r.Retries.PerTryTimeout.Duration > 0 {
-			rp.PerTryTimeout = durationpb.New(r.Retries.PerTryTimeout.Duration)
-		}
-		action.RetryPolicy = rp
+		action.RetryPolicy = retryPolicy(r.Retries)
 	}
 	out := &routev3.Route{
 		Name:   r.Name,
@@ -183,3 +172,19 @@ var previousHosts = func() *routev3.RetryPolicy_RetryHostPredicate {
 		ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: cfg},
 	}
 }()
+
+// retryPolicy is a route's retries, at the edge and in the mesh.
+func retryPolicy(r *ir.Retries) *routev3.RetryPolicy {
+	rp := &routev3.RetryPolicy{
+		RetryOn:    strings.Join(r.On, ","),
+		NumRetries: wrapperspb.UInt32(r.Attempts),
+		// A retry goes to another instance when there is one: retrying
+		// the instance that just failed rarely helps.
+		RetryHostPredicate:            []*routev3.RetryPolicy_RetryHostPredicate{previousHosts},
+		HostSelectionRetryMaxAttempts: 3,
+	}
+	if r.PerTryTimeout.Duration > 0 {
+		rp.PerTryTimeout = durationpb.New(r.PerTryTimeout.Duration)
+	}
+	return rp
+}

@@ -235,9 +235,16 @@ func meshLoadAssignment(c *ir.MeshCluster) *endpointv3.ClusterLoadAssignment {
 }
 
 // meshRouteConfig is the routes every HTTP caller of a destination shares:
-// today all of its traffic to its mesh cluster. Policy for traffic to the
-// destination (retries, timeouts, splits) belongs here, built once.
+// all of its traffic to its mesh cluster, with the destination's policy
+// (a Service's mesh block: timeout, retries), built once for every caller.
 func meshRouteConfig(c *ir.MeshCluster) *routev3.RouteConfiguration {
+	action := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: MeshClusterName(c.SNI)}}
+	if c.Timeout != nil {
+		action.Timeout = durationpb.New(c.Timeout.Duration)
+	}
+	if c.Retries != nil {
+		action.RetryPolicy = retryPolicy(c.Retries)
+	}
 	return &routev3.RouteConfiguration{
 		Name: MeshRouteConfigName(c.SNI),
 		VirtualHosts: []*routev3.VirtualHost{{
@@ -245,7 +252,7 @@ func meshRouteConfig(c *ir.MeshCluster) *routev3.RouteConfiguration {
 			Domains: []string{"*"},
 			Routes: []*routev3.Route{{
 				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-				Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: MeshClusterName(c.SNI)}}},
+				Action: &routev3.Route_Route{Route: action},
 			}},
 		}},
 	}

@@ -89,7 +89,7 @@ func (d *decoder) document(doc *yaml.Node, out *parsed) {
 		m, _ := d.mapping(n, KindCertificate, "apiVersion", "kind", "name", "certFile", "keyFile", "caFile")
 		d.certificate(m, out)
 	case KindService:
-		m, _ := d.mapping(n, KindService, "apiVersion", "kind", "name", "protocol")
+		m, _ := d.mapping(n, KindService, "apiVersion", "kind", "name", "protocol", "mesh")
 		d.serviceDoc(m, out)
 	}
 }
@@ -124,9 +124,25 @@ func (d *decoder) serviceDoc(m *fields, out *parsed) {
 			d.errorf(m.lineOf("protocol"), "unknown protocol %s; supported: %s", quoteValue(v), strings.Join(Protocols(), ", "))
 		}
 	}
+	if mn := m.vals["mesh"]; mn != nil {
+		sv.Mesh = d.meshPolicy(mn)
+	}
 	if sv.Name != "" {
 		out.services = append(out.services, sv)
 	}
+}
+
+// meshPolicy decodes a Service's mesh block.
+func (d *decoder) meshPolicy(n *yaml.Node) *MeshPolicy {
+	m, ok := d.mapping(n, "mesh", "timeout", "retries")
+	if !ok {
+		return nil
+	}
+	mp := &MeshPolicy{Pos: d.pos(m.line), Timeout: d.duration(m, "timeout")}
+	if rn := m.vals["retries"]; rn != nil {
+		mp.Retries = d.retries(rn, mp.Timeout)
+	}
+	return mp
 }
 
 func (d *decoder) proxyGroup(m *fields, out *parsed) {
@@ -950,7 +966,7 @@ func (p *parsed) check(diags *Diagnostics) {
 		}
 	}
 	for _, sv := range p.services {
-		if !routed[sv.Name] && services[sv.Name] == sv.Pos {
+		if !routed[sv.Name] && sv.Mesh == nil && services[sv.Name] == sv.Pos {
 			*diags = append(*diags, Diagnostic{Pos: sv.Pos, Severity: SeverityWarning, Message: fmt.Sprintf("Service %q is not routed to by any proxy group; its settings have no effect", sv.Name)})
 		}
 	}

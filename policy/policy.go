@@ -219,6 +219,17 @@ type Service struct {
 	// Protocol is how Envoy talks to the service's instances (Protocols);
 	// "" when not set: the instances' Consul meta "protocol", else HTTP/1.1.
 	Protocol string
+	// Mesh is policy for traffic to the service from Connect sidecars
+	// (an HTTP service's callers); nil when not set.
+	Mesh *MeshPolicy
+}
+
+// MeshPolicy is what every sidecar that calls a service applies to its
+// requests: the same fields as a route's.
+type MeshPolicy struct {
+	Pos     Pos
+	Timeout *time.Duration // nil: Envoy's default (15s); 0: none
+	Retries *Retries       // nil: none
 }
 
 // ListenerTLS terminates TLS on a listener. Envoy picks among the

@@ -28,7 +28,10 @@ var consulPos = policy.Pos{File: "consul"}
 // TranslateMesh turns Consul's view of the mesh into IR. It is pure: the
 // same snapshot gives the same IR. Without CA roots there is no mesh yet,
 // and no sidecar is served.
-func TranslateMesh(snap *registry.MeshSnapshot) *MeshResult {
+//
+// set, when not nil, is the served policy: a Service document's mesh block
+// applies to every sidecar's HTTP calls to that service.
+func TranslateMesh(snap *registry.MeshSnapshot, set *policy.Set) *MeshResult {
 	res := &MeshResult{}
 	warn := func(format string, args ...any) {
 		res.Diagnostics = append(res.Diagnostics, policy.Diagnostic{Pos: consulPos, Severity: policy.SeverityWarning, Message: fmt.Sprintf(format, args...)})
@@ -85,7 +88,7 @@ func TranslateMesh(snap *registry.MeshSnapshot) *MeshResult {
 			}
 			sni := ir.MeshSNI(u.DestinationName, sc.Datacenter, td)
 			if clusters[sni] == nil && pending[sni] == nil {
-				pending[sni] = meshCluster(snap, u.DestinationName, sc.Datacenter, td, proto, warn)
+				pending[sni] = meshCluster(snap, set, u.DestinationName, sc.Datacenter, td, proto, warn)
 			}
 			c := clusters[sni]
 			if c == nil {
@@ -164,10 +167,28 @@ func sidecar(snap *registry.MeshSnapshot, sc registry.Sidecar, td string, warn f
 // meshCluster is one destination as its callers reach it: its sidecars'
 // public listeners, usable only while both the sidecar and its instance
 // pass.
-func meshCluster(snap *registry.MeshSnapshot, service, dc, td string, proto ir.Protocol, warn func(string, ...any)) *ir.MeshCluster {
+func meshCluster(snap *registry.MeshSnapshot, set *policy.Set, service, dc, td string, proto ir.Protocol, warn func(string, ...any)) *ir.MeshCluster {
 	c := &ir.MeshCluster{
 		Service: service, Datacenter: dc, Protocol: proto,
 		SNI: ir.MeshSNI(service, dc, td), SPIFFEID: ir.SPIFFEID(td, dc, service),
+	}
+	var sv policy.Service
+	var ok bool
+	if set != nil {
+		sv, ok = set.Service(service)
+	}
+	if ok && sv.Mesh != nil {
+		if !proto.IsHTTP() {
+			warn("Service %q (%s) has a mesh policy, but its sidecars speak %s: timeouts and retries need http, http2 or grpc; ignored", service, sv.Mesh.Pos, proto)
+		} else {
+			if sv.Mesh.Timeout != nil {
+				d := ir.D(*sv.Mesh.Timeout)
+				c.Timeout = &d
+			}
+			if r := sv.Mesh.Retries; r != nil && r.Attempts > 0 {
+				c.Retries = &ir.Retries{Attempts: r.Attempts, On: append([]string(nil), r.On...), PerTryTimeout: ir.D(r.PerTryTimeout)}
+			}
+		}
 	}
 	d, ok := snap.Destination(service)
 	if !ok {

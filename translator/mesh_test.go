@@ -6,6 +6,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/switchyard-io/switchyard/policy"
 	"github.com/switchyard-io/switchyard/registry"
 	"github.com/switchyard-io/switchyard/test/golden"
 )
@@ -71,7 +72,23 @@ func meshFixture() *registry.MeshSnapshot {
 func TestMeshGolden(t *testing.T) {
 	g := golden.New(t, *update, "testdata/mesh.*")
 	snap := meshFixture()
-	res := TranslateMesh(snap)
+	// Policy for sidecars' calls: api's (http) applies, db's (tcp) cannot.
+	set, diags := policy.Parse(map[string][]byte{"services.yaml": []byte(`apiVersion: switchyard.io/v1
+kind: Service
+name: api
+mesh:
+  timeout: 2s
+  retries: { attempts: 2, on: [5xx] }
+---
+apiVersion: switchyard.io/v1
+kind: Service
+name: db
+mesh: { timeout: 1s }
+`)})
+	if diags.HasErrors() {
+		t.Fatal(diags.Err())
+	}
+	res := TranslateMesh(snap, set)
 	if err := res.Mesh.Validate(); err != nil {
 		t.Errorf("invalid mesh IR: %v", err)
 	}
@@ -93,7 +110,7 @@ func TestMeshGolden(t *testing.T) {
 		lines = append(lines, d.String())
 	}
 	g.Compare(t, "testdata/mesh.diagnostics.txt", []byte(strings.Join(lines, "\n")+"\n"))
-	again, _ := yaml.Marshal(TranslateMesh(snap))
+	again, _ := yaml.Marshal(TranslateMesh(snap, set))
 	if string(again) != string(got) {
 		t.Error("mesh translation is not deterministic")
 	}
@@ -121,7 +138,7 @@ func TestMeshBadUpstreamIsDropped(t *testing.T) {
 	}
 	roots, _ := base.Roots()
 	data.Roots = &roots
-	res := TranslateMesh(registry.NewMeshSnapshot(data))
+	res := TranslateMesh(registry.NewMeshSnapshot(data), nil)
 	if err := res.Mesh.Validate(); err != nil {
 		t.Fatalf("the mesh is invalid after a bad upstream: %v", err)
 	}

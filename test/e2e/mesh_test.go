@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -407,6 +408,60 @@ func TestMeshTCP(t *testing.T) {
 	testenv.Eventually(t, 60*time.Second, "web -> db denied: the connection is closed", func() error {
 		if err := echo(); err == nil {
 			return fmt.Errorf("the echo still works")
+		}
+		return nil
+	})
+}
+
+// A Service policy's mesh block applies to every sidecar's calls to the
+// service: with retries on 5xx, web's calls survive api failing its first
+// answers; without them the 503 reaches web.
+func TestMeshServicePolicy(t *testing.T) {
+	e := NewEnvWith(t, true, map[string]string{"edge.yaml": webPolicy}, Options{Mesh: true})
+	var fails atomic.Int32
+	apiPort := testenv.FreePort(t)
+	l, err := net.Listen("tcp", testenv.Addr(apiPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fails.Add(-1) >= 0 {
+			http.Error(w, "failing on purpose", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprint(w, "api-1")
+	})}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { srv.Close() })
+	apiSidecar, webSidecar, bind := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
+	registerWithSidecar(t, e, "api", "api-1", "http", apiPort, apiSidecar)
+	registerWithSidecar(t, e, "web", "web-1", "http", testenv.FreePort(t), webSidecar,
+		consulapi.Upstream{DestinationName: "api", LocalBindPort: bind})
+	startSidecar(t, e, "api-1")
+	startSidecar(t, e, "web-1")
+	get := func() int {
+		code, _, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/", bind), nil)
+		if err != nil {
+			return 0
+		}
+		return code
+	}
+	testenv.Eventually(t, 60*time.Second, "web reaches api", func() error {
+		if c := get(); c != http.StatusOK {
+			return fmt.Errorf("got %d", c)
+		}
+		return nil
+	})
+	fails.Store(1)
+	if c := get(); c != http.StatusServiceUnavailable {
+		t.Fatalf("without a mesh policy, a failing answer reached web as %d; want 503 (no retries)", c)
+	}
+
+	e.WritePolicy("services.yaml", "apiVersion: switchyard.io/v1\nkind: Service\nname: api\nmesh:\n  retries: { attempts: 2, on: [5xx] }\n")
+	testenv.Eventually(t, 60*time.Second, "the mesh policy reaches web's sidecar", func() error {
+		fails.Store(2)
+		if c := get(); c != http.StatusOK {
+			return fmt.Errorf("with two failing answers: %d; want 200 after retries", c)
 		}
 		return nil
 	})

@@ -205,6 +205,10 @@ type MeshCluster struct {
 	// Endpoints are the destination's sidecars: their public address and
 	// port, healthy only while both the sidecar and its service pass.
 	Endpoints []Endpoint `json:"endpoints,omitempty"`
+	// Timeout and Retries apply to every HTTP call to the destination
+	// (from a Service policy's mesh block); nil: not set.
+	Timeout *Duration `json:"timeout,omitempty"`
+	Retries *Retries  `json:"retries,omitempty"`
 }
 
 // MeshSNI is the server name Consul's sidecars send to reach a service, and
