@@ -33,7 +33,7 @@ type meshState struct {
 	// last is the snapshot last published from: the mesh depends on it
 	// alone, so a rebuild for a gateway change skips the mesh.
 	last    *registry.MeshSnapshot
-	lastSet *policy.Set // the policy set last published from
+	lastSet *policy.Set     // the policy set last published from
 	current map[string]bool // the sidecar keys built from last
 	// buildErr is the shared build's error while it fails, logged once.
 	buildErr string
