@@ -13,6 +13,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -138,36 +139,11 @@ func (x *proxies) callbacks() serverv3.Callbacks {
 		},
 		StreamRequestFunc: func(id int64, req *discoveryv3.DiscoveryRequest) error {
 			key := streamKey{false, id}
-			if err := x.checkRequest(key, req.GetNode(), req.GetTypeUrl()); err != nil {
-				return err
-			}
-			if err := x.checkGroup(key, req.GetNode()); err != nil {
-				return err
-			}
-			x.streamRequest(key, req.GetNode())
-			if req.GetErrorDetail() != nil {
-				x.nack(key, req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage())
-				x.holdRejected(key, req)
-			} else if req.GetResponseNonce() != "" {
-				x.ack(key, req.GetTypeUrl(), req.GetResponseNonce())
-			}
-			return nil
+			return x.request(key, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), req.GetErrorDetail(),
+				func() { x.holdRejected(key, req) })
 		},
 		StreamDeltaRequestFunc: func(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
-			key := streamKey{true, id}
-			if err := x.checkRequest(key, req.GetNode(), req.GetTypeUrl()); err != nil {
-				return err
-			}
-			if err := x.checkGroup(key, req.GetNode()); err != nil {
-				return err
-			}
-			x.streamRequest(key, req.GetNode())
-			if req.GetErrorDetail() != nil {
-				x.nack(key, req.GetTypeUrl(), req.GetResponseNonce(), "", req.GetErrorDetail().GetMessage())
-			} else if req.GetResponseNonce() != "" {
-				x.ack(key, req.GetTypeUrl(), req.GetResponseNonce())
-			}
-			return nil
+			return x.request(streamKey{true, id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), "", req.GetErrorDetail(), nil)
 		},
 		StreamResponseFunc: func(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
 			x.metrics.pushes.WithLabelValues(typeLabel(resp.GetTypeUrl())).Inc()
@@ -194,6 +170,29 @@ func (x *proxies) callbacks() serverv3.Callbacks {
 			x.mu.Unlock()
 		},
 	}
+}
+
+// request handles one request of either protocol: it checks it (an error
+// ends the stream), registers the stream on its first request, and records
+// an ACK or a NACK (afterNACK, when set, runs after a NACK is recorded).
+func (x *proxies) request(key streamKey, node *corev3.Node, typeURL, nonce, version string, errDetail *statuspb.Status, afterNACK func()) error {
+	if err := x.checkRequest(key, node, typeURL); err != nil {
+		return err
+	}
+	if err := x.checkGroup(key, node); err != nil {
+		return err
+	}
+	x.streamRequest(key, node)
+	switch {
+	case errDetail != nil:
+		x.nack(key, typeURL, nonce, version, errDetail.GetMessage())
+		if afterNACK != nil {
+			afterNACK()
+		}
+	case nonce != "":
+		x.ack(key, typeURL, nonce)
+	}
+	return nil
 }
 
 // holdRejected stops a state-of-the-world NACK from turning into a push
