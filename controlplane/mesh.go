@@ -37,14 +37,17 @@ type meshState struct {
 	current map[string]bool // the sidecar keys built from last
 	// buildErr is the shared build's error while it fails, logged once.
 	buildErr string
+	// leafSeries are the services with a leaf expiry series.
+	leafSeries map[string]bool
 	// failed is each failing sidecar's input and error, so a failure is
 	// retried only when its input changes and logged once.
 	failed map[string]sidecarFailure
 }
 
 type sidecarFailure struct {
-	in  ir.Sidecar
-	err string
+	in    ir.Sidecar
+	print string // sharedPrint when it failed
+	err   string
 }
 
 // publishMesh builds every Connect sidecar's snapshot from Consul's view
@@ -65,12 +68,7 @@ func (p *publisher) publishMesh(snap *registry.MeshSnapshot, set *policy.Set) {
 	}
 	res := translator.TranslateMesh(snap, set)
 	p.logMeshWarnings(res.Diagnostics)
-	p.metrics.leafExpiry.Reset()
-	for _, svc := range snap.LeafServices() {
-		if l, ok := snap.Leaf(svc); ok && !l.NotAfter.IsZero() {
-			p.metrics.leafExpiry.WithLabelValues(svc).Set(float64(l.NotAfter.Unix()))
-		}
-	}
+	p.setLeafExpiry(snap)
 	if res.Mesh.Roots.RootsPEM == "" {
 		// No CA roots (yet, or Consul lost them): nothing can be built;
 		// every sidecar keeps its last config.
@@ -87,49 +85,54 @@ func (p *publisher) publishMesh(snap *registry.MeshSnapshot, set *policy.Set) {
 	}
 	p.mesh.buildErr = ""
 	current := map[string]bool{}
+	clean := true // every sidecar published, or skipped as a known failure
 	for i := range res.Sidecars {
 		sc := &res.Sidecars[i]
 		key := sidecarKey(sc.ProxyID)
 		current[key] = true
-		if err := res.Mesh.ValidateSidecar(sc); err != nil {
+		print := sharedPrint(sc, sharedDigests)
+		// A failure is retried only when what it was built from changed,
+		// and logged once.
+		if f, ok := p.mesh.failed[sc.ProxyID]; ok && f.print == print && reflect.DeepEqual(f.in, *sc) {
+			continue
+		}
+		fail := func(err error) {
 			p.metrics.snapshotErrors.Inc()
+			p.mesh.failed[sc.ProxyID] = sidecarFailure{in: *sc, print: print, err: err.Error()}
 			p.log.Error("sidecar failed to build; its Envoy keeps its last good config", "proxy", sc.ProxyID, "err", err)
+		}
+		if err := res.Mesh.ValidateSidecar(sc); err != nil {
+			fail(err)
 			continue
 		}
 		b := p.mesh.sidecars[sc.ProxyID]
 		if b == nil || !reflect.DeepEqual(b.in, *sc) {
-			if f, ok := p.mesh.failed[sc.ProxyID]; ok && reflect.DeepEqual(f.in, *sc) {
-				continue // failed before with this very input: logged then
-			}
 			own, digests, err := envoy.BuildSidecar(sc)
 			if err != nil {
-				p.metrics.snapshotErrors.Inc()
-				p.mesh.failed[sc.ProxyID] = sidecarFailure{in: *sc, err: err.Error()}
-				p.log.Error("sidecar failed to build; its Envoy keeps its last good config", "proxy", sc.ProxyID, "err", err)
+				fail(err)
 				continue
 			}
-			delete(p.mesh.failed, sc.ProxyID)
 			b = &sidecarBuild{in: *sc, own: own, digests: digests}
 			p.mesh.sidecars[sc.ProxyID] = b
 		}
-		print := sharedPrint(sc, sharedDigests)
+		delete(p.mesh.failed, sc.ProxyID)
 		if print == b.shared && p.published(key) {
 			continue // neither its own part nor what it shares changed
 		}
 		all, err := envoy.SidecarResources(sc, b.own, shared)
 		if err != nil {
-			p.metrics.snapshotErrors.Inc()
-			p.log.Error("sidecar failed to build; its Envoy keeps its last good config", "proxy", sc.ProxyID, "err", err)
+			fail(err)
 			continue
 		}
 		gs, err := newGroupSnapshot(key, all, mergeDigests(all, b.digests, sharedDigests))
 		if err != nil {
-			p.metrics.snapshotErrors.Inc()
-			p.log.Error("sidecar failed to build; its Envoy keeps its last good config", "proxy", sc.ProxyID, "err", err)
+			fail(err)
 			continue
 		}
 		if p.put(gs) {
 			b.shared = print
+		} else {
+			clean = false // retried at the next rebuild
 		}
 	}
 	for id := range p.mesh.sidecars {
@@ -143,6 +146,11 @@ func (p *publisher) publishMesh(snap *registry.MeshSnapshot, set *policy.Set) {
 		}
 	}
 	p.metrics.failingSidecars.Set(float64(len(p.mesh.failed)))
+	if !clean {
+		p.mesh.last = nil // not skipped next time
+		p.withdrawSidecars(current)
+		return
+	}
 	p.mesh.last, p.mesh.lastSet, p.mesh.current = snap, set, current
 	p.withdrawSidecars(current)
 }
@@ -207,11 +215,32 @@ func (p *publisher) withdrawSidecars(keep map[string]bool) {
 		if !strings.HasPrefix(key, "sidecar:") || keep[key] {
 			continue
 		}
+		if used, _ := p.proxies.inUse(key); used {
+			continue // an Envoy has it open, or left less than the linger ago
+		}
 		if p.proxies.whileIdle(key, func() { p.cache.ClearSnapshot(key); p.proxies.forgetLocked(key) }) {
 			delete(p.groups, key)
 			p.log.Info("sidecar no longer served (gone from Consul, or not servable: see the warnings) and no Envoy uses it; its config is withdrawn", "key", key)
 		}
 	}
+}
+
+// setLeafExpiry sets each service's leaf expiry gauge, then drops the
+// series of services without a leaf (never a moment without any series).
+func (p *publisher) setLeafExpiry(snap *registry.MeshSnapshot) {
+	seen := map[string]bool{}
+	for _, svc := range snap.LeafServices() {
+		if l, ok := snap.Leaf(svc); ok && !l.NotAfter.IsZero() {
+			p.metrics.leafExpiry.WithLabelValues(svc).Set(float64(l.NotAfter.Unix()))
+			seen[svc] = true
+		}
+	}
+	for svc := range p.mesh.leafSeries {
+		if !seen[svc] {
+			p.metrics.leafExpiry.DeleteLabelValues(svc)
+		}
+	}
+	p.mesh.leafSeries = seen
 }
 
 // mergeDigests picks, for every resource of a sidecar's snapshot, its
@@ -239,6 +268,7 @@ func mergeDigests(all envoy.Resources, own, shared envoy.Digests) envoy.Digests 
 
 // logMeshWarnings logs each mesh translation warning once.
 func (p *publisher) logMeshWarnings(diags policy.Diagnostics) {
+	p.metrics.meshWarnings.Set(float64(len(diags)))
 	seen := map[string]bool{}
 	for _, d := range diags {
 		msg := d.String()

@@ -7,9 +7,12 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/switchyard-io/switchyard/envoy"
 	"github.com/switchyard-io/switchyard/registry"
 	"github.com/switchyard-io/switchyard/test/testenv"
 )
@@ -105,5 +108,34 @@ func TestPublishMesh(t *testing.T) {
 	}
 	if _, err := s.cache.GetSnapshot(sidecarKey("db-1-sidecar-proxy")); err == nil {
 		t.Error("db's snapshot still in the cache")
+	}
+}
+
+// A sidecar gone from Consul keeps its config while its Envoy is
+// connected and for the linger after it leaves (a reconnect finds it),
+// then is withdrawn.
+func TestGoneSidecarLingers(t *testing.T) {
+	s, logs := newMeshServer(t)
+	s.pub.publishMesh(registry.NewMeshSnapshot(meshData(t, registry.Healthy, true, "web", "api", "db")), nil)
+	key := sidecarKey("db-1-sidecar-proxy")
+	cb := s.px.callbacks()
+	node := &corev3.Node{Id: "db-1-sidecar-proxy", Cluster: envoy.SidecarNodeCluster}
+	if err := cb.OnStreamRequest(7, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ListenerType}); err != nil {
+		t.Fatal(err)
+	}
+	s.pub.publishMesh(registry.NewMeshSnapshot(meshData(t, registry.Healthy, true, "web", "api")), nil)
+	if s.pub.groups[key] == nil {
+		t.Fatalf("db's config withdrawn while its Envoy is connected\n%s", logs)
+	}
+	s.px.linger = time.Hour
+	cb.OnStreamClosed(7, node)
+	s.pub.publishMesh(s.pub.mesh.last, nil)
+	if s.pub.groups[key] == nil {
+		t.Fatal("db's config withdrawn right after its Envoy disconnected; want it kept for the linger")
+	}
+	s.px.linger = 0
+	s.pub.publishMesh(s.pub.mesh.last, nil)
+	if s.pub.groups[key] != nil {
+		t.Error("db's config still published after the linger")
 	}
 }

@@ -20,6 +20,7 @@ type metrics struct {
 	sidecarProblems   prometheus.Counter
 	failingSidecars   prometheus.Gauge
 	leafExpiry        *prometheus.GaugeVec
+	meshWarnings      prometheus.Gauge
 	consulWatchErrors *prometheus.CounterVec
 	consulFailStatic  prometheus.Counter
 	policyReloads     *prometheus.CounterVec
@@ -67,6 +68,10 @@ func newMetrics() *metrics {
 			Name: "switchyard_mesh_leaf_expiry_timestamp_seconds",
 			Help: "When each service's Connect leaf certificate, as served to its sidecars, expires (Unix time). Consul renews leaves well before; alert when time() comes within hours of it: renewal is failing and the last good certificate is being served.",
 		}, []string{"service"}),
+		meshWarnings: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchyard_mesh_warnings",
+			Help: "Warnings in the current mesh translation (a sidecar or upstream that cannot be served, an intention or policy a tcp service cannot apply); the log says which.",
+		}),
 		failingSidecars: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "switchyard_failing_sidecars",
 			Help: "Connect sidecars whose latest build failed: their Envoys run the last good config. The log names each and why.",
@@ -99,7 +104,7 @@ func newMetrics() *metrics {
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.connectedProxies, m.pushes, m.nacks, m.rejectingProxies, m.refusedStreams, m.snapshotBuild, m.snapshotErrors, m.failingGroups, m.sidecarProblems, m.failingSidecars, m.leafExpiry,
+		m.connectedProxies, m.pushes, m.nacks, m.rejectingProxies, m.refusedStreams, m.snapshotBuild, m.snapshotErrors, m.failingGroups, m.sidecarProblems, m.failingSidecars, m.leafExpiry, m.meshWarnings,
 		m.consulWatchErrors, m.consulFailStatic, m.policyReloads, m.policyWarnings, m.ready,
 	)
 	// Pre-create the error series so they read 0, not absent, before the

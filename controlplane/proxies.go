@@ -397,7 +397,6 @@ func (x *proxies) streamClosed(key streamKey) {
 		// unless an Envoy comes back, the rebuild after the linger
 		// withdraws it.
 		time.AfterFunc(x.linger, func() { notify(x.changed) })
-		notify(x.changed)
 	}
 }
 

@@ -28,6 +28,8 @@ for bin in "$consul" "$envoy" "$switchyard"; do
 done
 for addr in $CONSUL_HTTP $XDS $ADMIN $ENVOY_ADMIN $EDGE 127.0.0.1:18081 127.0.0.1:18082 127.0.0.1:18083 127.0.0.1:18084 \
   127.0.0.1:18085 127.0.0.1:21000 127.0.0.1:21001 $SHOP_UPSTREAM 127.0.0.1:19902 127.0.0.1:19903; do
+  # (shop-1's own port, 18086, is registered but nothing listens there: in
+  # the demo, curl plays shop's app.)
   if (exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null; then
     echo "demo: $addr is already in use; stop whatever listens there (an earlier demo?) and retry" >&2
     exit 1

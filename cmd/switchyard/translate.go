@@ -8,12 +8,16 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/switchyard-io/switchyard/envoy"
+	"github.com/switchyard-io/switchyard/policy"
 	"github.com/switchyard-io/switchyard/registry"
 	"github.com/switchyard-io/switchyard/translator"
 )
 
 func newTranslateCmd() *cobra.Command {
-	var group string
+	var (
+		group string
+		mesh  bool
+	)
 	cmd := &cobra.Command{
 		Use:   "translate PATH...",
 		Short: "Print the Envoy config a policy produces (listeners, routes, clusters, secrets), without Consul",
@@ -28,7 +32,7 @@ It exits 1, listing every error as file:line: message, when the policy is
 invalid.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			set, _, err := loadPolicy(cmd, args)
+			set, _, err := loadPolicyWith(cmd, policy.Options{Mesh: mesh}, args)
 			if err != nil {
 				return err
 			}
@@ -66,6 +70,7 @@ invalid.`,
 		},
 	}
 	cmd.Flags().StringVar(&group, "group", "", "print only this proxy group")
+	cmd.Flags().BoolVar(&mesh, "mesh", false, "read the policy as serve --mesh does: proxy groups are then optional")
 	return cmd
 }
 
