@@ -419,6 +419,24 @@ func (s *Server) updateWant() {
 		}
 	}
 	s.watcher.Want(names)
+	if s.mesh != nil {
+		// The targets of Service mesh splits are destinations no sidecar
+		// names as an upstream: watch their health too.
+		var dests []string
+		for _, set := range []*policy.Set{current, pending} {
+			if set == nil {
+				continue
+			}
+			for _, sv := range set.Services {
+				if sv.Mesh != nil {
+					for _, w := range sv.Mesh.Split {
+						dests = append(dests, w.Service)
+					}
+				}
+			}
+		}
+		s.mesh.WantDestinations(dests)
+	}
 }
 
 // groupHash keys the snapshot cache by proxy group: every Envoy started

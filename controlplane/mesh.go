@@ -200,6 +200,13 @@ func sharedPrint(sc *ir.Sidecar, shared envoy.Digests) string {
 			b.WriteByte(',')
 			b.WriteString(shared[resource.RouteType][envoy.MeshRouteConfigName(u.Cluster)])
 		}
+		for _, also := range u.Also {
+			name := envoy.MeshClusterName(also)
+			b.WriteByte('+')
+			b.WriteString(shared[resource.ClusterType][name])
+			b.WriteByte(',')
+			b.WriteString(shared[resource.EndpointType][name])
+		}
 	}
 	return b.String()
 }

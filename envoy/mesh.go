@@ -154,6 +154,10 @@ func SidecarResources(s *ir.Sidecar, own, mesh Resources) (Resources, error) {
 	for _, u := range s.Upstreams {
 		want[resource.ClusterType][MeshClusterName(u.Cluster)] = true
 		want[resource.EndpointType][MeshClusterName(u.Cluster)] = true
+		for _, also := range u.Also { // the destination's split targets
+			want[resource.ClusterType][MeshClusterName(also)] = true
+			want[resource.EndpointType][MeshClusterName(also)] = true
+		}
 		if u.Protocol.IsHTTP() {
 			want[resource.RouteType][MeshRouteConfigName(u.Cluster)] = true
 		}

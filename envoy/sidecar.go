@@ -239,6 +239,13 @@ func meshLoadAssignment(c *ir.MeshCluster) *endpointv3.ClusterLoadAssignment {
 // (a Service's mesh block: timeout, retries), built once for every caller.
 func meshRouteConfig(c *ir.MeshCluster) *routev3.RouteConfiguration {
 	action := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: MeshClusterName(c.SNI)}}
+	if len(c.Split) > 0 {
+		wc := &routev3.WeightedCluster{}
+		for _, b := range c.Split {
+			wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{Name: MeshClusterName(b.Cluster), Weight: wrapperspb.UInt32(b.Weight)})
+		}
+		action.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
+	}
 	if c.Timeout != nil {
 		action.Timeout = durationpb.New(c.Timeout.Duration)
 	}

@@ -134,13 +134,16 @@ func (d *decoder) serviceDoc(m *fields, out *parsed) {
 
 // meshPolicy decodes a Service's mesh block.
 func (d *decoder) meshPolicy(n *yaml.Node) *MeshPolicy {
-	m, ok := d.mapping(n, "mesh", "timeout", "retries")
+	m, ok := d.mapping(n, "mesh", "timeout", "retries", "split")
 	if !ok {
 		return nil
 	}
 	mp := &MeshPolicy{Pos: d.pos(m.line), Timeout: d.duration(m, "timeout")}
 	if rn := m.vals["retries"]; rn != nil {
 		mp.Retries = d.retries(rn, mp.Timeout)
+	}
+	if m.has("split") {
+		mp.Split = d.split(m)
 	}
 	return mp
 }

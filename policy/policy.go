@@ -230,6 +230,9 @@ type MeshPolicy struct {
 	Pos     Pos
 	Timeout *time.Duration // nil: Envoy's default (15s); 0: none
 	Retries *Retries       // nil: none
+	// Split sends the service's mesh calls to these services by weight
+	// (the service itself may be one); nil: all to the service.
+	Split []WeightedService
 }
 
 // ListenerTLS terminates TLS on a listener. Envoy picks among the

@@ -88,11 +88,23 @@ func TranslateMesh(snap *registry.MeshSnapshot, set *policy.Set) *MeshResult {
 			}
 			sni := ir.MeshSNI(u.DestinationName, sc.Datacenter, td)
 			if clusters[sni] == nil && pending[sni] == nil {
-				pending[sni] = meshCluster(snap, set, u.DestinationName, sc.Datacenter, td, proto, warn)
+				pending[sni] = meshCluster(snap, set, u.DestinationName, sc.Datacenter, td, proto, serves, warn)
 			}
 			c := clusters[sni]
 			if c == nil {
 				c = pending[sni]
+			}
+			// A split (a Service's mesh block) needs its targets' clusters,
+			// in the mesh and in this sidecar's snapshot.
+			var also []string
+			for _, b := range c.Split {
+				if b.Cluster == sni {
+					continue
+				}
+				also = append(also, b.Cluster)
+				if clusters[b.Cluster] == nil && pending[b.Cluster] == nil {
+					pending[b.Cluster] = meshCluster(snap, nil, b.Service, sc.Datacenter, td, serves[b.Service], serves, warn)
+				}
 			}
 			bind := u.LocalBindAddress
 			if bind == "" {
@@ -100,7 +112,7 @@ func TranslateMesh(snap *registry.MeshSnapshot, set *policy.Set) *MeshResult {
 			}
 			side.Upstreams = append(side.Upstreams, ir.Upstream{
 				Destination: u.DestinationName, BindAddress: bind, BindPort: uint32(u.LocalBindPort),
-				Protocol: c.Protocol, Cluster: sni,
+				Protocol: c.Protocol, Cluster: sni, Also: also,
 			})
 		}
 		sort.Slice(side.Upstreams, func(i, j int) bool {
@@ -115,7 +127,9 @@ func TranslateMesh(snap *registry.MeshSnapshot, set *policy.Set) *MeshResult {
 			continue
 		}
 		for _, c := range pending {
-			if err := (&ir.Mesh{Roots: res.Mesh.Roots, Clusters: []ir.MeshCluster{*c}}).Validate(); err != nil {
+			alone := *c
+			alone.Split = nil // its targets are checked with the whole mesh
+			if err := (&ir.Mesh{Roots: res.Mesh.Roots, Clusters: []ir.MeshCluster{alone}}).Validate(); err != nil {
 				warn("sidecar %q cannot be served: %v", sc.ID, err)
 				ok = false
 			}
@@ -167,7 +181,7 @@ func sidecar(snap *registry.MeshSnapshot, sc registry.Sidecar, td string, warn f
 // meshCluster is one destination as its callers reach it: its sidecars'
 // public listeners, usable only while both the sidecar and its instance
 // pass.
-func meshCluster(snap *registry.MeshSnapshot, set *policy.Set, service, dc, td string, proto ir.Protocol, warn func(string, ...any)) *ir.MeshCluster {
+func meshCluster(snap *registry.MeshSnapshot, set *policy.Set, service, dc, td string, proto ir.Protocol, serves map[string]ir.Protocol, warn func(string, ...any)) *ir.MeshCluster {
 	c := &ir.MeshCluster{
 		Service: service, Datacenter: dc, Protocol: proto,
 		SNI: ir.MeshSNI(service, dc, td), SPIFFEID: ir.SPIFFEID(td, dc, service),
@@ -188,6 +202,7 @@ func meshCluster(snap *registry.MeshSnapshot, set *policy.Set, service, dc, td s
 			if r := sv.Mesh.Retries; r != nil && r.Attempts > 0 {
 				c.Retries = &ir.Retries{Attempts: r.Attempts, On: append([]string(nil), r.On...), PerTryTimeout: ir.D(r.PerTryTimeout)}
 			}
+			c.Split = meshSplit(sv, dc, td, serves, warn)
 		}
 	}
 	d, ok := snap.Destination(service)
@@ -213,6 +228,21 @@ func meshCluster(snap *registry.MeshSnapshot, set *policy.Set, service, dc, td s
 		c.Endpoints = append(c.Endpoints, ir.Endpoint{ID: id, Address: e.Address, Port: uint32(e.Port), Health: h, Weight: clampWeight(e.Weight), Locality: e.Datacenter})
 	}
 	return c
+}
+
+// meshSplit is a Service's mesh split as mesh backends, or nil when it
+// has none or cannot apply: every target must be a service whose sidecars
+// speak HTTP.
+func meshSplit(sv policy.Service, dc, td string, serves map[string]ir.Protocol, warn func(string, ...any)) []ir.MeshBackend {
+	var out []ir.MeshBackend
+	for _, w := range sv.Mesh.Split {
+		if p, ok := serves[w.Service]; !ok || !p.IsHTTP() {
+			warn("Service %q (%s): split to %q, which has no HTTP sidecar in Consul; the split is ignored and calls go to %q", sv.Name, sv.Mesh.Pos, w.Service, sv.Name)
+			return nil
+		}
+		out = append(out, ir.MeshBackend{Service: w.Service, Cluster: ir.MeshSNI(w.Service, dc, td), Weight: w.Weight})
+	}
+	return out
 }
 
 // protocolOf maps a registry protocol ("" meaning unset) to the IR's; tcp

@@ -79,6 +79,9 @@ name: api
 mesh:
   timeout: 2s
   retries: { attempts: 2, on: [5xx] }
+  split:
+    - { service: api, weight: 90 }
+    - { service: web, weight: 10 }
 ---
 apiVersion: switchyard.io/v1
 kind: Service

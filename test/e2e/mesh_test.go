@@ -470,3 +470,46 @@ func TestMeshServicePolicy(t *testing.T) {
 		return nil
 	})
 }
+
+// A Service's mesh split sends a share of every sidecar's calls to api to
+// another service (a canary), api-v2, through its own sidecar.
+func TestMeshSplit(t *testing.T) {
+	e := NewEnvWith(t, true, map[string]string{"edge.yaml": webPolicy}, Options{Mesh: true})
+	apiSidecar, v2Sidecar, webSidecar, bind := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
+	registerWithSidecar(t, e, "api", "api-1", "http", startAPIApp(t, "api-1"), apiSidecar)
+	registerWithSidecar(t, e, "api-v2", "api-v2-1", "http", startAPIApp(t, "api-v2-1"), v2Sidecar)
+	registerWithSidecar(t, e, "web", "web-1", "http", testenv.FreePort(t), webSidecar,
+		consulapi.Upstream{DestinationName: "api", LocalBindPort: bind})
+	startSidecar(t, e, "api-1")
+	startSidecar(t, e, "api-v2-1")
+	startSidecar(t, e, "web-1")
+	tally := func() (map[string]int, error) {
+		seen := map[string]int{}
+		for range 40 {
+			code, b, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/", bind), nil)
+			if err != nil {
+				return nil, err
+			}
+			if code != http.StatusOK {
+				return nil, fmt.Errorf("got %d %q", code, b)
+			}
+			seen[strings.Fields(b)[0]]++
+		}
+		return seen, nil
+	}
+	testenv.Eventually(t, 60*time.Second, "web reaches api only", func() error {
+		seen, err := tally()
+		if err == nil && (seen["api-1"] != 40) {
+			err = fmt.Errorf("saw %v; want api-1 only", seen)
+		}
+		return err
+	})
+	e.WritePolicy("services.yaml", "apiVersion: switchyard.io/v1\nkind: Service\nname: api\nmesh:\n  split:\n    - { service: api, weight: 50 }\n    - { service: api-v2, weight: 50 }\n")
+	testenv.Eventually(t, 60*time.Second, "web's calls to api split between api and api-v2", func() error {
+		seen, err := tally()
+		if err == nil && (seen["api-1"] == 0 || seen["api-v2-1"] == 0) {
+			err = fmt.Errorf("saw %v; want both", seen)
+		}
+		return err
+	})
+}

@@ -164,6 +164,9 @@ type Upstream struct {
 	Protocol Protocol `json:"protocol"`
 	// Cluster names the destination's MeshCluster by its SNI.
 	Cluster string `json:"cluster"`
+	// Also are the other MeshClusters the destination's routes send to
+	// (its split), which the sidecar needs too.
+	Also []string `json:"also,omitempty"`
 }
 
 // MeshLeaf is a service's Connect CA leaf certificate and its key.
@@ -209,6 +212,18 @@ type MeshCluster struct {
 	// (from a Service policy's mesh block); nil: not set.
 	Timeout *Duration `json:"timeout,omitempty"`
 	Retries *Retries  `json:"retries,omitempty"`
+	// Split, when set, sends the destination's HTTP calls to these mesh
+	// clusters by weight instead of to this one alone (a canary service,
+	// say); each names a MeshCluster by SNI, this one included if it takes
+	// a share.
+	Split []MeshBackend `json:"split,omitempty"`
+}
+
+// MeshBackend is one share of a split.
+type MeshBackend struct {
+	Service string `json:"service"`
+	Cluster string `json:"cluster"` // its MeshCluster's SNI
+	Weight  uint32 `json:"weight"`
 }
 
 // MeshSNI is the server name Consul's sidecars send to reach a service, and
@@ -413,6 +428,18 @@ func (m *Mesh) Validate() error {
 		}
 		seen[c.SNI] = true
 	}
+	for _, c := range m.Clusters {
+		var sum uint64
+		for _, b := range c.Split {
+			if !seen[b.Cluster] {
+				errs = append(errs, fmt.Errorf("mesh cluster %q: split to %q, which is not a mesh cluster", c.SNI, b.Cluster))
+			}
+			sum += uint64(b.Weight)
+		}
+		if len(c.Split) > 0 && (sum == 0 || !c.Protocol.IsHTTP()) {
+			errs = append(errs, fmt.Errorf("mesh cluster %q: a split needs an HTTP destination and a positive total weight", c.SNI))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -451,6 +478,11 @@ func (m *Mesh) ValidateSidecar(s *Sidecar) error {
 		clusters[m.Clusters[i].SNI] = &m.Clusters[i]
 	}
 	for _, u := range s.Upstreams {
+		for _, also := range u.Also {
+			if clusters[also] == nil {
+				errs = append(errs, fmt.Errorf("sidecar %q: upstream %q: no mesh cluster %q (in its split)", s.ProxyID, u.Destination, also))
+			}
+		}
 		c, ok := clusters[u.Cluster]
 		switch {
 		case !ok:
