@@ -276,13 +276,5 @@ func mergeDigests(all envoy.Resources, own, shared envoy.Digests) envoy.Digests 
 // logMeshWarnings logs each mesh translation warning once.
 func (p *publisher) logMeshWarnings(diags policy.Diagnostics) {
 	p.metrics.meshWarnings.Set(float64(len(diags)))
-	seen := map[string]bool{}
-	for _, d := range diags {
-		msg := d.String()
-		seen[msg] = true
-		if !p.mesh.warned[msg] {
-			p.log.Warn(msg)
-		}
-	}
-	p.mesh.warned = seen
+	p.mesh.warned = logNew(p.log, p.mesh.warned, diags)
 }

@@ -218,15 +218,21 @@ func sameVersions(a, b *groupSnapshot) bool {
 // logWarnings logs each translation warning once, not on every rebuild.
 func (p *publisher) logWarnings(diags policy.Diagnostics) {
 	p.metrics.policyWarnings.Set(float64(len(diags)))
-	seen := map[string]bool{}
+	p.warned = logNew(p.log, p.warned, diags)
+}
+
+// logNew logs the diagnostics not in warned and returns the set of all of
+// them, to pass as warned next time: each is logged once while it lasts.
+func logNew(log *slog.Logger, warned map[string]bool, diags policy.Diagnostics) map[string]bool {
+	seen := make(map[string]bool, len(diags))
 	for _, d := range diags {
 		msg := d.String()
 		seen[msg] = true
-		if !p.warned[msg] {
-			p.log.Warn(msg)
+		if !warned[msg] {
+			log.Warn(msg)
 		}
 	}
-	p.warned = seen
+	return seen
 }
 
 // groupState implements groupView.

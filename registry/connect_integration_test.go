@@ -83,46 +83,13 @@ func TestConsulIntegrationMesh(t *testing.T) {
 	register("api", "api-2", 8082, api2ProxyPort, nil,
 		&consulapi.AgentServiceCheck{CheckID: "api-2-sidecar-ttl", TTL: "10m", Status: consulapi.HealthPassing})
 
-	var (
-		mu     sync.Mutex
-		latest *MeshSnapshot
-		logs   testenv.SyncBuffer
-	)
-	m, err := NewMeshWatcher(Config{
-		Address:    c.HTTPAddr,
-		AllowStale: true,
-		WaitTime:   10 * time.Second,
-		BackoffMin: 50 * time.Millisecond,
-		BackoffMax: 500 * time.Millisecond,
-	}, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Hooks{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- m.Run(ctx, func(s *MeshSnapshot) {
-			mu.Lock()
-			defer mu.Unlock()
-			latest = s
-		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		if t.Failed() || os.Getenv("SWITCHYARD_TEST_LOGS") != "" {
-			t.Logf("mesh watcher log:\n%s", logs.String())
-		}
-	})
+	w := runMeshWatcher(t, c.HTTPAddr)
+	logs := &w.logs
 	snap := func() (*MeshSnapshot, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if latest == nil {
-			return nil, errors.New("nothing published yet")
+		if s := w.latest(); s != nil {
+			return s, nil
 		}
-		return latest, nil
+		return nil, errors.New("nothing published yet")
 	}
 	// apiUsable waits for api's two endpoints, api-1's and api-2's
 	// sidecars, to be usable or not.
@@ -310,44 +277,11 @@ func TestConsulIntegrationMeshConnectDisabled(t *testing.T) {
 func TestConsulIntegrationMeshIntentions(t *testing.T) {
 	c := testenv.Consul(t)
 	client := c.Client(t)
-	var (
-		mu     sync.Mutex
-		latest *MeshSnapshot
-		logs   testenv.SyncBuffer
-	)
-	m, err := NewMeshWatcher(Config{
-		Address:    c.HTTPAddr,
-		AllowStale: true,
-		WaitTime:   10 * time.Second,
-		BackoffMin: 50 * time.Millisecond,
-		BackoffMax: 500 * time.Millisecond,
-	}, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Hooks{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- m.Run(ctx, func(s *MeshSnapshot) {
-			mu.Lock()
-			defer mu.Unlock()
-			latest = s
-		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		if t.Failed() || os.Getenv("SWITCHYARD_TEST_LOGS") != "" {
-			t.Logf("mesh watcher log:\n%s", logs.String())
-		}
-	})
+	w := runMeshWatcher(t, c.HTTPAddr)
+	logs := &w.logs
 	intentionsAre := func(want string) func() error {
 		return func() error {
-			mu.Lock()
-			s := latest
-			mu.Unlock()
+			s := w.latest()
 			if s == nil {
 				return errors.New("nothing published yet")
 			}
@@ -358,11 +292,9 @@ func TestConsulIntegrationMeshIntentions(t *testing.T) {
 		}
 	}
 	testenv.Eventually(t, 30*time.Second, "first snapshot, no intentions", intentionsAre("absent"))
-	mu.Lock()
-	if d := latest.IntentionDefault(); d != IntentionAllow {
+	if d := w.latest().IntentionDefault(); d != IntentionAllow {
 		t.Errorf("IntentionDefault %q; want allow (ACLs are off on a dev agent)", d)
 	}
-	mu.Unlock()
 
 	// The list query blocks on its index: with nothing written, a query
 	// at the current index returns only when its wait ends.
@@ -512,4 +444,52 @@ func TestConsulIntegrationMeshIntentionDefaultACLDeny(t *testing.T) {
 			}
 		})
 	}
+}
+
+// meshRun is a MeshWatcher running against a real agent until the test
+// ends, keeping its latest snapshot and its log.
+type meshRun struct {
+	mu   sync.Mutex
+	snap *MeshSnapshot
+	logs testenv.SyncBuffer
+}
+
+func (r *meshRun) latest() *MeshSnapshot {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.snap
+}
+
+func runMeshWatcher(t *testing.T, addr string) *meshRun {
+	t.Helper()
+	r := &meshRun{}
+	m, err := NewMeshWatcher(Config{
+		Address:    addr,
+		AllowStale: true,
+		WaitTime:   10 * time.Second,
+		BackoffMin: 50 * time.Millisecond,
+		BackoffMax: 500 * time.Millisecond,
+	}, slog.New(slog.NewTextHandler(&r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Hooks{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- m.Run(ctx, func(s *MeshSnapshot) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.snap = s
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if t.Failed() || os.Getenv("SWITCHYARD_TEST_LOGS") != "" {
+			t.Logf("mesh watcher log:\n%s", r.logs.String())
+		}
+	})
+	return r
 }

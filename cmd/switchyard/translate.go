@@ -32,7 +32,7 @@ It exits 1, listing every error as file:line: message, when the policy is
 invalid.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			set, _, err := loadPolicyWith(cmd, policy.Options{Mesh: mesh}, args)
+			set, _, err := loadPolicy(cmd, policy.Options{Mesh: mesh}, args)
 			if err != nil {
 				return err
 			}

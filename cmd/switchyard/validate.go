@@ -19,7 +19,7 @@ and 1 when there is any error. With --mesh it checks as serve --mesh does:
 a policy without proxy groups is then valid.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			set, diags, err := loadPolicyWith(cmd, policy.Options{Mesh: mesh}, args)
+			set, diags, err := loadPolicy(cmd, policy.Options{Mesh: mesh}, args)
 			if err != nil {
 				return err
 			}
@@ -32,14 +32,10 @@ a policy without proxy groups is then valid.`,
 	return cmd
 }
 
-// loadPolicy loads policy files as serve does, printing every finding as
-// file:line: message on stderr; any error makes the command exit 1.
-func loadPolicy(cmd *cobra.Command, paths []string) (*policy.Set, policy.Diagnostics, error) {
-	return loadPolicyWith(cmd, policy.Options{}, paths)
-}
-
-// loadPolicyWith is loadPolicy with the options serve was given.
-func loadPolicyWith(cmd *cobra.Command, opts policy.Options, paths []string) (*policy.Set, policy.Diagnostics, error) {
+// loadPolicy loads policy files as serve (with the same options) does,
+// printing every finding as file:line: message on stderr; any error makes
+// the command exit 1.
+func loadPolicy(cmd *cobra.Command, opts policy.Options, paths []string) (*policy.Set, policy.Diagnostics, error) {
 	set, diags := policy.LoadWith(opts, paths...)
 	for _, d := range diags {
 		cmd.PrintErrln(redact.PEMKeys(d.String())) // a safety net: diagnostics never quote PEM

@@ -56,6 +56,25 @@ func startSidecar(t *testing.T, e *Env, id string) *testenv.Envoy {
 	return testenv.StartEnvoy(t, "envoy "+id, string(out), admin)
 }
 
+// meshPair is the usual mesh scenario: api-1 (its app on apiPort) and
+// web-1, whose app calls api on web's sidecar's local port bind, each
+// registered with an HTTP sidecar that is started. It returns bind,
+// api's sidecar's public port and web's sidecar.
+type meshPair struct {
+	bind, apiSidecar int
+	web              *testenv.Envoy
+}
+
+func startMeshPair(t *testing.T, e *Env, apiPort int) meshPair {
+	t.Helper()
+	apiSidecar, webSidecar, bind := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
+	registerWithSidecar(t, e, "api", "api-1", "http", apiPort, apiSidecar)
+	registerWithSidecar(t, e, "web", "web-1", "http", testenv.FreePort(t), webSidecar,
+		consulapi.Upstream{DestinationName: "api", LocalBindPort: bind})
+	startSidecar(t, e, "api-1")
+	return meshPair{bind: bind, apiSidecar: apiSidecar, web: startSidecar(t, e, "web-1")}
+}
+
 // Scenario: web's app calls api through web's sidecar (its upstream on a
 // local port) and api's sidecar, over mutual TLS with Consul's CA, both
 // sidecars served by Switchyard from Consul's registrations alone. The api
@@ -84,12 +103,8 @@ func startAPIApp(t *testing.T, id string) int {
 
 func testMeshWebCallsAPI(t *testing.T, delta bool) {
 	e := NewEnvWith(t, delta, map[string]string{"edge.yaml": webPolicy}, Options{Mesh: true})
-	apiSidecar, webSidecar, bind := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
-	registerWithSidecar(t, e, "api", "api-1", "http", startAPIApp(t, "api-1"), apiSidecar)
-	registerWithSidecar(t, e, "web", "web-1", "http", testenv.FreePort(t), webSidecar,
-		consulapi.Upstream{DestinationName: "api", LocalBindPort: bind})
-	startSidecar(t, e, "api-1")
-	startSidecar(t, e, "web-1")
+	pair := startMeshPair(t, e, startAPIApp(t, "api-1"))
+	bind, apiSidecar := pair.bind, pair.apiSidecar
 	call := func() (string, error) {
 		code, b, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/hello", bind), nil)
 		if err != nil {
@@ -180,12 +195,7 @@ func testMeshWebCallsAPI(t *testing.T, delta bool) {
 // its removal restores 200; an L7 intention allows GET /public only.
 func TestMeshIntentions(t *testing.T) {
 	e := NewEnvWith(t, true, map[string]string{"edge.yaml": webPolicy}, Options{Mesh: true})
-	apiSidecar, webSidecar, bind := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
-	registerWithSidecar(t, e, "api", "api-1", "http", startAPIApp(t, "api-1"), apiSidecar)
-	registerWithSidecar(t, e, "web", "web-1", "http", testenv.FreePort(t), webSidecar,
-		consulapi.Upstream{DestinationName: "api", LocalBindPort: bind})
-	startSidecar(t, e, "api-1")
-	startSidecar(t, e, "web-1")
+	bind := startMeshPair(t, e, startAPIApp(t, "api-1")).bind
 	call := func(method, path string) (int, error) {
 		req, err := http.NewRequest(method, fmt.Sprintf("http://127.0.0.1:%d%s", bind, path), nil)
 		if err != nil {
@@ -275,12 +285,7 @@ func TestMeshWithoutPolicy(t *testing.T) {
 	e.serveArgs = []string{"--consul-address", e.Consul.HTTPAddr, "--mesh"}
 	e.StartSwitchyard()
 	e.WaitReady()
-	apiSidecar, webSidecar, bind := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
-	registerWithSidecar(t, e, "api", "api-1", "http", startAPIApp(t, "api-1"), apiSidecar)
-	registerWithSidecar(t, e, "web", "web-1", "http", testenv.FreePort(t), webSidecar,
-		consulapi.Upstream{DestinationName: "api", LocalBindPort: bind})
-	startSidecar(t, e, "api-1")
-	startSidecar(t, e, "web-1")
+	bind := startMeshPair(t, e, startAPIApp(t, "api-1")).bind
 	testenv.Eventually(t, 60*time.Second, "web reaches api with no policy file", func() error {
 		code, b, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/", bind), nil)
 		if err != nil {
@@ -298,12 +303,8 @@ func TestMeshWithoutPolicy(t *testing.T) {
 // call between web and api fails, with no Envoy restarted.
 func TestMeshCARotationLosesNoCall(t *testing.T) {
 	e := NewEnvWith(t, true, map[string]string{"edge.yaml": webPolicy}, Options{Mesh: true})
-	apiSidecar, webSidecar, bind := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
-	registerWithSidecar(t, e, "api", "api-1", "http", startAPIApp(t, "api-1"), apiSidecar)
-	registerWithSidecar(t, e, "web", "web-1", "http", testenv.FreePort(t), webSidecar,
-		consulapi.Upstream{DestinationName: "api", LocalBindPort: bind})
-	startSidecar(t, e, "api-1")
-	web := startSidecar(t, e, "web-1")
+	pair := startMeshPair(t, e, startAPIApp(t, "api-1"))
+	bind, web := pair.bind, pair.web
 	call := func() error {
 		code, b, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/", bind), nil)
 		if err != nil {
@@ -437,12 +438,7 @@ func TestMeshServicePolicy(t *testing.T) {
 	})}
 	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(func() { srv.Close() })
-	apiSidecar, webSidecar, bind := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
-	registerWithSidecar(t, e, "api", "api-1", "http", apiPort, apiSidecar)
-	registerWithSidecar(t, e, "web", "web-1", "http", testenv.FreePort(t), webSidecar,
-		consulapi.Upstream{DestinationName: "api", LocalBindPort: bind})
-	startSidecar(t, e, "api-1")
-	startSidecar(t, e, "web-1")
+	bind := startMeshPair(t, e, apiPort).bind
 	get := func() int {
 		code, _, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/", bind), nil)
 		if err != nil {
