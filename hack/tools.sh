@@ -15,6 +15,12 @@ ENVOY_VERSION=1.40.0
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${SWITCHYARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}
 mkdir -p "$cache/bin"
+# One install at a time: several checkouts (or a test run and the demo) may
+# call this at once, and two builds into one consul.tmp would clash.
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"$cache/.tools.lock"
+  flock 9
+fi
 
 die() { echo "tools: $*" >&2; exit 1; }
 need() { command -v "$1" >/dev/null 2>&1 || die "$1 is required: $2"; }

@@ -25,7 +25,11 @@ type prober struct {
 	n     int
 }
 
-func (e *Env) startProber() *prober {
+func (e *Env) startProber() *prober { return e.startProberAt(e.URL("/")) }
+
+// startProberAt probes url instead of the edge Envoy's root; a 200's tally
+// key is its body's first word (a backend's id).
+func (e *Env) startProberAt(url string) *prober {
 	p := &prober{e: e, stop: make(chan struct{}), done: make(chan struct{}), tally: map[string]int{}}
 	go func() {
 		defer close(p.done)
@@ -35,7 +39,10 @@ func (e *Env) startProber() *prober {
 				return
 			default:
 			}
-			code, body, err := e.Get("/", nil)
+			code, body, err := httpGet(url, nil)
+			if f := strings.Fields(body); code == http.StatusOK && len(f) > 0 {
+				body = f[0]
+			}
 			key := fmt.Sprintf("%d %s", code, body)
 			if err != nil {
 				key = "error: " + err.Error()

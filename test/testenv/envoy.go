@@ -51,6 +51,9 @@ func StartEnvoy(t testing.TB, name, bootstrap, adminAddr string) *Envoy {
 	}
 }
 
+// Stop ends Envoy (SIGTERM, then a kill after 10 s).
+func (e *Envoy) Stop() { e.proc.Stop() }
+
 // Admin GETs a path of Envoy's admin API.
 func (e *Envoy) Admin(path string) (string, error) {
 	c := http.Client{Timeout: 5 * time.Second}
