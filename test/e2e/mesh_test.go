@@ -39,8 +39,9 @@ func registerWithSidecar(t *testing.T, e *Env, service, id, protocol string, por
 }
 
 // startSidecar runs an Envoy bootstrapped with `switchyard bootstrap
-// --sidecar-for id` against the Env's Switchyard.
-func startSidecar(t *testing.T, e *Env, id string) *testenv.Envoy {
+// --sidecar-for id` (and any extra bootstrap flags) against the Env's
+// Switchyard.
+func startSidecar(t *testing.T, e *Env, id string, extra ...string) *testenv.Envoy {
 	t.Helper()
 	admin := testenv.Addr(testenv.FreePort(t))
 	protocol := "sotw"
@@ -48,6 +49,7 @@ func startSidecar(t *testing.T, e *Env, id string) *testenv.Envoy {
 		protocol = "delta"
 	}
 	cmd := exec.Command(switchyardBin, "bootstrap", "--sidecar-for", id, "--xds-address", e.XDSAddr, "--admin-address", admin, "--xds-protocol", protocol)
+	cmd.Args = append(cmd.Args, extra...)
 	cmd.Env = append(os.Environ(), raceEnv...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {

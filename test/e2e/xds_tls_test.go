@@ -90,6 +90,11 @@ func TestXDSOverMutualTLS(t *testing.T) {
 // adsListeners opens an ADS stream as a node of group and waits for
 // listeners.
 func adsListeners(addr, group string, creds credentials.TransportCredentials) error {
+	return adsListenersAs(addr, &corev3.Node{Id: "probe", Cluster: group}, creds)
+}
+
+// adsListenersAs is adsListeners for any node (a sidecar's proxy ID).
+func adsListenersAs(addr string, node *corev3.Node, creds credentials.TransportCredentials) error {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return err
@@ -102,7 +107,7 @@ func adsListeners(addr, group string, creds credentials.TransportCredentials) er
 		return err
 	}
 	if err := stream.Send(&discoveryv3.DiscoveryRequest{
-		Node: &corev3.Node{Id: "probe", Cluster: group}, TypeUrl: resource.ListenerType,
+		Node: node, TypeUrl: resource.ListenerType,
 	}); err != nil {
 		return err
 	}
