@@ -83,8 +83,12 @@ type BootstrapOptions struct {
 	// Group is node.cluster: the proxy group whose config it gets, or
 	// SidecarNodeCluster for a sidecar.
 	Group string
-	// XDSAddress is Switchyard's gRPC address, host:port.
-	XDSAddress string
+	// XDSAddresses are Switchyard's gRPC addresses, host:port: one, or one
+	// per replica. Envoy holds one ADS stream to one of them and, when
+	// that replica goes away, reconnects to another; replicas watching the
+	// same Consul and policy serve the same versions, so nothing changes
+	// for Envoy. A name is resolved (every address it has is a replica).
+	XDSAddresses []string
 	// AdminAddress is Envoy's admin listener, host:port. Keep it on
 	// loopback: the admin API can change Envoy's state.
 	AdminAddress string
@@ -114,7 +118,7 @@ func Bootstrap(o BootstrapOptions) ([]byte, error) {
 	if o.NodeID == "" || o.Group == "" {
 		return nil, fmt.Errorf("bootstrap: node id and group are required")
 	}
-	xdsHost, xdsPort, err := splitHostPort("xds address", o.XDSAddress)
+	xdsHosts, xdsEndpoints, err := xdsEndpoints(o.XDSAddresses)
 	if err != nil {
 		return nil, err
 	}
@@ -147,10 +151,12 @@ func Bootstrap(o BootstrapOptions) ([]byte, error) {
 		return nil, err
 	}
 	discovery := clusterv3.Cluster_STATIC
-	if net.ParseIP(xdsHost) == nil {
-		discovery = clusterv3.Cluster_STRICT_DNS
+	for _, h := range xdsHosts {
+		if net.ParseIP(h) == nil {
+			discovery = clusterv3.Cluster_STRICT_DNS
+		}
 	}
-	transport, err := xdsTransport(o, xdsHost)
+	transport, err := xdsTransport(o, xdsHosts)
 	if err != nil {
 		return nil, err
 	}
@@ -194,11 +200,7 @@ func Bootstrap(o BootstrapOptions) ([]byte, error) {
 				},
 				LoadAssignment: &endpointv3.ClusterLoadAssignment{
 					ClusterName: XDSClusterName,
-					Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
-						HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
-							Address: socketAddress(xdsHost, xdsPort),
-						}},
-					}}}},
+					Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: xdsEndpoints}},
 				},
 			}},
 		},
@@ -261,9 +263,36 @@ func heapTrigger(at float64) []*overloadv3.Trigger {
 	}}
 }
 
+// xdsEndpoints are the xDS cluster's endpoints, one per address, and the
+// hosts of the addresses in order.
+func xdsEndpoints(addrs []string) ([]string, []*endpointv3.LbEndpoint, error) {
+	if len(addrs) == 0 {
+		return nil, nil, fmt.Errorf("bootstrap: no xds address (--xds-address)")
+	}
+	var hosts []string
+	var eps []*endpointv3.LbEndpoint
+	seen := map[string]bool{}
+	for _, a := range addrs {
+		host, port, err := splitHostPort("xds address", a)
+		if err != nil {
+			return nil, nil, err
+		}
+		if seen[a] {
+			return nil, nil, fmt.Errorf("bootstrap: xds address %q given twice", a)
+		}
+		seen[a] = true
+		hosts = append(hosts, host)
+		eps = append(eps, &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{
+			Endpoint: &endpointv3.Endpoint{Address: socketAddress(host, port)},
+		}})
+	}
+	return hosts, eps, nil
+}
+
 // xdsTransport is the TLS of the connection to Switchyard, or nil for
-// plaintext.
-func xdsTransport(o BootstrapOptions, xdsHost string) (*corev3.TransportSocket, error) {
+// plaintext. Envoy verifies one name on every replica: XDSServerName, or
+// the host of the addresses when they share one.
+func xdsTransport(o BootstrapOptions, xdsHosts []string) (*corev3.TransportSocket, error) {
 	if o.XDSCAFile == "" {
 		if o.XDSCertFile != "" || o.XDSKeyFile != "" || o.XDSServerName != "" {
 			return nil, fmt.Errorf("bootstrap: xDS TLS needs the CA that verifies Switchyard (--xds-ca-file)")
@@ -275,7 +304,12 @@ func xdsTransport(o BootstrapOptions, xdsHost string) (*corev3.TransportSocket, 
 	}
 	name := o.XDSServerName
 	if name == "" {
-		name = xdsHost
+		name = xdsHosts[0]
+		for _, h := range xdsHosts[1:] {
+			if h != name {
+				return nil, fmt.Errorf("bootstrap: xds addresses on different hosts (%s, %s) need the one name every replica's certificate carries (--xds-server-name)", name, h)
+			}
+		}
 	}
 	san := &tlsv3.SubjectAltNameMatcher{
 		SanType: tlsv3.SubjectAltNameMatcher_DNS,

@@ -69,7 +69,8 @@ connections and load shedding as the heap nears a limit (--max-connections,
 	f.StringVar(&o.NodeID, "node-id", "", "Envoy's node.id, unique per Envoy (required with --group; with --sidecar-for, default SERVICE_ID-sidecar-proxy)")
 	f.StringVar(&o.Group, "group", "", "proxy group (Envoy's node.cluster) whose policy this Envoy gets")
 	f.StringVar(&sidecarFor, "sidecar-for", "", "the Consul service instance ID this Envoy is the Connect sidecar of (instead of --group)")
-	f.StringVar(&o.XDSAddress, "xds-address", controlplane.DefaultXDSAddress, "Switchyard's xDS address, host:port")
+	f.StringSliceVar(&o.XDSAddresses, "xds-address", []string{controlplane.DefaultXDSAddress},
+		"Switchyard's xDS address, host:port; several (repeated or comma-separated) for replicas, Envoy fails over between them")
 	f.StringVar(&o.AdminAddress, "admin-address", "127.0.0.1:9901", "Envoy's admin listener, host:port (keep it on loopback)")
 	f.StringVar(&protocol, "xds-protocol", "delta", "xDS variant: delta (incremental) or sotw (state of the world)")
 	f.StringVar(&o.XDSCAFile, "xds-ca-file", "", "reach Switchyard over TLS, verifying its certificate with this PEM CA")

@@ -201,6 +201,64 @@ func TestBootstrapWithXDSTLS(t *testing.T) {
 	}
 }
 
+// TestBootstrapWithReplicas: several --xds-address (repeated or
+// comma-separated) become the xDS cluster's endpoints, in a bootstrap real
+// Envoy accepts; mistakes are refused by name.
+func TestBootstrapWithReplicas(t *testing.T) {
+	dir := t.TempDir()
+	ca := testenv.NewCA(t, "xds CA")
+	caFile := testenv.WriteFile(t, dir, "ca.crt", ca.PEM)
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		want  []string
+		avoid string
+	}{
+		{"repeated", []string{"--xds-address", "10.0.0.5:18000", "--xds-address", "10.0.0.6:18000"},
+			[]string{"address: 10.0.0.5", "address: 10.0.0.6", "type: STATIC"}, ""},
+		{"comma-separated names", []string{"--xds-address", "sy-1.internal:18000,sy-2.internal:18000"},
+			[]string{"address: sy-1.internal", "address: sy-2.internal", "type: STRICT_DNS"}, ""},
+		{"TLS with one name", []string{"--xds-address", "10.0.0.5:18000,10.0.0.6:18000", "--xds-ca-file", caFile, "--xds-server-name", "xds.internal"},
+			[]string{"address: 10.0.0.6", "sni: xds.internal"}, "IP_ADDRESS"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stdout, stderr, err := run(t, append([]string{"bootstrap", "--node-id", "edge-1", "--group", "edge"}, tc.args...)...)
+			if err != nil {
+				t.Fatalf("bootstrap: %v\n%s", err, stderr)
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(stdout, want) {
+					t.Errorf("bootstrap lacks %q:\n%s", want, stdout)
+				}
+			}
+			if tc.avoid != "" && strings.Contains(stdout, tc.avoid) {
+				t.Errorf("bootstrap has %q:\n%s", tc.avoid, stdout)
+			}
+			path := filepath.Join(t.TempDir(), "envoy.yaml")
+			if err := os.WriteFile(path, []byte(stdout), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.Command(testenv.Bin(t, "envoy"), "--mode", "validate", "-c", path, "--use-dynamic-base-id").CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "OK") {
+				t.Fatalf("envoy --mode validate: %v\n%s", err, out)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--xds-address", "10.0.0.5:18000,10.0.0.5:18000"}, "given twice"},
+		{[]string{"--xds-address", "10.0.0.5:18000,10.0.0.6"}, `"10.0.0.6"`},
+		{[]string{"--xds-address", "10.0.0.5:18000,10.0.0.6:18000", "--xds-ca-file", caFile}, "--xds-server-name"},
+	} {
+		_, _, err := run(t, append([]string{"bootstrap", "--node-id", "x", "--group", "edge"}, tc.args...)...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("bootstrap %v: got %v; want an error naming %s", tc.args, err, tc.want)
+		}
+	}
+}
+
 func TestServeRejectsUnknownSettings(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "switchyard.yaml")

@@ -89,6 +89,11 @@ type Env struct {
 	// bootstrapArgs are extra `switchyard bootstrap` flags.
 	bootstrapArgs []string
 	XDSTLS        *XDSTLS // nil unless Options.XDSTLS
+	// Replica is a second Switchyard on the same Consul and policy, on its
+	// own xDS and admin addresses (Options.Replica); Envoys are
+	// bootstrapped with both.
+	Replica                          *testenv.Process
+	ReplicaXDSAddr, ReplicaAdminAddr string
 }
 
 // NewEnv starts Consul, writes the policy files (name -> content, with
@@ -111,6 +116,9 @@ type Options struct {
 	BootstrapArgs []string
 	// Mesh serves Connect sidecars too (serve --mesh).
 	Mesh bool
+	// Replica runs a second Switchyard (Env.Replica) and gives Envoy both
+	// xDS addresses.
+	Replica bool
 }
 
 // XDSTLS is the PKI of a scenario whose xDS runs over mutual TLS.
@@ -175,6 +183,12 @@ func NewEnvWith(t *testing.T, delta bool, policies map[string]string, opts Optio
 	}
 	e.StartSwitchyard()
 	e.WaitReady()
+	if opts.Replica {
+		e.ReplicaXDSAddr, e.ReplicaAdminAddr = testenv.Addr(testenv.FreePort(t)), testenv.Addr(testenv.FreePort(t))
+		e.Replica = e.startSwitchyardAt("switchyard replica", e.ReplicaXDSAddr, e.ReplicaAdminAddr)
+		e.waitReadyAt(e.Replica, e.ReplicaAdminAddr)
+		e.bootstrapArgs = append(e.bootstrapArgs, "--xds-address", e.ReplicaXDSAddr)
+	}
 	e.StartEnvoy("edge")
 	return e
 }
@@ -197,30 +211,42 @@ func (e *Env) WritePolicy(name, content string) {
 // StartSwitchyard starts (or restarts) the control plane.
 func (e *Env) StartSwitchyard() {
 	e.t.Helper()
+	e.Switchyard = e.startSwitchyardAt("switchyard", e.XDSAddr, e.AdminAddr)
+}
+
+// startSwitchyardAt starts a Switchyard with the Env's settings on the
+// given xDS and admin addresses.
+func (e *Env) startSwitchyardAt(name, xdsAddr, adminAddr string) *testenv.Process {
+	e.t.Helper()
 	args := append([]string{"serve"}, e.serveArgs...)
 	args = append(args,
 		"--policy", e.PolicyDir,
-		"--xds-address", e.XDSAddr,
-		"--admin-address", e.AdminAddr,
+		"--xds-address", xdsAddr,
+		"--admin-address", adminAddr,
 		"--log-level", "debug")
-	e.Switchyard = testenv.Start(e.t, "switchyard", raceEnv, switchyardBin, args...)
-	proc := e.Switchyard
+	proc := testenv.Start(e.t, name, raceEnv, switchyardBin, args...)
 	e.t.Cleanup(func() {
 		proc.Stop()
 		if strings.Contains(proc.Output(), "WARNING: DATA RACE") {
-			e.t.Errorf("the race detector reported a data race in switchyard:\n%s", proc.Output())
+			e.t.Errorf("the race detector reported a data race in %s:\n%s", name, proc.Output())
 		}
 	})
+	return proc
 }
 
 // WaitReady waits for /readyz to answer 200.
 func (e *Env) WaitReady() {
 	e.t.Helper()
+	e.waitReadyAt(e.Switchyard, e.AdminAddr)
+}
+
+func (e *Env) waitReadyAt(proc *testenv.Process, adminAddr string) {
+	e.t.Helper()
 	testenv.Eventually(e.t, settle, "switchyard ready", func() error {
-		if e.Switchyard.Exited() {
-			e.t.Fatalf("switchyard exited:\n%s", e.Switchyard.Output())
+		if proc.Exited() {
+			e.t.Fatalf("switchyard exited:\n%s", proc.Output())
 		}
-		code, body, err := httpGet("http://"+e.AdminAddr+"/readyz", nil)
+		code, body, err := httpGet("http://"+adminAddr+"/readyz", nil)
 		if err != nil {
 			return err
 		}
@@ -276,7 +302,12 @@ func (e *Env) Metric(name, labels string) float64 {
 // MetricErr is Metric for use inside Eventually: a series not there (yet)
 // is an error wrapping errNoSeries.
 func (e *Env) MetricErr(name, labels string) (float64, error) {
-	code, body, err := httpGet("http://"+e.AdminAddr+"/metrics", nil)
+	return metricAt(e.AdminAddr, name, labels)
+}
+
+// metricAt is MetricErr for the Switchyard whose admin API is at adminAddr.
+func metricAt(adminAddr, name, labels string) (float64, error) {
+	code, body, err := httpGet("http://"+adminAddr+"/metrics", nil)
 	if err != nil {
 		return 0, fmt.Errorf("switchyard /metrics: %w", err)
 	}

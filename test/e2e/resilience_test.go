@@ -119,7 +119,14 @@ func (p *prober) waitProbes(n int) {
 // (/debug/config).
 func (e *Env) switchyardVersions(group string) map[string]string {
 	e.t.Helper()
-	code, body, err := httpGet("http://"+e.AdminAddr+"/debug/config?group="+group, nil)
+	return e.switchyardVersionsAt(e.AdminAddr, group)
+}
+
+// switchyardVersionsAt is switchyardVersions of the Switchyard whose admin
+// API is at adminAddr (a replica).
+func (e *Env) switchyardVersionsAt(adminAddr, group string) map[string]string {
+	e.t.Helper()
+	code, body, err := httpGet("http://"+adminAddr+"/debug/config?group="+group, nil)
 	if err != nil || code != http.StatusOK {
 		e.t.Fatalf("switchyard /debug/config?group=%s: %d %v: %s", group, code, err, body)
 	}
