@@ -201,10 +201,16 @@ func (w *policyWatcher) reload() {
 		s.metrics.policyReloads.WithLabelValues("error").Inc()
 		return
 	}
+	// fixed: the previous read was rejected, and this one is valid. The
+	// operator who fixed it is told, even when the fix was a revert to
+	// the policy already serving.
+	fixed := w.lastErr != ""
 	w.lastErr = ""
 	_, latest := s.in.policies()
 	if latest != nil && reflect.DeepEqual(latest, set) {
-		if requested {
+		if fixed {
+			s.log.Info("policy accepted: the errors are fixed; unchanged from the last valid policy", "groups", len(set.Groups), "certificates", len(set.Certificates))
+		} else if requested {
 			s.log.Info("policy re-read on request: unchanged", "groups", len(set.Groups), "certificates", len(set.Certificates))
 		}
 		return
@@ -219,11 +225,14 @@ func (w *policyWatcher) reload() {
 	for _, d := range diags.Warnings() {
 		s.log.Warn(d.String())
 	}
+	msg := "policy reloaded"
 	if first {
-		s.log.Info("policy loaded", "groups", len(set.Groups), "certificates", len(set.Certificates))
-	} else {
-		s.log.Info("policy reloaded", "groups", len(set.Groups), "certificates", len(set.Certificates))
+		msg = "policy loaded"
 	}
+	if fixed {
+		msg = "policy accepted: the errors are fixed; " + msg
+	}
+	s.log.Info(msg, "groups", len(set.Groups), "certificates", len(set.Certificates))
 	notify(s.changed)
 }
 

@@ -321,3 +321,33 @@ func TestReloadRereadsPolicy(t *testing.T) {
 	r.s.Reload()
 	r.waitFor(t, "an unchanged policy re-read on Reload", func() bool { return count("policy re-read on request: unchanged") == 1 })
 }
+
+// A rejected policy that becomes valid again says so: "policy accepted",
+// whether the fix changes the policy or reverts to the last valid one
+// (which would otherwise log nothing).
+func TestFixedPolicyIsAccepted(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "edge.yaml")
+	replaceFile(t, path, policyHead+policyRoutes(1, 1))
+	r := startPolicyWatch(t, dir)
+	count := func(s string) int { return strings.Count(r.logs.String(), s) }
+	r.waitFor(t, "the first policy loaded", func() bool { return r.routes() == 1 })
+	if n := count("policy accepted"); n != 0 {
+		t.Fatalf("%d \"policy accepted\" lines before any error:\n%s", n, r.logs.String())
+	}
+
+	typo := policyHead + "          - name: r1\n            match: { pathPrefx: /r1 }\n            service: web\n"
+	replaceFile(t, path, typo)
+	r.waitFor(t, "the typo rejected", func() bool { return count("invalid policy") == 1 })
+	replaceFile(t, path, policyHead+policyRoutes(1, 1)) // reverted to the last valid policy
+	r.waitFor(t, "the revert accepted", func() bool {
+		return count("policy accepted: the errors are fixed; unchanged from the last valid policy") == 1
+	})
+
+	replaceFile(t, path, typo)
+	r.waitFor(t, "the typo rejected again", func() bool { return count("invalid policy") == 2 })
+	replaceFile(t, path, policyHead+policyRoutes(1, 2)) // fixed, and a route more
+	r.waitFor(t, "the fix accepted and applied", func() bool {
+		return count("policy accepted: the errors are fixed; policy") == 1 && r.routes() == 2
+	})
+}
