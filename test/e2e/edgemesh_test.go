@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -138,4 +139,60 @@ func TestEdgeMeshValidate(t *testing.T) {
 	if out, err := exec.Command(switchyardBin, "validate", "--mesh", dir).CombinedOutput(); err != nil {
 		t.Errorf("validate --mesh: %v\n%s", err, out)
 	}
+}
+
+// A Connect CA rotation under steady traffic through the edge: the edge
+// Envoy gets the new roots and edge-gateway's renewed leaf over SDS, with
+// no restart, and no call to api through the mesh fails.
+func TestEdgeMeshCARotation(t *testing.T) {
+	e := startEdgeMesh(t, true)
+	call := func() error {
+		code, body, err := e.Get("/api/hello", nil)
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK || !strings.HasPrefix(body, "api-1") {
+			return fmt.Errorf("got %d %q", code, body)
+		}
+		return nil
+	}
+	leafSerial := func() string {
+		l, _, err := e.consul.Agent().ConnectCALeaf("edge-gateway", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.ToLower(strings.ReplaceAll(l.SerialNumber, ":", ""))
+	}
+	first := leafSerial()
+	if certs, err := e.Envoy.Admin("/certs"); err != nil || !strings.Contains(strings.ToLower(certs), first) {
+		t.Fatalf("the edge Envoy does not present edge-gateway's leaf %s: %v", first, err)
+	}
+	if _, err := e.consul.Connect().CASetConfig(&consulapi.CAConfig{
+		Provider: "consul",
+		Config:   map[string]any{"PrivateKeyType": "rsa", "PrivateKeyBits": 2048},
+	}, nil); err != nil {
+		t.Fatalf("rotate the CA: %v", err)
+	}
+	// Consul spreads leaf renewals after a rotation over up to 30 s.
+	deadline := time.Now().Add(120 * time.Second)
+	calls, renewedAt := 0, -1
+	for time.Now().Before(deadline) {
+		if err := call(); err != nil {
+			t.Fatalf("call %d through the edge during the CA rotation failed: %v", calls, err)
+		}
+		calls++
+		if renewedAt < 0 && calls%10 == 0 {
+			if serial := leafSerial(); serial != first {
+				if certs, err := e.Envoy.Admin("/certs"); err == nil && strings.Contains(strings.ToLower(certs), serial) {
+					renewedAt = calls
+				}
+			}
+		}
+		if renewedAt >= 0 && calls > renewedAt+20 {
+			t.Logf("the edge presents its renewed leaf after %d calls; %d calls, none failed", renewedAt, calls)
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("the edge Envoy never got edge-gateway's renewed leaf in 120 s (%d calls, none failed)", calls)
 }
