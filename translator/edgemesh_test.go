@@ -55,6 +55,7 @@ listeners:
           - match: { pathPrefix: /greet }
             service: greeter
             mesh: true
+            websocket: true
           - match: { pathPrefix: /canary }
             mesh: true
             split:

@@ -135,7 +135,11 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 	for _, l := range g.Listeners {
 		for _, vh := range l.Hosts {
 			for _, r := range vh.Routes {
-				if !l.WebSocket && !r.WebSocket || r.Mesh {
+				if !l.WebSocket && !r.WebSocket {
+					continue
+				}
+				if r.Mesh {
+					t.warn(r.Pos, "route allows WebSocket upgrades but reaches its services through the mesh, whose sidecars do not pass upgrades yet; the upgrade will fail")
 					continue
 				}
 				for _, svc := range routeServices(&r) {
