@@ -249,8 +249,8 @@ func buildGroupMesh(m *ir.EdgeMesh, node func(string, any, func() ([]typedResour
 				return nil, fmt.Errorf("mesh cluster %q: %w", mc.SNI, err)
 			}
 			return []typedResource{
-				{typ: resource.ClusterType, name: mc.SNI, r: cl},
-				{typ: resource.EndpointType, name: mc.SNI, r: meshLoadAssignment(&mc)},
+				{typ: resource.ClusterType, name: mc.SNI, source: mc.Source, r: cl},
+				{typ: resource.EndpointType, name: mc.SNI, source: mc.Source, r: meshLoadAssignment(&mc)},
 			}, nil
 		})
 		if err != nil {

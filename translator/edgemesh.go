@@ -84,7 +84,9 @@ func (gm *groupMesh) route(t *translation, r *policy.Route, out *ir.Route) {
 			proto = ir.ProtocolHTTP // no sidecar known: no endpoints either
 		}
 		warn := func(format string, args ...any) { t.warn(consulPos, format, args...) }
-		gm.clusters[sni] = meshCluster(t.mesh, nil, b.Service, gm.dc, td, proto, t.serves(), warn)
+		c := meshCluster(t.mesh, nil, b.Service, gm.dc, td, proto, t.serves(), warn)
+		c.Source = r.Pos.String()
+		gm.clusters[sni] = c
 		if d, ok := t.mesh.Destination(b.Service); !ok || len(d.Endpoints) == 0 {
 			t.warn(r.Pos, "service %q has no Connect sidecar in Consul; its routes through the mesh answer 503 until it has", b.Service)
 		}
