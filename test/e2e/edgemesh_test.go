@@ -93,6 +93,46 @@ func TestEdgeMeshThroughSidecar(t *testing.T) {
 	})
 }
 
+// The edge's endpoints for api are api's sidecars that pass with their
+// instances: a second instance joins the rotation, and one whose service
+// check fails (its sidecar still passing) leaves it.
+func TestEdgeMeshHealth(t *testing.T) {
+	e := startEdgeMesh(t, true)
+	registerWithSidecar(t, e, "api", "api-2", "http", startAPIApp(t, "api-2"), testenv.FreePort(t))
+	startSidecar(t, e, "api-2")
+	seen := func() (map[string]int, error) {
+		out := map[string]int{}
+		for range 20 {
+			code, body, err := e.Get("/api/hello", nil)
+			if err != nil {
+				return nil, err
+			}
+			if code != http.StatusOK {
+				return nil, fmt.Errorf("got %d %q", code, body)
+			}
+			out[strings.Fields(body)[0]]++
+		}
+		return out, nil
+	}
+	testenv.Eventually(t, 60*time.Second, "both api instances answer through the edge", func() error {
+		s, err := seen()
+		if err == nil && (s["api-1"] == 0 || s["api-2"] == 0) {
+			err = fmt.Errorf("saw %v", s)
+		}
+		return err
+	})
+	if err := e.consul.Agent().UpdateTTL("check-api-1", "down", consulapi.HealthCritical); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 60*time.Second, "api-1 out of the edge's rotation", func() error {
+		s, err := seen()
+		if err == nil && s["api-2"] != 20 {
+			err = fmt.Errorf("saw %v; want api-2 only", s)
+		}
+		return err
+	})
+}
+
 // Intentions apply to the edge as to any caller, at api's sidecar, with
 // the group's identity as the source: edge-gateway -> api: deny gives 403
 // at the edge while the plain route keeps working, and its removal
