@@ -22,7 +22,7 @@ func BenchmarkBuild(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		groups, err, _ := build(snap, set, map[string]*envoy.Builder{})
+		groups, err, _ := build(snap, set, nil, map[string]*envoy.Builder{})
 		if err != nil || len(groups) != 1 {
 			b.Fatalf("build: %d groups, %v", len(groups), err)
 		}
@@ -37,7 +37,7 @@ func BenchmarkRebuildHealthFlip(b *testing.B) {
 	snap, set := translatortest.Estate(b, 1000, 10)
 	states := []*registry.Snapshot{snap, flipped(snap, "svc-0500")}
 	builders := map[string]*envoy.Builder{}
-	if _, err, _ := build(snap, set, builders); err != nil {
+	if _, err, _ := build(snap, set, nil, builders); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
@@ -45,7 +45,7 @@ func BenchmarkRebuildHealthFlip(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		i++
-		groups, err, _ := build(states[i%2], set, builders)
+		groups, err, _ := build(states[i%2], set, nil, builders)
 		if err != nil || len(groups) != 1 {
 			b.Fatalf("build: %d groups, %v", len(groups), err)
 		}

@@ -394,12 +394,13 @@ func (s *Server) rebuild() {
 		// Stop watching services only the previous policy routed to.
 		s.updateWant()
 	}
+	mesh := s.in.meshSnapshot()
 	if consul != nil && set != nil {
-		if _, retentionChanged := s.pub.publish(consul, set); promoted || retentionChanged {
+		if _, retentionChanged := s.pub.publish(consul, set, mesh); promoted || retentionChanged {
 			s.updateWant() // now without the services of groups no longer served
 		}
 	}
-	if mesh := s.in.meshSnapshot(); mesh != nil {
+	if mesh != nil {
 		s.pub.publishMesh(mesh, set)
 	}
 }
@@ -420,10 +421,11 @@ func (s *Server) updateWant() {
 	}
 	s.watcher.Want(names)
 	if s.mesh != nil {
-		// The targets of Service mesh splits are destinations no sidecar
-		// names as an upstream: watch their health too.
-		var dests []string
-		for _, set := range []*policy.Set{current, pending} {
+		// Destinations no sidecar names as an upstream: the targets of
+		// Service mesh splits, and the services proxy groups reach
+		// through the mesh; and the groups' own mesh identities.
+		var dests, leaves []string
+		for _, set := range []*policy.Set{current, pending, s.pub.served()} {
 			if set == nil {
 				continue
 			}
@@ -434,8 +436,11 @@ func (s *Server) updateWant() {
 					}
 				}
 			}
+			dests = append(dests, translator.MeshDestinations(set)...)
+			leaves = append(leaves, translator.MeshIdentities(set)...)
 		}
 		s.mesh.WantDestinations(dests)
+		s.mesh.WantLeaves(leaves)
 	}
 }
 

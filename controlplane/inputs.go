@@ -92,7 +92,8 @@ func (in *inputs) waiting() string {
 const coverWait = 2 * time.Second
 
 // promote makes the pending policy the served one once the registry
-// snapshot covers every service it routes to, or once coverWait has passed:
+// snapshot covers every service it routes to (and, with the mesh, the mesh
+// snapshot what its routes through the mesh need), or once coverWait has passed:
 // applied earlier, routes to a service that exists in Consul would answer
 // 503 until its first answer arrived. Until then the current policy keeps
 // serving, and keeps following Consul. It returns the inputs to build from,
@@ -105,6 +106,9 @@ func (in *inputs) promote() (consul *registry.Snapshot, set *policy.Set, promote
 		return consul, set, false, nil
 	}
 	missing = uncovered(consul, in.pending)
+	if in.meshOn {
+		missing = append(missing, meshUncovered(in.mesh, in.pending)...)
+	}
 	if len(missing) > 0 && time.Since(in.pendingAt) < coverWait {
 		return consul, set, false, nil
 	}
@@ -119,6 +123,26 @@ func uncovered(snap *registry.Snapshot, set *policy.Set) []string {
 	for _, name := range translator.Services(set) {
 		if !snap.Covers(name) {
 			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// meshUncovered lists what set's routes through the mesh need that the
+// mesh snapshot (nil before its first sync) lacks yet: each group
+// identity's leaf certificate and each destination's sidecars, so a new
+// mesh route does not answer 503 for the moment the mesh watcher takes to
+// fetch them.
+func meshUncovered(mesh *registry.MeshSnapshot, set *policy.Set) []string {
+	var out []string
+	for _, id := range translator.MeshIdentities(set) {
+		if _, ok := mesh.Leaf(id); !ok {
+			out = append(out, id+" (leaf certificate)")
+		}
+	}
+	for _, name := range translator.MeshDestinations(set) {
+		if _, ok := mesh.Destination(name); !ok {
+			out = append(out, name+" (sidecars)")
 		}
 	}
 	return out

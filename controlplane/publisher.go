@@ -55,13 +55,13 @@ func newPublisher(log *slog.Logger, m *metrics, c cache.SnapshotCache) *publishe
 		groups: map[string]*groupSnapshot{}, retained: map[string]bool{}}
 }
 
-// publish builds every served group from consul and set and publishes what
-// changed. It returns the set served (retained groups included) and
-// whether the groups retained changed.
-func (p *publisher) publish(consul *registry.Snapshot, set *policy.Set) (served *policy.Set, retentionChanged bool) {
+// publish builds every served group from consul, set and mesh (nil
+// without the mesh) and publishes what changed. It returns the set served
+// (retained groups included) and whether the groups retained changed.
+func (p *publisher) publish(consul *registry.Snapshot, set *policy.Set, mesh *registry.MeshSnapshot) (served *policy.Set, retentionChanged bool) {
 	start := time.Now()
 	served, retentionChanged = p.retain(set)
-	groups, failed, diags := build(consul, served, p.builders)
+	groups, failed, diags := build(consul, served, mesh, p.builders)
 	p.metrics.snapshotBuild.Observe(time.Since(start).Seconds())
 	p.reportBuildFailures(failed, served)
 	p.mu.Lock()

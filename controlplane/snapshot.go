@@ -38,8 +38,11 @@ type groupSnapshot struct {
 // schema refuses) is reported in failed, by group, and left out of the
 // result; every other group is built as usual. One bad group must never
 // stop Consul changes from reaching the Envoys of the others.
-func build(snap *registry.Snapshot, set *policy.Set, builders map[string]*envoy.Builder) (out []*groupSnapshot, failed map[string]error, diags policy.Diagnostics) {
-	res := translator.Translate(snap, set)
+//
+// mesh (nil when the mesh is off or not synced yet) is what the groups'
+// routes through the mesh need.
+func build(snap *registry.Snapshot, set *policy.Set, mesh *registry.MeshSnapshot, builders map[string]*envoy.Builder) (out []*groupSnapshot, failed map[string]error, diags policy.Diagnostics) {
+	res := translator.TranslateWith(snap, set, mesh)
 	out = make([]*groupSnapshot, 0, len(res.Configs))
 	seen := make(map[string]bool, len(res.Configs))
 	for _, cfg := range res.Configs {

@@ -150,6 +150,9 @@ func (b *Builder) Build(cfg *ir.Config) (Resources, Digests, error) {
 			return nil, nil, err
 		}
 	}
+	if err := buildGroupMesh(cfg.Mesh, node, add); err != nil {
+		return nil, nil, err
+	}
 	// A CA secret is served only when a listener verifies client
 	// certificates with it: in ADS mode go-control-plane answers an SDS
 	// request only when it names every secret in the snapshot, so an
@@ -209,6 +212,52 @@ func (b *Builder) Build(cfg *ir.Config) (Resources, Digests, error) {
 	b.memo = next // forget nodes that are gone
 	b.sources = sources
 	return res, digests, nil
+}
+
+// buildGroupMesh builds a group's part in the Connect mesh: each mesh cluster
+// and its endpoints, the group's leaf and the CA roots, with the very
+// builders of a sidecar's (meshCluster, meshLeafSecret, meshRootsSecret),
+// so the edge reaches a sidecar exactly as another sidecar does.
+func buildGroupMesh(m *ir.EdgeMesh, node func(string, any, func() ([]typedResource, error)) ([]typedResource, error), add func([]typedResource) error) error {
+	if m == nil {
+		return nil
+	}
+	put := func(key string, in any, mk func() ([]typedResource, error)) error {
+		list, err := node(key, in, mk)
+		if err != nil {
+			return err
+		}
+		return add(list)
+	}
+	err := put("mesh-leaf", m.Leaf, func() ([]typedResource, error) {
+		return []typedResource{{typ: resource.SecretType, name: "mesh leaf", r: meshLeafSecret(&m.Leaf)}}, nil
+	})
+	if err != nil {
+		return err
+	}
+	err = put("mesh-roots", m.Roots, func() ([]typedResource, error) {
+		return []typedResource{{typ: resource.SecretType, name: "mesh roots", r: meshRootsSecret(&m.Roots)}}, nil
+	})
+	if err != nil {
+		return err
+	}
+	for i := range m.Clusters {
+		mc := m.Clusters[i]
+		err := put("mesh-cluster/"+mc.SNI, mc, func() ([]typedResource, error) {
+			cl, err := meshCluster(&mc)
+			if err != nil {
+				return nil, fmt.Errorf("mesh cluster %q: %w", mc.SNI, err)
+			}
+			return []typedResource{
+				{typ: resource.ClusterType, name: mc.SNI, source: mc.Source, r: cl},
+				{typ: resource.EndpointType, name: mc.SNI, source: mc.Source, r: meshLoadAssignment(&mc)},
+			}, nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Sources is where each resource of the last successful Build came from,

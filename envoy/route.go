@@ -61,19 +61,38 @@ func withListenerPort(domains []string, port uint32, taken map[string]bool) []st
 	return out
 }
 
+// backendCluster names the cluster a backend's requests go to: the
+// service's own, or its mesh cluster when it is reached through its
+// sidecars.
+func backendCluster(b *ir.Backend) string {
+	if b.MeshCluster != "" {
+		return MeshClusterName(b.MeshCluster)
+	}
+	return ClusterName(b.Service)
+}
+
 func route(listener, virtualHost string, r *ir.Route) (*routev3.Route, error) {
+	if r.Unavailable != "" {
+		// The reason is for operators (the IR, the log); clients get
+		// the status alone, as for a service without instances.
+		return &routev3.Route{
+			Name:   r.Name,
+			Match:  routeMatch(&r.Match),
+			Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 503}},
+		}, nil
+	}
 	action := &routev3.RouteAction{}
 	switch len(r.Backends) {
 	case 0:
 		return nil, fmt.Errorf("route %q: no backends", r.Name)
 	case 1:
-		action.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: ClusterName(r.Backends[0].Service)}
+		action.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: backendCluster(&r.Backends[0])}
 	default:
 		wc := &routev3.WeightedCluster{}
-		for _, b := range r.Backends {
+		for i := range r.Backends {
 			wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{
-				Name:   ClusterName(b.Service),
-				Weight: wrapperspb.UInt32(b.Weight),
+				Name:   backendCluster(&r.Backends[i]),
+				Weight: wrapperspb.UInt32(r.Backends[i].Weight),
 			})
 		}
 		action.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}

@@ -22,6 +22,9 @@ import (
 type decoder struct {
 	file  string
 	diags *Diagnostics
+	// meshOff: Switchyard runs without the Connect mesh, so what needs it
+	// is an error (Load's Options.Mesh false; Parse leaves it to Load).
+	meshOff bool
 }
 
 func (d *decoder) pos(line int) Pos { return Pos{File: d.file, Line: line} }

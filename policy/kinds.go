@@ -83,7 +83,7 @@ func (d *decoder) document(doc *yaml.Node, out *parsed) {
 	}
 	switch kind.Value {
 	case KindProxyGroup:
-		m, _ := d.mapping(n, KindProxyGroup, "apiVersion", "kind", "name", "listeners")
+		m, _ := d.mapping(n, KindProxyGroup, "apiVersion", "kind", "name", "mesh", "listeners")
 		d.proxyGroup(m, out)
 	case KindCertificate:
 		m, _ := d.mapping(n, KindCertificate, "apiVersion", "kind", "name", "certFile", "keyFile", "caFile")
@@ -150,6 +150,9 @@ func (d *decoder) meshPolicy(n *yaml.Node) *MeshPolicy {
 
 func (d *decoder) proxyGroup(m *fields, out *parsed) {
 	g := ProxyGroup{Pos: d.pos(m.lineOf("name")), Name: d.name(m, "name", true)}
+	if mn := m.vals["mesh"]; mn != nil {
+		g.Mesh = d.groupMesh(mn)
+	}
 	items := d.list(m, "listeners")
 	for _, n := range items {
 		if l, ok := d.listener(n, out); ok {
@@ -158,6 +161,9 @@ func (d *decoder) proxyGroup(m *fields, out *parsed) {
 	}
 	if !m.has("listeners") || m.emptyList("listeners") {
 		d.warnf(g.Pos.Line, "proxy group has no listeners")
+	}
+	if g.Mesh != nil && !g.UsesMesh() {
+		d.warnf(g.Mesh.Pos.Line, "proxy group has a mesh identity but no route uses the mesh (mesh: true); it has no effect")
 	}
 
 	names := make(map[string]Pos)
@@ -181,6 +187,30 @@ func (d *decoder) proxyGroup(m *fields, out *parsed) {
 	}
 	if g.Name != "" {
 		out.groups = append(out.groups, g)
+	}
+}
+
+// groupMesh decodes a proxy group's mesh block: its identity in the
+// Connect mesh. It needs the mesh (serve --mesh), which provides the
+// identity's certificate.
+func (d *decoder) groupMesh(n *yaml.Node) *GroupMesh {
+	m, ok := d.mapping(n, "proxy group mesh", "service")
+	if !ok {
+		return nil
+	}
+	gm := &GroupMesh{Pos: d.pos(m.line)}
+	if v, ok := d.str(m, "service"); ok && d.service(m.lineOf("service"), v) {
+		gm.Service = v
+	}
+	d.needMesh(m.line, "a proxy group's mesh identity")
+	return gm
+}
+
+// needMesh reports an error when the mesh is off: what needs the mesh
+// must fail validate as it would fail serve.
+func (d *decoder) needMesh(line int, what string) {
+	if d.meshOff {
+		d.errorf(line, "%s needs the Connect mesh, which is off; run serve --mesh (and validate --mesh), or remove it", what)
 	}
 }
 
@@ -412,7 +442,7 @@ func shadows(a, b Match) bool {
 // route decodes one route; matchOK is false when its match has errors, so
 // that the unreachable-route warning does not build on a wrong match.
 func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
-	m, ok := d.mapping(n, "route", "name", "match", "service", "split", "timeout", "retries", "rateLimit", "websocket")
+	m, ok := d.mapping(n, "route", "name", "match", "service", "split", "timeout", "retries", "rateLimit", "websocket", "mesh")
 	if !ok {
 		return Route{}, false, false
 	}
@@ -442,6 +472,10 @@ func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
 	}
 	if v, ok := d.boolean(m, "websocket"); ok {
 		r.WebSocket = v
+	}
+	if v, ok := d.boolean(m, "mesh"); ok && v {
+		r.Mesh = true
+		d.needMesh(m.lineOf("mesh"), "a route through the mesh (mesh: true)")
 	}
 	return r, matchOK, true
 }

@@ -38,7 +38,8 @@ func Load(paths ...string) (*Set, Diagnostics) {
 type Options struct {
 	// Mesh: Switchyard also serves Connect sidecars, whose config comes
 	// from Consul; a policy without proxy groups is then valid (sidecars
-	// need no policy file).
+	// need no policy file). Without it, a proxy group's mesh block and a
+	// route with mesh: true are errors: they need the mesh's certificates.
 	Mesh bool
 }
 
@@ -89,7 +90,7 @@ func LoadWith(opts Options, paths ...string) (*Set, Diagnostics) {
 			diags = append(diags, Diagnostic{Pos: Pos{File: p}, Severity: SeverityWarning, Message: "no policy files (*.yaml, *.yml) in " + p})
 		}
 	}
-	set, diags := parse(names, contents, diags)
+	set, diags := parse(names, contents, diags, !opts.Mesh)
 	if set != nil && len(set.Groups) == 0 && !opts.Mesh {
 		diags = append(diags, Diagnostic{
 			Pos:      Pos{File: strings.Join(paths, ", ")},
@@ -160,22 +161,24 @@ func pathErr(err error) string {
 
 // Parse parses and validates in-memory policy files, keyed by file name, in
 // name order. Relative certificate paths resolve against filepath.Dir(name)
-// and are read from disk.
+// and are read from disk. The checks that depend on how Switchyard runs
+// (Options) are Load's: Parse accepts what the mesh allows.
 func Parse(files map[string][]byte) (*Set, Diagnostics) {
 	names := make([]string, 0, len(files))
 	for name := range files {
 		names = append(names, name)
 	}
 	slices.Sort(names)
-	return parse(names, files, nil)
+	return parse(names, files, nil, false)
 }
 
 // parse decodes the files in the given order, which decides which of two
-// duplicate definitions is reported.
-func parse(names []string, files map[string][]byte, diags Diagnostics) (*Set, Diagnostics) {
+// duplicate definitions is reported. meshOff makes what needs the mesh an
+// error.
+func parse(names []string, files map[string][]byte, diags Diagnostics, meshOff bool) (*Set, Diagnostics) {
 	var out parsed
 	for _, name := range names {
-		d := &decoder{file: name, diags: &diags}
+		d := &decoder{file: name, diags: &diags, meshOff: meshOff}
 		d.decodeFile(files[name], &out)
 	}
 	out.check(&diags)

@@ -324,3 +324,94 @@ func TestLoadMeshNeedsNoGroup(t *testing.T) {
 		t.Errorf("an empty policy with the mesh: %v; want valid", diags)
 	}
 }
+
+// edgeMeshPolicy is a group with a mesh identity, a route through the
+// mesh and one that is not.
+const edgeMeshPolicy = `apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: edge
+mesh:
+  service: edge-gateway
+listeners:
+  - name: public
+    port: 8080
+    hosts:
+      - domains: ["*"]
+        routes:
+          - match: { pathPrefix: /api }
+            service: api
+            mesh: true
+          - service: web
+`
+
+// A route through the mesh, and a group's mesh identity, need the mesh:
+// without it both are errors naming their lines, for validate and serve
+// alike; with it the policy is valid and says who the group is.
+func TestLoadEdgeMesh(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "edge.yaml")
+	if err := os.WriteFile(file, []byte(edgeMeshPolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, diags := policy.Load(dir)
+	want := []string{
+		file + ":5: a proxy group's mesh identity needs the Connect mesh, which is off; run serve --mesh (and validate --mesh), or remove it",
+		file + ":14: a route through the mesh (mesh: true) needs the Connect mesh, which is off; run serve --mesh (and validate --mesh), or remove it",
+	}
+	var got []string
+	for _, d := range diags {
+		got = append(got, d.String())
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("without the mesh (-want +got):\n%s", diff)
+	}
+
+	set, diags := policy.LoadWith(policy.Options{Mesh: true}, dir)
+	if diags.HasErrors() || len(diags) > 0 {
+		t.Fatalf("with the mesh: %v; want no diagnostics", diags)
+	}
+	g, _ := set.Group("edge")
+	if got := g.MeshService(); got != "edge-gateway" {
+		t.Errorf("MeshService() = %q; want edge-gateway", got)
+	}
+	routes := g.Listeners[0].Hosts[0].Routes
+	if !routes[0].Mesh || routes[1].Mesh || !g.UsesMesh() {
+		t.Errorf("route mesh flags %v, %v, UsesMesh %v; want true, false, true", routes[0].Mesh, routes[1].Mesh, g.UsesMesh())
+	}
+}
+
+// Without a mesh block a group's identity is its name; a mesh block no
+// route uses is a warning; mistakes in the new fields are strict errors.
+func TestParseEdgeMeshFields(t *testing.T) {
+	set, diags := policy.Parse(map[string][]byte{"a.yaml": []byte(strings.Replace(edgeMeshPolicy, "mesh:\n  service: edge-gateway\n", "", 1))})
+	if diags.HasErrors() {
+		t.Fatal(diags.Err())
+	}
+	if g, _ := set.Group("edge"); g.MeshService() != "edge" {
+		t.Errorf("MeshService() = %q; want the group's name, edge", g.MeshService())
+	}
+	for _, tc := range []struct {
+		name, from, to string
+		want           []string
+	}{
+		{"unused identity", "mesh: true\n", "\n", []string{"a.yaml:5: warning: proxy group has a mesh identity but no route uses the mesh (mesh: true); it has no effect"}},
+		{"bad service", "service: edge-gateway", "service: edge/gw", []string{`a.yaml:5: invalid service name "edge/gw": use letters, digits, '_', '.' and '-', starting with a letter or digit`}},
+		{"unknown field", "service: edge-gateway", "name: edge-gateway", []string{`a.yaml:5: unknown field "name" in proxy group mesh`}},
+		{"not a boolean", "mesh: true", "mesh: yes please", []string{
+			`a.yaml:5: warning: proxy group has a mesh identity but no route uses the mesh (mesh: true); it has no effect`,
+			`a.yaml:14: mesh must be true or false, got the string "yes please"`,
+		}},
+		{"not a mapping", "mesh:\n  service: edge-gateway\n", "mesh: edge-gateway\n", []string{`a.yaml:4: proxy group mesh must be a mapping, got the string "edge-gateway"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, diags := policy.Parse(map[string][]byte{"a.yaml": []byte(strings.Replace(edgeMeshPolicy, tc.from, tc.to, 1))})
+			var got []string
+			for _, d := range diags {
+				got = append(got, d.String())
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}

@@ -196,6 +196,44 @@ type ProxyGroup struct {
 
 	Name      string
 	Listeners []Listener // in file order
+	// Mesh is the group's identity in the Connect mesh, for routes that
+	// reach their services through the services' sidecars (Route.Mesh);
+	// nil when not set: the group's name is its identity.
+	Mesh *GroupMesh
+}
+
+// GroupMesh is a proxy group's identity in the Connect mesh.
+type GroupMesh struct {
+	Pos Pos
+	// Service is the Consul service name whose Connect leaf certificate
+	// the group's Envoys present to sidecars, and the source that
+	// intentions name.
+	Service string
+}
+
+// MeshService is the Consul service name the group presents in the mesh:
+// its mesh block's service, else the group's name (a group name is a
+// valid Consul service name).
+func (g *ProxyGroup) MeshService() string {
+	if g.Mesh != nil && g.Mesh.Service != "" {
+		return g.Mesh.Service
+	}
+	return g.Name
+}
+
+// UsesMesh reports whether any route of the group reaches its services
+// through the mesh.
+func (g *ProxyGroup) UsesMesh() bool {
+	for _, l := range g.Listeners {
+		for _, h := range l.Hosts {
+			for _, r := range h.Routes {
+				if r.Mesh {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // Listener is one HTTP listener of a proxy group.
@@ -264,6 +302,10 @@ type Route struct {
 	RateLimit *RateLimit
 	// WebSocket allows WebSocket upgrades on this route.
 	WebSocket bool
+	// Mesh sends the route's requests (to its service, or to each service
+	// of its split) through the services' Connect sidecars, over mutual
+	// TLS with the group's mesh identity (ProxyGroup.MeshService).
+	Mesh bool
 }
 
 // Match selects requests by path and headers. Exactly one of PathPrefix,

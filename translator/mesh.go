@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"sort"
-	"strings"
 
 	"github.com/switchyard-io/switchyard/policy"
 	"github.com/switchyard-io/switchyard/registry"
@@ -44,23 +43,10 @@ func TranslateMesh(snap *registry.MeshSnapshot, set *policy.Set) *MeshResult {
 		return res
 	}
 	td := roots.TrustDomain
-	var pem strings.Builder
-	for _, r := range roots.Roots { // every root: during a rotation both verify
-		pem.WriteString(r.CertPEM)
-		if !strings.HasSuffix(r.CertPEM, "\n") {
-			pem.WriteString("\n")
-		}
-	}
-	res.Mesh.Roots = ir.MeshRoots{TrustDomain: td, RootsPEM: pem.String()}
+	res.Mesh.Roots = meshRoots(roots)
 
 	// A destination speaks what its sidecars say they serve.
-	serves := map[string]ir.Protocol{}
-	for _, id := range snap.SidecarIDs() {
-		sc, _ := snap.Sidecar(id)
-		if _, seen := serves[sc.Service]; !seen {
-			serves[sc.Service] = protocolOf(sc.Protocol)
-		}
-	}
+	serves := servedProtocols(snap)
 
 	clusters := map[string]*ir.MeshCluster{} // by SNI
 	for _, id := range snap.SidecarIDs() {

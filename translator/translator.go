@@ -35,9 +35,17 @@ func (r *Result) Config(group string) (*ir.Config, bool) {
 	return nil, false
 }
 
-// Translate builds every proxy group's IR.
+// Translate builds every proxy group's IR, without the Connect mesh: routes
+// through the mesh answer 503 (see TranslateWith).
 func Translate(snap *registry.Snapshot, set *policy.Set) *Result {
-	t := &translation{snap: snap, set: set, res: &Result{}, warned: map[string]bool{}}
+	return TranslateWith(snap, set, nil)
+}
+
+// TranslateWith builds every proxy group's IR; mesh (nil when the mesh is
+// off or has not synced) is what routes through the mesh need: the CA
+// roots, each group's leaf certificate and its destinations' sidecars.
+func TranslateWith(snap *registry.Snapshot, set *policy.Set, mesh *registry.MeshSnapshot) *Result {
+	t := &translation{snap: snap, set: set, mesh: mesh, res: &Result{}, warned: map[string]bool{}}
 	for _, g := range set.Groups {
 		t.res.Configs = append(t.res.Configs, t.group(&g))
 	}
@@ -48,8 +56,12 @@ func Translate(snap *registry.Snapshot, set *policy.Set) *Result {
 type translation struct {
 	snap   *registry.Snapshot
 	set    *policy.Set
+	mesh   *registry.MeshSnapshot // nil: no mesh
 	res    *Result
 	warned map[string]bool // warnings already given
+	// served is what each service's sidecars serve (serves), computed
+	// on first use.
+	served map[string]ir.Protocol
 }
 
 // warn records a warning once, however many groups run into it.
@@ -63,6 +75,7 @@ func (t *translation) warn(pos policy.Pos, format string, args ...any) {
 
 func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 	cfg := &ir.Config{Group: g.Name}
+	gm := t.groupMesh(g)
 	services := map[string]policy.Pos{} // service -> first route naming it
 	secrets := map[string]bool{}
 	for _, l := range g.Listeners {
@@ -88,7 +101,15 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 		for _, vh := range l.Hosts {
 			ivh := ir.VirtualHost{Name: vh.Domains[0], Domains: vh.Domains}
 			for _, r := range vh.Routes {
-				ivh.Routes = append(ivh.Routes, route(&r))
+				out := route(&r)
+				if r.Mesh {
+					// Its services are reached through their sidecars,
+					// not their own clusters.
+					gm.route(t, &r, &out)
+					ivh.Routes = append(ivh.Routes, out)
+					continue
+				}
+				ivh.Routes = append(ivh.Routes, out)
 				for _, svc := range routeServices(&r) {
 					if _, ok := services[svc.name]; !ok {
 						services[svc.name] = svc.pos
@@ -117,6 +138,10 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 				if !l.WebSocket && !r.WebSocket {
 					continue
 				}
+				if r.Mesh {
+					t.warn(r.Pos, "route allows WebSocket upgrades but reaches its services through the mesh, whose sidecars do not pass upgrades yet; the upgrade will fail")
+					continue
+				}
 				for _, svc := range routeServices(&r) {
 					if http2[svc.name] {
 						t.warn(r.Pos, "route allows WebSocket upgrades but service %q is spoken to over HTTP/2 (its protocol); the upgrade will fail: route WebSockets to an HTTP/1.1 service", svc.name)
@@ -125,6 +150,7 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 			}
 		}
 	}
+	cfg.Mesh = gm.done()
 	sort.Slice(cfg.Listeners, func(i, j int) bool { return cfg.Listeners[i].Name < cfg.Listeners[j].Name })
 	sort.Slice(cfg.Secrets, func(i, j int) bool { return cfg.Secrets[i].Name < cfg.Secrets[j].Name })
 	return cfg
@@ -203,25 +229,19 @@ func secret(c *policy.Certificate) ir.Secret {
 	}
 }
 
-// Services lists every Consul service the policy set routes to, sorted:
-// the registry needs to watch these and no others.
+// Services lists every Consul service the policy set routes to directly
+// (not through the mesh: see MeshDestinations), sorted: the registry needs
+// to watch these and no others.
 func Services(set *policy.Set) []string {
 	seen := map[string]bool{}
 	for _, g := range set.Groups {
-		for _, l := range g.Listeners {
-			for _, vh := range l.Hosts {
-				for _, r := range vh.Routes {
-					for _, ref := range routeServices(&r) {
-						seen[ref.name] = true
-					}
+		eachRoute(&g, func(r *policy.Route) {
+			if !r.Mesh {
+				for _, ref := range routeServices(r) {
+					seen[ref.name] = true
 				}
 			}
-		}
+		})
 	}
-	out := make([]string, 0, len(seen))
-	for name := range seen {
-		out = append(out, name)
-	}
-	sort.Strings(out)
-	return out
+	return sortedKeys(seen)
 }

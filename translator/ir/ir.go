@@ -24,6 +24,40 @@ type Config struct {
 	// route names is here exactly once, with its endpoints.
 	Clusters []Cluster `json:"clusters,omitempty"`
 	Secrets  []Secret  `json:"secrets,omitempty"`
+	// Mesh, when set, is what the group's routes through the Connect mesh
+	// need: the group's leaf certificate, the CA roots, and one cluster per
+	// service reached through its sidecars. Nil when no route can use it.
+	Mesh *EdgeMesh `json:"mesh,omitempty"`
+}
+
+// EdgeMesh is a proxy group's part in the Connect mesh: it calls services
+// through their sidecars as a sidecar's upstream does, presenting its own
+// leaf certificate (so intentions name Leaf.Service as the source).
+type EdgeMesh struct {
+	Leaf  MeshLeaf  `json:"leaf"`
+	Roots MeshRoots `json:"roots"`
+	// Clusters are sorted by SNI, one per service; their Timeout, Retries
+	// and Split are never set (the route's own apply).
+	Clusters []MeshCluster `json:"clusters,omitempty"`
+}
+
+// validate checks the group's mesh part.
+func (m *EdgeMesh) validate() error {
+	var errs []error
+	if !meshNameRE.MatchString(m.Leaf.Service) {
+		errs = append(errs, fmt.Errorf("mesh: leaf of service %q, not a service name", m.Leaf.Service))
+	}
+	if m.Leaf.CertPEM == "" || m.Leaf.KeyPEM == "" {
+		errs = append(errs, errors.New("mesh: leaf certificate or key missing"))
+	}
+	shared := Mesh{Roots: m.Roots, Clusters: m.Clusters}
+	errs = append(errs, shared.Validate())
+	for _, c := range m.Clusters {
+		if c.Timeout != nil || c.Retries != nil || len(c.Split) > 0 {
+			errs = append(errs, fmt.Errorf("mesh cluster %q: the edge applies its routes' timeout, retries and split, not the cluster's", c.SNI))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Validate checks the invariants the envoy builders rely on.
@@ -40,6 +74,13 @@ func (c *Config) Validate() error {
 		clusters[cl.Service] = true
 		errs = append(errs, cl.Validate())
 	}
+	meshClusters := map[string]bool{}
+	if c.Mesh != nil {
+		errs = append(errs, c.Mesh.validate())
+		for _, mc := range c.Mesh.Clusters {
+			meshClusters[mc.SNI] = true
+		}
+	}
 	secrets := map[string]bool{}
 	cas := map[string]bool{}
 	for _, s := range c.Secrets {
@@ -47,7 +88,7 @@ func (c *Config) Validate() error {
 		cas[s.Name] = s.CAPEM != ""
 	}
 	for _, l := range c.Listeners {
-		errs = append(errs, l.Validate(clusters, secrets))
+		errs = append(errs, l.Validate(clusters, meshClusters, secrets))
 		if l.TLS != nil && l.TLS.ClientCA != "" && !cas[l.TLS.ClientCA] {
 			errs = append(errs, fmt.Errorf("listener %q: client CA %q: no secret with a CA", l.Name, l.TLS.ClientCA))
 		}
@@ -72,8 +113,9 @@ type Listener struct {
 	VirtualHosts []VirtualHost `json:"virtualHosts,omitempty"`
 }
 
-// Validate checks the listener's references.
-func (l *Listener) Validate(clusters, secrets map[string]bool) error {
+// Validate checks the listener's references: to clusters by service, mesh
+// clusters by SNI, and secrets by name.
+func (l *Listener) Validate(clusters, meshClusters, secrets map[string]bool) error {
 	var errs []error
 	if l.Port == 0 || l.Port > 65535 {
 		errs = append(errs, fmt.Errorf("listener %q: port %d out of range", l.Name, l.Port))
@@ -90,8 +132,14 @@ func (l *Listener) Validate(clusters, secrets map[string]bool) error {
 	}
 	for _, vh := range l.VirtualHosts {
 		for _, r := range vh.Routes {
+			if (len(r.Backends) == 0) == (r.Unavailable == "") {
+				errs = append(errs, fmt.Errorf("listener %q route %q: want backends or unavailable, exactly one", l.Name, r.Name))
+			}
 			for _, b := range r.Backends {
-				if !clusters[b.Service] {
+				switch {
+				case b.MeshCluster != "" && !meshClusters[b.MeshCluster]:
+					errs = append(errs, fmt.Errorf("listener %q route %q: no mesh cluster %q for service %q", l.Name, r.Name, b.MeshCluster, b.Service))
+				case b.MeshCluster == "" && !clusters[b.Service]:
 					errs = append(errs, fmt.Errorf("listener %q route %q: no cluster for service %q", l.Name, r.Name, b.Service))
 				}
 			}
@@ -121,7 +169,12 @@ type Route struct {
 	Name  string `json:"name"`
 	Match Match  `json:"match"`
 	// Backends receive the traffic, by weight when there are several.
-	Backends []Backend `json:"backends"`
+	Backends []Backend `json:"backends,omitempty"`
+	// Unavailable, when set, says why the route has no backends: it
+	// answers 503 without forwarding (a route through the mesh before
+	// Consul has issued the group's certificate). Operators read it in the
+	// IR; Envoy gets the status only.
+	Unavailable string `json:"unavailable,omitempty"`
 	// Timeout is the whole request's timeout; nil leaves Envoy's default and
 	// zero disables it.
 	Timeout   *Duration  `json:"timeout,omitempty"`
@@ -151,10 +204,14 @@ type HeaderMatch struct {
 	Present bool   `json:"present,omitempty"`
 }
 
-// Backend is a weighted reference to a cluster, by its service.
+// Backend is a weighted reference to a cluster, by its service, or to a
+// mesh cluster when the service is reached through its sidecars.
 type Backend struct {
 	Service string `json:"service"`
 	Weight  uint32 `json:"weight"`
+	// MeshCluster, when set, names the Config.Mesh cluster (by SNI) that
+	// reaches the service through its sidecars, instead of its cluster.
+	MeshCluster string `json:"meshCluster,omitempty"`
 }
 
 // Retries is a route's retry policy.

@@ -217,6 +217,10 @@ type MeshCluster struct {
 	// say); each names a MeshCluster by SNI, this one included if it takes
 	// a share.
 	Split []MeshBackend `json:"split,omitempty"`
+	// Source is the policy file and line of the first route to the
+	// destination, for an edge group's mesh cluster ("" for sidecars',
+	// which come from Consul).
+	Source string `json:"source,omitempty"`
 }
 
 // MeshBackend is one share of a split.

@@ -1,0 +1,206 @@
+package translator
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/switchyard-io/switchyard/policy"
+	"github.com/switchyard-io/switchyard/registry"
+	"github.com/switchyard-io/switchyard/translator/ir"
+)
+
+// A proxy group's routes through the mesh (policy.Route.Mesh) reach their
+// services as a sidecar's upstream does: through the services' sidecars,
+// over mutual TLS with the group's own Connect leaf certificate. Their
+// clusters are the same MeshClusters sidecars use (meshCluster), with the
+// route's own timeout, retries and split applied at the edge.
+
+// groupMesh is one group's part in the mesh while its routes translate.
+type groupMesh struct {
+	mesh *ir.EdgeMesh // nil when the group cannot reach the mesh yet
+	// why is what is missing when mesh is nil, for the routes' Unavailable.
+	why      string
+	dc       string
+	clusters map[string]*ir.MeshCluster // by SNI
+}
+
+// groupMesh prepares a group's mesh part, or returns nil when none of its
+// routes uses the mesh. Without the CA roots or the group's leaf
+// certificate its routes through the mesh answer 503 (with a warning):
+// never plain text to a sidecar, never a cluster waiting on a secret.
+func (t *translation) groupMesh(g *policy.ProxyGroup) *groupMesh {
+	if !g.UsesMesh() {
+		return nil
+	}
+	pos, svc := g.Pos, g.MeshService()
+	if g.Mesh != nil {
+		pos = g.Mesh.Pos
+	}
+	gm := &groupMesh{clusters: map[string]*ir.MeshCluster{}}
+	roots, ok := t.mesh.Roots()
+	if !ok || len(roots.Roots) == 0 {
+		gm.why = "the Connect CA has no roots yet"
+		t.warn(pos, "proxy group %q: %s; its routes through the mesh answer 503 until it has", g.Name, gm.why)
+		return gm
+	}
+	leaf, ok := t.mesh.Leaf(svc)
+	if !ok {
+		gm.why = fmt.Sprintf("no leaf certificate for its mesh identity %q yet", svc)
+		t.warn(pos, "proxy group %q: %s; its routes through the mesh answer 503 until Consul issues one", g.Name, gm.why)
+		return gm
+	}
+	dc, ok := spiffeDatacenter(leaf.SPIFFE, roots.TrustDomain)
+	if !ok {
+		gm.why = fmt.Sprintf("the leaf certificate of %q has SPIFFE ID %q, not a service of trust domain %q", svc, leaf.SPIFFE, roots.TrustDomain)
+		t.warn(pos, "proxy group %q: %s; its routes through the mesh answer 503", g.Name, gm.why)
+		return gm
+	}
+	gm.dc = dc
+	gm.mesh = &ir.EdgeMesh{
+		Leaf:  ir.MeshLeaf{Service: leaf.Service, CertPEM: leaf.CertPEM, KeyPEM: ir.PrivateKey(leaf.KeyPEM)},
+		Roots: meshRoots(roots),
+	}
+	return gm
+}
+
+// route points a route through the mesh at its services' mesh clusters,
+// or makes it unavailable while the group cannot reach the mesh.
+func (gm *groupMesh) route(t *translation, r *policy.Route, out *ir.Route) {
+	if gm.mesh == nil {
+		out.Backends, out.Unavailable = nil, gm.why
+		return
+	}
+	td := gm.mesh.Roots.TrustDomain
+	for i := range out.Backends {
+		b := &out.Backends[i]
+		sni := ir.MeshSNI(b.Service, gm.dc, td)
+		b.MeshCluster = sni
+		if gm.clusters[sni] != nil {
+			continue
+		}
+		proto, ok := t.serves()[b.Service]
+		if !ok {
+			proto = ir.ProtocolHTTP // no sidecar known: no endpoints either
+		}
+		warn := func(format string, args ...any) { t.warn(consulPos, format, args...) }
+		c := meshCluster(t.mesh, nil, b.Service, gm.dc, td, proto, t.serves(), warn)
+		c.Source = r.Pos.String()
+		gm.clusters[sni] = c
+		if d, ok := t.mesh.Destination(b.Service); !ok || len(d.Endpoints) == 0 {
+			t.warn(r.Pos, "service %q has no Connect sidecar in Consul; its routes through the mesh answer 503 until it has", b.Service)
+		}
+	}
+}
+
+// done returns the group's EdgeMesh, or nil when no route reaches the
+// mesh: its secrets are served only while a cluster uses them.
+func (gm *groupMesh) done() *ir.EdgeMesh {
+	if gm == nil || gm.mesh == nil || len(gm.clusters) == 0 {
+		return nil
+	}
+	for _, c := range gm.clusters {
+		gm.mesh.Clusters = append(gm.mesh.Clusters, *c)
+	}
+	sort.Slice(gm.mesh.Clusters, func(i, j int) bool { return gm.mesh.Clusters[i].SNI < gm.mesh.Clusters[j].SNI })
+	return gm.mesh
+}
+
+// serves is what each service's sidecars serve, computed once per
+// translation.
+func (t *translation) serves() map[string]ir.Protocol {
+	if t.served == nil {
+		t.served = servedProtocols(t.mesh)
+	}
+	return t.served
+}
+
+// spiffeDatacenter returns the datacenter of a service SPIFFE ID of the
+// trust domain: spiffe://<trust domain>/ns/default/dc/<dc>/svc/<service>.
+func spiffeDatacenter(id, trustDomain string) (string, bool) {
+	rest, ok := strings.CutPrefix(id, "spiffe://"+trustDomain+"/ns/default/dc/")
+	if !ok {
+		return "", false
+	}
+	dc, svc, ok := strings.Cut(rest, "/svc/")
+	if !ok || !ir.ValidMeshName(dc) || !ir.ValidMeshName(svc) {
+		return "", false
+	}
+	return dc, true
+}
+
+// MeshDestinations lists the services the set's proxy groups reach
+// through the mesh, sorted: the mesh watcher watches their sidecars'
+// health.
+func MeshDestinations(set *policy.Set) []string {
+	seen := map[string]bool{}
+	for _, g := range set.Groups {
+		eachRoute(&g, func(r *policy.Route) {
+			if r.Mesh {
+				for _, ref := range routeServices(r) {
+					seen[ref.name] = true
+				}
+			}
+		})
+	}
+	return sortedKeys(seen)
+}
+
+// MeshIdentities lists the mesh identities (Consul service names) of the
+// set's proxy groups that route through the mesh, sorted: the mesh
+// watcher fetches their leaf certificates.
+func MeshIdentities(set *policy.Set) []string {
+	seen := map[string]bool{}
+	for _, g := range set.Groups {
+		if g.UsesMesh() {
+			seen[g.MeshService()] = true
+		}
+	}
+	return sortedKeys(seen)
+}
+
+// eachRoute calls fn with every route of a group, in file order.
+func eachRoute(g *policy.ProxyGroup, fn func(r *policy.Route)) {
+	for _, l := range g.Listeners {
+		for _, vh := range l.Hosts {
+			for i := range vh.Routes {
+				fn(&vh.Routes[i])
+			}
+		}
+	}
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// meshRoots is the CA's roots as the IR holds them: every root, so that
+// during a rotation certificates of either verify.
+func meshRoots(roots registry.Roots) ir.MeshRoots {
+	var pem strings.Builder
+	for _, r := range roots.Roots {
+		pem.WriteString(r.CertPEM)
+		if !strings.HasSuffix(r.CertPEM, "\n") {
+			pem.WriteString("\n")
+		}
+	}
+	return ir.MeshRoots{TrustDomain: roots.TrustDomain, RootsPEM: pem.String()}
+}
+
+// servedProtocols is what each service's sidecars say they serve (the
+// first sidecar's, by proxy ID).
+func servedProtocols(snap *registry.MeshSnapshot) map[string]ir.Protocol {
+	serves := map[string]ir.Protocol{}
+	for _, id := range snap.SidecarIDs() {
+		sc, _ := snap.Sidecar(id)
+		if _, seen := serves[sc.Service]; !seen {
+			serves[sc.Service] = protocolOf(sc.Protocol)
+		}
+	}
+	return serves
+}

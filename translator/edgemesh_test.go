@@ -1,0 +1,129 @@
+package translator
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/switchyard-io/switchyard/policy"
+	"github.com/switchyard-io/switchyard/registry"
+	"github.com/switchyard-io/switchyard/test/golden"
+)
+
+const edgeMeshTD = "11111111-2222-3333-4444-555555555555.consul"
+
+// edgeMeshFixture is a mesh an edge group routes into: api (two http
+// sidecars, one failing its service's check), greeter (a grpc sidecar),
+// and a leaf for the group identity edge-gateway. Group bare has no leaf.
+func edgeMeshFixture() *registry.MeshSnapshot {
+	sidecar := func(svc, id, proto string, port int) registry.Sidecar {
+		return registry.Sidecar{ID: id + "-sidecar-proxy", Name: svc + "-sidecar-proxy", Service: svc, ServiceID: id, Node: "node-a",
+			Address: "10.0.0.1", Port: port, Datacenter: "dc1", LocalServicePort: 8080, Protocol: proto, Health: registry.Healthy}
+	}
+	endpoint := func(id string, port int, h registry.Health) registry.Endpoint {
+		return registry.Endpoint{ProxyID: id + "-sidecar-proxy", ServiceID: id, Node: "node-a", Address: "10.0.0.1", Port: port, Datacenter: "dc1", Health: h, Weight: 1}
+	}
+	return registry.NewMeshSnapshot(registry.MeshData{
+		Sidecars: []registry.Sidecar{sidecar("api", "api-1", "http", 21001), sidecar("api", "api-2", "http", 21002), sidecar("greeter", "greeter-1", "grpc", 21003)},
+		Destinations: []registry.Destination{
+			{Name: "api", Endpoints: []registry.Endpoint{endpoint("api-1", 21001, registry.Healthy), endpoint("api-2", 21002, registry.Unhealthy)}},
+			{Name: "greeter", Endpoints: []registry.Endpoint{endpoint("greeter-1", 21003, registry.Healthy)}},
+		},
+		Leaves: []registry.Leaf{{Service: "edge-gateway", SPIFFE: "spiffe://" + edgeMeshTD + "/ns/default/dc/dc1/svc/edge-gateway",
+			CertPEM: "-----BEGIN CERTIFICATE-----\nedge-gateway\n-----END CERTIFICATE-----\n",
+			KeyPEM:  registry.KeyPEM("-----BEGIN EC PRIVATE KEY-----\nsecret-edge-gateway\n-----END EC PRIVATE KEY-----\n")}},
+		Roots: &registry.Roots{TrustDomain: edgeMeshTD, Roots: []registry.Root{{ID: "a", CertPEM: "-----BEGIN CERTIFICATE-----\nroot-a\n-----END CERTIFICATE-----\n"}}},
+	})
+}
+
+const edgeMeshPolicy = `apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: edge
+mesh: { service: edge-gateway }
+listeners:
+  - name: public
+    port: 8080
+    hosts:
+      - domains: ["*"]
+        routes:
+          - match: { pathPrefix: /api }
+            service: api
+            mesh: true
+            timeout: 2s
+          - match: { pathPrefix: /greet }
+            service: greeter
+            mesh: true
+            websocket: true
+          - match: { pathPrefix: /canary }
+            mesh: true
+            split:
+              - { service: api, weight: 90 }
+              - { service: billing, weight: 10 }
+          - service: web
+---
+apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: bare
+listeners:
+  - name: public
+    port: 8080
+    hosts:
+      - domains: ["*"]
+        routes:
+          - service: api
+            mesh: true
+`
+
+// TestEdgeMeshGolden translates two groups with routes through the mesh
+// and compares their IR with testdata/edgemesh.ir.yaml and the warnings
+// with testdata/edgemesh.diagnostics.txt: edge's mesh routes use api's
+// and greeter's sidecars (their SNI clusters, shared by every route) with
+// edge-gateway's leaf, its plain route uses web's cluster; bare has no
+// leaf yet, so its route answers 503.
+func TestEdgeMeshGolden(t *testing.T) {
+	g := golden.New(t, *update, "testdata/edgemesh.*")
+	set, diags := policy.Parse(map[string][]byte{"edge.yaml": []byte(edgeMeshPolicy)})
+	if diags.HasErrors() {
+		t.Fatal(diags.Err())
+	}
+	snap := registry.NewSnapshot(registry.Service{Name: "web", Instances: []registry.Instance{
+		{ID: "web-1", Node: "node-a", Address: "10.0.0.2", Port: 8080, Datacenter: "dc1", Health: registry.Healthy, Weight: 1},
+	}})
+	res := TranslateWith(snap, set, edgeMeshFixture())
+	for _, cfg := range res.Configs {
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("group %s: invalid IR: %v", cfg.Group, err)
+		}
+	}
+	got, err := yaml.Marshal(res.Configs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(got), "secret-") {
+		t.Error("the group's leaf key is in the IR's YAML; keys must marshal redacted")
+	}
+	g.Compare(t, "testdata/edgemesh.ir.yaml", got)
+	var lines []string
+	for _, d := range append(diags, res.Diagnostics...) {
+		lines = append(lines, d.String())
+	}
+	g.Compare(t, "testdata/edgemesh.diagnostics.txt", []byte(strings.Join(lines, "\n")+"\n"))
+	again, _ := yaml.Marshal(TranslateWith(snap, set, edgeMeshFixture()).Configs)
+	if string(again) != string(got) {
+		t.Error("translation is not deterministic")
+	}
+
+	// What the watchers are told: mesh destinations and identities, and
+	// only the plain route's service for the catalog.
+	if got, want := Services(set), []string{"web"}; !slices.Equal(got, want) {
+		t.Errorf("Services = %v; want %v", got, want)
+	}
+	if got, want := MeshDestinations(set), []string{"api", "billing", "greeter"}; !slices.Equal(got, want) {
+		t.Errorf("MeshDestinations = %v; want %v", got, want)
+	}
+	if got, want := MeshIdentities(set), []string{"bare", "edge-gateway"}; !slices.Equal(got, want) {
+		t.Errorf("MeshIdentities = %v; want %v", got, want)
+	}
+}
