@@ -30,7 +30,7 @@ const (
 // own: routes switch it on through their per-filter config. So adding or
 // editing a rate limit changes only the RouteConfiguration, and Envoy never
 // drains the listener's connections for it.
-func listener(l *ir.Listener) (*listenerv3.Listener, error) {
+func listener(l *ir.Listener) (_ *listenerv3.Listener, err error) {
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: StatPrefix(l.Name),
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
@@ -68,6 +68,9 @@ func listener(l *ir.Listener) (*listenerv3.Listener, error) {
 	// never drains the listener's connections.
 	hcm.UpgradeConfigs = []*hcmv3.HttpConnectionManager_UpgradeConfig{
 		{UpgradeType: webSocketUpgrade, Enabled: wrapperspb.Bool(l.WebSocket)},
+	}
+	if hcm.AccessLog, err = accessLogs(l.AccessLog); err != nil {
+		return nil, fmt.Errorf("listener %q: %w", l.Name, err)
 	}
 	hcmAny, err := anypb.New(hcm)
 	if err != nil {
@@ -123,10 +126,13 @@ func typedConfig(a *anypb.Any) *hcmv3.HttpFilter_TypedConfig {
 	return &hcmv3.HttpFilter_TypedConfig{TypedConfig: a}
 }
 
-// mustAny wraps a message whose type is linked into this binary; anypb.New
-// fails only for unregistered types, a programming error.
+// mustAny wraps a message whose type is linked into this binary; wrapping
+// fails only for unregistered types, a programming error. Maps inside (an
+// access log's JSON format) are marshalled in key order, so the same
+// message always gives the same bytes, and so the same version.
 func mustAny(m proto.Message) *anypb.Any {
-	a, err := anypb.New(m)
+	a := new(anypb.Any)
+	err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true})
 	if err != nil {
 		panic(fmt.Sprintf("anypb.New(%T): %v", m, err))
 	}

@@ -110,6 +110,15 @@ var badFiles = []struct {
 		`control-chars.yaml:20: service must not contain control characters (such as newline, carriage return, tab or NUL), got "api\r"`,
 		`control-chars.yaml:21: pathRegex must not contain control characters (such as newline, carriage return, tab or NUL), got "/a\n"`,
 	}},
+	{"access-log.yaml", []string{
+		`access-log.yaml:6: accessLog path "logs/access.log": want stdout, stderr or an absolute, clean file path (such as /var/log/envoy/access.log)`,
+		`access-log.yaml:7: accessLog format "xml": want json or text`,
+		`access-log.yaml:8: unknown field "rotate" in accessLog`,
+		`access-log.yaml:20: enabled must be true or false, got the string "no"`,
+		`access-log.yaml:20: accessLog path "/var/log/../access.log": want stdout, stderr or an absolute, clean file path (such as /var/log/envoy/access.log)`,
+		`access-log.yaml:32: warning: accessLog is disabled (enabled: false); its path and format have no effect`,
+		`access-log.yaml:44: accessLog must be a mapping, got the string "stdout"`,
+	}},
 	// Only warnings: the set is still usable.
 	{"warnings.yaml", []string{
 		`warnings.yaml:5: warning: listener has no hosts; Envoy will answer every request with 404`,

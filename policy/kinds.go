@@ -83,7 +83,7 @@ func (d *decoder) document(doc *yaml.Node, out *parsed) {
 	}
 	switch kind.Value {
 	case KindProxyGroup:
-		m, _ := d.mapping(n, KindProxyGroup, "apiVersion", "kind", "name", "mesh", "listeners")
+		m, _ := d.mapping(n, KindProxyGroup, "apiVersion", "kind", "name", "mesh", "accessLog", "listeners")
 		d.proxyGroup(m, out)
 	case KindCertificate:
 		m, _ := d.mapping(n, KindCertificate, "apiVersion", "kind", "name", "certFile", "keyFile", "caFile")
@@ -153,6 +153,9 @@ func (d *decoder) proxyGroup(m *fields, out *parsed) {
 	if mn := m.vals["mesh"]; mn != nil {
 		g.Mesh = d.groupMesh(mn)
 	}
+	if an := m.vals["accessLog"]; an != nil {
+		g.AccessLog = d.accessLog(an)
+	}
 	items := d.list(m, "listeners")
 	for _, n := range items {
 		if l, ok := d.listener(n, out); ok {
@@ -204,6 +207,39 @@ func (d *decoder) groupMesh(n *yaml.Node) *GroupMesh {
 	}
 	d.needMesh(m.line, "a proxy group's mesh identity")
 	return gm
+}
+
+// accessLog decodes a proxy group's accessLog block.
+func (d *decoder) accessLog(n *yaml.Node) *AccessLog {
+	m, ok := d.mapping(n, "accessLog", "enabled", "path", "format")
+	if !ok {
+		return nil
+	}
+	a := &AccessLog{Pos: d.pos(m.line)}
+	if v, ok := d.boolean(m, "enabled"); ok && !v {
+		a.Off = true
+		if m.has("path") || m.has("format") {
+			d.warnf(m.line, "accessLog is disabled (enabled: false); its path and format have no effect")
+		}
+	}
+	if v, ok := d.str(m, "path"); ok {
+		switch {
+		case v == AccessLogStdout || v == AccessLogStderr:
+			a.Path = v
+		case !filepath.IsAbs(v) || filepath.Clean(v) != v:
+			d.errorf(m.lineOf("path"), "accessLog path %q: want %s, %s or an absolute, clean file path (such as /var/log/envoy/access.log)", v, AccessLogStdout, AccessLogStderr)
+		default:
+			a.Path = v
+		}
+	}
+	if v, ok := d.str(m, "format"); ok {
+		if v != AccessLogJSON && v != AccessLogText {
+			d.errorf(m.lineOf("format"), "accessLog format %q: want %s or %s", v, AccessLogJSON, AccessLogText)
+		} else {
+			a.Format = v
+		}
+	}
+	return a
 }
 
 // needMesh reports an error when the mesh is off: what needs the mesh

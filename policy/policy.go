@@ -200,6 +200,50 @@ type ProxyGroup struct {
 	// reach their services through the services' sidecars (Route.Mesh);
 	// nil when not set: the group's name is its identity.
 	Mesh *GroupMesh
+	// AccessLog is where and how the group's Envoys log each request; nil
+	// when not set: JSON lines on Envoy's standard output.
+	AccessLog *AccessLog
+}
+
+// Access log destinations and formats.
+const (
+	AccessLogStdout = "stdout"
+	AccessLogStderr = "stderr"
+	AccessLogJSON   = "json"
+	AccessLogText   = "text"
+)
+
+// AccessLog is a proxy group's request log: one line per request (HTTP)
+// or connection (TCP) on every listener.
+type AccessLog struct {
+	Pos Pos
+	// Off: the group logs no requests (enabled: false).
+	Off bool
+	// Path is AccessLogStdout, AccessLogStderr or an absolute file path
+	// (Envoy opens it, and reopens it on SIGUSR1 for log rotation).
+	Path string
+	// Format is AccessLogJSON (one JSON object per line, the fields in
+	// docs/policy.md) or AccessLogText (Envoy's default format).
+	Format string
+}
+
+// EffectiveAccessLog is the group's access log with the defaults filled
+// in, or nil when it is off.
+func (g *ProxyGroup) EffectiveAccessLog() *AccessLog {
+	out := AccessLog{Path: AccessLogStdout, Format: AccessLogJSON}
+	if a := g.AccessLog; a != nil {
+		if a.Off {
+			return nil
+		}
+		out.Pos = a.Pos
+		if a.Path != "" {
+			out.Path = a.Path
+		}
+		if a.Format != "" {
+			out.Format = a.Format
+		}
+	}
+	return &out
 }
 
 // GroupMesh is a proxy group's identity in the Connect mesh.

@@ -80,6 +80,9 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 	secrets := map[string]bool{}
 	for _, l := range g.Listeners {
 		il := ir.Listener{Name: l.Name, Address: l.Address, Port: l.Port, Source: l.Pos.String(), WebSocket: l.WebSocket}
+		if a := g.EffectiveAccessLog(); a != nil {
+			il.AccessLog = &ir.AccessLog{Path: a.Path, Format: a.Format}
+		}
 		if l.TLS != nil {
 			il.TLS = &ir.TLS{}
 			for _, name := range l.TLS.Certificates {

@@ -111,6 +111,16 @@ type Listener struct {
 	// routes that set WebSocket allow them.
 	WebSocket    bool          `json:"websocket,omitempty"`
 	VirtualHosts []VirtualHost `json:"virtualHosts,omitempty"`
+	// AccessLog is the listener's request log; nil: none.
+	AccessLog *AccessLog `json:"accessLog,omitempty"`
+}
+
+// AccessLog is where and how Envoy logs each request.
+type AccessLog struct {
+	// Path is "stdout", "stderr" or an absolute file path.
+	Path string `json:"path"`
+	// Format is "json" (Switchyard's fields) or "text" (Envoy's default).
+	Format string `json:"format"`
 }
 
 // Validate checks the listener's references: to clusters by service, mesh

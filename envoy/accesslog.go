@@ -1,0 +1,95 @@
+package envoy
+
+import (
+	"fmt"
+
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
+	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/switchyard-io/switchyard/translator/ir"
+)
+
+// Access logger extension names.
+const (
+	fileAccessLogName   = "envoy.access_loggers.file"
+	stdoutAccessLogName = "envoy.access_loggers.stdout"
+	stderrAccessLogName = "envoy.access_loggers.stderr"
+)
+
+// AccessLogFields are the keys of a JSON access log line and the Envoy
+// command operator behind each. Operators that stand alone give typed
+// values (status and durations are numbers); a missing value is null.
+var AccessLogFields = map[string]string{
+	"start_time":       "%START_TIME%",
+	"method":           "%REQ(:METHOD)%",
+	"path":             "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+	"protocol":         "%PROTOCOL%",
+	"authority":        "%REQ(:AUTHORITY)%",
+	"status":           "%RESPONSE_CODE%",
+	"response_flags":   "%RESPONSE_FLAGS%",
+	"duration_ms":      "%DURATION%",
+	"upstream_time_ms": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+	"bytes_received":   "%BYTES_RECEIVED%",
+	"bytes_sent":       "%BYTES_SENT%",
+	"route":            "%ROUTE_NAME%",
+	"upstream_cluster": "%UPSTREAM_CLUSTER%",
+	"upstream_host":    "%UPSTREAM_HOST%",
+	"request_id":       "%REQ(X-REQUEST-ID)%",
+	"client_address":   "%DOWNSTREAM_REMOTE_ADDRESS%",
+	"user_agent":       "%REQ(USER-AGENT)%",
+	"listener":         "%DOWNSTREAM_LOCAL_ADDRESS%",
+}
+
+// accessLogs is a listener's access log config, or nil when it has none.
+func accessLogs(a *ir.AccessLog) ([]*accesslogv3.AccessLog, error) {
+	if a == nil {
+		return nil, nil
+	}
+	var format *corev3.SubstitutionFormatString
+	switch a.Format {
+	case "json":
+		fields := map[string]any{}
+		for k, v := range AccessLogFields {
+			fields[k] = v
+		}
+		js, err := structpb.NewStruct(fields)
+		if err != nil {
+			return nil, err
+		}
+		format = &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: js}}
+	case "text":
+		// nil: Envoy's default format.
+	default:
+		return nil, fmt.Errorf("access log format %q: want json or text", a.Format)
+	}
+	var name string
+	var cfg proto.Message
+	switch a.Path {
+	case "stdout":
+		l := &streamv3.StdoutAccessLog{}
+		if format != nil {
+			l.AccessLogFormat = &streamv3.StdoutAccessLog_LogFormat{LogFormat: format}
+		}
+		name, cfg = stdoutAccessLogName, l
+	case "stderr":
+		l := &streamv3.StderrAccessLog{}
+		if format != nil {
+			l.AccessLogFormat = &streamv3.StderrAccessLog_LogFormat{LogFormat: format}
+		}
+		name, cfg = stderrAccessLogName, l
+	default:
+		l := &filev3.FileAccessLog{Path: a.Path}
+		if format != nil {
+			l.AccessLogFormat = &filev3.FileAccessLog_LogFormat{LogFormat: format}
+		}
+		name, cfg = fileAccessLogName, l
+	}
+	return []*accesslogv3.AccessLog{{
+		Name:       name,
+		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAny(cfg)},
+	}}, nil
+}
