@@ -22,6 +22,7 @@ var (
 	sidecars      = flag.Int("sidecars", 500, "Connect sidecars in BenchmarkMeshFanout, one per service instance")
 	meshServices  = flag.Int("mesh-services", 100, "services in BenchmarkMeshFanout; -sidecars is a multiple of it")
 	meshUpstreams = flag.Int("mesh-upstreams", 5, "services each sidecar calls in BenchmarkMeshFanout")
+	meshConsul    = flag.Bool("mesh-consul", true, "BenchmarkMeshFanout also measures Consul's own xDS server (false: Switchyard alone, without the other server's work on the same cores)")
 )
 
 // sidecarPort is every sidecar's public port; each sidecar has its
@@ -46,17 +47,21 @@ const sidecarPort = 21000
 // passing again) in Consul, which takes that instance out of its callers'
 // endpoints on both servers, and times, per server, until the last affected
 // client saw it. ns/op is Switchyard's mean; both servers' percentiles,
-// first full sync, CPU per flip and memory are reported.
+// first full sync, CPU per flip and memory are reported. With
+// -mesh-consul=false, Switchyard is measured alone.
 func BenchmarkMeshFanout(b *testing.B) {
 	e := estate{services: *meshServices, mesh: true, upstreams: *meshUpstreams}
-	if *sidecars%e.services != 0 || e.upstreams < 1 || e.upstreams >= e.services {
-		b.Fatalf("-sidecars %d must be a multiple of -mesh-services %d, and -mesh-upstreams %d between 1 and %d", *sidecars, e.services, e.upstreams, e.services-1)
+	if e.services < 2 || *sidecars%e.services != 0 || *sidecars/e.services > 254 || e.upstreams < 1 || e.upstreams >= e.services {
+		b.Fatalf("-sidecars %d must be a multiple of -mesh-services %d (at most 254 instances a service), and -mesh-upstreams %d between 1 and %d",
+			*sidecars, e.services, e.upstreams, e.services-1)
 	}
 	e.instances = *sidecars / e.services
 	w, _, xds := startControlPlane(b, e)
 	servers := []*meshServer{
 		{name: "switchyard", xds: xds, pid: w.proc.Pid()},
-		{name: "consul", xds: w.agent.GRPCAddr(), pid: w.agent.Pid()},
+	}
+	if *meshConsul {
+		servers = append(servers, &meshServer{name: "consul", xds: w.agent.GRPCAddr(), pid: w.agent.Pid()})
 	}
 	// One after the other, so each first sync is timed alone.
 	for _, s := range servers {
