@@ -33,9 +33,10 @@ golden:
 	$(GO) test $(GOLDEN_PKGS) -run Golden -update
 
 ## bench: Go benchmarks of translation and rebuild, then the end-to-end
-## propagation and fan-out benchmarks against real Consul and Envoy
-## (BENCH_ARGS, e.g. "-services 5000 -instances 4 -proxies 500", sizes
-## them). Figures: docs/benchmarks.md.
+## propagation and fan-out benchmarks against real Consul and Envoy, and
+## the mesh fan-out against Switchyard and Consul's own xDS server
+## (BENCH_ARGS, e.g. "-services 5000 -instances 4 -proxies 500 -sidecars 500
+## -mesh-services 100", sizes them). Figures: docs/benchmarks.md.
 BENCH_ARGS ?=
 bench: tools
 	$(GO) test -run '^$$' -bench . -benchmem ./translator/ ./controlplane/

@@ -1,11 +1,15 @@
 // Package bench measures Switchyard end to end at scale, with the real
 // components: a Consul agent holding thousands of service instances,
-// Switchyard built from this tree, and an Envoy routing to every service.
-// It reports figures and asserts none (a timed assertion flakes on a busy
-// machine); docs/benchmarks.md records them.
+// Switchyard built from this tree, and an Envoy routing to every service
+// (BenchmarkPropagation), many xDS clients of one edge group
+// (BenchmarkFanout), or Connect sidecars served by Switchyard and by
+// Consul's own xDS server side by side (BenchmarkMeshFanout). It reports
+// figures and asserts none (a timed assertion flakes on a busy machine);
+// docs/benchmarks.md records them.
 //
 //	make bench
 //	go test -run '^$' -bench Propagation -benchtime 40x -timeout 30m ./test/bench/ -args -services 2000 -instances 5
+//	go test -run '^$' -bench MeshFanout -benchtime 40x -timeout 30m ./test/bench/ -args -sidecars 500 -mesh-services 100
 package bench
 
 import (
@@ -49,9 +53,8 @@ func BenchmarkPropagation(b *testing.B) {
 	b.Run("health-flip", func(b *testing.B) {
 		sum0, count0 := w.rebuilds(b)
 		var took []time.Duration
-		for i := range b.N {
-			svc := i % *services
-			critical := (i / *services)%2 == 0
+		for range b.N {
+			svc, critical := w.nextFlip()
 			took = append(took, w.flip(b, svc, critical))
 		}
 		report(b, took)
@@ -66,11 +69,26 @@ func BenchmarkPropagation(b *testing.B) {
 	})
 }
 
+// estate is what the benchmark registers in Consul: services x instances,
+// and in a mesh a Connect sidecar next to every instance.
+type estate struct {
+	services, instances int
+	mesh                bool
+	// upstreams is how many services each sidecar calls (a mesh only): the
+	// next ones by number, so a flip of service s reaches the sidecars of
+	// the upstreams services before it.
+	upstreams int
+}
+
 // world is the running benchmark setup.
 type world struct {
+	estate
 	consul     *consulapi.Client
+	agent      *testenv.ConsulAgent
 	envoy      *testenv.Envoy
-	switchyard string // its admin address
+	switchyard string           // its admin address
+	proc       *testenv.Process // Switchyard
+	flips      int              // measured flips so far (nextFlip)
 	// readyAfter is Switchyard's start to /readyz 200: the first full
 	// Consul sync and build. syncAfter is Envoy's start to having every
 	// cluster with its endpoints.
@@ -79,7 +97,7 @@ type world struct {
 
 func setUp(b *testing.B) *world {
 	b.Helper()
-	w, bin, xds := startControlPlane(b)
+	w, bin, xds := startControlPlane(b, estate{services: *services, instances: *instances})
 
 	envoyAdmin := testenv.Addr(testenv.FreePort(b))
 	out, err := exec.Command(bin, "bootstrap", "--node-id", "bench", "--group", "edge",
@@ -89,7 +107,7 @@ func setUp(b *testing.B) *world {
 	}
 	start := time.Now()
 	w.envoy = testenv.StartEnvoy(b, "envoy", statsOnly(b, out), envoyAdmin)
-	last := fmt.Sprintf("cluster.%s.membership_healthy", serviceName(*services-1))
+	last := fmt.Sprintf("cluster.%s.membership_healthy", serviceName(w.services-1))
 	testenv.Eventually(b, 5*time.Minute, "envoy has every cluster", func() error {
 		n, err := w.envoy.Stat("cluster_manager.active_clusters")
 		if err != nil {
@@ -99,7 +117,7 @@ func setUp(b *testing.B) *world {
 		if err != nil {
 			return err
 		}
-		if n < *services || h != *instances {
+		if n < w.services || h != w.instances {
 			return fmt.Errorf("%d active clusters, %s = %d", n, last, h)
 		}
 		return nil
@@ -111,37 +129,46 @@ func setUp(b *testing.B) *world {
 	// its first config); measure the steady state. Ten services at the end
 	// flip down and back up.
 	for i := range 20 {
-		w.flip(b, *services-1-i/2, i%2 == 0)
+		w.flip(b, w.services-1-i/2, i%2 == 0)
 	}
 	return w
 }
 
-// startControlPlane registers the services in a Consul agent and starts
-// Switchyard on it, over HTTPS, with a policy routing to every service. It
-// returns the binary and Switchyard's xDS address.
-func startControlPlane(b *testing.B) (w *world, bin, xds string) {
+// startControlPlane registers the estate in a Consul agent and starts
+// Switchyard on it, over HTTPS: with a policy routing an edge group to
+// every service, or for a mesh with --mesh and no policy. It returns the
+// binary and Switchyard's xDS address.
+func startControlPlane(b *testing.B, e estate) (w *world, bin, xds string) {
 	b.Helper()
 	bin = buildSwitchyard(b)
 	c := testenv.Consul(b, testenv.WithHTTPS())
-	w = &world{consul: c.Client(b)}
+	w = &world{estate: e, consul: c.Client(b), agent: c}
 
 	start := time.Now()
 	w.register(b)
-	b.Logf("registered %d services x %d instances in %s", *services, *instances, time.Since(start).Round(time.Millisecond))
+	if e.mesh {
+		w.registerSidecars(b)
+	}
+	b.Logf("registered %d services x %d instances (sidecars: %t) in %s", e.services, e.instances, e.mesh, time.Since(start).Round(time.Millisecond))
 
 	dir := b.TempDir()
-	testenv.WriteFile(b, dir, "edge.yaml", []byte(policy(testenv.FreePort(b))))
+	var mesh []string
+	if e.mesh {
+		mesh = []string{"--mesh"}
+	} else {
+		testenv.WriteFile(b, dir, "edge.yaml", []byte(policy(testenv.FreePort(b), e.services)))
+	}
 	xds = testenv.Addr(testenv.FreePort(b))
 	w.switchyard = testenv.Addr(testenv.FreePort(b))
 	tls := c.TLS
 	start = time.Now()
-	proc := testenv.Start(b, "switchyard", nil, bin, "serve",
+	w.proc = testenv.Start(b, "switchyard", nil, bin, append([]string{"serve",
 		"--consul-address", tls.HTTPSAddr, "--consul-scheme", "https", "--consul-ca-file", tls.CAFile,
 		"--consul-cert-file", tls.CertFile, "--consul-key-file", tls.KeyFile, "--consul-tls-server-name", tls.ServerName,
-		"--policy", dir, "--xds-address", xds, "--admin-address", w.switchyard, "--log-level", "warn")
+		"--policy", dir, "--xds-address", xds, "--admin-address", w.switchyard, "--log-level", "warn"}, mesh...)...)
 	testenv.Eventually(b, 5*time.Minute, "switchyard ready", func() error {
-		if proc.Exited() {
-			b.Fatalf("switchyard exited:\n%s", proc.Output())
+		if w.proc.Exited() {
+			b.Fatalf("switchyard exited:\n%s", w.proc.Output())
 		}
 		return get(w.switchyard, "/readyz", nil)
 	})
@@ -186,18 +213,28 @@ func (w *world) envoyMemory(b *testing.B) float64 {
 	return v
 }
 
+// nextFlip is the next measured flip: instance 0 of each service in
+// turn, critical on the first round, passing again on the next. It counts
+// across runs (Go runs a benchmark once with b.N = 1 first), so no flip
+// sets the state already there.
+func (w *world) nextFlip() (svc int, critical bool) {
+	i := w.flips
+	w.flips++
+	return i % w.services, (i/w.services)%2 == 0
+}
+
 // flip sets instance 0 of service svc critical (or passing again) and
 // returns how long Envoy took to show it.
 func (w *world) flip(b *testing.B, svc int, critical bool) time.Duration {
 	b.Helper()
-	status, want := consulapi.HealthPassing, *instances
+	status, want := health(critical), w.instances
 	if critical {
-		status, want = consulapi.HealthCritical, *instances-1
+		want--
 	}
 	name := serviceName(svc)
 	stat := "cluster." + name + ".membership_healthy"
 	start := time.Now()
-	w.setCheck(b, svc, critical)
+	w.setCheck(b, w.check(svc, 0, status))
 	for {
 		n, err := w.envoy.Stat(stat)
 		if err != nil {
@@ -213,39 +250,57 @@ func (w *world) flip(b *testing.B, svc int, critical bool) time.Duration {
 	}
 }
 
-// setCheck sets the check of instance 0 of service svc critical, or
-// passing, in Consul.
-func (w *world) setCheck(b *testing.B, svc int, critical bool) {
+// setCheck writes a check (its status set) to Consul.
+func (w *world) setCheck(b *testing.B, c consulapi.HealthCheck) {
 	b.Helper()
-	status := consulapi.HealthPassing
+	w.txn(b, consulapi.TxnOps{{Check: &consulapi.CheckTxnOp{Verb: consulapi.CheckSet, Check: c}}})
+}
+
+// health is the check status of a flip.
+func health(critical bool) string {
 	if critical {
-		status = consulapi.HealthCritical
+		return consulapi.HealthCritical
 	}
-	w.txn(b, consulapi.TxnOps{{Check: &consulapi.CheckTxnOp{Verb: consulapi.CheckSet, Check: check(svc, 0, status)}}})
+	return consulapi.HealthPassing
 }
 
 // report sets ns/op to the mean propagation time and adds percentiles.
 func report(b *testing.B, took []time.Duration) {
-	slices.Sort(took)
+	b.ReportMetric(float64(mean(took).Nanoseconds()), "ns/op")
+	percentiles(b, "", took)
+}
+
+// percentiles reports p50, p90, p99 and the maximum of took, in ms, each
+// unit starting with prefix.
+func percentiles(b *testing.B, prefix string, took []time.Duration) {
+	took = slices.Sorted(slices.Values(took))
+	pct := func(p float64) float64 {
+		return float64(took[min(len(took)-1, int(p*float64(len(took))))].Microseconds()) / 1e3
+	}
+	b.ReportMetric(pct(0.5), prefix+"p50-ms")
+	b.ReportMetric(pct(0.9), prefix+"p90-ms")
+	b.ReportMetric(pct(0.99), prefix+"p99-ms")
+	b.ReportMetric(float64(took[len(took)-1].Microseconds())/1e3, prefix+"max-ms")
+}
+
+func mean(took []time.Duration) time.Duration {
 	var sum time.Duration
 	for _, d := range took {
 		sum += d
 	}
-	pct := func(p float64) float64 {
-		return float64(took[min(len(took)-1, int(p*float64(len(took))))].Microseconds()) / 1e3
-	}
-	b.ReportMetric(float64(sum.Nanoseconds())/float64(len(took)), "ns/op")
-	b.ReportMetric(pct(0.5), "p50-ms")
-	b.ReportMetric(pct(0.9), "p90-ms")
-	b.ReportMetric(pct(0.99), "p99-ms")
-	b.ReportMetric(float64(took[len(took)-1].Microseconds())/1e3, "max-ms")
+	return sum / time.Duration(len(took))
 }
 
+// nodes is how many Consul nodes the instances are spread over.
+const nodes = 100
+
+// appPort is every instance's port (each has its own address).
+const appPort = 8080
+
 // register writes every service instance, each with a passing check, on
-// 100 nodes, in transactions of 120 operations.
+// the nodes, in transactions of 120 operations.
 func (w *world) register(b *testing.B) {
 	b.Helper()
-	const nodes = 100
 	var ops consulapi.TxnOps
 	flush := func() {
 		if len(ops) > 0 {
@@ -258,14 +313,13 @@ func (w *world) register(b *testing.B) {
 			Node: consulapi.Node{Node: nodeName(n), Address: fmt.Sprintf("10.%d.%d.1", n/250, n%250)}}})
 	}
 	flush()
-	for s := range *services {
-		for i := range *instances {
-			node := (s**instances + i) % nodes
+	for s := range w.services {
+		for i := range w.instances {
 			ops = append(ops,
-				&consulapi.TxnOp{Service: &consulapi.ServiceTxnOp{Verb: consulapi.ServiceSet, Node: nodeName(node),
+				&consulapi.TxnOp{Service: &consulapi.ServiceTxnOp{Verb: consulapi.ServiceSet, Node: w.node(s, i),
 					Service: consulapi.AgentService{ID: instanceID(s, i), Service: serviceName(s),
-						Address: fmt.Sprintf("10.%d.%d.%d", 1+s/250, s%250, 1+i), Port: 8080}}},
-				&consulapi.TxnOp{Check: &consulapi.CheckTxnOp{Verb: consulapi.CheckSet, Check: check(s, i, consulapi.HealthPassing)}})
+						Address: instanceAddress(s, i), Port: appPort}}},
+				&consulapi.TxnOp{Check: &consulapi.CheckTxnOp{Verb: consulapi.CheckSet, Check: w.check(s, i, consulapi.HealthPassing)}})
 			if len(ops) >= 120 {
 				flush()
 			}
@@ -282,20 +336,28 @@ func (w *world) txn(b *testing.B, ops consulapi.TxnOps) {
 	}
 }
 
-func check(svc, inst int, status string) consulapi.HealthCheck {
-	return consulapi.HealthCheck{Node: nodeName((svc**instances + inst) % 100), CheckID: "check-" + instanceID(svc, inst),
+// check is the check of instance inst of service svc.
+func (e estate) check(svc, inst int, status string) consulapi.HealthCheck {
+	return consulapi.HealthCheck{Node: e.node(svc, inst), CheckID: "check-" + instanceID(svc, inst),
 		Name: "bench", Status: status, ServiceID: instanceID(svc, inst), ServiceName: serviceName(svc)}
 }
+
+// node is the node of instance i of service s.
+func (e estate) node(s, i int) string { return nodeName((s*e.instances + i) % nodes) }
 
 func serviceName(s int) string   { return fmt.Sprintf("svc-%05d", s) }
 func instanceID(s, i int) string { return fmt.Sprintf("%s-%d", serviceName(s), i) }
 func nodeName(n int) string      { return fmt.Sprintf("node-%03d", n) }
 
-// policy routes /svc-NNNNN/ to each service.
-func policy(port int) string {
+// instanceAddress is the address of instance i of service s (and of its
+// sidecar, in a mesh): every endpoint is told apart by it.
+func instanceAddress(s, i int) string { return fmt.Sprintf("10.%d.%d.%d", 1+s/250, s%250, 1+i) }
+
+// policy routes /svc-NNNNN/ to each of services.
+func policy(port, services int) string {
 	var s strings.Builder
 	fmt.Fprintf(&s, "apiVersion: switchyard.io/v1\nkind: ProxyGroup\nname: edge\nlisteners:\n  - name: http\n    address: 127.0.0.1\n    port: %d\n    hosts:\n      - domains: [\"*\"]\n        routes:\n", port)
-	for i := range *services {
+	for i := range services {
 		fmt.Fprintf(&s, "          - match: { pathPrefix: /%s/ }\n            service: %s\n            timeout: 2s\n", serviceName(i), serviceName(i))
 	}
 	return s.String()

@@ -191,5 +191,12 @@ func (c *ConsulAgent) Restart(t testing.TB) {
 	}
 }
 
+// GRPCAddr is the agent's plaintext gRPC address, where Consul's own xDS
+// server serves Connect sidecars.
+func (c *ConsulAgent) GRPCAddr() string { return Addr(c.ports["grpc"]) }
+
+// Pid is the agent's process id.
+func (c *ConsulAgent) Pid() int { return c.proc.Pid() }
+
 // Output is what the agent logged.
 func (c *ConsulAgent) Output() string { return c.proc.Output() }

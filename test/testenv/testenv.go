@@ -102,6 +102,9 @@ func Start(t testing.TB, name string, env []string, bin string, args ...string) 
 // Output is everything the process printed so far.
 func (p *Process) Output() string { return p.out.String() }
 
+// Pid is the process's id, e.g. to read its memory from /proc.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
 // Exited reports whether the process has ended.
 func (p *Process) Exited() bool {
 	select {
