@@ -106,6 +106,10 @@ type BootstrapOptions struct {
 	// listeners (the admin listener's count too, but it is never refused);
 	// beyond it Envoy closes new connections as they arrive. 0: no limit.
 	MaxConnections int64
+	// PrometheusAddress, when set, is a listener (host:port) that serves
+	// Envoy's stats in Prometheus format at /metrics, and nothing else of
+	// the admin API.
+	PrometheusAddress string
 	// MaxHeapBytes is the heap size the heap overload actions measure
 	// against (see the thresholds above); 0: no heap actions. At least
 	// MinMaxHeapBytes otherwise.
@@ -204,6 +208,17 @@ func Bootstrap(o BootstrapOptions) ([]byte, error) {
 				},
 			}},
 		},
+	}
+	if o.PrometheusAddress != "" {
+		if o.PrometheusAddress == o.AdminAddress {
+			return nil, fmt.Errorf("bootstrap: --prometheus-address %s is the admin address; give the stats listener its own port", o.PrometheusAddress)
+		}
+		l, c, err := prometheusResources(o.PrometheusAddress, adminHost, adminPort)
+		if err != nil {
+			return nil, err
+		}
+		b.StaticResources.Listeners = append(b.StaticResources.Listeners, l)
+		b.StaticResources.Clusters = append(b.StaticResources.Clusters, c)
 	}
 	if err := b.ValidateAll(); err != nil {
 		return nil, fmt.Errorf("bootstrap: %w", err)

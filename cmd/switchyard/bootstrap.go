@@ -72,6 +72,7 @@ connections and load shedding as the heap nears a limit (--max-connections,
 	f.StringSliceVar(&o.XDSAddresses, "xds-address", []string{controlplane.DefaultXDSAddress},
 		"Switchyard's xDS address, host:port; several (repeated or comma-separated) for replicas, Envoy fails over between them")
 	f.StringVar(&o.AdminAddress, "admin-address", "127.0.0.1:9901", "Envoy's admin listener, host:port (keep it on loopback)")
+	f.StringVar(&o.PrometheusAddress, "prometheus-address", "", "serve Envoy's stats in Prometheus format at GET /metrics on this host:port (and nothing else of the admin API); off by default")
 	f.StringVar(&protocol, "xds-protocol", "delta", "xDS variant: delta (incremental) or sotw (state of the world)")
 	f.StringVar(&o.XDSCAFile, "xds-ca-file", "", "reach Switchyard over TLS, verifying its certificate with this PEM CA")
 	f.StringVar(&o.XDSServerName, "xds-server-name", "", "name (DNS or IP) to verify in Switchyard's certificate (default: the host of --xds-address)")

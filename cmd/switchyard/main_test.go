@@ -259,6 +259,39 @@ func TestBootstrapWithReplicas(t *testing.T) {
 	}
 }
 
+// TestBootstrapPrometheusListener: --prometheus-address adds a static
+// listener and the admin cluster it forwards to, in a bootstrap real Envoy
+// accepts; the admin address itself is refused.
+func TestBootstrapPrometheusListener(t *testing.T) {
+	stdout, stderr, err := run(t, "bootstrap", "--node-id", "edge-1", "--group", "edge",
+		"--admin-address", "127.0.0.1:9901", "--prometheus-address", "0.0.0.0:9102")
+	if err != nil {
+		t.Fatalf("bootstrap: %v\n%s", err, stderr)
+	}
+	for _, want := range []string{"name: switchyard_prometheus", "portValue: 9102", "name: switchyard_self_admin", "prefixRewrite: /stats/prometheus", "path: /metrics"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("bootstrap lacks %q:\n%s", want, stdout)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "envoy.yaml")
+	if err := os.WriteFile(path, []byte(stdout), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(testenv.Bin(t, "envoy"), "--mode", "validate", "-c", path, "--use-dynamic-base-id").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "OK") {
+		t.Fatalf("envoy --mode validate: %v\n%s", err, out)
+	}
+	for _, tc := range []struct{ addr, want string }{
+		{"127.0.0.1:9901", "admin address"},
+		{"9102", `"9102"`},
+	} {
+		_, _, err := run(t, "bootstrap", "--node-id", "x", "--group", "edge", "--admin-address", "127.0.0.1:9901", "--prometheus-address", tc.addr)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("--prometheus-address %s: got %v; want an error naming %s", tc.addr, err, tc.want)
+		}
+	}
+}
+
 func TestServeRejectsUnknownSettings(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "switchyard.yaml")
