@@ -20,13 +20,14 @@ CONSUL_HTTP=127.0.0.1:18500
 XDS=127.0.0.1:18000
 ADMIN=127.0.0.1:19100
 ENVOY_ADMIN=127.0.0.1:19901
+ENVOY_PROMETHEUS=127.0.0.1:19102 # the edge Envoy's stats for Prometheus
 EDGE=127.0.0.1:10000
 SHOP_UPSTREAM=127.0.0.1:19191 # shop's sidecar: its way to orders
 
 for bin in "$consul" "$envoy" "$switchyard"; do
   [ -x "$bin" ] || { echo "demo: $bin is missing: run 'make tools build' (make demo does both)" >&2; exit 1; }
 done
-for addr in $CONSUL_HTTP $XDS $ADMIN $ENVOY_ADMIN $EDGE 127.0.0.1:18081 127.0.0.1:18082 127.0.0.1:18083 127.0.0.1:18084 \
+for addr in $CONSUL_HTTP $XDS $ADMIN $ENVOY_ADMIN $ENVOY_PROMETHEUS $EDGE 127.0.0.1:18081 127.0.0.1:18082 127.0.0.1:18083 127.0.0.1:18084 \
   127.0.0.1:18085 127.0.0.1:21000 127.0.0.1:21001 $SHOP_UPSTREAM 127.0.0.1:19902 127.0.0.1:19903; do
   # (shop-1's own port, 18086, is registered but nothing listens there: in
   # the demo, curl plays shop's app.)
@@ -118,7 +119,8 @@ start switchyard "$switchyard" serve --mesh --consul-address "$CONSUL_HTTP" --po
 wait_http "http://$ADMIN/readyz" "Switchyard" switchyard
 
 echo "demo: starting Envoy (group edge) on $EDGE"
-"$switchyard" bootstrap --node-id edge-1 --group edge --xds-address "$XDS" --admin-address "$ENVOY_ADMIN" >"$state/envoy.yaml"
+"$switchyard" bootstrap --node-id edge-1 --group edge --xds-address "$XDS" --admin-address "$ENVOY_ADMIN" \
+  --prometheus-address "$ENVOY_PROMETHEUS" >"$state/envoy.yaml"
 start envoy "$envoy" -c "$state/envoy.yaml" --use-dynamic-base-id --log-level warn
 wait_http "http://$EDGE/" "Envoy" envoy
 
@@ -169,7 +171,11 @@ if [ -n "${DEMO_CHECK:-}" ]; then
   expect "the intention shop -> orders: deny gives 403" '403' -o /dev/null -w '%{http_code}' "http://$SHOP_UPSTREAM/hello"
   curl -fsS -X DELETE "http://$CONSUL_HTTP/v1/config/service-intentions/orders" >/dev/null
   expect "the deny removed: 200 again" 'orders-1 /hello' "http://$SHOP_UPSTREAM/hello"
-  echo "demo check: ok (routing, canary header, api, failed health check, crashed instance, mesh, intention)"
+  grep -q '"path":"/api/orders"' "$state/envoy.log" || fail "no JSON access log line for /api/orders in $state/envoy.log"
+  stats=$(curl -fsS "http://$ENVOY_PROMETHEUS/metrics")
+  grep -q '^envoy_cluster_upstream_rq_total{envoy_cluster_name="api"}' <<<"$stats" ||
+    fail "no api requests in the edge Envoy's Prometheus stats at http://$ENVOY_PROMETHEUS/metrics"
+  echo "demo check: ok (routing, canary header, api, failed health check, crashed instance, mesh, intention, access log, Envoy's stats)"
   exit 0
 fi
 
@@ -208,8 +214,10 @@ A mistake (try a typo in a field name) is logged with file and line, and the
 last good policy keeps serving: $state/switchyard.log
 
 Look inside:
+  tail -f $state/envoy.log                      # the edge's access log: a JSON line per request
   curl http://$ADMIN/debug/config?group=edge   # what Envoy is served
-  curl http://$ADMIN/metrics                   # Switchyard's metrics
+  curl http://$ADMIN/metrics                   # Switchyard's metrics (scrape it)
+  curl http://$ENVOY_PROMETHEUS/metrics        # the edge Envoy's stats for Prometheus (scrape it)
   curl http://$ENVOY_ADMIN/clusters            # Envoy's view of the endpoints
   Consul UI: http://$CONSUL_HTTP/ui
   Logs: $state/*.log
