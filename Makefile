@@ -9,7 +9,7 @@ STATICCHECK_VERSION := v0.8.2
 
 export SWITCHYARD_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/switchyard
 
-.PHONY: all build test golden demo tools lint bench clean
+.PHONY: all build test test-compat golden demo tools lint bench clean
 
 all: build
 
@@ -21,13 +21,18 @@ tools:
 	hack/tools.sh
 
 ## test: every test, against real Consul and Envoy, a short fixed fuzz of
-## policy -> Envoy (its findings land in translator/testdata/fuzz), then the
-## demo's own check
+## policy -> Envoy (its findings land in translator/testdata/fuzz), the
+## demo's own check, then a smoke test against each older supported Envoy
 test: tools build
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 30m ./...
 	$(GO) test -run '^$$' -fuzz FuzzPolicyToEnvoy -fuzztime 20s ./translator/
 	DEMO_CHECK=1 hack/demo.sh
+	hack/compat.sh
+
+## test-compat: only the smoke test against each older supported Envoy
+test-compat: tools build
+	hack/compat.sh
 
 golden:
 	$(GO) test $(GOLDEN_PKGS) -run Golden -update

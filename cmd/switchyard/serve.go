@@ -70,7 +70,7 @@ var settings = []setting{
 
 // toolingEnv are SWITCHYARD_* variables read by the project's scripts, not
 // by serve; they are not settings and not errors.
-var toolingEnv = map[string]bool{"SWITCHYARD_CACHE": true, "SWITCHYARD_TEST_LOGS": true}
+var toolingEnv = map[string]bool{"SWITCHYARD_CACHE": true, "SWITCHYARD_TEST_LOGS": true, "SWITCHYARD_TEST_ENVOY": true}
 
 const envPrefix = "SWITCHYARD"
 

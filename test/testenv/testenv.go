@@ -38,12 +38,24 @@ func CacheDir() string {
 // failing the test with the fix when it is missing.
 func Bin(t testing.TB, name string) string {
 	t.Helper()
+	if name == "envoy" && os.Getenv(EnvoyEnv) != "" {
+		// Another supported Envoy release (hack/compat.sh): a file in the
+		// cache's bin folder, such as envoy-1.36, or a path.
+		name = os.Getenv(EnvoyEnv)
+		if filepath.IsAbs(name) {
+			return name
+		}
+	}
 	p := filepath.Join(CacheDir(), "bin", name)
 	if _, err := os.Stat(p); err != nil {
 		t.Fatalf("%s is not installed at %s: run `make tools` (hack/tools.sh) first", name, p)
 	}
 	return p
 }
+
+// EnvoyEnv names the Envoy the tests run instead of the main release:
+// envoy-1.NN (installed by `hack/tools.sh --compat`) or a path.
+const EnvoyEnv = "SWITCHYARD_TEST_ENVOY"
 
 // Process is a child process whose output is kept for failure reports.
 type Process struct {
