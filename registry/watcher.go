@@ -28,6 +28,13 @@ const (
 	DefaultBackoffMax = 10 * time.Second
 	DefaultStaleHold  = 5 * time.Minute
 
+	// DefaultMaxServiceWatches is how many services get a blocking query
+	// of their own over plain HTTP (Config.MaxServiceWatches 0): well
+	// under Consul's default cap of 200 connections per client address,
+	// leaving room for the shared queries, the re-reads (sharedReaders),
+	// a MeshWatcher and other clients on the same host.
+	DefaultMaxServiceWatches = 100
+
 	// maxWaitTime is the longest blocking query Consul serves.
 	maxWaitTime = 10 * time.Minute
 )
@@ -48,6 +55,12 @@ type Config struct {
 	// StaleHold is how long fail-static keeps last-known instances after a
 	// suspect empty answer (default 5m; 0 = use default; negative = forever).
 	StaleHold time.Duration
+	// MaxServiceWatches is the most services watched with a blocking
+	// query of their own; the others are multiplexed (see the package
+	// doc, "Watching"). 0 means DefaultMaxServiceWatches over plain HTTP
+	// and no limit over HTTPS, where the queries share HTTP/2
+	// connections; negative is an error.
+	MaxServiceWatches int
 
 	// TLS, with Scheme "https". CAFile verifies the agent's certificate
 	// (default: the system's roots); CertFile and KeyFile, together, are a
@@ -64,8 +77,8 @@ type Config struct {
 // String describes the config with the token redacted, so that printing a
 // Config with fmt cannot leak it.
 func (c Config) String() string {
-	return fmt.Sprintf("{Address:%s Scheme:%s Token:%s TokenFile:%s Datacenter:%s AllowStale:%t WaitTime:%s BackoffMin:%s BackoffMax:%s StaleHold:%s CAFile:%s CertFile:%s KeyFile:%s TLSServerName:%s}",
-		c.Address, c.Scheme, redacted(c.Token), c.TokenFile, c.Datacenter, c.AllowStale, c.WaitTime, c.BackoffMin, c.BackoffMax, c.StaleHold,
+	return fmt.Sprintf("{Address:%s Scheme:%s Token:%s TokenFile:%s Datacenter:%s AllowStale:%t WaitTime:%s BackoffMin:%s BackoffMax:%s StaleHold:%s MaxServiceWatches:%d CAFile:%s CertFile:%s KeyFile:%s TLSServerName:%s}",
+		c.Address, c.Scheme, redacted(c.Token), c.TokenFile, c.Datacenter, c.AllowStale, c.WaitTime, c.BackoffMin, c.BackoffMax, c.StaleHold, c.MaxServiceWatches,
 		c.CAFile, c.CertFile, c.KeyFile, c.TLSServerName)
 }
 
@@ -85,6 +98,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("backoff_min", c.BackoffMin),
 		slog.Duration("backoff_max", c.BackoffMax),
 		slog.Duration("stale_hold", c.StaleHold),
+		slog.Int("max_service_watches", c.MaxServiceWatches),
 		slog.String("ca_file", c.CAFile),
 		slog.String("cert_file", c.CertFile),
 		slog.String("key_file", c.KeyFile),
@@ -134,6 +148,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.StaleHold == 0 {
 		c.StaleHold = DefaultStaleHold
 	}
+	if c.MaxServiceWatches < 0 {
+		return c, fmt.Errorf("consul max service watches %d: want 0 (the default) or more", c.MaxServiceWatches)
+	}
 	return c, nil
 }
 
@@ -159,6 +176,64 @@ type Hooks struct {
 	// entry (Intentions.Problems, and L7 permissions meeting a tcp
 	// sidecar) come here too, with proxyID "intentions:<destination>".
 	SidecarProblem func(proxyID string, problem string)
+	// Request is called after every Consul request, with its kind
+	// ("services", "health", "health-state" and "read" from a Watcher,
+	// "mesh" from a MeshWatcher) and result: "ok", "throttled" (Consul
+	// answered 429 Too Many Requests) or "error". Their rate is the load
+	// Switchyard puts on Consul.
+	Request func(kind, result string)
+	// Watches is called with +1 when a watch starts and -1 when it stops,
+	// by kind: "services", "health" (a service with a blocking query of
+	// its own), "health-state" (the shared query on every non-passing
+	// check) and "mesh" are blocking queries, each holding a connection
+	// over plain HTTP; "multiplexed" counts services watched without one
+	// (through "health-state", "services" and re-reads).
+	Watches func(kind string, delta int)
+}
+
+// Request kinds and results, as Hooks.Request reports them.
+const (
+	KindServices    = "services"
+	KindHealth      = "health"
+	KindHealthState = "health-state"
+	KindRead        = "read"
+	KindMesh        = "mesh"
+	KindMultiplexed = "multiplexed"
+
+	ResultOK        = "ok"
+	ResultThrottled = "throttled"
+	ResultError     = "error"
+)
+
+// opKind is the kind of a query loop's op ("health:web" is "health").
+func opKind(op string) string {
+	kind, _, _ := strings.Cut(op, ":")
+	return kind
+}
+
+// requestResult classifies a request's outcome for Hooks.Request.
+func requestResult(err error) string {
+	var se consulapi.StatusError
+	switch {
+	case err == nil:
+		return ResultOK
+	case errors.As(err, &se) && se.Code == http.StatusTooManyRequests:
+		return ResultThrottled
+	default:
+		return ResultError
+	}
+}
+
+func (h Hooks) request(kind string, err error) {
+	if h.Request != nil {
+		h.Request(kind, requestResult(err))
+	}
+}
+
+func (h Hooks) watches(kind string, delta int) {
+	if h.Watches != nil && delta != 0 {
+		h.Watches(kind, delta)
+	}
 }
 
 // Watcher watches one Consul datacenter. Create it with NewWatcher and call
@@ -328,17 +403,25 @@ func (w *Watcher) Run(ctx context.Context, publish func(*Snapshot)) error {
 	defer w.http.CloseIdleConnections()
 
 	var wg sync.WaitGroup
-	defer wg.Wait() // runs after cancel below: defers are last in, first out
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-
 	st := &state{
 		w:        w,
 		wg:       &wg,
 		ctx:      ctx,
 		services: map[string]*svcState{},
 		changed:  make(chan struct{}, 1),
+		pool:     w.cfg.MaxServiceWatches,
+		sh:       newShared(),
 	}
+	if st.pool == 0 && w.cfg.Scheme == "http" {
+		st.pool = DefaultMaxServiceWatches
+	}
+	// Run's last act, once every goroutine is gone: the multiplexed
+	// services leave the count (each query loop reports its own end).
+	defer func() { w.hooks.watches(KindMultiplexed, -st.multiplexed()) }()
+	defer wg.Wait() // runs after cancel below: defers are last in, first out
+	defer cancel()
+
 	// Want calls reach this state from now until Run returns. Detaching
 	// (under w.mu, so no Want is half done) runs first among the deferred
 	// calls, before cancel and wg.Wait: no Want starts a watch once the
@@ -423,7 +506,10 @@ func (w *Watcher) loop(ctx context.Context, op string, query func(*consulapi.Que
 		failures, idle       int
 		lastWarn             time.Time
 		lastErr              string
+		kind                 = opKind(op)
 	)
+	w.hooks.watches(kind, 1)
+	defer w.hooks.watches(kind, -1)
 	for ctx.Err() == nil {
 		qctx, cancel := context.WithTimeout(ctx, w.timeout)
 		// Count the connections this query used. net/http silently retries
@@ -449,6 +535,7 @@ func (w *Watcher) loop(ctx context.Context, op string, query func(*consulapi.Que
 		if err == nil && meta == nil {
 			err = errors.New("no query metadata")
 		}
+		w.hooks.request(kind, err)
 		if err != nil {
 			failures++
 			err = redactErr(err, w.cfg.Token)
@@ -550,17 +637,17 @@ func redactErr(err error, token string) error {
 // watchCatalog watches the service list, starting and stopping the
 // per-service watches.
 func (w *Watcher) watchCatalog(ctx context.Context, st *state) {
-	var names map[string][]string
-	w.loop(ctx, "services",
+	var (
+		names map[string][]string
+		meta  *consulapi.QueryMeta
+	)
+	w.loop(ctx, KindServices,
 		func(opts *consulapi.QueryOptions) (*consulapi.QueryMeta, error) {
-			var (
-				meta *consulapi.QueryMeta
-				err  error
-			)
+			var err error
 			names, meta, err = w.client.Catalog().Services(opts)
 			return meta, err
 		},
-		func(suspect string) { st.applyCatalog(names, suspect) })
+		func(suspect string) { st.applyCatalog(names, meta.LastIndex, suspect) })
 }
 
 // watchService watches one service's instances and health until ctx is
