@@ -52,8 +52,8 @@ type shared struct {
 	// answers from a stopped one's.
 	cancel context.CancelFunc
 	gen    int
-	synced bool                 // its first answer (the baseline) is in
-	index  uint64               // the X-Consul-Index of its last answer
+	synced bool                  // its first answer (the baseline) is in
+	index  uint64                // the X-Consul-Index of its last answer
 	checks map[checkKey]checkVal // the non-passing checks then
 
 	// The re-read queue: a service is pending at most once; urgent

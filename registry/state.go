@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -95,7 +96,10 @@ func (st *state) applyCatalog(names map[string][]string, index uint64, suspect s
 	moved := st.catalogSynced && index != st.catalogIndex
 	old := st.catalog
 	st.catalogSynced, st.catalog, st.catalogIndex = true, names, index
-	for name, tags := range names {
+	// In name order, so which services get a watch of their own (the
+	// pool) does not depend on map order.
+	for _, name := range slices.Sorted(maps.Keys(names)) {
+		tags := names[name]
 		if ss, ok := st.services[name]; ok {
 			ss.inCatalog = true
 			if ss.cancel == nil && !slices.Equal(tags, old[name]) {
@@ -149,7 +153,7 @@ func (st *state) applyWant(want map[string]bool) {
 		}
 	}
 	if st.catalogSynced {
-		for name := range want {
+		for _, name := range slices.Sorted(maps.Keys(want)) {
 			if _, listed := st.catalog[name]; listed && st.services[name] == nil {
 				st.watch(name, false)
 				started = append(started, name)

@@ -245,6 +245,7 @@ type Watcher struct {
 	hooks   Hooks
 	http    *http.Transport
 	timeout time.Duration // per request: the blocking wait plus Consul's jitter and slack
+	pool    int           // most services with a query of their own; 0: no limit
 	running atomic.Bool
 
 	mu   sync.Mutex      // guards want and st; taken before st.mu, never after
@@ -293,6 +294,26 @@ func (w *Watcher) watched() []string {
 	w.st.mu.Lock()
 	defer w.st.mu.Unlock()
 	return slices.Sorted(maps.Keys(w.st.services))
+}
+
+// pooled returns the services with a blocking query of their own, sorted
+// (nil when not running). For tests.
+func (w *Watcher) pooled() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.st == nil {
+		return nil
+	}
+	w.st.mu.Lock()
+	defer w.st.mu.Unlock()
+	var out []string
+	for name, ss := range w.st.services {
+		if ss.cancel != nil {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // NewWatcher checks cfg, fills in defaults and builds a Consul client. It
@@ -373,12 +394,24 @@ func NewWatcher(cfg Config, log *slog.Logger, hooks Hooks) (*Watcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consul client for %s: %w", cfg.Address, redactErr(err, cfg.Token))
 	}
+	pool := cfg.MaxServiceWatches
+	if pool == 0 && cfg.Scheme == "http" {
+		pool = DefaultMaxServiceWatches
+	}
+	if pool > 0 {
+		// The most requests a Watcher has in flight: its pool, the catalog
+		// and health-state queries, and the readers. A guard, so that a
+		// connection on its way back to the idle pool is waited for
+		// rather than a new one opened past the budget.
+		transport.MaxConnsPerHost = pool + 2 + sharedReaders
+	}
 	return &Watcher{
 		cfg:    cfg,
 		client: client,
 		log:    log,
 		hooks:  hooks,
 		http:   transport,
+		pool:   pool,
 		// Consul adds up to WaitTime/16 of jitter to a blocking query; the
 		// slack covers a slow agent. Past that the connection is presumed
 		// dead (a partition without a reset), and the query is retried.
@@ -410,11 +443,8 @@ func (w *Watcher) Run(ctx context.Context, publish func(*Snapshot)) error {
 		ctx:      ctx,
 		services: map[string]*svcState{},
 		changed:  make(chan struct{}, 1),
-		pool:     w.cfg.MaxServiceWatches,
+		pool:     w.pool,
 		sh:       newShared(),
-	}
-	if st.pool == 0 && w.cfg.Scheme == "http" {
-		st.pool = DefaultMaxServiceWatches
 	}
 	// Run's last act, once every goroutine is gone: the multiplexed
 	// services leave the count (each query loop reports its own end).
