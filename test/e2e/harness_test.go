@@ -111,6 +111,8 @@ type Options struct {
 	BootstrapArgs []string
 	// Mesh serves Connect sidecars too (serve --mesh).
 	Mesh bool
+	// ServeArgs are extra `switchyard serve` flags.
+	ServeArgs []string
 }
 
 // XDSTLS is the PKI of a scenario whose xDS runs over mutual TLS.
@@ -170,6 +172,7 @@ func NewEnvWith(t *testing.T, delta bool, policies map[string]string, opts Optio
 	if opts.Mesh {
 		e.serveArgs = append(e.serveArgs, "--mesh")
 	}
+	e.serveArgs = append(e.serveArgs, opts.ServeArgs...)
 	for name, content := range policies {
 		e.WritePolicy(name, content)
 	}
