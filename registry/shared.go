@@ -37,6 +37,13 @@ const (
 	// tried again before it is taken as it is.
 	staleRetries = 3
 
+	// healthStatePace is the least time between two health-state queries.
+	// The query returns on every check write in the datacenter (output
+	// changes too), so under a storm of writes it would ask as fast as
+	// Consul answers; paced, it asks at most 50 times a second, and a
+	// change waits at most this long more.
+	healthStatePace = 20 * time.Millisecond
+
 	// readTimeout bounds one re-read: it does not block, so anything
 	// longer is a dead connection or an overloaded agent.
 	readTimeout = 30 * time.Second
@@ -339,12 +346,17 @@ func (w *Watcher) watchHealthState(ctx context.Context, st *state, gen int) {
 	var (
 		checks consulapi.HealthChecks
 		meta   *consulapi.QueryMeta
+		last   time.Time
 	)
 	w.loop(ctx, KindHealthState,
 		func(opts *consulapi.QueryOptions) (*consulapi.QueryMeta, error) {
+			if !sleep(ctx, healthStatePace-time.Since(last)) {
+				return nil, ctx.Err()
+			}
 			var err error
 			opts.Filter = nonPassingFilter
 			checks, meta, err = w.client.Health().State(consulapi.HealthAny, opts)
+			last = time.Now()
 			return meta, err
 		},
 		func(string) { st.applyHealthState(gen, checks, meta.LastIndex) })
