@@ -69,8 +69,8 @@ type Config struct {
 	//
 	// Over TLS the blocking queries share HTTP/2 connections (Consul's
 	// HTTPS API speaks it): hundreds of watches need a few connections,
-	// not one each, so Consul's cap on connections per client stops
-	// bounding the number of services watched.
+	// not one each, so Consul's cap on connections per client does not
+	// apply, and every service may have a query of its own.
 	CAFile, CertFile, KeyFile, TLSServerName string
 }
 
@@ -159,8 +159,8 @@ func (c Config) withDefaults() (Config, error) {
 // goroutines, never while a lock is held; they must be cheap and safe for
 // concurrent use.
 type Hooks struct {
-	// WatchError is called for every failed query; op is "services" or
-	// "health:<service>" (Watcher), or "mesh:services", "mesh:proxy:<name>",
+	// WatchError is called for every failed query; op is "services",
+	// "health:<service>", "health-state" or "read:<service>" (Watcher), or "mesh:services", "mesh:proxy:<name>",
 	// "mesh:connect:<service>", "mesh:service:<service>", "mesh:roots",
 	// "mesh:leaf:<service>", "mesh:intentions" or "mesh:agent-self"
 	// (MeshWatcher). err never contains the token, nor a private key.
@@ -258,10 +258,6 @@ type Watcher struct {
 // in the catalog, as before. Safe to call at any time, from any goroutine,
 // before or during Run; the latest call wins.
 //
-// Each watched service holds one HTTP connection to Consul, and Consul caps
-// the connections from one client address (limits.http_max_conns_per_client,
-// default 200), so a catalog larger than that cannot be watched whole.
-//
 // Once Want has been called, only services both wanted and listed in the
 // catalog are watched; an empty or nil list watches none. A service no
 // longer wanted has its watch stopped and leaves the next snapshot (it is
@@ -339,9 +335,9 @@ func NewWatcher(cfg Config, log *slog.Logger, hooks Hooks) (*Watcher, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 
-	// Over plain HTTP/1.1, one connection per concurrent blocking query
-	// (one per watched service plus the catalog): keep them all
-	// idle-pooled instead of reconnecting after every answer. Over https
+	// Over plain HTTP/1.1, one connection per concurrent query (the
+	// pool's, the catalog's, the health-state query's and the readers'):
+	// keep them all idle-pooled instead of reconnecting after every answer. Over https
 	// the transport negotiates HTTP/2 (Consul's HTTPS API speaks it), and
 	// the queries share a few connections, a new one per 250 streams (Go's
 	// default limit on a server). The token travels in the X-Consul-Token
