@@ -71,7 +71,7 @@ type shared struct {
 	readers       bool          // the reader goroutines are started
 	nextSweep     time.Time     // when the next sweep read may start
 	failures      int           // consecutive failed re-reads
-	epoch         int           // bumped by every failed re-read
+	epoch         int           // bumped by every failed re-read and suspect shared answer
 	lastWarn      time.Time
 }
 
@@ -97,11 +97,14 @@ func newShared() shared {
 	return shared{pending: map[string]*readReq{}, wake: make(chan struct{}, 1)}
 }
 
-// multiplexed returns how many services are multiplexed.
-func (st *state) multiplexed() int {
+// unreportMultiplexed takes every multiplexed service reported to
+// Hooks.Watches out of the count again, when Run ends.
+func (st *state) unreportMultiplexed() {
 	st.mu.Lock()
-	defer st.mu.Unlock()
-	return st.sh.count
+	n := st.sh.reported
+	st.sh.reported = 0
+	st.mu.Unlock()
+	st.w.hooks.watches(KindMultiplexed, -n)
 }
 
 // reportMultiplexed tells Hooks.Watches how the number of multiplexed
@@ -359,7 +362,7 @@ func (w *Watcher) watchHealthState(ctx context.Context, st *state, gen int) {
 			last = time.Now()
 			return meta, err
 		},
-		func(string) { st.applyHealthState(gen, checks, meta.LastIndex) })
+		func(suspect string) { st.applyHealthState(gen, checks, meta.LastIndex, suspect) })
 }
 
 // applyHealthState compares the non-passing checks with the last answer
@@ -372,8 +375,9 @@ func (w *Watcher) watchHealthState(ctx context.Context, st *state, gen int) {
 // changed carries its own ModifyIndex; one that left changed after the
 // last answer. An index that went backwards (a restarted agent) asks for
 // none. The first answer is only the baseline: every multiplexed service
-// is read after it.
-func (st *state) applyHealthState(gen int, checks consulapi.HealthChecks, index uint64) {
+// is read after it. A suspect answer (the agent may have restarted) makes
+// each service's next read suspect too.
+func (st *state) applyHealthState(gen int, checks consulapi.HealthChecks, index uint64, suspect string) {
 	next := make(map[checkKey]checkVal, len(checks))
 	for _, c := range checks {
 		next[checkKey{c.Node, c.CheckID}] = checkVal{status: c.Status, service: c.ServiceName, modifyIndex: c.ModifyIndex}
@@ -382,6 +386,9 @@ func (st *state) applyHealthState(gen int, checks consulapi.HealthChecks, index 
 	defer st.mu.Unlock()
 	if gen != st.sh.gen || st.sh.cancel == nil {
 		return // a stopped watch's last answer
+	}
+	if suspect != "" {
+		st.sh.epoch++
 	}
 	if !st.sh.synced {
 		st.sh.synced, st.sh.checks, st.sh.index = true, next, index

@@ -307,3 +307,20 @@ func TestMultiplexedReadWaitsForTheChangeThatAskedForIt(t *testing.T) {
 		t.Errorf("a read that reached the change's index was not applied")
 	}
 }
+
+func TestMultiplexedServicesFailStaticAcrossAgentRestart(t *testing.T) {
+	f := newFakeConsul(t)
+	setMany(f, 6)
+	h := start(t, f, withPool(2))
+	h.next()
+	f.Restart(5)
+	// Every registration is lost: the multiplexed ones are held too.
+	eventually(t, "fail static for s05", func() bool {
+		return slices.ContainsFunc(h.failStatics(), func(s string) bool { return len(s) > 4 && s[:4] == "s05:" })
+	})
+	f.Set("s04", entry("n1", "s04-1", "10.2.0.1", 9004, "s04-1:c=passing"))
+	s := h.until("s04 live again", func(s *Snapshot) bool { return instanceOf(t, s, "s04").Port == 9004 })
+	if in := instanceOf(t, s, "s05"); in.Port != 8005 {
+		t.Errorf("s05 while held: %+v; want its last known instance", in)
+	}
+}

@@ -94,6 +94,9 @@ func (st *state) applyCatalog(names map[string][]string, index uint64, suspect s
 	// (once the catalog had been read): it stays covered meanwhile.
 	covered := st.catalogSynced
 	moved := st.catalogSynced && index != st.catalogIndex
+	if suspect != "" {
+		st.sh.epoch++ // the multiplexed services' next reads are suspect too
+	}
 	old := st.catalog
 	st.catalogSynced, st.catalog, st.catalogIndex = true, names, index
 	// In name order, so which services get a watch of their own (the

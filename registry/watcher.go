@@ -444,7 +444,7 @@ func (w *Watcher) Run(ctx context.Context, publish func(*Snapshot)) error {
 	}
 	// Run's last act, once every goroutine is gone: the multiplexed
 	// services leave the count (each query loop reports its own end).
-	defer func() { w.hooks.watches(KindMultiplexed, -st.multiplexed()) }()
+	defer st.unreportMultiplexed()
 	defer wg.Wait() // runs after cancel below: defers are last in, first out
 	defer cancel()
 
