@@ -86,7 +86,7 @@ func newMetrics() *metrics {
 		}),
 		consulWatchErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_consul_watch_errors_total",
-			Help: "Consul queries that failed, by kind: services, health (a service's own blocking query), health-state (the shared query on non-passing checks), read (a re-read of a multiplexed service), or mesh (the Connect sidecar watches).",
+			Help: "Consul queries that failed, by kind: services, health (a service's own blocking query), health-state (the shared queries on critical and warning checks), read (a re-read of a multiplexed service), or mesh (the Connect sidecar watches).",
 		}, []string{"kind"}),
 		consulWatches: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "switchyard_consul_watches",

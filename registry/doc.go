@@ -26,15 +26,19 @@
 // refilled by name when one leaves) each get a blocking query of their own
 // on /v1/health/service/<name>, and any number of others are multiplexed:
 //
-//   - One blocking query on every check not passing
-//     (/v1/health/state/any?filter=Status != "passing"; on Consul 1.14 its
-//     index is the checks table's, so it returns on any check write, and is
-//     paced to 50 a second). A check that enters, leaves or changes status
-//     in that set names the service whose health changed (a node check,
-//     every multiplexed service with an instance on the node), which is
-//     read once, without blocking, on /v1/health/service/<name>. It runs
-//     while a service is multiplexed; its first answer is a baseline that
-//     the first reads wait for, so no change falls between the two.
+//   - Two blocking queries, on the critical and on the warning checks
+//     (/v1/health/state/critical, /v1/health/state/warning; Consul 1.14
+//     serves them from its index of checks by status, wakes each only on
+//     writes to checks in that state, and answers with the checks table's
+//     index; each is paced to 50 a second). A check that enters or leaves
+//     a set names the service whose health changed (a node check, every
+//     multiplexed service with an instance on the node), which is read
+//     once, without blocking, on /v1/health/service/<name>. They run while
+//     a service is multiplexed; their first answers are baselines that the
+//     first reads wait for, so no change falls between the two. (One query
+//     on /v1/health/state/any filtered to Status != "passing" would do
+//     with one connection less, but Consul would evaluate the filter on
+//     every check, passing ones too, at every check write.)
 //   - The catalog query: its index is the services table's, which moves on
 //     every registration change but on no health change. A multiplexed
 //     service whose tags changed is read again at once; a service added
@@ -44,7 +48,7 @@
 //     a second, a service pending at most once however many changes come.
 //
 // At most sharedReaders (4) reads run at once, changed services before
-// sweeps. So the Watcher holds at most MaxServiceWatches + 6 connections,
+// sweeps. So the Watcher holds at most MaxServiceWatches + 7 connections,
 // and Consul's load from it follows the rate of change, not the number of
 // services or proxies. Consul's per-service index makes the reads safe
 // with stale reads: a read asked for by a check change must show an

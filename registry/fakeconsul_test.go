@@ -87,7 +87,7 @@ func newFakeConsul(t testing.TB) *fakeConsul {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/catalog/services", f.catalog)
 	mux.HandleFunc("GET /v1/health/service/{name}", f.health)
-	mux.HandleFunc("GET /v1/health/state/any", f.healthState)
+	mux.HandleFunc("GET /v1/health/state/{state}", f.healthState)
 	f.connectRoutes(mux)
 	f.srv = httptest.NewUnstartedServer(mux)
 	// Each connection belongs to the agent incarnation that accepted it.
@@ -334,13 +334,15 @@ func (f *fakeConsul) health(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// healthState answers /v1/health/state/any: every check, or with the
-// watcher's filter only those not passing. A check's ModifyIndex is its
-// service's last change (a node check's, the node's latest).
+// healthState answers /v1/health/state/<state>: the checks in that
+// state (every check for "any"). A check's ModifyIndex is its service's
+// last change (a node check's, the node's latest). Like Consul it answers
+// with the checks' index; unlike Consul, whose query on one state wakes
+// only on writes to checks in that state, it wakes on any change.
 func (f *fakeConsul) healthState(w http.ResponseWriter, r *http.Request) {
-	filter := r.URL.Query().Get("filter")
-	if filter != "" && filter != nonPassingFilter {
-		http.Error(w, "fake consul: unsupported filter "+filter, http.StatusBadRequest)
+	state := r.PathValue("state")
+	if r.URL.Query().Get("filter") != "" {
+		http.Error(w, "fake consul: filters are not supported here", http.StatusBadRequest)
 		return
 	}
 	f.serve(w, r, func() (uint64, any) {
@@ -348,7 +350,7 @@ func (f *fakeConsul) healthState(w http.ResponseWriter, r *http.Request) {
 		for _, s := range f.services {
 			for _, e := range s.entries {
 				for _, c := range e.Checks {
-					if filter != "" && c.Status == consulapi.HealthPassing {
+					if state != consulapi.HealthAny && c.Status != state {
 						continue
 					}
 					k := checkKey{c.Node, c.CheckID}

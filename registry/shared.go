@@ -13,12 +13,18 @@ import (
 // Multiplexed services: the ones past the pool of services with a
 // blocking query of their own (Config.MaxServiceWatches). See the package
 // doc, "Watching".
+
+// shiftStates are the check states watched, one blocking query each on
+// /v1/health/state/<state>. A health change of any instance (or node)
+// moves a check into or out of one of them, and they stay small while the
+// estate is healthy. Consul serves each from its index of checks by
+// status and wakes it only on writes to checks in that state, so neither
+// the answers nor Consul's work grow with the checks that pass. (One query
+// on /v1/health/state/any filtered to Status != "passing" would do, but
+// Consul evaluates the filter on every check at every check write.)
+var shiftStates = [...]string{consulapi.HealthCritical, consulapi.HealthWarning}
+
 const (
-	// nonPassingFilter selects the checks that are not passing. A health
-	// change of any instance (or node) moves a check into, out of, or
-	// within this set, and the set stays small while the estate is
-	// healthy, so one blocking query on it watches every service's health.
-	nonPassingFilter = `Status != "passing"`
 
 	// sharedReaders is how many re-reads of multiplexed services may be
 	// in flight at once: Consul's load from them stays bounded however
@@ -55,13 +61,11 @@ type shared struct {
 	// reported is count as last told to Hooks.Watches.
 	reported int
 
-	// The health-state watch, running while count > 0: gen tells its
-	// answers from a stopped one's.
+	// The health-state watches, one per shiftStates entry, running while
+	// count > 0: gen tells their answers from stopped ones'.
 	cancel context.CancelFunc
 	gen    int
-	synced bool                  // its first answer (the baseline) is in
-	index  uint64                // the X-Consul-Index of its last answer
-	checks map[checkKey]checkVal // the non-passing checks then
+	states [len(shiftStates)]stateSet
 
 	// The re-read queue: a service is pending at most once; urgent
 	// (changed, or never read) ones go before sweep ones.
@@ -75,11 +79,29 @@ type shared struct {
 	lastWarn      time.Time
 }
 
+// stateSet is the last answer of one health-state watch.
+type stateSet struct {
+	synced bool                  // its first answer (the baseline) is in
+	index  uint64                // its X-Consul-Index
+	checks map[checkKey]checkVal // the checks in that state then
+}
+
+// synced reports whether every health-state watch has its baseline. The
+// caller holds st.mu.
+func (sh *shared) synced() bool {
+	for _, set := range sh.states {
+		if !set.synced {
+			return false
+		}
+	}
+	return true
+}
+
 type checkKey struct{ node, id string }
 
 type checkVal struct {
-	status, service string
-	modifyIndex     uint64
+	service     string // "" for a node check
+	modifyIndex uint64
 }
 
 // readReq is one pending re-read. minIndex, when not 0, is the
@@ -129,7 +151,9 @@ func (st *state) multiplex(ss *svcState) {
 		st.sh.cancel = cancel
 		st.sh.gen++
 		gen := st.sh.gen
-		st.wg.Go(func() { st.w.watchHealthState(ctx, st, gen) })
+		for i := range shiftStates {
+			st.wg.Go(func() { st.w.watchHealthState(ctx, st, gen, i) })
+		}
 	}
 	if !st.sh.readers {
 		st.sh.readers = true
@@ -147,7 +171,7 @@ func (st *state) unmultiplex(ss *svcState) {
 	delete(st.sh.pending, ss.name)
 	if st.sh.count == 0 && st.sh.cancel != nil {
 		st.sh.cancel()
-		st.sh.cancel, st.sh.synced, st.sh.checks, st.sh.index = nil, false, nil, 0
+		st.sh.cancel, st.sh.states = nil, [len(shiftStates)]stateSet{}
 	}
 }
 
@@ -196,7 +220,7 @@ func (st *state) wakeReaders() {
 func (st *state) nextRead(ctx context.Context) (name string, r *readReq, pause time.Duration, ok bool) {
 	for {
 		st.mu.Lock()
-		if st.sh.synced {
+		if st.sh.synced() {
 			name, r = st.popRead()
 		}
 		if r != nil && !r.urgent {
@@ -343,44 +367,45 @@ func (st *state) applyRead(name string, r *readReq, svc Service, meta *consulapi
 	return false
 }
 
-// watchHealthState runs the one blocking query on every non-passing check
-// (/v1/health/state/any, filtered) while services are multiplexed.
-func (w *Watcher) watchHealthState(ctx context.Context, st *state, gen int) {
+// watchHealthState runs the blocking query on the checks in
+// shiftStates[i] (/v1/health/state/<state>) while services are
+// multiplexed.
+func (w *Watcher) watchHealthState(ctx context.Context, st *state, gen, i int) {
 	var (
 		checks consulapi.HealthChecks
 		meta   *consulapi.QueryMeta
 		last   time.Time
 	)
-	w.loop(ctx, KindHealthState,
+	w.loop(ctx, KindHealthState+":"+shiftStates[i],
 		func(opts *consulapi.QueryOptions) (*consulapi.QueryMeta, error) {
 			if !sleep(ctx, healthStatePace-time.Since(last)) {
 				return nil, ctx.Err()
 			}
 			var err error
-			opts.Filter = nonPassingFilter
-			checks, meta, err = w.client.Health().State(consulapi.HealthAny, opts)
+			checks, meta, err = w.client.Health().State(shiftStates[i], opts)
 			last = time.Now()
 			return meta, err
 		},
-		func(suspect string) { st.applyHealthState(gen, checks, meta.LastIndex, suspect) })
+		func(suspect string) { st.applyHealthState(gen, i, checks, meta.LastIndex, suspect) })
 }
 
-// applyHealthState compares the non-passing checks with the last answer
-// and queues a re-read of every multiplexed service whose checks moved
-// into, out of or within the set: a service check names its service; a
-// node check (serfHealth, node maintenance) every multiplexed service with
-// an instance on that node.
+// applyHealthState compares the checks in shiftStates[i] with its last
+// answer and queues a re-read of every multiplexed service whose checks
+// entered or left the set (a critical check that turns warning leaves one
+// set and enters the other): a service check names its service; a node
+// check (serfHealth, node maintenance) every multiplexed service with an
+// instance on that node.
 //
-// Each re-read carries the index it must reach: a check that entered or
-// changed carries its own ModifyIndex; one that left changed after the
-// last answer. An index that went backwards (a restarted agent) asks for
-// none. The first answer is only the baseline: every multiplexed service
-// is read after it. A suspect answer (the agent may have restarted) makes
+// Each re-read carries the index it must reach: a check that entered
+// carries its own ModifyIndex; one that left changed after the last
+// answer. An index that went backwards (a restarted agent) asks for none.
+// The first answers are only baselines: every multiplexed service is read
+// once both are in. A suspect answer (the agent may have restarted) makes
 // each service's next read suspect too.
-func (st *state) applyHealthState(gen int, checks consulapi.HealthChecks, index uint64, suspect string) {
+func (st *state) applyHealthState(gen, i int, checks consulapi.HealthChecks, index uint64, suspect string) {
 	next := make(map[checkKey]checkVal, len(checks))
 	for _, c := range checks {
-		next[checkKey{c.Node, c.CheckID}] = checkVal{status: c.Status, service: c.ServiceName, modifyIndex: c.ModifyIndex}
+		next[checkKey{c.Node, c.CheckID}] = checkVal{service: c.ServiceName, modifyIndex: c.ModifyIndex}
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -390,13 +415,14 @@ func (st *state) applyHealthState(gen int, checks consulapi.HealthChecks, index 
 	if suspect != "" {
 		st.sh.epoch++
 	}
-	if !st.sh.synced {
-		st.sh.synced, st.sh.checks, st.sh.index = true, next, index
+	set := &st.sh.states[i]
+	if !set.synced {
+		set.synced, set.checks, set.index = true, next, index
 		st.wakeReaders()
 		return
 	}
-	reset := index < st.sh.index
-	floor := st.sh.index + 1
+	reset := index < set.index
+	floor := set.index + 1
 	services := map[string]uint64{}
 	nodes := map[string]uint64{}
 	mark := func(k checkKey, v checkVal, min uint64) {
@@ -410,16 +436,16 @@ func (st *state) applyHealthState(gen int, checks consulapi.HealthChecks, index 
 		}
 	}
 	for k, v := range next {
-		if old, ok := st.sh.checks[k]; !ok || old.status != v.status {
+		if _, ok := set.checks[k]; !ok {
 			mark(k, v, max(v.modifyIndex, floor))
 		}
 	}
-	for k, v := range st.sh.checks {
+	for k, v := range set.checks {
 		if _, ok := next[k]; !ok {
 			mark(k, v, floor)
 		}
 	}
-	st.sh.checks, st.sh.index = next, index
+	set.checks, set.index = next, index
 	if len(nodes) > 0 {
 		for name, ss := range st.services {
 			if ss.cancel != nil || ss.svc == nil {

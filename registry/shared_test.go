@@ -11,7 +11,7 @@ import (
 	consulapi "github.com/hashicorp/consul/api"
 )
 
-const healthStatePath = "/v1/health/state/any"
+const healthStatePath = "/v1/health/state/critical"
 
 // setMany registers services s00, s01, ... with one instance each
 // (sNN-1 on node nNN%3, port 8000+NN) and a passing check.
@@ -97,7 +97,7 @@ func TestServicesBeyondThePoolAreRoutable(t *testing.T) {
 		}
 	}
 	_, watches := h.counts()
-	want := map[string]int{KindServices: 1, KindHealth: 3, KindHealthState: 1, KindMultiplexed: 9}
+	want := map[string]int{KindServices: 1, KindHealth: 3, KindHealthState: 2, KindMultiplexed: 9}
 	if diff := cmp.Diff(want, watches); diff != "" {
 		t.Errorf("Hooks.Watches sums (-want +got):\n%s", diff)
 	}
@@ -279,9 +279,9 @@ func TestMultiplexingKeepsConnectionsWithinBudget(t *testing.T) {
 		f.Set(name, entry(fmt.Sprintf("n%d", i*3%3), name+"-1", "10.2.0.1", 9000+i, name+"-1:c=critical"))
 	}
 	h.until("the last change published", func(s *Snapshot) bool { return instanceOf(t, s, "s57").Port == 9019 })
-	// The pool's queries, the catalog's, the health-state query's, and the
-	// readers'.
-	if got, budget := f.PeakConns(), pool+2+sharedReaders; got > budget {
+	// The pool's queries, the catalog's, the health-state queries', and
+	// the readers'.
+	if got, budget := f.PeakConns(), pool+1+len(shiftStates)+sharedReaders; got > budget {
 		t.Errorf("%d connections open at once; want at most %d", got, budget)
 	}
 }

@@ -184,10 +184,11 @@ type Hooks struct {
 	Request func(kind, result string)
 	// Watches is called with +1 when a watch starts and -1 when it stops,
 	// by kind: "services", "health" (a service with a blocking query of
-	// its own), "health-state" (the shared query on every non-passing
-	// check) and "mesh" are blocking queries, each holding a connection
-	// over plain HTTP; "multiplexed" counts services watched without one
-	// (through "health-state", "services" and re-reads).
+	// its own), "health-state" (the two shared queries, on the critical
+	// and on the warning checks) and "mesh" are blocking queries, each
+	// holding a connection over plain HTTP; "multiplexed" counts services
+	// watched without one (through "health-state", "services" and
+	// re-reads).
 	Watches func(kind string, delta int)
 }
 
@@ -396,10 +397,10 @@ func NewWatcher(cfg Config, log *slog.Logger, hooks Hooks) (*Watcher, error) {
 	}
 	if pool > 0 {
 		// The most requests a Watcher has in flight: its pool, the catalog
-		// and health-state queries, and the readers. A guard, so that a
+		// query, the health-state queries and the readers. A guard, so that a
 		// connection on its way back to the idle pool is waited for
 		// rather than a new one opened past the budget.
-		transport.MaxConnsPerHost = pool + 2 + sharedReaders
+		transport.MaxConnsPerHost = pool + 1 + len(shiftStates) + sharedReaders
 	}
 	return &Watcher{
 		cfg:    cfg,

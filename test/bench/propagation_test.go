@@ -48,8 +48,8 @@ var (
 // connections, so Consul's default cap of 200 connections per client
 // holds. With -consul http it reaches the agent over plain HTTP: 100
 // services have a query of their own, the rest are multiplexed (one query
-// on the non-passing checks, and a re-read of the service that changed).
-// consul-req/op is Switchyard's requests to Consul per flip.
+// each on the critical and the warning checks, and a re-read of the service
+// that changed). consul-req/op is Switchyard's requests to Consul per flip.
 func BenchmarkPropagation(b *testing.B) {
 	w := setUp(b)
 	b.Run("health-flip", func(b *testing.B) {

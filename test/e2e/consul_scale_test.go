@@ -27,9 +27,9 @@ listeners:
 `
 
 // A service past consul.max-service-watches has no blocking query of its
-// own: it is watched through the shared query on non-passing checks and
-// re-read when it changes. Traffic reaches it, a failing instance leaves
-// rotation, and the metrics show how it is watched.
+// own: it is watched through the shared queries on critical and warning
+// checks and re-read when it changes. Traffic reaches it, a failing
+// instance leaves rotation, and the metrics show how it is watched.
 func TestServicesPastTheWatchPool(t *testing.T) {
 	e := NewEnvWith(t, true, map[string]string{"edge.yaml": apiWebPolicy},
 		Options{ServeArgs: []string{"--consul-max-service-watches", "1"}})
@@ -42,7 +42,7 @@ func TestServicesPastTheWatchPool(t *testing.T) {
 	if code, body, err := e.Get("/api", nil); err != nil || code != 200 || body != api.ID {
 		t.Fatalf("GET /api: %d %q %v; want 200 from %s", code, body, err, api.ID)
 	}
-	for kind, want := range map[string]float64{"health": 1, "multiplexed": 1, "health-state": 1, "services": 1} {
+	for kind, want := range map[string]float64{"health": 1, "multiplexed": 1, "health-state": 2, "services": 1} {
 		if n := e.Metric("switchyard_consul_watches", `kind="`+kind+`"`); n != want {
 			t.Errorf("switchyard_consul_watches{kind=%q} = %v; want %v", kind, n, want)
 		}
