@@ -565,7 +565,7 @@ func TestConsulIntegrationPlainHTTPManyServices(t *testing.T) {
 // registerCatalog registers services svc-0000, svc-0001, ... directly in
 // the catalog, one instance each (port 20000+i) with a passing check, on
 // ten nodes, in transactions.
-func registerCatalog(t *testing.T, client *consulapi.Client, total int) []string {
+func registerCatalog(t testing.TB, client *consulapi.Client, total int) []string {
 	t.Helper()
 	var (
 		names []string
@@ -601,7 +601,7 @@ func registerCatalog(t *testing.T, client *consulapi.Client, total int) []string
 }
 
 // setCheck sets the check of registerCatalog's service i.
-func setCheck(t *testing.T, client *consulapi.Client, i int, status string) {
+func setCheck(t testing.TB, client *consulapi.Client, i int, status string) {
 	t.Helper()
 	ok, resp, _, err := client.Txn().Txn(consulapi.TxnOps{{Check: &consulapi.CheckTxnOp{
 		Verb: consulapi.CheckSet, Check: catalogCheck(i, fmt.Sprintf("svc-%04d", i), status)}}}, nil)
