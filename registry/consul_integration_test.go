@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -615,4 +616,121 @@ func catalogNode(i int) string { return fmt.Sprintf("node-%d", i%10) }
 func catalogCheck(i int, name, status string) consulapi.HealthCheck {
 	return consulapi.HealthCheck{Node: catalogNode(i), CheckID: "check-" + name, Name: "test",
 		Status: status, ServiceID: name + "-1", ServiceName: name}
+}
+
+// TestConsulIntegrationMultiplexedFailStatic proves fail static for
+// multiplexed services against a real agent: a restart that loses every
+// registration keeps their last known instances, and a service that
+// registers again is live again.
+func TestConsulIntegrationMultiplexedFailStatic(t *testing.T) {
+	c := testenv.Consul(t)
+	client := c.Client(t)
+	names := registerCatalog(t, client, 4)
+
+	var (
+		mu         sync.Mutex
+		latest     *Snapshot
+		all        []*Snapshot
+		failStatic []string
+		logs       testenv.SyncBuffer
+	)
+	w, err := NewWatcher(Config{
+		Address:           c.HTTPAddr,
+		AllowStale:        true,
+		WaitTime:          10 * time.Second,
+		BackoffMin:        50 * time.Millisecond,
+		BackoffMax:        500 * time.Millisecond,
+		StaleHold:         time.Minute,
+		MaxServiceWatches: 1,
+	}, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Hooks{
+		FailStatic: func(service, reason string) {
+			mu.Lock()
+			defer mu.Unlock()
+			failStatic = append(failStatic, service)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Want(names)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- w.Run(ctx, func(s *Snapshot) {
+			mu.Lock()
+			defer mu.Unlock()
+			latest = s
+			all = append(all, s)
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if t.Failed() || os.Getenv("SWITCHYARD_TEST_LOGS") != "" {
+			t.Logf("watcher log:\n%s", logs.String())
+		}
+	})
+	port := func(name string) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		svc, ok := latest.Service(name)
+		if latest == nil || !ok || len(svc.Instances) != 1 {
+			return 0, fmt.Errorf("%s: %+v; want one instance", name, svc)
+		}
+		return svc.Instances[0].Port, nil
+	}
+	testenv.Eventually(t, 30*time.Second, "every service published", func() error {
+		for _, name := range names {
+			if _, err := port(name); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if got := w.pooled(); len(got) != 1 || got[0] != names[0] {
+		t.Fatalf("services with a query of their own: %v; want [%s]", got, names[0])
+	}
+	mu.Lock()
+	published := len(all)
+	mu.Unlock()
+
+	c.Restart(t)
+	testenv.Eventually(t, 30*time.Second, "fail static for a multiplexed service", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !slices.Contains(failStatic, names[3]) {
+			return fmt.Errorf("FailStatic calls so far: %v", failStatic)
+		}
+		return nil
+	})
+	// The restarted agent knows nothing; register svc-0002 again on a new
+	// port (its node first: the restart lost the nodes too).
+	ok, resp, _, err := client.Txn().Txn(consulapi.TxnOps{
+		{Node: &consulapi.NodeTxnOp{Verb: consulapi.NodeSet, Node: consulapi.Node{Node: catalogNode(2), Address: "127.0.0.1"}}},
+		{Service: &consulapi.ServiceTxnOp{Verb: consulapi.ServiceSet, Node: catalogNode(2),
+			Service: consulapi.AgentService{ID: names[2] + "-1", Service: names[2], Address: "127.0.0.1", Port: 30002}}},
+	}, nil)
+	if err != nil || !ok {
+		t.Fatalf("register %s again: %v %+v", names[2], err, resp)
+	}
+	testenv.Eventually(t, 30*time.Second, names[2]+" live again", func() error {
+		if p, err := port(names[2]); err != nil || p != 30002 {
+			return fmt.Errorf("%s on port %d (%v); want 30002", names[2], p, err)
+		}
+		return nil
+	})
+	if p, err := port(names[3]); err != nil || p != 20003 {
+		t.Errorf("%s while held: port %d (%v); want its last known 20003", names[3], p, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, s := range all[published:] {
+		for _, name := range []string{names[1], names[3]} {
+			if svc, ok := s.Service(name); !ok || len(svc.Instances) == 0 {
+				t.Errorf("a snapshot after the restart had %s %+v (present %t); want it held", name, svc, ok)
+			}
+		}
+	}
 }
