@@ -14,18 +14,19 @@ import (
 // blocking query of their own (Config.MaxServiceWatches). See the package
 // doc, "Watching".
 
-// shiftStates are the check states watched, one blocking query each on
+// watchedStates are the check states watched, one blocking query each on
 // /v1/health/state/<state>. A health change of any instance (or node)
 // moves a check into or out of one of them, and they stay small while the
 // estate is healthy. Consul serves each from its index of checks by
-// status and wakes it only on writes to checks in that state, so neither
-// the answers nor Consul's work grow with the checks that pass. (One query
-// on /v1/health/state/any filtered to Status != "passing" would do, but
-// Consul evaluates the filter on every check at every check write.)
-var shiftStates = [...]string{consulapi.HealthCritical, consulapi.HealthWarning}
+// status, so neither the answers nor Consul's work grow with the checks
+// that pass; it wakes one on writes to checks in its state (while none is
+// in it, on any check's status change). One query on
+// /v1/health/state/any filtered to Status != "passing" would do with one
+// connection less, but Consul evaluates the filter on every check at every
+// check write.
+var watchedStates = [...]string{consulapi.HealthCritical, consulapi.HealthWarning}
 
 const (
-
 	// sharedReaders is how many re-reads of multiplexed services may be
 	// in flight at once: Consul's load from them stays bounded however
 	// many services there are, and over plain HTTP they hold at most this
@@ -43,11 +44,10 @@ const (
 	// tried again before it is taken as it is.
 	staleRetries = 3
 
-	// healthStatePace is the least time between two health-state queries.
-	// The query returns on every check write in the datacenter (output
-	// changes too), so under a storm of writes it would ask as fast as
-	// Consul answers; paced, it asks at most 50 times a second, and a
-	// change waits at most this long more.
+	// healthStatePace is the least time between two queries of one
+	// health-state watch. Under a storm of check writes a watch would ask
+	// as fast as Consul answers; paced, it asks at most 50 times a second,
+	// and a change waits at most this long more.
 	healthStatePace = 20 * time.Millisecond
 
 	// readTimeout bounds one re-read: it does not block, so anything
@@ -61,11 +61,11 @@ type shared struct {
 	// reported is count as last told to Hooks.Watches.
 	reported int
 
-	// The health-state watches, one per shiftStates entry, running while
+	// The health-state watches, one per watchedStates entry, running while
 	// count > 0: gen tells their answers from stopped ones'.
 	cancel context.CancelFunc
 	gen    int
-	states [len(shiftStates)]stateSet
+	states [len(watchedStates)]stateSet
 
 	// The re-read queue: a service is pending at most once; urgent
 	// (changed, or never read) ones go before sweep ones.
@@ -106,13 +106,14 @@ type checkVal struct {
 
 // readReq is one pending re-read. minIndex, when not 0, is the
 // X-Consul-Index the answer must reach (the change that asked for it);
-// such a read may be stale. A read without one (a first read, a sweep)
-// cannot tell a lagging server's answer from a current one, so it goes to
-// the leader.
+// such a read may be stale. A read asked for without one (a first read, a
+// sweep) cannot tell a lagging server's answer from a current one, so it
+// is consistent: the leader answers.
 type readReq struct {
-	minIndex uint64
-	urgent   bool
-	retries  int
+	minIndex   uint64
+	consistent bool
+	urgent     bool
+	retries    int
 }
 
 func newShared() shared {
@@ -151,7 +152,7 @@ func (st *state) multiplex(ss *svcState) {
 		st.sh.cancel = cancel
 		st.sh.gen++
 		gen := st.sh.gen
-		for i := range shiftStates {
+		for i := range watchedStates {
 			st.wg.Go(func() { st.w.watchHealthState(ctx, st, gen, i) })
 		}
 	}
@@ -171,7 +172,7 @@ func (st *state) unmultiplex(ss *svcState) {
 	delete(st.sh.pending, ss.name)
 	if st.sh.count == 0 && st.sh.cancel != nil {
 		st.sh.cancel()
-		st.sh.cancel, st.sh.states = nil, [len(shiftStates)]stateSet{}
+		st.sh.cancel, st.sh.states = nil, [len(watchedStates)]stateSet{}
 	}
 }
 
@@ -193,7 +194,17 @@ func (st *state) enqueueRead(name string, minIndex uint64, urgent bool) {
 		st.sh.urgent = append(st.sh.urgent, name)
 	}
 	r.minIndex = max(r.minIndex, minIndex)
+	r.consistent = r.consistent || minIndex == 0
 	st.wakeReaders()
+}
+
+// requeue queues a taken read again, urgent, as it was asked for. The
+// caller holds st.mu.
+func (st *state) requeue(name string, r *readReq) {
+	st.enqueueRead(name, r.minIndex, true)
+	p := st.sh.pending[name]
+	p.consistent = p.consistent || r.consistent
+	p.retries = max(p.retries, r.retries)
 }
 
 // sweep queues a re-read of every multiplexed service. The caller holds
@@ -282,7 +293,7 @@ func (w *Watcher) readShared(ctx context.Context, st *state) {
 		qctx = httptrace.WithClientTrace(qctx, &httptrace.ClientTrace{
 			GotConn: func(httptrace.GotConnInfo) { conns.Add(1) },
 		})
-		opts := (&consulapi.QueryOptions{AllowStale: w.cfg.AllowStale && r.minIndex > 0}).WithContext(qctx)
+		opts := (&consulapi.QueryOptions{AllowStale: w.cfg.AllowStale && !r.consistent}).WithContext(qctx)
 		entries, meta, err := w.client.Health().Service(name, "", false, opts)
 		cancel()
 		if ctx.Err() != nil {
@@ -319,7 +330,7 @@ func (w *Watcher) readFailed(ctx context.Context, st *state, name string, r *rea
 		st.sh.lastWarn = time.Now()
 	}
 	if ss := st.services[name]; ss != nil && ss.cancel == nil {
-		st.enqueueRead(name, r.minIndex, true)
+		st.requeue(name, r)
 	}
 	st.mu.Unlock()
 	delay := w.backoff(failures)
@@ -347,8 +358,8 @@ func (st *state) applyRead(name string, r *readReq, svc Service, meta *consulapi
 		st.sh.failures = 0
 	}
 	if r.minIndex > 0 && meta.LastIndex < r.minIndex && r.retries < staleRetries {
-		st.enqueueRead(name, r.minIndex, true)
-		st.sh.pending[name].retries = r.retries + 1
+		r.retries++
+		st.requeue(name, r)
 		st.mu.Unlock()
 		return true
 	}
@@ -368,7 +379,7 @@ func (st *state) applyRead(name string, r *readReq, svc Service, meta *consulapi
 }
 
 // watchHealthState runs the blocking query on the checks in
-// shiftStates[i] (/v1/health/state/<state>) while services are
+// watchedStates[i] (/v1/health/state/<state>) while services are
 // multiplexed.
 func (w *Watcher) watchHealthState(ctx context.Context, st *state, gen, i int) {
 	var (
@@ -376,20 +387,20 @@ func (w *Watcher) watchHealthState(ctx context.Context, st *state, gen, i int) {
 		meta   *consulapi.QueryMeta
 		last   time.Time
 	)
-	w.loop(ctx, KindHealthState+":"+shiftStates[i],
+	w.loop(ctx, KindHealthState+":"+watchedStates[i],
 		func(opts *consulapi.QueryOptions) (*consulapi.QueryMeta, error) {
 			if !sleep(ctx, healthStatePace-time.Since(last)) {
 				return nil, ctx.Err()
 			}
 			var err error
-			checks, meta, err = w.client.Health().State(shiftStates[i], opts)
+			checks, meta, err = w.client.Health().State(watchedStates[i], opts)
 			last = time.Now()
 			return meta, err
 		},
 		func(suspect string) { st.applyHealthState(gen, i, checks, meta.LastIndex, suspect) })
 }
 
-// applyHealthState compares the checks in shiftStates[i] with its last
+// applyHealthState compares the checks in watchedStates[i] with its last
 // answer and queues a re-read of every multiplexed service whose checks
 // entered or left the set (a critical check that turns warning leaves one
 // set and enters the other): a service check names its service; a node

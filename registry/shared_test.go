@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -133,6 +134,19 @@ func TestMultiplexedHealthFlip(t *testing.T) {
 	s = h.next()
 	if in := instanceOf(t, s, "s05"); in.Health != Healthy {
 		t.Errorf("s05 after its check passed again: %s; want healthy", in.Health)
+	}
+	// The first read of s05 is consistent; the re-reads after its checks
+	// moved may be stale (the config allows it): they name the index
+	// they must reach.
+	urls, _ := f.Seen()
+	var reads []bool
+	for _, u := range urls {
+		if strings.HasPrefix(u, healthPath("s05")) {
+			reads = append(reads, strings.Contains(u, "stale"))
+		}
+	}
+	if !cmp.Equal(reads, []bool{false, true, true}) {
+		t.Errorf("reads of s05 stale: %v; want [false true true]", reads)
 	}
 
 	// A node check names no service: every multiplexed service with an
@@ -281,7 +295,7 @@ func TestMultiplexingKeepsConnectionsWithinBudget(t *testing.T) {
 	h.until("the last change published", func(s *Snapshot) bool { return instanceOf(t, s, "s57").Port == 9019 })
 	// The pool's queries, the catalog's, the health-state queries', and
 	// the readers'.
-	if got, budget := f.PeakConns(), pool+1+len(shiftStates)+sharedReaders; got > budget {
+	if got, budget := f.PeakConns(), pool+1+len(watchedStates)+sharedReaders; got > budget {
 		t.Errorf("%d connections open at once; want at most %d", got, budget)
 	}
 }

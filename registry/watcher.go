@@ -400,7 +400,7 @@ func NewWatcher(cfg Config, log *slog.Logger, hooks Hooks) (*Watcher, error) {
 		// query, the health-state queries and the readers. A guard, so that a
 		// connection on its way back to the idle pool is waited for
 		// rather than a new one opened past the budget.
-		transport.MaxConnsPerHost = pool + 1 + len(shiftStates) + sharedReaders
+		transport.MaxConnsPerHost = pool + 1 + len(watchedStates) + sharedReaders
 	}
 	return &Watcher{
 		cfg:    cfg,
