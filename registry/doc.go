@@ -28,9 +28,10 @@
 //
 //   - Two blocking queries, on the critical and on the warning checks
 //     (/v1/health/state/critical, /v1/health/state/warning; Consul 1.14
-//     serves them from its index of checks by status, wakes each only on
-//     writes to checks in that state, and answers with the checks table's
-//     index; each is paced to 50 a second). A check that enters or leaves
+//     serves them from its index of checks by status, wakes each on writes
+//     to checks in that state (on any status change while none is in it),
+//     and answers with the checks table's index; each is paced to 50 a
+//     second). A check that enters or leaves
 //     a set names the service whose health changed (a node check, every
 //     multiplexed service with an instance on the node), which is read
 //     once, without blocking, on /v1/health/service/<name>. They run while
@@ -67,11 +68,11 @@
 // Switchyard needs only the services its routing policy references, so
 // Watcher.Want restricts the watcher to them. Until Want is first called
 // every service in the catalog is watched; afterwards only the services both
-// wanted and listed.
-// A service that stops being wanted has its watch stopped and leaves the
-// snapshots. A newly wanted service that the last catalog answer listed is
-// watched at once, without waiting for the catalog query, which may block
-// for minutes.
+// wanted and listed. A service that stops being wanted has its watch
+// stopped (its place in the pool, if it had one, goes to a multiplexed
+// service) and leaves the snapshots. A newly wanted service that the last
+// catalog answer listed is watched at once, without waiting for the
+// catalog query, which may block for minutes.
 //
 // Snapshot.Covers tells which services a snapshot speaks for: the wanted
 // ones that were watched, or known absent from the catalog, when it was
@@ -86,8 +87,8 @@
 //
 // DESIGN says only controlplane starts goroutines; this package is the one
 // exception, because every blocking query (and every reader) needs a
-// goroutine of its own. All of them are started inside Watcher.Run, under a context
-// derived from Run's, and all have exited when Run returns.
+// goroutine of its own. All of them are started inside Watcher.Run, under
+// a context derived from Run's, and all have exited when Run returns.
 //
 // # Health
 //
