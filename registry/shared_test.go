@@ -214,10 +214,10 @@ func TestPoolRefillsWhenAWatchedServiceLeaves(t *testing.T) {
 	if in := instanceOf(t, s, "s02"); in.Health != Unhealthy {
 		t.Errorf("s02 after promotion and a critical check: %s; want unhealthy", in.Health)
 	}
-	_, watches := h.counts()
-	if watches[KindHealth] != 2 || watches[KindMultiplexed] != 2 {
-		t.Errorf("watches %v; want 2 of kind health and 2 multiplexed", watches)
-	}
+	eventually(t, "2 watches of kind health and 2 multiplexed", func() bool {
+		_, watches := h.counts()
+		return watches[KindHealth] == 2 && watches[KindMultiplexed] == 2
+	})
 }
 
 func TestThrottledReadsBackOffWithJitter(t *testing.T) {
@@ -337,4 +337,27 @@ func TestMultiplexedServicesFailStaticAcrossAgentRestart(t *testing.T) {
 	if in := instanceOf(t, s, "s05"); in.Port != 8005 {
 		t.Errorf("s05 while held: %+v; want its last known instance", in)
 	}
+}
+
+func TestWantRefillsThePool(t *testing.T) {
+	f := newFakeConsul(t)
+	setMany(f, 6)
+	h := startWith(t, f, withPool(2), func(w *Watcher) { w.Want([]string{"s00", "s01", "s02", "s03", "s04", "s05"}) })
+	h.next()
+	h.w.Want([]string{"s03", "s04", "s05"})
+	s := h.next()
+	if got := s.Names(); !cmp.Equal(got, []string{"s03", "s04", "s05"}) {
+		t.Fatalf("after Want shrank: %v; want [s03 s04 s05]", got)
+	}
+	if got := h.w.pooled(); !cmp.Equal(got, []string{"s03", "s04"}) {
+		t.Errorf("services with a query of their own: %v; want [s03 s04]", got)
+	}
+	// A stopped query counts until its goroutine is gone.
+	eventually(t, "2 watches of kind health and 1 multiplexed", func() bool {
+		_, watches := h.counts()
+		return watches[KindHealth] == 2 && watches[KindMultiplexed] == 1
+	})
+	// The one left multiplexed still follows its health.
+	f.Set("s05", entry("n2", "s05-1", "10.2.0.1", 8005, "s05-1:c=critical"))
+	h.until("s05 unhealthy", func(s *Snapshot) bool { return instanceOf(t, s, "s05").Health == Unhealthy })
 }
