@@ -34,6 +34,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -211,6 +212,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	w, err := registry.NewWatcher(cfg.Consul, log.With("component", "registry"), registry.Hooks{
 		WatchError: func(op string, _ error) { s.metrics.consulWatchErrors.WithLabelValues(watchKind(op)).Inc() },
 		FailStatic: func(string, string) { s.metrics.consulFailStatic.Inc() },
+		Request:    s.metrics.consulRequest,
+		Watches:    s.metrics.consulWatch,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("consul: %w", err)
@@ -222,8 +225,10 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	if cfg.Mesh {
 		s.mesh, err = registry.NewMeshWatcher(cfg.Consul, log.With("component", "mesh"), registry.Hooks{
-			WatchError:     func(op string, _ error) { s.metrics.consulWatchErrors.WithLabelValues("mesh").Inc() },
+			WatchError:     func(op string, _ error) { s.metrics.consulWatchErrors.WithLabelValues(registry.KindMesh).Inc() },
 			FailStatic:     func(string, string) { s.metrics.consulFailStatic.Inc() },
+			Request:        s.metrics.consulRequest,
+			Watches:        s.metrics.consulWatch,
 			SidecarProblem: func(string, string) { s.metrics.sidecarProblems.Inc() },
 		})
 		if err != nil {
@@ -271,13 +276,15 @@ func loopbackAddress(hostport string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// watchKind turns a registry operation ("services", "health:web") into a
-// bounded metric label.
+// watchKind turns a registry operation ("services", "health:web",
+// "health-state", "read:web") into a bounded metric label: its kind.
 func watchKind(op string) string {
-	if op == "services" {
-		return op
+	kind, _, _ := strings.Cut(op, ":")
+	switch kind {
+	case registry.KindServices, registry.KindHealthState, registry.KindRead:
+		return kind
 	}
-	return "health"
+	return registry.KindHealth
 }
 
 // Run serves until ctx is cancelled, then stops gracefully: open xDS

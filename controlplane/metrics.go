@@ -3,6 +3,8 @@ package controlplane
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/switchyard-io/switchyard/registry"
 )
 
 // metrics are Switchyard's Prometheus series. Their names are part of the
@@ -23,6 +25,8 @@ type metrics struct {
 	meshWarnings      prometheus.Gauge
 	consulWatchErrors *prometheus.CounterVec
 	consulFailStatic  prometheus.Counter
+	consulWatches     *prometheus.GaugeVec
+	consulRequests    *prometheus.CounterVec
 	policyReloads     *prometheus.CounterVec
 	policyWarnings    prometheus.Gauge
 	ready             prometheus.Gauge
@@ -82,8 +86,16 @@ func newMetrics() *metrics {
 		}),
 		consulWatchErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_consul_watch_errors_total",
-			Help: "Consul blocking queries that failed, by kind (services, health, or mesh for the Connect sidecar watches).",
+			Help: "Consul queries that failed, by kind: services, health (a service's own blocking query), health-state (the shared queries on critical and warning checks), read (a re-read of a multiplexed service), or mesh (the Connect sidecar watches).",
 		}, []string{"kind"}),
+		consulWatches: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "switchyard_consul_watches",
+			Help: "Consul watches now, by kind: services, health, health-state and mesh are blocking queries (each holds a connection over plain HTTP); multiplexed counts the services watched without a query of their own (past consul.max-service-watches).",
+		}, []string{"kind"}),
+		consulRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_consul_requests_total",
+			Help: "Requests to Consul, by kind (services, health, health-state, read, mesh) and result (ok, throttled: Consul answered 429, error); its rate is Switchyard's load on Consul.",
+		}, []string{"kind", "result"}),
 		consulFailStatic: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchyard_consul_fail_static_total",
 			Help: "Times a suspect empty Consul answer was ignored and the last known instances kept.",
@@ -105,14 +117,20 @@ func newMetrics() *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.connectedProxies, m.pushes, m.nacks, m.rejectingProxies, m.refusedStreams, m.snapshotBuild, m.snapshotErrors, m.failingGroups, m.sidecarProblems, m.failingSidecars, m.leafExpiry, m.meshWarnings,
-		m.consulWatchErrors, m.consulFailStatic, m.policyReloads, m.policyWarnings, m.ready,
+		m.consulWatchErrors, m.consulFailStatic, m.consulWatches, m.consulRequests, m.policyReloads, m.policyWarnings, m.ready,
 	)
 	// Pre-create the error series so they read 0, not absent, before the
 	// first failure: alerts on rate() need them.
 	m.policyReloads.WithLabelValues("error")
 	m.policyReloads.WithLabelValues("ok")
-	for _, k := range []string{"services", "health", "mesh"} {
+	for _, k := range []string{registry.KindServices, registry.KindHealth, registry.KindHealthState, registry.KindRead, registry.KindMesh} {
 		m.consulWatchErrors.WithLabelValues(k)
+		for _, r := range []string{registry.ResultOK, registry.ResultThrottled, registry.ResultError} {
+			m.consulRequests.WithLabelValues(k, r)
+		}
+	}
+	for _, k := range []string{registry.KindServices, registry.KindHealth, registry.KindHealthState, registry.KindMultiplexed, registry.KindMesh} {
+		m.consulWatches.WithLabelValues(k)
 	}
 	for _, r := range []string{"certificate", "type", "node"} {
 		m.refusedStreams.WithLabelValues(r)
@@ -121,4 +139,14 @@ func newMetrics() *metrics {
 		m.connectedProxies.WithLabelValues(p)
 	}
 	return m
+}
+
+// consulRequest counts one Consul request (registry.Hooks.Request).
+func (m *metrics) consulRequest(kind, result string) {
+	m.consulRequests.WithLabelValues(kind, result).Inc()
+}
+
+// consulWatch moves the Consul watch count (registry.Hooks.Watches).
+func (m *metrics) consulWatch(kind string, delta int) {
+	m.consulWatches.WithLabelValues(kind).Add(float64(delta))
 }

@@ -48,6 +48,9 @@ func NewMeshWatcher(cfg Config, log *slog.Logger, hooks Hooks) (*MeshWatcher, er
 	if err != nil {
 		return nil, err
 	}
+	// The mesh's queries are not pooled (see the package doc, "Mesh"):
+	// the Watcher's connection budget would leave some waiting forever.
+	w.http.MaxConnsPerHost, w.pool = 0, 0
 	return &MeshWatcher{w: w}, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -384,11 +385,13 @@ func TestConsulIntegrationHTTPS(t *testing.T) {
 		return r, stop
 	}
 
-	// The control: over plain HTTP, 250 watches hit the cap: the agent
-	// refuses connections past 200 with 429. (Whether the first full sync
-	// still completes depends on how the first, non-blocking reads and the
-	// blocking ones interleave, so only the refusals are asserted.)
-	plain, stop := watch(Config{Address: c.HTTPAddr})
+	// The control: over plain HTTP, 250 watches of their own (a pool
+	// larger than the default) hit the cap: the agent refuses connections
+	// past 200 with 429. (Whether the first full sync still completes
+	// depends on how the first, non-blocking reads and the blocking ones
+	// interleave, so only the refusals are asserted.) With the default
+	// pool, TestConsulIntegrationPlainHTTPManyServices routes 1,000.
+	plain, stop := watch(Config{Address: c.HTTPAddr, MaxServiceWatches: 250})
 	testenv.Eventually(t, 30*time.Second, "plain HTTP refused beyond the connection cap", func() error {
 		plain.mu.Lock()
 		defer plain.mu.Unlock()
@@ -428,5 +431,306 @@ func TestConsulIntegrationHTTPS(t *testing.T) {
 	defer secure.mu.Unlock()
 	if len(secure.errs) != 0 {
 		t.Errorf("watch errors over HTTPS: %d, first: %s", len(secure.errs), secure.errs[0])
+	}
+}
+
+// TestConsulIntegrationPlainHTTPManyServices proves that a default agent
+// (200 connections per client address) serves 1,000 services to one
+// Watcher over plain HTTP: 100 with a blocking query of their own, the rest
+// multiplexed; a health flip in either part and a registration change in
+// the multiplexed part are seen, and Consul never refuses a query.
+func TestConsulIntegrationPlainHTTPManyServices(t *testing.T) {
+	const total = 1000
+	c := testenv.Consul(t)
+	client := c.Client(t)
+	names := registerCatalog(t, client, total)
+
+	var (
+		mu        sync.Mutex
+		latest    *Snapshot
+		watchErrs []string
+		requests  = map[string]int{}
+		logs      testenv.SyncBuffer
+	)
+	w, err := NewWatcher(Config{
+		Address:    c.HTTPAddr,
+		AllowStale: true,
+		WaitTime:   30 * time.Second,
+		BackoffMin: 50 * time.Millisecond,
+		BackoffMax: 500 * time.Millisecond,
+	}, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Hooks{
+		WatchError: func(op string, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			watchErrs = append(watchErrs, op+": "+err.Error())
+		},
+		Request: func(kind, result string) {
+			mu.Lock()
+			defer mu.Unlock()
+			requests[kind+"/"+result]++
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Want(names)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		done <- w.Run(ctx, func(s *Snapshot) {
+			mu.Lock()
+			defer mu.Unlock()
+			latest = s
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if t.Failed() || os.Getenv("SWITCHYARD_TEST_LOGS") != "" {
+			t.Logf("watcher log:\n%s", logs.String())
+		}
+	})
+	// health returns the port and health of a service's one instance in
+	// the latest snapshot.
+	health := func(name string) (int, Health, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if latest == nil {
+			return 0, 0, fmt.Errorf("nothing published yet")
+		}
+		svc, ok := latest.Service(name)
+		if !ok || len(svc.Instances) != 1 {
+			return 0, 0, fmt.Errorf("%s: %+v (present %t); want one instance", name, svc, ok)
+		}
+		return svc.Instances[0].Port, svc.Instances[0].Health, nil
+	}
+	testenv.Eventually(t, 60*time.Second, "every service published", func() error {
+		for _, name := range names {
+			if _, h, err := health(name); err != nil {
+				return err
+			} else if h != Healthy {
+				return fmt.Errorf("%s is %s; want healthy", name, h)
+			}
+		}
+		return nil
+	})
+	t.Logf("%d services synced in %s", total, time.Since(start).Round(time.Millisecond))
+	if got := len(w.pooled()); got != DefaultMaxServiceWatches {
+		t.Errorf("%d services with a query of their own; want %d", got, DefaultMaxServiceWatches)
+	}
+
+	want := func(what, name string, port int, h Health) {
+		t.Helper()
+		flipped := time.Now()
+		testenv.Eventually(t, 30*time.Second, what, func() error {
+			gotPort, got, err := health(name)
+			if err != nil {
+				return err
+			}
+			if gotPort != port || got != h {
+				return fmt.Errorf("%s is port %d, %s; want port %d, %s", name, gotPort, got, port, h)
+			}
+			return nil
+		})
+		t.Logf("%s: seen after %s", what, time.Since(flipped).Round(time.Millisecond))
+	}
+	setCheck(t, client, total-1, consulapi.HealthCritical)
+	want("a multiplexed service's check critical", names[total-1], 20000+total-1, Unhealthy)
+	setCheck(t, client, total-1, consulapi.HealthPassing)
+	want("a multiplexed service's check passing again", names[total-1], 20000+total-1, Healthy)
+	setCheck(t, client, 5, consulapi.HealthCritical)
+	want("a pooled service's check critical", names[5], 20005, Unhealthy)
+
+	// A new port changes no check: the catalog's index moves and the
+	// multiplexed services are swept.
+	ok, resp, _, err := client.Txn().Txn(consulapi.TxnOps{{Service: &consulapi.ServiceTxnOp{
+		Verb: consulapi.ServiceSet, Node: catalogNode(500),
+		Service: consulapi.AgentService{ID: names[500] + "-1", Service: names[500], Address: "127.0.0.1", Port: 30500},
+	}}}, nil)
+	if err != nil || !ok {
+		t.Fatalf("move %s to port 30500: %v %+v", names[500], err, resp)
+	}
+	want("a multiplexed service's new port", names[500], 30500, Healthy)
+
+	mu.Lock()
+	defer mu.Unlock()
+	if len(watchErrs) != 0 {
+		t.Errorf("%d watch errors (Consul refused queries?), first: %s", len(watchErrs), watchErrs[0])
+	}
+	t.Logf("consul requests: %v", requests)
+}
+
+// registerCatalog registers services svc-0000, svc-0001, ... directly in
+// the catalog, one instance each (port 20000+i) with a passing check, on
+// ten nodes, in transactions.
+func registerCatalog(t testing.TB, client *consulapi.Client, total int) []string {
+	t.Helper()
+	var (
+		names []string
+		ops   consulapi.TxnOps
+	)
+	flush := func() {
+		if len(ops) == 0 {
+			return
+		}
+		ok, resp, _, err := client.Txn().Txn(ops, nil)
+		if err != nil || !ok {
+			t.Fatalf("register services: %v %+v", err, resp)
+		}
+		ops = nil
+	}
+	for n := range 10 {
+		ops = append(ops, &consulapi.TxnOp{Node: &consulapi.NodeTxnOp{Verb: consulapi.NodeSet,
+			Node: consulapi.Node{Node: catalogNode(n), Address: "127.0.0.1"}}})
+	}
+	flush()
+	for i := range total {
+		name := fmt.Sprintf("svc-%04d", i)
+		names = append(names, name)
+		ops = append(ops, &consulapi.TxnOp{Service: &consulapi.ServiceTxnOp{Verb: consulapi.ServiceSet, Node: catalogNode(i),
+			Service: consulapi.AgentService{ID: name + "-1", Service: name, Address: "127.0.0.1", Port: 20000 + i}}})
+		ops = append(ops, &consulapi.TxnOp{Check: &consulapi.CheckTxnOp{Verb: consulapi.CheckSet, Check: catalogCheck(i, name, consulapi.HealthPassing)}})
+		if len(ops) >= 64 {
+			flush()
+		}
+	}
+	flush()
+	return names
+}
+
+// setCheck sets the check of registerCatalog's service i.
+func setCheck(t testing.TB, client *consulapi.Client, i int, status string) {
+	t.Helper()
+	ok, resp, _, err := client.Txn().Txn(consulapi.TxnOps{{Check: &consulapi.CheckTxnOp{
+		Verb: consulapi.CheckSet, Check: catalogCheck(i, fmt.Sprintf("svc-%04d", i), status)}}}, nil)
+	if err != nil || !ok {
+		t.Fatalf("set check of service %d %s: %v %+v", i, status, err, resp)
+	}
+}
+
+func catalogNode(i int) string { return fmt.Sprintf("node-%d", i%10) }
+
+func catalogCheck(i int, name, status string) consulapi.HealthCheck {
+	return consulapi.HealthCheck{Node: catalogNode(i), CheckID: "check-" + name, Name: "test",
+		Status: status, ServiceID: name + "-1", ServiceName: name}
+}
+
+// TestConsulIntegrationMultiplexedFailStatic proves fail static for
+// multiplexed services against a real agent: a restart that loses every
+// registration keeps their last known instances, and a service that
+// registers again is live again.
+func TestConsulIntegrationMultiplexedFailStatic(t *testing.T) {
+	c := testenv.Consul(t)
+	client := c.Client(t)
+	names := registerCatalog(t, client, 4)
+
+	var (
+		mu         sync.Mutex
+		latest     *Snapshot
+		all        []*Snapshot
+		failStatic []string
+		logs       testenv.SyncBuffer
+	)
+	w, err := NewWatcher(Config{
+		Address:           c.HTTPAddr,
+		AllowStale:        true,
+		WaitTime:          10 * time.Second,
+		BackoffMin:        50 * time.Millisecond,
+		BackoffMax:        500 * time.Millisecond,
+		StaleHold:         time.Minute,
+		MaxServiceWatches: 1,
+	}, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Hooks{
+		FailStatic: func(service, reason string) {
+			mu.Lock()
+			defer mu.Unlock()
+			failStatic = append(failStatic, service)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Want(names)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- w.Run(ctx, func(s *Snapshot) {
+			mu.Lock()
+			defer mu.Unlock()
+			latest = s
+			all = append(all, s)
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if t.Failed() || os.Getenv("SWITCHYARD_TEST_LOGS") != "" {
+			t.Logf("watcher log:\n%s", logs.String())
+		}
+	})
+	port := func(name string) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		svc, ok := latest.Service(name)
+		if latest == nil || !ok || len(svc.Instances) != 1 {
+			return 0, fmt.Errorf("%s: %+v; want one instance", name, svc)
+		}
+		return svc.Instances[0].Port, nil
+	}
+	testenv.Eventually(t, 30*time.Second, "every service published", func() error {
+		for _, name := range names {
+			if _, err := port(name); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if got := w.pooled(); len(got) != 1 || got[0] != names[0] {
+		t.Fatalf("services with a query of their own: %v; want [%s]", got, names[0])
+	}
+	mu.Lock()
+	published := len(all)
+	mu.Unlock()
+
+	c.Restart(t)
+	testenv.Eventually(t, 30*time.Second, "fail static for a multiplexed service", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !slices.Contains(failStatic, names[3]) {
+			return fmt.Errorf("FailStatic calls so far: %v", failStatic)
+		}
+		return nil
+	})
+	// The restarted agent knows nothing; register svc-0002 again on a new
+	// port (its node first: the restart lost the nodes too).
+	ok, resp, _, err := client.Txn().Txn(consulapi.TxnOps{
+		{Node: &consulapi.NodeTxnOp{Verb: consulapi.NodeSet, Node: consulapi.Node{Node: catalogNode(2), Address: "127.0.0.1"}}},
+		{Service: &consulapi.ServiceTxnOp{Verb: consulapi.ServiceSet, Node: catalogNode(2),
+			Service: consulapi.AgentService{ID: names[2] + "-1", Service: names[2], Address: "127.0.0.1", Port: 30002}}},
+	}, nil)
+	if err != nil || !ok {
+		t.Fatalf("register %s again: %v %+v", names[2], err, resp)
+	}
+	testenv.Eventually(t, 30*time.Second, names[2]+" live again", func() error {
+		if p, err := port(names[2]); err != nil || p != 30002 {
+			return fmt.Errorf("%s on port %d (%v); want 30002", names[2], p, err)
+		}
+		return nil
+	})
+	if p, err := port(names[3]); err != nil || p != 20003 {
+		t.Errorf("%s while held: port %d (%v); want its last known 20003", names[3], p, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, s := range all[published:] {
+		for _, name := range []string{names[1], names[3]} {
+			if svc, ok := s.Service(name); !ok || len(svc.Instances) == 0 {
+				t.Errorf("a snapshot after the restart had %s %+v (present %t); want it held", name, svc, ok)
+			}
+		}
 	}
 }

@@ -8,33 +8,71 @@
 // # Watching
 //
 // A Watcher runs one blocking query on the service list
-// (/v1/catalog/services) and one per service on /v1/health/service/<name>
-// (every instance, any state). A service's watch starts when it appears in
-// the list and stops when it leaves it. Answers from all watches are merged
-// into one state; after each change the watcher publishes a new Snapshot,
-// unless its content equals the last one (a blocking query also returns when
-// its wait expires or after a write that changed nothing). The first
-// snapshot comes only after a full sync (of every wanted service, once Want
-// was called), so the control plane never serves a partial view.
-// Debouncing is the control plane's job.
+// (/v1/catalog/services) and watches the health of every listed service.
+// A service's watch starts when it appears in the list and stops when it
+// leaves it. Answers from all watches are merged into one state; after
+// each change the watcher publishes a new Snapshot, unless its content
+// equals the last one (a blocking query also returns when its wait
+// expires or after a write that changed nothing). The first snapshot comes
+// only after a full sync (of every wanted service, once Want was called),
+// so the control plane never serves a partial view. Debouncing is the
+// control plane's job.
 //
-// Over plain HTTP each watch keeps one connection busy while it blocks.
-// Consul caps the connections from one client address
+// Over plain HTTP each blocking query keeps one connection busy while it
+// blocks, and Consul caps the connections from one client address
 // (limits.http_max_conns_per_client, default 200; beyond it the agent
-// answers 429 or drops the connection), so more services than that cannot
-// be watched: the watches beyond the cap fail forever and the first full
-// sync never completes. Over HTTPS (Config.Scheme "https") the watches share
-// HTTP/2 connections, up to 250 streams each, and the cap stops mattering.
+// answers 429 or drops the connection). So a bounded pool of services
+// (Config.MaxServiceWatches: 100 over http by default, the first by name,
+// refilled by name when one leaves) each get a blocking query of their own
+// on /v1/health/service/<name>, and any number of others are multiplexed:
+//
+//   - Two blocking queries, on the critical and on the warning checks
+//     (/v1/health/state/critical, /v1/health/state/warning; Consul 1.14
+//     serves them from its index of checks by status, wakes each on writes
+//     to checks in that state (on any status change while none is in it),
+//     and answers with the checks table's index; each is paced to 50 a
+//     second). A check that enters or leaves
+//     a set names the service whose health changed (a node check, every
+//     multiplexed service with an instance on the node), which is read
+//     once, without blocking, on /v1/health/service/<name>. They run while
+//     a service is multiplexed; their first answers are baselines that the
+//     first reads wait for, so no change falls between the two. (One query
+//     on /v1/health/state/any filtered to Status != "passing" would do
+//     with one connection less, but Consul would evaluate the filter on
+//     every check, passing ones too, at every check write.)
+//   - The catalog query: its index is the services table's, which moves on
+//     every registration change but on no health change. A multiplexed
+//     service whose tags changed is read again at once; a service added
+//     or removed is started or dropped as always; and since the list does
+//     not say which other service changed (an instance added, a port), the
+//     multiplexed services are swept: each read again, paced to 500 reads
+//     a second, a service pending at most once however many changes come.
+//
+// At most sharedReaders (4) reads run at once, changed services before
+// sweeps. So the Watcher holds at most MaxServiceWatches + 7 connections,
+// and Consul's load from it follows the rate of change, not the number of
+// services or proxies. Consul's per-service index makes the reads safe
+// with stale reads: a read asked for by a check change must show an
+// X-Consul-Index at least that of the change (the check's ModifyIndex, or
+// past the previous health-state answer for a check that left), else a
+// lagging server answered and it is read again (up to three times). First
+// reads and sweep reads cannot name such an index, so they are never stale.
+// A failed read is queued again and its reader pauses with jittered
+// backoff; the readers share the failure count, so a Consul answering 429
+// slows them all.
+//
+// Over HTTPS (Config.Scheme "https") the queries share HTTP/2
+// connections, up to 250 streams each, the cap does not apply, and by
+// default every service has a query of its own (the pool has no limit).
 //
 // Switchyard needs only the services its routing policy references, so
 // Watcher.Want restricts the watcher to them. Until Want is first called
 // every service in the catalog is watched; afterwards only the services both
-// wanted and listed, each still with its own watch (so the cap then bounds
-// the number of services the policy may route to, not the catalog's size).
-// A service that stops being wanted has its watch stopped and leaves the
-// snapshots. A newly wanted service that the last catalog answer listed is
-// watched at once, without waiting for the catalog query, which may block
-// for minutes.
+// wanted and listed. A service that stops being wanted has its watch
+// stopped (its place in the pool, if it had one, goes to a multiplexed
+// service) and leaves the snapshots. A newly wanted service that the last
+// catalog answer listed is watched at once, without waiting for the
+// catalog query, which may block for minutes.
 //
 // Snapshot.Covers tells which services a snapshot speaks for: the wanted
 // ones that were watched, or known absent from the catalog, when it was
@@ -48,9 +86,9 @@
 // until its first answer, as any new service does without Want.
 //
 // DESIGN says only controlplane starts goroutines; this package is the one
-// exception, because every watched service needs its own blocking query in
-// flight. All of them are started inside Watcher.Run, under a context
-// derived from Run's, and all have exited when Run returns.
+// exception, because every blocking query (and every reader) needs a
+// goroutine of its own. All of them are started inside Watcher.Run, under
+// a context derived from Run's, and all have exited when Run returns.
 //
 // # Health
 //
@@ -227,8 +265,9 @@
 // In all, 3 + P + 2D + L blocking queries for P proxy services, D
 // destinations and L leaves, and one plain read of /v1/agent/self; over
 // plain HTTP each holds a connection, and Consul's cap on connections per
-// client (see "Watching") counts them together with the Watcher's. Over
-// HTTPS they share HTTP/2 connections.
+// client (see "Watching") counts them together with the Watcher's: the
+// mesh's queries are not pooled or multiplexed (yet). Over HTTPS they
+// share HTTP/2 connections.
 //
 // Bad registrations. What Switchyard cannot serve is put in
 // Sidecar.Problems or Upstream.Problem (an unknown protocol, a prepared

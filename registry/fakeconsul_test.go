@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,7 +42,8 @@ type fakeConsul struct {
 
 	mu          sync.Mutex
 	index       uint64
-	catIndex    uint64
+	catIndex    uint64 // moves on every registration change, not on health changes
+	checksIndex uint64 // moves on every check change
 	services    map[string]*fakeService
 	knownLeader bool
 	streaming   bool
@@ -56,6 +58,8 @@ type fakeConsul struct {
 	urls        []string
 	tokens      map[string]bool
 	connect     fakeConnect // Connect CA and connect health (connect_fake_test.go)
+	conns       int         // connections open now
+	peakConns   int         // most connections open at once
 }
 
 type generationKey struct{}
@@ -70,6 +74,7 @@ func newFakeConsul(t testing.TB) *fakeConsul {
 		t:           t,
 		index:       10,
 		catIndex:    10,
+		checksIndex: 10,
 		services:    map[string]*fakeService{},
 		knownLeader: true,
 		streaming:   true,
@@ -82,6 +87,7 @@ func newFakeConsul(t testing.TB) *fakeConsul {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/catalog/services", f.catalog)
 	mux.HandleFunc("GET /v1/health/service/{name}", f.health)
+	mux.HandleFunc("GET /v1/health/state/{state}", f.healthState)
 	f.connectRoutes(mux)
 	f.srv = httptest.NewUnstartedServer(mux)
 	// Each connection belongs to the agent incarnation that accepted it.
@@ -89,6 +95,17 @@ func newFakeConsul(t testing.TB) *fakeConsul {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		return context.WithValue(ctx, generationKey{}, f.generation)
+	}
+	f.srv.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		switch state {
+		case http.StateNew:
+			f.conns++
+			f.peakConns = max(f.peakConns, f.conns)
+		case http.StateClosed, http.StateHijacked:
+			f.conns--
+		}
 	}
 	f.srv.Start()
 	t.Cleanup(func() {
@@ -111,14 +128,41 @@ func (f *fakeConsul) changeLocked() uint64 {
 
 // Set registers the service with exactly these entries (none: listed in the
 // catalog, but no instances).
+//
+// As in Consul, the catalog's index moves when the registrations change
+// (a new service, an instance added or removed, a new port...), the
+// checks' index when the checks do.
 func (f *fakeConsul) Set(name string, entries ...*consulapi.ServiceEntry) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	idx := f.changeLocked()
-	if _, ok := f.services[name]; !ok {
+	old, ok := f.services[name]
+	if !ok || !reflect.DeepEqual(registrations(old.entries), registrations(entries)) {
 		f.catIndex = idx
 	}
+	if !ok || !reflect.DeepEqual(checksOf(old.entries), checksOf(entries)) {
+		f.checksIndex = idx
+	}
 	f.services[name] = &fakeService{index: idx, entries: entries}
+}
+
+// registrations are entries without their checks.
+func registrations(entries []*consulapi.ServiceEntry) []consulapi.ServiceEntry {
+	var out []consulapi.ServiceEntry
+	for _, e := range entries {
+		c := *e
+		c.Checks = nil
+		out = append(out, c)
+	}
+	return out
+}
+
+func checksOf(entries []*consulapi.ServiceEntry) []*consulapi.HealthCheck {
+	var out []*consulapi.HealthCheck
+	for _, e := range entries {
+		out = append(out, e.Checks...)
+	}
+	return out
 }
 
 // Remove takes the service out of the catalog, as Consul does once its last
@@ -127,7 +171,17 @@ func (f *fakeConsul) Remove(name string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.catIndex = f.changeLocked()
+	if s, ok := f.services[name]; ok && len(checksOf(s.entries)) > 0 {
+		f.checksIndex = f.catIndex
+	}
 	delete(f.services, name)
+}
+
+// PeakConns is the most connections the fake had open at once.
+func (f *fakeConsul) PeakConns() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.peakConns
 }
 
 // Bump is an unrelated write: the index moves, nothing we watch changes.
@@ -146,6 +200,7 @@ func (f *fakeConsul) Restart(index uint64) {
 	f.connect.intentions = map[string]*consulapi.ServiceIntentionsConfigEntry{}
 	f.index = index
 	f.catIndex = index
+	f.checksIndex = index
 	f.connect.intentionsIndex = index
 	f.generation++ // requests in flight die with their connection
 	close(f.wake)
@@ -164,6 +219,7 @@ func (f *fakeConsul) ResetIndex() {
 	f.connect.intentions = map[string]*consulapi.ServiceIntentionsConfigEntry{}
 	f.index = 3
 	f.catIndex = 3
+	f.checksIndex = 3
 	f.connect.intentionsIndex = 3
 	close(f.wake)
 	f.wake = make(chan struct{})
@@ -275,6 +331,42 @@ func (f *fakeConsul) health(w http.ResponseWriter, r *http.Request) {
 			entries = []*consulapi.ServiceEntry{}
 		}
 		return s.index, entries
+	})
+}
+
+// healthState answers /v1/health/state/<state>: the checks in that
+// state (every check for "any"). A check's ModifyIndex is its service's
+// last change (a node check's, the node's latest). Like Consul it answers
+// with the checks' index; unlike Consul, whose query on one state wakes
+// only on writes to checks in that state, it wakes on any change.
+func (f *fakeConsul) healthState(w http.ResponseWriter, r *http.Request) {
+	state := r.PathValue("state")
+	if r.URL.Query().Get("filter") != "" {
+		http.Error(w, "fake consul: filters are not supported here", http.StatusBadRequest)
+		return
+	}
+	f.serve(w, r, func() (uint64, any) {
+		byKey := map[checkKey]*consulapi.HealthCheck{}
+		for _, s := range f.services {
+			for _, e := range s.entries {
+				for _, c := range e.Checks {
+					if state != consulapi.HealthAny && c.Status != state {
+						continue
+					}
+					k := checkKey{c.Node, c.CheckID}
+					if prev := byKey[k]; prev == nil || prev.ModifyIndex < s.index {
+						cc := *c
+						cc.ModifyIndex = s.index
+						byKey[k] = &cc
+					}
+				}
+			}
+		}
+		out := []*consulapi.HealthCheck{}
+		for _, c := range byKey {
+			out = append(out, c)
+		}
+		return f.checksIndex, out
 	})
 }
 

@@ -76,6 +76,7 @@ func (st *meshState) watchIntentionDefault(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		st.m.w.hooks.request(KindMesh, err)
 		if err != nil { // Consul unreachable: try again
 			failures++
 			err = redactErr(err, st.m.w.cfg.Token)

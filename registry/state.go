@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -19,7 +20,13 @@ type state struct {
 	services      map[string]*svcState // every watched service
 	catalogSynced bool                 // the service list was read at least once
 	catalog       map[string][]string  // the last catalog answer
+	catalogIndex  uint64               // its X-Consul-Index
 	want          map[string]bool      // nil: every service (Want never called)
+	// pool is the most services with a blocking query of their own (0: no
+	// limit); own is how many have one now. The others are multiplexed
+	// (shared.go).
+	pool, own int
+	sh        shared
 }
 
 // wanted reports whether the service should be watched when listed.
@@ -30,7 +37,7 @@ func (st *state) wanted(name string) bool {
 // svcState is what the watcher knows about one service.
 type svcState struct {
 	name      string
-	cancel    context.CancelFunc // stops this service's watch
+	cancel    context.CancelFunc // stops this service's own watch; nil when multiplexed
 	inCatalog bool               // listed in the last catalog answer
 	synced    bool               // health read at least once
 	svc       *Service           // what the next snapshot shows; nil until synced
@@ -46,6 +53,11 @@ type svcState struct {
 	held       bool
 	holdReason string
 	holdUntil  time.Time
+
+	// A multiplexed service's last read: its X-Consul-Index, and the
+	// readers' failure epoch then (a read after a failure is suspect).
+	readIndex uint64
+	readEpoch int
 }
 
 // event is a hook call or log line, run after the lock is released so that
@@ -69,16 +81,33 @@ func (st *state) notify() {
 // services that left the list: a real deregistration drops them, a suspect
 // answer keeps their last known instances (and their watch, to see them
 // come back).
-func (st *state) applyCatalog(names map[string][]string, suspect string) {
+//
+// The catalog's index moves on every registration change (an instance
+// added or removed, a new port, address, tags or weights), but its answer
+// names only the services: a multiplexed service whose tags changed is
+// re-read at once, and every other multiplexed one is swept (re-read at a
+// bounded pace), since nothing cheaper tells which of them changed.
+func (st *state) applyCatalog(names map[string][]string, index uint64, suspect string) {
 	var events []event
 	st.mu.Lock()
 	// A wanted service listed now but not before was covered as absent
 	// (once the catalog had been read): it stays covered meanwhile.
 	covered := st.catalogSynced
-	st.catalogSynced, st.catalog = true, names
-	for name := range names {
+	moved := st.catalogSynced && index != st.catalogIndex
+	if suspect != "" {
+		st.sh.epoch++ // the multiplexed services' next reads are suspect too
+	}
+	old := st.catalog
+	st.catalogSynced, st.catalog, st.catalogIndex = true, names, index
+	// In name order, so which services get a watch of their own (the
+	// pool) does not depend on map order.
+	for _, name := range slices.Sorted(maps.Keys(names)) {
+		tags := names[name]
 		if ss, ok := st.services[name]; ok {
 			ss.inCatalog = true
+			if ss.cancel == nil && !slices.Equal(tags, old[name]) {
+				st.enqueueRead(name, 0, true)
+			}
 			continue
 		}
 		if st.wanted(name) {
@@ -102,8 +131,13 @@ func (st *state) applyCatalog(names map[string][]string, suspect string) {
 			})
 		}
 	}
+	if moved {
+		st.sweep()
+	}
+	st.fillPool()
 	st.mu.Unlock()
 	st.run(events)
+	st.reportMultiplexed()
 	st.notify()
 }
 
@@ -122,14 +156,16 @@ func (st *state) applyWant(want map[string]bool) {
 		}
 	}
 	if st.catalogSynced {
-		for name := range want {
+		for _, name := range slices.Sorted(maps.Keys(want)) {
 			if _, listed := st.catalog[name]; listed && st.services[name] == nil {
 				st.watch(name, false)
 				started = append(started, name)
 			}
 		}
 	}
+	st.fillPool()
 	st.mu.Unlock()
+	st.reportMultiplexed()
 	if len(stopped)+len(started) > 0 {
 		slices.Sort(stopped)
 		slices.Sort(started)
@@ -139,13 +175,41 @@ func (st *state) applyWant(want map[string]bool) {
 	st.notify()
 }
 
-// watch starts watching the named service, listed in the catalog. The
+// watch starts watching the named service, listed in the catalog: with a
+// blocking query of its own while the pool has room, else multiplexed. The
 // caller holds st.mu.
 func (st *state) watch(name string, covered bool) {
-	ctx, cancel := context.WithCancel(st.ctx)
-	ss := &svcState{name: name, cancel: cancel, inCatalog: true, covered: covered}
+	ss := &svcState{name: name, inCatalog: true, covered: covered}
 	st.services[name] = ss
+	if st.pool == 0 || st.own < st.pool {
+		st.watchOwn(ss)
+	} else {
+		st.multiplex(ss)
+	}
+}
+
+// watchOwn starts ss's own blocking query. The caller holds st.mu.
+func (st *state) watchOwn(ss *svcState) {
+	ctx, cancel := context.WithCancel(st.ctx)
+	ss.cancel = cancel
+	st.own++
 	st.wg.Go(func() { st.w.watchService(ctx, st, ss) })
+}
+
+// fillPool gives the pool's free places to multiplexed services, by name,
+// after services with a watch of their own were dropped. The caller holds
+// st.mu.
+func (st *state) fillPool() {
+	for st.sh.count > 0 && (st.pool == 0 || st.own < st.pool) {
+		var next *svcState
+		for _, ss := range st.services {
+			if ss.cancel == nil && (next == nil || ss.name < next.name) {
+				next = ss
+			}
+		}
+		st.unmultiplex(next)
+		st.watchOwn(next)
+	}
 }
 
 // applyHealth records one health answer for ss.
@@ -184,8 +248,10 @@ func (st *state) applyHealth(ss *svcState, svc Service, suspect string) {
 			changed = true
 		}
 	}
+	st.fillPool()
 	st.mu.Unlock()
 	st.run(events)
+	st.reportMultiplexed()
 	if changed {
 		st.notify()
 	}
@@ -208,10 +274,16 @@ func (st *state) hold(ss *svcState, reason string) event {
 	}
 }
 
-// drop forgets ss and stops its watch. The caller holds st.mu.
+// drop forgets ss and stops its watch. The caller holds st.mu, and calls
+// fillPool once done dropping.
 func (st *state) drop(ss *svcState) {
-	ss.cancel()
 	delete(st.services, ss.name)
+	if ss.cancel == nil {
+		st.unmultiplex(ss)
+		return
+	}
+	ss.cancel()
+	st.own--
 }
 
 // expireHolds ends every hold whose time is up: Consul has said "nothing
@@ -236,8 +308,10 @@ func (st *state) expireHolds() {
 				"service", name, "held_because", reason)
 		})
 	}
+	st.fillPool()
 	st.mu.Unlock()
 	st.run(events)
+	st.reportMultiplexed()
 }
 
 // snapshot returns the current snapshot, whether the initial sync is

@@ -28,6 +28,13 @@ const (
 	DefaultBackoffMax = 10 * time.Second
 	DefaultStaleHold  = 5 * time.Minute
 
+	// DefaultMaxServiceWatches is how many services get a blocking query
+	// of their own over plain HTTP (Config.MaxServiceWatches 0): well
+	// under Consul's default cap of 200 connections per client address,
+	// leaving room for the shared queries, the re-reads (sharedReaders),
+	// a MeshWatcher and other clients on the same host.
+	DefaultMaxServiceWatches = 100
+
 	// maxWaitTime is the longest blocking query Consul serves.
 	maxWaitTime = 10 * time.Minute
 )
@@ -48,6 +55,12 @@ type Config struct {
 	// StaleHold is how long fail-static keeps last-known instances after a
 	// suspect empty answer (default 5m; 0 = use default; negative = forever).
 	StaleHold time.Duration
+	// MaxServiceWatches is the most services watched with a blocking
+	// query of their own; the others are multiplexed (see the package
+	// doc, "Watching"). 0 means DefaultMaxServiceWatches over plain HTTP
+	// and no limit over HTTPS, where the queries share HTTP/2
+	// connections; negative is an error.
+	MaxServiceWatches int
 
 	// TLS, with Scheme "https". CAFile verifies the agent's certificate
 	// (default: the system's roots); CertFile and KeyFile, together, are a
@@ -56,16 +69,16 @@ type Config struct {
 	//
 	// Over TLS the blocking queries share HTTP/2 connections (Consul's
 	// HTTPS API speaks it): hundreds of watches need a few connections,
-	// not one each, so Consul's cap on connections per client stops
-	// bounding the number of services watched.
+	// not one each, so Consul's cap on connections per client does not
+	// apply, and every service may have a query of its own.
 	CAFile, CertFile, KeyFile, TLSServerName string
 }
 
 // String describes the config with the token redacted, so that printing a
 // Config with fmt cannot leak it.
 func (c Config) String() string {
-	return fmt.Sprintf("{Address:%s Scheme:%s Token:%s TokenFile:%s Datacenter:%s AllowStale:%t WaitTime:%s BackoffMin:%s BackoffMax:%s StaleHold:%s CAFile:%s CertFile:%s KeyFile:%s TLSServerName:%s}",
-		c.Address, c.Scheme, redacted(c.Token), c.TokenFile, c.Datacenter, c.AllowStale, c.WaitTime, c.BackoffMin, c.BackoffMax, c.StaleHold,
+	return fmt.Sprintf("{Address:%s Scheme:%s Token:%s TokenFile:%s Datacenter:%s AllowStale:%t WaitTime:%s BackoffMin:%s BackoffMax:%s StaleHold:%s MaxServiceWatches:%d CAFile:%s CertFile:%s KeyFile:%s TLSServerName:%s}",
+		c.Address, c.Scheme, redacted(c.Token), c.TokenFile, c.Datacenter, c.AllowStale, c.WaitTime, c.BackoffMin, c.BackoffMax, c.StaleHold, c.MaxServiceWatches,
 		c.CAFile, c.CertFile, c.KeyFile, c.TLSServerName)
 }
 
@@ -85,6 +98,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("backoff_min", c.BackoffMin),
 		slog.Duration("backoff_max", c.BackoffMax),
 		slog.Duration("stale_hold", c.StaleHold),
+		slog.Int("max_service_watches", c.MaxServiceWatches),
 		slog.String("ca_file", c.CAFile),
 		slog.String("cert_file", c.CertFile),
 		slog.String("key_file", c.KeyFile),
@@ -134,6 +148,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.StaleHold == 0 {
 		c.StaleHold = DefaultStaleHold
 	}
+	if c.MaxServiceWatches < 0 {
+		return c, fmt.Errorf("consul max service watches %d: want 0 (the default) or more", c.MaxServiceWatches)
+	}
 	return c, nil
 }
 
@@ -142,8 +159,8 @@ func (c Config) withDefaults() (Config, error) {
 // goroutines, never while a lock is held; they must be cheap and safe for
 // concurrent use.
 type Hooks struct {
-	// WatchError is called for every failed query; op is "services" or
-	// "health:<service>" (Watcher), or "mesh:services", "mesh:proxy:<name>",
+	// WatchError is called for every failed query; op is "services",
+	// "health:<service>", "health-state" or "read:<service>" (Watcher), or "mesh:services", "mesh:proxy:<name>",
 	// "mesh:connect:<service>", "mesh:service:<service>", "mesh:roots",
 	// "mesh:leaf:<service>", "mesh:intentions" or "mesh:agent-self"
 	// (MeshWatcher). err never contains the token, nor a private key.
@@ -159,6 +176,65 @@ type Hooks struct {
 	// entry (Intentions.Problems, and L7 permissions meeting a tcp
 	// sidecar) come here too, with proxyID "intentions:<destination>".
 	SidecarProblem func(proxyID string, problem string)
+	// Request is called after every Consul request, with its kind
+	// ("services", "health", "health-state" and "read" from a Watcher,
+	// "mesh" from a MeshWatcher) and result: "ok", "throttled" (Consul
+	// answered 429 Too Many Requests) or "error". Their rate is the load
+	// Switchyard puts on Consul.
+	Request func(kind, result string)
+	// Watches is called with +1 when a watch starts and -1 when it stops,
+	// by kind: "services", "health" (a service with a blocking query of
+	// its own), "health-state" (the two shared queries, on the critical
+	// and on the warning checks) and "mesh" are blocking queries, each
+	// holding a connection over plain HTTP; "multiplexed" counts services
+	// watched without one (through "health-state", "services" and
+	// re-reads).
+	Watches func(kind string, delta int)
+}
+
+// Request kinds and results, as Hooks.Request reports them.
+const (
+	KindServices    = "services"
+	KindHealth      = "health"
+	KindHealthState = "health-state"
+	KindRead        = "read"
+	KindMesh        = "mesh"
+	KindMultiplexed = "multiplexed"
+
+	ResultOK        = "ok"
+	ResultThrottled = "throttled"
+	ResultError     = "error"
+)
+
+// opKind is the kind of a query loop's op ("health:web" is "health").
+func opKind(op string) string {
+	kind, _, _ := strings.Cut(op, ":")
+	return kind
+}
+
+// requestResult classifies a request's outcome for Hooks.Request.
+func requestResult(err error) string {
+	var se consulapi.StatusError
+	switch {
+	case err == nil:
+		return ResultOK
+	case errors.As(err, &se) && se.Code == http.StatusTooManyRequests:
+		return ResultThrottled
+	default:
+		return ResultError
+	}
+}
+
+func (h Hooks) request(kind string, err error) {
+	if h.Request != nil {
+		h.Request(kind, requestResult(err))
+	}
+}
+
+func (h Hooks) watches(kind string, delta int) {
+	if h.Watches != nil && delta != 0 {
+		h.Watches(kind, delta)
+	}
 }
 
 // Watcher watches one Consul datacenter. Create it with NewWatcher and call
@@ -170,6 +246,7 @@ type Watcher struct {
 	hooks   Hooks
 	http    *http.Transport
 	timeout time.Duration // per request: the blocking wait plus Consul's jitter and slack
+	pool    int           // most services with a query of their own; 0: no limit
 	running atomic.Bool
 
 	mu   sync.Mutex      // guards want and st; taken before st.mu, never after
@@ -181,10 +258,6 @@ type Watcher struct {
 // routes to). Until Want is first called the watcher watches every service
 // in the catalog, as before. Safe to call at any time, from any goroutine,
 // before or during Run; the latest call wins.
-//
-// Each watched service holds one HTTP connection to Consul, and Consul caps
-// the connections from one client address (limits.http_max_conns_per_client,
-// default 200), so a catalog larger than that cannot be watched whole.
 //
 // Once Want has been called, only services both wanted and listed in the
 // catalog are watched; an empty or nil list watches none. A service no
@@ -220,6 +293,26 @@ func (w *Watcher) watched() []string {
 	return slices.Sorted(maps.Keys(w.st.services))
 }
 
+// pooled returns the services with a blocking query of their own, sorted
+// (nil when not running). For tests.
+func (w *Watcher) pooled() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.st == nil {
+		return nil
+	}
+	w.st.mu.Lock()
+	defer w.st.mu.Unlock()
+	var out []string
+	for name, ss := range w.st.services {
+		if ss.cancel != nil {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // NewWatcher checks cfg, fills in defaults and builds a Consul client. It
 // does not contact Consul. A nil log discards.
 func NewWatcher(cfg Config, log *slog.Logger, hooks Hooks) (*Watcher, error) {
@@ -243,9 +336,9 @@ func NewWatcher(cfg Config, log *slog.Logger, hooks Hooks) (*Watcher, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 
-	// Over plain HTTP/1.1, one connection per concurrent blocking query
-	// (one per watched service plus the catalog): keep them all
-	// idle-pooled instead of reconnecting after every answer. Over https
+	// Over plain HTTP/1.1, one connection per concurrent query (the
+	// pool's, the catalog's, the health-state query's and the readers'):
+	// keep them all idle-pooled instead of reconnecting after every answer. Over https
 	// the transport negotiates HTTP/2 (Consul's HTTPS API speaks it), and
 	// the queries share a few connections, a new one per 250 streams (Go's
 	// default limit on a server). The token travels in the X-Consul-Token
@@ -298,12 +391,24 @@ func NewWatcher(cfg Config, log *slog.Logger, hooks Hooks) (*Watcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consul client for %s: %w", cfg.Address, redactErr(err, cfg.Token))
 	}
+	pool := cfg.MaxServiceWatches
+	if pool == 0 && cfg.Scheme == "http" {
+		pool = DefaultMaxServiceWatches
+	}
+	if pool > 0 {
+		// The most requests a Watcher has in flight: its pool, the catalog
+		// query, the health-state queries and the readers. A guard, so that a
+		// connection on its way back to the idle pool is waited for
+		// rather than a new one opened past the budget.
+		transport.MaxConnsPerHost = pool + 1 + len(watchedStates) + sharedReaders
+	}
 	return &Watcher{
 		cfg:    cfg,
 		client: client,
 		log:    log,
 		hooks:  hooks,
 		http:   transport,
+		pool:   pool,
 		// Consul adds up to WaitTime/16 of jitter to a blocking query; the
 		// slack covers a slow agent. Past that the connection is presumed
 		// dead (a partition without a reset), and the query is retried.
@@ -328,17 +433,22 @@ func (w *Watcher) Run(ctx context.Context, publish func(*Snapshot)) error {
 	defer w.http.CloseIdleConnections()
 
 	var wg sync.WaitGroup
-	defer wg.Wait() // runs after cancel below: defers are last in, first out
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-
 	st := &state{
 		w:        w,
 		wg:       &wg,
 		ctx:      ctx,
 		services: map[string]*svcState{},
 		changed:  make(chan struct{}, 1),
+		pool:     w.pool,
+		sh:       newShared(),
 	}
+	// Run's last act, once every goroutine is gone: the multiplexed
+	// services leave the count (each query loop reports its own end).
+	defer st.unreportMultiplexed()
+	defer wg.Wait() // runs after cancel below: defers are last in, first out
+	defer cancel()
+
 	// Want calls reach this state from now until Run returns. Detaching
 	// (under w.mu, so no Want is half done) runs first among the deferred
 	// calls, before cancel and wg.Wait: no Want starts a watch once the
@@ -423,7 +533,10 @@ func (w *Watcher) loop(ctx context.Context, op string, query func(*consulapi.Que
 		failures, idle       int
 		lastWarn             time.Time
 		lastErr              string
+		kind                 = opKind(op)
 	)
+	w.hooks.watches(kind, 1)
+	defer w.hooks.watches(kind, -1)
 	for ctx.Err() == nil {
 		qctx, cancel := context.WithTimeout(ctx, w.timeout)
 		// Count the connections this query used. net/http silently retries
@@ -449,6 +562,7 @@ func (w *Watcher) loop(ctx context.Context, op string, query func(*consulapi.Que
 		if err == nil && meta == nil {
 			err = errors.New("no query metadata")
 		}
+		w.hooks.request(kind, err)
 		if err != nil {
 			failures++
 			err = redactErr(err, w.cfg.Token)
@@ -550,17 +664,17 @@ func redactErr(err error, token string) error {
 // watchCatalog watches the service list, starting and stopping the
 // per-service watches.
 func (w *Watcher) watchCatalog(ctx context.Context, st *state) {
-	var names map[string][]string
-	w.loop(ctx, "services",
+	var (
+		names map[string][]string
+		meta  *consulapi.QueryMeta
+	)
+	w.loop(ctx, KindServices,
 		func(opts *consulapi.QueryOptions) (*consulapi.QueryMeta, error) {
-			var (
-				meta *consulapi.QueryMeta
-				err  error
-			)
+			var err error
 			names, meta, err = w.client.Catalog().Services(opts)
 			return meta, err
 		},
-		func(suspect string) { st.applyCatalog(names, suspect) })
+		func(suspect string) { st.applyCatalog(names, meta.LastIndex, suspect) })
 }
 
 // watchService watches one service's instances and health until ctx is

@@ -36,8 +36,10 @@ type harness struct {
 	logs   *testenv.SyncBuffer
 
 	mu         sync.Mutex
-	watchErrs  []string // op: error
-	failStatic []string // service: reason
+	watchErrs  []string       // op: error
+	failStatic []string       // service: reason
+	requests   map[string]int // "kind/result": Hooks.Request calls
+	watches    map[string]int // kind: the sum of Hooks.Watches deltas
 }
 
 // testConfig is fast: short waits and backoffs.
@@ -65,7 +67,8 @@ func startWith(t *testing.T, f *fakeConsul, mod func(*Config), before func(*Watc
 	if mod != nil {
 		mod(&cfg)
 	}
-	h := &harness{t: t, f: f, snaps: make(chan *Snapshot, 100), done: make(chan error, 1), logs: &testenv.SyncBuffer{}}
+	h := &harness{t: t, f: f, snaps: make(chan *Snapshot, 100), done: make(chan error, 1), logs: &testenv.SyncBuffer{},
+		requests: map[string]int{}, watches: map[string]int{}}
 	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	w, err := NewWatcher(cfg, log, Hooks{
 		WatchError: func(op string, err error) {
@@ -77,6 +80,16 @@ func startWith(t *testing.T, f *fakeConsul, mod func(*Config), before func(*Watc
 			h.mu.Lock()
 			defer h.mu.Unlock()
 			h.failStatic = append(h.failStatic, service+": "+reason)
+		},
+		Request: func(kind, result string) {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			h.requests[kind+"/"+result]++
+		},
+		Watches: func(kind string, delta int) {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			h.watches[kind] += delta
 		},
 	})
 	if err != nil {

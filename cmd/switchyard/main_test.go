@@ -318,6 +318,7 @@ func TestServeRejectsBadValues(t *testing.T) {
 		{[]string{"--log-level", "loud"}, "log.level"},
 		{[]string{"--log-format", "xml"}, "log.format"},
 		{[]string{"--debounce-holdoff", "soon"}, "debounce-holdoff"},
+		{[]string{"--consul-max-service-watches", "-1"}, "consul.max-service-watches"},
 	} {
 		err := serveRefused(t, tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

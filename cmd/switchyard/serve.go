@@ -62,11 +62,16 @@ var settings = []setting{
 	{"consul.stale", "consul-stale", false, "allow stale reads: any Consul server answers, spreading the load off the leader"},
 	{"consul.wait", "consul-wait", 5 * time.Minute, "blocking query wait time (Consul caps it at 10m)"},
 	{"consul.stale-hold", "consul-stale-hold", 5 * time.Minute, "how long to keep last known instances when Consul answers a suspect empty list (fail static)"},
+	{"consul.max-service-watches", "consul-max-service-watches", 0, "most services watched with a blocking query of their own; the rest share one health query and re-reads (0: 100 over http, no limit over https)"},
 	{"debounce.holdoff", "debounce-holdoff", controlplane.DefaultHoldoff, "quiet time after a change before rebuilding, batching bursts"},
 	{"debounce.max-delay", "debounce-max-delay", controlplane.DefaultMaxDelay, "longest a change waits for a rebuild during a steady stream of changes"},
 	{"log.level", "log-level", "info", "log level: debug, info, warn or error"},
 	{"log.format", "log-format", "text", "log format: text or json"},
 }
+
+// zeroMeansDefault are the whole-number settings whose default depends on
+// other settings: 0 asks for it.
+var zeroMeansDefault = map[string]bool{"consul.max-service-watches": true}
 
 // toolingEnv are SWITCHYARD_* variables read by the project's scripts, not
 // by serve; they are not settings and not errors.
@@ -127,6 +132,8 @@ func newServeCmd() *cobra.Command {
 					AllowStale: v.GetBool("consul.stale"),
 					WaitTime:   v.GetDuration("consul.wait"),
 					StaleHold:  v.GetDuration("consul.stale-hold"),
+
+					MaxServiceWatches: v.GetInt("consul.max-service-watches"),
 
 					CAFile:        v.GetString("consul.ca-file"),
 					CertFile:      v.GetString("consul.cert-file"),
@@ -318,8 +325,12 @@ func checkType(st setting, raw any) error {
 		default:
 			return fmt.Errorf("%v is not a whole number", raw)
 		}
-		if n < 1 || n > math.MaxInt32 {
-			return fmt.Errorf("%d is out of range: want 1 to %d", n, math.MaxInt32)
+		lo := int64(1)
+		if zeroMeansDefault[st.key] {
+			lo = 0
+		}
+		if n < lo || n > math.MaxInt32 {
+			return fmt.Errorf("%d is out of range: want %d to %d", n, lo, math.MaxInt32)
 		}
 		return nil
 	case bool:

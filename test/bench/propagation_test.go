@@ -10,6 +10,7 @@
 //	make bench
 //	go test -run '^$' -bench Propagation -benchtime 40x -timeout 30m ./test/bench/ -args -services 2000 -instances 5
 //	go test -run '^$' -bench MeshFanout -benchtime 40x -timeout 30m ./test/bench/ -args -sidecars 500 -mesh-services 100
+//	go test -run '^$' -bench Propagation -benchtime 200x -timeout 30m ./test/bench/ -args -services 5000 -instances 4 -consul http
 package bench
 
 import (
@@ -35,6 +36,7 @@ import (
 var (
 	services  = flag.Int("services", 1000, "Consul services, each routed to by the Envoy")
 	instances = flag.Int("instances", 10, "instances per service")
+	scheme    = flag.String("consul", "https", "how Switchyard reaches Consul: https (the watches share HTTP/2 connections) or http (plain HTTP on a default agent, which allows 200 connections per client address)")
 )
 
 // BenchmarkPropagation measures how long a Consul health change takes to
@@ -45,19 +47,25 @@ var (
 // sync and the memory of Switchyard and Envoy. Flips are measured after a
 // warm-up of 20.
 //
-// Switchyard reaches Consul over HTTPS, as a production deployment would:
-// one blocking query per service shares HTTP/2 connections, so Consul's
-// default cap of 200 connections per client holds.
+// Switchyard reaches Consul over HTTPS by default, as a production
+// deployment would: one blocking query per service shares HTTP/2
+// connections, so Consul's default cap of 200 connections per client
+// holds. With -consul http it reaches the agent over plain HTTP: 100
+// services have a query of their own, the rest are multiplexed (one query
+// each on the critical and the warning checks, and a re-read of the service
+// that changed). consul-req/op is Switchyard's requests to Consul per flip.
 func BenchmarkPropagation(b *testing.B) {
 	w := setUp(b)
 	b.Run("health-flip", func(b *testing.B) {
 		sum0, count0 := w.rebuilds(b)
+		req0 := w.consulRequests(b)
 		var took []time.Duration
 		for range b.N {
 			svc, critical := w.nextFlip()
 			took = append(took, w.flip(b, svc, critical))
 		}
 		report(b, took)
+		b.ReportMetric((w.consulRequests(b)-req0)/float64(b.N), "consul-req/op")
 		sum, count := w.rebuilds(b)
 		if count > count0 {
 			b.ReportMetric(1e3*(sum-sum0)/(count-count0), "rebuild-ms")
@@ -161,11 +169,19 @@ func startControlPlane(b *testing.B, e estate) (w *world, bin, xds string) {
 	xds = testenv.Addr(testenv.FreePort(b))
 	w.switchyard = testenv.Addr(testenv.FreePort(b))
 	tls := c.TLS
+	consul := []string{"--consul-address", tls.HTTPSAddr, "--consul-scheme", "https", "--consul-ca-file", tls.CAFile,
+		"--consul-cert-file", tls.CertFile, "--consul-key-file", tls.KeyFile, "--consul-tls-server-name", tls.ServerName}
+	switch *scheme {
+	case "https":
+	case "http":
+		consul = []string{"--consul-address", c.HTTPAddr}
+	default:
+		b.Fatalf("-consul %q: want http or https", *scheme)
+	}
 	start = time.Now()
-	w.proc = testenv.Start(b, "switchyard", nil, bin, append([]string{"serve",
-		"--consul-address", tls.HTTPSAddr, "--consul-scheme", "https", "--consul-ca-file", tls.CAFile,
-		"--consul-cert-file", tls.CertFile, "--consul-key-file", tls.KeyFile, "--consul-tls-server-name", tls.ServerName,
-		"--policy", dir, "--xds-address", xds, "--admin-address", w.switchyard, "--log-level", "warn"}, mesh...)...)
+	args := append(append([]string{"serve"}, consul...),
+		"--policy", dir, "--xds-address", xds, "--admin-address", w.switchyard, "--log-level", "warn")
+	w.proc = testenv.Start(b, "switchyard", nil, bin, append(args, mesh...)...)
 	testenv.Eventually(b, 5*time.Minute, "switchyard ready", func() error {
 		if w.proc.Exited() {
 			b.Fatalf("switchyard exited:\n%s", w.proc.Output())
@@ -184,6 +200,33 @@ func (w *world) rebuilds(b *testing.B) (sum, count float64) {
 		b.Fatal(err)
 	}
 	return metricValue(b, text, "switchyard_snapshot_build_seconds_sum"), metricValue(b, text, "switchyard_snapshot_build_seconds_count")
+}
+
+// consulRequests is Switchyard's switchyard_consul_requests_total, summed
+// over every kind and result.
+func (w *world) consulRequests(b *testing.B) float64 {
+	b.Helper()
+	var text string
+	if err := get(w.switchyard, "/metrics", &text); err != nil {
+		b.Fatal(err)
+	}
+	var sum float64
+	found := false
+	for line := range strings.Lines(text) {
+		if rest, ok := strings.CutPrefix(line, "switchyard_consul_requests_total{"); ok {
+			found = true
+			_, v, _ := strings.Cut(rest, "} ")
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				b.Fatalf("switchyard /metrics: %q: %v", line, err)
+			}
+			sum += f
+		}
+	}
+	if !found {
+		b.Fatalf("switchyard /metrics has no series switchyard_consul_requests_total")
+	}
+	return sum
 }
 
 // memory is Switchyard's resident set, in bytes.

@@ -119,6 +119,8 @@ type Options struct {
 	// Replica runs a second Switchyard (Env.Replica) and gives Envoy both
 	// xDS addresses.
 	Replica bool
+	// ServeArgs are extra `switchyard serve` flags.
+	ServeArgs []string
 }
 
 // XDSTLS is the PKI of a scenario whose xDS runs over mutual TLS.
@@ -178,6 +180,7 @@ func NewEnvWith(t *testing.T, delta bool, policies map[string]string, opts Optio
 	if opts.Mesh {
 		e.serveArgs = append(e.serveArgs, "--mesh")
 	}
+	e.serveArgs = append(e.serveArgs, opts.ServeArgs...)
 	for name, content := range policies {
 		e.WritePolicy(name, content)
 	}

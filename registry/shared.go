@@ -1,0 +1,477 @@
+package registry
+
+import (
+	"context"
+	"log/slog"
+	"net/http/httptrace"
+	"sync/atomic"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+)
+
+// Multiplexed services: the ones past the pool of services with a
+// blocking query of their own (Config.MaxServiceWatches). See the package
+// doc, "Watching".
+
+// watchedStates are the check states watched, one blocking query each on
+// /v1/health/state/<state>. A health change of any instance (or node)
+// moves a check into or out of one of them, and they stay small while the
+// estate is healthy. Consul serves each from its index of checks by
+// status, so neither the answers nor Consul's work grow with the checks
+// that pass; it wakes one on writes to checks in its state (while none is
+// in it, on any check's status change). One query on
+// /v1/health/state/any filtered to Status != "passing" would do with one
+// connection less, but Consul evaluates the filter on every check at every
+// check write.
+var watchedStates = [...]string{consulapi.HealthCritical, consulapi.HealthWarning}
+
+const (
+	// sharedReaders is how many re-reads of multiplexed services may be
+	// in flight at once: Consul's load from them stays bounded however
+	// many services there are, and over plain HTTP they hold at most this
+	// many connections.
+	sharedReaders = 4
+
+	// sweepInterval paces sweep re-reads (after a registration change the
+	// catalog cannot attribute to a service): 500 a second at most, so a
+	// sweep of 5,000 services takes 10 s and never floods Consul. Re-reads
+	// of services known to have changed are not paced.
+	sweepInterval = 2 * time.Millisecond
+
+	// staleRetries is how many times a re-read that came back older than
+	// the change that asked for it (a stale read from a lagging server) is
+	// tried again before it is taken as it is.
+	staleRetries = 3
+
+	// healthStatePace is the least time between two queries of one
+	// health-state watch. Under a storm of check writes a watch would ask
+	// as fast as Consul answers; paced, it asks at most 50 times a second,
+	// and a change waits at most this long more.
+	healthStatePace = 20 * time.Millisecond
+
+	// readTimeout bounds one re-read: it does not block, so anything
+	// longer is a dead connection or an overloaded agent.
+	readTimeout = 30 * time.Second
+)
+
+// shared is the state of the multiplexed services, guarded by state.mu.
+type shared struct {
+	count int // multiplexed services now
+	// reported is count as last told to Hooks.Watches.
+	reported int
+
+	// The health-state watches, one per watchedStates entry, running while
+	// count > 0: gen tells their answers from stopped ones'.
+	cancel context.CancelFunc
+	gen    int
+	states [len(watchedStates)]stateSet
+
+	// The re-read queue: a service is pending at most once; urgent
+	// (changed, or never read) ones go before sweep ones.
+	pending       map[string]*readReq
+	urgent, swept []string
+	wake          chan struct{} // one slot: "look at the queue"
+	readers       bool          // the reader goroutines are started
+	nextSweep     time.Time     // when the next sweep read may start
+	failures      int           // consecutive failed re-reads
+	epoch         int           // bumped by every failed re-read and suspect shared answer
+	lastWarn      time.Time
+}
+
+// stateSet is the last answer of one health-state watch.
+type stateSet struct {
+	synced bool                  // its first answer (the baseline) is in
+	index  uint64                // its X-Consul-Index
+	checks map[checkKey]checkVal // the checks in that state then
+}
+
+// synced reports whether every health-state watch has its baseline. The
+// caller holds st.mu.
+func (sh *shared) synced() bool {
+	for _, set := range sh.states {
+		if !set.synced {
+			return false
+		}
+	}
+	return true
+}
+
+type checkKey struct{ node, id string }
+
+type checkVal struct {
+	service     string // "" for a node check
+	modifyIndex uint64
+}
+
+// readReq is one pending re-read. minIndex, when not 0, is the
+// X-Consul-Index the answer must reach (the change that asked for it);
+// such a read may be stale. A read asked for without one (a first read, a
+// sweep) cannot tell a lagging server's answer from a current one, so it
+// is consistent: the leader answers.
+type readReq struct {
+	minIndex   uint64
+	consistent bool
+	urgent     bool
+	retries    int
+}
+
+func newShared() shared {
+	return shared{pending: map[string]*readReq{}, wake: make(chan struct{}, 1)}
+}
+
+// unreportMultiplexed takes every multiplexed service reported to
+// Hooks.Watches out of the count again, when Run ends.
+func (st *state) unreportMultiplexed() {
+	st.mu.Lock()
+	n := st.sh.reported
+	st.sh.reported = 0
+	st.mu.Unlock()
+	st.w.hooks.watches(KindMultiplexed, -n)
+}
+
+// reportMultiplexed tells Hooks.Watches how the number of multiplexed
+// services changed since the last report. Called without st.mu held.
+func (st *state) reportMultiplexed() {
+	st.mu.Lock()
+	delta := st.sh.count - st.sh.reported
+	st.sh.reported = st.sh.count
+	st.mu.Unlock()
+	st.w.hooks.watches(KindMultiplexed, delta)
+}
+
+// multiplex watches ss without a query of its own: its first read is
+// queued, and the health-state watch (and the readers) start with the
+// first such service. The caller holds st.mu.
+func (st *state) multiplex(ss *svcState) {
+	ss.cancel = nil
+	st.sh.count++
+	st.enqueueRead(ss.name, 0, true)
+	if st.sh.cancel == nil {
+		ctx, cancel := context.WithCancel(st.ctx)
+		st.sh.cancel = cancel
+		st.sh.gen++
+		gen := st.sh.gen
+		for i := range watchedStates {
+			st.wg.Go(func() { st.w.watchHealthState(ctx, st, gen, i) })
+		}
+	}
+	if !st.sh.readers {
+		st.sh.readers = true
+		for range sharedReaders {
+			st.wg.Go(func() { st.w.readShared(st.ctx, st) })
+		}
+	}
+}
+
+// unmultiplex ends ss's multiplexing (it was dropped, or gets a watch of
+// its own); the health-state watch stops with the last multiplexed
+// service. The caller holds st.mu.
+func (st *state) unmultiplex(ss *svcState) {
+	st.sh.count--
+	delete(st.sh.pending, ss.name)
+	if st.sh.count == 0 && st.sh.cancel != nil {
+		st.sh.cancel()
+		st.sh.cancel, st.sh.states = nil, [len(watchedStates)]stateSet{}
+	}
+}
+
+// enqueueRead asks for a re-read of a multiplexed service. The caller
+// holds st.mu.
+func (st *state) enqueueRead(name string, minIndex uint64, urgent bool) {
+	r := st.sh.pending[name]
+	switch {
+	case r == nil:
+		r = &readReq{urgent: urgent}
+		st.sh.pending[name] = r
+		if urgent {
+			st.sh.urgent = append(st.sh.urgent, name)
+		} else {
+			st.sh.swept = append(st.sh.swept, name)
+		}
+	case urgent && !r.urgent:
+		r.urgent = true // its place in the sweep list is skipped
+		st.sh.urgent = append(st.sh.urgent, name)
+	}
+	r.minIndex = max(r.minIndex, minIndex)
+	r.consistent = r.consistent || minIndex == 0
+	st.wakeReaders()
+}
+
+// requeue queues a taken read again, urgent, as it was asked for. The
+// caller holds st.mu.
+func (st *state) requeue(name string, r *readReq) {
+	st.enqueueRead(name, r.minIndex, true)
+	p := st.sh.pending[name]
+	p.consistent = p.consistent || r.consistent
+	p.retries = max(p.retries, r.retries)
+}
+
+// sweep queues a re-read of every multiplexed service. The caller holds
+// st.mu.
+func (st *state) sweep() {
+	for name, ss := range st.services {
+		if ss.cancel == nil {
+			st.enqueueRead(name, 0, false)
+		}
+	}
+}
+
+func (st *state) wakeReaders() {
+	select {
+	case st.sh.wake <- struct{}{}:
+	default:
+	}
+}
+
+// nextRead waits for a re-read to do, and for the health-state baseline
+// (a read before it could miss a change that the baseline already
+// shows). It returns the pause to take first (sweep pacing); ok is false
+// once ctx is done.
+func (st *state) nextRead(ctx context.Context) (name string, r *readReq, pause time.Duration, ok bool) {
+	for {
+		st.mu.Lock()
+		if st.sh.synced() {
+			name, r = st.popRead()
+		}
+		if r != nil && !r.urgent {
+			now, next := time.Now(), st.sh.nextSweep
+			if next.Before(now) {
+				next = now
+			}
+			st.sh.nextSweep = next.Add(sweepInterval)
+			pause = next.Sub(now)
+		}
+		more := len(st.sh.urgent)+len(st.sh.swept) > 0
+		st.mu.Unlock()
+		if r != nil {
+			if more {
+				st.wakeReaders() // another reader takes the next one
+			}
+			return name, r, pause, true
+		}
+		select {
+		case <-ctx.Done():
+			return "", nil, 0, false
+		case <-st.sh.wake:
+		}
+	}
+}
+
+// popRead takes the next pending read, urgent first. The caller holds
+// st.mu.
+func (st *state) popRead() (string, *readReq) {
+	for len(st.sh.urgent) > 0 {
+		name := st.sh.urgent[0]
+		st.sh.urgent = st.sh.urgent[1:]
+		if r := st.sh.pending[name]; r != nil {
+			delete(st.sh.pending, name)
+			return name, r
+		}
+	}
+	for len(st.sh.swept) > 0 {
+		name := st.sh.swept[0]
+		st.sh.swept = st.sh.swept[1:]
+		if r := st.sh.pending[name]; r != nil && !r.urgent {
+			delete(st.sh.pending, name)
+			return name, r
+		}
+	}
+	return "", nil
+}
+
+// readShared is one of the sharedReaders goroutines: it re-reads the
+// queued multiplexed services, one plain (non-blocking) query each.
+func (w *Watcher) readShared(ctx context.Context, st *state) {
+	for {
+		name, r, pause, ok := st.nextRead(ctx)
+		if !ok || !sleep(ctx, pause) {
+			return
+		}
+		qctx, cancel := context.WithTimeout(ctx, readTimeout)
+		var conns atomic.Int32
+		qctx = httptrace.WithClientTrace(qctx, &httptrace.ClientTrace{
+			GotConn: func(httptrace.GotConnInfo) { conns.Add(1) },
+		})
+		opts := (&consulapi.QueryOptions{AllowStale: w.cfg.AllowStale && !r.consistent}).WithContext(qctx)
+		entries, meta, err := w.client.Health().Service(name, "", false, opts)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		w.hooks.request(KindRead, err)
+		if err != nil {
+			w.readFailed(ctx, st, name, r, redactErr(err, w.cfg.Token))
+			continue
+		}
+		if st.applyRead(name, r, service(name, w.cfg.Datacenter, entries), meta, conns.Load() > 1) {
+			// Stale: give the lagging server a moment.
+			if !sleep(ctx, w.cfg.BackoffMin) {
+				return
+			}
+		}
+	}
+}
+
+// readFailed puts a failed re-read back in the queue and pauses this
+// reader with jittered backoff: the readers share one failure count, so
+// while Consul fails (or answers 429) they slow down together instead of
+// spinning.
+func (w *Watcher) readFailed(ctx context.Context, st *state, name string, r *readReq, err error) {
+	if w.hooks.WatchError != nil {
+		w.hooks.WatchError(KindRead+":"+name, err)
+	}
+	st.mu.Lock()
+	st.sh.failures++
+	st.sh.epoch++
+	failures := st.sh.failures
+	warn := time.Since(st.sh.lastWarn) >= 30*time.Second
+	if warn {
+		st.sh.lastWarn = time.Now()
+	}
+	if ss := st.services[name]; ss != nil && ss.cancel == nil {
+		st.requeue(name, r)
+	}
+	st.mu.Unlock()
+	delay := w.backoff(failures)
+	level := slog.LevelDebug
+	if warn {
+		level = slog.LevelWarn
+	}
+	w.log.Log(ctx, level, "consul query failed; keeping last known state",
+		"op", KindRead+":"+name, "error", err, "failures", failures, "retry_in", delay)
+	sleep(ctx, delay)
+}
+
+// applyRead records a re-read of a multiplexed service. It returns true
+// when the answer was older than the change that asked for it and the
+// read is queued again.
+func (st *state) applyRead(name string, r *readReq, svc Service, meta *consulapi.QueryMeta, retried bool) (stale bool) {
+	st.mu.Lock()
+	ss := st.services[name]
+	if ss == nil || ss.cancel != nil {
+		st.mu.Unlock()
+		return false // dropped, or has a watch of its own now
+	}
+	if st.sh.failures > 0 {
+		st.w.log.Info("consul query recovered", "op", KindRead, "failures", st.sh.failures)
+		st.sh.failures = 0
+	}
+	if r.minIndex > 0 && meta.LastIndex < r.minIndex && r.retries < staleRetries {
+		r.retries++
+		st.requeue(name, r)
+		st.mu.Unlock()
+		return true
+	}
+	var suspect string
+	switch {
+	case meta.LastIndex != 0 && meta.LastIndex < ss.readIndex:
+		suspect = reasonIndexReset
+	case ss.readEpoch != st.sh.epoch || retried:
+		suspect = reasonReconnect
+	case !meta.KnownLeader && meta.QueryBackend != consulapi.QueryBackendStreaming:
+		suspect = reasonNoLeader
+	}
+	ss.readIndex, ss.readEpoch = meta.LastIndex, st.sh.epoch
+	st.mu.Unlock()
+	st.applyHealth(ss, svc, suspect)
+	return false
+}
+
+// watchHealthState runs the blocking query on the checks in
+// watchedStates[i] (/v1/health/state/<state>) while services are
+// multiplexed.
+func (w *Watcher) watchHealthState(ctx context.Context, st *state, gen, i int) {
+	var (
+		checks consulapi.HealthChecks
+		meta   *consulapi.QueryMeta
+		last   time.Time
+	)
+	w.loop(ctx, KindHealthState+":"+watchedStates[i],
+		func(opts *consulapi.QueryOptions) (*consulapi.QueryMeta, error) {
+			if !sleep(ctx, healthStatePace-time.Since(last)) {
+				return nil, ctx.Err()
+			}
+			var err error
+			checks, meta, err = w.client.Health().State(watchedStates[i], opts)
+			last = time.Now()
+			return meta, err
+		},
+		func(suspect string) { st.applyHealthState(gen, i, checks, meta.LastIndex, suspect) })
+}
+
+// applyHealthState compares the checks in watchedStates[i] with its last
+// answer and queues a re-read of every multiplexed service whose checks
+// entered or left the set (a critical check that turns warning leaves one
+// set and enters the other): a service check names its service; a node
+// check (serfHealth, node maintenance) every multiplexed service with an
+// instance on that node.
+//
+// Each re-read carries the index it must reach: a check that entered
+// carries its own ModifyIndex; one that left changed after the last
+// answer. An index that went backwards (a restarted agent) asks for none.
+// The first answers are only baselines: every multiplexed service is read
+// once both are in. A suspect answer (the agent may have restarted) makes
+// each service's next read suspect too.
+func (st *state) applyHealthState(gen, i int, checks consulapi.HealthChecks, index uint64, suspect string) {
+	next := make(map[checkKey]checkVal, len(checks))
+	for _, c := range checks {
+		next[checkKey{c.Node, c.CheckID}] = checkVal{service: c.ServiceName, modifyIndex: c.ModifyIndex}
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if gen != st.sh.gen || st.sh.cancel == nil {
+		return // a stopped watch's last answer
+	}
+	if suspect != "" {
+		st.sh.epoch++
+	}
+	set := &st.sh.states[i]
+	if !set.synced {
+		set.synced, set.checks, set.index = true, next, index
+		st.wakeReaders()
+		return
+	}
+	reset := index < set.index
+	floor := set.index + 1
+	services := map[string]uint64{}
+	nodes := map[string]uint64{}
+	mark := func(k checkKey, v checkVal, min uint64) {
+		if reset {
+			min = 0
+		}
+		if v.service == "" {
+			nodes[k.node] = max(nodes[k.node], min)
+		} else {
+			services[v.service] = max(services[v.service], min)
+		}
+	}
+	for k, v := range next {
+		if _, ok := set.checks[k]; !ok {
+			mark(k, v, max(v.modifyIndex, floor))
+		}
+	}
+	for k, v := range set.checks {
+		if _, ok := next[k]; !ok {
+			mark(k, v, floor)
+		}
+	}
+	set.checks, set.index = next, index
+	if len(nodes) > 0 {
+		for name, ss := range st.services {
+			if ss.cancel != nil || ss.svc == nil {
+				continue
+			}
+			for _, in := range ss.svc.Instances {
+				if min, ok := nodes[in.Node]; ok {
+					services[name] = max(services[name], min)
+				}
+			}
+		}
+	}
+	for name, min := range services {
+		if ss := st.services[name]; ss != nil && ss.cancel == nil {
+			st.enqueueRead(name, min, true)
+		}
+	}
+}
