@@ -173,12 +173,14 @@ func (s *Server) debugConfig(w http.ResponseWriter, r *http.Request) {
 
 // debugProxy is one connected Envoy in /debug/proxies.
 type debugProxy struct {
-	Node      string      `json:"node"`
-	Group     string      `json:"group"`
-	Protocol  string      `json:"protocol"`
-	Since     time.Time   `json:"connectedSince"`
-	Rejected  []rejection `json:"rejected,omitempty"`
-	Rejecting bool        `json:"rejecting"`
+	Node     string `json:"node"`
+	Group    string `json:"group"`
+	Protocol string `json:"protocol"`
+	// EnvoyVersion is the release the Envoy reported, "" if none.
+	EnvoyVersion string      `json:"envoyVersion,omitempty"`
+	Since        time.Time   `json:"connectedSince"`
+	Rejected     []rejection `json:"rejected,omitempty"`
+	Rejecting    bool        `json:"rejecting"`
 }
 
 // debugProxies lists the connected Envoys, sorted by group and node, with

@@ -82,6 +82,7 @@ type stream struct {
 	key      string // what it is served: proxyKey(node)
 	protocol string // "sotw" or "delta"
 	since    time.Time
+	version  string // the Envoy release it reported, "" if none
 	// sent is the version last sent per type URL (state of the world).
 	sent map[string]string
 	// lastNonce is the nonce of the latest response per type URL.
@@ -230,16 +231,22 @@ func (x *proxies) streamRequest(key streamKey, node *corev3.Node) {
 	}
 	// Only what Switchyard needs of the node: a client may send megabytes
 	// of metadata, which must not live as long as the stream.
+	reported := node.GetUserAgentBuildVersion()
+	version := envoyVersion(node)
 	node = &corev3.Node{Id: truncate(node.GetId(), maxNodeID), Cluster: node.GetCluster()}
 	served := proxyKey(node)
 	x.groupStreams[served]++
 	delete(x.lastLeft, served)
-	x.streams[key] = &stream{node: node, key: served, protocol: protocol, since: time.Now(),
+	x.streams[key] = &stream{node: node, key: served, protocol: protocol, since: time.Now(), version: version,
 		sent: map[string]string{}, lastNonce: map[string]string{},
 		deltaSent: map[string][]sentNames{}, rejected: map[string]*rejection{}}
 	x.mu.Unlock()
 	known, retained, ready := x.pub.groupState(served)
-	x.log.Info("envoy connected", "node", node.GetId(), "group", node.GetCluster(), "protocol", protocol)
+	x.log.Info("envoy connected", "node", node.GetId(), "group", node.GetCluster(), "protocol", protocol, "envoy_version", version)
+	if v := reported.GetVersion(); v != nil && !envoy.EnvoySupported(v.GetMajorNumber(), v.GetMinorNumber()) {
+		x.log.Warn("envoy version outside the supported range; its config may be refused or behave differently",
+			"node", node.GetId(), "envoy_version", version, "supported", envoy.SupportedEnvoys)
+	}
 	switch {
 	case retained:
 		x.log.Warn("envoy asks for a proxy group removed from policy that other Envoys still use; it gets the group's last listeners and routes, with endpoints following Consul",
@@ -256,6 +263,17 @@ func (x *proxies) streamRequest(key streamKey, node *corev3.Node) {
 // maxNodeID bounds the node id Switchyard keeps and logs: it only names
 // the Envoy to an operator.
 const maxNodeID = 128
+
+// envoyVersion is the release an Envoy reports in its node
+// (user_agent_build_version), such as "1.40.0", or "" when it reports none
+// (a client that is not Envoy).
+func envoyVersion(node *corev3.Node) string {
+	v := node.GetUserAgentBuildVersion().GetVersion()
+	if v == nil {
+		return ""
+	}
+	return fmt.Sprintf("%d.%d.%d", v.GetMajorNumber(), v.GetMinorNumber(), v.GetPatch())
+}
 
 // checkRequest refuses, ending the stream, a request that would make
 // Switchyard (or the snapshot cache behind it) keep state for something it
@@ -578,7 +596,7 @@ func (x *proxies) list() []debugProxy {
 	x.mu.Lock()
 	out := make([]debugProxy, 0, len(x.streams))
 	for _, st := range x.streams {
-		p := debugProxy{Node: st.node.GetId(), Group: st.node.GetCluster(), Protocol: st.protocol,
+		p := debugProxy{Node: st.node.GetId(), Group: st.node.GetCluster(), Protocol: st.protocol, EnvoyVersion: st.version,
 			Since: st.since.UTC(), Rejecting: len(st.rejected) > 0}
 		for _, r := range st.rejected {
 			c := *r

@@ -11,7 +11,7 @@ import (
 
 func newBootstrapCmd() *cobra.Command {
 	var o envoy.BootstrapOptions
-	var protocol, sidecarFor string
+	var protocol, sidecarFor, envoyVersion string
 	cmd := &cobra.Command{
 		Use:   "bootstrap (--node-id ID --group NAME | --sidecar-for SERVICE_ID)",
 		Short: "Print an Envoy bootstrap that fetches its config from Switchyard",
@@ -57,6 +57,16 @@ connections and load shedding as the heap nears a limit (--max-connections,
 			default:
 				return fmt.Errorf("--xds-protocol %q: want delta or sotw", protocol)
 			}
+			if envoyVersion != "" {
+				var major, minor uint32
+				if _, err := fmt.Sscanf(envoyVersion, "%d.%d", &major, &minor); err != nil {
+					return fmt.Errorf("--envoy-version %q: want a release such as 1.40.0", envoyVersion)
+				}
+				if !envoy.EnvoySupported(major, minor) {
+					fmt.Fprintf(cmd.ErrOrStderr(), "switchyard bootstrap: warning: Envoy %s is outside the supported range %s; its config may be refused or behave differently\n",
+						envoyVersion, envoy.SupportedEnvoys)
+				}
+			}
 			out, err := envoy.Bootstrap(o)
 			if err != nil {
 				return err
@@ -74,6 +84,7 @@ connections and load shedding as the heap nears a limit (--max-connections,
 	f.StringVar(&o.AdminAddress, "admin-address", "127.0.0.1:9901", "Envoy's admin listener, host:port (keep it on loopback)")
 	f.StringVar(&o.PrometheusAddress, "prometheus-address", "", "serve Envoy's stats in Prometheus format at GET /metrics on this host:port (and nothing else of the admin API); off by default")
 	f.StringVar(&protocol, "xds-protocol", "delta", "xDS variant: delta (incremental) or sotw (state of the world)")
+	f.StringVar(&envoyVersion, "envoy-version", "", "the Envoy release that will run this bootstrap (such as 1.40.0): warns when it is outside the supported range "+envoy.SupportedEnvoys)
 	f.StringVar(&o.XDSCAFile, "xds-ca-file", "", "reach Switchyard over TLS, verifying its certificate with this PEM CA")
 	f.StringVar(&o.XDSServerName, "xds-server-name", "", "name (DNS or IP) to verify in Switchyard's certificate (default: the host of --xds-address)")
 	f.StringVar(&o.XDSCertFile, "xds-cert-file", "", "Envoy's PEM client certificate, for Switchyard's mutual TLS (with --xds-key-file)")

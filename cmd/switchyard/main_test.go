@@ -292,6 +292,27 @@ func TestBootstrapPrometheusListener(t *testing.T) {
 	}
 }
 
+// TestBootstrapEnvoyVersion: --envoy-version outside the supported range
+// warns (and still prints the bootstrap); a malformed one is an error.
+func TestBootstrapEnvoyVersion(t *testing.T) {
+	base := []string{"bootstrap", "--node-id", "edge-1", "--group", "edge"}
+	for _, tc := range []struct {
+		version string
+		warns   bool
+	}{{"1.40.0", false}, {"1.36.4", false}, {"1.35.9", true}, {"1.41.0", true}, {"2.0.0", true}} {
+		stdout, stderr, err := run(t, append(base, "--envoy-version", tc.version)...)
+		if err != nil || !strings.Contains(stdout, "node:") {
+			t.Fatalf("--envoy-version %s: %v\n%s", tc.version, err, stderr)
+		}
+		if warned := strings.Contains(stderr, "outside the supported range 1.36 to 1.40"); warned != tc.warns {
+			t.Errorf("--envoy-version %s: warned %v, want %v: %q", tc.version, warned, tc.warns, stderr)
+		}
+	}
+	if _, _, err := run(t, append(base, "--envoy-version", "latest")...); err == nil || !strings.Contains(err.Error(), "--envoy-version") {
+		t.Errorf("--envoy-version latest: got %v; want an error naming the flag", err)
+	}
+}
+
 func TestServeRejectsUnknownSettings(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "switchyard.yaml")
