@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/switchyard-io/switchyard/envoy"
 	"github.com/switchyard-io/switchyard/registry"
 )
 
@@ -137,6 +138,10 @@ func newMetrics() *metrics {
 	}
 	for _, p := range []string{"sotw", "delta"} {
 		m.connectedProxies.WithLabelValues(p)
+	}
+	for _, typ := range envoy.Types {
+		m.pushes.WithLabelValues(typeLabel(typ))
+		m.nacks.WithLabelValues(typeLabel(typ))
 	}
 	return m
 }

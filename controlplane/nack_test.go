@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/switchyard-io/switchyard/envoy"
 	"github.com/switchyard-io/switchyard/registry"
 )
 
@@ -192,8 +193,11 @@ func TestNACKFloodIsBounded(t *testing.T) {
 			t.Fatalf("request for a made-up type: %v; want InvalidArgument", err)
 		}
 	}
-	if n := testutil.CollectAndCount(s.metrics.nacks); n != 0 {
-		t.Errorf("nack series = %d after 50 made-up type URLs; want none", n)
+	if n := testutil.CollectAndCount(s.metrics.nacks); n != len(envoy.Types) {
+		t.Errorf("nack series = %d after 50 made-up type URLs; want only the %d served types' (made at start)", n, len(envoy.Types))
+	}
+	if got := testutil.ToFloat64(s.metrics.nacks.WithLabelValues(otherType)); got != 0 {
+		t.Errorf("nacks of type %q = %v; want 0", otherType, got)
 	}
 	if got := testutil.ToFloat64(s.metrics.refusedStreams.WithLabelValues("type")); got != 50 {
 		t.Errorf(`switchyard_xds_refused_streams_total{reason="type"} = %v; want 50`, got)
