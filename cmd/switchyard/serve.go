@@ -123,25 +123,9 @@ func newServeCmd() *cobra.Command {
 				AdminAddress: v.GetString("admin.address"),
 				PolicyPaths:  v.GetStringSlice("policy.paths"),
 				Mesh:         v.GetBool("mesh.enabled"),
-				Consul: registry.Config{
-					Address:    v.GetString("consul.address"),
-					Scheme:     v.GetString("consul.scheme"),
-					Token:      v.GetString("consul.token"),
-					TokenFile:  v.GetString("consul.token-file"),
-					Datacenter: v.GetString("consul.datacenter"),
-					AllowStale: v.GetBool("consul.stale"),
-					WaitTime:   v.GetDuration("consul.wait"),
-					StaleHold:  v.GetDuration("consul.stale-hold"),
-
-					MaxServiceWatches: v.GetInt("consul.max-service-watches"),
-
-					CAFile:        v.GetString("consul.ca-file"),
-					CertFile:      v.GetString("consul.cert-file"),
-					KeyFile:       v.GetString("consul.key-file"),
-					TLSServerName: v.GetString("consul.tls-server-name"),
-				},
-				Holdoff:  v.GetDuration("debounce.holdoff"),
-				MaxDelay: v.GetDuration("debounce.max-delay"),
+				Consul:       consulConfig(v),
+				Holdoff:      v.GetDuration("debounce.holdoff"),
+				MaxDelay:     v.GetDuration("debounce.max-delay"),
 				Limits: controlplane.Limits{
 					XDSMaxConnections:        v.GetInt("xds.max-connections"),
 					XDSMaxStreams:            uint32(v.GetInt("xds.max-streams-per-connection")),
@@ -186,10 +170,41 @@ func newServeCmd() *cobra.Command {
 	return cmd
 }
 
+// consulConfig is how Switchyard reaches Consul, from the consul.*
+// settings (serve, and translate with --consul-address).
+func consulConfig(v *viper.Viper) registry.Config {
+	return registry.Config{
+		Address:    v.GetString("consul.address"),
+		Scheme:     v.GetString("consul.scheme"),
+		Token:      v.GetString("consul.token"),
+		TokenFile:  v.GetString("consul.token-file"),
+		Datacenter: v.GetString("consul.datacenter"),
+		AllowStale: v.GetBool("consul.stale"),
+		WaitTime:   v.GetDuration("consul.wait"),
+		StaleHold:  v.GetDuration("consul.stale-hold"),
+
+		MaxServiceWatches: v.GetInt("consul.max-service-watches"),
+
+		CAFile:        v.GetString("consul.ca-file"),
+		CertFile:      v.GetString("consul.cert-file"),
+		KeyFile:       v.GetString("consul.key-file"),
+		TLSServerName: v.GetString("consul.tls-server-name"),
+	}
+}
+
 // bindSettings defines a flag for every setting and binds it, its
 // environment variable and its default into v.
 func bindSettings(v *viper.Viper, f *pflag.FlagSet) {
+	bindSettingsWhere(v, f, func(string) bool { return true })
+}
+
+// bindSettingsWhere is bindSettings for the settings whose key keep
+// accepts.
+func bindSettingsWhere(v *viper.Viper, f *pflag.FlagSet, keep func(key string) bool) {
 	for _, s := range settings {
+		if !keep(s.key) {
+			continue
+		}
 		usage := fmt.Sprintf("%s (%s, %s)", s.usage, s.key, envName(s.key))
 		switch d := s.def.(type) {
 		case string:

@@ -15,18 +15,22 @@ import (
 
 func newTranslateCmd() *cobra.Command {
 	var (
-		group string
-		mesh  bool
+		group  string
+		mesh   bool
+		consul *liveConsul
 	)
 	cmd := &cobra.Command{
 		Use:   "translate PATH...",
-		Short: "Print the Envoy config a policy produces (listeners, routes, clusters, secrets), without Consul",
+		Short: "Print the Envoy config a policy produces (listeners, routes, clusters, secrets; endpoints with --consul-address)",
 		Long: `Translate reads policy files as validate does and prints, for each proxy
 group, the xDS resources Switchyard would serve its Envoys: listeners, route
 configurations, clusters and secrets (private keys redacted), as YAML with
 stable key order, so the output of two policy versions can be diffed in
 review. It does not contact Consul: clusters are shown without endpoints
-(a running Switchyard shows its live config at /debug/config).
+(a running Switchyard shows its live config at /debug/config). With
+--consul-address it reads the services the policy routes to from Consul
+once, as serve does (the same consul flags and SWITCHYARD_CONSUL_*
+variables), and prints their live endpoints too.
 
 It exits 1, listing every error as file:line: message, when the policy is
 invalid.`,
@@ -36,7 +40,13 @@ invalid.`,
 			if err != nil {
 				return err
 			}
-			res := translator.Translate(registry.NewSnapshot(), set)
+			snap := registry.NewSnapshot()
+			if consul.enabled(cmd) {
+				if snap, err = consul.snapshot(cmd.Context(), set); err != nil {
+					return err
+				}
+			}
+			res := translator.Translate(snap, set)
 			found := false
 			for _, cfg := range res.Configs {
 				if group != "" && cfg.Group != group {
@@ -48,14 +58,18 @@ invalid.`,
 					return fmt.Errorf("group %q: %w", cfg.Group, err)
 				}
 				out := cmd.OutOrStdout()
-				fmt.Fprintf(out, "---\n# proxy group %s: what its Envoys get (endpoints come from Consul)\ngroup: %s\n", cfg.Group, cfg.Group)
-				for _, section := range []struct {
-					key string
-					typ string
-				}{
+				type section struct{ key, typ string }
+				sections := []section{
 					{"listeners", resource.ListenerType}, {"routes", resource.RouteType},
 					{"clusters", resource.ClusterType}, {"secrets", resource.SecretType},
-				} {
+				}
+				if consul.enabled(cmd) {
+					fmt.Fprintf(out, "---\n# proxy group %s: what its Envoys get, with the endpoints Consul has now\ngroup: %s\n", cfg.Group, cfg.Group)
+					sections = append(sections, section{"endpoints", resource.EndpointType})
+				} else {
+					fmt.Fprintf(out, "---\n# proxy group %s: what its Envoys get (endpoints come from Consul)\ngroup: %s\n", cfg.Group, cfg.Group)
+				}
+				for _, section := range sections {
 					y, err := envoy.RenderYAML(envoy.RedactAll(section.typ, resources[section.typ]))
 					if err != nil {
 						return err
@@ -70,6 +84,7 @@ invalid.`,
 		},
 	}
 	cmd.Flags().StringVar(&group, "group", "", "print only this proxy group")
+	consul = consulFlags(cmd)
 	cmd.Flags().BoolVar(&mesh, "mesh", false, "read the policy as serve --mesh does: proxy groups are then optional")
 	return cmd
 }

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
+	consulapi "github.com/hashicorp/consul/api"
 	"sigs.k8s.io/yaml"
 
 	"github.com/switchyard-io/switchyard/test/testenv"
@@ -100,5 +102,77 @@ keyFile: shop.key
 	}
 	if _, stderr, err := run(t, "translate", bad); err == nil || !strings.Contains(stderr, "bad.yaml:4: unknown field") {
 		t.Errorf("invalid policy: got %v, stderr %q; want exit 1 and file:line", err, stderr)
+	}
+}
+
+// translate --consul-address reads the services the policy routes to from
+// a real Consul once and prints their live endpoints with their health;
+// a Consul that does not answer is an error naming its address.
+func TestTranslateWithConsul(t *testing.T) {
+	consul := testenv.Consul(t)
+	client := consul.Client(t)
+	for i, status := range []string{"passing", "critical"} {
+		id := fmt.Sprintf("api-%d", i+1)
+		if err := client.Agent().ServiceRegister(&consulapi.AgentServiceRegistration{
+			ID: id, Name: "api", Address: "127.0.0.1", Port: 9001 + i,
+			Check: &consulapi.AgentServiceCheck{CheckID: "check-" + id, TTL: "10m", Status: status},
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := t.TempDir()
+	testenv.WriteFile(t, dir, "edge.yaml", []byte(`apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: edge
+listeners:
+  - name: http
+    port: 8080
+    hosts:
+      - domains: ["*"]
+        routes:
+          - service: api
+`))
+	out, stderr, err := run(t, "translate", "--consul-address", consul.HTTPAddr, dir)
+	if err != nil {
+		t.Fatalf("translate --consul-address: %v\n%s", err, stderr)
+	}
+	var doc struct {
+		Endpoints []struct {
+			ClusterName string `json:"clusterName"`
+			Endpoints   []struct {
+				LbEndpoints []struct {
+					HealthStatus string `json:"healthStatus"`
+					Endpoint     struct {
+						Address struct {
+							SocketAddress struct {
+								PortValue int `json:"portValue"`
+							} `json:"socketAddress"`
+						} `json:"address"`
+					} `json:"endpoint"`
+				} `json:"lbEndpoints"`
+			} `json:"endpoints"`
+		} `json:"endpoints"`
+	}
+	body := strings.TrimPrefix(out, "---\n")
+	if err := yaml.Unmarshal([]byte(body), &doc); err != nil {
+		t.Fatalf("output is not YAML: %v\n%s", err, out)
+	}
+	health := map[int]string{}
+	for _, cla := range doc.Endpoints {
+		for _, l := range cla.Endpoints {
+			for _, e := range l.LbEndpoints {
+				health[e.Endpoint.Address.SocketAddress.PortValue] = e.HealthStatus
+			}
+		}
+	}
+	if len(doc.Endpoints) != 1 || doc.Endpoints[0].ClusterName != "api" || health[9001] != "HEALTHY" || health[9002] != "UNHEALTHY" {
+		t.Errorf("endpoints %+v (health by port %v); want api with 9001 HEALTHY and 9002 UNHEALTHY:\n%s", doc.Endpoints, health, out)
+	}
+
+	// Nobody listens at this address.
+	addr := testenv.Addr(testenv.FreePort(t))
+	_, _, err = run(t, "translate", "--consul-address", addr, "--consul-timeout", "2s", dir)
+	if err == nil || !strings.Contains(err.Error(), addr) || !strings.Contains(err.Error(), "--consul-timeout") {
+		t.Errorf("translate with no Consul: got %v; want an error naming %s and --consul-timeout", err, addr)
 	}
 }
