@@ -34,8 +34,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -85,6 +87,11 @@ type Config struct {
 	// AdminTokenFile, when set, names a file holding a bearer token that
 	// every admin request except /healthz and /readyz must present.
 	AdminTokenFile string
+	// StateDir, when set, keeps Consul's last view there; a start that has
+	// no answer from Consul within StateRestoreAfter (default 10s) serves
+	// that view until Consul answers.
+	StateDir          string
+	StateRestoreAfter time.Duration
 }
 
 // Limits bound connections and streams. Zero values take the defaults.
@@ -131,6 +138,9 @@ func (c *Config) withDefaults() Config {
 	}
 	if out.Holdoff <= 0 {
 		out.Holdoff = DefaultHoldoff
+	}
+	if out.StateRestoreAfter <= 0 {
+		out.StateRestoreAfter = DefaultStateRestoreAfter
 	}
 	if out.MaxDelay <= 0 {
 		out.MaxDelay = DefaultMaxDelay
@@ -182,6 +192,11 @@ type Server struct {
 	pub *publisher
 	px  *proxies
 
+	// state keeps Consul's last view on disk (Config.StateDir); nil when
+	// off. restored is set while that saved view is served.
+	state    *stateStore
+	restored atomic.Bool
+
 	wantMu sync.Mutex // orders updateWant calls
 }
 
@@ -219,6 +234,11 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("consul: %w", err)
 	}
 	s.watcher = w
+	if cfg.StateDir != "" {
+		if s.state, err = newStateStore(cfg.StateDir); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.Mesh && !cfg.XDSTLS.BindGroups && !loopbackAddress(cfg.XDSAddress) {
 		return nil, fmt.Errorf("mesh.enabled: xds.address %s is off loopback, and every sidecar's private key is served over xDS: serve xDS over mutual TLS with xds.client-cert-groups (each sidecar's client certificate naming %s), or keep xDS on loopback",
 			cfg.XDSAddress, SidecarCertName("<proxy service ID>"))
@@ -331,9 +351,28 @@ func (s *Server) Run(ctx context.Context) error {
 			if first := s.in.setConsul(snap); first {
 				s.log.Info("consul synced", "services", snap.Len())
 			}
+			if s.state != nil {
+				if s.restored.CompareAndSwap(true, false) {
+					s.metrics.consulStaleState.Set(0)
+					s.log.Info("consul answered: its view replaces the saved one", "services", snap.Len())
+				}
+				s.state.save(snap)
+			}
 			notify(s.changed)
 		})
 	})
+	if s.state != nil {
+		g.Go(func() error {
+			s.state.run(ctx, func(err error) {
+				s.log.Error("cannot save Consul's view in state.dir; the previous one stays", "err", err)
+			})
+			return nil
+		})
+		g.Go(func() error {
+			s.restoreAfter(ctx)
+			return nil
+		})
+	}
 	if s.mesh != nil {
 		g.Go(func() error {
 			err := s.mesh.Run(ctx, func(snap *registry.MeshSnapshot) {
@@ -385,6 +424,34 @@ func (s *Server) Run(ctx context.Context) error {
 	err = g.Wait()
 	s.log.Info("switchyard stopped")
 	return err
+}
+
+// restoreAfter serves Consul's saved view when Consul has given none
+// within StateRestoreAfter of the start: Envoys that connect get the last
+// known endpoints, not nothing. The first answer from Consul replaces it.
+func (s *Server) restoreAfter(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(s.cfg.StateRestoreAfter):
+	}
+	snap, at, err := s.state.load()
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return
+	case err != nil:
+		s.log.Error("consul has not answered, and its saved view cannot be read", "err", err)
+		return
+	}
+	if !s.in.restoreConsul(snap) {
+		return // Consul answered meanwhile
+	}
+	s.restored.Store(true)
+	s.metrics.consulStaleState.Set(1)
+	s.log.Warn("consul has not answered since the start: serving its last view from state.dir until it does",
+		"saved_at", at.Format(time.RFC3339), "age", time.Since(at).Round(time.Second), "services", snap.Len(),
+		"waited", s.cfg.StateRestoreAfter)
+	notify(s.changed)
 }
 
 // rebuild translates the current inputs and publishes every group's

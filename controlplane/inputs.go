@@ -50,6 +50,18 @@ func (in *inputs) setConsul(snap *registry.Snapshot) (first bool) {
 	return first
 }
 
+// restoreConsul records a saved view of Consul (state.dir), only while
+// Consul itself has given none; it reports whether it did.
+func (in *inputs) restoreConsul(snap *registry.Snapshot) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.consul != nil {
+		return false
+	}
+	in.consul = snap
+	return true
+}
+
 // setPending records a newly loaded valid policy set; first says whether
 // none was served before.
 func (in *inputs) setPending(set *policy.Set) (first bool) {

@@ -26,6 +26,7 @@ type metrics struct {
 	meshWarnings      prometheus.Gauge
 	consulWatchErrors *prometheus.CounterVec
 	consulFailStatic  prometheus.Counter
+	consulStaleState  prometheus.Gauge
 	consulWatches     *prometheus.GaugeVec
 	consulRequests    *prometheus.CounterVec
 	policyReloads     *prometheus.CounterVec
@@ -97,6 +98,10 @@ func newMetrics() *metrics {
 			Name: "switchyard_consul_requests_total",
 			Help: "Requests to Consul, by kind (services, health, health-state, read, mesh) and result (ok, throttled: Consul answered 429, error); its rate is Switchyard's load on Consul.",
 		}, []string{"kind", "result"}),
+		consulStaleState: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchyard_consul_saved_view",
+			Help: "1 while Switchyard serves Consul's last view saved in state.dir because Consul has not answered since the start; 0 once it does.",
+		}),
 		consulFailStatic: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchyard_consul_fail_static_total",
 			Help: "Times a suspect empty Consul answer was ignored and the last known instances kept.",
@@ -118,7 +123,7 @@ func newMetrics() *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.connectedProxies, m.pushes, m.nacks, m.rejectingProxies, m.refusedStreams, m.snapshotBuild, m.snapshotErrors, m.failingGroups, m.sidecarProblems, m.failingSidecars, m.leafExpiry, m.meshWarnings,
-		m.consulWatchErrors, m.consulFailStatic, m.consulWatches, m.consulRequests, m.policyReloads, m.policyWarnings, m.ready,
+		m.consulWatchErrors, m.consulFailStatic, m.consulStaleState, m.consulWatches, m.consulRequests, m.policyReloads, m.policyWarnings, m.ready,
 	)
 	// Pre-create the error series so they read 0, not absent, before the
 	// first failure: alerts on rate() need them.

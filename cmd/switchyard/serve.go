@@ -63,6 +63,8 @@ var settings = []setting{
 	{"consul.wait", "consul-wait", 5 * time.Minute, "blocking query wait time (Consul caps it at 10m)"},
 	{"consul.stale-hold", "consul-stale-hold", 5 * time.Minute, "how long to keep last known instances when Consul answers a suspect empty list (fail static)"},
 	{"consul.max-service-watches", "consul-max-service-watches", 0, "most services watched with a blocking query of their own; the rest share one health query and re-reads (0: 100 over http, no limit over https)"},
+	{"state.dir", "state-dir", "", "directory where Switchyard keeps Consul's last view (no secrets in it), served when a start finds Consul unreachable; empty: off"},
+	{"state.restore-after", "state-restore-after", controlplane.DefaultStateRestoreAfter, "how long a start waits for Consul before it serves the view saved in state.dir"},
 	{"debounce.holdoff", "debounce-holdoff", controlplane.DefaultHoldoff, "quiet time after a change before rebuilding, batching bursts"},
 	{"debounce.max-delay", "debounce-max-delay", controlplane.DefaultMaxDelay, "longest a change waits for a rebuild during a steady stream of changes"},
 	{"log.level", "log-level", "info", "log level: debug, info, warn or error"},
@@ -133,8 +135,10 @@ func newServeCmd() *cobra.Command {
 					XDSMaxConnectionAgeGrace: v.GetDuration("xds.max-connection-age-grace"),
 					AdminMaxConnections:      v.GetInt("admin.max-connections"),
 				},
-				AdminTokenFile: v.GetString("admin.token-file"),
-				LogDropped:     logOut.Dropped,
+				AdminTokenFile:    v.GetString("admin.token-file"),
+				StateDir:          v.GetString("state.dir"),
+				StateRestoreAfter: v.GetDuration("state.restore-after"),
+				LogDropped:        logOut.Dropped,
 			}
 			if cfg.Limits.XDSMaxConnectionAge == 0 {
 				cfg.Limits.XDSMaxConnectionAge = -1 // never: Config's zero is the default
