@@ -181,6 +181,18 @@ type debugProxy struct {
 	Since        time.Time   `json:"connectedSince"`
 	Rejected     []rejection `json:"rejected,omitempty"`
 	Rejecting    bool        `json:"rejecting"`
+	// Types is, per xDS type URL the Envoy was sent, the version served
+	// and the version it accepted; Behind lists (short names) the types
+	// where they differ: a change not applied yet, or rejected.
+	Types  map[string]typeState `json:"types,omitempty"`
+	Behind []string             `json:"behind,omitempty"`
+}
+
+// typeState is one xDS type of one Envoy in /debug/proxies.
+type typeState struct {
+	Served string `json:"served"`
+	Acked  string `json:"acked,omitempty"`
+	InSync bool   `json:"inSync"`
 }
 
 // debugProxies lists the connected Envoys, sorted by group and node, with

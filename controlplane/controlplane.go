@@ -459,6 +459,7 @@ func (s *Server) restoreAfter(ctx context.Context) {
 // does nothing: serving a partial config because an input is missing would
 // take traffic down.
 func (s *Server) rebuild() {
+	s.pub.changeAt = s.in.takeChanged()
 	consul, set, promoted, missing := s.in.promote()
 	if promoted {
 		if len(missing) > 0 {

@@ -25,6 +25,30 @@ type inputs struct {
 	mesh *registry.MeshSnapshot
 	// meshOn: the mesh is enabled, so readiness waits for its first sync.
 	meshOn bool
+	// changedAt is when the earliest input change not yet taken by a
+	// rebuild arrived (zero: none): the start of convergence.
+	changedAt time.Time
+}
+
+// noteChange records that an input changed now, unless an earlier change
+// is still waiting for a rebuild. Called with in.mu held.
+func (in *inputs) noteChange() {
+	if in.changedAt.IsZero() {
+		in.changedAt = time.Now()
+	}
+}
+
+// takeChanged returns when the earliest change a rebuild is about to
+// publish arrived (now, when none is recorded), and forgets it.
+func (in *inputs) takeChanged() time.Time {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	at := in.changedAt
+	in.changedAt = time.Time{}
+	if at.IsZero() {
+		at = time.Now()
+	}
+	return at
 }
 
 // setMesh records a mesh snapshot.
@@ -32,6 +56,7 @@ func (in *inputs) setMesh(snap *registry.MeshSnapshot) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	in.mesh = snap
+	in.noteChange()
 }
 
 // meshSnapshot returns the latest mesh snapshot (nil before one).
@@ -47,6 +72,7 @@ func (in *inputs) setConsul(snap *registry.Snapshot) (first bool) {
 	defer in.mu.Unlock()
 	first = in.consul == nil
 	in.consul = snap
+	in.noteChange()
 	return first
 }
 
@@ -59,6 +85,7 @@ func (in *inputs) restoreConsul(snap *registry.Snapshot) bool {
 		return false
 	}
 	in.consul = snap
+	in.noteChange()
 	return true
 }
 
@@ -68,6 +95,7 @@ func (in *inputs) setPending(set *policy.Set) (first bool) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	in.pending, in.pendingAt = set, time.Now()
+	in.noteChange()
 	return in.policy == nil
 }
 

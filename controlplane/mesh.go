@@ -171,6 +171,7 @@ func (p *publisher) put(gs *groupSnapshot) bool {
 		p.log.Error("set snapshot failed; the last good config keeps serving", "key", gs.group, "err", err)
 		return false
 	}
+	gs.stamp(old, p.changeAt)
 	p.mu.Lock()
 	p.groups[gs.group] = gs
 	p.mu.Unlock()

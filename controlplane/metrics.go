@@ -15,6 +15,7 @@ type metrics struct {
 	connectedProxies  *prometheus.GaugeVec
 	pushes            *prometheus.CounterVec
 	nacks             *prometheus.CounterVec
+	convergence       *prometheus.HistogramVec
 	rejectingProxies  prometheus.Gauge
 	refusedStreams    *prometheus.CounterVec
 	snapshotBuild     prometheus.Histogram
@@ -44,6 +45,11 @@ func newMetrics() *metrics {
 		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_xds_pushes_total",
 			Help: "xDS responses sent to Envoy, by resource type.",
+		}, []string{"type"}),
+		convergence: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "switchyard_xds_convergence_seconds",
+			Help:    "From a Consul or policy change reaching Switchyard to an Envoy accepting (ACK) the config it produced, per Envoy and xDS type.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"type"}),
 		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_xds_nacks_total",
@@ -122,7 +128,7 @@ func newMetrics() *metrics {
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.connectedProxies, m.pushes, m.nacks, m.rejectingProxies, m.refusedStreams, m.snapshotBuild, m.snapshotErrors, m.failingGroups, m.sidecarProblems, m.failingSidecars, m.leafExpiry, m.meshWarnings,
+		m.connectedProxies, m.pushes, m.nacks, m.convergence, m.rejectingProxies, m.refusedStreams, m.snapshotBuild, m.snapshotErrors, m.failingGroups, m.sidecarProblems, m.failingSidecars, m.leafExpiry, m.meshWarnings,
 		m.consulWatchErrors, m.consulFailStatic, m.consulStaleState, m.consulWatches, m.consulRequests, m.policyReloads, m.policyWarnings, m.ready,
 	)
 	// Pre-create the error series so they read 0, not absent, before the
@@ -147,6 +153,7 @@ func newMetrics() *metrics {
 	for _, typ := range envoy.Types {
 		m.pushes.WithLabelValues(typeLabel(typ))
 		m.nacks.WithLabelValues(typeLabel(typ))
+		m.convergence.WithLabelValues(typeLabel(typ))
 	}
 	return m
 }

@@ -57,6 +57,16 @@ type groupView interface {
 	// forgetUnknown drops what the snapshot cache keeps for a group that
 	// is not served, if it still has no stream.
 	forgetUnknown(group string)
+	// servedVersions is, per type URL, the version a group (or sidecar)
+	// is served and when the input change behind it arrived.
+	servedVersions(group string) map[string]servedVersion
+}
+
+// servedVersion is a type's published version and when the change that
+// produced it arrived.
+type servedVersion struct {
+	version   string
+	changedAt time.Time
 }
 
 // retainLinger is how long a group removed from the policy stays served
@@ -83,6 +93,9 @@ type stream struct {
 	protocol string // "sotw" or "delta"
 	since    time.Time
 	version  string // the Envoy release it reported, "" if none
+	// acked is, per type URL, the version of the last response the Envoy
+	// accepted; observed, the last version whose convergence was measured.
+	acked, observed map[string]string
 	// sent is the version last sent per type URL (state of the world).
 	sent map[string]string
 	// lastNonce is the nonce of the latest response per type URL.
@@ -97,8 +110,9 @@ type stream struct {
 
 // sentNames is the resources (updated or removed) of one delta response.
 type sentNames struct {
-	nonce string
-	names []string
+	nonce   string
+	names   []string
+	version string // the type's version the response brings the stream to
 }
 
 // maxDeltaSent bounds deltaSent per type: Envoy answers each response
@@ -165,7 +179,7 @@ func (x *proxies) callbacks() serverv3.Callbacks {
 			if st := x.streams[streamKey{true, id}]; st != nil {
 				typ := resp.GetTypeUrl()
 				st.lastNonce[typ] = resp.GetNonce()
-				sent := append(st.deltaSent[typ], sentNames{nonce: resp.GetNonce(), names: names})
+				sent := append(st.deltaSent[typ], sentNames{nonce: resp.GetNonce(), names: names, version: resp.GetSystemVersionInfo()})
 				st.deltaSent[typ] = sent[max(0, len(sent)-maxDeltaSent):]
 			}
 			x.mu.Unlock()
@@ -238,7 +252,7 @@ func (x *proxies) streamRequest(key streamKey, node *corev3.Node) {
 	x.groupStreams[served]++
 	delete(x.lastLeft, served)
 	x.streams[key] = &stream{node: node, key: served, protocol: protocol, since: time.Now(), version: version,
-		sent: map[string]string{}, lastNonce: map[string]string{},
+		sent: map[string]string{}, lastNonce: map[string]string{}, acked: map[string]string{}, observed: map[string]string{},
 		deltaSent: map[string][]sentNames{}, rejected: map[string]*rejection{}}
 	x.mu.Unlock()
 	known, retained, ready := x.pub.groupState(served)
@@ -548,12 +562,57 @@ func deltaRejected(sent []sentNames, nonce, detail string) []string {
 //     resource again (changed, or removed). One that carried others only
 //     leaves the rejected ones in force.
 func (x *proxies) ack(key streamKey, typeURL, nonce string) {
+	version, group := x.noteACK(key, typeURL, nonce)
+	if version == "" {
+		return
+	}
+	// Convergence: from the input change behind the version served now to
+	// this Envoy's acceptance of it, once per stream and version.
+	served, ok := x.pub.servedVersions(group)[typeURL]
+	if !ok || served.version != version || served.changedAt.IsZero() {
+		return
+	}
+	x.mu.Lock()
+	st := x.streams[key]
+	first := st != nil && st.observed[typeURL] != version
+	if first {
+		st.observed[typeURL] = version
+	}
+	x.mu.Unlock()
+	if first {
+		x.metrics.convergence.WithLabelValues(typeLabel(typeURL)).Observe(time.Since(served.changedAt).Seconds())
+	}
+}
+
+// noteACK records an accepted response: the version it brought the stream
+// to, and the end of a NACK it replaces. It returns that version ("" when
+// the response is not remembered) and the stream's group.
+func (x *proxies) noteACK(key streamKey, typeURL, nonce string) (version, group string) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	st := x.streams[key]
 	if st == nil {
-		return
+		return "", ""
 	}
+	if key.delta {
+		for _, sent := range st.deltaSent[typeURL] {
+			if sent.nonce == nonce {
+				version = sent.version
+			}
+		}
+	} else if nonce == st.lastNonce[typeURL] {
+		version = st.sent[typeURL]
+	}
+	if version != "" {
+		st.acked[typeURL] = version
+	}
+	x.endRejection(st, key, typeURL, nonce)
+	return version, st.key
+}
+
+// endRejection ends a NACK in force on typeURL when the accepted response
+// (nonce) replaces what was rejected. Called with x.mu held.
+func (x *proxies) endRejection(st *stream, key streamKey, typeURL, nonce string) {
 	r, ok := st.rejected[typeURL]
 	if !ok || nonce == r.nonce {
 		return
@@ -591,22 +650,44 @@ func (x *proxies) countRejecting() {
 }
 
 // list describes the connected Envoys for /debug/proxies, sorted by group,
-// node and protocol, with every NACK still in force.
+// node and protocol, with every NACK still in force, and per type the
+// version served and the version accepted.
 func (x *proxies) list() []debugProxy {
 	x.mu.Lock()
 	out := make([]debugProxy, 0, len(x.streams))
+	keys := make([]string, 0, len(x.streams))
 	for _, st := range x.streams {
 		p := debugProxy{Node: st.node.GetId(), Group: st.node.GetCluster(), Protocol: st.protocol, EnvoyVersion: st.version,
-			Since: st.since.UTC(), Rejecting: len(st.rejected) > 0}
+			Since: st.since.UTC(), Rejecting: len(st.rejected) > 0, Types: map[string]typeState{}}
 		for _, r := range st.rejected {
 			c := *r
 			c.At, c.Resources = c.At.UTC(), slices.Clone(c.Resources)
 			p.Rejected = append(p.Rejected, c)
 		}
 		slices.SortFunc(p.Rejected, func(a, b rejection) int { return strings.Compare(a.Type, b.Type) })
+		// The types the Envoy was sent: those it subscribes to.
+		for typ := range st.lastNonce {
+			p.Types[typ] = typeState{Acked: st.acked[typ]}
+		}
 		out = append(out, p)
+		keys = append(keys, st.key)
 	}
 	x.mu.Unlock()
+	served := map[string]map[string]servedVersion{}
+	for i := range out {
+		if _, ok := served[keys[i]]; !ok {
+			served[keys[i]] = x.pub.servedVersions(keys[i])
+		}
+		for typ, ts := range out[i].Types {
+			ts.Served = served[keys[i]][typ].version
+			ts.InSync = ts.Acked != "" && ts.Acked == ts.Served
+			if !ts.InSync {
+				out[i].Behind = append(out[i].Behind, typeLabel(typ))
+			}
+			out[i].Types[typ] = ts
+		}
+		slices.Sort(out[i].Behind)
+	}
 	slices.SortFunc(out, func(a, b debugProxy) int {
 		if c := strings.Compare(a.Group, b.Group); c != 0 {
 			return c

@@ -31,6 +31,9 @@ type publisher struct {
 	buildFailures map[string]string         // each failing group's error, while it fails
 	warned        map[string]bool           // translation warnings already logged
 	mesh          meshState                 // the sidecar mesh's builds (mesh.go)
+	// changeAt is when the input change behind this publish arrived (set
+	// by rebuild before publish and publishMesh).
+	changeAt time.Time
 
 	// pubMu orders changes to the cache with the decisions behind them
 	// (SetSnapshot, ClearSnapshot). Taken before mu, and before the
@@ -81,6 +84,7 @@ func (p *publisher) publish(consul *registry.Snapshot, set *policy.Set, mesh *re
 		if old != nil && sameVersions(old, gs) {
 			// Same config; keep the new one anyway, for its policy sources
 			// (an edit may have moved lines without changing what is served).
+			gs.stamp(old, p.changeAt)
 			p.mu.Lock()
 			p.groups[gs.group] = gs
 			p.mu.Unlock()
@@ -94,6 +98,7 @@ func (p *publisher) publish(consul *registry.Snapshot, set *policy.Set, mesh *re
 			continue
 		}
 		changed++
+		gs.stamp(old, p.changeAt)
 		p.mu.Lock()
 		p.groups[gs.group] = gs
 		p.mu.Unlock()
@@ -250,6 +255,21 @@ func (p *publisher) sources(group, typeURL string) map[string]string {
 		return gs.sources[typeURL] // immutable, like the groupSnapshot
 	}
 	return nil
+}
+
+// servedVersions implements groupView.
+func (p *publisher) servedVersions(group string) map[string]servedVersion {
+	p.mu.Lock()
+	gs := p.groups[group]
+	p.mu.Unlock()
+	if gs == nil {
+		return nil
+	}
+	out := make(map[string]servedVersion, len(gs.versions))
+	for typ, v := range gs.versions {
+		out[typ] = servedVersion{version: v, changedAt: gs.changedAt[typ]} // both immutable, like gs
+	}
+	return out
 }
 
 // forgetUnknown implements groupView: without it every node.cluster a

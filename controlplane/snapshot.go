@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -26,6 +27,22 @@ type groupSnapshot struct {
 	// sources maps resources (by type and name) to their policy file and
 	// line, so a NACK can name what to fix.
 	sources map[resource.Type]map[string]string
+	// changedAt is, per type, when the input change that produced its
+	// version arrived (see stamp): where convergence is measured from.
+	changedAt map[resource.Type]time.Time
+}
+
+// stamp sets changedAt before gs is published in place of old: a type
+// whose version old had too keeps old's time, a new version gets at.
+func (gs *groupSnapshot) stamp(old *groupSnapshot, at time.Time) {
+	gs.changedAt = make(map[resource.Type]time.Time, len(gs.versions))
+	for typ, v := range gs.versions {
+		if old != nil && old.versions[typ] == v && !old.changedAt[typ].IsZero() {
+			gs.changedAt[typ] = old.changedAt[typ]
+		} else {
+			gs.changedAt[typ] = at
+		}
+	}
 }
 
 // build translates the inputs and builds every group's snapshot, with the

@@ -10,6 +10,10 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/switchyard-io/switchyard/registry"
 )
 
 // An Envoy's reported release is logged when it connects and shown in
@@ -46,5 +50,81 @@ func TestEnvoyVersionLoggedAndChecked(t *testing.T) {
 	}
 	if versions["edge-new"] != "1.40.2" || versions["edge-old"] != "1.30.0" {
 		t.Errorf("/debug/proxies versions %v; want edge-new 1.40.2, edge-old 1.30.0", versions)
+	}
+}
+
+// An Envoy is in sync with a type once it ACKs the version served; a new
+// version makes it behind until it ACKs that one, and each ACK of a served
+// version is one convergence observation, from the input change.
+func TestAckedVersionsAndConvergence(t *testing.T) {
+	var logs bytes.Buffer
+	s, _ := newTestServer(t, &logs)
+	s.in.setConsul(webSnapshot(registry.Healthy))
+	s.rebuild()
+	cb := s.px.callbacks()
+	node := &corev3.Node{Id: "edge-1", Cluster: "edge"}
+	_ = cb.OnStreamOpen(context.Background(), 1, "")
+	first := &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.EndpointType}
+	if err := cb.OnStreamRequest(1, first); err != nil {
+		t.Fatal(err)
+	}
+	served := func() string {
+		gs, _ := s.pub.group("edge")
+		return gs.versions[resource.EndpointType]
+	}
+	state := func() typeState {
+		t.Helper()
+		list := s.px.list()
+		if len(list) != 1 {
+			t.Fatalf("list: %+v", list)
+		}
+		return list[0].Types[resource.EndpointType]
+	}
+	observations := func() uint64 {
+		m := &dto.Metric{}
+		if err := s.metrics.convergence.WithLabelValues("ClusterLoadAssignment").(prometheus.Histogram).Write(m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetHistogram().GetSampleCount()
+	}
+	send := func(nonce string) {
+		cb.OnStreamResponse(context.Background(), 1, first, &discoveryv3.DiscoveryResponse{TypeUrl: resource.EndpointType, VersionInfo: served(), Nonce: nonce})
+	}
+	ack := func(nonce string) {
+		if err := cb.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.EndpointType, ResponseNonce: nonce, VersionInfo: served()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	v1 := served()
+	send("1")
+	if st := state(); st.InSync || st.Served != v1 || st.Acked != "" {
+		t.Errorf("sent, not acknowledged: %+v; want behind, served %s", st, v1)
+	}
+	ack("1")
+	if st := state(); !st.InSync || st.Acked != v1 {
+		t.Errorf("acknowledged: %+v; want in sync at %s", st, v1)
+	}
+	if n := observations(); n != 1 {
+		t.Errorf("%d convergence observations after one ACK; want 1", n)
+	}
+
+	s.in.setConsul(webSnapshot(registry.Unhealthy)) // web-2 fails: new endpoints
+	s.rebuild()
+	v2 := served()
+	if v2 == v1 {
+		t.Fatal("the health flip did not change the endpoints' version")
+	}
+	if st, behind := state(), s.px.list()[0].Behind; st.InSync || st.Served != v2 || st.Acked != v1 || len(behind) != 1 || behind[0] != "ClusterLoadAssignment" {
+		t.Errorf("after a new version: %+v behind %v; want behind on ClusterLoadAssignment, acked %s, served %s", st, behind, v1, v2)
+	}
+	send("2")
+	ack("2")
+	ack("2") // a repeated ACK is not a second convergence
+	if st := state(); !st.InSync || st.Acked != v2 {
+		t.Errorf("acknowledged again: %+v; want in sync at %s", st, v2)
+	}
+	if n := observations(); n != 2 {
+		t.Errorf("%d convergence observations after the second version's ACK; want 2", n)
 	}
 }

@@ -22,7 +22,7 @@ routes, rate limits and TLS certificates over xDS.`,
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newServeCmd(), newValidateCmd(), newTranslateCmd(), newBootstrapCmd(), newVersionCmd())
+	root.AddCommand(newServeCmd(), newValidateCmd(), newTranslateCmd(), newBootstrapCmd(), newStatusCmd(), newVersionCmd())
 	return root
 }
 
