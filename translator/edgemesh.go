@@ -38,6 +38,11 @@ func (t *translation) groupMesh(g *policy.ProxyGroup) *groupMesh {
 		pos = g.Mesh.Pos
 	}
 	gm := &groupMesh{clusters: map[string]*ir.MeshCluster{}}
+	if taken := t.identityTaken(svc); taken != "" {
+		gm.why = fmt.Sprintf("its mesh identity %q %s", svc, taken)
+		t.warn(pos, "proxy group %q: mesh identity %q %s; an edge group must not present a service's identity, which would pass every intention granted to that service, so its routes through the mesh answer 503 and it presents no certificate; give it a mesh identity no service uses (mesh: {service: <name>})", g.Name, svc, taken)
+		return gm
+	}
 	roots, ok := t.mesh.Roots()
 	if !ok || len(roots.Roots) == 0 {
 		gm.why = "the Connect CA has no roots yet"
@@ -62,6 +67,25 @@ func (t *translation) groupMesh(g *policy.ProxyGroup) *groupMesh {
 		Roots: meshRoots(roots),
 	}
 	return gm
+}
+
+// identityTaken says why a group may not present svc as its mesh
+// identity, or "" when it may. Consul's intentions name services: a group
+// presenting a registered service's identity would be that service to
+// every sidecar. So the identity must be a name Consul knows no service
+// by: not in the registry snapshot (which covers the identities, see
+// Services), and no sidecar's service in the mesh snapshot.
+func (t *translation) identityTaken(svc string) string {
+	if _, ok := t.snap.Service(svc); ok {
+		return "is a service registered in Consul"
+	}
+	if _, ok := t.serves()[svc]; ok {
+		return "is a service with Connect sidecars in Consul"
+	}
+	if !t.snap.Covers(svc) {
+		return "is not known yet not to be a service registered in Consul"
+	}
+	return ""
 }
 
 // route points a route through the mesh at its services' mesh clusters,

@@ -16,7 +16,8 @@ const edgeMeshTD = "11111111-2222-3333-4444-555555555555.consul"
 
 // edgeMeshFixture is a mesh an edge group routes into: api (two http
 // sidecars, one failing its service's check), greeter (a grpc sidecar),
-// and a leaf for the group identity edge-gateway. Group bare has no leaf.
+// a leaf for the group identity edge-gateway and one for api (as Consul
+// holds one for every service with a sidecar). Group bare has no leaf.
 func edgeMeshFixture() *registry.MeshSnapshot {
 	sidecar := func(svc, id, proto string, port int) registry.Sidecar {
 		return registry.Sidecar{ID: id + "-sidecar-proxy", Name: svc + "-sidecar-proxy", Service: svc, ServiceID: id, Node: "node-a",
@@ -33,7 +34,10 @@ func edgeMeshFixture() *registry.MeshSnapshot {
 		},
 		Leaves: []registry.Leaf{{Service: "edge-gateway", SPIFFE: "spiffe://" + edgeMeshTD + "/ns/default/dc/dc1/svc/edge-gateway",
 			CertPEM: "-----BEGIN CERTIFICATE-----\nedge-gateway\n-----END CERTIFICATE-----\n",
-			KeyPEM:  registry.KeyPEM("-----BEGIN EC PRIVATE KEY-----\nsecret-edge-gateway\n-----END EC PRIVATE KEY-----\n")}},
+			KeyPEM:  registry.KeyPEM("-----BEGIN EC PRIVATE KEY-----\nsecret-edge-gateway\n-----END EC PRIVATE KEY-----\n")},
+			{Service: "api", SPIFFE: "spiffe://" + edgeMeshTD + "/ns/default/dc/dc1/svc/api",
+				CertPEM: "-----BEGIN CERTIFICATE-----\napi\n-----END CERTIFICATE-----\n",
+				KeyPEM:  registry.KeyPEM("-----BEGIN EC PRIVATE KEY-----\nsecret-api\n-----END EC PRIVATE KEY-----\n")}},
 		Roots: &registry.Roots{TrustDomain: edgeMeshTD, Roots: []registry.Root{{ID: "a", CertPEM: "-----BEGIN CERTIFICATE-----\nroot-a\n-----END CERTIFICATE-----\n"}}},
 	})
 }
@@ -74,6 +78,31 @@ listeners:
         routes:
           - service: api
             mesh: true
+---
+apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: impostor
+mesh: { service: web }
+listeners:
+  - name: public
+    port: 8080
+    hosts:
+      - domains: ["*"]
+        routes:
+          - service: api
+            mesh: true
+---
+apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: api
+listeners:
+  - name: public
+    port: 8080
+    hosts:
+      - domains: ["*"]
+        routes:
+          - service: greeter
+            mesh: true
 `
 
 // TestEdgeMeshGolden translates two groups with routes through the mesh
@@ -81,7 +110,10 @@ listeners:
 // with testdata/edgemesh.diagnostics.txt: edge's mesh routes use api's
 // and greeter's sidecars (their SNI clusters, shared by every route) with
 // edge-gateway's leaf, its plain route uses web's cluster; bare has no
-// leaf yet, so its route answers 503.
+// leaf yet, so its route answers 503. Groups impostor (identity web, a
+// registered service) and api (its name, a service with sidecars, is its
+// identity) would present another service's identity: their routes
+// answer 503 and they get no leaf.
 func TestEdgeMeshGolden(t *testing.T) {
 	g := golden.New(t, *update, "testdata/edgemesh.*")
 	set, diags := policy.Parse(map[string][]byte{"edge.yaml": []byte(edgeMeshPolicy)})
@@ -115,15 +147,22 @@ func TestEdgeMeshGolden(t *testing.T) {
 		t.Error("translation is not deterministic")
 	}
 
+	for _, group := range []string{"impostor", "api"} {
+		if cfg, _ := res.Config(group); cfg.Mesh != nil || len(cfg.Secrets) > 0 {
+			t.Errorf("group %s presents a mesh identity that is a Consul service: %+v", group, cfg.Mesh)
+		}
+	}
+
 	// What the watchers are told: mesh destinations and identities, and
-	// only the plain route's service for the catalog.
-	if got, want := Services(set), []string{"web"}; !slices.Equal(got, want) {
+	// for the catalog the plain route's service and the identities (to
+	// know whether one is a registered service).
+	if got, want := Services(set), []string{"api", "bare", "edge-gateway", "web"}; !slices.Equal(got, want) {
 		t.Errorf("Services = %v; want %v", got, want)
 	}
 	if got, want := MeshDestinations(set), []string{"api", "billing", "greeter"}; !slices.Equal(got, want) {
 		t.Errorf("MeshDestinations = %v; want %v", got, want)
 	}
-	if got, want := MeshIdentities(set), []string{"bare", "edge-gateway"}; !slices.Equal(got, want) {
+	if got, want := MeshIdentities(set), []string{"api", "bare", "edge-gateway", "web"}; !slices.Equal(got, want) {
 		t.Errorf("MeshIdentities = %v; want %v", got, want)
 	}
 }

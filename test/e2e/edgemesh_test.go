@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -235,4 +236,39 @@ func TestEdgeMeshCARotation(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("the edge Envoy never got edge-gateway's renewed leaf in 120 s (%d calls, none failed)", calls)
+}
+
+// A proxy group may not present a service's identity: with mesh:
+// {service: api}, an edge Envoy would be api to every sidecar and pass
+// every intention granted to api. Its route through the mesh answers 503
+// instead, Switchyard warns naming the group, the identity and the line,
+// and api's app never sees a request from it, while its plain route keeps
+// working. Restoring edge-gateway restores the route.
+func TestEdgeMeshRefusesServiceIdentity(t *testing.T) {
+	e := startEdgeMesh(t, true)
+	impostor := strings.Replace(edgeMeshPolicy, "mesh: { service: edge-gateway }", "mesh: { service: api }", 1)
+	e.WritePolicy("edge.yaml", impostor)
+	e.WaitFor("the route through the mesh refused", settle, "/api/hello", nil, func(code int, _ string) bool {
+		return code == http.StatusServiceUnavailable
+	})
+	warning := regexp.MustCompile(`edge\.yaml:4: warning: proxy group \\?"edge\\?": mesh identity \\?"api\\?" is a service registered in Consul`)
+	if !warning.MatchString(e.Switchyard.Output()) {
+		t.Errorf("no warning naming the group, its identity and the line; log:\n%s", e.Switchyard.Output())
+	}
+	for i := range 20 {
+		code, body, err := e.Get("/api/hello", nil)
+		if err != nil || code != http.StatusServiceUnavailable || strings.HasPrefix(body, "api-1") {
+			t.Fatalf("call %d with identity api: %d %q %v; want 503, never api's app", i, code, body, err)
+		}
+		if code, body, err := e.Get("/", nil); err != nil || code != http.StatusOK || body != "web-1" {
+			t.Fatalf("the plain route with identity api: %d %q %v; want 200 web-1", code, body, err)
+		}
+	}
+	if certs, err := e.Envoy.Admin("/certs"); err != nil || strings.Contains(certs, "/svc/api") {
+		t.Errorf("the edge Envoy holds a certificate for api (%v):\n%s", err, certs)
+	}
+	e.WritePolicy("edge.yaml", edgeMeshPolicy)
+	e.WaitFor("edge-gateway restored", 60*time.Second, "/api/hello", nil, func(code int, body string) bool {
+		return code == http.StatusOK && strings.HasPrefix(body, "api-1")
+	})
 }
