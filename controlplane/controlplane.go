@@ -394,9 +394,9 @@ func (s *Server) rebuild() {
 		// Stop watching services only the previous policy routed to.
 		s.updateWant()
 	}
-	mesh := s.in.meshSnapshot()
+	mesh, meshPending := s.in.meshSnapshot()
 	if consul != nil && set != nil {
-		if _, retentionChanged := s.pub.publish(consul, set, mesh); promoted || retentionChanged {
+		if _, retentionChanged := s.pub.publish(consul, set, mesh, meshPending); promoted || retentionChanged {
 			s.updateWant() // now without the services of groups no longer served
 		}
 	}

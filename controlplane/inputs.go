@@ -34,11 +34,12 @@ func (in *inputs) setMesh(snap *registry.MeshSnapshot) {
 	in.mesh = snap
 }
 
-// meshSnapshot returns the latest mesh snapshot (nil before one).
-func (in *inputs) meshSnapshot() *registry.MeshSnapshot {
+// meshSnapshot returns the latest mesh snapshot (nil before one), and
+// whether the mesh is on but has not synced yet.
+func (in *inputs) meshSnapshot() (snap *registry.MeshSnapshot, pending bool) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	return in.mesh
+	return in.mesh, in.meshOn && in.mesh == nil
 }
 
 // setConsul records a Consul snapshot; first says whether it is the first.
