@@ -119,6 +119,9 @@ type Options struct {
 	// Replica runs a second Switchyard (Env.Replica) and gives Envoy both
 	// xDS addresses.
 	Replica bool
+	// NoEnvoy: the scenario starts the edge Envoy itself (Env.StartEnvoy),
+	// once what it needs is in place.
+	NoEnvoy bool
 }
 
 // XDSTLS is the PKI of a scenario whose xDS runs over mutual TLS.
@@ -189,7 +192,9 @@ func NewEnvWith(t *testing.T, delta bool, policies map[string]string, opts Optio
 		e.waitReadyAt(e.Replica, e.ReplicaAdminAddr)
 		e.bootstrapArgs = append(e.bootstrapArgs, "--xds-address", e.ReplicaXDSAddr)
 	}
-	e.StartEnvoy("edge")
+	if !opts.NoEnvoy {
+		e.StartEnvoy("edge")
+	}
 	return e
 }
 
