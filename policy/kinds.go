@@ -151,7 +151,7 @@ func (d *decoder) meshPolicy(n *yaml.Node) *MeshPolicy {
 func (d *decoder) proxyGroup(m *fields, out *parsed) {
 	g := ProxyGroup{Pos: d.pos(m.lineOf("name")), Name: d.name(m, "name", true)}
 	if mn := m.vals["mesh"]; mn != nil {
-		g.Mesh = d.groupMesh(mn)
+		g.Mesh = d.groupMesh(mn, m.keyLine("mesh"))
 	}
 	if an := m.vals["accessLog"]; an != nil {
 		g.AccessLog = d.accessLog(an)
@@ -193,19 +193,19 @@ func (d *decoder) proxyGroup(m *fields, out *parsed) {
 	}
 }
 
-// groupMesh decodes a proxy group's mesh block: its identity in the
-// Connect mesh. It needs the mesh (serve --mesh), which provides the
-// identity's certificate.
-func (d *decoder) groupMesh(n *yaml.Node) *GroupMesh {
+// groupMesh decodes a proxy group's mesh block, given at line (its
+// `mesh:` key): its identity in the Connect mesh. It needs the mesh
+// (serve --mesh), which provides the identity's certificate.
+func (d *decoder) groupMesh(n *yaml.Node, line int) *GroupMesh {
 	m, ok := d.mapping(n, "proxy group mesh", "service")
 	if !ok {
 		return nil
 	}
-	gm := &GroupMesh{Pos: d.pos(m.line)}
+	gm := &GroupMesh{Pos: d.pos(line)}
 	if v, ok := d.str(m, "service"); ok && d.service(m.lineOf("service"), v) {
 		gm.Service = v
 	}
-	d.needMesh(m.line, "a proxy group's mesh identity")
+	d.needMesh(line, "a proxy group's mesh identity")
 	return gm
 }
 

@@ -355,7 +355,7 @@ func TestLoadEdgeMesh(t *testing.T) {
 	}
 	_, diags := policy.Load(dir)
 	want := []string{
-		file + ":5: a proxy group's mesh identity needs the Connect mesh, which is off; run serve --mesh (and validate --mesh), or remove it",
+		file + ":4: a proxy group's mesh identity needs the Connect mesh, which is off; run serve --mesh (and validate --mesh), or remove it",
 		file + ":14: a route through the mesh (mesh: true) needs the Connect mesh, which is off; run serve --mesh (and validate --mesh), or remove it",
 	}
 	var got []string
@@ -394,11 +394,11 @@ func TestParseEdgeMeshFields(t *testing.T) {
 		name, from, to string
 		want           []string
 	}{
-		{"unused identity", "mesh: true\n", "\n", []string{"a.yaml:5: warning: proxy group has a mesh identity but no route uses the mesh (mesh: true); it has no effect"}},
+		{"unused identity", "mesh: true\n", "\n", []string{"a.yaml:4: warning: proxy group has a mesh identity but no route uses the mesh (mesh: true); it has no effect"}},
 		{"bad service", "service: edge-gateway", "service: edge/gw", []string{`a.yaml:5: invalid service name "edge/gw": use letters, digits, '_', '.' and '-', starting with a letter or digit`}},
 		{"unknown field", "service: edge-gateway", "name: edge-gateway", []string{`a.yaml:5: unknown field "name" in proxy group mesh`}},
 		{"not a boolean", "mesh: true", "mesh: yes please", []string{
-			`a.yaml:5: warning: proxy group has a mesh identity but no route uses the mesh (mesh: true); it has no effect`,
+			`a.yaml:4: warning: proxy group has a mesh identity but no route uses the mesh (mesh: true); it has no effect`,
 			`a.yaml:14: mesh must be true or false, got the string "yes please"`,
 		}},
 		{"not a mapping", "mesh:\n  service: edge-gateway\n", "mesh: edge-gateway\n", []string{`a.yaml:4: proxy group mesh must be a mapping, got the string "edge-gateway"`}},
