@@ -67,6 +67,9 @@ type Config struct {
 	// `switchyard bootstrap --sidecar-for`) from Consul's registrations,
 	// health, CA and intentions. Consul must have Connect enabled.
 	Mesh bool
+	// EdgeIdentities, when not empty, are the only mesh identities proxy
+	// groups may route through the mesh with (policy.Options).
+	EdgeIdentities []string
 	// Consul is the registry watcher's configuration.
 	Consul registry.Config
 	// Holdoff is how long a burst of changes must be quiet before a

@@ -1,15 +1,19 @@
 package controlplane
 
 import (
+	"context"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/switchyard-io/switchyard/policy"
 	"github.com/switchyard-io/switchyard/registry"
+	"github.com/switchyard-io/switchyard/test/testenv"
 )
 
 // A new policy with a route through the mesh waits for what that route
@@ -105,5 +109,42 @@ listeners:
 	}
 	if rec := adminGet(s, "/readyz"); rec.Code != http.StatusOK {
 		t.Errorf("/readyz after the mesh's sync: %d %q; want 200", rec.Code, rec.Body.String())
+	}
+}
+
+// serve's mesh.edge-identities reaches the policy watcher: a policy whose
+// group routes through the mesh with another identity is refused, with
+// the error naming its line, as validate --mesh-edge-identities does.
+func TestEdgeIdentitiesRefusePolicy(t *testing.T) {
+	dir := t.TempDir()
+	file := testenv.WriteFile(t, dir, "edge.yaml", []byte(`apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: edge
+mesh: { service: edge-gateway }
+listeners:
+  - name: public
+    port: 8080
+    hosts:
+      - domains: ["*"]
+        routes:
+          - { service: api, mesh: true }
+`))
+	logs := &testenv.SyncBuffer{}
+	s, err := New(Config{PolicyPaths: []string{dir}, Mesh: true, EdgeIdentities: []string{"partner-gateway"}}, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.watchPolicy(ctx) }()
+	defer func() { cancel(); <-done }()
+	want := file + `:4: proxy group \"edge\": mesh identity \"edge-gateway\" is not one the operator allows edge groups`
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(logs.String(), want); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no error naming the line within 30s; log:\n%s", logs)
+		}
+	}
+	if _, latest := s.in.policies(); latest != nil {
+		t.Error("the policy with a disallowed identity was accepted")
 	}
 }

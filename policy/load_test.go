@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -411,6 +412,43 @@ func TestParseEdgeMeshFields(t *testing.T) {
 			}
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// With an operator's list of edge identities (serve's
+// mesh.edge-identities), a group routing through the mesh with any other
+// identity is an error at its mesh block, or at its name when its name is
+// its identity; the policy is then refused as a whole.
+func TestLoadEdgeIdentitiesAllowed(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "edge.yaml")
+	if err := os.WriteFile(file, []byte(edgeMeshPolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if set, diags := policy.LoadWith(policy.Options{Mesh: true, EdgeIdentities: []string{"edge-gateway", "partner-gateway"}}, dir); set == nil || len(diags) > 0 {
+		t.Errorf("an allowed identity: %v; want a valid policy", diags)
+	}
+	for _, tc := range []struct {
+		name, policy, want string
+	}{
+		{"mesh block", edgeMeshPolicy,
+			file + `:4: proxy group "edge": mesh identity "edge-gateway" is not one the operator allows edge groups (mesh.edge-identities: partner-gateway); use one of them in its mesh block`},
+		{"the group's name", strings.Replace(edgeMeshPolicy, "mesh:\n  service: edge-gateway\n", "", 1),
+			file + `:3: proxy group "edge": mesh identity "edge" is not one the operator allows edge groups (mesh.edge-identities: partner-gateway); use one of them in its mesh block`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := os.WriteFile(file, []byte(tc.policy), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			set, diags := policy.LoadWith(policy.Options{Mesh: true, EdgeIdentities: []string{"partner-gateway"}}, dir)
+			var got []string
+			for _, d := range diags {
+				got = append(got, d.String())
+			}
+			if set != nil || !slices.Equal(got, []string{tc.want}) {
+				t.Errorf("got set %v, %q; want no set and %q", set != nil, got, tc.want)
 			}
 		})
 	}
