@@ -391,8 +391,8 @@ func (s *Server) rebuild() {
 	consul, set, promoted, missing := s.in.promote()
 	if promoted {
 		if len(missing) > 0 {
-			s.log.Warn("new policy applied without Consul data for some services; their routes answer 503 until it arrives",
-				"services", missing)
+			s.log.Warn("new policy applied before Consul answered for all it needs; the routes that need what is missing answer 503 until it arrives",
+				"missing", missing)
 		}
 		// Stop watching services only the previous policy routed to.
 		s.updateWant()

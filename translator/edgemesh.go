@@ -43,6 +43,13 @@ func (t *translation) groupMesh(g *policy.ProxyGroup) *groupMesh {
 		t.warn(pos, "proxy group %q: mesh identity %q %s; an edge group must not present a service's identity, which would pass every intention granted to that service, so its routes through the mesh answer 503 and it presents no certificate; give it a mesh identity no service uses (mesh: {service: <name>})", g.Name, svc, taken)
 		return gm
 	}
+	if t.mesh == nil {
+		// Translated without a view of the mesh: what `switchyard
+		// translate` does, which reads no Consul (serve builds no such
+		// group before the mesh's first sync).
+		gm.why = "translated without Consul's view of the Connect mesh, so without the group's leaf certificate"
+		return gm
+	}
 	roots, ok := t.mesh.Roots()
 	if !ok || len(roots.Roots) == 0 {
 		gm.why = "the Connect CA has no roots yet"

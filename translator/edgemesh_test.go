@@ -166,3 +166,24 @@ func TestEdgeMeshGolden(t *testing.T) {
 		t.Errorf("MeshIdentities = %v; want %v", got, want)
 	}
 }
+
+// Without a view of the mesh (switchyard translate reads no Consul) a
+// route through the mesh answers 503 and says why: not that the CA has no
+// roots, which nobody asked.
+func TestEdgeMeshWithoutMeshView(t *testing.T) {
+	set, diags := policy.Parse(map[string][]byte{"edge.yaml": []byte(edgeMeshPolicy)})
+	if diags.HasErrors() {
+		t.Fatal(diags.Err())
+	}
+	res := Translate(registry.NewSnapshot(), set)
+	cfg, _ := res.Config("edge")
+	r := cfg.Listeners[0].VirtualHosts[0].Routes[0]
+	if want := "translated without Consul's view of the Connect mesh, so without the group's leaf certificate"; r.Unavailable != want {
+		t.Errorf("route through the mesh without the mesh: unavailable %q; want %q", r.Unavailable, want)
+	}
+	for _, d := range res.Diagnostics {
+		if strings.Contains(d.Message, "no roots") {
+			t.Errorf("warning %q; want none about the CA", d)
+		}
+	}
+}
