@@ -62,9 +62,9 @@ func (t *translation) groupMesh(g *policy.ProxyGroup) *groupMesh {
 		t.warn(pos, "proxy group %q: %s; its routes through the mesh answer 503 until Consul issues one", g.Name, gm.why)
 		return gm
 	}
-	dc, ok := spiffeDatacenter(leaf.SPIFFE, roots.TrustDomain)
+	dc, ok := spiffeDatacenter(leaf.SPIFFE, roots.TrustDomain, svc)
 	if !ok {
-		gm.why = fmt.Sprintf("the leaf certificate of %q has SPIFFE ID %q, not a service of trust domain %q", svc, leaf.SPIFFE, roots.TrustDomain)
+		gm.why = fmt.Sprintf("the leaf certificate of %q has SPIFFE ID %q, not that service's in trust domain %q", svc, leaf.SPIFFE, roots.TrustDomain)
 		t.warn(pos, "proxy group %q: %s; its routes through the mesh answer 503", g.Name, gm.why)
 		return gm
 	}
@@ -146,15 +146,17 @@ func (t *translation) serves() map[string]ir.Protocol {
 	return t.served
 }
 
-// spiffeDatacenter returns the datacenter of a service SPIFFE ID of the
+// spiffeDatacenter returns the datacenter of service's SPIFFE ID in the
 // trust domain: spiffe://<trust domain>/ns/default/dc/<dc>/svc/<service>.
-func spiffeDatacenter(id, trustDomain string) (string, bool) {
+// ok is false for any other ID, another service's included: the group
+// would present an identity other than the one it is named by.
+func spiffeDatacenter(id, trustDomain, service string) (string, bool) {
 	rest, ok := strings.CutPrefix(id, "spiffe://"+trustDomain+"/ns/default/dc/")
 	if !ok {
 		return "", false
 	}
 	dc, svc, ok := strings.Cut(rest, "/svc/")
-	if !ok || !ir.ValidMeshName(dc) || !ir.ValidMeshName(svc) {
+	if !ok || !ir.ValidMeshName(dc) || svc != service {
 		return "", false
 	}
 	return dc, true

@@ -1,6 +1,7 @@
 package translator
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -184,6 +185,46 @@ func TestEdgeMeshWithoutMeshView(t *testing.T) {
 	for _, d := range res.Diagnostics {
 		if strings.Contains(d.Message, "no roots") {
 			t.Errorf("warning %q; want none about the CA", d)
+		}
+	}
+}
+
+// A leaf whose SPIFFE ID names another service than the group's identity
+// (or another trust domain) is not presented: the group's routes through
+// the mesh answer 503 with a warning naming the ID.
+func TestEdgeMeshLeafOfAnotherService(t *testing.T) {
+	set, diags := policy.Parse(map[string][]byte{"edge.yaml": []byte(edgeMeshPolicy)})
+	if diags.HasErrors() {
+		t.Fatal(diags.Err())
+	}
+	for _, id := range []string{
+		"spiffe://" + edgeMeshTD + "/ns/default/dc/dc1/svc/api",
+		"spiffe://" + edgeMeshTD + "/ns/default/dc/dc1/svc/edge-gateway/extra",
+		"spiffe://other.consul/ns/default/dc/dc1/svc/edge-gateway",
+	} {
+		mesh := edgeMeshFixture()
+		d := registry.MeshData{Roots: &registry.Roots{}}
+		r, _ := mesh.Roots()
+		*d.Roots = r
+		for _, name := range mesh.LeafServices() {
+			l, _ := mesh.Leaf(name)
+			if name == "edge-gateway" {
+				l.SPIFFE = id
+			}
+			d.Leaves = append(d.Leaves, l)
+		}
+		res := TranslateWith(registry.NewSnapshot(), set, registry.NewMeshSnapshot(d))
+		cfg, _ := res.Config("edge")
+		if cfg.Mesh != nil {
+			t.Errorf("leaf with SPIFFE ID %s: the group presents it; want it refused", id)
+		}
+		want := fmt.Sprintf(`edge.yaml:4: warning: proxy group "edge": the leaf certificate of "edge-gateway" has SPIFFE ID %q`, id)
+		found := false
+		for _, diag := range res.Diagnostics {
+			found = found || strings.HasPrefix(diag.String(), want)
+		}
+		if !found {
+			t.Errorf("leaf with SPIFFE ID %s: warnings %v; want one starting %q", id, res.Diagnostics, want)
 		}
 	}
 }
