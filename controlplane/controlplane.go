@@ -416,8 +416,11 @@ func (s *Server) updateWant() {
 	s.wantMu.Lock()
 	defer s.wantMu.Unlock()
 	current, pending := s.in.policies()
+	// One read of the served set for both watchers: a publish between two
+	// reads would tell them about different sets.
+	sets := []*policy.Set{current, pending, s.pub.served()}
 	var names []string
-	for _, set := range []*policy.Set{current, pending, s.pub.served()} {
+	for _, set := range sets {
 		if set != nil {
 			names = append(names, translator.Services(set)...)
 		}
@@ -428,7 +431,7 @@ func (s *Server) updateWant() {
 		// Service mesh splits, and the services proxy groups reach
 		// through the mesh; and the groups' own mesh identities.
 		var dests, leaves []string
-		for _, set := range []*policy.Set{current, pending, s.pub.served()} {
+		for _, set := range sets {
 			if set == nil {
 				continue
 			}
