@@ -453,3 +453,34 @@ func TestLoadEdgeIdentitiesAllowed(t *testing.T) {
 		})
 	}
 }
+
+// A route through the mesh to a service with a Service policy warns at
+// the route which of its settings do not apply there; a Service with none
+// of them, or reached directly, gives no such warning.
+func TestMeshRouteServiceSettingsWarn(t *testing.T) {
+	doc := edgeMeshPolicy + `---
+apiVersion: switchyard.io/v1
+kind: Service
+name: api
+protocol: http2
+mesh:
+  timeout: 2s
+  split:
+    - { service: api, weight: 90 }
+    - { service: api-v2, weight: 10 }
+---
+apiVersion: switchyard.io/v1
+kind: Service
+name: web
+protocol: http2
+`
+	_, diags := policy.Parse(map[string][]byte{"a.yaml": []byte(doc)})
+	var got []string
+	for _, d := range diags {
+		got = append(got, d.String())
+	}
+	want := []string{`a.yaml:12: warning: route reaches service "api" through the mesh, where the settings protocol, mesh timeout, mesh split of its Service policy (a.yaml:19) have no effect: what its sidecars serve decides the protocol, and the route's own timeout, retries and split apply`}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
