@@ -124,6 +124,42 @@ func (gm *groupMesh) route(t *translation, r *policy.Route, out *ir.Route) {
 	}
 }
 
+// dropNameClashes keeps a service routed to directly whose name is one of
+// the group's mesh cluster names (a Consul service literally named like a
+// service's SNI) from becoming a second cluster of that name, of which
+// Envoy would keep one: it leaves services, its direct routes answer 503,
+// and a warning names the line of its first route.
+func (gm *groupMesh) dropNameClashes(t *translation, services map[string]policy.Pos, listeners []ir.Listener) {
+	if gm == nil {
+		return
+	}
+	clash := map[string]bool{}
+	for name, pos := range services {
+		if gm.clusters[name] != nil {
+			clash[name] = true
+			delete(services, name)
+			t.warn(pos, "service %q is named like the mesh cluster of a route through the mesh (its SNI); its routes reached directly answer 503: rename the service", name)
+		}
+	}
+	if len(clash) == 0 {
+		return
+	}
+	for li := range listeners {
+		for vi := range listeners[li].VirtualHosts {
+			routes := listeners[li].VirtualHosts[vi].Routes
+			for ri := range routes {
+				for _, b := range routes[ri].Backends {
+					if b.MeshCluster == "" && clash[b.Service] {
+						routes[ri].Backends = nil
+						routes[ri].Unavailable = fmt.Sprintf("service %q is named like a mesh cluster", b.Service)
+						break
+					}
+				}
+			}
+		}
+	}
+}
+
 // done returns the group's EdgeMesh, or nil when no route reaches the
 // mesh: its secrets are served only while a cluster uses them.
 func (gm *groupMesh) done() *ir.EdgeMesh {

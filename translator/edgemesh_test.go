@@ -228,3 +228,41 @@ func TestEdgeMeshLeafOfAnotherService(t *testing.T) {
 		}
 	}
 }
+
+// A Consul service literally named like the SNI of a mesh cluster of the
+// group, routed to directly, does not become a second cluster of that
+// name: its route answers 503, with a warning at its line, and the route
+// through the mesh keeps its cluster.
+func TestEdgeMeshClusterNameClash(t *testing.T) {
+	sni := "api.default.dc1.internal." + edgeMeshTD
+	doc := strings.Replace(edgeMeshPolicy, "          - service: web\n", "          - { match: { pathPrefix: /odd }, service: "+sni+" }\n          - service: web\n", 1)
+	set, diags := policy.Parse(map[string][]byte{"edge.yaml": []byte(doc)})
+	if diags.HasErrors() {
+		t.Fatal(diags.Err())
+	}
+	snap := registry.NewSnapshot(registry.Service{Name: sni, Instances: []registry.Instance{
+		{ID: "odd-1", Node: "node-a", Address: "10.0.0.9", Port: 8080, Datacenter: "dc1", Health: registry.Healthy, Weight: 1},
+	}})
+	res := TranslateWith(snap, set, edgeMeshFixture())
+	cfg, _ := res.Config("edge")
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("invalid IR: %v", err)
+	}
+	for _, c := range cfg.Clusters {
+		if c.Service == sni {
+			t.Errorf("a direct cluster named %s beside the mesh cluster", sni)
+		}
+	}
+	odd := cfg.Listeners[0].VirtualHosts[0].Routes[3]
+	if odd.Match.PathPrefix != "/odd" || odd.Unavailable == "" {
+		t.Errorf("the direct route to %s: %+v; want it unavailable", sni, odd)
+	}
+	want := fmt.Sprintf(`edge.yaml:24: warning: service %q is named like the mesh cluster of a route through the mesh`, sni)
+	found := false
+	for _, d := range res.Diagnostics {
+		found = found || strings.HasPrefix(d.String(), want)
+	}
+	if !found {
+		t.Errorf("warnings %v; want one starting %q", res.Diagnostics, want)
+	}
+}

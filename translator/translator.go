@@ -123,6 +123,7 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 		}
 		cfg.Listeners = append(cfg.Listeners, il)
 	}
+	gm.dropNameClashes(t, services, cfg.Listeners)
 	names := make([]string, 0, len(services))
 	for name := range services {
 		names = append(names, name)
