@@ -70,6 +70,9 @@ type Config struct {
 	// `switchyard bootstrap --sidecar-for`) from Consul's registrations,
 	// health, CA and intentions. Consul must have Connect enabled.
 	Mesh bool
+	// EdgeIdentities, when not empty, are the only mesh identities proxy
+	// groups may route through the mesh with (policy.Options).
+	EdgeIdentities []string
 	// Consul is the registry watcher's configuration.
 	Consul registry.Config
 	// Holdoff is how long a burst of changes must be quiet before a
@@ -463,15 +466,15 @@ func (s *Server) rebuild() {
 	consul, set, promoted, missing := s.in.promote()
 	if promoted {
 		if len(missing) > 0 {
-			s.log.Warn("new policy applied without Consul data for some services; their routes answer 503 until it arrives",
-				"services", missing)
+			s.log.Warn("new policy applied before Consul answered for all it needs; the routes that need what is missing answer 503 until it arrives",
+				"missing", missing)
 		}
 		// Stop watching services only the previous policy routed to.
 		s.updateWant()
 	}
-	mesh := s.in.meshSnapshot()
+	mesh, meshPending := s.in.meshSnapshot()
 	if consul != nil && set != nil {
-		if _, retentionChanged := s.pub.publish(consul, set, mesh); promoted || retentionChanged {
+		if _, retentionChanged := s.pub.publish(consul, set, mesh, meshPending); promoted || retentionChanged {
 			s.updateWant() // now without the services of groups no longer served
 		}
 	}
@@ -488,8 +491,11 @@ func (s *Server) updateWant() {
 	s.wantMu.Lock()
 	defer s.wantMu.Unlock()
 	current, pending := s.in.policies()
+	// One read of the served set for both watchers: a publish between two
+	// reads would tell them about different sets.
+	sets := []*policy.Set{current, pending, s.pub.served()}
 	var names []string
-	for _, set := range []*policy.Set{current, pending, s.pub.served()} {
+	for _, set := range sets {
 		if set != nil {
 			names = append(names, translator.Services(set)...)
 		}
@@ -500,7 +506,7 @@ func (s *Server) updateWant() {
 		// Service mesh splits, and the services proxy groups reach
 		// through the mesh; and the groups' own mesh identities.
 		var dests, leaves []string
-		for _, set := range []*policy.Set{current, pending, s.pub.served()} {
+		for _, set := range sets {
 			if set == nil {
 				continue
 			}

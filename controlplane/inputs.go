@@ -59,11 +59,12 @@ func (in *inputs) setMesh(snap *registry.MeshSnapshot) {
 	in.noteChange()
 }
 
-// meshSnapshot returns the latest mesh snapshot (nil before one).
-func (in *inputs) meshSnapshot() *registry.MeshSnapshot {
+// meshSnapshot returns the latest mesh snapshot (nil before one), and
+// whether the mesh is on but has not synced yet.
+func (in *inputs) meshSnapshot() (snap *registry.MeshSnapshot, pending bool) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	return in.mesh
+	return in.mesh, in.meshOn && in.mesh == nil
 }
 
 // setConsul records a Consul snapshot; first says whether it is the first.
@@ -156,12 +157,21 @@ func (in *inputs) promote() (consul *registry.Snapshot, set *policy.Set, promote
 	return consul, in.policy, true, missing
 }
 
-// uncovered lists the services set routes to that snapshot does not cover
-// yet.
+// uncovered lists what of set the snapshot does not cover yet: the
+// services it routes to, and its groups' mesh identities (whether one is
+// a registered service), labelled.
 func uncovered(snap *registry.Snapshot, set *policy.Set) []string {
+	identity := map[string]bool{}
+	for _, id := range translator.MeshIdentities(set) {
+		identity[id] = true
+	}
 	var out []string
 	for _, name := range translator.Services(set) {
-		if !snap.Covers(name) {
+		switch {
+		case snap.Covers(name):
+		case identity[name]:
+			out = append(out, name+" (mesh identity: is it a registered service?)")
+		default:
 			out = append(out, name)
 		}
 	}

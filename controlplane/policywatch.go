@@ -172,7 +172,7 @@ func (w *policyWatcher) reload() {
 	w.watch()
 	w.lastPrint = fingerprint(w.dirs)
 	w.gatePrint = w.lastPrint
-	set, diags := policy.LoadWith(policy.Options{Mesh: s.cfg.Mesh}, w.paths...)
+	set, diags := policy.LoadWith(policy.Options{Mesh: s.cfg.Mesh, EdgeIdentities: s.cfg.EdgeIdentities}, w.paths...)
 	if set != nil {
 		w.files = set.Files()
 	}

@@ -33,7 +33,8 @@ type publisher struct {
 	mesh          meshState                 // the sidecar mesh's builds (mesh.go)
 	// changeAt is when the input change behind this publish arrived (set
 	// by rebuild before publish and publishMesh).
-	changeAt time.Time
+	changeAt    time.Time
+	heldForMesh []string // groups not built until the mesh's first sync
 
 	// pubMu orders changes to the cache with the decisions behind them
 	// (SetSnapshot, ClearSnapshot). Taken before mu, and before the
@@ -61,10 +62,22 @@ func newPublisher(log *slog.Logger, m *metrics, c cache.SnapshotCache) *publishe
 // publish builds every served group from consul, set and mesh (nil
 // without the mesh) and publishes what changed. It returns the set served
 // (retained groups included) and whether the groups retained changed.
-func (p *publisher) publish(consul *registry.Snapshot, set *policy.Set, mesh *registry.MeshSnapshot) (served *policy.Set, retentionChanged bool) {
+//
+// meshPending says the mesh is on but has not synced yet: groups whose
+// routes go through the mesh are then not built at all, and keep their
+// last published snapshot (none after a start, so their Envoys wait),
+// rather than get one whose routes through the mesh answer 503 because
+// an input is missing. They are built on the first rebuild after the
+// mesh syncs; readiness waits for that sync.
+func (p *publisher) publish(consul *registry.Snapshot, set *policy.Set, mesh *registry.MeshSnapshot, meshPending bool) (served *policy.Set, retentionChanged bool) {
 	start := time.Now()
 	served, retentionChanged = p.retain(set)
-	groups, failed, diags := build(consul, served, mesh, p.builders)
+	built, held := served, []string(nil)
+	if meshPending {
+		built, held = served.Without((*policy.ProxyGroup).UsesMesh)
+	}
+	p.logHeld(held)
+	groups, failed, diags := build(consul, built, mesh, p.builders)
 	p.metrics.snapshotBuild.Observe(time.Since(start).Seconds())
 	p.reportBuildFailures(failed, served)
 	p.mu.Lock()
@@ -106,7 +119,7 @@ func (p *publisher) publish(consul *registry.Snapshot, set *policy.Set, mesh *re
 		p.log.Debug("snapshot published", "group", gs.group, "versions", gs.versions)
 	}
 	p.mu.Lock()
-	if !p.ready {
+	if !p.ready && len(held) == 0 {
 		p.ready = true
 		p.metrics.ready.Set(1)
 		p.log.Info("ready: serving xDS", "groups", len(groups))
@@ -116,6 +129,20 @@ func (p *publisher) publish(consul *registry.Snapshot, set *policy.Set, mesh *re
 		p.log.Info("config updated", "groups_changed", changed, "build_time", time.Since(start).Round(time.Microsecond))
 	}
 	return served, retentionChanged
+}
+
+// logHeld logs the groups held back for the mesh's first sync when they
+// change (once at a start, and once when the sync releases them).
+func (p *publisher) logHeld(held []string) {
+	if slices.Equal(held, p.heldForMesh) {
+		return
+	}
+	if len(held) > 0 {
+		p.log.Info("waiting for the mesh's first sync before serving the proxy groups that route through it", "groups", held)
+	} else {
+		p.log.Info("mesh synced; serving the proxy groups that route through it", "groups", p.heldForMesh)
+	}
+	p.heldForMesh = held
 }
 
 // reportBuildFailures logs and counts groups that failed to build. Each

@@ -2,6 +2,7 @@ package envoy
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -39,5 +40,31 @@ func TestEdgeMeshSourcesAndRedaction(t *testing.T) {
 	}
 	if strings.Contains(string(y), "EDGE-GATEWAY-LEAF-KEY") || !strings.Contains(string(y), MeshLeafSecretName) {
 		t.Errorf("redacted secrets show the leaf key, or lack the leaf:\n%s", y)
+	}
+}
+
+// A group's mesh secrets carry their Envoy names (mesh.leaf, mesh.roots)
+// for the build's error messages, as every other resource does.
+func TestEdgeMeshSecretNamesInErrors(t *testing.T) {
+	b, err := os.ReadFile("testdata/edgemesh.in.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg ir.Config
+	if err := yaml.UnmarshalStrict(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	node := func(_ string, _ any, mk func() ([]typedResource, error)) ([]typedResource, error) { return mk() }
+	var got []string
+	err = buildGroupMesh(cfg.Mesh, node, func(list []typedResource) error {
+		for _, tr := range list {
+			if tr.typ == resource.SecretType {
+				got = append(got, tr.name)
+			}
+		}
+		return nil
+	})
+	if want := []string{MeshLeafSecretName, MeshRootsSecretName}; err != nil || !slices.Equal(got, want) {
+		t.Errorf("the mesh secrets' names for errors: %q, %v; want %q", got, err, want)
 	}
 }

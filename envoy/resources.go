@@ -230,13 +230,13 @@ func buildGroupMesh(m *ir.EdgeMesh, node func(string, any, func() ([]typedResour
 		return add(list)
 	}
 	err := put("mesh-leaf", m.Leaf, func() ([]typedResource, error) {
-		return []typedResource{{typ: resource.SecretType, name: "mesh leaf", r: meshLeafSecret(&m.Leaf)}}, nil
+		return []typedResource{{typ: resource.SecretType, name: MeshLeafSecretName, r: meshLeafSecret(&m.Leaf)}}, nil
 	})
 	if err != nil {
 		return err
 	}
 	err = put("mesh-roots", m.Roots, func() ([]typedResource, error) {
-		return []typedResource{{typ: resource.SecretType, name: "mesh roots", r: meshRootsSecret(&m.Roots)}}, nil
+		return []typedResource{{typ: resource.SecretType, name: MeshRootsSecretName, r: meshRootsSecret(&m.Roots)}}, nil
 	})
 	if err != nil {
 		return err

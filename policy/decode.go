@@ -42,6 +42,16 @@ type fields struct {
 	what string // "listener", "route match", ... for messages
 	line int
 	vals map[string]*yaml.Node
+	keys map[string]int // the line of each key given
+}
+
+// keyLine returns the line of key itself (in block form its value starts
+// on a later line), or of the mapping when key is absent.
+func (m *fields) keyLine(key string) int {
+	if l, ok := m.keys[key]; ok {
+		return l
+	}
+	return m.line
 }
 
 // has reports whether key was given with a non-null value.
@@ -70,7 +80,7 @@ func (d *decoder) mapping(n *yaml.Node, what string, allowed ...string) (m *fiel
 		d.errorf(n.Line, "%s must be a mapping, got %s", what, describe(n))
 		return nil, false
 	}
-	m = &fields{what: what, line: n.Line, vals: make(map[string]*yaml.Node)}
+	m = &fields{what: what, line: n.Line, vals: make(map[string]*yaml.Node), keys: make(map[string]int)}
 	seen := make(map[string]int)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := resolve(n.Content[i]), resolve(n.Content[i+1])
@@ -87,6 +97,7 @@ func (d *decoder) mapping(n *yaml.Node, what string, allowed ...string) (m *fiel
 			continue
 		}
 		seen[k.Value] = k.Line
+		m.keys[k.Value] = k.Line
 		if v.Kind == yaml.ScalarNode && v.ShortTag() == "!!null" {
 			continue
 		}

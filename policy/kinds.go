@@ -151,7 +151,7 @@ func (d *decoder) meshPolicy(n *yaml.Node) *MeshPolicy {
 func (d *decoder) proxyGroup(m *fields, out *parsed) {
 	g := ProxyGroup{Pos: d.pos(m.lineOf("name")), Name: d.name(m, "name", true)}
 	if mn := m.vals["mesh"]; mn != nil {
-		g.Mesh = d.groupMesh(mn)
+		g.Mesh = d.groupMesh(mn, m.keyLine("mesh"))
 	}
 	if an := m.vals["accessLog"]; an != nil {
 		g.AccessLog = d.accessLog(an)
@@ -193,19 +193,19 @@ func (d *decoder) proxyGroup(m *fields, out *parsed) {
 	}
 }
 
-// groupMesh decodes a proxy group's mesh block: its identity in the
-// Connect mesh. It needs the mesh (serve --mesh), which provides the
-// identity's certificate.
-func (d *decoder) groupMesh(n *yaml.Node) *GroupMesh {
+// groupMesh decodes a proxy group's mesh block, given at line (its
+// `mesh:` key): its identity in the Connect mesh. It needs the mesh
+// (serve --mesh), which provides the identity's certificate.
+func (d *decoder) groupMesh(n *yaml.Node, line int) *GroupMesh {
 	m, ok := d.mapping(n, "proxy group mesh", "service")
 	if !ok {
 		return nil
 	}
-	gm := &GroupMesh{Pos: d.pos(m.line)}
+	gm := &GroupMesh{Pos: d.pos(line)}
 	if v, ok := d.str(m, "service"); ok && d.service(m.lineOf("service"), v) {
 		gm.Service = v
 	}
-	d.needMesh(m.line, "a proxy group's mesh identity")
+	d.needMesh(line, "a proxy group's mesh identity")
 	return gm
 }
 
@@ -988,6 +988,67 @@ func caProblem(b []byte) string {
 	return ""
 }
 
+// checkMeshRouteServices warns at each route through the mesh whose
+// service has a Service policy with settings that do not apply there: the
+// edge speaks what the service's sidecars serve (not the policy's
+// protocol), and the Service's mesh block is for sidecars' calls (the
+// route's own timeout, retries and split apply at the edge). Without the
+// warning an operator could expect, say, a mesh split to shift the edge's
+// traffic too.
+func (p *parsed) checkMeshRouteServices(diags *Diagnostics) {
+	byName := make(map[string]*Service, len(p.services))
+	for i := range p.services {
+		if _, dup := byName[p.services[i].Name]; !dup {
+			byName[p.services[i].Name] = &p.services[i]
+		}
+	}
+	for _, g := range p.groups {
+		for _, l := range g.Listeners {
+			for _, h := range l.Hosts {
+				for _, r := range h.Routes {
+					if !r.Mesh {
+						continue
+					}
+					names := []string{r.Service}
+					for _, w := range r.Split {
+						names = append(names, w.Service)
+					}
+					for _, name := range names {
+						if sv := byName[name]; sv != nil {
+							if ignored := edgeIgnored(sv); len(ignored) > 0 {
+								*diags = append(*diags, Diagnostic{Pos: r.Pos, Severity: SeverityWarning, Message: fmt.Sprintf(
+									"route reaches service %q through the mesh, where the settings %s of its Service policy (%s) have no effect: what its sidecars serve decides the protocol, and the route's own timeout, retries and split apply",
+									name, strings.Join(ignored, ", "), sv.Pos)})
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// edgeIgnored lists the settings of a Service policy that a route through
+// the mesh does not apply.
+func edgeIgnored(sv *Service) []string {
+	var out []string
+	if sv.Protocol != "" {
+		out = append(out, "protocol")
+	}
+	if m := sv.Mesh; m != nil {
+		if m.Timeout != nil {
+			out = append(out, "mesh timeout")
+		}
+		if m.Retries != nil {
+			out = append(out, "mesh retries")
+		}
+		if m.Split != nil {
+			out = append(out, "mesh split")
+		}
+	}
+	return out
+}
+
 // check runs the checks that span documents and files.
 func (p *parsed) check(diags *Diagnostics) {
 	errorf := func(pos Pos, format string, args ...any) {
@@ -1038,6 +1099,7 @@ func (p *parsed) check(diags *Diagnostics) {
 			}
 		}
 	}
+	p.checkMeshRouteServices(diags)
 	for _, sv := range p.services {
 		if !routed[sv.Name] && sv.Mesh == nil && services[sv.Name] == sv.Pos {
 			*diags = append(*diags, Diagnostic{Pos: sv.Pos, Severity: SeverityWarning, Message: fmt.Sprintf("Service %q is not routed to by any proxy group; its settings have no effect", sv.Name)})

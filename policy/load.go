@@ -3,6 +3,7 @@ package policy
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -41,6 +42,12 @@ type Options struct {
 	// need no policy file). Without it, a proxy group's mesh block and a
 	// route with mesh: true are errors: they need the mesh's certificates.
 	Mesh bool
+	// EdgeIdentities, when not empty, are the only mesh identities a proxy
+	// group with routes through the mesh may have (serve's
+	// mesh.edge-identities): the operator, not the policy's authors,
+	// decides which names an internet-facing Envoy may present to the
+	// sidecars. Any other identity is an error at its line.
+	EdgeIdentities []string
 }
 
 // LoadWith is Load with options; serve and validate pass the same ones.
@@ -91,6 +98,13 @@ func LoadWith(opts Options, paths ...string) (*Set, Diagnostics) {
 		}
 	}
 	set, diags := parse(names, contents, diags, !opts.Mesh)
+	if set != nil && opts.Mesh && len(opts.EdgeIdentities) > 0 {
+		if bad := unallowedIdentities(set, opts.EdgeIdentities); len(bad) > 0 {
+			diags = append(diags, bad...)
+			diags.sort()
+			return nil, diags
+		}
+	}
 	if set != nil && len(set.Groups) == 0 && !opts.Mesh {
 		diags = append(diags, Diagnostic{
 			Pos:      Pos{File: strings.Join(paths, ", ")},
@@ -101,6 +115,27 @@ func LoadWith(opts Options, paths ...string) (*Set, Diagnostics) {
 		return nil, diags
 	}
 	return set, diags
+}
+
+// unallowedIdentities reports each proxy group with routes through the
+// mesh whose identity is not in allowed, at its mesh block (else its
+// name, which is then its identity).
+func unallowedIdentities(set *Set, allowed []string) Diagnostics {
+	var out Diagnostics
+	for i := range set.Groups {
+		g := &set.Groups[i]
+		if !g.UsesMesh() || slices.Contains(allowed, g.MeshService()) {
+			continue
+		}
+		pos := g.Pos
+		if g.Mesh != nil {
+			pos = g.Mesh.Pos
+		}
+		out = append(out, Diagnostic{Pos: pos, Severity: SeverityError, Message: fmt.Sprintf(
+			"proxy group %q: mesh identity %q is not one the operator allows edge groups (mesh.edge-identities: %s); use one of them in its mesh block",
+			g.Name, g.MeshService(), strings.Join(allowed, ", "))})
+	}
+	return out
 }
 
 // noGroupMessage is the error Load reports for a policy that defines no

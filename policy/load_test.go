@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -355,7 +356,7 @@ func TestLoadEdgeMesh(t *testing.T) {
 	}
 	_, diags := policy.Load(dir)
 	want := []string{
-		file + ":5: a proxy group's mesh identity needs the Connect mesh, which is off; run serve --mesh (and validate --mesh), or remove it",
+		file + ":4: a proxy group's mesh identity needs the Connect mesh, which is off; run serve --mesh (and validate --mesh), or remove it",
 		file + ":14: a route through the mesh (mesh: true) needs the Connect mesh, which is off; run serve --mesh (and validate --mesh), or remove it",
 	}
 	var got []string
@@ -394,11 +395,11 @@ func TestParseEdgeMeshFields(t *testing.T) {
 		name, from, to string
 		want           []string
 	}{
-		{"unused identity", "mesh: true\n", "\n", []string{"a.yaml:5: warning: proxy group has a mesh identity but no route uses the mesh (mesh: true); it has no effect"}},
+		{"unused identity", "mesh: true\n", "\n", []string{"a.yaml:4: warning: proxy group has a mesh identity but no route uses the mesh (mesh: true); it has no effect"}},
 		{"bad service", "service: edge-gateway", "service: edge/gw", []string{`a.yaml:5: invalid service name "edge/gw": use letters, digits, '_', '.' and '-', starting with a letter or digit`}},
 		{"unknown field", "service: edge-gateway", "name: edge-gateway", []string{`a.yaml:5: unknown field "name" in proxy group mesh`}},
 		{"not a boolean", "mesh: true", "mesh: yes please", []string{
-			`a.yaml:5: warning: proxy group has a mesh identity but no route uses the mesh (mesh: true); it has no effect`,
+			`a.yaml:4: warning: proxy group has a mesh identity but no route uses the mesh (mesh: true); it has no effect`,
 			`a.yaml:14: mesh must be true or false, got the string "yes please"`,
 		}},
 		{"not a mapping", "mesh:\n  service: edge-gateway\n", "mesh: edge-gateway\n", []string{`a.yaml:4: proxy group mesh must be a mapping, got the string "edge-gateway"`}},
@@ -413,5 +414,73 @@ func TestParseEdgeMeshFields(t *testing.T) {
 				t.Errorf("(-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// With an operator's list of edge identities (serve's
+// mesh.edge-identities), a group routing through the mesh with any other
+// identity is an error at its mesh block, or at its name when its name is
+// its identity; the policy is then refused as a whole.
+func TestLoadEdgeIdentitiesAllowed(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "edge.yaml")
+	if err := os.WriteFile(file, []byte(edgeMeshPolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if set, diags := policy.LoadWith(policy.Options{Mesh: true, EdgeIdentities: []string{"edge-gateway", "partner-gateway"}}, dir); set == nil || len(diags) > 0 {
+		t.Errorf("an allowed identity: %v; want a valid policy", diags)
+	}
+	for _, tc := range []struct {
+		name, policy, want string
+	}{
+		{"mesh block", edgeMeshPolicy,
+			file + `:4: proxy group "edge": mesh identity "edge-gateway" is not one the operator allows edge groups (mesh.edge-identities: partner-gateway); use one of them in its mesh block`},
+		{"the group's name", strings.Replace(edgeMeshPolicy, "mesh:\n  service: edge-gateway\n", "", 1),
+			file + `:3: proxy group "edge": mesh identity "edge" is not one the operator allows edge groups (mesh.edge-identities: partner-gateway); use one of them in its mesh block`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := os.WriteFile(file, []byte(tc.policy), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			set, diags := policy.LoadWith(policy.Options{Mesh: true, EdgeIdentities: []string{"partner-gateway"}}, dir)
+			var got []string
+			for _, d := range diags {
+				got = append(got, d.String())
+			}
+			if set != nil || !slices.Equal(got, []string{tc.want}) {
+				t.Errorf("got set %v, %q; want no set and %q", set != nil, got, tc.want)
+			}
+		})
+	}
+}
+
+// A route through the mesh to a service with a Service policy warns at
+// the route which of its settings do not apply there; a Service with none
+// of them, or reached directly, gives no such warning.
+func TestMeshRouteServiceSettingsWarn(t *testing.T) {
+	doc := edgeMeshPolicy + `---
+apiVersion: switchyard.io/v1
+kind: Service
+name: api
+protocol: http2
+mesh:
+  timeout: 2s
+  split:
+    - { service: api, weight: 90 }
+    - { service: api-v2, weight: 10 }
+---
+apiVersion: switchyard.io/v1
+kind: Service
+name: web
+protocol: http2
+`
+	_, diags := policy.Parse(map[string][]byte{"a.yaml": []byte(doc)})
+	var got []string
+	for _, d := range diags {
+		got = append(got, d.String())
+	}
+	want := []string{`a.yaml:12: warning: route reaches service "api" through the mesh, where the settings protocol, mesh timeout, mesh split of its Service policy (a.yaml:19) have no effect: what its sidecars serve decides the protocol, and the route's own timeout, retries and split apply`}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
 	}
 }

@@ -175,6 +175,21 @@ func (s *Set) Keep(from *Set, keep []string) *Set {
 	return out
 }
 
+// Without returns a copy of the set without the groups drop picks, and the
+// names of those groups, sorted. It shares everything else with s.
+func (s *Set) Without(drop func(*ProxyGroup) bool) (*Set, []string) {
+	out := &Set{Certificates: s.Certificates, Services: s.Services, files: s.files}
+	var dropped []string
+	for i := range s.Groups {
+		if drop(&s.Groups[i]) {
+			dropped = append(dropped, s.Groups[i].Name)
+			continue
+		}
+		out.Groups = append(out.Groups, s.Groups[i])
+	}
+	return out, dropped
+}
+
 // Service returns the Service document for a Consul service, if any.
 func (s *Set) Service(name string) (Service, bool) {
 	i, ok := slices.BinarySearchFunc(s.Services, name, func(v Service, n string) int { return strings.Compare(v.Name, n) })

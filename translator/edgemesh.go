@@ -38,6 +38,18 @@ func (t *translation) groupMesh(g *policy.ProxyGroup) *groupMesh {
 		pos = g.Mesh.Pos
 	}
 	gm := &groupMesh{clusters: map[string]*ir.MeshCluster{}}
+	if taken := t.identityTaken(svc); taken != "" {
+		gm.why = fmt.Sprintf("its mesh identity %q %s", svc, taken)
+		t.warn(pos, "proxy group %q: mesh identity %q %s; an edge group must not present a service's identity, which would pass every intention granted to that service, so its routes through the mesh answer 503 and it presents no certificate; give it a mesh identity no service uses (mesh: {service: <name>})", g.Name, svc, taken)
+		return gm
+	}
+	if t.mesh == nil {
+		// Translated without a view of the mesh: what `switchyard
+		// translate` does, which reads no Consul (serve builds no such
+		// group before the mesh's first sync).
+		gm.why = "translated without Consul's view of the Connect mesh, so without the group's leaf certificate"
+		return gm
+	}
 	roots, ok := t.mesh.Roots()
 	if !ok || len(roots.Roots) == 0 {
 		gm.why = "the Connect CA has no roots yet"
@@ -50,9 +62,9 @@ func (t *translation) groupMesh(g *policy.ProxyGroup) *groupMesh {
 		t.warn(pos, "proxy group %q: %s; its routes through the mesh answer 503 until Consul issues one", g.Name, gm.why)
 		return gm
 	}
-	dc, ok := spiffeDatacenter(leaf.SPIFFE, roots.TrustDomain)
+	dc, ok := spiffeDatacenter(leaf.SPIFFE, roots.TrustDomain, svc)
 	if !ok {
-		gm.why = fmt.Sprintf("the leaf certificate of %q has SPIFFE ID %q, not a service of trust domain %q", svc, leaf.SPIFFE, roots.TrustDomain)
+		gm.why = fmt.Sprintf("the leaf certificate of %q has SPIFFE ID %q, not that service's in trust domain %q", svc, leaf.SPIFFE, roots.TrustDomain)
 		t.warn(pos, "proxy group %q: %s; its routes through the mesh answer 503", g.Name, gm.why)
 		return gm
 	}
@@ -62,6 +74,25 @@ func (t *translation) groupMesh(g *policy.ProxyGroup) *groupMesh {
 		Roots: meshRoots(roots),
 	}
 	return gm
+}
+
+// identityTaken says why a group may not present svc as its mesh
+// identity, or "" when it may. Consul's intentions name services: a group
+// presenting a registered service's identity would be that service to
+// every sidecar. So the identity must be a name Consul knows no service
+// by: not in the registry snapshot (which covers the identities, see
+// Services), and no sidecar's service in the mesh snapshot.
+func (t *translation) identityTaken(svc string) string {
+	if _, ok := t.snap.Service(svc); ok {
+		return "is a service registered in Consul"
+	}
+	if _, ok := t.serves()[svc]; ok {
+		return "is a service with Connect sidecars in Consul"
+	}
+	if !t.snap.Covers(svc) {
+		return "is not known yet not to be a service registered in Consul"
+	}
+	return ""
 }
 
 // route points a route through the mesh at its services' mesh clusters,
@@ -93,6 +124,42 @@ func (gm *groupMesh) route(t *translation, r *policy.Route, out *ir.Route) {
 	}
 }
 
+// dropNameClashes keeps a service routed to directly whose name is one of
+// the group's mesh cluster names (a Consul service literally named like a
+// service's SNI) from becoming a second cluster of that name, of which
+// Envoy would keep one: it leaves services, its direct routes answer 503,
+// and a warning names the line of its first route.
+func (gm *groupMesh) dropNameClashes(t *translation, services map[string]policy.Pos, listeners []ir.Listener) {
+	if gm == nil {
+		return
+	}
+	clash := map[string]bool{}
+	for name, pos := range services {
+		if gm.clusters[name] != nil {
+			clash[name] = true
+			delete(services, name)
+			t.warn(pos, "service %q is named like the mesh cluster of a route through the mesh (its SNI); its routes reached directly answer 503: rename the service", name)
+		}
+	}
+	if len(clash) == 0 {
+		return
+	}
+	for li := range listeners {
+		for vi := range listeners[li].VirtualHosts {
+			routes := listeners[li].VirtualHosts[vi].Routes
+			for ri := range routes {
+				for _, b := range routes[ri].Backends {
+					if b.MeshCluster == "" && clash[b.Service] {
+						routes[ri].Backends = nil
+						routes[ri].Unavailable = fmt.Sprintf("service %q is named like a mesh cluster", b.Service)
+						break
+					}
+				}
+			}
+		}
+	}
+}
+
 // done returns the group's EdgeMesh, or nil when no route reaches the
 // mesh: its secrets are served only while a cluster uses them.
 func (gm *groupMesh) done() *ir.EdgeMesh {
@@ -115,15 +182,17 @@ func (t *translation) serves() map[string]ir.Protocol {
 	return t.served
 }
 
-// spiffeDatacenter returns the datacenter of a service SPIFFE ID of the
+// spiffeDatacenter returns the datacenter of service's SPIFFE ID in the
 // trust domain: spiffe://<trust domain>/ns/default/dc/<dc>/svc/<service>.
-func spiffeDatacenter(id, trustDomain string) (string, bool) {
+// ok is false for any other ID, another service's included: the group
+// would present an identity other than the one it is named by.
+func spiffeDatacenter(id, trustDomain, service string) (string, bool) {
 	rest, ok := strings.CutPrefix(id, "spiffe://"+trustDomain+"/ns/default/dc/")
 	if !ok {
 		return "", false
 	}
 	dc, svc, ok := strings.Cut(rest, "/svc/")
-	if !ok || !ir.ValidMeshName(dc) || !ir.ValidMeshName(svc) {
+	if !ok || !ir.ValidMeshName(dc) || svc != service {
 		return "", false
 	}
 	return dc, true

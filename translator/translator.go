@@ -123,6 +123,7 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 		}
 		cfg.Listeners = append(cfg.Listeners, il)
 	}
+	gm.dropNameClashes(t, services, cfg.Listeners)
 	names := make([]string, 0, len(services))
 	for name := range services {
 		names = append(names, name)
@@ -233,11 +234,17 @@ func secret(c *policy.Certificate) ir.Secret {
 }
 
 // Services lists every Consul service the policy set routes to directly
-// (not through the mesh: see MeshDestinations), sorted: the registry needs
-// to watch these and no others.
+// (not through the mesh: see MeshDestinations), and the mesh identities of
+// its groups that route through the mesh (MeshIdentities: a group may not
+// present a registered service's identity, so the registry must say
+// whether one is), sorted: the registry needs to watch these and no
+// others.
 func Services(set *policy.Set) []string {
 	seen := map[string]bool{}
 	for _, g := range set.Groups {
+		if g.UsesMesh() {
+			seen[g.MeshService()] = true
+		}
 		eachRoute(&g, func(r *policy.Route) {
 			if !r.Mesh {
 				for _, ref := range routeServices(r) {

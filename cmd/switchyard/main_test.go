@@ -590,3 +590,19 @@ func TestValidateRefusesEmptyPolicy(t *testing.T) {
 		}
 	}
 }
+
+// validate --mesh-edge-identities checks as serve's mesh.edge-identities
+// does: a group routing through the mesh with another identity is an
+// error at its line; an allowed one passes.
+func TestValidateEdgeIdentities(t *testing.T) {
+	dir := t.TempDir()
+	path := testenv.WriteFile(t, dir, "edge.yaml", []byte("apiVersion: switchyard.io/v1\nkind: ProxyGroup\nname: edge\nmesh: { service: edge-gateway }\nlisteners:\n  - name: http\n    port: 10000\n    hosts:\n      - domains: [\"*\"]\n        routes:\n          - { service: api, mesh: true }\n"))
+	if _, stderr, err := run(t, "validate", "--mesh", "--mesh-edge-identities", "partner-gateway,edge-gateway", dir); err != nil {
+		t.Errorf("validate with edge-gateway allowed: %v\n%s", err, stderr)
+	}
+	_, stderr, err := run(t, "validate", "--mesh", "--mesh-edge-identities", "partner-gateway", dir)
+	want := path + `:4: proxy group "edge": mesh identity "edge-gateway" is not one the operator allows edge groups (mesh.edge-identities: partner-gateway)`
+	if err == nil || !strings.Contains(stderr, want) {
+		t.Errorf("validate with only partner-gateway allowed: %v\n%s\nwant an error %q", err, stderr, want)
+	}
+}

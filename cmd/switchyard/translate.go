@@ -16,7 +16,7 @@ import (
 func newTranslateCmd() *cobra.Command {
 	var (
 		group  string
-		mesh   bool
+		opts   policy.Options
 		consul *liveConsul
 	)
 	cmd := &cobra.Command{
@@ -36,7 +36,7 @@ It exits 1, listing every error as file:line: message, when the policy is
 invalid.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			set, _, err := loadPolicy(cmd, policy.Options{Mesh: mesh}, args)
+			set, _, err := loadPolicy(cmd, opts, args)
 			if err != nil {
 				return err
 			}
@@ -85,7 +85,7 @@ invalid.`,
 	}
 	cmd.Flags().StringVar(&group, "group", "", "print only this proxy group")
 	consul = consulFlags(cmd)
-	cmd.Flags().BoolVar(&mesh, "mesh", false, "read the policy as serve --mesh does: proxy groups are then optional")
+	meshFlags(cmd, &opts)
 	return cmd
 }
 

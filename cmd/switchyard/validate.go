@@ -8,7 +8,7 @@ import (
 )
 
 func newValidateCmd() *cobra.Command {
-	var mesh bool
+	var opts policy.Options
 	cmd := &cobra.Command{
 		Use:   "validate PATH...",
 		Short: "Check policy files and print every problem as file:line: message",
@@ -16,10 +16,12 @@ func newValidateCmd() *cobra.Command {
 files) exactly as serve does, and prints every error and warning as
 file:line: message. It exits 0 when the policy is valid (warnings allowed)
 and 1 when there is any error. With --mesh it checks as serve --mesh does:
-a policy without proxy groups is then valid.`,
+routes through the mesh (mesh: true) and a proxy group's mesh block need
+it, and a policy without proxy groups is then valid. Give
+--mesh-edge-identities as serve has mesh.edge-identities.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			set, diags, err := loadPolicy(cmd, policy.Options{Mesh: mesh}, args)
+			set, diags, err := loadPolicy(cmd, opts, args)
 			if err != nil {
 				return err
 			}
@@ -28,8 +30,15 @@ a policy without proxy groups is then valid.`,
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&mesh, "mesh", false, "check as serve --mesh does: proxy groups are then optional")
+	meshFlags(cmd, &opts)
 	return cmd
+}
+
+// meshFlags defines --mesh and --mesh-edge-identities, which read the
+// policy as serve's mesh.enabled and mesh.edge-identities do.
+func meshFlags(cmd *cobra.Command, opts *policy.Options) {
+	cmd.Flags().BoolVar(&opts.Mesh, "mesh", false, "read the policy as serve --mesh does: routes through the mesh (mesh: true) and a proxy group's mesh block need it; proxy groups are then optional")
+	cmd.Flags().StringSliceVar(&opts.EdgeIdentities, "mesh-edge-identities", nil, "with --mesh, the only mesh identities proxy groups may route through the mesh with, as serve's mesh.edge-identities")
 }
 
 // loadPolicy loads policy files as serve (with the same options) does,

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 	"os/exec"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -235,4 +237,112 @@ func TestEdgeMeshCARotation(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("the edge Envoy never got edge-gateway's renewed leaf in 120 s (%d calls, none failed)", calls)
+}
+
+// A proxy group may not present a service's identity: with mesh:
+// {service: api}, an edge Envoy would be api to every sidecar and pass
+// every intention granted to api. Its route through the mesh answers 503
+// instead, Switchyard warns naming the group, the identity and the line,
+// and api's app never sees a request from it, while its plain route keeps
+// working. Restoring edge-gateway restores the route.
+func TestEdgeMeshRefusesServiceIdentity(t *testing.T) {
+	e := startEdgeMesh(t, true)
+	impostor := strings.Replace(edgeMeshPolicy, "mesh: { service: edge-gateway }", "mesh: { service: api }", 1)
+	e.WritePolicy("edge.yaml", impostor)
+	e.WaitFor("the route through the mesh refused", settle, "/api/hello", nil, func(code int, _ string) bool {
+		return code == http.StatusServiceUnavailable
+	})
+	warning := regexp.MustCompile(`edge\.yaml:4: warning: proxy group \\?"edge\\?": mesh identity \\?"api\\?" is a service registered in Consul`)
+	if !warning.MatchString(e.Switchyard.Output()) {
+		t.Errorf("no warning naming the group, its identity and the line; log:\n%s", e.Switchyard.Output())
+	}
+	for i := range 20 {
+		code, body, err := e.Get("/api/hello", nil)
+		if err != nil || code != http.StatusServiceUnavailable || strings.HasPrefix(body, "api-1") {
+			t.Fatalf("call %d with identity api: %d %q %v; want 503, never api's app", i, code, body, err)
+		}
+		if code, body, err := e.Get("/", nil); err != nil || code != http.StatusOK || body != "web-1" {
+			t.Fatalf("the plain route with identity api: %d %q %v; want 200 web-1", code, body, err)
+		}
+	}
+	if certs, err := e.Envoy.Admin("/certs"); err != nil || strings.Contains(certs, "/svc/api") {
+		t.Errorf("the edge Envoy holds a certificate for api (%v):\n%s", err, certs)
+	}
+	e.WritePolicy("edge.yaml", edgeMeshPolicy)
+	e.WaitFor("edge-gateway restored", 60*time.Second, "/api/hello", nil, func(code int, body string) bool {
+		return code == http.StatusOK && strings.HasPrefix(body, "api-1")
+	})
+}
+
+// tlsMeshPolicy is edgeMeshPolicy on an HTTPS listener: the group's
+// snapshot holds three secrets, the listener's certificate and the mesh
+// leaf and roots. %[1]s is the directory of shop.crt and shop.key.
+const tlsMeshPolicy = `apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: edge
+mesh: { service: edge-gateway }
+listeners:
+  - name: https
+    address: 127.0.0.1
+    port: {{port}}
+    tls: { certificates: [shop-cert] }
+    hosts:
+      - domains: ["*"]
+        routes:
+          - match: { pathPrefix: /api }
+            service: api
+            mesh: true
+          - service: web
+---
+apiVersion: switchyard.io/v1
+kind: Certificate
+name: shop-cert
+certFile: %[1]s/shop.crt
+keyFile: %[1]s/shop.key
+`
+
+// An edge Envoy whose group has an HTTPS listener and a route through the
+// mesh answers through the mesh within seconds of its start. Envoy asks
+// for the mesh leaf and roots (its mesh cluster warming) before it knows
+// the listener and its certificate: an xDS server that answered a secret
+// request only when it names every secret of the group would hold the
+// clusters, and so the whole Envoy, until Envoy's initial fetch timeout
+// (15 s). On delta and state-of-the-world xDS.
+func TestEdgeMeshTLSListenerStartsPromptly(t *testing.T) {
+	protocols(t, func(t *testing.T, delta bool) {
+		ca := newTestCA(t)
+		certDir := t.TempDir()
+		ca.issue(t, "shop.example.com", 1001).write(t, certDir, "shop")
+		e := NewEnvWith(t, delta, map[string]string{"edge.yaml": fmt.Sprintf(tlsMeshPolicy, certDir)}, Options{Mesh: true, NoEnvoy: true})
+		sidecarPort := testenv.FreePort(t)
+		registerWithSidecar(t, e, "api", "api-1", "http", startAPIApp(t, "api-1"), sidecarPort)
+		sidecar := startSidecar(t, e, "api-1")
+		e.StartBackend("web", "web-1")
+		testenv.Eventually(t, 60*time.Second, "api's sidecar live and in group edge's config", func() error {
+			if body, err := sidecar.Admin("/ready"); err != nil || strings.TrimSpace(body) != "LIVE" {
+				return fmt.Errorf("api's sidecar: %q %v", body, err)
+			}
+			_, cfg, err := httpGet("http://"+e.AdminAddr+"/debug/config?group=edge", nil)
+			if err == nil && (!strings.Contains(cfg, "mesh.leaf") || !strings.Contains(cfg, strconv.Itoa(sidecarPort))) {
+				err = fmt.Errorf("group edge's config lacks the mesh leaf or api's sidecar")
+			}
+			return err
+		})
+
+		start := time.Now()
+		e.StartEnvoy("edge")
+		addr := testenv.Addr(e.Port)
+		testenv.Eventually(t, 60*time.Second, "a first 200 through the mesh over HTTPS", func() error {
+			code, body, err := httpsGet(addr, "shop.example.com", false, ca.pool, "/api/hello")
+			if err == nil && (code != http.StatusOK || !strings.HasPrefix(body, "api-1")) {
+				err = fmt.Errorf("got %d %q", code, body)
+			}
+			return err
+		})
+		took := time.Since(start)
+		t.Logf("first 200 through the edge %s after its Envoy started", took.Round(time.Millisecond))
+		if took > 10*time.Second {
+			t.Errorf("the edge Envoy answered through the mesh %s after it started; want a few seconds (a secret request held until Envoy's initial fetch timeout?)", took.Round(time.Millisecond))
+		}
+	})
 }

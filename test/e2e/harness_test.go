@@ -121,6 +121,9 @@ type Options struct {
 	Replica bool
 	// ServeArgs are extra `switchyard serve` flags.
 	ServeArgs []string
+	// NoEnvoy: the scenario starts the edge Envoy itself (Env.StartEnvoy),
+	// once what it needs is in place.
+	NoEnvoy bool
 }
 
 // XDSTLS is the PKI of a scenario whose xDS runs over mutual TLS.
@@ -192,7 +195,9 @@ func NewEnvWith(t *testing.T, delta bool, policies map[string]string, opts Optio
 		e.waitReadyAt(e.Replica, e.ReplicaAdminAddr)
 		e.bootstrapArgs = append(e.bootstrapArgs, "--xds-address", e.ReplicaXDSAddr)
 	}
-	e.StartEnvoy("edge")
+	if !opts.NoEnvoy {
+		e.StartEnvoy("edge")
+	}
 	return e
 }
 

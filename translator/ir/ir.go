@@ -66,20 +66,24 @@ func (c *Config) Validate() error {
 	if c.Group == "" {
 		errs = append(errs, errors.New("config: empty group"))
 	}
-	clusters := map[string]bool{}
-	for _, cl := range c.Clusters {
-		if clusters[cl.Service] {
-			errs = append(errs, fmt.Errorf("cluster %q: defined twice", cl.Service))
-		}
-		clusters[cl.Service] = true
-		errs = append(errs, cl.Validate())
-	}
 	meshClusters := map[string]bool{}
 	if c.Mesh != nil {
 		errs = append(errs, c.Mesh.validate())
 		for _, mc := range c.Mesh.Clusters {
 			meshClusters[mc.SNI] = true
 		}
+	}
+	clusters := map[string]bool{}
+	for _, cl := range c.Clusters {
+		if clusters[cl.Service] {
+			errs = append(errs, fmt.Errorf("cluster %q: defined twice", cl.Service))
+		}
+		// Envoy names both kinds by these keys: one would replace the other.
+		if meshClusters[cl.Service] {
+			errs = append(errs, fmt.Errorf("cluster %q (%s): also the name of a mesh cluster", cl.Service, cl.Source))
+		}
+		clusters[cl.Service] = true
+		errs = append(errs, cl.Validate())
 	}
 	secrets := map[string]bool{}
 	cas := map[string]bool{}

@@ -146,3 +146,18 @@ func TestMeshValidate(t *testing.T) {
 		})
 	}
 }
+
+// A direct cluster named like one of the group's mesh clusters is an
+// error: Envoy would keep one of the two.
+func TestConfigValidateClusterNameClash(t *testing.T) {
+	m := validMesh()
+	mc := m.Clusters[0]
+	cfg := Config{Group: "edge",
+		Clusters: []Cluster{{Service: mc.SNI, Source: "edge.yaml:9"}},
+		Mesh:     &EdgeMesh{Leaf: MeshLeaf{Service: "edge-gateway", CertPEM: "CERT", KeyPEM: "KEY"}, Roots: m.Roots, Clusters: []MeshCluster{mc}},
+	}
+	err := cfg.Validate()
+	if want := `cluster "` + mc.SNI + `" (edge.yaml:9): also the name of a mesh cluster`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Validate: %v; want an error containing %q", err, want)
+	}
+}
