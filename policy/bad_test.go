@@ -119,6 +119,14 @@ var badFiles = []struct {
 		`access-log.yaml:32: warning: accessLog is disabled (enabled: false); its path and format have no effect`,
 		`access-log.yaml:44: accessLog must be a mapping, got the string "stdout"`,
 	}},
+	{"tracing.yaml", []string{
+		`tracing.yaml:6: tracing address "otel-collector": want host:port, such as otel-collector.service.consul:4317 or 10.0.0.9:4317`,
+		`tracing.yaml:7: sampling must be between 0 and 100, got 101`,
+		`tracing.yaml:8: tracing serviceName must not be empty`,
+		`tracing.yaml:9: unknown field "exporter" in tracing`,
+		`tracing.yaml:21: tracing address "otel_collector!:4317": "otel_collector!" is neither an IP address nor a DNS name`,
+		`tracing.yaml:33: missing required field "address" in tracing`,
+	}},
 	// Only warnings: the set is still usable.
 	{"warnings.yaml", []string{
 		`warnings.yaml:5: warning: listener has no hosts; Envoy will answer every request with 404`,

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -83,7 +84,7 @@ func (d *decoder) document(doc *yaml.Node, out *parsed) {
 	}
 	switch kind.Value {
 	case KindProxyGroup:
-		m, _ := d.mapping(n, KindProxyGroup, "apiVersion", "kind", "name", "mesh", "accessLog", "listeners")
+		m, _ := d.mapping(n, KindProxyGroup, "apiVersion", "kind", "name", "mesh", "accessLog", "tracing", "listeners")
 		d.proxyGroup(m, out)
 	case KindCertificate:
 		m, _ := d.mapping(n, KindCertificate, "apiVersion", "kind", "name", "certFile", "keyFile", "caFile")
@@ -156,6 +157,9 @@ func (d *decoder) proxyGroup(m *fields, out *parsed) {
 	if an := m.vals["accessLog"]; an != nil {
 		g.AccessLog = d.accessLog(an)
 	}
+	if tn := m.vals["tracing"]; tn != nil {
+		g.Tracing = d.tracing(tn, g.Name)
+	}
 	items := d.list(m, "listeners")
 	for _, n := range items {
 		if l, ok := d.listener(n, out); ok {
@@ -207,6 +211,59 @@ func (d *decoder) groupMesh(n *yaml.Node, line int) *GroupMesh {
 	}
 	d.needMesh(line, "a proxy group's mesh identity")
 	return gm
+}
+
+// tracing decodes a proxy group's tracing block.
+func (d *decoder) tracing(n *yaml.Node, group string) *Tracing {
+	m, ok := d.mapping(n, "tracing", "address", "sampling", "serviceName")
+	if !ok {
+		return nil
+	}
+	tr := &Tracing{Pos: d.pos(m.line), Sampling: 100, ServiceName: group}
+	if !m.has("address") {
+		d.errorf(m.line, "missing required field \"address\" in tracing")
+	} else if v, ok := d.str(m, "address"); ok {
+		host, port, err := net.SplitHostPort(v)
+		p, perr := strconv.Atoi(port)
+		switch {
+		case err != nil || host == "" || perr != nil || p < 1 || p > 65535:
+			d.errorf(m.lineOf("address"), "tracing address %q: want host:port, such as otel-collector.service.consul:4317 or 10.0.0.9:4317", v)
+		case net.ParseIP(host) == nil && !validDNSName(host):
+			d.errorf(m.lineOf("address"), "tracing address %q: %q is neither an IP address nor a DNS name", v, host)
+		default:
+			tr.Address = v
+		}
+	}
+	if v, ok := d.integer(m, "sampling", 0, 100); ok {
+		tr.Sampling = int(v)
+	}
+	if v, ok := d.str(m, "serviceName"); ok {
+		if v == "" {
+			d.errorf(m.lineOf("serviceName"), "tracing serviceName must not be empty")
+		} else {
+			tr.ServiceName = v
+		}
+	}
+	return tr
+}
+
+// validDNSName reports whether s is a DNS name: dot-separated labels of
+// letters, digits and '-', not starting or ending with '-'.
+func validDNSName(s string) bool {
+	if len(s) > 253 || s == "" {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(s, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // accessLog decodes a proxy group's accessLog block.

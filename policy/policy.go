@@ -218,6 +218,24 @@ type ProxyGroup struct {
 	// AccessLog is where and how the group's Envoys log each request; nil
 	// when not set: JSON lines on Envoy's standard output.
 	AccessLog *AccessLog
+	// Tracing sends spans of the group's requests to an OpenTelemetry
+	// collector; nil: no tracing.
+	Tracing *Tracing
+}
+
+// Tracing is a proxy group's OpenTelemetry tracing: spans over OTLP/gRPC
+// to a collector.
+type Tracing struct {
+	Pos Pos
+	// Address is the collector's OTLP/gRPC address, host:port; a DNS name
+	// is resolved by Envoy (a Consul DNS name such as
+	// otel-collector.service.consul finds it in Consul).
+	Address string
+	// Sampling is the percentage of requests traced (0 to 100; default
+	// 100). A request that arrives with a sampled trace is traced anyway.
+	Sampling int
+	// ServiceName is the spans' service.name (default: the group's name).
+	ServiceName string
 }
 
 // Access log destinations and formats.

@@ -8,7 +8,9 @@ package translator
 
 import (
 	"fmt"
+	"net"
 	"sort"
+	"strconv"
 
 	"github.com/switchyard-io/switchyard/policy"
 	"github.com/switchyard-io/switchyard/registry"
@@ -83,6 +85,9 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 		if a := g.EffectiveAccessLog(); a != nil {
 			il.AccessLog = &ir.AccessLog{Path: a.Path, Format: a.Format}
 		}
+		if tr := g.Tracing; tr != nil {
+			il.Tracing = &ir.Tracing{Cluster: ir.TracingCluster, Sampling: uint32(tr.Sampling), ServiceName: tr.ServiceName}
+		}
 		if l.TLS != nil {
 			il.TLS = &ir.TLS{}
 			for _, name := range l.TLS.Certificates {
@@ -135,6 +140,10 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 		http2[name] = c.HTTP2
 		cfg.Clusters = append(cfg.Clusters, c)
 	}
+	if g.Tracing != nil {
+		cfg.Clusters = append(cfg.Clusters, tracingCluster(g.Tracing))
+		sort.Slice(cfg.Clusters, func(i, j int) bool { return cfg.Clusters[i].Service < cfg.Clusters[j].Service })
+	}
 	// Envoy passes a WebSocket upgrade to an HTTP/1.1 upstream only.
 	for _, l := range g.Listeners {
 		for _, vh := range l.Hosts {
@@ -158,6 +167,15 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 	sort.Slice(cfg.Listeners, func(i, j int) bool { return cfg.Listeners[i].Name < cfg.Listeners[j].Name })
 	sort.Slice(cfg.Secrets, func(i, j int) bool { return cfg.Secrets[i].Name < cfg.Secrets[j].Name })
 	return cfg
+}
+
+// tracingCluster is the cluster of a group's tracing collector: its
+// address (Envoy resolves a DNS name), spoken to over HTTP/2 as gRPC is.
+func tracingCluster(tr *policy.Tracing) ir.Cluster {
+	host, port, _ := net.SplitHostPort(tr.Address) // policy validation checked it
+	p, _ := strconv.Atoi(port)
+	return ir.Cluster{Service: ir.TracingCluster, Source: tr.Pos.String(), HTTP2: true, DNS: net.ParseIP(host) == nil,
+		Endpoints: []ir.Endpoint{{ID: tr.Address, Address: host, Port: uint32(p), Health: ir.Healthy, Weight: 1}}}
 }
 
 type serviceRef struct {

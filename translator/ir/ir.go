@@ -117,6 +117,22 @@ type Listener struct {
 	VirtualHosts []VirtualHost `json:"virtualHosts,omitempty"`
 	// AccessLog is the listener's request log; nil: none.
 	AccessLog *AccessLog `json:"accessLog,omitempty"`
+	// Tracing sends spans of the listener's requests to a collector; nil:
+	// none.
+	Tracing *Tracing `json:"tracing,omitempty"`
+}
+
+// TracingCluster names the cluster of a group's tracing collector. A
+// Consul service name (letters, digits, '_', '.', '-') never has a ':', so
+// it cannot clash with a service's cluster.
+const TracingCluster = "switchyard:tracing"
+
+// Tracing is OpenTelemetry tracing over OTLP/gRPC to the collector behind
+// Cluster.
+type Tracing struct {
+	Cluster     string `json:"cluster"`
+	Sampling    uint32 `json:"sampling"` // percent of requests
+	ServiceName string `json:"serviceName"`
 }
 
 // AccessLog is where and how Envoy logs each request.
@@ -133,6 +149,9 @@ func (l *Listener) Validate(clusters, meshClusters, secrets map[string]bool) err
 	var errs []error
 	if l.Port == 0 || l.Port > 65535 {
 		errs = append(errs, fmt.Errorf("listener %q: port %d out of range", l.Name, l.Port))
+	}
+	if l.Tracing != nil && !clusters[l.Tracing.Cluster] {
+		errs = append(errs, fmt.Errorf("listener %q: tracing to unknown cluster %q", l.Name, l.Tracing.Cluster))
 	}
 	if l.TLS != nil {
 		if len(l.TLS.Secrets) == 0 {

@@ -2,12 +2,17 @@ package envoy
 
 import (
 	"fmt"
+	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/switchyard-io/switchyard/translator/ir"
@@ -92,4 +97,30 @@ func accessLogs(a *ir.AccessLog) ([]*accesslogv3.AccessLog, error) {
 		Name:       name,
 		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAny(cfg)},
 	}}, nil
+}
+
+// openTelemetryTracerName is Envoy's OpenTelemetry tracer extension.
+const openTelemetryTracerName = "envoy.tracers.opentelemetry"
+
+// tracing is a listener's OpenTelemetry tracing: spans over OTLP/gRPC to
+// the collector's cluster, for the sampled percentage of requests (Envoy
+// also traces a request that arrives with a sampled trace context, and
+// passes the context upstream as traceparent), or nil.
+func tracing(t *ir.Tracing) *hcmv3.HttpConnectionManager_Tracing {
+	if t == nil {
+		return nil
+	}
+	return &hcmv3.HttpConnectionManager_Tracing{
+		RandomSampling: &typev3.Percent{Value: float64(t.Sampling)},
+		Provider: &tracev3.Tracing_Http{
+			Name: openTelemetryTracerName,
+			ConfigType: &tracev3.Tracing_Http_TypedConfig{TypedConfig: mustAny(&tracev3.OpenTelemetryConfig{
+				GrpcService: &corev3.GrpcService{
+					TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: ClusterName(t.Cluster)}},
+					Timeout:         durationpb.New(time.Second),
+				},
+				ServiceName: t.ServiceName,
+			})},
+		},
+	}
 }
