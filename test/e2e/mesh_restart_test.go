@@ -89,6 +89,15 @@ func TestMeshRestartsLoseNoCall(t *testing.T) {
 		p.waitProbes(20)
 		api2 = startSidecar(t, e, "api-2")
 		testenv.Eventually(t, settle, "the new api-2 sidecar is served", connected(api2, 1))
+		// Back in rotation only once its public listener (with its
+		// certificate) is active: as a deploy's health check would wait.
+		testenv.Eventually(t, settle, "the new api-2 sidecar's listener is active", func() error {
+			n, err := api2.Stat("listener_manager.total_listeners_active")
+			if err == nil && n < 1 {
+				err = fmt.Errorf("%d listeners active", n)
+			}
+			return err
+		})
 		if err := e.consul.Agent().UpdateTTL("check-api-2", "back", consulapi.HealthPassing); err != nil {
 			t.Fatal(err)
 		}
