@@ -34,7 +34,7 @@ func adsConfig() *corev3.ConfigSource {
 // 5 s, preferring IPv4) and keeps every address it returns as a host.
 func cluster(c *ir.Cluster) *clusterv3.Cluster {
 	cl := &clusterv3.Cluster{
-		Name:           ClusterName(c.Service),
+		Name:           SubsetClusterName(c.Service, c.Subset),
 		ConnectTimeout: durationpb.New(connectTimeout),
 		LbPolicy:       clusterv3.Cluster_ROUND_ROBIN,
 		// Draining instances (Consul maintenance) keep their open requests
@@ -74,7 +74,7 @@ func loadAssignment(c *ir.Cluster) *endpointv3.ClusterLoadAssignment {
 		}
 		byLocality[e.Locality] = append(byLocality[e.Locality], lbEndpoint(&e))
 	}
-	cla := &endpointv3.ClusterLoadAssignment{ClusterName: ClusterName(c.Service)}
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: SubsetClusterName(c.Service, c.Subset)}
 	for _, loc := range order {
 		cla.Endpoints = append(cla.Endpoints, &endpointv3.LocalityLbEndpoints{
 			Locality:    &corev3.Locality{Region: loc},

@@ -68,7 +68,7 @@ func backendCluster(b *ir.Backend) string {
 	if b.MeshCluster != "" {
 		return MeshClusterName(b.MeshCluster)
 	}
-	return ClusterName(b.Service)
+	return SubsetClusterName(b.Service, b.Subset)
 }
 
 func route(listener, virtualHost string, r *ir.Route) (*routev3.Route, error) {

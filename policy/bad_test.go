@@ -119,6 +119,22 @@ var badFiles = []struct {
 		`access-log.yaml:32: warning: accessLog is disabled (enabled: false); its path and format have no effect`,
 		`access-log.yaml:44: accessLog must be a mapping, got the string "stdout"`,
 	}},
+	// Consul tag and meta subsets: misuse is an error; mesh routes and a
+	// Service's mesh split reach sidecars, which have no subsets.
+	{"subsets.yaml", []string{
+		"subsets.yaml:12: tags must list at least one Consul tag, or be omitted",
+		`subsets.yaml:15: tag "v2" is listed twice`,
+		"subsets.yaml:15: tags must not be empty strings",
+		"subsets.yaml:16: meta must be a mapping of Consul meta keys to values, got a list",
+		`subsets.yaml:19: meta "version" must be a string, got a list`,
+		`subsets.yaml:19: meta keys must be non-empty strings, got the string ""`,
+		"subsets.yaml:21: tags and meta select instances of a route's service; in a split, give them on each entry",
+		`subsets.yaml:27: service "web" with the same tags and meta appears twice in split (also at testdata/bad/subsets.yaml:26)`,
+		"subsets.yaml:28: meta must give at least one key and value, or be omitted",
+		"subsets.yaml:32: a route through the mesh (mesh: true) needs the Connect mesh, which is off; run serve --mesh (and validate --mesh), or remove it",
+		"subsets.yaml:32: a route through the mesh reaches its services' sidecars, which cannot be chosen by tags or meta; drop mesh: true or the subsets",
+		`subsets.yaml:39: unknown field "tags" in split entry`,
+	}},
 	// Only warnings: the set is still usable.
 	{"warnings.yaml", []string{
 		`warnings.yaml:5: warning: listener has no hosts; Envoy will answer every request with 404`,

@@ -143,7 +143,7 @@ func (d *decoder) meshPolicy(n *yaml.Node) *MeshPolicy {
 		mp.Retries = d.retries(rn, mp.Timeout)
 	}
 	if m.has("split") {
-		mp.Split = d.split(m)
+		mp.Split = d.split(m, false)
 	}
 	return mp
 }
@@ -478,7 +478,7 @@ func shadows(a, b Match) bool {
 // route decodes one route; matchOK is false when its match has errors, so
 // that the unreachable-route warning does not build on a wrong match.
 func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
-	m, ok := d.mapping(n, "route", "name", "match", "service", "split", "timeout", "retries", "rateLimit", "websocket", "mesh")
+	m, ok := d.mapping(n, "route", "name", "match", "service", "tags", "meta", "split", "timeout", "retries", "rateLimit", "websocket", "mesh")
 	if !ok {
 		return Route{}, false, false
 	}
@@ -496,8 +496,16 @@ func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
 	if v, ok := d.str(m, "service"); ok && d.service(m.lineOf("service"), v) {
 		r.Service = v
 	}
+	r.Subset = d.subset(m)
+	if !r.Subset.IsZero() && m.has("split") {
+		key := "tags"
+		if !m.has(key) {
+			key = "meta"
+		}
+		d.errorf(m.lineOf(key), "tags and meta select instances of a route's service; in a split, give them on each entry")
+	}
 	if m.has("split") {
-		r.Split = d.split(m)
+		r.Split = d.split(m, true)
 	}
 	r.Timeout = d.duration(m, "timeout")
 	if rn := m.vals["retries"]; rn != nil {
@@ -512,6 +520,9 @@ func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
 	if v, ok := d.boolean(m, "mesh"); ok && v {
 		r.Mesh = true
 		d.needMesh(m.lineOf("mesh"), "a route through the mesh (mesh: true)")
+		if r.HasSubsets() {
+			d.errorf(m.lineOf("mesh"), "a route through the mesh reaches its services' sidecars, which cannot be chosen by tags or meta; drop mesh: true or the subsets")
+		}
 	}
 	return r, matchOK, true
 }
@@ -631,7 +642,8 @@ func (d *decoder) header(n *yaml.Node) (HeaderMatch, bool) {
 	return h, true
 }
 
-func (d *decoder) split(m *fields) []WeightedService {
+// split decodes a split; withSubsets allows tags and meta on its entries.
+func (d *decoder) split(m *fields, withSubsets bool) []WeightedService {
 	items := d.list(m, "split")
 	if m.emptyList("split") {
 		d.errorf(m.lineOf("split"), "split must list at least one service")
@@ -644,18 +656,27 @@ func (d *decoder) split(m *fields) []WeightedService {
 		services  = make(map[string]Pos)
 	)
 	for _, n := range items {
-		e, ok := d.mapping(n, "split entry", "service", "weight")
+		allowed := []string{"service", "weight"}
+		if withSubsets {
+			allowed = append(allowed, "tags", "meta")
+		}
+		e, ok := d.mapping(n, "split entry", allowed...)
 		if !ok {
 			weightsOK = false
 			continue
 		}
 		ws := WeightedService{Pos: d.pos(e.line)}
+		ws.Subset = d.subset(e)
 		if d.require(e, "service") {
 			if v, ok := d.str(e, "service"); ok && d.service(e.lineOf("service"), v) {
-				if prev, dup := services[v]; dup {
+				key := v + " " + ws.Subset.String()
+				switch prev, dup := services[key]; {
+				case dup && ws.Subset.IsZero():
 					d.errorf(e.lineOf("service"), "service %q appears twice in split (also at %s)", v, prev)
-				} else {
-					services[v] = ws.Pos
+				case dup:
+					d.errorf(e.lineOf("service"), "service %q with the same tags and meta appears twice in split (also at %s)", v, prev)
+				default:
+					services[key] = ws.Pos
 				}
 				ws.Service = v
 			}
@@ -677,6 +698,7 @@ func (d *decoder) split(m *fields) []WeightedService {
 	case sum > math.MaxUint32:
 		d.errorf(m.lineOf("split"), "split weights sum to %d, more than the maximum %d", sum, uint64(math.MaxUint32))
 	}
+	splitRest(out)
 	return out
 }
 

@@ -339,6 +339,7 @@ type Route struct {
 	Match Match
 
 	Service string            // set when the action is a single service
+	Subset  Subset            // of Service: some of its instances; zero: all
 	Split   []WeightedService // set when the action is a split
 
 	Timeout   *time.Duration // nil: not set; 0: no timeout
@@ -372,7 +373,23 @@ type HeaderMatch struct {
 type WeightedService struct {
 	Pos     Pos
 	Service string
-	Weight  uint32
+	// Subset is the instances of Service that get this share; zero: all
+	// (or the rest, see Subset.Except).
+	Subset Subset
+	Weight uint32
+}
+
+// HasSubsets reports whether the route selects instances by tags or meta.
+func (r *Route) HasSubsets() bool {
+	if !r.Subset.IsZero() {
+		return true
+	}
+	for _, w := range r.Split {
+		if !w.Subset.IsZero() {
+			return true
+		}
+	}
+	return false
 }
 
 // Retries is a route's retry policy.

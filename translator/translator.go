@@ -76,7 +76,7 @@ func (t *translation) warn(pos policy.Pos, format string, args ...any) {
 func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 	cfg := &ir.Config{Group: g.Name}
 	gm := t.groupMesh(g)
-	services := map[string]policy.Pos{} // service -> first route naming it
+	services := map[string]serviceRef{} // cluster key -> first route naming it
 	secrets := map[string]bool{}
 	for _, l := range g.Listeners {
 		il := ir.Listener{Name: l.Name, Address: l.Address, Port: l.Port, Source: l.Pos.String(), WebSocket: l.WebSocket}
@@ -114,8 +114,8 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 				}
 				ivh.Routes = append(ivh.Routes, out)
 				for _, svc := range routeServices(&r) {
-					if _, ok := services[svc.name]; !ok {
-						services[svc.name] = svc.pos
+					if _, ok := services[svc.key()]; !ok {
+						services[svc.key()] = svc
 					}
 				}
 			}
@@ -123,15 +123,16 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 		}
 		cfg.Listeners = append(cfg.Listeners, il)
 	}
-	names := make([]string, 0, len(services))
-	for name := range services {
-		names = append(names, name)
+	keys := make([]string, 0, len(services))
+	for key := range services {
+		keys = append(keys, key)
 	}
-	sort.Strings(names)
+	sort.Strings(keys)
 	http2 := map[string]bool{}
-	for _, name := range names {
-		c := t.cluster(name, services[name])
-		http2[name] = c.HTTP2
+	for _, key := range keys {
+		ref := services[key]
+		c := t.cluster(ref.name, &ref.subset, ref.pos)
+		http2[ref.name] = c.HTTP2
 		cfg.Clusters = append(cfg.Clusters, c)
 	}
 	// Envoy passes a WebSocket upgrade to an HTTP/1.1 upstream only.
@@ -159,18 +160,25 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 	return cfg
 }
 
+// serviceRef is a route's reference to a service, or to a subset of its
+// instances: one cluster.
 type serviceRef struct {
-	name string
-	pos  policy.Pos
+	name   string
+	pos    policy.Pos
+	subset policy.Subset
 }
+
+// key identifies the cluster: the service and the subset's label (a space
+// cannot occur in a service name).
+func (s *serviceRef) key() string { return s.name + " " + s.subset.String() }
 
 func routeServices(r *policy.Route) []serviceRef {
 	if r.Service != "" {
-		return []serviceRef{{r.Service, r.Pos}}
+		return []serviceRef{{r.Service, r.Pos, r.Subset}}
 	}
 	var out []serviceRef
 	for _, w := range r.Split {
-		out = append(out, serviceRef{w.Service, w.Pos})
+		out = append(out, serviceRef{w.Service, w.Pos, w.Subset})
 	}
 	return out
 }
@@ -199,10 +207,10 @@ func route(r *policy.Route) ir.Route {
 		})
 	}
 	if r.Service != "" {
-		out.Backends = []ir.Backend{{Service: r.Service, Weight: 1}}
+		out.Backends = []ir.Backend{{Service: r.Service, Subset: r.Subset.String(), Weight: 1}}
 	}
 	for _, w := range r.Split {
-		out.Backends = append(out.Backends, ir.Backend{Service: w.Service, Weight: w.Weight})
+		out.Backends = append(out.Backends, ir.Backend{Service: w.Service, Subset: w.Subset.String(), Weight: w.Weight})
 	}
 	switch {
 	case r.Retries == nil:

@@ -482,7 +482,11 @@ type Backend struct {
 	// changes it (to a host name, say) and registers again.
 	Address string
 	Port    int
-	srv     *http.Server
+	// Tags and Meta are what Register puts in Consul; change them and
+	// register again to retag the instance.
+	Tags []string
+	Meta map[string]string
+	srv  *http.Server
 	// FailFirst makes the next n requests answer 503.
 	failNext atomic.Int32
 	// Delay holds every response this long.
@@ -541,7 +545,7 @@ func (e *Env) StartBackend(service, id string) *Backend {
 func (e *Env) Register(b *Backend) {
 	e.t.Helper()
 	err := e.consul.Agent().ServiceRegister(&consulapi.AgentServiceRegistration{
-		ID: b.ID, Name: b.Service, Address: b.Address, Port: b.Port,
+		ID: b.ID, Name: b.Service, Address: b.Address, Port: b.Port, Tags: b.Tags, Meta: b.Meta,
 		Check: &consulapi.AgentServiceCheck{CheckID: "check-" + b.ID, TTL: "10m", Status: consulapi.HealthPassing},
 	})
 	if err != nil {

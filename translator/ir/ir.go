@@ -68,10 +68,11 @@ func (c *Config) Validate() error {
 	}
 	clusters := map[string]bool{}
 	for _, cl := range c.Clusters {
-		if clusters[cl.Service] {
-			errs = append(errs, fmt.Errorf("cluster %q: defined twice", cl.Service))
+		key := clusterKey(cl.Service, cl.Subset)
+		if clusters[key] {
+			errs = append(errs, fmt.Errorf("cluster %q subset %q: defined twice", cl.Service, cl.Subset))
 		}
-		clusters[cl.Service] = true
+		clusters[key] = true
 		errs = append(errs, cl.Validate())
 	}
 	meshClusters := map[string]bool{}
@@ -123,8 +124,12 @@ type AccessLog struct {
 	Format string `json:"format"`
 }
 
-// Validate checks the listener's references: to clusters by service, mesh
-// clusters by SNI, and secrets by name.
+// clusterKey identifies a cluster in Validate's maps: its service and
+// subset (a space cannot occur in a service name).
+func clusterKey(service, subset string) string { return service + " " + subset }
+
+// Validate checks the listener's references: to clusters by service and
+// subset (clusterKey), mesh clusters by SNI, and secrets by name.
 func (l *Listener) Validate(clusters, meshClusters, secrets map[string]bool) error {
 	var errs []error
 	if l.Port == 0 || l.Port > 65535 {
@@ -149,8 +154,10 @@ func (l *Listener) Validate(clusters, meshClusters, secrets map[string]bool) err
 				switch {
 				case b.MeshCluster != "" && !meshClusters[b.MeshCluster]:
 					errs = append(errs, fmt.Errorf("listener %q route %q: no mesh cluster %q for service %q", l.Name, r.Name, b.MeshCluster, b.Service))
-				case b.MeshCluster == "" && !clusters[b.Service]:
-					errs = append(errs, fmt.Errorf("listener %q route %q: no cluster for service %q", l.Name, r.Name, b.Service))
+				case b.MeshCluster != "" && b.Subset != "":
+					errs = append(errs, fmt.Errorf("listener %q route %q: service %q through the mesh with subset %q", l.Name, r.Name, b.Service, b.Subset))
+				case b.MeshCluster == "" && !clusters[clusterKey(b.Service, b.Subset)]:
+					errs = append(errs, fmt.Errorf("listener %q route %q: no cluster for service %q subset %q", l.Name, r.Name, b.Service, b.Subset))
 				}
 			}
 		}
@@ -218,7 +225,10 @@ type HeaderMatch struct {
 // mesh cluster when the service is reached through its sidecars.
 type Backend struct {
 	Service string `json:"service"`
-	Weight  uint32 `json:"weight"`
+	// Subset, when set, is the label of the Cluster.Subset the backend's
+	// share goes to; "": the service's whole cluster.
+	Subset string `json:"subset,omitempty"`
+	Weight uint32 `json:"weight"`
 	// MeshCluster, when set, names the Config.Mesh cluster (by SNI) that
 	// reaches the service through its sidecars, instead of its cluster.
 	MeshCluster string `json:"meshCluster,omitempty"`
@@ -243,6 +253,11 @@ type RateLimit struct {
 // package names the cluster after the service.
 type Cluster struct {
 	Service string `json:"service"`
+	// Subset, when set, labels the instances of the service this cluster
+	// holds, chosen by their Consul tags and meta ("tag=v2",
+	// "not(tag=v2)"); "": all of them. A service has one cluster per
+	// subset its routes name.
+	Subset string `json:"subset,omitempty"`
 	// Source is the policy file and line of the first route to the service.
 	Source string `json:"source,omitempty"`
 	// DNS is set when some instance's address is a host name, not an IP:
