@@ -108,6 +108,9 @@ func route(listener, virtualHost string, r *ir.Route) (*routev3.Route, error) {
 	if r.Retries != nil {
 		action.RetryPolicy = retryPolicy(r.Retries)
 	}
+	if r.Hash != nil {
+		action.HashPolicy = hashPolicy(r.Hash)
+	}
 	out := &routev3.Route{
 		Name:   r.Name,
 		Match:  routeMatch(&r.Match),

@@ -89,7 +89,7 @@ func (d *decoder) document(doc *yaml.Node, out *parsed) {
 		m, _ := d.mapping(n, KindCertificate, "apiVersion", "kind", "name", "certFile", "keyFile", "caFile")
 		d.certificate(m, out)
 	case KindService:
-		m, _ := d.mapping(n, KindService, "apiVersion", "kind", "name", "protocol", "mesh")
+		m, _ := d.mapping(n, KindService, serviceFields...)
 		d.serviceDoc(m, out)
 	}
 }
@@ -127,6 +127,7 @@ func (d *decoder) serviceDoc(m *fields, out *parsed) {
 	if mn := m.vals["mesh"]; mn != nil {
 		sv.Mesh = d.meshPolicy(mn)
 	}
+	d.upstream(m, &sv)
 	if sv.Name != "" {
 		out.services = append(out.services, sv)
 	}
@@ -1047,6 +1048,7 @@ func (p *parsed) check(diags *Diagnostics) {
 		}
 	}
 	p.checkClientCAs(errorf)
+	p.checkHashedSplits(errorf)
 	routed := map[string]bool{}
 	for _, g := range p.groups {
 		for _, l := range g.Listeners {

@@ -304,6 +304,15 @@ type Service struct {
 	// Mesh is policy for traffic to the service from Connect sidecars
 	// (an HTTP service's callers); nil when not set.
 	Mesh *MeshPolicy
+
+	// The edge's cluster to the service (and to each subset of it): nil
+	// fields keep Switchyard's defaults, described in docs/policy.md.
+	LoadBalancer     *LoadBalancer
+	ConnectTimeout   *time.Duration // > 0
+	IdleTimeout      *time.Duration // 0: connections never idle out
+	CircuitBreakers  *CircuitBreakers
+	OutlierDetection *OutlierDetection
+	HealthCheck      *HealthCheck // nil: no active health check
 }
 
 // MeshPolicy is what every sidecar that calls a service applies to its

@@ -25,6 +25,7 @@ func (t *translation) cluster(service string, subset *policy.Subset, pos policy.
 	c := ir.Cluster{Service: service, Subset: subset.String(), Source: pos.String()}
 	svc, ok := t.snap.Service(service)
 	c.HTTP2 = t.http2(service, svc)
+	t.upstream(&c)
 	if !ok {
 		t.warn(pos, "service %q is not registered in Consul; its routes answer 503 until it is", service)
 		return c

@@ -112,6 +112,7 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 					ivh.Routes = append(ivh.Routes, out)
 					continue
 				}
+				t.hash(&r, &out)
 				ivh.Routes = append(ivh.Routes, out)
 				for _, svc := range routeServices(&r) {
 					if _, ok := services[svc.key()]; !ok {

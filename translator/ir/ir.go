@@ -150,6 +150,14 @@ func (l *Listener) Validate(clusters, meshClusters, secrets map[string]bool) err
 			if (len(r.Backends) == 0) == (r.Unavailable == "") {
 				errs = append(errs, fmt.Errorf("listener %q route %q: want backends or unavailable, exactly one", l.Name, r.Name))
 			}
+			if r.Hash != nil {
+				if err := r.Hash.validate(); err != nil {
+					errs = append(errs, fmt.Errorf("listener %q route %q: %w", l.Name, r.Name, err))
+				}
+				if len(r.Backends) > 1 {
+					errs = append(errs, fmt.Errorf("listener %q route %q: a hash policy on a split", l.Name, r.Name))
+				}
+			}
 			for _, b := range r.Backends {
 				switch {
 				case b.MeshCluster != "" && !meshClusters[b.MeshCluster]:
@@ -197,6 +205,9 @@ type Route struct {
 	Timeout   *Duration  `json:"timeout,omitempty"`
 	Retries   *Retries   `json:"retries,omitempty"`
 	RateLimit *RateLimit `json:"rateLimit,omitempty"`
+	// Hash is what the route hashes requests on, for its one backend's
+	// consistent-hash load balancing (sticky sessions); nil: nothing.
+	Hash *HashPolicy `json:"hash,omitempty"`
 	// WebSocket allows WebSocket upgrades on this route.
 	WebSocket bool `json:"websocket,omitempty"`
 	// Source is the policy file and line the route came from, for operators.
@@ -266,13 +277,25 @@ type Cluster struct {
 	DNS bool `json:"dns,omitempty"`
 	// HTTP2 makes Envoy speak HTTP/2 (prior knowledge) to the instances,
 	// as gRPC servers need; otherwise HTTP/1.1.
-	HTTP2     bool       `json:"http2,omitempty"`
-	Endpoints []Endpoint `json:"endpoints,omitempty"`
+	HTTP2 bool `json:"http2,omitempty"`
+	// LB is the load balancing policy (LBRoundRobin, ...); "": round robin.
+	LB string `json:"lb,omitempty"`
+	// SlowStart ramps a new endpoint's share up over this window (round
+	// robin and least request only); nil: off.
+	SlowStart *Duration `json:"slowStart,omitempty"`
+	// ConnectTimeout and IdleTimeout (of upstream connections; 0: never)
+	// are nil to keep the envoy package's defaults.
+	ConnectTimeout   *Duration         `json:"connectTimeout,omitempty"`
+	IdleTimeout      *Duration         `json:"idleTimeout,omitempty"`
+	CircuitBreakers  *CircuitBreakers  `json:"circuitBreakers,omitempty"`
+	OutlierDetection *OutlierDetection `json:"outlierDetection,omitempty"`
+	HealthCheck      *HealthCheck      `json:"healthCheck,omitempty"`
+	Endpoints        []Endpoint        `json:"endpoints,omitempty"`
 }
 
-// Validate checks the cluster's endpoints.
+// Validate checks the cluster's settings and endpoints.
 func (c *Cluster) Validate() error {
-	var errs []error
+	errs := []error{c.validateUpstream()}
 	for _, e := range c.Endpoints {
 		if e.Address == "" || e.Port == 0 || e.Port > 65535 {
 			errs = append(errs, fmt.Errorf("cluster %q: endpoint %q: bad address %q port %d", c.Service, e.ID, e.Address, e.Port))
