@@ -6,6 +6,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -506,6 +507,15 @@ func (b *Backend) Hits() int64 { return b.hits.Load() }
 // Crash stops the backend as a crashed process would stop answering: its
 // listener and open connections close, and Consul is not told.
 func (b *Backend) Crash() { b.srv.Close() }
+
+// Stop stops the backend as a well-behaved process does on SIGTERM: it
+// stops accepting, closes idle connections and returns once the requests
+// in flight are answered (or after 30 s).
+func (b *Backend) Stop() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return b.srv.Shutdown(ctx)
+}
 
 // StartBackend starts a backend and registers it in Consul with a passing
 // TTL check whose state the test controls.
