@@ -208,5 +208,15 @@ func retryPolicy(r *ir.Retries) *routev3.RetryPolicy {
 	if r.PerTryTimeout.Duration > 0 {
 		rp.PerTryTimeout = durationpb.New(r.PerTryTimeout.Duration)
 	}
+	if b := r.Backoff; b != nil {
+		rp.RetryBackOff = &routev3.RetryPolicy_RetryBackOff{
+			BaseInterval: durationpb.New(b.Base.Duration),
+			MaxInterval:  durationpb.New(b.Max.Duration),
+		}
+	}
+	rp.RetriableStatusCodes = r.StatusCodes
+	for i := range r.Headers {
+		rp.RetriableHeaders = append(rp.RetriableHeaders, headerMatcher(&r.Headers[i]))
+	}
 	return rp
 }

@@ -704,7 +704,7 @@ func (d *decoder) split(m *fields, withSubsets bool) []WeightedService {
 }
 
 func (d *decoder) retries(n *yaml.Node, routeTimeout *time.Duration) *Retries {
-	m, ok := d.mapping(n, "retries", "attempts", "on", "perTryTimeout")
+	m, ok := d.mapping(n, "retries", "attempts", "on", "perTryTimeout", "backoff", "statusCodes", "headers")
 	if !ok {
 		return nil
 	}
@@ -731,13 +731,11 @@ func (d *decoder) retries(n *yaml.Node, routeTimeout *time.Duration) *Retries {
 			default:
 				r.On = append(r.On, it.value)
 			}
-			if it.value == "retriable-status-codes" || it.value == "retriable-headers" {
-				d.warnf(it.line, "retry condition %q needs a list of status codes or headers, which policy files cannot set yet; it has no effect", it.value)
-			}
 		}
 	} else {
 		r.On = DefaultRetryOn()
 	}
+	d.retryLists(m, r)
 	if p := d.duration(m, "perTryTimeout"); p != nil {
 		r.PerTryTimeout = *p
 		timeout, what := EnvoyDefaultRouteTimeout, "Envoy's default route timeout"

@@ -83,7 +83,7 @@ func RetryOn() []string {
 	return []string{
 		"5xx", "gateway-error", "reset", "connect-failure", "retriable-4xx",
 		"refused-stream", "retriable-status-codes", "retriable-headers",
-		"envoy-ratelimited", "http3-post-connect-failure",
+		"envoy-ratelimited", "http3-post-connect-failure", "reset-before-request",
 	}
 }
 
@@ -406,6 +406,21 @@ type Retries struct {
 	Attempts      uint32        // 0..MaxRetryAttempts; 0: no retries at all
 	On            []string      // values from RetryOn; DefaultRetryOn when omitted
 	PerTryTimeout time.Duration // 0: each try may use the whole route timeout
+	// Backoff spaces retries out; nil: Envoy's default (25 ms base).
+	Backoff *RetryBackoff
+	// StatusCodes are the response codes that condition
+	// retriable-status-codes retries (which On then holds).
+	StatusCodes []uint32
+	// Headers match the responses that condition retriable-headers
+	// retries (which On then holds).
+	Headers []HeaderMatch
+}
+
+// RetryBackoff is the wait before each retry: Envoy picks it at random
+// below Base * 2^(retry-1), capped at Max.
+type RetryBackoff struct {
+	Base time.Duration // >= MinUpstreamDuration
+	Max  time.Duration // >= Base; 10 * Base when omitted, as in Envoy
 }
 
 // RateLimit is a local token bucket: Burst tokens at most, refilled with

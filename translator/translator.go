@@ -219,11 +219,7 @@ func route(r *policy.Route) ir.Route {
 		// policy.ImplicitRetryOn.
 		out.Retries = &ir.Retries{Attempts: policy.ImplicitRetryAttempts, On: policy.ImplicitRetryOn()}
 	case r.Retries.Attempts > 0:
-		out.Retries = &ir.Retries{
-			Attempts:      r.Retries.Attempts,
-			On:            append([]string(nil), r.Retries.On...),
-			PerTryTimeout: ir.D(r.Retries.PerTryTimeout),
-		}
+		out.Retries = retries(r.Retries)
 	}
 	if r.RateLimit != nil {
 		out.RateLimit = &ir.RateLimit{Requests: r.RateLimit.Requests, Per: ir.D(r.RateLimit.Per), Burst: r.RateLimit.Burst}

@@ -489,14 +489,22 @@ type Backend struct {
 	Meta map[string]string
 	srv  *http.Server
 	// FailFirst makes the next n requests answer 503.
-	failNext atomic.Int32
+	failNext   atomic.Int32
+	failStatus atomic.Int32
 	// Delay holds every response this long.
 	delay atomic.Int64
 	hits  atomic.Int64
 }
 
 // FailNext makes the next n requests answer 503.
-func (b *Backend) FailNext(n int) { b.failNext.Store(int32(n)) }
+func (b *Backend) FailNext(n int) { b.FailNextWith(n, http.StatusServiceUnavailable) }
+
+// FailNextWith makes the next n requests answer status, with the header
+// X-Failing-On-Purpose: true.
+func (b *Backend) FailNextWith(n, status int) {
+	b.failStatus.Store(int32(status))
+	b.failNext.Store(int32(n))
+}
 
 // SetDelay makes every response wait d.
 func (b *Backend) SetDelay(d time.Duration) { b.delay.Store(int64(d)) }
@@ -533,7 +541,8 @@ func (e *Env) StartBackend(service, id string) *Backend {
 			}
 		}
 		if b.failNext.Add(-1) >= 0 {
-			http.Error(w, "failing on purpose", http.StatusServiceUnavailable)
+			w.Header().Set("X-Failing-On-Purpose", "true")
+			http.Error(w, "failing on purpose", int(b.failStatus.Load()))
 			return
 		}
 		fmt.Fprintln(w, id)

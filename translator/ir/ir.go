@@ -250,6 +250,19 @@ type Retries struct {
 	Attempts      uint32   `json:"attempts"`
 	On            []string `json:"on"`
 	PerTryTimeout Duration `json:"perTryTimeout,omitempty"`
+	// Backoff spaces retries out; nil: Envoy's default.
+	Backoff *RetryBackoff `json:"backoff,omitempty"`
+	// StatusCodes and Headers (response header matches) are what the
+	// retriable-status-codes and retriable-headers conditions retry.
+	StatusCodes []uint32      `json:"statusCodes,omitempty"`
+	Headers     []HeaderMatch `json:"headers,omitempty"`
+}
+
+// RetryBackoff is the wait before each retry: random below Base *
+// 2^(retry-1), at most Max.
+type RetryBackoff struct {
+	Base Duration `json:"base"`
+	Max  Duration `json:"max"`
 }
 
 // RateLimit is a local token bucket: Requests tokens every Per, holding at
