@@ -498,13 +498,7 @@ func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
 		r.Service = v
 	}
 	r.Subset = d.subset(m)
-	if !r.Subset.IsZero() && m.has("split") {
-		key := "tags"
-		if !m.has(key) {
-			key = "meta"
-		}
-		d.errorf(m.lineOf(key), "tags and meta select instances of a route's service; in a split, give them on each entry")
-	}
+	d.subsetNeedsService(m, &r.Subset)
 	if m.has("split") {
 		r.Split = d.split(m, true)
 	}

@@ -105,6 +105,23 @@ func (d *decoder) subset(m *fields) Subset {
 	return s
 }
 
+// subsetNeedsService reports a route's tags or meta without a service to
+// select instances of.
+func (d *decoder) subsetNeedsService(m *fields, s *Subset) {
+	if s.IsZero() || m.has("service") {
+		return
+	}
+	key := "tags"
+	if !m.has(key) {
+		key = "meta"
+	}
+	if m.has("split") {
+		d.errorf(m.lineOf(key), "tags and meta select instances of a route's service; in a split, give them on each entry")
+		return
+	}
+	d.errorf(m.lineOf(key), "tags and meta select instances of a route's service, and this route has none")
+}
+
 // metaMatch decodes a mapping of Consul meta keys to the values an
 // instance must have.
 func (d *decoder) metaMatch(n *yaml.Node) map[string]string {
