@@ -134,8 +134,6 @@ var badFiles = []struct {
 		"subsets.yaml:32: a route through the mesh (mesh: true) needs the Connect mesh, which is off; run serve --mesh (and validate --mesh), or remove it",
 		"subsets.yaml:32: a route through the mesh reaches its services' sidecars, which cannot be chosen by tags or meta; drop mesh: true or the subsets",
 		`subsets.yaml:39: unknown field "tags" in split entry`,
-		"subsets.yaml:50: route needs one of service or split",
-		"subsets.yaml:50: tags and meta select instances of a route's service, and this route has none",
 	}},
 	// A Service's upstream settings: every value Envoy would refuse, and
 	// hashOn (sticky sessions) on a service that a split reaches.

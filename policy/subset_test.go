@@ -1,6 +1,9 @@
 package policy
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 func TestSubsetMatchesAndLabel(t *testing.T) {
 	v2 := Subset{Tags: []string{"v2"}}
@@ -30,5 +33,29 @@ func TestSubsetMatchesAndLabel(t *testing.T) {
 		if got := tt.s.String(); got != tt.wantID {
 			t.Errorf("%s: String() = %q; want %q", tt.name, got, tt.wantID)
 		}
+	}
+}
+
+// Tags or meta on a route that names no service (whatever its action) is
+// an error, not silently unused.
+func TestSubsetNeedsService(t *testing.T) {
+	_, diags := Parse(map[string][]byte{"edge.yaml": []byte(`apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: edge
+listeners:
+  - name: http
+    port: 10000
+    hosts:
+      - domains: ["*"]
+        routes:
+          - meta: { version: "2" }
+`)})
+	want := "edge.yaml:10: tags and meta select instances of a route's service, and this route has none"
+	var got []string
+	for _, d := range diags {
+		got = append(got, d.String())
+	}
+	if !slices.Contains(got, want) {
+		t.Errorf("got %q; want it to include %q", got, want)
 	}
 }
