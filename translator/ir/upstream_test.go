@@ -19,7 +19,9 @@ func TestValidateSubsetsAndUpstream(t *testing.T) {
 			Name: "http", Port: 10000, VirtualHosts: []VirtualHost{{Name: "*", Domains: []string{"*"}, Routes: []Route{r}}},
 		}}}
 	}
-	to := func(subset string) Route { return Route{Backends: []Backend{{Service: "web", Subset: subset, Weight: 1}}} }
+	to := func(subset string) Route {
+		return Route{Backends: []Backend{{Service: "web", Subset: subset, Weight: 1}}}
+	}
 	for _, tc := range []struct {
 		name string
 		cfg  *Config
