@@ -8,7 +8,6 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -34,7 +33,7 @@ func adsConfig() *corev3.ConfigSource {
 // 5 s, preferring IPv4) and keeps every address it returns as a host.
 func cluster(c *ir.Cluster) *clusterv3.Cluster {
 	cl := &clusterv3.Cluster{
-		Name:           ClusterName(c.Service),
+		Name:           SubsetClusterName(c.Service, c.Subset),
 		ConnectTimeout: durationpb.New(connectTimeout),
 		LbPolicy:       clusterv3.Cluster_ROUND_ROBIN,
 		// Draining instances (Consul maintenance) keep their open requests
@@ -45,12 +44,10 @@ func cluster(c *ir.Cluster) *clusterv3.Cluster {
 		CommonLbConfig: &clusterv3.Cluster_CommonLbConfig{
 			HealthyPanicThreshold: &typev3.Percent{Value: 0},
 		},
-		OutlierDetection: outlierDetection(),
-		CircuitBreakers:  circuitBreakers(),
+		OutlierDetection: tunedOutlierDetection(c.OutlierDetection),
+		CircuitBreakers:  tunedCircuitBreakers(c.CircuitBreakers),
 	}
-	if c.HTTP2 {
-		cl.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsName: mustAny(http2UpstreamOptions)}
-	}
+	applyUpstream(cl, c)
 	if c.DNS {
 		cl.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
 		cl.DnsLookupFamily = clusterv3.Cluster_V4_PREFERRED
@@ -74,7 +71,7 @@ func loadAssignment(c *ir.Cluster) *endpointv3.ClusterLoadAssignment {
 		}
 		byLocality[e.Locality] = append(byLocality[e.Locality], lbEndpoint(&e))
 	}
-	cla := &endpointv3.ClusterLoadAssignment{ClusterName: ClusterName(c.Service)}
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: SubsetClusterName(c.Service, c.Subset)}
 	for _, loc := range order {
 		cla.Endpoints = append(cla.Endpoints, &endpointv3.LocalityLbEndpoints{
 			Locality:    &corev3.Locality{Region: loc},
@@ -142,7 +139,8 @@ func outlierDetection() *clusterv3.OutlierDetection {
 // cluster, which a busy service overflows the moment an instance crashes
 // (every request sent to it is retried; the overflow answers 503), with a
 // budget: retries may be up to half of the requests in flight, and at
-// least 10. Connection and request limits keep Envoy's defaults.
+// least 10. Connection and request limits keep Envoy's defaults (1024
+// each).
 func circuitBreakers() *clusterv3.CircuitBreakers {
 	return &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
 		RetryBudget: &clusterv3.CircuitBreakers_Thresholds_RetryBudget{

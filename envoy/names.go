@@ -19,6 +19,17 @@ const XDSClusterName = "switchyard_xds"
 // cluster.web.upstream_rq_200.
 func ClusterName(service string) string { return service }
 
+// SubsetClusterName names the cluster, and its ClusterLoadAssignment, for
+// the instances of a Consul service in a subset (chosen by tags and meta):
+// "web~tag=v2", "web~not(tag=v2)". '~' never occurs in a service name, so
+// it cannot collide with a service's own cluster. "" is the whole service.
+func SubsetClusterName(service, subset string) string {
+	if subset == "" {
+		return ClusterName(service)
+	}
+	return service + "~" + subset
+}
+
 // ListenerName names a listener from its policy name.
 func ListenerName(listener string) string { return listener }
 

@@ -7,6 +7,9 @@ import "testing"
 func TestNames(t *testing.T) {
 	for _, tc := range []struct{ got, want string }{
 		{ClusterName("web"), "web"},
+		{SubsetClusterName("web", ""), "web"},
+		{SubsetClusterName("web", "tag=v2"), "web~tag=v2"},
+		{SubsetClusterName("web", "not(tag=v2)"), "web~not(tag=v2)"},
 		{ListenerName("public"), "public"},
 		{RouteConfigName("public"), "public"},
 		{StatPrefix("public"), "public"},

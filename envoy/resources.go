@@ -136,10 +136,11 @@ func (b *Builder) Build(cfg *ir.Config) (Resources, Digests, error) {
 		return nil
 	}
 	for _, c := range cfg.Clusters {
-		list, err := node("cluster/"+c.Service, c, func() ([]typedResource, error) {
-			out := []typedResource{{typ: resource.ClusterType, name: c.Service, source: c.Source, r: cluster(&c)}}
+		name := SubsetClusterName(c.Service, c.Subset)
+		list, err := node("cluster/"+name, c, func() ([]typedResource, error) {
+			out := []typedResource{{typ: resource.ClusterType, name: name, source: c.Source, r: cluster(&c)}}
 			if !c.DNS { // a DNS cluster's endpoints are inline
-				out = append(out, typedResource{typ: resource.EndpointType, name: c.Service, source: c.Source, r: loadAssignment(&c)})
+				out = append(out, typedResource{typ: resource.EndpointType, name: name, source: c.Source, r: loadAssignment(&c)})
 			}
 			return out, nil
 		})

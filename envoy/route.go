@@ -68,7 +68,7 @@ func backendCluster(b *ir.Backend) string {
 	if b.MeshCluster != "" {
 		return MeshClusterName(b.MeshCluster)
 	}
-	return ClusterName(b.Service)
+	return SubsetClusterName(b.Service, b.Subset)
 }
 
 func route(listener, virtualHost string, r *ir.Route) (*routev3.Route, error) {
@@ -107,6 +107,9 @@ func route(listener, virtualHost string, r *ir.Route) (*routev3.Route, error) {
 	}
 	if r.Retries != nil {
 		action.RetryPolicy = retryPolicy(r.Retries)
+	}
+	if r.Hash != nil {
+		action.HashPolicy = hashPolicy(r.Hash)
 	}
 	out := &routev3.Route{
 		Name:   r.Name,
@@ -204,6 +207,16 @@ func retryPolicy(r *ir.Retries) *routev3.RetryPolicy {
 	}
 	if r.PerTryTimeout.Duration > 0 {
 		rp.PerTryTimeout = durationpb.New(r.PerTryTimeout.Duration)
+	}
+	if b := r.Backoff; b != nil {
+		rp.RetryBackOff = &routev3.RetryPolicy_RetryBackOff{
+			BaseInterval: durationpb.New(b.Base.Duration),
+			MaxInterval:  durationpb.New(b.Max.Duration),
+		}
+	}
+	rp.RetriableStatusCodes = r.StatusCodes
+	for i := range r.Headers {
+		rp.RetriableHeaders = append(rp.RetriableHeaders, headerMatcher(&r.Headers[i]))
 	}
 	return rp
 }

@@ -90,7 +90,7 @@ func (d *decoder) document(doc *yaml.Node, out *parsed) {
 		m, _ := d.mapping(n, KindCertificate, "apiVersion", "kind", "name", "certFile", "keyFile", "caFile")
 		d.certificate(m, out)
 	case KindService:
-		m, _ := d.mapping(n, KindService, "apiVersion", "kind", "name", "protocol", "mesh")
+		m, _ := d.mapping(n, KindService, serviceFields...)
 		d.serviceDoc(m, out)
 	}
 }
@@ -128,6 +128,7 @@ func (d *decoder) serviceDoc(m *fields, out *parsed) {
 	if mn := m.vals["mesh"]; mn != nil {
 		sv.Mesh = d.meshPolicy(mn)
 	}
+	d.upstream(m, &sv)
 	if sv.Name != "" {
 		out.services = append(out.services, sv)
 	}
@@ -144,7 +145,7 @@ func (d *decoder) meshPolicy(n *yaml.Node) *MeshPolicy {
 		mp.Retries = d.retries(rn, mp.Timeout)
 	}
 	if m.has("split") {
-		mp.Split = d.split(m)
+		mp.Split = d.split(m, false)
 	}
 	return mp
 }
@@ -535,7 +536,7 @@ func shadows(a, b Match) bool {
 // route decodes one route; matchOK is false when its match has errors, so
 // that the unreachable-route warning does not build on a wrong match.
 func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
-	m, ok := d.mapping(n, "route", "name", "match", "service", "split", "timeout", "retries", "rateLimit", "websocket", "mesh")
+	m, ok := d.mapping(n, "route", "name", "match", "service", "tags", "meta", "split", "timeout", "retries", "rateLimit", "websocket", "mesh")
 	if !ok {
 		return Route{}, false, false
 	}
@@ -553,8 +554,10 @@ func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
 	if v, ok := d.str(m, "service"); ok && d.service(m.lineOf("service"), v) {
 		r.Service = v
 	}
+	r.Subset = d.subset(m)
+	d.subsetNeedsService(m, &r.Subset)
 	if m.has("split") {
-		r.Split = d.split(m)
+		r.Split = d.split(m, true)
 	}
 	r.Timeout = d.duration(m, "timeout")
 	if rn := m.vals["retries"]; rn != nil {
@@ -569,6 +572,9 @@ func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
 	if v, ok := d.boolean(m, "mesh"); ok && v {
 		r.Mesh = true
 		d.needMesh(m.lineOf("mesh"), "a route through the mesh (mesh: true)")
+		if r.HasSubsets() {
+			d.errorf(m.lineOf("mesh"), "a route through the mesh reaches its services' sidecars, which cannot be chosen by tags or meta; drop mesh: true or the subsets")
+		}
 	}
 	return r, matchOK, true
 }
@@ -688,7 +694,8 @@ func (d *decoder) header(n *yaml.Node) (HeaderMatch, bool) {
 	return h, true
 }
 
-func (d *decoder) split(m *fields) []WeightedService {
+// split decodes a split; withSubsets allows tags and meta on its entries.
+func (d *decoder) split(m *fields, withSubsets bool) []WeightedService {
 	items := d.list(m, "split")
 	if m.emptyList("split") {
 		d.errorf(m.lineOf("split"), "split must list at least one service")
@@ -701,18 +708,27 @@ func (d *decoder) split(m *fields) []WeightedService {
 		services  = make(map[string]Pos)
 	)
 	for _, n := range items {
-		e, ok := d.mapping(n, "split entry", "service", "weight")
+		allowed := []string{"service", "weight"}
+		if withSubsets {
+			allowed = append(allowed, "tags", "meta")
+		}
+		e, ok := d.mapping(n, "split entry", allowed...)
 		if !ok {
 			weightsOK = false
 			continue
 		}
 		ws := WeightedService{Pos: d.pos(e.line)}
+		ws.Subset = d.subset(e)
 		if d.require(e, "service") {
 			if v, ok := d.str(e, "service"); ok && d.service(e.lineOf("service"), v) {
-				if prev, dup := services[v]; dup {
+				key := v + " " + ws.Subset.String()
+				switch prev, dup := services[key]; {
+				case dup && ws.Subset.IsZero():
 					d.errorf(e.lineOf("service"), "service %q appears twice in split (also at %s)", v, prev)
-				} else {
-					services[v] = ws.Pos
+				case dup:
+					d.errorf(e.lineOf("service"), "service %q with the same tags and meta appears twice in split (also at %s)", v, prev)
+				default:
+					services[key] = ws.Pos
 				}
 				ws.Service = v
 			}
@@ -734,11 +750,12 @@ func (d *decoder) split(m *fields) []WeightedService {
 	case sum > math.MaxUint32:
 		d.errorf(m.lineOf("split"), "split weights sum to %d, more than the maximum %d", sum, uint64(math.MaxUint32))
 	}
+	splitRest(out)
 	return out
 }
 
 func (d *decoder) retries(n *yaml.Node, routeTimeout *time.Duration) *Retries {
-	m, ok := d.mapping(n, "retries", "attempts", "on", "perTryTimeout")
+	m, ok := d.mapping(n, "retries", "attempts", "on", "perTryTimeout", "backoff", "statusCodes", "headers")
 	if !ok {
 		return nil
 	}
@@ -765,13 +782,11 @@ func (d *decoder) retries(n *yaml.Node, routeTimeout *time.Duration) *Retries {
 			default:
 				r.On = append(r.On, it.value)
 			}
-			if it.value == "retriable-status-codes" || it.value == "retriable-headers" {
-				d.warnf(it.line, "retry condition %q needs a list of status codes or headers, which policy files cannot set yet; it has no effect", it.value)
-			}
 		}
 	} else {
 		r.On = DefaultRetryOn()
 	}
+	d.retryLists(m, r)
 	if p := d.duration(m, "perTryTimeout"); p != nil {
 		r.PerTryTimeout = *p
 		timeout, what := EnvoyDefaultRouteTimeout, "Envoy's default route timeout"
@@ -1143,6 +1158,7 @@ func (p *parsed) check(diags *Diagnostics) {
 		}
 	}
 	p.checkClientCAs(errorf)
+	p.checkHashedSplits(errorf)
 	routed := map[string]bool{}
 	for _, g := range p.groups {
 		for _, l := range g.Listeners {

@@ -83,7 +83,7 @@ func RetryOn() []string {
 	return []string{
 		"5xx", "gateway-error", "reset", "connect-failure", "retriable-4xx",
 		"refused-stream", "retriable-status-codes", "retriable-headers",
-		"envoy-ratelimited", "http3-post-connect-failure",
+		"envoy-ratelimited", "http3-post-connect-failure", "reset-before-request",
 	}
 }
 
@@ -337,6 +337,15 @@ type Service struct {
 	// Mesh is policy for traffic to the service from Connect sidecars
 	// (an HTTP service's callers); nil when not set.
 	Mesh *MeshPolicy
+
+	// The edge's cluster to the service (and to each subset of it): nil
+	// fields keep Switchyard's defaults, described in docs/policy.md.
+	LoadBalancer     *LoadBalancer
+	ConnectTimeout   *time.Duration // > 0
+	IdleTimeout      *time.Duration // 0: connections never idle out
+	CircuitBreakers  *CircuitBreakers
+	OutlierDetection *OutlierDetection
+	HealthCheck      *HealthCheck // nil: no active health check
 }
 
 // MeshPolicy is what every sidecar that calls a service applies to its
@@ -372,6 +381,7 @@ type Route struct {
 	Match Match
 
 	Service string            // set when the action is a single service
+	Subset  Subset            // of Service: some of its instances; zero: all
 	Split   []WeightedService // set when the action is a split
 
 	Timeout   *time.Duration // nil: not set; 0: no timeout
@@ -405,7 +415,23 @@ type HeaderMatch struct {
 type WeightedService struct {
 	Pos     Pos
 	Service string
-	Weight  uint32
+	// Subset is the instances of Service that get this share; zero: all
+	// (or the rest, see Subset.Except).
+	Subset Subset
+	Weight uint32
+}
+
+// HasSubsets reports whether the route selects instances by tags or meta.
+func (r *Route) HasSubsets() bool {
+	if !r.Subset.IsZero() {
+		return true
+	}
+	for _, w := range r.Split {
+		if !w.Subset.IsZero() {
+			return true
+		}
+	}
+	return false
 }
 
 // Retries is a route's retry policy.
@@ -413,6 +439,21 @@ type Retries struct {
 	Attempts      uint32        // 0..MaxRetryAttempts; 0: no retries at all
 	On            []string      // values from RetryOn; DefaultRetryOn when omitted
 	PerTryTimeout time.Duration // 0: each try may use the whole route timeout
+	// Backoff spaces retries out; nil: Envoy's default (25 ms base).
+	Backoff *RetryBackoff
+	// StatusCodes are the response codes that condition
+	// retriable-status-codes retries (which On then holds).
+	StatusCodes []uint32
+	// Headers match the responses that condition retriable-headers
+	// retries (which On then holds).
+	Headers []HeaderMatch
+}
+
+// RetryBackoff is the wait before each retry: Envoy picks it at random
+// below Base * 2^(retry-1), capped at Max.
+type RetryBackoff struct {
+	Base time.Duration // >= MinUpstreamDuration
+	Max  time.Duration // >= Base; 10 * Base when omitted, as in Envoy
 }
 
 // RateLimit is a local token bucket: Burst tokens at most, refilled with

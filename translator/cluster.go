@@ -16,20 +16,25 @@ const (
 	maxWeight = 128
 )
 
-// cluster builds a service's cluster and endpoints from the registry. A
-// service Consul does not know yet still gets a cluster, with no endpoints:
-// its routes answer 503 until it registers, instead of the whole config
-// failing or traffic falling through to another route.
-func (t *translation) cluster(service string, pos policy.Pos) ir.Cluster {
-	c := ir.Cluster{Service: service, Source: pos.String()}
+// cluster builds the cluster and endpoints of a service, or of a subset of
+// its instances, from the registry. A service Consul does not know yet
+// still gets a cluster, with no endpoints: its routes answer 503 until it
+// registers, instead of the whole config failing or traffic falling
+// through to another route. So does a subset no instance is in.
+func (t *translation) cluster(service string, subset *policy.Subset, pos policy.Pos) ir.Cluster {
+	c := ir.Cluster{Service: service, Subset: subset.String(), Source: pos.String()}
 	svc, ok := t.snap.Service(service)
 	c.HTTP2 = t.http2(service, svc)
+	t.upstream(&c)
 	if !ok {
 		t.warn(pos, "service %q is not registered in Consul; its routes answer 503 until it is", service)
 		return c
 	}
 	c.Endpoints = make([]ir.Endpoint, 0, len(svc.Instances))
 	for _, inst := range svc.Instances {
+		if !subset.Matches(inst.Tags, inst.Meta) {
+			continue
+		}
 		ip := net.ParseIP(inst.Address) != nil
 		if !ip && !isHostName(inst.Address) || inst.Port <= 0 || inst.Port > 65535 {
 			t.warn(policy.Pos{File: "consul"}, "service %q instance %q on node %q has no usable address (%q port %d; an IP address or a host name, and a port, are needed); skipped",
@@ -51,6 +56,9 @@ func (t *translation) cluster(service string, pos policy.Pos) ir.Cluster {
 			Weight:   clampWeight(inst.Weight),
 			Locality: inst.Datacenter,
 		})
+	}
+	if len(c.Endpoints) == 0 && len(svc.Instances) > 0 && !subset.IsZero() {
+		t.warn(pos, "no instance of service %q is in subset %s; its share of requests is answered 503 until one is", service, c.Subset)
 	}
 	return c
 }

@@ -129,16 +129,18 @@ func (gm *groupMesh) route(t *translation, r *policy.Route, out *ir.Route) {
 // service's SNI) from becoming a second cluster of that name, of which
 // Envoy would keep one: it leaves services, its direct routes answer 503,
 // and a warning names the line of its first route.
-func (gm *groupMesh) dropNameClashes(t *translation, services map[string]policy.Pos, listeners []ir.Listener) {
+func (gm *groupMesh) dropNameClashes(t *translation, services map[string]serviceRef, listeners []ir.Listener) {
 	if gm == nil {
 		return
 	}
 	clash := map[string]bool{}
-	for name, pos := range services {
-		if gm.clusters[name] != nil {
-			clash[name] = true
-			delete(services, name)
-			t.warn(pos, "service %q is named like the mesh cluster of a route through the mesh (its SNI); its routes reached directly answer 503: rename the service", name)
+	for key, ref := range services {
+		if gm.clusters[ref.name] != nil {
+			if !clash[ref.name] {
+				t.warn(ref.pos, "service %q is named like the mesh cluster of a route through the mesh (its SNI); its routes reached directly answer 503: rename the service", ref.name)
+			}
+			clash[ref.name] = true
+			delete(services, key)
 		}
 	}
 	if len(clash) == 0 {

@@ -186,7 +186,7 @@ func meshCluster(snap *registry.MeshSnapshot, set *policy.Set, service, dc, td s
 				c.Timeout = &d
 			}
 			if r := sv.Mesh.Retries; r != nil && r.Attempts > 0 {
-				c.Retries = &ir.Retries{Attempts: r.Attempts, On: append([]string(nil), r.On...), PerTryTimeout: ir.D(r.PerTryTimeout)}
+				c.Retries = retries(r)
 			}
 			c.Split = meshSplit(sv, dc, td, serves, warn)
 		}

@@ -78,7 +78,7 @@ func (t *translation) warn(pos policy.Pos, format string, args ...any) {
 func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 	cfg := &ir.Config{Group: g.Name}
 	gm := t.groupMesh(g)
-	services := map[string]policy.Pos{} // service -> first route naming it
+	services := map[string]serviceRef{} // cluster key -> first route naming it
 	secrets := map[string]bool{}
 	for _, l := range g.Listeners {
 		il := ir.Listener{Name: l.Name, Address: l.Address, Port: l.Port, Source: l.Pos.String(), WebSocket: l.WebSocket}
@@ -117,10 +117,11 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 					ivh.Routes = append(ivh.Routes, out)
 					continue
 				}
+				t.hash(&r, &out)
 				ivh.Routes = append(ivh.Routes, out)
 				for _, svc := range routeServices(&r) {
-					if _, ok := services[svc.name]; !ok {
-						services[svc.name] = svc.pos
+					if _, ok := services[svc.key()]; !ok {
+						services[svc.key()] = svc
 					}
 				}
 			}
@@ -129,20 +130,21 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 		cfg.Listeners = append(cfg.Listeners, il)
 	}
 	gm.dropNameClashes(t, services, cfg.Listeners)
-	names := make([]string, 0, len(services))
-	for name := range services {
-		names = append(names, name)
+	keys := make([]string, 0, len(services))
+	for key := range services {
+		keys = append(keys, key)
 	}
-	sort.Strings(names)
+	sort.Strings(keys)
 	http2 := map[string]bool{}
-	for _, name := range names {
-		c := t.cluster(name, services[name])
-		http2[name] = c.HTTP2
+	for _, key := range keys {
+		ref := services[key]
+		c := t.cluster(ref.name, &ref.subset, ref.pos)
+		http2[ref.name] = c.HTTP2
 		cfg.Clusters = append(cfg.Clusters, c)
 	}
 	if g.Tracing != nil {
 		cfg.Clusters = append(cfg.Clusters, tracingCluster(g.Tracing))
-		sort.Slice(cfg.Clusters, func(i, j int) bool { return cfg.Clusters[i].Service < cfg.Clusters[j].Service })
+		sort.SliceStable(cfg.Clusters, func(i, j int) bool { return cfg.Clusters[i].Service < cfg.Clusters[j].Service })
 	}
 	// Envoy passes a WebSocket upgrade to an HTTP/1.1 upstream only.
 	for _, l := range g.Listeners {
@@ -178,18 +180,25 @@ func tracingCluster(tr *policy.Tracing) ir.Cluster {
 		Endpoints: []ir.Endpoint{{ID: tr.Address, Address: host, Port: uint32(p), Health: ir.Healthy, Weight: 1}}}
 }
 
+// serviceRef is a route's reference to a service, or to a subset of its
+// instances: one cluster.
 type serviceRef struct {
-	name string
-	pos  policy.Pos
+	name   string
+	pos    policy.Pos
+	subset policy.Subset
 }
+
+// key identifies the cluster: the service and the subset's label (a space
+// cannot occur in a service name).
+func (s *serviceRef) key() string { return s.name + " " + s.subset.String() }
 
 func routeServices(r *policy.Route) []serviceRef {
 	if r.Service != "" {
-		return []serviceRef{{r.Service, r.Pos}}
+		return []serviceRef{{r.Service, r.Pos, r.Subset}}
 	}
 	var out []serviceRef
 	for _, w := range r.Split {
-		out = append(out, serviceRef{w.Service, w.Pos})
+		out = append(out, serviceRef{w.Service, w.Pos, w.Subset})
 	}
 	return out
 }
@@ -218,10 +227,10 @@ func route(r *policy.Route) ir.Route {
 		})
 	}
 	if r.Service != "" {
-		out.Backends = []ir.Backend{{Service: r.Service, Weight: 1}}
+		out.Backends = []ir.Backend{{Service: r.Service, Subset: r.Subset.String(), Weight: 1}}
 	}
 	for _, w := range r.Split {
-		out.Backends = append(out.Backends, ir.Backend{Service: w.Service, Weight: w.Weight})
+		out.Backends = append(out.Backends, ir.Backend{Service: w.Service, Subset: w.Subset.String(), Weight: w.Weight})
 	}
 	switch {
 	case r.Retries == nil:
@@ -229,11 +238,7 @@ func route(r *policy.Route) ir.Route {
 		// policy.ImplicitRetryOn.
 		out.Retries = &ir.Retries{Attempts: policy.ImplicitRetryAttempts, On: policy.ImplicitRetryOn()}
 	case r.Retries.Attempts > 0:
-		out.Retries = &ir.Retries{
-			Attempts:      r.Retries.Attempts,
-			On:            append([]string(nil), r.Retries.On...),
-			PerTryTimeout: ir.D(r.Retries.PerTryTimeout),
-		}
+		out.Retries = retries(r.Retries)
 	}
 	if r.RateLimit != nil {
 		out.RateLimit = &ir.RateLimit{Requests: r.RateLimit.Requests, Per: ir.D(r.RateLimit.Per), Burst: r.RateLimit.Burst}

@@ -6,6 +6,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -487,16 +488,28 @@ type Backend struct {
 	// changes it (to a host name, say) and registers again.
 	Address string
 	Port    int
-	srv     *http.Server
+	// Tags and Meta are what Register puts in Consul; change them and
+	// register again to retag the instance.
+	Tags []string
+	Meta map[string]string
+	srv  *http.Server
 	// FailFirst makes the next n requests answer 503.
-	failNext atomic.Int32
+	failNext   atomic.Int32
+	failStatus atomic.Int32
 	// Delay holds every response this long.
 	delay atomic.Int64
 	hits  atomic.Int64
 }
 
 // FailNext makes the next n requests answer 503.
-func (b *Backend) FailNext(n int) { b.failNext.Store(int32(n)) }
+func (b *Backend) FailNext(n int) { b.FailNextWith(n, http.StatusServiceUnavailable) }
+
+// FailNextWith makes the next n requests answer status, with the header
+// X-Failing-On-Purpose: true.
+func (b *Backend) FailNextWith(n, status int) {
+	b.failStatus.Store(int32(status))
+	b.failNext.Store(int32(n))
+}
 
 // SetDelay makes every response wait d.
 func (b *Backend) SetDelay(d time.Duration) { b.delay.Store(int64(d)) }
@@ -507,6 +520,15 @@ func (b *Backend) Hits() int64 { return b.hits.Load() }
 // Crash stops the backend as a crashed process would stop answering: its
 // listener and open connections close, and Consul is not told.
 func (b *Backend) Crash() { b.srv.Close() }
+
+// Stop stops the backend as a well-behaved process does on SIGTERM: it
+// stops accepting, closes idle connections and returns once the requests
+// in flight are answered (or after 30 s).
+func (b *Backend) Stop() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return b.srv.Shutdown(ctx)
+}
 
 // StartBackend starts a backend and registers it in Consul with a passing
 // TTL check whose state the test controls.
@@ -524,7 +546,8 @@ func (e *Env) StartBackend(service, id string) *Backend {
 			}
 		}
 		if b.failNext.Add(-1) >= 0 {
-			http.Error(w, "failing on purpose", http.StatusServiceUnavailable)
+			w.Header().Set("X-Failing-On-Purpose", "true")
+			http.Error(w, "failing on purpose", int(b.failStatus.Load()))
 			return
 		}
 		fmt.Fprintln(w, id)
@@ -546,7 +569,7 @@ func (e *Env) StartBackend(service, id string) *Backend {
 func (e *Env) Register(b *Backend) {
 	e.t.Helper()
 	err := e.consul.Agent().ServiceRegister(&consulapi.AgentServiceRegistration{
-		ID: b.ID, Name: b.Service, Address: b.Address, Port: b.Port,
+		ID: b.ID, Name: b.Service, Address: b.Address, Port: b.Port, Tags: b.Tags, Meta: b.Meta,
 		Check: &consulapi.AgentServiceCheck{CheckID: "check-" + b.ID, TTL: "10m", Status: consulapi.HealthPassing},
 	})
 	if err != nil {

@@ -75,14 +75,15 @@ func (c *Config) Validate() error {
 	}
 	clusters := map[string]bool{}
 	for _, cl := range c.Clusters {
-		if clusters[cl.Service] {
-			errs = append(errs, fmt.Errorf("cluster %q: defined twice", cl.Service))
+		key := clusterKey(cl.Service, cl.Subset)
+		if clusters[key] {
+			errs = append(errs, fmt.Errorf("cluster %q subset %q: defined twice", cl.Service, cl.Subset))
 		}
 		// Envoy names both kinds by these keys: one would replace the other.
 		if meshClusters[cl.Service] {
 			errs = append(errs, fmt.Errorf("cluster %q (%s): also the name of a mesh cluster", cl.Service, cl.Source))
 		}
-		clusters[cl.Service] = true
+		clusters[key] = true
 		errs = append(errs, cl.Validate())
 	}
 	secrets := map[string]bool{}
@@ -143,14 +144,18 @@ type AccessLog struct {
 	Format string `json:"format"`
 }
 
-// Validate checks the listener's references: to clusters by service, mesh
-// clusters by SNI, and secrets by name.
+// clusterKey identifies a cluster in Validate's maps: its service and
+// subset (a space cannot occur in a service name).
+func clusterKey(service, subset string) string { return service + " " + subset }
+
+// Validate checks the listener's references: to clusters by service and
+// subset (clusterKey), mesh clusters by SNI, and secrets by name.
 func (l *Listener) Validate(clusters, meshClusters, secrets map[string]bool) error {
 	var errs []error
 	if l.Port == 0 || l.Port > 65535 {
 		errs = append(errs, fmt.Errorf("listener %q: port %d out of range", l.Name, l.Port))
 	}
-	if l.Tracing != nil && !clusters[l.Tracing.Cluster] {
+	if l.Tracing != nil && !clusters[clusterKey(l.Tracing.Cluster, "")] {
 		errs = append(errs, fmt.Errorf("listener %q: tracing to unknown cluster %q", l.Name, l.Tracing.Cluster))
 	}
 	if l.TLS != nil {
@@ -168,12 +173,22 @@ func (l *Listener) Validate(clusters, meshClusters, secrets map[string]bool) err
 			if (len(r.Backends) == 0) == (r.Unavailable == "") {
 				errs = append(errs, fmt.Errorf("listener %q route %q: want backends or unavailable, exactly one", l.Name, r.Name))
 			}
+			if r.Hash != nil {
+				if err := r.Hash.validate(); err != nil {
+					errs = append(errs, fmt.Errorf("listener %q route %q: %w", l.Name, r.Name, err))
+				}
+				if len(r.Backends) > 1 {
+					errs = append(errs, fmt.Errorf("listener %q route %q: a hash policy on a split", l.Name, r.Name))
+				}
+			}
 			for _, b := range r.Backends {
 				switch {
 				case b.MeshCluster != "" && !meshClusters[b.MeshCluster]:
 					errs = append(errs, fmt.Errorf("listener %q route %q: no mesh cluster %q for service %q", l.Name, r.Name, b.MeshCluster, b.Service))
-				case b.MeshCluster == "" && !clusters[b.Service]:
-					errs = append(errs, fmt.Errorf("listener %q route %q: no cluster for service %q", l.Name, r.Name, b.Service))
+				case b.MeshCluster != "" && b.Subset != "":
+					errs = append(errs, fmt.Errorf("listener %q route %q: service %q through the mesh with subset %q", l.Name, r.Name, b.Service, b.Subset))
+				case b.MeshCluster == "" && !clusters[clusterKey(b.Service, b.Subset)]:
+					errs = append(errs, fmt.Errorf("listener %q route %q: no cluster for service %q subset %q", l.Name, r.Name, b.Service, b.Subset))
 				}
 			}
 		}
@@ -213,6 +228,9 @@ type Route struct {
 	Timeout   *Duration  `json:"timeout,omitempty"`
 	Retries   *Retries   `json:"retries,omitempty"`
 	RateLimit *RateLimit `json:"rateLimit,omitempty"`
+	// Hash is what the route hashes requests on, for its one backend's
+	// consistent-hash load balancing (sticky sessions); nil: nothing.
+	Hash *HashPolicy `json:"hash,omitempty"`
 	// WebSocket allows WebSocket upgrades on this route.
 	WebSocket bool `json:"websocket,omitempty"`
 	// Source is the policy file and line the route came from, for operators.
@@ -241,7 +259,10 @@ type HeaderMatch struct {
 // mesh cluster when the service is reached through its sidecars.
 type Backend struct {
 	Service string `json:"service"`
-	Weight  uint32 `json:"weight"`
+	// Subset, when set, is the label of the Cluster.Subset the backend's
+	// share goes to; "": the service's whole cluster.
+	Subset string `json:"subset,omitempty"`
+	Weight uint32 `json:"weight"`
 	// MeshCluster, when set, names the Config.Mesh cluster (by SNI) that
 	// reaches the service through its sidecars, instead of its cluster.
 	MeshCluster string `json:"meshCluster,omitempty"`
@@ -252,6 +273,19 @@ type Retries struct {
 	Attempts      uint32   `json:"attempts"`
 	On            []string `json:"on"`
 	PerTryTimeout Duration `json:"perTryTimeout,omitempty"`
+	// Backoff spaces retries out; nil: Envoy's default.
+	Backoff *RetryBackoff `json:"backoff,omitempty"`
+	// StatusCodes and Headers (response header matches) are what the
+	// retriable-status-codes and retriable-headers conditions retry.
+	StatusCodes []uint32      `json:"statusCodes,omitempty"`
+	Headers     []HeaderMatch `json:"headers,omitempty"`
+}
+
+// RetryBackoff is the wait before each retry: random below Base *
+// 2^(retry-1), at most Max.
+type RetryBackoff struct {
+	Base Duration `json:"base"`
+	Max  Duration `json:"max"`
 }
 
 // RateLimit is a local token bucket: Requests tokens every Per, holding at
@@ -266,6 +300,11 @@ type RateLimit struct {
 // package names the cluster after the service.
 type Cluster struct {
 	Service string `json:"service"`
+	// Subset, when set, labels the instances of the service this cluster
+	// holds, chosen by their Consul tags and meta ("tag=v2",
+	// "not(tag=v2)"); "": all of them. A service has one cluster per
+	// subset its routes name.
+	Subset string `json:"subset,omitempty"`
 	// Source is the policy file and line of the first route to the service.
 	Source string `json:"source,omitempty"`
 	// DNS is set when some instance's address is a host name, not an IP:
@@ -274,13 +313,25 @@ type Cluster struct {
 	DNS bool `json:"dns,omitempty"`
 	// HTTP2 makes Envoy speak HTTP/2 (prior knowledge) to the instances,
 	// as gRPC servers need; otherwise HTTP/1.1.
-	HTTP2     bool       `json:"http2,omitempty"`
-	Endpoints []Endpoint `json:"endpoints,omitempty"`
+	HTTP2 bool `json:"http2,omitempty"`
+	// LB is the load balancing policy (LBRoundRobin, ...); "": round robin.
+	LB string `json:"lb,omitempty"`
+	// SlowStart ramps a new endpoint's share up over this window (round
+	// robin and least request only); nil: off.
+	SlowStart *Duration `json:"slowStart,omitempty"`
+	// ConnectTimeout and IdleTimeout (of upstream connections; 0: never)
+	// are nil to keep the envoy package's defaults.
+	ConnectTimeout   *Duration         `json:"connectTimeout,omitempty"`
+	IdleTimeout      *Duration         `json:"idleTimeout,omitempty"`
+	CircuitBreakers  *CircuitBreakers  `json:"circuitBreakers,omitempty"`
+	OutlierDetection *OutlierDetection `json:"outlierDetection,omitempty"`
+	HealthCheck      *HealthCheck      `json:"healthCheck,omitempty"`
+	Endpoints        []Endpoint        `json:"endpoints,omitempty"`
 }
 
-// Validate checks the cluster's endpoints.
+// Validate checks the cluster's settings and endpoints.
 func (c *Cluster) Validate() error {
-	var errs []error
+	errs := []error{c.validateUpstream()}
 	for _, e := range c.Endpoints {
 		if e.Address == "" || e.Port == 0 || e.Port > 65535 {
 			errs = append(errs, fmt.Errorf("cluster %q: endpoint %q: bad address %q port %d", c.Service, e.ID, e.Address, e.Port))
