@@ -87,6 +87,11 @@ type typeState struct {
 
 	delta map[*deltaWatch]struct{}
 	sotw  map[*sotwWatch]struct{}
+	// synced holds the version maps of this state's delta answers that
+	// left their stream in sync with it, by identity, until the stream's
+	// next request: an ACK that comes back with one of them needs no
+	// comparison (see CreateDeltaWatch).
+	synced map[uintptr]map[string]string
 }
 
 // entry is one resource version: its delta form, whose Any is also what
@@ -110,7 +115,7 @@ func (c *Cache) group(key string, create bool) *group {
 func (g *group) typ(typeURL string) *typeState {
 	ts := g.types[typeURL]
 	if ts == nil {
-		ts = &typeState{resources: map[string]*entry{}, delta: map[*deltaWatch]struct{}{}, sotw: map[*sotwWatch]struct{}{}}
+		ts = &typeState{resources: map[string]*entry{}, delta: map[*deltaWatch]struct{}{}, sotw: map[*sotwWatch]struct{}{}, synced: map[uintptr]map[string]string{}}
 		g.types[typeURL] = ts
 	}
 	return ts
@@ -149,11 +154,11 @@ func (c *Cache) SetSnapshot(_ context.Context, key string, snapshot cache.Resour
 	g.set, g.snap = true, snapshot
 	for _, ch := range changes {
 		old := g.types[ch.typeURL]
+		if len(ch.changed) == 0 && len(ch.removed) == 0 && ch.next.version == old.version && !first {
+			continue // nothing for this type's watches; the old state is as good
+		}
 		ch.next.delta, ch.next.sotw = old.delta, old.sotw
 		g.types[ch.typeURL] = ch.next
-		if len(ch.changed) == 0 && len(ch.removed) == 0 && ch.next.version == old.version && !first {
-			continue // nothing for this type's watches
-		}
 		ch.next.answerSotw(c.ads)
 		ch.next.answerDelta(ch, first)
 	}
@@ -165,7 +170,7 @@ func (c *Cache) SetSnapshot(_ context.Context, key string, snapshot cache.Resour
 func diff(typeURL string, old *typeState, snapshot cache.ResourceSnapshot) (change, error) {
 	items := snapshot.GetResourcesAndTTL(typeURL)
 	versions := snapshot.GetVersionMap(typeURL)
-	next := &typeState{version: snapshot.GetVersion(typeURL), resources: make(map[string]*entry, len(items))}
+	next := &typeState{version: snapshot.GetVersion(typeURL), resources: make(map[string]*entry, len(items)), synced: map[uintptr]map[string]string{}}
 	ch := change{typeURL: typeURL, next: next}
 	for name, item := range items {
 		v, ok := versions[name]

@@ -2,6 +2,7 @@ package xdscache
 
 import (
 	"maps"
+	"reflect"
 	"sort"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -40,7 +41,10 @@ func (c *Cache) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscription
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	ts := g.typ(typeURL)
-	if g.set {
+	if ts.stillSynced(req, sub) {
+		// An ACK (or NACK) of an answer that left the stream in sync:
+		// nothing changed since, or the answer would have been sent.
+	} else if g.set {
 		updates, removed := ts.deltaFull(w)
 		if len(updates)+len(removed) > 0 || sub.IsWildcard() && req.GetResponseNonce() == "" {
 			if ts.respondDelta(w, typeURL, updates, removed) {
@@ -57,6 +61,31 @@ func (c *Cache) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscription
 		}
 	}, nil
 }
+
+// stillSynced reports whether a request comes back with the version map
+// of an answer that left its stream in sync with this state, and forgets
+// the map (the stream holds it until its next answer; a request that
+// changes the subscription may have changed the map, and always takes the
+// full comparison). A map is recognized by identity: the server hands each
+// stream's map back unchanged unless the subscription changes.
+func (ts *typeState) stillSynced(req *cache.DeltaRequest, sub cache.Subscription) bool {
+	returned := sub.ReturnedResources()
+	if returned == nil {
+		return false
+	}
+	id := reflect.ValueOf(returned).Pointer()
+	if _, ok := ts.synced[id]; !ok {
+		return false
+	}
+	delete(ts.synced, id)
+	return len(req.GetResourceNamesSubscribe())+len(req.GetResourceNamesUnsubscribe())+len(req.GetInitialResourceVersions()) == 0
+}
+
+// maxSynced bounds typeState.synced: entries of streams that closed
+// before their next request stay until the type changes. Past the bound
+// it starts again empty, which costs a full comparison per stream at
+// worst.
+const maxSynced = 1 << 16
 
 // answerDelta answers this type's parked delta watches after a change: a
 // parked watch is in sync with the state before it, so only the changed
@@ -131,20 +160,30 @@ func (ts *typeState) deltaFull(w *deltaWatch) (updates []*discoveryv3.Resource, 
 
 // respondDelta sends a watch its answer: the resources, shared with every
 // other stream, in a response message of its own (the server sets the
-// nonce in it). The version map handed back is the stream's, updated: the
-// server keeps it and passes it to the next watch. It reports whether the
-// answer went out; the stream's channel holds one answer per type, so it
-// is never full unless the server changes, and then the watch stays
-// parked, marked behind, rather than blocking every other stream.
+// nonce in it).
+//
+// The version map handed back is the stream's own, updated in place: the
+// server keeps one per stream and type, passes it to each watch, and,
+// between a watch's creation and its cancellation, leaves it to the cache
+// (its cancel takes the group's lock, under which this runs). Updating it
+// rather than copying it keeps a change's cost to what changed: a copy
+// per stream of a thousand versions was most of the work of a flip. The
+// only map copied is the one a stream's first request brought
+// (initial_resource_versions), which belongs to the request.
+//
+// It reports whether the answer went out. The stream's channel holds one
+// answer per type, so it is never full unless the server changes; then
+// the watch stays parked, marked behind, rather than blocking every other
+// stream. The map is updated after the send: the server stores it on
+// receipt and reads it only through the cache (a watch's cancel, or the
+// next watch), under the group's lock.
 func (ts *typeState) respondDelta(w *deltaWatch, typeURL string, updates []*discoveryv3.Resource, removed []string) bool {
-	returned := w.sub.ReturnedResources()
-	next := make(map[string]string, len(returned)+len(updates))
-	maps.Copy(next, returned)
-	for _, r := range updates {
-		next[r.GetName()] = r.GetVersion()
-	}
-	for _, name := range removed {
-		delete(next, name)
+	next := w.sub.ReturnedResources()
+	if next == nil || sameMap(next, w.req.GetInitialResourceVersions()) {
+		next = maps.Clone(next)
+		if next == nil {
+			next = make(map[string]string, len(updates))
+		}
 	}
 	resp := &cache.DeltaPassthroughResponse{
 		DeltaRequest:   w.req,
@@ -158,10 +197,25 @@ func (ts *typeState) respondDelta(w *deltaWatch, typeURL string, updates []*disc
 	}
 	select {
 	case w.ch <- resp:
-		w.behind = false
-		return true
 	default:
 		w.behind = true
 		return false
 	}
+	for _, r := range updates {
+		next[r.GetName()] = r.GetVersion()
+	}
+	for _, name := range removed {
+		delete(next, name)
+	}
+	w.behind = false
+	if len(ts.synced) >= maxSynced {
+		clear(ts.synced)
+	}
+	ts.synced[reflect.ValueOf(next).Pointer()] = next
+	return true
+}
+
+// sameMap reports whether a and b are the same map (not equal contents).
+func sameMap(a, b map[string]string) bool {
+	return a != nil && b != nil && reflect.ValueOf(a).Pointer() == reflect.ValueOf(b).Pointer()
 }
