@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -16,7 +17,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 )
 
-var proxies = flag.Int("proxies", 200, "xDS clients in BenchmarkFanout")
+var (
+	proxies = flag.Int("proxies", 200, "xDS clients in BenchmarkFanout")
+	profile = flag.String("switchyard-profile", "", "write Switchyard's CPU profile over BenchmarkFanout's flips to this file, its heap profile after them to FILE.heap")
+)
 
 // BenchmarkFanout measures pushing one change to many proxies: -proxies
 // delta xDS clients (small Go clients that subscribe to every endpoint
@@ -72,6 +76,8 @@ func BenchmarkFanout(b *testing.B) {
 
 	b.Run("health-flip", func(b *testing.B) {
 		var took []time.Duration
+		cpu0 := w.cpuSeconds(b)
+		stopProfile := w.startProfile(b, *profile)
 		for i := range b.N {
 			svc := i % *services
 			critical := (i / *services)%2 == 0
@@ -84,11 +90,57 @@ func BenchmarkFanout(b *testing.B) {
 			waitAll("flip", svc, want)
 			took = append(took, time.Since(t0))
 		}
+		stopProfile()
+		b.ReportMetric(1e3*(w.cpuSeconds(b)-cpu0)/float64(b.N), "switchyard-cpu-ms/flip")
 		report(b, took)
 		b.ReportMetric(float64(*proxies), "proxies")
 		b.ReportMetric(synced.Seconds()*1e3, "all-synced-ms")
 		b.ReportMetric(w.memory(b)/1e6, "switchyard-MB")
 	})
+}
+
+// cpuSeconds is the CPU time Switchyard has used, user and system.
+func (w *world) cpuSeconds(b *testing.B) float64 {
+	b.Helper()
+	var text string
+	if err := get(w.switchyard, "/metrics", &text); err != nil {
+		b.Fatal(err)
+	}
+	return metricValue(b, text, "process_cpu_seconds_total")
+}
+
+// startProfile starts Switchyard's CPU profiler (its admin
+// /debug/pprof/profile) when file is set; the returned func stops it,
+// writes the profile to file and a heap profile to file.heap.
+func (w *world) startProfile(b *testing.B, file string) (stop func()) {
+	b.Helper()
+	if file == "" {
+		return func() {}
+	}
+	done := make(chan error, 1)
+	// The profile runs for a fixed time: long enough for the flips of a
+	// -benchtime 20x run at 1,000 proxies.
+	go func() {
+		var body string
+		err := get(w.switchyard, "/debug/pprof/profile?seconds=15", &body)
+		if err == nil {
+			err = os.WriteFile(file, []byte(body), 0o644)
+		}
+		done <- err
+	}()
+	return func() {
+		if err := <-done; err != nil {
+			b.Errorf("cpu profile: %v", err)
+		}
+		var heap string
+		if err := get(w.switchyard, "/debug/pprof/heap", &heap); err != nil {
+			b.Errorf("heap profile: %v", err)
+			return
+		}
+		if err := os.WriteFile(file+".heap", []byte(heap), 0o644); err != nil {
+			b.Error(err)
+		}
+	}
 }
 
 // edsClient is a delta xDS client that keeps the health of each
