@@ -74,6 +74,10 @@ type group struct {
 	set   bool                   // a snapshot was set (an unset group holds watches only)
 	snap  cache.ResourceSnapshot // the last one set
 	types map[string]*typeState
+	// streams is what the cache knows of each delta stream of the group,
+	// by the stream's response channel (delta.go).
+	streams map[chan cache.DeltaResponse]*deltaStream
+	order   []string // the cache's
 }
 
 // typeState is one type of a group: the resources, marshaled once, and
@@ -106,7 +110,7 @@ func (c *Cache) group(key string, create bool) *group {
 	defer c.mu.Unlock()
 	g := c.groups[key]
 	if g == nil && create {
-		g = &group{types: map[string]*typeState{}}
+		g = &group{types: map[string]*typeState{}, streams: map[chan cache.DeltaResponse]*deltaStream{}, order: c.order}
 		c.groups[key] = g
 	}
 	return g
@@ -152,6 +156,7 @@ func (c *Cache) SetSnapshot(_ context.Context, key string, snapshot cache.Resour
 	}
 	// Everything is marshaled: now swap and answer, type by type.
 	g.set, g.snap = true, snapshot
+	live := changes[:0]
 	for _, ch := range changes {
 		old := g.types[ch.typeURL]
 		if len(ch.changed) == 0 && len(ch.removed) == 0 && ch.next.version == old.version && !first {
@@ -160,8 +165,9 @@ func (c *Cache) SetSnapshot(_ context.Context, key string, snapshot cache.Resour
 		ch.next.delta, ch.next.sotw = old.delta, old.sotw
 		g.types[ch.typeURL] = ch.next
 		ch.next.answerSotw(c.ads)
-		ch.next.answerDelta(ch, first)
+		live = append(live, ch)
 	}
+	g.answerDelta(live, first)
 	return nil
 }
 

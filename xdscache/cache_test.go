@@ -3,6 +3,7 @@ package xdscache
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -300,4 +301,51 @@ func TestClearSnapshot(t *testing.T) {
 	if keys := c.GetStatusKeys(); len(keys) != 0 {
 		t.Errorf("keys %v after ClearSnapshot; want none", keys)
 	}
+}
+
+// Removals wait for what replaces them: when a service goes, its route
+// goes first, and its cluster and endpoints are removed only once Envoy
+// has acknowledged the routes without it (make before break).
+func TestRemovalsWaitForTheRoutes(t *testing.T) {
+	c := New(nodeKey{}, order, true)
+	e := newEstate(3, 1)
+	set(t, c, e)
+	cl := newDeltaClient(t, dial(t, serve(t, c, nil)), "a", false)
+	ack := func(r *discoveryv3.DeltaDiscoveryResponse) {
+		t.Helper()
+		if err := cl.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.GetTypeUrl(), ResponseNonce: r.GetNonce()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, typ := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType} {
+		cl.subscribe(t, typ, nil, nil)
+	}
+	cl.waitFor(t, "initial", func(h map[string]map[string]string) bool {
+		return len(h[resource.ClusterType]) == 3 && len(h[resource.EndpointType]) == 3 && len(h[resource.RouteType]) == 1 && len(h[resource.ListenerType]) == 1
+	})
+	for _, r := range cl.responses() {
+		ack(r)
+	}
+	time.Sleep(100 * time.Millisecond)
+	n := len(cl.responses())
+
+	delete(e.gen, "svc-0002")
+	set(t, c, e)
+	routes := e.snapshot().GetVersionMap(resource.RouteType)["routes"]
+	cl.waitFor(t, "the routes without svc-0002", has(resource.RouteType, "routes", routes))
+	time.Sleep(300 * time.Millisecond)
+	got := cl.responses()[n:]
+	if len(got) != 1 || got[0].GetTypeUrl() != resource.RouteType {
+		var types []string
+		for _, r := range got {
+			types = append(types, r.GetTypeUrl()+" removes "+strings.Join(r.GetRemovedResources(), ","))
+		}
+		t.Fatalf("before the routes are acknowledged the stream got %v; want the routes only", types)
+	}
+	ack(got[0])
+	cl.waitFor(t, "svc-0002's cluster and endpoints removed", func(h map[string]map[string]string) bool {
+		_, c := h[resource.ClusterType]["svc-0002"]
+		_, e := h[resource.EndpointType]["svc-0002"]
+		return !c && !e
+	})
 }

@@ -11,12 +11,13 @@ import (
 
 // deltaWatch is one delta stream's open request for one type.
 type deltaWatch struct {
-	req *cache.DeltaRequest
-	sub cache.Subscription
-	ch  chan cache.DeltaResponse
-	// behind marks a watch that could not be answered (its stream's
-	// channel was full): it is no longer in sync with the state it waits
-	// on, so the next change compares it in full.
+	typeURL string
+	req     *cache.DeltaRequest
+	sub     cache.Subscription
+	ch      chan cache.DeltaResponse
+	// behind marks a watch not in sync with the state it waits on (its
+	// stream's channel was full, or removals were held back from it), so
+	// the next change compares it in full.
 	behind bool
 }
 
@@ -29,37 +30,126 @@ func (w *deltaWatch) wants(name string) bool {
 	return ok
 }
 
+// deltaStream is what the cache knows of one delta stream, found by its
+// response channel (the server makes one per stream): its parked watches,
+// the types it has an answer outstanding for, and the removals held back
+// from it.
+//
+// Removals are made before break: a type's removals wait while the stream
+// has an answer of another type that carried updates and is not yet
+// acknowledged (or is about to get one in the same change). So a route
+// moved from cluster a to cluster b reaches Envoy as b, then the route,
+// and a's removal only once Envoy has acknowledged the route: no request
+// is routed to a cluster Envoy no longer has.
+type deltaStream struct {
+	parked map[string]*deltaWatch
+	// unacked maps each type with an answer the stream has not asked
+	// again since to whether that answer carried updates.
+	unacked map[string]bool
+	held    map[string]bool // types whose removals wait
+	// coming lists the types with updates for the stream in the change
+	// being answered (scratch for answerDelta).
+	coming map[string]bool
+}
+
+// busy reports whether removals of typeURL must wait.
+func (st *deltaStream) busy(typeURL string) bool {
+	for t, updates := range st.unacked {
+		if updates && t != typeURL {
+			return true
+		}
+	}
+	for t := range st.coming {
+		if t != typeURL {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *group) stream(ch chan cache.DeltaResponse) *deltaStream {
+	st := g.streams[ch]
+	if st == nil {
+		st = &deltaStream{parked: map[string]*deltaWatch{}, unacked: map[string]bool{}, held: map[string]bool{}}
+		g.streams[ch] = st
+	}
+	return st
+}
+
 // CreateDeltaWatch answers at once what the stream lacks of the node's
 // snapshot, or parks the request until a SetSnapshot changes something it
 // subscribes to. The first request of a wildcard subscription is answered
 // even when there is nothing to send, as Envoy waits for it to finish
-// initializing.
+// initializing. A request acknowledges (or rejects) the stream's last
+// answer of its type, which may release removals held back.
 func (c *Cache) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscription, ch chan cache.DeltaResponse) (func(), error) {
 	g := c.group(c.hash.ID(req.GetNode()), true)
 	typeURL := req.GetTypeUrl()
-	w := &deltaWatch{req: req, sub: sub, ch: ch}
+	w := &deltaWatch{typeURL: typeURL, req: req, sub: sub, ch: ch}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	ts := g.typ(typeURL)
+	st := g.stream(ch)
+	delete(st.unacked, typeURL)
+	answered := false
 	if ts.stillSynced(req, sub) {
 		// An ACK (or NACK) of an answer that left the stream in sync:
 		// nothing changed since, or the answer would have been sent.
 	} else if g.set {
 		updates, removed := ts.deltaFull(w)
+		held := len(removed) > 0 && st.busy(typeURL)
+		if held {
+			removed = nil
+			st.held[typeURL] = true
+		}
 		if len(updates)+len(removed) > 0 || sub.IsWildcard() && req.GetResponseNonce() == "" {
-			if ts.respondDelta(w, typeURL, updates, removed) {
-				return func() {}, nil
-			}
+			answered = ts.respondDelta(w, st, updates, removed, held)
+		} else {
+			w.behind = held
 		}
 	}
-	ts.delta[w] = struct{}{}
+	if !answered {
+		ts.delta[w] = struct{}{}
+		st.parked[typeURL] = w
+	}
+	g.release(st)
 	return func() {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		if ts := g.types[typeURL]; ts != nil {
 			delete(ts.delta, w)
 		}
+		// The server cancels a type's watch when the stream asks again,
+		// and every watch when the stream ends.
+		if st := g.streams[ch]; st != nil {
+			if st.parked[typeURL] == w {
+				delete(st.parked, typeURL)
+			}
+			delete(st.unacked, typeURL)
+			if len(st.parked) == 0 && len(st.unacked) == 0 {
+				delete(g.streams, ch)
+			}
+		}
 	}, nil
+}
+
+// release sends a stream the removals held back from it that need wait no
+// longer, removals of the later types (the referrers) first.
+func (g *group) release(st *deltaStream) {
+	for i := len(g.order) - 1; i >= 0 && len(st.held) > 0; i-- {
+		typeURL := g.order[i]
+		w := st.parked[typeURL]
+		if !st.held[typeURL] || w == nil || st.busy(typeURL) {
+			continue
+		}
+		delete(st.held, typeURL)
+		ts := g.types[typeURL]
+		updates, removed := ts.deltaFull(w)
+		if len(updates)+len(removed) > 0 && ts.respondDelta(w, st, updates, removed, false) {
+			delete(ts.delta, w)
+			delete(st.parked, typeURL)
+		}
+	}
 }
 
 // stillSynced reports whether a request comes back with the version map
@@ -87,24 +177,65 @@ func (ts *typeState) stillSynced(req *cache.DeltaRequest, sub cache.Subscription
 // worst.
 const maxSynced = 1 << 16
 
-// answerDelta answers this type's parked delta watches after a change: a
-// parked watch is in sync with the state before it, so only the changed
-// and removed names can differ (unless it is behind, or this is the
-// group's first snapshot: then it is compared in full).
-func (ts *typeState) answerDelta(ch change, first bool) {
-	for w := range ts.delta {
-		var updates []*discoveryv3.Resource
-		var removed []string
-		if first || w.behind {
-			updates, removed = ts.deltaFull(w)
-		} else {
-			updates, removed = ts.deltaChanged(w, ch)
+// answerDelta answers the parked delta watches of the types a change
+// touched, in type order. A parked watch is in sync with the state before
+// the change, so only the changed and removed names can differ (unless it
+// is behind, or this is the group's first snapshot: then it is compared in
+// full). What every watch gets is worked out first, so that a stream's
+// removals can wait for the updates it gets in the same change.
+func (g *group) answerDelta(changes []change, first bool) {
+	type answer struct {
+		ts      *typeState
+		w       *deltaWatch
+		st      *deltaStream
+		updates []*discoveryv3.Resource
+		removed []string
+		initial bool // a wildcard's first answer, due even when empty
+	}
+	var answers []answer
+	removals := false
+	for _, ch := range changes {
+		ts := g.types[ch.typeURL]
+		for w := range ts.delta {
+			var a answer
+			if first || w.behind {
+				a.updates, a.removed = ts.deltaFull(w)
+			} else {
+				a.updates, a.removed = ts.deltaChanged(w, ch)
+			}
+			a.initial = first && w.sub.IsWildcard() && w.req.GetResponseNonce() == ""
+			if len(a.updates)+len(a.removed) == 0 && !a.initial {
+				continue
+			}
+			a.ts, a.w, a.st = ts, w, g.stream(w.ch)
+			answers = append(answers, a)
+			removals = removals || len(a.removed) > 0
 		}
-		if len(updates)+len(removed) == 0 && !(first && w.sub.IsWildcard() && w.req.GetResponseNonce() == "") {
+	}
+	if removals {
+		for _, a := range answers {
+			if len(a.updates) > 0 {
+				if a.st.coming == nil {
+					a.st.coming = map[string]bool{}
+				}
+				a.st.coming[a.w.typeURL] = true
+			}
+		}
+	}
+	for _, a := range answers {
+		held := len(a.removed) > 0 && a.st.busy(a.w.typeURL)
+		if held {
+			a.removed = nil
+			a.st.held[a.w.typeURL] = true
+		}
+		delete(a.st.coming, a.w.typeURL)
+		if len(a.updates)+len(a.removed) == 0 && !a.initial {
+			a.w.behind = true
 			continue
 		}
-		if ts.respondDelta(w, ch.typeURL, updates, removed) {
-			delete(ts.delta, w)
+		if a.ts.respondDelta(a.w, a.st, a.updates, a.removed, held) {
+			delete(a.ts.delta, a.w)
+			delete(a.st.parked, a.w.typeURL)
 		}
 	}
 }
@@ -177,7 +308,7 @@ func (ts *typeState) deltaFull(w *deltaWatch) (updates []*discoveryv3.Resource, 
 // stream. The map is updated after the send: the server stores it on
 // receipt and reads it only through the cache (a watch's cancel, or the
 // next watch), under the group's lock.
-func (ts *typeState) respondDelta(w *deltaWatch, typeURL string, updates []*discoveryv3.Resource, removed []string) bool {
+func (ts *typeState) respondDelta(w *deltaWatch, st *deltaStream, updates []*discoveryv3.Resource, removed []string, held bool) bool {
 	next := w.sub.ReturnedResources()
 	if next == nil || sameMap(next, w.req.GetInitialResourceVersions()) {
 		next = maps.Clone(next)
@@ -189,7 +320,7 @@ func (ts *typeState) respondDelta(w *deltaWatch, typeURL string, updates []*disc
 		DeltaRequest:   w.req,
 		NextVersionMap: next,
 		DeltaDiscoveryResponse: &discoveryv3.DeltaDiscoveryResponse{
-			TypeUrl:           typeURL,
+			TypeUrl:           w.typeURL,
 			Resources:         updates,
 			RemovedResources:  removed,
 			SystemVersionInfo: ts.version,
@@ -207,7 +338,11 @@ func (ts *typeState) respondDelta(w *deltaWatch, typeURL string, updates []*disc
 	for _, name := range removed {
 		delete(next, name)
 	}
-	w.behind = false
+	st.unacked[w.typeURL] = st.unacked[w.typeURL] || len(updates) > 0
+	w.behind = held
+	if held {
+		return true // not in sync: the next request compares in full
+	}
 	if len(ts.synced) >= maxSynced {
 		clear(ts.synced)
 	}
