@@ -11,6 +11,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	streamv3 "github.com/envoyproxy/go-control-plane/pkg/server/stream/v3"
@@ -37,12 +38,45 @@ var caches = []struct {
 	} {
 		return cache.NewSnapshotCache(true, nodeKey{}, nil)
 	}},
+	{"linear-cache", func() interface {
+		cache.Cache
+		SetSnapshot(context.Context, string, cache.ResourceSnapshot) error
+	} {
+		return &linearEDS{LinearCache: cache.NewLinearCache(resource.EndpointType)}
+	}},
 	{"xdscache", func() interface {
 		cache.Cache
 		SetSnapshot(context.Context, string, cache.ResourceSnapshot) error
 	} {
 		return New(nodeKey{}, order, true)
 	}},
+}
+
+// linearEDS puts go-control-plane's LinearCache, the other candidate, in
+// the benchmarks: one per type (behind a MuxCache in a real server), fed
+// the changed endpoint assignments of each snapshot. Endpoints only: what
+// the benchmarks watch.
+type linearEDS struct {
+	*cache.LinearCache
+	versions map[string]string
+}
+
+func (l *linearEDS) SetSnapshot(_ context.Context, _ string, snap cache.ResourceSnapshot) error {
+	versions := snap.GetVersionMap(resource.EndpointType)
+	changed := map[string]types.Resource{}
+	for name, r := range snap.GetResourcesAndTTL(resource.EndpointType) {
+		if l.versions[name] != versions[name] {
+			changed[name] = r.Resource
+		}
+	}
+	var removed []string
+	for name := range l.versions {
+		if _, ok := versions[name]; !ok {
+			removed = append(removed, name)
+		}
+	}
+	l.versions = versions
+	return l.UpdateResources(changed, removed)
 }
 
 // BenchmarkHealthFlip measures what the cache costs per change, without
