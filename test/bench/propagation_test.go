@@ -442,7 +442,7 @@ func buildSwitchyard(b *testing.B) string {
 // get fetches http://addr+path, failing unless it answers 200; the body
 // goes to *body when body is not nil.
 func get(addr, path string, body *string) error {
-	c := http.Client{Timeout: 10 * time.Second}
+	c := http.Client{Timeout: 30 * time.Second}
 	resp, err := c.Get("http://" + addr + path)
 	if err != nil {
 		return err
