@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -86,6 +87,9 @@ type estate struct {
 	// next ones by number, so a flip of service s reaches the sidecars of
 	// the upstreams services before it.
 	upstreams int
+	// groups is how many edge proxy groups route to every service (not
+	// in a mesh): 0 or 1 is the one group "edge".
+	groups int
 }
 
 // world is the running benchmark setup.
@@ -96,6 +100,10 @@ type world struct {
 	envoy      *testenv.Envoy
 	switchyard string           // its admin address
 	proc       *testenv.Process // Switchyard
+	bin        string           // Switchyard's binary
+	args       []string         // Switchyard's command line
+	policyDir  string           // the policy files (edge groups), one a group
+	listenPort int              // the edge groups' first listener port
 	flips      int              // measured flips so far (nextFlip)
 	// readyAfter is Switchyard's start to /readyz 200: the first full
 	// Consul sync and build. syncAfter is Envoy's start to having every
@@ -159,12 +167,15 @@ func startControlPlane(b *testing.B, e estate) (w *world, bin, xds string) {
 	}
 	b.Logf("registered %d services x %d instances (sidecars: %t) in %s", e.services, e.instances, e.mesh, time.Since(start).Round(time.Millisecond))
 
-	dir := b.TempDir()
+	w.bin, w.policyDir = bin, b.TempDir()
 	var mesh []string
 	if e.mesh {
 		mesh = []string{"--mesh"}
 	} else {
-		testenv.WriteFile(b, dir, "edge.yaml", []byte(policy(testenv.FreePort(b), e.services)))
+		w.listenPort = testenv.FreePort(b)
+		for g := range max(e.groups, 1) {
+			w.writePolicy(b, g, 0)
+		}
 	}
 	xds = testenv.Addr(testenv.FreePort(b))
 	w.switchyard = testenv.Addr(testenv.FreePort(b))
@@ -178,10 +189,18 @@ func startControlPlane(b *testing.B, e estate) (w *world, bin, xds string) {
 	default:
 		b.Fatalf("-consul %q: want http or https", *scheme)
 	}
-	start = time.Now()
-	args := append(append([]string{"serve"}, consul...),
-		"--policy", dir, "--xds-address", xds, "--admin-address", w.switchyard, "--log-level", "warn")
-	w.proc = testenv.Start(b, "switchyard", nil, bin, append(args, mesh...)...)
+	w.args = append(append(append([]string{"serve"}, consul...),
+		"--policy", w.policyDir, "--xds-address", xds, "--admin-address", w.switchyard, "--log-level", "warn"), mesh...)
+	w.startSwitchyard(b)
+	return w, bin, xds
+}
+
+// startSwitchyard starts Switchyard (w.args) and waits until it is ready,
+// setting readyAfter.
+func (w *world) startSwitchyard(b *testing.B) {
+	b.Helper()
+	start := time.Now()
+	w.proc = testenv.Start(b, "switchyard", nil, w.bin, w.args...)
 	testenv.Eventually(b, 5*time.Minute, "switchyard ready", func() error {
 		if w.proc.Exited() {
 			b.Fatalf("switchyard exited:\n%s", w.proc.Output())
@@ -189,7 +208,27 @@ func startControlPlane(b *testing.B, e estate) (w *world, bin, xds string) {
 		return get(w.switchyard, "/readyz", nil)
 	})
 	w.readyAfter = time.Since(start)
-	return w, bin, xds
+}
+
+// writePolicy writes the policy file of edge group g (see groupName):
+// routes to every service and, before them, added more to the first
+// services. It writes a new file and renames it over the old, as an editor
+// or config tool would, so Switchyard never reads half a file.
+func (w *world) writePolicy(b *testing.B, g, added int) {
+	b.Helper()
+	name := groupName(g)
+	tmp := testenv.WriteFile(b, w.policyDir, "."+name+".tmp", []byte(policy(name, w.listenPort+g, w.services, added)))
+	if err := os.Rename(tmp, filepath.Join(w.policyDir, name+".yaml")); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// groupName is the name of edge group g: "edge" alone, else edge-NN.
+func groupName(g int) string {
+	if g == 0 {
+		return "edge"
+	}
+	return fmt.Sprintf("edge-%02d", g)
 }
 
 // rebuilds reads Switchyard's snapshot build histogram: seconds and count.
@@ -396,15 +435,23 @@ func nodeName(n int) string      { return fmt.Sprintf("node-%03d", n) }
 // sidecar, in a mesh): every endpoint is told apart by it.
 func instanceAddress(s, i int) string { return fmt.Sprintf("10.%d.%d.%d", 1+s/250, s%250, 1+i) }
 
-// policy routes /svc-NNNNN/ to each of services.
-func policy(port, services int) string {
+// policy is edge group group's policy: a listener on port routing
+// /svc-NNNNN/ to each of services, after /added-NNNNN/ routes to the first
+// added of them.
+func policy(group string, port, services, added int) string {
 	var s strings.Builder
-	fmt.Fprintf(&s, "apiVersion: switchyard.io/v1\nkind: ProxyGroup\nname: edge\nlisteners:\n  - name: http\n    address: 127.0.0.1\n    port: %d\n    hosts:\n      - domains: [\"*\"]\n        routes:\n", port)
+	fmt.Fprintf(&s, "apiVersion: switchyard.io/v1\nkind: ProxyGroup\nname: %s\nlisteners:\n  - name: http\n    address: 127.0.0.1\n    port: %d\n    hosts:\n      - domains: [\"*\"]\n        routes:\n", group, port)
+	for i := range added {
+		fmt.Fprintf(&s, "          - match: { pathPrefix: %s }\n            service: %s\n", addedPrefix(i), serviceName(i%services))
+	}
 	for i := range services {
 		fmt.Fprintf(&s, "          - match: { pathPrefix: /%s/ }\n            service: %s\n            timeout: 2s\n", serviceName(i), serviceName(i))
 	}
 	return s.String()
 }
+
+// addedPrefix is the path prefix of the added route i.
+func addedPrefix(i int) string { return fmt.Sprintf("/added-%05d/", i) }
 
 // statsOnly adds a stats matcher to the bootstrap so Envoy keeps only the
 // gauges the benchmark reads: with every stat of thousands of clusters, each
