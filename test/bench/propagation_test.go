@@ -512,15 +512,24 @@ func get(addr, path string, body *string) error {
 // there fails the benchmark: a renamed metric must not read as 0.
 func metricValue(b *testing.B, text, name string) float64 {
 	b.Helper()
+	v, err := metricIn(text, name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return v
+}
+
+// metricIn is metricValue for goroutines other than the benchmark's: it
+// returns its error.
+func metricIn(text, name string) (float64, error) {
 	for line := range strings.Lines(text) {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			if err != nil {
-				b.Fatalf("switchyard /metrics: %s: %v", name, err)
+				return 0, fmt.Errorf("switchyard /metrics: %s: %w", name, err)
 			}
-			return f
+			return f, nil
 		}
 	}
-	b.Fatalf("switchyard /metrics has no series %s", name)
-	return 0
+	return 0, fmt.Errorf("switchyard /metrics has no series %s", name)
 }

@@ -394,6 +394,12 @@ func (c *xdsClient) waitMore(typeURL string, n int, deadline time.Time) (time.Ti
 // until blocks until done (called with c.mu held) is true and returns its
 // time, or false once the deadline passes.
 func (c *xdsClient) until(deadline time.Time, done func() (time.Time, bool)) (time.Time, bool) {
+	c.mu.Lock()
+	at, ok := done()
+	c.mu.Unlock()
+	if ok { // most often: no timer needed
+		return at, true
+	}
 	timer := time.AfterFunc(time.Until(deadline), func() {
 		c.mu.Lock()
 		c.changed.Broadcast()
