@@ -245,6 +245,13 @@ func (w *world) rebuilds(b *testing.B) (sum, count float64) {
 // over every kind and result.
 func (w *world) consulRequests(b *testing.B) float64 {
 	b.Helper()
+	return w.metricSum(b, "switchyard_consul_requests_total")
+}
+
+// metricSum is a labelled series of Switchyard's /metrics summed over its
+// labels; a series not there fails the benchmark.
+func (w *world) metricSum(b *testing.B, name string) float64 {
+	b.Helper()
 	var text string
 	if err := get(w.switchyard, "/metrics", &text); err != nil {
 		b.Fatal(err)
@@ -252,7 +259,7 @@ func (w *world) consulRequests(b *testing.B) float64 {
 	var sum float64
 	found := false
 	for line := range strings.Lines(text) {
-		if rest, ok := strings.CutPrefix(line, "switchyard_consul_requests_total{"); ok {
+		if rest, ok := strings.CutPrefix(line, name+"{"); ok {
 			found = true
 			_, v, _ := strings.Cut(rest, "} ")
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
@@ -263,7 +270,7 @@ func (w *world) consulRequests(b *testing.B) float64 {
 		}
 	}
 	if !found {
-		b.Fatalf("switchyard /metrics has no series switchyard_consul_requests_total")
+		b.Fatalf("switchyard /metrics has no series %s", name)
 	}
 	return sum
 }

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	consulapi "github.com/hashicorp/consul/api"
 )
 
@@ -34,10 +33,7 @@ func BenchmarkFlipSoak(b *testing.B) {
 	if period := time.Duration(w.services) * time.Second / time.Duration(*soakRate); period < 3*time.Second {
 		b.Fatalf("-services %d at -soak-rate %d flips a service every %s; want 3 s or more", w.services, *soakRate, period)
 	}
-	clients := startClients(b, xds, *soakProxies, edgeNode(0), clientOptions{
-		wildcard: []string{resource.EndpointType},
-		want:     map[string]int{resource.EndpointType: w.services},
-	})
+	clients := startClients(b, xds, *soakProxies, edgeNode(0), edgeEndpoints(w.services))
 	if _, err := waitAllFull(clients, nil, 5*time.Minute); err != nil {
 		b.Fatalf("first sync: %v", err)
 	}
