@@ -14,13 +14,17 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
 var (
 	proxies = flag.Int("proxies", 200, "xDS clients in BenchmarkFanout")
 	profile = flag.String("switchyard-profile", "", "write Switchyard's CPU profile over BenchmarkFanout's flips to this file, its heap profile after them to FILE.heap")
+	stuck   = flag.Int("stuck-proxies", 0, "extra BenchmarkFanout clients that subscribe and never read their stream (a stuck Envoy)")
+	nacking = flag.Int("nacking-proxies", 0, "extra BenchmarkFanout clients that reject (NACK) every response")
 )
 
 // BenchmarkFanout measures pushing one change to many proxies: -proxies
@@ -28,6 +32,9 @@ var (
 // assignment and ACK like Envoy; thousands of real Envoys do not fit on
 // one machine) of one proxy group. Each op flips one instance's check in
 // Consul and times until the last client has the new endpoint health.
+// -stuck-proxies and -nacking-proxies add clients of the same group, each
+// on a connection of its own, that never read or reject everything: the
+// others' figures show what they cost.
 func BenchmarkFanout(b *testing.B) {
 	w, _, xds := startControlPlane(b)
 	conns := make([]*grpc.ClientConn, 0, *proxies/100+1)
@@ -48,11 +55,25 @@ func BenchmarkFanout(b *testing.B) {
 			}
 			conns = append(conns, conn)
 		}
-		c, err := newEDSClient(ctx, conns[len(conns)-1], fmt.Sprintf("fake-%d", i))
+		c, err := newEDSClient(ctx, conns[len(conns)-1], fmt.Sprintf("fake-%d", i), ackAll)
 		if err != nil {
 			b.Fatal(err)
 		}
 		clients[i] = c
+	}
+	for i := range *stuck + *nacking {
+		conn, err := grpc.NewClient(xds, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		conns = append(conns, conn)
+		mode := readNothing
+		if i >= *stuck {
+			mode = nackAll
+		}
+		if _, err := newEDSClient(ctx, conn, fmt.Sprintf("bad-%d", i), mode); err != nil {
+			b.Fatal(err)
+		}
 	}
 	waitAll := func(what string, svc int, want corev3.HealthStatus) time.Duration {
 		b.Helper()
@@ -99,6 +120,8 @@ func BenchmarkFanout(b *testing.B) {
 		b.ReportMetric(float64(first[len(first)-1].Microseconds())/1e3, "first-max-ms")
 		report(b, took)
 		b.ReportMetric(float64(*proxies), "proxies")
+		b.ReportMetric(float64(*stuck), "stuck-proxies")
+		b.ReportMetric(float64(*nacking), "nacking-proxies")
 		b.ReportMetric(synced.Seconds()*1e3, "all-synced-ms")
 		b.ReportMetric(w.memory(b)/1e6, "switchyard-MB")
 		b.ReportMetric(w.memoryAfterGC(b)/1e6, "switchyard-MB-after-gc")
@@ -189,7 +212,16 @@ type edsClient struct {
 	at      map[string]time.Time           // cluster -> when that health last changed
 }
 
-func newEDSClient(ctx context.Context, conn *grpc.ClientConn, id string) (*edsClient, error) {
+// clientMode is how an edsClient answers.
+type clientMode int
+
+const (
+	ackAll      clientMode = iota // like Envoy
+	nackAll                       // rejects every response
+	readNothing                   // never reads its stream (stuck)
+)
+
+func newEDSClient(ctx context.Context, conn *grpc.ClientConn, id string, mode clientMode) (*edsClient, error) {
 	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
 	if err != nil {
 		return nil, err
@@ -201,6 +233,9 @@ func newEDSClient(ctx context.Context, conn *grpc.ClientConn, id string) (*edsCl
 		TypeUrl: resource.EndpointType, // no names: every assignment
 	}); err != nil {
 		return nil, err
+	}
+	if mode == readNothing {
+		return c, nil
 	}
 	go func() {
 		for {
@@ -221,7 +256,11 @@ func newEDSClient(ctx context.Context, conn *grpc.ClientConn, id string) (*edsCl
 			}
 			c.changed.Broadcast()
 			c.mu.Unlock()
-			if stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}) != nil {
+			req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
+			if mode == nackAll {
+				req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: "bench: rejected"}
+			}
+			if stream.Send(req) != nil {
 				return
 			}
 		}
