@@ -349,3 +349,25 @@ func TestRemovalsWaitForTheRoutes(t *testing.T) {
 		return !c && !e
 	})
 }
+
+// A request that acknowledges an answer and changes the subscription at
+// once is compared in full: a wildcard stream that unsubscribes a name in
+// its ACK gets the resource again (the protocol's way to ask whether it
+// still exists).
+func TestACKWithSubscriptionChange(t *testing.T) {
+	c := New(nodeKey{}, order, true)
+	e := newEstate(4, 1)
+	set(t, c, e)
+	cl := newDeltaClient(t, dial(t, serve(t, c, nil)), "a", false)
+	cl.subscribe(t, resource.EndpointType, []string{"*"}, nil) // explicit: a legacy wildcard ignores unsubscriptions
+	cl.waitFor(t, "initial", count(resource.EndpointType, 4))
+	first := cl.responses()[0]
+	cl.mu.Lock()
+	delete(cl.have[resource.EndpointType], "svc-0001")
+	cl.mu.Unlock()
+	if err := cl.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resource.EndpointType, ResponseNonce: first.GetNonce(),
+		ResourceNamesUnsubscribe: []string{"svc-0001"}}); err != nil {
+		t.Fatal(err)
+	}
+	cl.waitFor(t, "svc-0001 sent again", has(resource.EndpointType, "svc-0001", "e0"))
+}

@@ -11,18 +11,24 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 )
 
 var (
 	proxies = flag.Int("proxies", 200, "xDS clients in BenchmarkFanout")
 	profile = flag.String("switchyard-profile", "", "write Switchyard's CPU profile over BenchmarkFanout's flips to this file, its heap profile after them to FILE.heap")
+	stuck   = flag.Int("stuck-proxies", 0, "extra BenchmarkFanout clients that subscribe and never read their stream (a stuck Envoy)")
+	nacking = flag.Int("nacking-proxies", 0, "extra BenchmarkFanout clients that reject (NACK) every response")
 )
 
 // BenchmarkFanout measures pushing one change to many proxies: -proxies
 // delta xDS clients (xdsClient: subscribed to every endpoint assignment,
 // ACKing like Envoy) of one proxy group. Each op flips one instance's check
 // in Consul and times until the last client has the new endpoint health.
+// -stuck-proxies and -nacking-proxies add clients of the same group, each
+// on a connection of its own, that never read or reject everything: the
+// others' figures show what they cost.
 func BenchmarkFanout(b *testing.B) {
 	w, _, xds := startControlPlane(b, estate{services: *services, instances: *instances})
 	clients := make([]*xdsClient, *proxies)
@@ -37,6 +43,15 @@ func BenchmarkFanout(b *testing.B) {
 			b.Fatal(err)
 		}
 		clients[i] = c
+	}
+	for i := range *stuck + *nacking {
+		opts := clientOptions{wildcard: []string{resource.EndpointType}, stuck: i < *stuck}
+		if !opts.stuck {
+			opts.answer = nackAll
+		}
+		if _, err := startClient(b.Context(), dial(b, xds), &corev3.Node{Id: fmt.Sprintf("bad-%d", i), Cluster: "edge"}, opts); err != nil {
+			b.Fatal(err)
+		}
 	}
 	// flip sets instance 0 of svc critical (or passing) and returns when
 	// the last client saw it.
@@ -67,6 +82,8 @@ func BenchmarkFanout(b *testing.B) {
 		b.ReportMetric(float64(first[len(first)-1].Microseconds())/1e3, "first-max-ms")
 		report(b, took)
 		b.ReportMetric(float64(*proxies), "proxies")
+		b.ReportMetric(float64(*stuck), "stuck-proxies")
+		b.ReportMetric(float64(*nacking), "nacking-proxies")
 		b.ReportMetric(synced.Seconds()*1e3, "all-synced-ms")
 		b.ReportMetric(w.memory(b)/1e6, "switchyard-MB")
 		b.ReportMetric(w.memoryAfterGC(b)/1e6, "switchyard-MB-after-gc")

@@ -64,6 +64,8 @@ type clientOptions struct {
 	want map[string]int
 	// answer is how the client answers each response.
 	answer answer
+	// stuck makes a client that never reads its stream once it has asked.
+	stuck bool
 	// pause makes a slow reader: after each response it stops reading for
 	// this long, so gRPC flow control holds back what the server sends.
 	pause time.Duration
@@ -181,6 +183,10 @@ func (c *xdsClient) open(ctx context.Context, conn *grpc.ClientConn, node *corev
 // serve reads and answers responses until the stream ends, and reports
 // whether any came.
 func (c *xdsClient) serve(stream grpc.BidiStreamingClient[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]) (got bool) {
+	if c.opts.stuck {
+		<-stream.Context().Done()
+		return false
+	}
 	eds := map[string]string{} // EDS cluster -> the assignment name it asked for
 	for {
 		if got && c.opts.pause > 0 {
