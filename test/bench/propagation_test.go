@@ -3,14 +3,20 @@
 // Switchyard built from this tree, and an Envoy routing to every service
 // (BenchmarkPropagation), many xDS clients of one edge group
 // (BenchmarkFanout), or Connect sidecars served by Switchyard and by
-// Consul's own xDS server side by side (BenchmarkMeshFanout). It reports
-// figures and asserts none (a timed assertion flakes on a busy machine);
+// Consul's own xDS server side by side (BenchmarkMeshFanout), and the
+// fleet-scale rows of issue 6: a restart under 1,000 clients
+// (BenchmarkReconnectStorm), a policy edit reaching them
+// (BenchmarkRouteAdd), minutes of flips on a clock (BenchmarkFlipSoak),
+// memory over many groups (BenchmarkManyGroups) and misbehaving proxies
+// (BenchmarkBadProxies). It reports figures and asserts none (a timed assertion flakes on a busy machine);
 // docs/benchmarks.md records them.
 //
 //	make bench
 //	go test -run '^$' -bench Propagation -benchtime 40x -timeout 30m ./test/bench/ -args -services 2000 -instances 5
 //	go test -run '^$' -bench MeshFanout -benchtime 40x -timeout 30m ./test/bench/ -args -sidecars 500 -mesh-services 100
 //	go test -run '^$' -bench Propagation -benchtime 200x -timeout 30m ./test/bench/ -args -services 5000 -instances 4 -consul http
+//	go test -run '^$' -bench FlipSoak -benchtime 1x -timeout 30m ./test/bench/ -args -soak 5m
+//	go test -run '^$' -bench ManyGroups -benchtime 20x -timeout 30m ./test/bench/ -args -groups 50 -group-proxies 5000
 package bench
 
 import (
@@ -35,9 +41,10 @@ import (
 )
 
 var (
-	services  = flag.Int("services", 1000, "Consul services, each routed to by the Envoy")
-	instances = flag.Int("instances", 10, "instances per service")
-	scheme    = flag.String("consul", "https", "how Switchyard reaches Consul: https (the watches share HTTP/2 connections) or http (plain HTTP on a default agent, which allows 200 connections per client address)")
+	services      = flag.Int("services", 1000, "Consul services, each routed to by the Envoy")
+	instances     = flag.Int("instances", 10, "instances per service")
+	switchyardBin = flag.String("switchyard-bin", "", "run this Switchyard binary instead of building this tree's")
+	scheme        = flag.String("consul", "https", "how Switchyard reaches Consul: https (the watches share HTTP/2 connections) or http (plain HTTP on a default agent, which allows 200 connections per client address)")
 )
 
 // BenchmarkPropagation measures how long a Consul health change takes to
@@ -482,9 +489,13 @@ func statsOnly(b *testing.B, bootstrap []byte) string {
 }
 
 // buildSwitchyard builds the binary under test, without the race detector:
-// this measures speed.
+// this measures speed. With -switchyard-bin it takes that binary instead
+// (another version, for a before-and-after in the same harness).
 func buildSwitchyard(b *testing.B) string {
 	b.Helper()
+	if *switchyardBin != "" {
+		return *switchyardBin
+	}
 	bin := filepath.Join(b.TempDir(), "switchyard")
 	cmd := exec.Command("go", "build", "-o", bin, "github.com/switchyard-io/switchyard/cmd/switchyard")
 	if out, err := cmd.CombinedOutput(); err != nil {
