@@ -2,6 +2,7 @@ package bench
 
 import (
 	"flag"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -19,7 +20,10 @@ var (
 // again on the same ports, and times until every client has reconnected
 // and received and ACKed its whole config on a new stream: ns/op and
 // all-full-ms from the old process's exit, client-full-* each client's
-// time, ready-to-all-full-ms from the new process's readiness. Clients
+// time, ready-to-all-full-ms from the new process's readiness;
+// switchyard-cpu-s is the new process's CPU until then (its start, Consul
+// sync and every client's sync), clients-cpu-s this process's (the
+// clients decoding and ACKing), on the same two cores. Clients
 // reconnect as fresh Envoys would (no initial_resource_versions), so each
 // is sent everything: the worst case. They retry with Envoy's back-off
 // (jittered, 500 ms doubling).
@@ -42,12 +46,13 @@ func BenchmarkReconnectStorm(b *testing.B) {
 
 	b.Run("restart", func(b *testing.B) {
 		var storm, each, fromReady, stops, cold []time.Duration
-		var peak float64
+		var peak, cpu, clientCPU float64
 		for range b.N {
 			next := make([]int, len(clients))
 			for i, c := range clients {
 				next[i] = c.streams() + 1
 			}
+			own0 := procCPU(b, os.Getpid())
 			t0 := time.Now()
 			w.proc.Stop()
 			stopped := time.Now()
@@ -58,6 +63,8 @@ func BenchmarkReconnectStorm(b *testing.B) {
 				b.Fatalf("after the restart: %v", err)
 			}
 			last := latest(at)
+			cpu += w.cpuSeconds(b) // the new process's, from its start
+			clientCPU += procCPU(b, os.Getpid()) - own0
 			storm = append(storm, last.Sub(stopped))
 			each = append(each, since(stopped, at)...)
 			fromReady = append(fromReady, last.Sub(stopped.Add(w.readyAfter)))
@@ -72,6 +79,8 @@ func BenchmarkReconnectStorm(b *testing.B) {
 		b.ReportMetric(mean(fromReady).Seconds()*1e3, "ready-to-all-full-ms")
 		b.ReportMetric(synced.Seconds()*1e3, "first-sync-ms")
 		b.ReportMetric(peak/1e6, "switchyard-peak-MB")
+		b.ReportMetric(cpu/float64(b.N), "switchyard-cpu-s")
+		b.ReportMetric(clientCPU/float64(b.N), "clients-cpu-s")
 		percentiles(b, "steady-flip-", steady)
 		percentiles(b, "cold-flip-", cold)
 		b.ReportMetric(float64(cold[0].Microseconds())/1e3, "cold-first-flip-ms")
