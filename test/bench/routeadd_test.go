@@ -38,10 +38,13 @@ func BenchmarkRouteAdd(b *testing.B) {
 	added := 0
 	add := func(b *testing.B) []time.Duration {
 		b.Helper()
+		prefix := addedPrefix(added)
+		for _, c := range clients {
+			c.watchRoute(prefix)
+		}
 		t0 := time.Now()
 		added++
 		w.writePolicy(b, 0, added)
-		prefix := addedPrefix(added - 1)
 		at, err := waitEach(clients, time.Minute, func(c *xdsClient, deadline time.Time) (time.Time, bool) {
 			return c.waitRoute(prefix, deadline)
 		})

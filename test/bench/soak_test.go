@@ -21,9 +21,10 @@ var (
 // second for -soak, round robin over the services (so one service flips
 // again only after services/rate seconds), with -soak-proxies clients of
 // one edge group asking for every endpoint assignment. Flips are written
-// to Consul on a clock, up to 8 at once, whether or not the last has
-// arrived; each is timed from its Consul write until the last client saw
-// it. A flip some client had not seen a second before its service flips
+// to Consul on a clock, up to maxWrites at once, whether or not the last
+// has arrived (flips/s is the rate reached); each is timed from its Consul
+// write until the last client saw it, and consul-write-* is the write's
+// own share (a transaction's round trip, which a busy agent stretches). A flip some client had not seen a second before its service flips
 // again counts as missed. Switchyard's RSS, Go heap and goroutines are read
 // from its /metrics before the soak, every 5 s during it and at its end, to
 // show whether anything grows; Switchyard exports no queue length, so the
@@ -40,7 +41,7 @@ func BenchmarkFlipSoak(b *testing.B) {
 	w.timeFlips(b, clients, 10) // warm up
 
 	b.Run("soak", func(b *testing.B) {
-		var took []time.Duration
+		var took, writes []time.Duration
 		var missed, flips int
 		var cpu, secs float64
 		var samples []metricsSample
@@ -49,6 +50,7 @@ func BenchmarkFlipSoak(b *testing.B) {
 			cpu0 := w.cpuSeconds(b)
 			r := w.soak(b, clients, *soakDuration, *soakRate)
 			took = append(took, r.took...)
+			writes = append(writes, r.writes...)
 			missed += r.missed
 			flips += r.flips
 			cpu += w.cpuSeconds(b) - cpu0
@@ -59,6 +61,7 @@ func BenchmarkFlipSoak(b *testing.B) {
 			b.Fatalf("no flip reached every client (%d missed)", missed)
 		}
 		report(b, took)
+		percentiles(b, "consul-write-", writes)
 		b.ReportMetric(float64(missed), "missed")
 		b.ReportMetric(float64(flips)/secs, "flips/s")
 		b.ReportMetric(1e3*cpu/float64(flips), "switchyard-cpu-ms/flip")
@@ -81,9 +84,14 @@ func BenchmarkFlipSoak(b *testing.B) {
 	})
 }
 
+// maxWrites bounds the Consul writes in flight in a soak: enough for 100
+// a second when a write takes up to 300 ms.
+const maxWrites = 32
+
 // soakResult is what one soak measured.
 type soakResult struct {
 	took          []time.Duration // each flip every client saw: write -> last client
+	writes        []time.Duration // each Consul write's own time
 	missed, flips int
 	elapsed       time.Duration
 	samples       []metricsSample
@@ -126,10 +134,10 @@ func (w *world) soak(b *testing.B, clients []*xdsClient, d time.Duration, rate i
 		}
 	}()
 
-	var mu sync.Mutex // guards r.samples and failure
+	var mu sync.Mutex // guards r.samples, r.writes and failure
 	var failure error
 	var writers sync.WaitGroup
-	inFlight := make(chan struct{}, 8)
+	inFlight := make(chan struct{}, maxWrites)
 	tick := time.NewTicker(time.Second / time.Duration(rate))
 	sampleTick := time.NewTicker(5 * time.Second)
 	defer sampleTick.Stop()
@@ -147,13 +155,16 @@ func (w *world) soak(b *testing.B, clients []*xdsClient, d time.Duration, rate i
 				if err == nil && !ok {
 					err = fmt.Errorf("transaction rolled back")
 				}
+				wrote := time.Since(at)
+				mu.Lock()
+				r.writes = append(r.writes, wrote)
 				if err != nil {
-					mu.Lock()
 					failure = fmt.Errorf("flip %s: %w", check.CheckID, err)
-					mu.Unlock()
-					return
 				}
-				written <- soakFlip{svc: svc, critical: critical, at: at}
+				mu.Unlock()
+				if err == nil {
+					written <- soakFlip{svc: svc, critical: critical, at: at}
+				}
 			})
 			r.flips++
 		case <-sampleTick.C:
