@@ -7,8 +7,10 @@
 //  2. the policy watcher loads a valid policy set   ---+--> inputs, change signal
 //  3. debounce batches signals (holdoff, max delay)
 //  4. the publisher builds: translator.Translate -> envoy.Builder ->
-//     content-hash versions, Consistent() -> SnapshotCache.SetSnapshot per
-//     proxy group (a group that fails keeps its last good snapshot)
+//     content-hash versions, Consistent() -> xdscache.Cache.SetSnapshot per
+//     proxy group (a group that fails keeps its last good snapshot); the
+//     cache works out what changed once per group and marshals it once
+//     for every stream
 //  5. the gRPC xDS server (ADS, SotW and delta) streams them to Envoys,
 //     keyed by node.cluster; proxies tracks the streams: who is
 //     connected, what each was sent, accepted or rejected
@@ -41,7 +43,6 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	cache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/netutil"
 	"golang.org/x/sync/errgroup"
@@ -51,6 +52,7 @@ import (
 	"github.com/switchyard-io/switchyard/policy"
 	"github.com/switchyard-io/switchyard/registry"
 	"github.com/switchyard-io/switchyard/translator"
+	"github.com/switchyard-io/switchyard/xdscache"
 )
 
 // Config is what Run needs. Zero values take the documented defaults.
@@ -181,7 +183,7 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	metrics *metrics
-	cache   cache.SnapshotCache
+	cache   *xdscache.Cache
 	watcher *registry.Watcher
 	mesh    *registry.MeshWatcher // nil unless Config.Mesh
 	changed chan struct{}
@@ -217,7 +219,10 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		reload:  make(chan struct{}, 1),
 		in:      &inputs{meshOn: cfg.Mesh},
 	}
-	s.cache = cache.NewSnapshotCache(true, groupHash{}, nil)
+	// ADS: a state-of-the-world request for endpoints or routes is
+	// answered once it names them all, as go-control-plane's SnapshotCache
+	// did; a change goes out in envoy.Types' order.
+	s.cache = xdscache.New(groupHash{}, envoy.Types, true)
 	s.pub = newPublisher(log, s.metrics, s.cache)
 	s.px = newProxies(log, s.metrics, s.pub, s.changed, cfg.XDSTLS.BindGroups)
 	s.pub.proxies = s.px

@@ -23,7 +23,7 @@ import (
 type publisher struct {
 	log     *slog.Logger
 	metrics *metrics
-	cache   cache.SnapshotCache
+	cache   snapshotStore
 	proxies *proxies // set after both are made; asked who uses a group
 
 	// Used by publish alone (one goroutine), so not under a lock.
@@ -53,7 +53,13 @@ type publisher struct {
 	failing    []string // the groups whose latest build failed
 }
 
-func newPublisher(log *slog.Logger, m *metrics, c cache.SnapshotCache) *publisher {
+// snapshotStore is what the publisher changes: the xDS cache.
+type snapshotStore interface {
+	SetSnapshot(ctx context.Context, key string, snap cache.ResourceSnapshot) error
+	ClearSnapshot(key string)
+}
+
+func newPublisher(log *slog.Logger, m *metrics, c snapshotStore) *publisher {
 	return &publisher{log: log, metrics: m, cache: c,
 		builders: map[string]*envoy.Builder{}, buildFailures: map[string]string{}, warned: map[string]bool{},
 		groups: map[string]*groupSnapshot{}, retained: map[string]bool{}}

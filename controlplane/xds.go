@@ -49,6 +49,7 @@ func (s *Server) newGRPCServer(ctx context.Context) *grpc.Server {
 			MinTime:             keepaliveMinTime,
 			PermitWithoutStream: true,
 		}),
+		grpc.ForceServerCodecV2(newXDSCodec()),
 	}
 	if s.xdsTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.xdsTLS)))

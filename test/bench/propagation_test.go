@@ -3,14 +3,20 @@
 // Switchyard built from this tree, and an Envoy routing to every service
 // (BenchmarkPropagation), many xDS clients of one edge group
 // (BenchmarkFanout), or Connect sidecars served by Switchyard and by
-// Consul's own xDS server side by side (BenchmarkMeshFanout). It reports
-// figures and asserts none (a timed assertion flakes on a busy machine);
+// Consul's own xDS server side by side (BenchmarkMeshFanout), and the
+// fleet-scale rows of issue 6: a restart under 1,000 clients
+// (BenchmarkReconnectStorm), a policy edit reaching them
+// (BenchmarkRouteAdd), minutes of flips on a clock (BenchmarkFlipSoak),
+// memory over many groups (BenchmarkManyGroups) and misbehaving proxies
+// (BenchmarkBadProxies). It reports figures and asserts none (a timed assertion flakes on a busy machine);
 // docs/benchmarks.md records them.
 //
 //	make bench
 //	go test -run '^$' -bench Propagation -benchtime 40x -timeout 30m ./test/bench/ -args -services 2000 -instances 5
 //	go test -run '^$' -bench MeshFanout -benchtime 40x -timeout 30m ./test/bench/ -args -sidecars 500 -mesh-services 100
 //	go test -run '^$' -bench Propagation -benchtime 200x -timeout 30m ./test/bench/ -args -services 5000 -instances 4 -consul http
+//	go test -run '^$' -bench FlipSoak -benchtime 1x -timeout 30m ./test/bench/ -args -soak 5m
+//	go test -run '^$' -bench ManyGroups -benchtime 20x -timeout 30m ./test/bench/ -args -groups 50 -group-proxies 5000
 package bench
 
 import (
@@ -19,6 +25,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -34,9 +41,10 @@ import (
 )
 
 var (
-	services  = flag.Int("services", 1000, "Consul services, each routed to by the Envoy")
-	instances = flag.Int("instances", 10, "instances per service")
-	scheme    = flag.String("consul", "https", "how Switchyard reaches Consul: https (the watches share HTTP/2 connections) or http (plain HTTP on a default agent, which allows 200 connections per client address)")
+	services      = flag.Int("services", 1000, "Consul services, each routed to by the Envoy")
+	instances     = flag.Int("instances", 10, "instances per service")
+	switchyardBin = flag.String("switchyard-bin", "", "run this Switchyard binary instead of building this tree's")
+	scheme        = flag.String("consul", "https", "how Switchyard reaches Consul: https (the watches share HTTP/2 connections) or http (plain HTTP on a default agent, which allows 200 connections per client address)")
 )
 
 // BenchmarkPropagation measures how long a Consul health change takes to
@@ -86,6 +94,9 @@ type estate struct {
 	// next ones by number, so a flip of service s reaches the sidecars of
 	// the upstreams services before it.
 	upstreams int
+	// groups is how many edge proxy groups route to every service (not
+	// in a mesh): 0 or 1 is the one group "edge".
+	groups int
 }
 
 // world is the running benchmark setup.
@@ -96,6 +107,10 @@ type world struct {
 	envoy      *testenv.Envoy
 	switchyard string           // its admin address
 	proc       *testenv.Process // Switchyard
+	bin        string           // Switchyard's binary
+	args       []string         // Switchyard's command line
+	policyDir  string           // the policy files (edge groups), one a group
+	listenPort int              // the edge groups' first listener port
 	flips      int              // measured flips so far (nextFlip)
 	// readyAfter is Switchyard's start to /readyz 200: the first full
 	// Consul sync and build. syncAfter is Envoy's start to having every
@@ -159,12 +174,15 @@ func startControlPlane(b *testing.B, e estate) (w *world, bin, xds string) {
 	}
 	b.Logf("registered %d services x %d instances (sidecars: %t) in %s", e.services, e.instances, e.mesh, time.Since(start).Round(time.Millisecond))
 
-	dir := b.TempDir()
+	w.bin, w.policyDir = bin, b.TempDir()
 	var mesh []string
 	if e.mesh {
 		mesh = []string{"--mesh"}
 	} else {
-		testenv.WriteFile(b, dir, "edge.yaml", []byte(policy(testenv.FreePort(b), e.services)))
+		w.listenPort = testenv.FreePort(b)
+		for g := range max(e.groups, 1) {
+			w.writePolicy(b, g, 0)
+		}
 	}
 	xds = testenv.Addr(testenv.FreePort(b))
 	w.switchyard = testenv.Addr(testenv.FreePort(b))
@@ -178,10 +196,18 @@ func startControlPlane(b *testing.B, e estate) (w *world, bin, xds string) {
 	default:
 		b.Fatalf("-consul %q: want http or https", *scheme)
 	}
-	start = time.Now()
-	args := append(append([]string{"serve"}, consul...),
-		"--policy", dir, "--xds-address", xds, "--admin-address", w.switchyard, "--log-level", "warn")
-	w.proc = testenv.Start(b, "switchyard", nil, bin, append(args, mesh...)...)
+	w.args = append(append(append([]string{"serve"}, consul...),
+		"--policy", w.policyDir, "--xds-address", xds, "--admin-address", w.switchyard, "--log-level", "warn"), mesh...)
+	w.startSwitchyard(b)
+	return w, bin, xds
+}
+
+// startSwitchyard starts Switchyard (w.args) and waits until it is ready,
+// setting readyAfter.
+func (w *world) startSwitchyard(b *testing.B) {
+	b.Helper()
+	start := time.Now()
+	w.proc = testenv.Start(b, "switchyard", nil, w.bin, w.args...)
 	testenv.Eventually(b, 5*time.Minute, "switchyard ready", func() error {
 		if w.proc.Exited() {
 			b.Fatalf("switchyard exited:\n%s", w.proc.Output())
@@ -189,7 +215,27 @@ func startControlPlane(b *testing.B, e estate) (w *world, bin, xds string) {
 		return get(w.switchyard, "/readyz", nil)
 	})
 	w.readyAfter = time.Since(start)
-	return w, bin, xds
+}
+
+// writePolicy writes the policy file of edge group g (see groupName):
+// routes to every service and, before them, added more to the first
+// services. It writes a new file and renames it over the old, as an editor
+// or config tool would, so Switchyard never reads half a file.
+func (w *world) writePolicy(b *testing.B, g, added int) {
+	b.Helper()
+	name := groupName(g)
+	tmp := testenv.WriteFile(b, w.policyDir, "."+name+".tmp", []byte(policy(name, w.listenPort+g, w.services, added)))
+	if err := os.Rename(tmp, filepath.Join(w.policyDir, name+".yaml")); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// groupName is the name of edge group g: "edge" alone, else edge-NN.
+func groupName(g int) string {
+	if g == 0 {
+		return "edge"
+	}
+	return fmt.Sprintf("edge-%02d", g)
 }
 
 // rebuilds reads Switchyard's snapshot build histogram: seconds and count.
@@ -206,6 +252,13 @@ func (w *world) rebuilds(b *testing.B) (sum, count float64) {
 // over every kind and result.
 func (w *world) consulRequests(b *testing.B) float64 {
 	b.Helper()
+	return w.metricSum(b, "switchyard_consul_requests_total")
+}
+
+// metricSum is a labelled series of Switchyard's /metrics summed over its
+// labels; a series not there fails the benchmark.
+func (w *world) metricSum(b *testing.B, name string) float64 {
+	b.Helper()
 	var text string
 	if err := get(w.switchyard, "/metrics", &text); err != nil {
 		b.Fatal(err)
@@ -213,7 +266,7 @@ func (w *world) consulRequests(b *testing.B) float64 {
 	var sum float64
 	found := false
 	for line := range strings.Lines(text) {
-		if rest, ok := strings.CutPrefix(line, "switchyard_consul_requests_total{"); ok {
+		if rest, ok := strings.CutPrefix(line, name+"{"); ok {
 			found = true
 			_, v, _ := strings.Cut(rest, "} ")
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
@@ -224,7 +277,7 @@ func (w *world) consulRequests(b *testing.B) float64 {
 		}
 	}
 	if !found {
-		b.Fatalf("switchyard /metrics has no series switchyard_consul_requests_total")
+		b.Fatalf("switchyard /metrics has no series %s", name)
 	}
 	return sum
 }
@@ -396,15 +449,23 @@ func nodeName(n int) string      { return fmt.Sprintf("node-%03d", n) }
 // sidecar, in a mesh): every endpoint is told apart by it.
 func instanceAddress(s, i int) string { return fmt.Sprintf("10.%d.%d.%d", 1+s/250, s%250, 1+i) }
 
-// policy routes /svc-NNNNN/ to each of services.
-func policy(port, services int) string {
+// policy is edge group group's policy: a listener on port routing
+// /svc-NNNNN/ to each of services, after /added-NNNNN/ routes to the first
+// added of them.
+func policy(group string, port, services, added int) string {
 	var s strings.Builder
-	fmt.Fprintf(&s, "apiVersion: switchyard.io/v1\nkind: ProxyGroup\nname: edge\nlisteners:\n  - name: http\n    address: 127.0.0.1\n    port: %d\n    hosts:\n      - domains: [\"*\"]\n        routes:\n", port)
+	fmt.Fprintf(&s, "apiVersion: switchyard.io/v1\nkind: ProxyGroup\nname: %s\nlisteners:\n  - name: http\n    address: 127.0.0.1\n    port: %d\n    hosts:\n      - domains: [\"*\"]\n        routes:\n", group, port)
+	for i := range added {
+		fmt.Fprintf(&s, "          - match: { pathPrefix: %s }\n            service: %s\n", addedPrefix(i), serviceName(i%services))
+	}
 	for i := range services {
 		fmt.Fprintf(&s, "          - match: { pathPrefix: /%s/ }\n            service: %s\n            timeout: 2s\n", serviceName(i), serviceName(i))
 	}
 	return s.String()
 }
+
+// addedPrefix is the path prefix of the added route i.
+func addedPrefix(i int) string { return fmt.Sprintf("/added-%05d/", i) }
 
 // statsOnly adds a stats matcher to the bootstrap so Envoy keeps only the
 // gauges the benchmark reads: with every stat of thousands of clusters, each
@@ -428,9 +489,13 @@ func statsOnly(b *testing.B, bootstrap []byte) string {
 }
 
 // buildSwitchyard builds the binary under test, without the race detector:
-// this measures speed.
+// this measures speed. With -switchyard-bin it takes that binary instead
+// (another version, for a before-and-after in the same harness).
 func buildSwitchyard(b *testing.B) string {
 	b.Helper()
+	if *switchyardBin != "" {
+		return *switchyardBin
+	}
 	bin := filepath.Join(b.TempDir(), "switchyard")
 	cmd := exec.Command("go", "build", "-o", bin, "github.com/switchyard-io/switchyard/cmd/switchyard")
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -442,7 +507,7 @@ func buildSwitchyard(b *testing.B) string {
 // get fetches http://addr+path, failing unless it answers 200; the body
 // goes to *body when body is not nil.
 func get(addr, path string, body *string) error {
-	c := http.Client{Timeout: 10 * time.Second}
+	c := http.Client{Timeout: 30 * time.Second}
 	resp, err := c.Get("http://" + addr + path)
 	if err != nil {
 		return err
@@ -465,15 +530,24 @@ func get(addr, path string, body *string) error {
 // there fails the benchmark: a renamed metric must not read as 0.
 func metricValue(b *testing.B, text, name string) float64 {
 	b.Helper()
+	v, err := metricIn(text, name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return v
+}
+
+// metricIn is metricValue for goroutines other than the benchmark's: it
+// returns its error.
+func metricIn(text, name string) (float64, error) {
 	for line := range strings.Lines(text) {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			if err != nil {
-				b.Fatalf("switchyard /metrics: %s: %v", name, err)
+				return 0, fmt.Errorf("switchyard /metrics: %s: %w", name, err)
 			}
-			return f
+			return f, nil
 		}
 	}
-	b.Fatalf("switchyard /metrics has no series %s", name)
-	return 0
+	return 0, fmt.Errorf("switchyard /metrics has no series %s", name)
 }

@@ -1,0 +1,373 @@
+package xdscache
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+)
+
+func set(tb testing.TB, c *Cache, e *estate) {
+	tb.Helper()
+	if err := c.SetSnapshot(context.Background(), "edge", e.snapshot()); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func has(typ, name, version string) func(map[string]map[string]string) bool {
+	return func(h map[string]map[string]string) bool { return h[typ][name] == version }
+}
+
+func count(typ string, n int) func(map[string]map[string]string) bool {
+	return func(h map[string]map[string]string) bool { return len(h[typ]) == n }
+}
+
+// lastOf is the last response of a type.
+func lastOf(got []*discoveryv3.DeltaDiscoveryResponse, typ string) *discoveryv3.DeltaDiscoveryResponse {
+	for i := len(got) - 1; i >= 0; i-- {
+		if got[i].GetTypeUrl() == typ {
+			return got[i]
+		}
+	}
+	return nil
+}
+
+func names(resp *discoveryv3.DeltaDiscoveryResponse) []string {
+	var out []string
+	for _, r := range resp.GetResources() {
+		out = append(out, r.GetName())
+	}
+	return out
+}
+
+// A wildcard delta stream gets everything, then only what changed, with
+// the snapshot's per-resource versions, and removals as removals.
+func TestDeltaWildcard(t *testing.T) {
+	c := New(nodeKey{}, order, true)
+	e := newEstate(50, 3)
+	set(t, c, e)
+	cl := newDeltaClient(t, dial(t, serve(t, c, nil)), "a", true)
+	cl.subscribe(t, resource.ClusterType, nil, nil)
+	cl.subscribe(t, resource.EndpointType, nil, nil)
+	cl.waitFor(t, "initial clusters", count(resource.ClusterType, 50))
+	cl.waitFor(t, "initial endpoints", count(resource.EndpointType, 50))
+
+	e.gen["svc-0007"]++
+	set(t, c, e)
+	cl.waitFor(t, "the flip", has(resource.EndpointType, "svc-0007", "e1"))
+	got := cl.responses()
+	if n := names(lastOf(got, resource.EndpointType)); !slices.Equal(n, []string{"svc-0007"}) {
+		t.Errorf("the flip's response carries %v; want [svc-0007] only", n)
+	}
+	if v := e.snapshot().GetVersionMap(resource.EndpointType)["svc-0007"]; v != "e1" {
+		t.Fatalf("estate version %q", v) // the test's own sanity
+	}
+
+	delete(e.gen, "svc-0003")
+	set(t, c, e)
+	cl.waitFor(t, "the removal", func(h map[string]map[string]string) bool {
+		_, c := h[resource.ClusterType]["svc-0003"]
+		_, e := h[resource.EndpointType]["svc-0003"]
+		return !c && !e
+	})
+	got = cl.responses()
+	cds, eds := -1, -1
+	for i, r := range got {
+		if slices.Contains(r.GetRemovedResources(), "svc-0003") {
+			if len(r.GetResources()) != 0 {
+				t.Errorf("%s removal also carries %v", r.GetTypeUrl(), names(r))
+			}
+			switch r.GetTypeUrl() {
+			case resource.ClusterType:
+				cds = i
+			case resource.EndpointType:
+				eds = i
+			}
+		}
+	}
+	if cds < 0 || eds < 0 {
+		t.Fatalf("removal responses: cluster at %d, endpoints at %d; want both", cds, eds)
+	}
+}
+
+// A named delta subscription gets what it names only, follows
+// subscription changes, and hears of a named resource's removal.
+func TestDeltaNamed(t *testing.T) {
+	c := New(nodeKey{}, order, true)
+	e := newEstate(20, 2)
+	set(t, c, e)
+	cl := newDeltaClient(t, dial(t, serve(t, c, nil)), "a", true)
+	cl.subscribe(t, resource.EndpointType, []string{"svc-0001", "svc-0002"}, nil)
+	cl.waitFor(t, "the two named", count(resource.EndpointType, 2))
+
+	e.gen["svc-0005"]++
+	e.gen["svc-0001"]++
+	set(t, c, e)
+	cl.waitFor(t, "svc-0001's change", has(resource.EndpointType, "svc-0001", "e1"))
+	if n := names(lastOf(cl.responses(), resource.EndpointType)); !slices.Equal(n, []string{"svc-0001"}) {
+		t.Errorf("response carries %v; want [svc-0001] only (svc-0005 is not subscribed)", n)
+	}
+
+	cl.subscribe(t, resource.EndpointType, []string{"svc-0003"}, []string{"svc-0002"})
+	cl.waitFor(t, "newly subscribed svc-0003", has(resource.EndpointType, "svc-0003", "e0"))
+	e.gen["svc-0002"]++
+	e.gen["svc-0001"]++
+	set(t, c, e)
+	cl.waitFor(t, "svc-0001's second change", has(resource.EndpointType, "svc-0001", "e2"))
+	for _, r := range cl.responses() {
+		for _, n := range names(r) {
+			if n == "svc-0002" && r.GetResources()[0].GetVersion() != "e0" {
+				t.Errorf("unsubscribed svc-0002 was sent again: %v", names(r))
+			}
+		}
+	}
+
+	delete(e.gen, "svc-0001")
+	set(t, c, e)
+	cl.waitFor(t, "svc-0001 removed", func(h map[string]map[string]string) bool {
+		_, ok := h[resource.EndpointType]["svc-0001"]
+		return !ok
+	})
+	if r := lastOf(cl.responses(), resource.EndpointType); !slices.Equal(r.GetRemovedResources(), []string{"svc-0001"}) {
+		t.Errorf("removal response removes %v; want [svc-0001]", r.GetRemovedResources())
+	}
+}
+
+// A delta NACK is not answered by sending the rejected resources again;
+// the next change is delivered.
+func TestDeltaNACK(t *testing.T) {
+	c := New(nodeKey{}, order, true)
+	e := newEstate(5, 2)
+	set(t, c, e)
+	cl := newDeltaClient(t, dial(t, serve(t, c, nil)), "a", false)
+	cl.subscribe(t, resource.EndpointType, nil, nil)
+	cl.waitFor(t, "initial", count(resource.EndpointType, 5))
+	nonce := cl.responses()[0].GetNonce()
+	if err := cl.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resource.EndpointType, ResponseNonce: nonce,
+		ErrorDetail: &statuspb.Status{Code: 3, Message: "rejected"}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := len(cl.responses()); n != 1 {
+		t.Fatalf("%d responses after the NACK; want 1 (nothing resent)", n)
+	}
+	e.gen["svc-0002"]++
+	set(t, c, e)
+	cl.waitFor(t, "the change after the NACK", has(resource.EndpointType, "svc-0002", "e1"))
+}
+
+// State of the world: a wildcard type gets all its resources at the
+// type's version; a change re-sends only the changed type; under the ADS
+// rule a request naming some endpoint assignments only waits until it
+// names them all.
+func TestSotw(t *testing.T) {
+	c := New(nodeKey{}, order, true)
+	e := newEstate(10, 2)
+	set(t, c, e)
+	addr := serve(t, c, nil)
+	cl := newSotwClient(t, dial(t, addr), "a")
+	var all []string
+	for s := range 10 {
+		all = append(all, svc(s))
+	}
+	cl.request(t, resource.ClusterType, nil)
+	snap := e.snapshot()
+	cds := cl.waitFor(t, resource.ClusterType, "clusters", func(r *discoveryv3.DiscoveryResponse) bool { return len(r.GetResources()) == 10 })
+	if want := snap.GetVersion(resource.ClusterType); cds.GetVersionInfo() != want {
+		t.Errorf("cluster version %q; want the type's %q", cds.GetVersionInfo(), want)
+	}
+	cl.request(t, resource.EndpointType, all)
+	cl.waitFor(t, resource.EndpointType, "endpoints", func(r *discoveryv3.DiscoveryResponse) bool { return len(r.GetResources()) == 10 })
+	cl.mu.Lock()
+	before := cl.count
+	cl.mu.Unlock()
+
+	e.gen["svc-0004"]++
+	set(t, c, e)
+	want := e.snapshot().GetVersion(resource.EndpointType)
+	cl.waitFor(t, resource.EndpointType, "the flip", func(r *discoveryv3.DiscoveryResponse) bool {
+		return r.GetVersionInfo() == want && len(r.GetResources()) == 10
+	})
+	time.Sleep(100 * time.Millisecond)
+	cl.mu.Lock()
+	after := cl.count
+	cl.mu.Unlock()
+	if after-before != 1 {
+		t.Errorf("%d responses for an endpoints-only change; want 1", after-before)
+	}
+
+	other := newSotwClient(t, dial(t, addr), "b")
+	other.request(t, resource.EndpointType, all[:2])
+	time.Sleep(300 * time.Millisecond)
+	other.mu.Lock()
+	n := other.count
+	other.mu.Unlock()
+	if n != 0 {
+		t.Errorf("a request naming 2 of 10 endpoint assignments was answered (%d responses); the ADS rule holds it", n)
+	}
+	other.request(t, resource.EndpointType, all)
+	other.waitFor(t, resource.EndpointType, "all named", func(r *discoveryv3.DiscoveryResponse) bool { return len(r.GetResources()) == 10 })
+}
+
+// A stream that does not read holds back only itself, and once it reads
+// it gets the latest versions, in few responses rather than one per
+// change.
+func TestSlowStreamBlocksNoOne(t *testing.T) {
+	c := New(nodeKey{}, order, true)
+	e := newEstate(200, 10) // the first answer is larger than a stream's flow-control window
+	set(t, c, e)
+	addr := serve(t, c, nil)
+	gate := make(chan struct{})
+	slow := newGatedDeltaClient(t, dial(t, addr), "slow", true, gate)
+	slow.subscribe(t, resource.EndpointType, nil, nil)
+	fast := newDeltaClient(t, dial(t, addr), "fast", true)
+	fast.subscribe(t, resource.EndpointType, nil, nil)
+	fast.waitFor(t, "initial", count(resource.EndpointType, 200))
+
+	for i := range 30 {
+		name := svc(i % 7)
+		e.gen[name]++
+		set(t, c, e)
+		start := time.Now()
+		fast.waitFor(t, "flip "+name, has(resource.EndpointType, name, e.snapshot().GetVersionMap(resource.EndpointType)[name]))
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("flip %d took %s to reach the fast stream", i, d)
+		}
+	}
+	close(gate)
+	slow.waitFor(t, "the slow stream catching up", func(h map[string]map[string]string) bool {
+		for s := range 7 {
+			if h[resource.EndpointType][svc(s)] != e.snapshot().GetVersionMap(resource.EndpointType)[svc(s)] {
+				return false
+			}
+		}
+		return len(h[resource.EndpointType]) == 200
+	})
+	if n := len(slow.responses()); n > 4 {
+		t.Errorf("the slow stream got %d responses for 30 changes; want the latest state in a few", n)
+	}
+}
+
+// One change that adds a service reaches an ADS stream as clusters, then
+// endpoints, then routes.
+func TestOrder(t *testing.T) {
+	c := New(nodeKey{}, order, true)
+	e := newEstate(5, 2)
+	set(t, c, e)
+	cl := newDeltaClient(t, dial(t, serve(t, c, nil)), "a", true)
+	for _, typ := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType} {
+		cl.subscribe(t, typ, nil, nil)
+	}
+	cl.waitFor(t, "initial", func(h map[string]map[string]string) bool {
+		return len(h[resource.ClusterType]) == 5 && len(h[resource.EndpointType]) == 5 && len(h[resource.RouteType]) == 1
+	})
+	n := len(cl.responses())
+	e.gen["svc-new"] = 0
+	set(t, c, e)
+	cl.waitFor(t, "the new service", func(h map[string]map[string]string) bool {
+		return h[resource.ClusterType]["svc-new"] != "" && h[resource.EndpointType]["svc-new"] != "" &&
+			h[resource.RouteType]["routes"] == e.snapshot().GetVersionMap(resource.RouteType)["routes"]
+	})
+	var types []string
+	for _, r := range cl.responses()[n:] {
+		types = append(types, r.GetTypeUrl())
+	}
+	if want := []string{resource.ClusterType, resource.EndpointType, resource.RouteType}; !slices.Equal(types, want) {
+		t.Errorf("responses in order %v; want %v", types, want)
+	}
+}
+
+// ClearSnapshot forgets a group; GetSnapshot and GetStatusKeys say what is
+// kept.
+func TestClearSnapshot(t *testing.T) {
+	c := New(nodeKey{}, order, true)
+	e := newEstate(3, 1)
+	set(t, c, e)
+	if _, err := c.GetSnapshot("edge"); err != nil {
+		t.Fatal(err)
+	}
+	if keys := c.GetStatusKeys(); !slices.Equal(keys, []string{"edge"}) {
+		t.Errorf("keys %v; want [edge]", keys)
+	}
+	c.ClearSnapshot("edge")
+	if _, err := c.GetSnapshot("edge"); err == nil {
+		t.Error("GetSnapshot after ClearSnapshot: no error")
+	}
+	if keys := c.GetStatusKeys(); len(keys) != 0 {
+		t.Errorf("keys %v after ClearSnapshot; want none", keys)
+	}
+}
+
+// Removals wait for what replaces them: when a service goes, its route
+// goes first, and its cluster and endpoints are removed only once Envoy
+// has acknowledged the routes without it (make before break).
+func TestRemovalsWaitForTheRoutes(t *testing.T) {
+	c := New(nodeKey{}, order, true)
+	e := newEstate(3, 1)
+	set(t, c, e)
+	cl := newDeltaClient(t, dial(t, serve(t, c, nil)), "a", false)
+	ack := func(r *discoveryv3.DeltaDiscoveryResponse) {
+		t.Helper()
+		if err := cl.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.GetTypeUrl(), ResponseNonce: r.GetNonce()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, typ := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType} {
+		cl.subscribe(t, typ, nil, nil)
+	}
+	cl.waitFor(t, "initial", func(h map[string]map[string]string) bool {
+		return len(h[resource.ClusterType]) == 3 && len(h[resource.EndpointType]) == 3 && len(h[resource.RouteType]) == 1 && len(h[resource.ListenerType]) == 1
+	})
+	for _, r := range cl.responses() {
+		ack(r)
+	}
+	time.Sleep(100 * time.Millisecond)
+	n := len(cl.responses())
+
+	delete(e.gen, "svc-0002")
+	set(t, c, e)
+	routes := e.snapshot().GetVersionMap(resource.RouteType)["routes"]
+	cl.waitFor(t, "the routes without svc-0002", has(resource.RouteType, "routes", routes))
+	time.Sleep(300 * time.Millisecond)
+	got := cl.responses()[n:]
+	if len(got) != 1 || got[0].GetTypeUrl() != resource.RouteType {
+		var types []string
+		for _, r := range got {
+			types = append(types, r.GetTypeUrl()+" removes "+strings.Join(r.GetRemovedResources(), ","))
+		}
+		t.Fatalf("before the routes are acknowledged the stream got %v; want the routes only", types)
+	}
+	ack(got[0])
+	cl.waitFor(t, "svc-0002's cluster and endpoints removed", func(h map[string]map[string]string) bool {
+		_, c := h[resource.ClusterType]["svc-0002"]
+		_, e := h[resource.EndpointType]["svc-0002"]
+		return !c && !e
+	})
+}
+
+// A request that acknowledges an answer and changes the subscription at
+// once is compared in full: a wildcard stream that unsubscribes a name in
+// its ACK gets the resource again (the protocol's way to ask whether it
+// still exists).
+func TestACKWithSubscriptionChange(t *testing.T) {
+	c := New(nodeKey{}, order, true)
+	e := newEstate(4, 1)
+	set(t, c, e)
+	cl := newDeltaClient(t, dial(t, serve(t, c, nil)), "a", false)
+	cl.subscribe(t, resource.EndpointType, []string{"*"}, nil) // explicit: a legacy wildcard ignores unsubscriptions
+	cl.waitFor(t, "initial", count(resource.EndpointType, 4))
+	first := cl.responses()[0]
+	cl.mu.Lock()
+	delete(cl.have[resource.EndpointType], "svc-0001")
+	cl.mu.Unlock()
+	if err := cl.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resource.EndpointType, ResponseNonce: first.GetNonce(),
+		ResourceNamesUnsubscribe: []string{"svc-0001"}}); err != nil {
+		t.Fatal(err)
+	}
+	cl.waitFor(t, "svc-0001 sent again", has(resource.EndpointType, "svc-0001", "e0"))
+}

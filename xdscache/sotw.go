@@ -1,0 +1,158 @@
+package xdscache
+
+import (
+	"sort"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	cache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// sotwWatch is one state-of-the-world stream's open request for one type.
+type sotwWatch struct {
+	req *cache.Request
+	sub cache.Subscription
+	ch  chan cache.Response
+}
+
+// CreateWatch answers a state-of-the-world request at once when the
+// stream's version differs from the node's, or when it subscribes to
+// resources it has not been sent; otherwise it parks the request until the
+// type's version changes. The rules are SnapshotCache's.
+func (c *Cache) CreateWatch(req *cache.Request, sub cache.Subscription, ch chan cache.Response) (func(), error) {
+	g := c.group(c.hash.ID(req.GetNode()), true)
+	typeURL := req.GetTypeUrl()
+	w := &sotwWatch{req: req, sub: sub, ch: ch}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ts := g.typ(typeURL)
+	if g.set && (req.GetVersionInfo() != ts.version || ts.lacks(sub)) {
+		ts.respondSotw(w, c.ads)
+		return func() {}, nil
+	}
+	ts.sotw[w] = struct{}{}
+	return func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if ts := g.types[typeURL]; ts != nil {
+			delete(ts.sotw, w)
+		}
+	}, nil
+}
+
+// lacks reports whether a subscription covers a resource its stream has
+// not been sent (newly subscribed, or newly wildcard).
+func (ts *typeState) lacks(sub cache.Subscription) bool {
+	returned := sub.ReturnedResources()
+	if sub.IsWildcard() {
+		for name := range ts.resources {
+			if _, ok := returned[name]; !ok {
+				return true
+			}
+		}
+		return false
+	}
+	for name := range sub.SubscribedResources() {
+		if _, ok := returned[name]; !ok {
+			if _, ok := ts.resources[name]; ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// answerSotw answers this type's parked state-of-the-world watches after
+// its version changed.
+func (ts *typeState) answerSotw(ads bool) {
+	for w := range ts.sotw {
+		if w.req.GetVersionInfo() == ts.version {
+			continue
+		}
+		if ts.respondSotw(w, ads) {
+			delete(ts.sotw, w)
+		}
+	}
+}
+
+// respondSotw sends a watch the type's resources (those it names, or all),
+// and reports whether the watch is done with. Under the ADS rule a request
+// that does not name every resource of the type is dropped unanswered:
+// Envoy asks again once it knows them all.
+func (ts *typeState) respondSotw(w *sotwWatch, ads bool) bool {
+	names := w.req.GetResourceNames()
+	if ads && len(names) > 0 && !ts.namedAll(names) {
+		return true
+	}
+	select {
+	case w.ch <- ts.sotwResponse(w.req, names):
+		return true
+	default:
+		return false // the stream's channel is full: answer at the next change
+	}
+}
+
+// namedAll reports whether names lists every resource of the type.
+func (ts *typeState) namedAll(names []string) bool {
+	set := make(map[string]struct{}, len(names))
+	for _, n := range names {
+		set[n] = struct{}{}
+	}
+	for name := range ts.resources {
+		if _, ok := set[name]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// sotwResponse is the type's resources named (all when names is empty),
+// in a response of its own around Anys shared with every stream.
+func (ts *typeState) sotwResponse(req *cache.Request, names []string) cache.Response {
+	var list []*anypb.Any
+	returned := make(map[string]string, len(ts.resources))
+	if len(names) == 0 {
+		list = ts.sortedAll()
+		for name := range ts.resources {
+			returned[name] = ts.version
+		}
+	} else {
+		sorted := append([]string(nil), names...)
+		sort.Strings(sorted)
+		for i, name := range sorted {
+			if i > 0 && sorted[i-1] == name {
+				continue
+			}
+			if e := ts.resources[name]; e != nil {
+				list = append(list, e.res.GetResource())
+				returned[name] = ts.version
+			}
+		}
+	}
+	return &cache.PassthroughResponse{
+		Request:           req,
+		ReturnedResources: returned,
+		DiscoveryResponse: &discoveryv3.DiscoveryResponse{
+			VersionInfo: ts.version,
+			Resources:   list,
+			TypeUrl:     req.GetTypeUrl(),
+		},
+	}
+}
+
+// sortedAll is every resource of the type, by name, built once per state
+// and shared by every answer.
+func (ts *typeState) sortedAll() []*anypb.Any {
+	if ts.all == nil {
+		names := make([]string, 0, len(ts.resources))
+		for name := range ts.resources {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		ts.all = make([]*anypb.Any, len(names))
+		for i, name := range names {
+			ts.all[i] = ts.resources[name].res.GetResource()
+		}
+	}
+	return ts.all
+}
