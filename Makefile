@@ -32,13 +32,15 @@ test: tools build
 golden:
 	$(GO) test $(GOLDEN_PKGS) -run Golden -update
 
-## bench: Go benchmarks of translation and rebuild, then the end-to-end
+## bench: Go benchmarks of translation, rebuild and the xDS cache (against
+## go-control-plane's caches), then the end-to-end
 ## propagation and fan-out benchmarks against real Consul and Envoy
 ## (BENCH_ARGS, e.g. "-services 5000 -instances 4 -proxies 500", sizes
 ## them). Figures: docs/benchmarks.md.
 BENCH_ARGS ?=
 bench: tools
 	$(GO) test -run '^$$' -bench . -benchmem ./translator/ ./controlplane/
+	$(GO) test -run '^$$' -bench . -benchtime 20x ./xdscache/
 	$(GO) test -run '^$$' -bench 'Propagation|Fanout' -benchtime 40x -timeout 30m ./test/bench/ -args $(BENCH_ARGS)
 
 demo: tools build

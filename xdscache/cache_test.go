@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
@@ -370,4 +371,28 @@ func TestACKWithSubscriptionChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	cl.waitFor(t, "svc-0001 sent again", has(resource.EndpointType, "svc-0001", "e0"))
+}
+
+// Fetch (REST xDS) answers with the type's resources at its version, and
+// with an error when the client is up to date.
+func TestFetch(t *testing.T) {
+	c := New(nodeKey{}, order, true)
+	e := newEstate(3, 1)
+	set(t, c, e)
+	req := &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Cluster: "edge"}, TypeUrl: resource.ClusterType}
+	resp, err := c.Fetch(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := resp.GetDiscoveryResponse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := e.snapshot().GetVersion(resource.ClusterType); out.GetVersionInfo() != want || len(out.GetResources()) != 3 {
+		t.Errorf("fetch: version %q with %d clusters; want %q with 3", out.GetVersionInfo(), len(out.GetResources()), want)
+	}
+	req.VersionInfo = out.GetVersionInfo()
+	if _, err := c.Fetch(context.Background(), req); err == nil {
+		t.Error("fetch at the current version: no error")
+	}
 }
