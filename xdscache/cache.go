@@ -87,9 +87,9 @@ type group struct {
 type typeState struct {
 	version   string            // the type's version (state of the world)
 	resources map[string]*entry // by name
-	// all is every resource, sorted by name, for state-of-the-world
-	// answers that want them all; built on first use.
-	all []*anypb.Any
+	// names is every resource name, sorted, for state-of-the-world
+	// answers; built on first use.
+	names []string
 
 	delta map[*deltaWatch]struct{}
 	sotw  map[*sotwWatch]struct{}
@@ -231,7 +231,7 @@ func (c *Cache) Fetch(_ context.Context, req *cache.Request) (cache.Response, er
 	if req.GetVersionInfo() == ts.version {
 		return nil, errors.New("skip fetch: version up to date")
 	}
-	return ts.sotwResponse(req, req.GetResourceNames()), nil
+	return ts.sotwResponse(req, req.GetResourceNames(), nil), nil
 }
 
 // GetSnapshot returns the snapshot last set for a node key.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
@@ -163,9 +164,10 @@ func TestDeltaNACK(t *testing.T) {
 }
 
 // State of the world: a wildcard type gets all its resources at the
-// type's version; a change re-sends only the changed type; under the ADS
-// rule a request naming some endpoint assignments only waits until it
-// names them all.
+// type's version; a change re-sends only the changed type, and of
+// endpoints only the changed assignment (clusters go whole: see
+// TestSotwClustersGoWhole); under the ADS rule a request naming some
+// endpoint assignments only waits until it names them all.
 func TestSotw(t *testing.T) {
 	c := New(nodeKey{}, order, true)
 	e := newEstate(10, 2)
@@ -191,9 +193,13 @@ func TestSotw(t *testing.T) {
 	e.gen["svc-0004"]++
 	set(t, c, e)
 	want := e.snapshot().GetVersion(resource.EndpointType)
-	cl.waitFor(t, resource.EndpointType, "the flip", func(r *discoveryv3.DiscoveryResponse) bool {
-		return r.GetVersionInfo() == want && len(r.GetResources()) == 10
+	flip := cl.waitFor(t, resource.EndpointType, "the flip", func(r *discoveryv3.DiscoveryResponse) bool {
+		return r.GetVersionInfo() == want
 	})
+	var cla endpointv3.ClusterLoadAssignment
+	if len(flip.GetResources()) != 1 || flip.GetResources()[0].UnmarshalTo(&cla) != nil || cla.GetClusterName() != "svc-0004" {
+		t.Errorf("the flip's endpoints answer carries %d resources (first %q); want svc-0004's alone", len(flip.GetResources()), cla.GetClusterName())
+	}
 	time.Sleep(100 * time.Millisecond)
 	cl.mu.Lock()
 	after := cl.count
@@ -394,5 +400,23 @@ func TestFetch(t *testing.T) {
 	req.VersionInfo = out.GetVersionInfo()
 	if _, err := c.Fetch(context.Background(), req); err == nil {
 		t.Error("fetch at the current version: no error")
+	}
+}
+
+// State of the world sends clusters whole, as the protocol requires: a
+// cluster added reaches the stream with every other cluster.
+func TestSotwClustersGoWhole(t *testing.T) {
+	c := New(nodeKey{}, order, true)
+	e := newEstate(5, 1)
+	set(t, c, e)
+	cl := newSotwClient(t, dial(t, serve(t, c, nil)), "a")
+	cl.request(t, resource.ClusterType, nil)
+	cl.waitFor(t, resource.ClusterType, "clusters", func(r *discoveryv3.DiscoveryResponse) bool { return len(r.GetResources()) == 5 })
+	e.gen["svc-new"] = 0
+	set(t, c, e)
+	want := e.snapshot().GetVersion(resource.ClusterType)
+	r := cl.waitFor(t, resource.ClusterType, "the new cluster", func(r *discoveryv3.DiscoveryResponse) bool { return r.GetVersionInfo() == want })
+	if n := len(r.GetResources()); n != 6 {
+		t.Errorf("the clusters answer after one was added carries %d; want all 6", n)
 	}
 }
