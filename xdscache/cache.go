@@ -38,6 +38,9 @@ import (
 //     watch is in sync with the snapshot it was parked at, so only the
 //     changed names can differ; an ACK of an answer that left its stream
 //     in sync parks without a comparison;
+//   - on state of the world, sends endpoints, routes and secrets as the
+//     protocol allows, only what a stream lacks at its version (clusters
+//     and listeners go whole, as it requires);
 //   - answers the watches in type order (the order given to New: clusters
 //     before endpoints, listeners before routes), and holds a delta
 //     stream's removals until it has acknowledged the updates of its other
