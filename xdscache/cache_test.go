@@ -2,6 +2,7 @@ package xdscache
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -418,5 +419,51 @@ func TestSotwClustersGoWhole(t *testing.T) {
 	r := cl.waitFor(t, resource.ClusterType, "the new cluster", func(r *discoveryv3.DiscoveryResponse) bool { return r.GetVersionInfo() == want })
 	if n := len(r.GetResources()); n != 6 {
 		t.Errorf("the clusters answer after one was added carries %d; want all 6", n)
+	}
+}
+
+// Streams that come and go leave nothing behind: no stream state, no
+// watch.
+func TestClosedStreamsLeaveNoState(t *testing.T) {
+	c := New(nodeKey{}, order, true)
+	e := newEstate(5, 1)
+	set(t, c, e)
+	conn := dial(t, serve(t, c, nil))
+	for i := range 50 {
+		ctx, cancel := context.WithCancel(t.Context())
+		stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, typ := range []string{resource.ClusterType, resource.EndpointType} {
+			req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: typ}
+			if typ == resource.ClusterType {
+				req.Node = &corev3.Node{Id: fmt.Sprint(i), Cluster: "edge"}
+			}
+			if err := stream.Send(req); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := stream.Recv(); err != nil { // answered; the other may be in flight
+			t.Fatal(err)
+		}
+		cancel()
+	}
+	g := c.group("edge", false)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		g.mu.Lock()
+		streams, watches := len(g.streams), 0
+		for _, ts := range g.types {
+			watches += len(ts.delta) + len(ts.sotw)
+		}
+		g.mu.Unlock()
+		if streams == 0 && watches == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 50 streams closed the group keeps %d streams and %d watches; want none", streams, watches)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
