@@ -10,7 +10,10 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 )
@@ -465,5 +468,27 @@ func TestClosedStreamsLeaveNoState(t *testing.T) {
 			t.Fatalf("after 50 streams closed the group keeps %d streams and %d watches; want none", streams, watches)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Under ADS, a state-of-the-world request for some secrets is answered
+// with those: Envoy asks for a cluster's secrets before it knows the
+// listeners' (holding it would stall its start until its fetch timeout).
+func TestSotwSecretsAnsweredAsNamed(t *testing.T) {
+	c := New(nodeKey{}, order, true)
+	snap := newEstate(2, 1).snapshot()
+	snap.VersionMap[resource.SecretType] = map[string]string{"mesh.leaf": "s1", "listener-cert": "s1"}
+	snap.Resources[cache.GetResponseType(resource.SecretType)] = cache.NewResources("s1", []types.Resource{
+		&tlsv3.Secret{Name: "listener-cert"}, &tlsv3.Secret{Name: "mesh.leaf"},
+	})
+	if err := c.SetSnapshot(context.Background(), "edge", snap); err != nil {
+		t.Fatal(err)
+	}
+	cl := newSotwClient(t, dial(t, serve(t, c, nil)), "a")
+	cl.request(t, resource.SecretType, []string{"mesh.leaf"})
+	got := cl.waitFor(t, resource.SecretType, "the named secret", func(r *discoveryv3.DiscoveryResponse) bool { return len(r.GetResources()) == 1 })
+	var s tlsv3.Secret
+	if err := got.GetResources()[0].UnmarshalTo(&s); err != nil || s.GetName() != "mesh.leaf" {
+		t.Errorf("answered %q (%v); want mesh.leaf", s.GetName(), err)
 	}
 }

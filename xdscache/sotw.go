@@ -6,6 +6,7 @@ import (
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	cache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -78,11 +79,15 @@ func (ts *typeState) answerSotw(ads bool) {
 
 // respondSotw sends a watch the type's resources (those it names, or all),
 // and reports whether the watch is done with. Under the ADS rule a request
-// that does not name every resource of the type is dropped unanswered:
-// Envoy asks again once it knows them all.
+// for endpoints or routes that does not name every resource of the type is
+// dropped unanswered: Envoy asks again once it knows them all. Secrets are
+// answered as named: Envoy asks for a cluster's secrets (a mesh cluster's
+// leaf and roots) while it warms clusters, before it knows the listeners'
+// certificates, and holding that request would stall its start until its
+// initial fetch timeout (15 s).
 func (ts *typeState) respondSotw(w *sotwWatch, ads bool) bool {
 	names := w.req.GetResourceNames()
-	if ads && len(names) > 0 && !ts.namedAll(names) {
+	if ads && len(names) > 0 && w.req.GetTypeUrl() != resource.SecretType && !ts.namedAll(names) {
 		return true
 	}
 	select {
