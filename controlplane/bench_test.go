@@ -124,7 +124,11 @@ func benchMeshHealthFlip(b *testing.B, sidecars int) {
 		l := ca.Issue(b, testenv.LeafOptions{Name: svc})
 		leaves = append(leaves, registry.Leaf{Service: svc, CertPEM: string(l.CertPEM), KeyPEM: registry.KeyPEM(l.KeyPEM)})
 	}
-	states := []*registry.MeshSnapshot{meshEstate(b, ca, leaves, services, sidecars, false), meshEstate(b, ca, leaves, services, sidecars, true)}
+	// The flipped state shares every other part with the first, as the
+	// MeshWatcher's next snapshot does.
+	healthy := meshEstate(b, ca, leaves, services, sidecars, false)
+	d, _ := meshEstate(b, ca, leaves, services, sidecars, true).Destination("svc-0")
+	states := []*registry.MeshSnapshot{healthy, healthy.WithDestination(d)}
 	s.pub.publishMesh(states[0], nil)
 	if n := len(s.pub.groups); n != sidecars {
 		b.Fatalf("%d sidecars published; want %d\n%s", n, sidecars, logs.String())
