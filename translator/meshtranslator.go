@@ -135,6 +135,7 @@ type round struct {
 	clusters map[string]bool        // clusters to translate again
 	touched  map[string]bool        // clusters whose readers, callers or IR changed
 	changed  map[string]bool        // clusters whose IR or validity changed
+	dropped  []string               // clusters in the mesh before a fresh start
 }
 
 // Translate translates what changed since the previous call.
@@ -158,6 +159,11 @@ func (t *MeshTranslator) Translate(snap *registry.MeshSnapshot, set *policy.Set)
 		// afresh, remembering what was served to report what is not.
 		for id, n := range t.sidecars {
 			r.dirty[id], r.before[id] = true, n.out
+		}
+		for sni, c := range t.clusters {
+			if c.present {
+				r.dropped = append(r.dropped, sni)
+			}
 		}
 		*t = MeshTranslator{sidecars: map[string]*sidecarNode{}, services: map[string]*serviceNode{},
 			clusters: map[string]*clusterNode{}, serves: map[string]ir.Protocol{},
@@ -584,6 +590,12 @@ func (t *MeshTranslator) settleClusters(r *round) (changed []*ir.MeshCluster, re
 			}
 		}
 	}
+	for _, sni := range r.dropped { // after a fresh start: unless back
+		if c := t.clusters[sni]; c == nil || !c.present {
+			removed = append(removed, sni)
+		}
+	}
+	slices.Sort(removed)
 	return changed, removed
 }
 
