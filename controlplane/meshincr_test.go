@@ -20,7 +20,7 @@ import (
 // and changes nothing. While Consul has no roots every sidecar keeps its
 // config.
 func TestMeshIncrementalMatchesFresh(t *testing.T) {
-	for _, seed := range []uint64{1, 2} {
+	for _, seed := range []uint64{1, 2, 3} {
 		s, logs := newMeshServer(t)
 		var kept map[string]*groupSnapshot
 		for i, step := range translatortest.MeshChanges(t, seed, 150) {

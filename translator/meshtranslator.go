@@ -360,10 +360,10 @@ func (t *MeshTranslator) servedProtocols(r *round) {
 	}
 }
 
-// translateClusters translates the clusters marked. One that is read has
-// its readers marked: translated again when what they read of it (its
-// protocol, split or validity) changed, else affected (their snapshots
-// hold its resources). One no sidecar reads waits until one does.
+// translateClusters translates the clusters marked. One that is read and
+// changed affects its readers (their snapshots hold its resources), which
+// are also translated again when what they read of it (its protocol,
+// split or validity) changed. One no sidecar reads waits until one does.
 func (t *MeshTranslator) translateClusters(r *round) {
 	for _, sni := range slices.Sorted(maps.Keys(r.clusters)) {
 		c := t.clusters[sni]
@@ -380,10 +380,9 @@ func (t *MeshTranslator) translateClusters(r *round) {
 		}
 		structural := old == nil || old.Protocol != c.out.Protocol || !reflect.DeepEqual(old.Split, c.out.Split) || oldErr != errString(c.err)
 		for id := range c.readers {
+			r.affected[id] = true
 			if structural {
 				t.mark(r, id)
-			} else {
-				r.affected[id] = true
 			}
 		}
 	}
