@@ -264,7 +264,7 @@ func (p *publisher) setLeafExpiry(snap *registry.MeshSnapshot) {
 	if m.leafSeries == nil {
 		m.leafSeries = map[string]bool{}
 	}
-	for _, svc := range snap.Changes(m.leavesFrom).Leaves {
+	for _, svc := range snap.ChangedLeaves(m.leavesFrom) {
 		if l, ok := snap.Leaf(svc); ok && !l.NotAfter.IsZero() {
 			p.metrics.leafExpiry.WithLabelValues(svc).Set(float64(l.NotAfter.Unix()))
 			m.leafSeries[svc] = true

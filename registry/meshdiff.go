@@ -41,18 +41,36 @@ func (s *MeshSnapshot) Changes(prev *MeshSnapshot) MeshChanges {
 	}
 }
 
+// ChangedLeaves is Changes(prev).Leaves alone.
+func (s *MeshSnapshot) ChangedLeaves(prev *MeshSnapshot) []string {
+	if s == nil {
+		s = &MeshSnapshot{}
+	}
+	if prev == nil {
+		prev = &MeshSnapshot{}
+	}
+	return changedKeys(prev.leaves, s.leaves)
+}
+
 // changedKeys lists, sorted, the keys whose values differ between a and b
 // or that only one of them has.
 func changedKeys[T any](a, b map[string]*T) []string {
 	var out []string
+	kept := 0 // keys of a also in b
 	for k, v := range b {
-		if old, ok := a[k]; !ok || (old != v && !reflect.DeepEqual(old, v)) {
+		old, ok := a[k]
+		if ok {
+			kept++
+		}
+		if !ok || (old != v && !reflect.DeepEqual(old, v)) {
 			out = append(out, k)
 		}
 	}
-	for k := range a {
-		if _, ok := b[k]; !ok {
-			out = append(out, k)
+	if kept < len(a) { // some were removed
+		for k := range a {
+			if _, ok := b[k]; !ok {
+				out = append(out, k)
+			}
 		}
 	}
 	slices.Sort(out)
