@@ -7,7 +7,6 @@ import (
 	"slices"
 	"sort"
 
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/switchyard-io/switchyard/translator/ir"
@@ -25,7 +24,7 @@ import (
 //     (MeshRootsSecretName).
 //
 // A sidecar's snapshot is its own resources plus the shared ones it names
-// (SidecarResources): the very same values in every caller's snapshot, so
+// (MeshBuilder.Sidecar): the very same values in every caller's snapshot, so
 // a health flip of a destination is built once, however many sidecars
 // call it, and re-pushed only to those.
 
@@ -251,51 +250,6 @@ func (b *MeshBuilder) Sidecar(s *ir.Sidecar, own Resources, ownDigests Digests) 
 		}
 	}
 	return c.done()
-}
-
-// SidecarResources is one sidecar's snapshot: its own resources and the
-// shared ones it uses (the mesh roots, and each upstream's cluster,
-// endpoints and routes), shared values not copies. A shared resource the
-// sidecar names but mesh lacks is an error: the snapshot would not be
-// consistent.
-func SidecarResources(s *ir.Sidecar, own, mesh Resources) (Resources, error) {
-	want := map[resource.Type]map[string]bool{
-		resource.SecretType:   {MeshRootsSecretName: true},
-		resource.ClusterType:  {},
-		resource.EndpointType: {},
-		resource.RouteType:    {},
-	}
-	for _, u := range s.Upstreams {
-		want[resource.ClusterType][MeshClusterName(u.Cluster)] = true
-		want[resource.EndpointType][MeshClusterName(u.Cluster)] = true
-		for _, also := range u.Also { // the destination's split targets
-			want[resource.ClusterType][MeshClusterName(also)] = true
-			want[resource.EndpointType][MeshClusterName(also)] = true
-		}
-		if u.Protocol.IsHTTP() {
-			want[resource.RouteType][MeshRouteConfigName(u.Cluster)] = true
-		}
-	}
-	out := Resources{}
-	for typ, list := range own {
-		out[typ] = append([]types.Resource(nil), list...)
-	}
-	for typ, names := range want {
-		found := 0
-		for _, r := range mesh[typ] {
-			if names[GetName(r)] {
-				out[typ] = append(out[typ], r)
-				found++
-			}
-		}
-		if found != len(names) {
-			return nil, fmt.Errorf("sidecar %q: the mesh lacks some of the %s it uses (%d of %d found)", s.ProxyID, shortType(typ), found, len(names))
-		}
-	}
-	for _, list := range out {
-		sort.Slice(list, func(i, j int) bool { return GetName(list[i]) < GetName(list[j]) })
-	}
-	return out, nil
 }
 
 // collector gathers built resources, validating new ones and refusing two
