@@ -151,27 +151,56 @@ func (t *MeshTranslator) Translate(snap *registry.MeshSnapshot, set *policy.Set)
 	r := &round{dirty: map[string]bool{}, affected: map[string]bool{}, before: map[string]*ir.Sidecar{},
 		protos: map[string]bool{}, clusters: map[string]bool{}, touched: map[string]bool{}, changed: map[string]bool{}}
 	mr := meshRoots(roots)
-	rootsErr := mr.Validate()
 	up := &MeshUpdate{Roots: mr, RootsChanged: mr != t.roots}
-	prev := t.snap
-	if t.sidecars == nil || mr.TrustDomain != t.roots.TrustDomain || (rootsErr == nil) != (t.rootsErr == nil) {
-		// Every SNI, SPIFFE ID and cluster's validity changes: start
-		// afresh, remembering what was served to report what is not.
-		for id, n := range t.sidecars {
-			r.dirty[id], r.before[id] = true, n.out
+	prev := t.begin(r, mr)
+	t.snap = snap
+	t.markChanges(r, snap.Changes(prev), set)
+	t.translateClusters(r)
+	for _, id := range slices.Sorted(maps.Keys(r.dirty)) {
+		if n := t.sidecars[id]; n != nil {
+			t.translateSidecar(r, id, n)
 		}
-		for sni, c := range t.clusters {
-			if c.present {
-				r.dropped = append(r.dropped, sni)
+	}
+	if up.RootsChanged {
+		for id, n := range t.sidecars {
+			if n.out != nil {
+				r.affected[id] = true
 			}
 		}
-		*t = MeshTranslator{sidecars: map[string]*sidecarNode{}, services: map[string]*serviceNode{},
-			clusters: map[string]*clusterNode{}, serves: map[string]ir.Protocol{},
-			warnedSidecars: map[string]bool{}, warnedClusters: map[string]bool{}}
-		prev = nil
 	}
-	ch := snap.Changes(prev)
-	t.snap, t.roots, t.rootsErr = snap, mr, rootsErr
+	up.Clusters, up.RemovedClusters = t.settleClusters(r)
+	up.Sidecars = t.report(r)
+	up.Diagnostics = t.diagnostics()
+	return up
+}
+
+// begin takes the roots in and returns the snapshot to compare the new
+// one with: the last, or nil to start afresh (the first call, or roots
+// that change every SNI, SPIFFE ID or cluster's validity). A fresh start
+// remembers what was served, to report what no longer is.
+func (t *MeshTranslator) begin(r *round, roots ir.MeshRoots) *registry.MeshSnapshot {
+	rootsErr := roots.Validate()
+	defer func() { t.roots, t.rootsErr = roots, rootsErr }()
+	if t.sidecars != nil && roots.TrustDomain == t.roots.TrustDomain && (rootsErr == nil) == (t.rootsErr == nil) {
+		return t.snap
+	}
+	for id, n := range t.sidecars {
+		r.dirty[id], r.before[id] = true, n.out
+	}
+	for sni, c := range t.clusters {
+		if c.present {
+			r.dropped = append(r.dropped, sni)
+		}
+	}
+	*t = MeshTranslator{sidecars: map[string]*sidecarNode{}, services: map[string]*serviceNode{},
+		clusters: map[string]*clusterNode{}, serves: map[string]ir.Protocol{},
+		warnedSidecars: map[string]bool{}, warnedClusters: map[string]bool{}}
+	return nil
+}
+
+// markChanges marks what read a changed input: the sidecars and clusters
+// to translate again.
+func (t *MeshTranslator) markChanges(r *round, ch registry.MeshChanges, set *policy.Set) {
 	t.registrations(r, ch.Sidecars)
 	t.servedProtocols(r)
 	for _, name := range ch.Destinations {
@@ -197,25 +226,8 @@ func (t *MeshTranslator) Translate(snap *registry.MeshSnapshot, set *policy.Set)
 				r.clusters[sni] = true
 			}
 		}
+		t.set = set
 	}
-	t.set = set
-	t.translateClusters(r)
-	for _, id := range slices.Sorted(maps.Keys(r.dirty)) {
-		if n := t.sidecars[id]; n != nil {
-			t.translateSidecar(r, id, n)
-		}
-	}
-	if up.RootsChanged {
-		for id, n := range t.sidecars {
-			if n.out != nil {
-				r.affected[id] = true
-			}
-		}
-	}
-	up.Clusters, up.RemovedClusters = t.settleClusters(r)
-	up.Sidecars = t.report(r)
-	up.Diagnostics = t.diagnostics()
-	return up
 }
 
 // Roots are the roots of the last translation.
