@@ -47,6 +47,8 @@ type meshState struct {
 	// gone are the keys of sidecars no longer served whose config is
 	// still published: withdrawn once no Envoy uses it.
 	gone map[string]bool
+	// rootsFailed: the roots last set failed to build (a bug).
+	rootsFailed bool
 }
 
 // publishMesh publishes the Connect sidecars' snapshots that a change in
@@ -77,7 +79,9 @@ func (p *publisher) publishMesh(snap *registry.MeshSnapshot, set *policy.Set) {
 		// Nothing can be built; every sidecar keeps its last config.
 		return
 	}
-	p.buildShared(up)
+	// Without the roots' secret no sidecar can be built: each keeps its
+	// last config until the roots change, which reports every sidecar.
+	rootsBuilt := p.buildShared(up)
 	retry := m.retry
 	m.retry = map[string]*ir.Sidecar{}
 	for _, su := range up.Sidecars {
@@ -93,22 +97,30 @@ func (p *publisher) publishMesh(snap *registry.MeshSnapshot, set *policy.Set) {
 		if su.IRChanged {
 			delete(m.sidecars, su.ProxyID)
 		}
-		p.publishSidecar(su.Sidecar)
+		if rootsBuilt {
+			p.publishSidecar(su.Sidecar)
+		}
 	}
 	for _, sc := range retry { // not reported again, so unchanged
-		p.publishSidecar(sc)
+		if rootsBuilt {
+			p.publishSidecar(sc)
+		}
 	}
 	p.metrics.failingSidecars.Set(float64(len(m.failed)))
 	p.withdrawSidecars()
 }
 
-// buildShared builds the shared parts the translator reports changed. A
-// part that fails (a bug) fails the sidecars that use it, logged with
-// each, until it is set again.
-func (p *publisher) buildShared(up *translator.MeshUpdate) {
-	b := &p.mesh.builder
+// buildShared builds the shared parts the translator reports changed,
+// and reports whether the roots are built. A destination's part that
+// fails (a bug) fails the sidecars that use it, logged with each, until it
+// is set again.
+func (p *publisher) buildShared(up *translator.MeshUpdate) (rootsBuilt bool) {
+	m := &p.mesh
+	b := &m.builder
 	if up.RootsChanged {
+		m.rootsFailed = false
 		if err := b.SetRoots(&up.Roots); err != nil {
+			m.rootsFailed = true
 			p.metrics.snapshotErrors.Inc()
 			p.log.Error("mesh roots failed to build; every sidecar keeps its last good config", "err", err)
 		}
@@ -122,6 +134,7 @@ func (p *publisher) buildShared(up *translator.MeshUpdate) {
 	for _, sni := range up.RemovedClusters {
 		b.RemoveCluster(sni)
 	}
+	return !m.rootsFailed
 }
 
 // publishSidecar builds one sidecar's snapshot, its own part only when it
