@@ -18,8 +18,9 @@ import (
 //     intentions, to its application) and, for HTTP, its inbound routes
 //     (which carry the intentions), its local_app cluster, one listener
 //     per upstream, and its leaf certificate (MeshLeafSecretName).
-//   - MeshBuilder.Build (BuildMesh): what every sidecar shares. One cluster
-//     and ClusterLoadAssignment per destination service, the
+//   - MeshBuilder: what every sidecar shares, one part at a time
+//     (SetRoots, SetCluster; Build or BuildMesh for a whole ir.Mesh). One
+//     cluster and ClusterLoadAssignment per destination service, the
 //     RouteConfiguration of each HTTP destination, and the CA roots
 //     (MeshRootsSecretName).
 //
