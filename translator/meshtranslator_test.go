@@ -1,12 +1,15 @@
 package translator
 
 import (
+	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/switchyard-io/switchyard/registry"
 	"github.com/switchyard-io/switchyard/translator/ir"
 	"github.com/switchyard-io/switchyard/translator/translatortest"
 )
@@ -119,4 +122,72 @@ func kind(change string) string {
 		}
 	}
 	return change
+}
+
+// A health flip translates the flipped destination's cluster and nothing
+// else: no sidecar is translated again (each keeps its very IR), and only
+// the destination's callers are reported, for their snapshots hold its
+// endpoints.
+func TestMeshTranslatorFlipTouchesCallersOnly(t *testing.T) {
+	d := registry.MeshData{IntentionDefault: registry.IntentionAllow,
+		Roots: &registry.Roots{TrustDomain: "td.consul", Roots: []registry.Root{{ID: "a", CertPEM: "ROOT"}}}}
+	const services = 40
+	for s := range services {
+		svc := fmt.Sprintf("svc-%d", s)
+		d.Leaves = append(d.Leaves, registry.Leaf{Service: svc, CertPEM: "CERT", KeyPEM: registry.KeyPEM("KEY")})
+		dest := registry.Destination{Name: svc}
+		for i := range 5 {
+			id := fmt.Sprintf("%s-%d-sidecar-proxy", svc, i)
+			addr := fmt.Sprintf("10.0.%d.%d", s, i+1)
+			sc := registry.Sidecar{ID: id, Service: svc, Address: addr, Port: 21000, Datacenter: "dc1", LocalServicePort: 8080, Protocol: "http"}
+			for u := 1; u <= 3; u++ {
+				sc.Upstreams = append(sc.Upstreams, registry.Upstream{DestinationType: "service", DestinationName: fmt.Sprintf("svc-%d", (s+u)%services), LocalBindPort: 9000 + u})
+			}
+			d.Sidecars = append(d.Sidecars, sc)
+			dest.Endpoints = append(dest.Endpoints, registry.Endpoint{ProxyID: id, Address: addr, Port: 21000, Health: registry.Healthy, Weight: 1})
+		}
+		d.Destinations = append(d.Destinations, dest)
+	}
+	snap := registry.NewMeshSnapshot(d)
+	var tr MeshTranslator
+	if up := tr.Translate(snap, nil); len(up.Sidecars) != services*5 {
+		t.Fatalf("%d sidecars served; want %d\n%v", len(up.Sidecars), services*5, up.Diagnostics)
+	}
+	before := map[string]*ir.Sidecar{}
+	for id, n := range tr.sidecars {
+		before[id] = n.out
+	}
+	flipped, _ := snap.Destination("svc-7")
+	flipped.Endpoints = slices.Clone(flipped.Endpoints)
+	flipped.Endpoints[2].Health = registry.Unhealthy
+	up := tr.Translate(snap.WithDestination(flipped), nil)
+
+	var clusters []string
+	for _, c := range up.Clusters {
+		clusters = append(clusters, c.Service)
+	}
+	if !slices.Equal(clusters, []string{"svc-7"}) || len(up.RemovedClusters) > 0 {
+		t.Errorf("clusters changed: %v, removed %v; want svc-7's alone", clusters, up.RemovedClusters)
+	}
+	var reported []string
+	for _, su := range up.Sidecars {
+		reported = append(reported, su.ProxyID)
+		if su.IRChanged {
+			t.Errorf("%s: IRChanged on a flip of a destination it calls", su.ProxyID)
+		}
+	}
+	var callers []string // svc-4, svc-5 and svc-6 call svc-7
+	for _, svc := range []string{"svc-4", "svc-5", "svc-6"} {
+		for i := range 5 {
+			callers = append(callers, fmt.Sprintf("%s-%d-sidecar-proxy", svc, i))
+		}
+	}
+	if !slices.Equal(reported, callers) {
+		t.Errorf("reported %v; want svc-7's callers %v", reported, callers)
+	}
+	for id, n := range tr.sidecars {
+		if n.out != before[id] {
+			t.Errorf("%s was translated again", id)
+		}
+	}
 }
