@@ -62,9 +62,15 @@ func TestMeshTranslatorMatchesFresh(t *testing.T) {
 					t.Fatalf("seed %d step %d (%s): the updates left cluster %s in the mesh as %+v; the translator has %+v", seed, i, step.Change, sni, c, got)
 				}
 			}
+			if err := fresh.Mesh.Validate(); err != nil {
+				t.Fatalf("seed %d step %d (%s): invalid mesh: %v", seed, i, step.Change, err)
+			}
 			want := map[string]*ir.Sidecar{}
 			for j := range fresh.Sidecars {
 				want[fresh.Sidecars[j].ProxyID] = &fresh.Sidecars[j]
+				if err := fresh.Mesh.ValidateSidecar(&fresh.Sidecars[j]); err != nil {
+					t.Fatalf("seed %d step %d (%s): %v", seed, i, step.Change, err)
+				}
 			}
 			if d := cmp.Diff(want, served); d != "" {
 				t.Fatalf("seed %d step %d (%s): served sidecars differ from a fresh translation (-fresh +incremental):\n%s", seed, i, step.Change, d)
