@@ -2,7 +2,6 @@ package controlplane
 
 import (
 	"context"
-	"fmt"
 	"maps"
 	"slices"
 
@@ -172,8 +171,8 @@ func (p *publisher) publishSidecar(sc *ir.Sidecar) {
 	key := sidecarKey(sc.ProxyID)
 	gs := assembleSnapshot(key, all, digests)
 	if !sameReferences(p.publishedGroup(key), gs) {
-		if err := gs.snapshot.Consistent(); err != nil {
-			fail(fmt.Errorf("group %q: inconsistent snapshot: %w", key, err))
+		if err := gs.consistent(); err != nil {
+			fail(err)
 			return
 		}
 	}

@@ -93,10 +93,19 @@ func buildGroup(b *envoy.Builder, cfg *ir.Config) (*groupSnapshot, error) {
 // resource again on each change.
 func newGroupSnapshot(group string, resources envoy.Resources, digests envoy.Digests) (*groupSnapshot, error) {
 	gs := assembleSnapshot(group, resources, digests)
-	if err := gs.snapshot.Consistent(); err != nil {
-		return nil, fmt.Errorf("group %q: inconsistent snapshot: %w", group, err)
+	if err := gs.consistent(); err != nil {
+		return nil, err
 	}
 	return gs, nil
+}
+
+// consistent checks that the snapshot holds every endpoint and route its
+// clusters and listeners name, and no other.
+func (gs *groupSnapshot) consistent() error {
+	if err := gs.snapshot.Consistent(); err != nil {
+		return fmt.Errorf("group %q: inconsistent snapshot: %w", gs.group, err)
+	}
+	return nil
 }
 
 // assembleSnapshot is newGroupSnapshot without the consistency check.
