@@ -43,7 +43,7 @@ func TestMeshIncrementalMatchesFresh(t *testing.T) {
 			}
 			for key, w := range want {
 				compareGroups(t, w, got[key])
-				if err := got[key].snapshot.Consistent(); err != nil {
+				if err := got[key].consistent(); err != nil {
 					t.Errorf("%s: %v", key, err)
 				}
 			}
