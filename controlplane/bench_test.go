@@ -99,26 +99,39 @@ func meshEstate(b *testing.B, ca *testenv.CA, leaves []registry.Leaf, services, 
 }
 
 // BenchmarkMeshHealthFlip measures publishing the mesh after one sidecar
-// instance's health flipped: 500 sidecars across 100 services, each calling
-// 5 services. Only the flipped destination's callers (about 25) get a new
-// snapshot; the others are skipped by their shared digests.
+// instance's health flipped, at several fleet sizes with the same reach:
+// 5 sidecars per service, each calling 5 services, so a flip reaches the
+// 25 sidecars of the flipped service's callers whatever the fleet's size.
+// Only those get a new snapshot; what the flip costs beyond them is what
+// grows with the fleet.
 func BenchmarkMeshHealthFlip(b *testing.B) {
+	for _, sidecars := range []int{100, 500, 2000} {
+		b.Run(fmt.Sprintf("sidecars=%d", sidecars), func(b *testing.B) { benchMeshHealthFlip(b, sidecars) })
+	}
+}
+
+func benchMeshHealthFlip(b *testing.B, sidecars int) {
 	var logs bytes.Buffer
 	s, err := New(Config{PolicyPaths: []string{b.TempDir()}, Mesh: true}, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		b.Fatal(err)
 	}
+	services := sidecars / 5
 	ca := testenv.NewCA(b, "bench CA")
 	var leaves []registry.Leaf
-	for s := range 100 {
+	for s := range services {
 		svc := fmt.Sprintf("svc-%d", s)
 		l := ca.Issue(b, testenv.LeafOptions{Name: svc})
 		leaves = append(leaves, registry.Leaf{Service: svc, CertPEM: string(l.CertPEM), KeyPEM: registry.KeyPEM(l.KeyPEM)})
 	}
-	states := []*registry.MeshSnapshot{meshEstate(b, ca, leaves, 100, 500, false), meshEstate(b, ca, leaves, 100, 500, true)}
+	// The flipped state shares every other part with the first, as the
+	// MeshWatcher's next snapshot does.
+	healthy := meshEstate(b, ca, leaves, services, sidecars, false)
+	d, _ := meshEstate(b, ca, leaves, services, sidecars, true).Destination("svc-0")
+	states := []*registry.MeshSnapshot{healthy, healthy.WithDestination(d)}
 	s.pub.publishMesh(states[0], nil)
-	if n := len(s.pub.groups); n != 500 {
-		b.Fatalf("%d sidecars published; want 500\n%s", n, logs.String())
+	if n := len(s.pub.groups); n != sidecars {
+		b.Fatalf("%d sidecars published; want %d\n%s", n, sidecars, logs.String())
 	}
 	b.ReportAllocs()
 	b.ResetTimer()

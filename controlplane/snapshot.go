@@ -109,6 +109,24 @@ func buildGroup(b *envoy.Builder, cfg *ir.Config) (*groupSnapshot, error) {
 // which go-control-plane would otherwise compute by marshalling every
 // resource again on each change.
 func newGroupSnapshot(group string, resources envoy.Resources, digests envoy.Digests) (*groupSnapshot, error) {
+	gs := assembleSnapshot(group, resources, digests)
+	if err := gs.consistent(); err != nil {
+		return nil, err
+	}
+	return gs, nil
+}
+
+// consistent checks that the snapshot holds every endpoint and route its
+// clusters and listeners name, and no other.
+func (gs *groupSnapshot) consistent() error {
+	if err := gs.snapshot.Consistent(); err != nil {
+		return fmt.Errorf("group %q: inconsistent snapshot: %w", gs.group, err)
+	}
+	return nil
+}
+
+// assembleSnapshot is newGroupSnapshot without the consistency check.
+func assembleSnapshot(group string, resources envoy.Resources, digests envoy.Digests) *groupSnapshot {
 	gs := &groupSnapshot{group: group, resources: resources, versions: map[resource.Type]string{}}
 	snap := &cache.Snapshot{VersionMap: map[string]map[string]string{}}
 	for _, typ := range envoy.Types {
@@ -123,11 +141,8 @@ func newGroupSnapshot(group string, resources envoy.Resources, digests envoy.Dig
 			snap.VersionMap[typ] = map[string]string{}
 		}
 	}
-	if err := snap.Consistent(); err != nil {
-		return nil, fmt.Errorf("group %q: inconsistent snapshot: %w", group, err)
-	}
 	gs.snapshot = snap
-	return gs, nil
+	return gs
 }
 
 // typeVersion hashes the names and digests of a type's resources (sorted

@@ -2,10 +2,11 @@ package envoy
 
 import (
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 	"sort"
 
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/switchyard-io/switchyard/translator/ir"
@@ -17,13 +18,14 @@ import (
 //     intentions, to its application) and, for HTTP, its inbound routes
 //     (which carry the intentions), its local_app cluster, one listener
 //     per upstream, and its leaf certificate (MeshLeafSecretName).
-//   - MeshBuilder.Build (BuildMesh): what every sidecar shares. One cluster
-//     and ClusterLoadAssignment per destination service, the
+//   - MeshBuilder: what every sidecar shares, one part at a time
+//     (SetRoots, SetCluster; Build or BuildMesh for a whole ir.Mesh). One
+//     cluster and ClusterLoadAssignment per destination service, the
 //     RouteConfiguration of each HTTP destination, and the CA roots
 //     (MeshRootsSecretName).
 //
 // A sidecar's snapshot is its own resources plus the shared ones it names
-// (SidecarResources): the very same values in every caller's snapshot, so
+// (MeshBuilder.Sidecar): the very same values in every caller's snapshot, so
 // a health flip of a destination is built once, however many sidecars
 // call it, and re-pushed only to those.
 
@@ -74,114 +76,181 @@ func BuildMesh(m *ir.Mesh) (Resources, Digests, error) {
 	return new(MeshBuilder).Build(m)
 }
 
-// MeshBuilder builds the shared mesh resources like BuildMesh, remembering
-// its last call as Builder does: a destination whose MeshCluster is
-// unchanged reuses its cluster, endpoints and routes, already validated and
-// digested, so a health flip builds one destination's resources. Not safe
-// for concurrent use; its zero value is ready.
+// MeshBuilder builds and keeps the shared mesh resources, one part at a
+// time: the roots (SetRoots) and each destination's cluster, endpoints and
+// routes (SetCluster). A part is built once per change, validated and
+// digested, and the same values go into every sidecar snapshot that uses
+// it (Sidecar): a health flip builds one destination's resources, however
+// many sidecars call it. Not safe for concurrent use; its zero value is
+// ready.
 type MeshBuilder struct {
-	memo map[string]*built // "mesh-cluster/<sni>", "mesh-roots"
+	trustDomain string
+	roots       *meshPart
+	clusters    map[string]*meshPart // by SNI
 }
 
-// Build turns the shared mesh IR into xDS resources and their digests.
+// meshPart is one shared part as last set: what it was built from, and
+// its resources or why they could not be built.
+type meshPart struct {
+	in  any // ir.MeshRoots or ir.MeshCluster, a value
+	out []typedResource
+	err error
+}
+
+// SetRoots builds the roots' secret. A new trust domain drops every
+// destination's part, built for the old one: set them again.
+func (b *MeshBuilder) SetRoots(r *ir.MeshRoots) error {
+	if b.roots != nil && reflect.DeepEqual(b.roots.in, *r) {
+		return b.roots.err
+	}
+	if r.TrustDomain != b.trustDomain {
+		b.trustDomain, b.clusters = r.TrustDomain, nil
+	}
+	b.roots = buildPart(*r, func() ([]typedResource, error) {
+		if err := r.Validate(); err != nil {
+			return nil, fmt.Errorf("invalid mesh ir: %w", err)
+		}
+		return []typedResource{{typ: resource.SecretType, name: "mesh roots", r: meshRootsSecret(r)}}, nil
+	})
+	return b.roots.err
+}
+
+// SetCluster builds one destination's cluster, endpoints and (HTTP)
+// routes, in the trust domain of the roots last set. An error (invalid IR,
+// or a proto that fails validation: a bug) is kept too: the sidecars that
+// use the destination cannot be built until it is set again.
+func (b *MeshBuilder) SetCluster(mc *ir.MeshCluster) error {
+	if p := b.clusters[mc.SNI]; p != nil && reflect.DeepEqual(p.in, *mc) {
+		return p.err
+	}
+	if b.clusters == nil {
+		b.clusters = map[string]*meshPart{}
+	}
+	c := *mc
+	p := buildPart(c, func() ([]typedResource, error) {
+		if err := c.Validate(b.trustDomain); err != nil {
+			return nil, fmt.Errorf("invalid mesh ir: %w", err)
+		}
+		cl, err := meshCluster(&c)
+		if err != nil {
+			return nil, fmt.Errorf("mesh cluster %q: %w", c.SNI, err)
+		}
+		out := []typedResource{
+			{typ: resource.ClusterType, name: c.SNI, r: cl},
+			{typ: resource.EndpointType, name: c.SNI, r: meshLoadAssignment(&c)},
+		}
+		if c.Protocol.IsHTTP() {
+			out = append(out, typedResource{typ: resource.RouteType, name: c.SNI, r: meshRouteConfig(&c)})
+		}
+		return out, nil
+	})
+	b.clusters[c.SNI] = p
+	return p.err
+}
+
+// RemoveCluster forgets a destination no sidecar uses any more.
+func (b *MeshBuilder) RemoveCluster(sni string) { delete(b.clusters, sni) }
+
+// buildPart builds a part's resources, validating and digesting each.
+func buildPart(in any, mk func() ([]typedResource, error)) *meshPart {
+	out, err := mk()
+	if err == nil {
+		err = new(collector).add(out, true)
+	}
+	if err != nil {
+		return &meshPart{in: in, err: err}
+	}
+	return &meshPart{in: in, out: out}
+}
+
+// Build builds the whole shared mesh, reusing the parts whose IR did not
+// change since the last call, and returns every part's resources and
+// digests.
 func (b *MeshBuilder) Build(m *ir.Mesh) (Resources, Digests, error) {
 	if err := m.Validate(); err != nil {
 		return nil, nil, fmt.Errorf("invalid mesh ir: %w", err)
 	}
-	next := make(map[string]*built, len(b.memo))
-	var c collector
-	node := func(key string, in any, mk func() ([]typedResource, error)) error {
-		if prev, ok := b.memo[key]; ok && reflect.DeepEqual(prev.in, in) {
-			next[key] = prev
-			return c.add(prev.out, false)
-		}
-		out, err := mk()
-		if err != nil {
-			return err
-		}
-		if err := c.add(out, true); err != nil {
-			return err
-		}
-		next[key] = &built{in: in, out: out}
-		return nil
-	}
-	err := node("mesh-roots", m.Roots, func() ([]typedResource, error) {
-		return []typedResource{{typ: resource.SecretType, name: "mesh roots", r: meshRootsSecret(&m.Roots)}}, nil
-	})
-	if err != nil {
+	if err := b.SetRoots(&m.Roots); err != nil {
 		return nil, nil, err
 	}
+	var c collector
+	if err := c.add(b.roots.out, false); err != nil {
+		return nil, nil, err
+	}
+	keep := make(map[string]bool, len(m.Clusters))
 	for i := range m.Clusters {
-		mc := m.Clusters[i]
-		err := node("mesh-cluster/"+mc.SNI, mc, func() ([]typedResource, error) {
-			cl, err := meshCluster(&mc)
-			if err != nil {
-				return nil, fmt.Errorf("mesh cluster %q: %w", mc.SNI, err)
-			}
-			out := []typedResource{
-				{typ: resource.ClusterType, name: mc.SNI, r: cl},
-				{typ: resource.EndpointType, name: mc.SNI, r: meshLoadAssignment(&mc)},
-			}
-			if mc.Protocol.IsHTTP() {
-				out = append(out, typedResource{typ: resource.RouteType, name: mc.SNI, r: meshRouteConfig(&mc)})
-			}
-			return out, nil
-		})
-		if err != nil {
+		mc := &m.Clusters[i]
+		keep[mc.SNI] = true
+		if err := b.SetCluster(mc); err != nil {
+			return nil, nil, err
+		}
+		if err := c.add(b.clusters[mc.SNI].out, false); err != nil {
 			return nil, nil, err
 		}
 	}
-	res, digests, err := c.done()
-	if err != nil {
-		return nil, nil, err
+	for sni := range b.clusters {
+		if !keep[sni] {
+			b.RemoveCluster(sni)
+		}
 	}
-	b.memo = next
-	return res, digests, nil
+	return c.done()
 }
 
-// SidecarResources is one sidecar's snapshot: its own resources and the
-// shared ones it uses (the mesh roots, and each upstream's cluster,
-// endpoints and routes), shared values not copies. A shared resource the
-// sidecar names but mesh lacks is an error: the snapshot would not be
-// consistent.
-func SidecarResources(s *ir.Sidecar, own, mesh Resources) (Resources, error) {
-	want := map[resource.Type]map[string]bool{
-		resource.SecretType:   {MeshRootsSecretName: true},
-		resource.ClusterType:  {},
-		resource.EndpointType: {},
-		resource.RouteType:    {},
+// Sidecar is one sidecar's snapshot: its own resources (and their
+// digests, from BuildSidecar) and the shared ones it uses, from the parts
+// set: the roots, and each upstream's cluster, endpoints and routes (its
+// split's targets' clusters and endpoints). Shared values, not copies. A
+// part it uses that is missing or failed to build is an error: the
+// snapshot would not be consistent.
+func (b *MeshBuilder) Sidecar(s *ir.Sidecar, own Resources, ownDigests Digests) (Resources, Digests, error) {
+	var c collector
+	for _, typ := range Types {
+		list := make([]typedResource, len(own[typ]))
+		for i, r := range own[typ] {
+			list[i] = typedResource{typ: typ, name: s.ProxyID, r: r, digest: ownDigests[typ][GetName(r)]}
+		}
+		if err := c.add(list, false); err != nil {
+			return nil, nil, err
+		}
 	}
+	if b.roots == nil || b.roots.err != nil {
+		return nil, nil, fmt.Errorf("sidecar %q: the mesh roots are not built", s.ProxyID)
+	}
+	if err := c.add(b.roots.out, false); err != nil {
+		return nil, nil, err
+	}
+	const (
+		withoutRoutes = 1
+		withRoutes    = 2
+	)
+	need := map[string]int{} // by SNI
 	for _, u := range s.Upstreams {
-		want[resource.ClusterType][MeshClusterName(u.Cluster)] = true
-		want[resource.EndpointType][MeshClusterName(u.Cluster)] = true
-		for _, also := range u.Also { // the destination's split targets
-			want[resource.ClusterType][MeshClusterName(also)] = true
-			want[resource.EndpointType][MeshClusterName(also)] = true
-		}
 		if u.Protocol.IsHTTP() {
-			want[resource.RouteType][MeshRouteConfigName(u.Cluster)] = true
+			need[u.Cluster] = withRoutes
+		} else {
+			need[u.Cluster] = max(need[u.Cluster], withoutRoutes)
+		}
+		for _, also := range u.Also {
+			need[also] = max(need[also], withoutRoutes)
 		}
 	}
-	out := Resources{}
-	for typ, list := range own {
-		out[typ] = append([]types.Resource(nil), list...)
-	}
-	for typ, names := range want {
-		found := 0
-		for _, r := range mesh[typ] {
-			if names[GetName(r)] {
-				out[typ] = append(out[typ], r)
-				found++
-			}
+	for _, sni := range slices.Sorted(maps.Keys(need)) {
+		p, n := b.clusters[sni], need[sni]
+		switch {
+		case p == nil:
+			return nil, nil, fmt.Errorf("sidecar %q: the mesh lacks cluster %q", s.ProxyID, sni)
+		case p.err != nil:
+			return nil, nil, fmt.Errorf("sidecar %q: %w", s.ProxyID, p.err)
 		}
-		if found != len(names) {
-			return nil, fmt.Errorf("sidecar %q: the mesh lacks some of the %s it uses (%d of %d found)", s.ProxyID, shortType(typ), found, len(names))
+		out := p.out
+		if n == withoutRoutes {
+			out = out[:2] // the cluster and its endpoints
+		}
+		if err := c.add(out, false); err != nil {
+			return nil, nil, err
 		}
 	}
-	for _, list := range out {
-		sort.Slice(list, func(i, j int) bool { return GetName(list[i]) < GetName(list[j]) })
-	}
-	return out, nil
+	return c.done()
 }
 
 // collector gathers built resources, validating new ones and refusing two

@@ -75,15 +75,15 @@ func sidecarBootstrap(t *testing.T, s *ir.Sidecar, m *ir.Mesh) string {
 // as static resources, with an admin listener on adminPort unless 0.
 func staticSidecarConfig(t *testing.T, s *ir.Sidecar, m *ir.Mesh, adminPort int) []byte {
 	t.Helper()
-	mesh, _, err := BuildMesh(m)
+	var mb MeshBuilder
+	if _, _, err := mb.Build(m); err != nil {
+		t.Fatal(err)
+	}
+	own, digests, err := BuildSidecar(s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	own, _, err := BuildSidecar(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	snap, err := SidecarResources(s, own, mesh)
+	snap, _, err := mb.Sidecar(s, own, digests)
 	if err != nil {
 		t.Fatal(err)
 	}

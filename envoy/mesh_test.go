@@ -63,19 +63,20 @@ func TestMeshGolden(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			g.Read(in)
 			c := loadMeshCase(t, in)
-			mesh, _, err := BuildMesh(&c.Mesh)
+			var b MeshBuilder
+			mesh, _, err := b.Build(&c.Mesh)
 			if err != nil {
 				t.Fatalf("BuildMesh: %v", err)
 			}
 			g.Compare(t, filepath.Join("testdata/mesh", name+".mesh.yaml"), renderByType(t, mesh))
 			for i := range c.Sidecars {
 				s := &c.Sidecars[i]
-				own, _, err := BuildSidecar(s)
+				own, digests, err := BuildSidecar(s)
 				if err != nil {
 					t.Fatalf("BuildSidecar: %v", err)
 				}
 				g.Compare(t, filepath.Join("testdata/mesh", name+"."+s.ProxyID+".yaml"), renderByType(t, own))
-				snap, err := SidecarResources(s, own, mesh)
+				snap, _, err := b.Sidecar(s, own, digests)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -165,11 +166,11 @@ func TestMeshSharedAcrossSidecars(t *testing.T) {
 	}
 	snaps := map[string]Resources{}
 	for _, s := range []*ir.Sidecar{&web, &other} {
-		own, _, err := BuildSidecar(s)
+		own, ownDigests, err := BuildSidecar(s)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if snaps[s.ProxyID], err = SidecarResources(s, own, mesh); err != nil {
+		if snaps[s.ProxyID], _, err = b.Sidecar(s, own, ownDigests); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -225,8 +226,13 @@ func TestMeshSharedAcrossSidecars(t *testing.T) {
 	if find(mesh3[resource.EndpointType], sni) != find(mesh2[resource.EndpointType], sni) {
 		t.Error("an unchanged destination was built again")
 	}
-	if _, err := SidecarResources(&web, snaps[web.ProxyID], Resources{}); err == nil {
-		t.Error("SidecarResources accepted a mesh without the sidecar's upstream cluster")
+	b.RemoveCluster(sni)
+	own, ownDigests, err := BuildSidecar(&web)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.Sidecar(&web, own, ownDigests); err == nil || !strings.Contains(err.Error(), "lacks cluster") {
+		t.Errorf("got %v; want an error: the mesh lacks the sidecar's upstream cluster", err)
 	}
 }
 
@@ -267,5 +273,64 @@ func TestIntentionChangeKeepsHTTPListener(t *testing.T) {
 				t.Errorf("%s %q changed with an intention; only the inbound routes should", typ, name)
 			}
 		}
+	}
+}
+
+// Parts are set one at a time: an equal part keeps its resources, and a
+// part that fails to build fails only the sidecars that use it, until it
+// is set again.
+func TestMeshBuilderParts(t *testing.T) {
+	c := loadMeshCase(t, "testdata/mesh/upstream-http2.in.yaml")
+	web := c.Sidecars[0]
+	lonely := web // calls nothing
+	lonely.ProxyID, lonely.Upstreams = "lonely-1-sidecar-proxy", nil
+	var b MeshBuilder
+	if err := b.SetRoots(&c.Mesh.Roots); err != nil {
+		t.Fatal(err)
+	}
+	mc := c.Mesh.Clusters[0]
+	if err := b.SetCluster(&mc); err != nil {
+		t.Fatal(err)
+	}
+	sidecar := func(s *ir.Sidecar) (Resources, error) {
+		own, digests, err := BuildSidecar(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, _, err := b.Sidecar(s, own, digests)
+		return res, err
+	}
+	first, err := sidecar(&web)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same := mc
+	if err := b.SetCluster(&same); err != nil {
+		t.Fatal(err)
+	}
+	again, err := sidecar(&web)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if find(first[resource.ClusterType], MeshClusterName(mc.SNI)) != find(again[resource.ClusterType], MeshClusterName(mc.SNI)) {
+		t.Error("an equal part was built again")
+	}
+
+	bad := mc
+	bad.SPIFFEID = "spiffe://elsewhere/ns/default/dc/dc1/svc/api"
+	if err := b.SetCluster(&bad); err == nil || !strings.Contains(err.Error(), "spiffe id") {
+		t.Fatalf("SetCluster of an invalid cluster: got %v; want an error naming the spiffe id", err)
+	}
+	if _, err := sidecar(&web); err == nil || !strings.Contains(err.Error(), "spiffe id") {
+		t.Errorf("a caller of the failed part: got %v; want its error", err)
+	}
+	if _, err := sidecar(&lonely); err != nil {
+		t.Errorf("a sidecar that does not use the failed part: %v", err)
+	}
+	if err := b.SetCluster(&mc); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sidecar(&web); err != nil {
+		t.Errorf("the part set again: %v", err)
 	}
 }

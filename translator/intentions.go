@@ -1,7 +1,8 @@
 package translator
 
 import (
-	"sort"
+	"maps"
+	"slices"
 
 	"github.com/switchyard-io/switchyard/registry"
 	"github.com/switchyard-io/switchyard/translator/ir"
@@ -31,7 +32,8 @@ func intentions(snap *registry.MeshSnapshot, sc registry.Sidecar, proto ir.Proto
 			best[src.Name] = src
 		}
 	}
-	for _, src := range best {
+	for _, name := range slices.Sorted(maps.Keys(best)) { // sorted: warnings in a stable order
+		src := best[name]
 		rule := ir.Intention{Source: src.Name}
 		switch {
 		case len(src.Permissions) == 0:
@@ -47,7 +49,6 @@ func intentions(snap *registry.MeshSnapshot, sc registry.Sidecar, proto ir.Proto
 		}
 		out.Rules = append(out.Rules, rule)
 	}
-	sort.Slice(out.Rules, func(i, j int) bool { return out.Rules[i].Source < out.Rules[j].Source })
 	return out
 }
 

@@ -1,9 +1,9 @@
 package translator
 
 import (
-	"fmt"
+	"maps"
 	"net"
-	"sort"
+	"slices"
 
 	"github.com/switchyard-io/switchyard/policy"
 	"github.com/switchyard-io/switchyard/registry"
@@ -30,108 +30,28 @@ var consulPos = policy.Pos{File: "consul"}
 //
 // set, when not nil, is the served policy: a Service document's mesh block
 // applies to every sidecar's HTTP calls to that service.
+//
+// It is a fresh MeshTranslator's first translation; the control plane
+// keeps a MeshTranslator to translate only what changes.
 func TranslateMesh(snap *registry.MeshSnapshot, set *policy.Set) *MeshResult {
-	res := &MeshResult{}
-	warn := func(format string, args ...any) {
-		res.Diagnostics = append(res.Diagnostics, policy.Diagnostic{Pos: consulPos, Severity: policy.SeverityWarning, Message: fmt.Sprintf(format, args...)})
-	}
-	roots, ok := snap.Roots()
-	if !ok || len(roots.Roots) == 0 {
-		if len(snap.SidecarIDs()) > 0 {
-			warn("the Connect CA has no roots yet; no sidecar is served until it has")
-		}
+	var t MeshTranslator
+	up := t.Translate(snap, set)
+	res := &MeshResult{Diagnostics: up.Diagnostics}
+	if up.NoRoots {
 		return res
 	}
-	td := roots.TrustDomain
-	res.Mesh.Roots = meshRoots(roots)
-
-	// A destination speaks what its sidecars say they serve.
-	serves := servedProtocols(snap)
-
-	clusters := map[string]*ir.MeshCluster{} // by SNI
-	for _, id := range snap.SidecarIDs() {
-		sc, _ := snap.Sidecar(id)
-		side, ok := sidecar(snap, sc, td, warn)
-		if !ok {
-			continue
+	res.Mesh.Roots = up.Roots
+	// The clusters a sidecar reads join the mesh only if it is served.
+	inMesh := map[string]bool{}
+	for _, s := range up.Sidecars {
+		res.Sidecars = append(res.Sidecars, *s.Sidecar)
+		for _, sni := range t.sidecars[s.ProxyID].reads {
+			inMesh[sni] = true
 		}
-		// The clusters this sidecar's upstreams add join the mesh only if
-		// the sidecar is served.
-		pending := map[string]*ir.MeshCluster{}
-		for _, u := range sc.Upstreams {
-			if u.Problem != "" {
-				continue // logged by the registry, once per proxy
-			}
-			// One bad upstream is dropped, not the sidecar, and never the
-			// mesh every sidecar shares.
-			if !ir.ValidMeshName(u.DestinationName) || !ir.ValidMeshName(sc.Datacenter) || u.LocalBindPort <= 0 || u.LocalBindPort > 65535 {
-				warn("sidecar %q: upstream %q (bind port %d) cannot be served; skipped", sc.ID, u.DestinationName, u.LocalBindPort)
-				continue
-			}
-			proto, known := serves[u.DestinationName]
-			if !known {
-				proto = protocolOf(u.Protocol)
-			}
-			sni := ir.MeshSNI(u.DestinationName, sc.Datacenter, td)
-			if clusters[sni] == nil && pending[sni] == nil {
-				pending[sni] = meshCluster(snap, set, u.DestinationName, sc.Datacenter, td, proto, serves, warn)
-			}
-			c := clusters[sni]
-			if c == nil {
-				c = pending[sni]
-			}
-			// A split (a Service's mesh block) needs its targets' clusters,
-			// in the mesh and in this sidecar's snapshot.
-			var also []string
-			for _, b := range c.Split {
-				if b.Cluster == sni {
-					continue
-				}
-				also = append(also, b.Cluster)
-				if clusters[b.Cluster] == nil && pending[b.Cluster] == nil {
-					pending[b.Cluster] = meshCluster(snap, nil, b.Service, sc.Datacenter, td, serves[b.Service], serves, warn)
-				}
-			}
-			bind := u.LocalBindAddress
-			if bind == "" {
-				bind = "127.0.0.1"
-			}
-			side.Upstreams = append(side.Upstreams, ir.Upstream{
-				Destination: u.DestinationName, BindAddress: bind, BindPort: uint32(u.LocalBindPort),
-				Protocol: c.Protocol, Cluster: sni, Also: also,
-			})
-		}
-		sort.Slice(side.Upstreams, func(i, j int) bool {
-			a, b := side.Upstreams[i], side.Upstreams[j]
-			if a.BindAddress != b.BindAddress {
-				return a.BindAddress < b.BindAddress
-			}
-			return a.BindPort < b.BindPort
-		})
-		if err := side.Validate(); err != nil {
-			warn("sidecar %q cannot be served: %v", sc.ID, err)
-			continue
-		}
-		for _, c := range pending {
-			alone := *c
-			alone.Split = nil // its targets are checked with the whole mesh
-			if err := (&ir.Mesh{Roots: res.Mesh.Roots, Clusters: []ir.MeshCluster{alone}}).Validate(); err != nil {
-				warn("sidecar %q cannot be served: %v", sc.ID, err)
-				ok = false
-			}
-		}
-		if !ok {
-			continue
-		}
-		for sni, c := range pending {
-			clusters[sni] = c
-		}
-		res.Sidecars = append(res.Sidecars, side)
 	}
-	for _, c := range clusters {
-		res.Mesh.Clusters = append(res.Mesh.Clusters, *c)
+	for _, sni := range slices.Sorted(maps.Keys(inMesh)) {
+		res.Mesh.Clusters = append(res.Mesh.Clusters, *t.clusters[sni].out)
 	}
-	sort.Slice(res.Mesh.Clusters, func(i, j int) bool { return res.Mesh.Clusters[i].SNI < res.Mesh.Clusters[j].SNI })
 	return res
 }
 

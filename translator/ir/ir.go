@@ -44,7 +44,7 @@ type EdgeMesh struct {
 // validate checks the group's mesh part.
 func (m *EdgeMesh) validate() error {
 	var errs []error
-	if !meshNameRE.MatchString(m.Leaf.Service) {
+	if !ValidMeshName(m.Leaf.Service) {
 		errs = append(errs, fmt.Errorf("mesh: leaf of service %q, not a service name", m.Leaf.Service))
 	}
 	if m.Leaf.CertPEM == "" || m.Leaf.KeyPEM == "" {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -41,12 +42,12 @@ func (p Protocol) IsHTTP() bool {
 // IsHTTP2 reports whether the application side speaks HTTP/2 (h2c).
 func (p Protocol) IsHTTP2() bool { return p == ProtocolHTTP2 || p == ProtocolGRPC }
 
-func (p Protocol) validate(what string) error {
+func (p Protocol) validate() error {
 	switch p {
 	case ProtocolTCP, ProtocolHTTP, ProtocolHTTP2, ProtocolGRPC:
 		return nil
 	}
-	return fmt.Errorf("%s: protocol %q: want tcp, http, http2 or grpc", what, p)
+	return fmt.Errorf("protocol %q: want tcp, http, http2 or grpc", p)
 }
 
 // Action is an intention's decision.
@@ -58,9 +59,9 @@ const (
 	Deny  Action = "deny"
 )
 
-func (a Action) validate(what string) error {
+func (a Action) validate() error {
 	if a != Allow && a != Deny {
-		return fmt.Errorf("%s: action %q: want allow or deny", what, a)
+		return fmt.Errorf("action %q: want allow or deny", a)
 	}
 	return nil
 }
@@ -253,113 +254,200 @@ func SPIFFEPattern(trustDomain, source string) string {
 	return "^spiffe://" + regexp.QuoteMeta(trustDomain) + `/ns/default/dc/[^/]+/svc/` + svc + "$"
 }
 
-// ValidMeshName reports whether v can name a mesh service or datacenter.
-func ValidMeshName(v string) bool { return meshNameRE.MatchString(v) }
+// ValidMeshName reports whether v can name a mesh service or datacenter:
+// a Consul service name or datacenter, `^[A-Za-z0-9][A-Za-z0-9_.-]*$`.
+// They end up in SNIs, SPIFFE IDs and Envoy resource names.
+//
+// This and the other name checks below are loops over bytes rather than
+// regular expressions: they run for every sidecar a change touches.
+func ValidMeshName(v string) bool {
+	if v == "" || !isAlnum(v[0]) {
+		return false
+	}
+	for i := 1; i < len(v); i++ {
+		if c := v[i]; !isAlnum(c) && c != '_' && c != '.' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
 
-var (
-	// meshNameRE is a Consul service name, or a datacenter; they end up in
-	// SNIs, SPIFFE IDs and Envoy resource names.
-	meshNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
-	// trustDomainRE is a DNS name (Consul's is <uuid>.consul).
-	trustDomainRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$`)
-	methodRE      = regexp.MustCompile(`^[A-Z]+$`)
-	// headerNameRE is an HTTP header name, or an HTTP/2 pseudo-header.
-	headerNameRE = regexp.MustCompile("^:?[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
-)
+// validTrustDomain reports whether v is a DNS name (Consul's trust domain
+// is <uuid>.consul): `^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$`.
+func validTrustDomain(v string) bool {
+	if v == "" || !isLowerAlnum(v[0]) || !isLowerAlnum(v[len(v)-1]) {
+		return false
+	}
+	for i := 1; i < len(v)-1; i++ {
+		if c := v[i]; !isLowerAlnum(c) && c != '.' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
 
-// Validate checks what the envoy builders rely on for one sidecar.
+// validMethod reports whether v is an upper-case HTTP method: `^[A-Z]+$`.
+func validMethod(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if v[i] < 'A' || v[i] > 'Z' {
+			return false
+		}
+	}
+	return v != ""
+}
+
+// validHeaderName reports whether v is an HTTP header name (an RFC 9110
+// token), or an HTTP/2 pseudo-header: "^:?[A-Za-z0-9!#$%&'*+.^_`|~-]+$".
+func validHeaderName(v string) bool {
+	v = strings.TrimPrefix(v, ":")
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; !isAlnum(c) && !strings.ContainsRune("!#$%&'*+.^_`|~-", rune(c)) {
+			return false
+		}
+	}
+	return v != ""
+}
+
+func isAlnum(c byte) bool      { return isLowerAlnum(c) || c >= 'A' && c <= 'Z' }
+func isLowerAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
+
+// Validate checks what the envoy builders rely on for one sidecar. The
+// happy path builds no strings: a translation validates every sidecar a
+// change touches, so messages are made only for what fails.
 func (s *Sidecar) Validate() error {
-	what := fmt.Sprintf("sidecar %q", s.ProxyID)
+	what := func() string { return fmt.Sprintf("sidecar %q", s.ProxyID) }
 	var errs []error
 	if s.ProxyID == "" {
 		errs = append(errs, errors.New("sidecar: empty proxy id"))
 	}
-	if !meshNameRE.MatchString(s.Service) {
-		errs = append(errs, fmt.Errorf("%s: service %q is not a service name", what, s.Service))
+	if !ValidMeshName(s.Service) {
+		errs = append(errs, fmt.Errorf("%s: service %q is not a service name", what(), s.Service))
 	}
-	if !trustDomainRE.MatchString(s.TrustDomain) {
-		errs = append(errs, fmt.Errorf("%s: trust domain %q is not a DNS name", what, s.TrustDomain))
+	if !validTrustDomain(s.TrustDomain) {
+		errs = append(errs, fmt.Errorf("%s: trust domain %q is not a DNS name", what(), s.TrustDomain))
 	}
-	errs = append(errs,
-		addrPort(what+": public", s.PublicAddress, s.PublicPort),
-		addrPort(what+": local app", s.LocalAddress, s.LocalPort),
-		s.Protocol.validate(what),
-		s.Intentions.validate(what, s.Protocol),
-	)
+	errs = append(errs, addrPort(what, "public", s.PublicAddress, s.PublicPort), addrPort(what, "local app", s.LocalAddress, s.LocalPort))
+	if err := s.Protocol.validate(); err != nil {
+		errs = append(errs, fmt.Errorf("%s: %w", what(), err))
+	}
+	if err := s.Intentions.validate(s.Protocol); err != nil {
+		errs = append(errs, prefixErrors(what(), err))
+	}
 	if s.Leaf.Service != s.Service {
-		errs = append(errs, fmt.Errorf("%s: leaf certificate of service %q; want %q", what, s.Leaf.Service, s.Service))
+		errs = append(errs, fmt.Errorf("%s: leaf certificate of service %q; want %q", what(), s.Leaf.Service, s.Service))
 	}
 	if s.Leaf.CertPEM == "" || s.Leaf.KeyPEM == "" {
-		errs = append(errs, fmt.Errorf("%s: leaf certificate or key missing", what))
+		errs = append(errs, fmt.Errorf("%s: leaf certificate or key missing", what()))
 	}
-	// Two listeners on one address and port: Envoy would refuse the second.
-	bound := map[string]string{net.JoinHostPort(s.PublicAddress, fmt.Sprint(s.PublicPort)): "the public listener"}
+	if len(s.Upstreams) > 0 {
+		errs = append(errs, s.validateUpstreams(what))
+	}
+	return errors.Join(errs...)
+}
+
+// validateUpstreams checks each upstream, and that no two listeners share
+// an address and port: Envoy would refuse the second.
+func (s *Sidecar) validateUpstreams(what func() string) error {
+	type addr struct {
+		ip   string
+		port uint32
+	}
+	bound := make(map[addr]string, len(s.Upstreams)+1)
+	bound[addr{s.PublicAddress, s.PublicPort}] = "the public listener"
+	var errs []error
 	for _, u := range s.Upstreams {
-		uw := fmt.Sprintf("%s: upstream %q", what, u.Destination)
-		if !meshNameRE.MatchString(u.Destination) {
-			errs = append(errs, fmt.Errorf("%s: not a service name", uw))
+		uw := func() string { return fmt.Sprintf("%s: upstream %q", what(), u.Destination) }
+		if !ValidMeshName(u.Destination) {
+			errs = append(errs, fmt.Errorf("%s: not a service name", uw()))
 		}
 		if u.Cluster == "" {
-			errs = append(errs, fmt.Errorf("%s: no cluster", uw))
+			errs = append(errs, fmt.Errorf("%s: no cluster", uw()))
 		}
-		errs = append(errs, addrPort(uw+": bind", u.BindAddress, u.BindPort), u.Protocol.validate(uw))
-		key := net.JoinHostPort(u.BindAddress, fmt.Sprint(u.BindPort))
+		errs = append(errs, addrPort(uw, "bind", u.BindAddress, u.BindPort))
+		if err := u.Protocol.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", uw(), err))
+		}
+		key := addr{u.BindAddress, u.BindPort}
 		if other, dup := bound[key]; dup {
-			errs = append(errs, fmt.Errorf("%s: bind address %s is taken by %s", uw, key, other))
+			errs = append(errs, fmt.Errorf("%s: bind address %s is taken by %s", uw(), net.JoinHostPort(u.BindAddress, strconv.FormatUint(uint64(u.BindPort), 10)), other))
 		}
-		bound[key] = fmt.Sprintf("upstream %q", u.Destination)
+		bound[key] = "upstream " + strconv.Quote(u.Destination)
 	}
 	return errors.Join(errs...)
 }
 
-func addrPort(what, addr string, port uint32) error {
+// addrPort checks a listener's IP address and port; kind says which
+// listener ("public", "local app", "bind").
+func addrPort(what func() string, kind, addr string, port uint32) error {
 	var errs []error
 	if net.ParseIP(addr) == nil {
-		errs = append(errs, fmt.Errorf("%s address %q is not an IP", what, addr))
+		errs = append(errs, fmt.Errorf("%s: %s address %q is not an IP", what(), kind, addr))
 	}
 	if port == 0 || port > 65535 {
-		errs = append(errs, fmt.Errorf("%s port %d out of range", what, port))
+		errs = append(errs, fmt.Errorf("%s: %s port %d out of range", what(), kind, port))
 	}
 	return errors.Join(errs...)
 }
 
-func (in *Intentions) validate(what string, p Protocol) error {
-	var errs []error
-	if err := in.Default.validate(what + ": intentions default"); err != nil {
-		errs = append(errs, err)
+// prefixErrors puts prefix before each of err's joined errors.
+func prefixErrors(prefix string, err error) error {
+	var list []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		list = j.Unwrap()
+	} else {
+		list = []error{err}
 	}
-	seen := map[string]bool{}
+	out := make([]error, len(list))
+	for i, e := range list {
+		out[i] = fmt.Errorf("%s: %w", prefix, e)
+	}
+	return errors.Join(out...)
+}
+
+func (in *Intentions) validate(p Protocol) error {
+	var errs []error
+	if err := in.Default.validate(); err != nil {
+		errs = append(errs, fmt.Errorf("intentions default: %w", err))
+	}
+	seen := make(map[string]bool, len(in.Rules))
 	for _, r := range in.Rules {
-		rw := fmt.Sprintf("%s: intention from %q", what, r.Source)
-		if r.Source != "*" && !meshNameRE.MatchString(r.Source) {
-			errs = append(errs, fmt.Errorf("%s: source is neither a service name nor \"*\"", rw))
+		rw := func() string { return fmt.Sprintf("intention from %q", r.Source) }
+		if r.Source != "*" && !ValidMeshName(r.Source) {
+			errs = append(errs, fmt.Errorf("%s: source is neither a service name nor \"*\"", rw()))
 		}
 		if seen[r.Source] {
-			errs = append(errs, fmt.Errorf("%s: more than one rule for the source", rw))
+			errs = append(errs, fmt.Errorf("%s: more than one rule for the source", rw()))
 		}
 		seen[r.Source] = true
 		switch {
 		case r.Action != "" && len(r.Permissions) > 0:
-			errs = append(errs, fmt.Errorf("%s: both an action and permissions", rw))
+			errs = append(errs, fmt.Errorf("%s: both an action and permissions", rw()))
 		case r.Action != "":
-			errs = append(errs, r.Action.validate(rw))
+			if err := r.Action.validate(); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", rw(), err))
+			}
 		case len(r.Permissions) == 0:
-			errs = append(errs, fmt.Errorf("%s: neither an action nor permissions", rw))
+			errs = append(errs, fmt.Errorf("%s: neither an action nor permissions", rw()))
 		case !p.IsHTTP():
 			// Consul refuses L7 intentions for a tcp service, and treats
 			// any that remain after a protocol change as deny: the
 			// translator writes that deny here, so the IR says it.
-			errs = append(errs, fmt.Errorf("%s: L7 permissions on a %s sidecar", rw, p))
+			errs = append(errs, fmt.Errorf("%s: L7 permissions on a %s sidecar", rw(), p))
 		}
-		for i, perm := range r.Permissions {
-			errs = append(errs, perm.validate(fmt.Sprintf("%s: permission %d", rw, i)))
+		for i := range r.Permissions {
+			if err := r.Permissions[i].validate(); err != nil {
+				errs = append(errs, prefixErrors(fmt.Sprintf("%s: permission %d", rw(), i), err))
+			}
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func (p *Permission) validate(what string) error {
-	errs := []error{p.Action.validate(what)}
+func (p *Permission) validate() error {
+	var errs []error
+	if err := p.Action.validate(); err != nil {
+		errs = append(errs, err)
+	}
 	h := p.HTTP
 	if h == nil {
 		return errors.Join(errs...)
@@ -371,27 +459,27 @@ func (p *Permission) validate(what string) error {
 		}
 	}
 	if paths > 1 {
-		errs = append(errs, fmt.Errorf("%s: more than one of pathExact, pathPrefix and pathRegex", what))
+		errs = append(errs, errors.New("more than one of pathExact, pathPrefix and pathRegex"))
 	}
 	for _, v := range []string{h.PathExact, h.PathPrefix} {
 		if v != "" && !strings.HasPrefix(v, "/") {
-			errs = append(errs, fmt.Errorf("%s: path %q does not start with /", what, v))
+			errs = append(errs, fmt.Errorf("path %q does not start with /", v))
 		}
 	}
 	if h.PathRegex != "" {
 		if _, err := regexp.Compile(h.PathRegex); err != nil {
-			errs = append(errs, fmt.Errorf("%s: pathRegex: %w", what, err))
+			errs = append(errs, fmt.Errorf("pathRegex: %w", err))
 		}
 	}
 	for _, m := range h.Methods {
-		if !methodRE.MatchString(m) {
-			errs = append(errs, fmt.Errorf("%s: method %q is not an upper-case HTTP method", what, m))
+		if !validMethod(m) {
+			errs = append(errs, fmt.Errorf("method %q is not an upper-case HTTP method", m))
 		}
 	}
 	for _, hd := range h.Headers {
-		hw := fmt.Sprintf("%s: header %q", what, hd.Name)
-		if !headerNameRE.MatchString(hd.Name) {
-			errs = append(errs, fmt.Errorf("%s: not a header name", hw))
+		hw := func() string { return fmt.Sprintf("header %q", hd.Name) }
+		if !validHeaderName(hd.Name) {
+			errs = append(errs, fmt.Errorf("%s: not a header name", hw()))
 		}
 		set := 0
 		for _, v := range []string{hd.Exact, hd.Prefix, hd.Suffix, hd.Regex} {
@@ -403,11 +491,11 @@ func (p *Permission) validate(what string) error {
 			set++
 		}
 		if set != 1 {
-			errs = append(errs, fmt.Errorf("%s: want exactly one of exact, prefix, suffix, regex and present", hw))
+			errs = append(errs, fmt.Errorf("%s: want exactly one of exact, prefix, suffix, regex and present", hw()))
 		}
 		if hd.Regex != "" {
 			if _, err := regexp.Compile(hd.Regex); err != nil {
-				errs = append(errs, fmt.Errorf("%s: regex: %w", hw, err))
+				errs = append(errs, fmt.Errorf("%s: regex: %w", hw(), err))
 			}
 		}
 	}
@@ -417,79 +505,115 @@ func (p *Permission) validate(what string) error {
 // Validate checks what the envoy builders rely on for the shared mesh.
 func (m *Mesh) Validate() error {
 	var errs []error
-	td := m.Roots.TrustDomain
-	if !trustDomainRE.MatchString(td) {
-		errs = append(errs, fmt.Errorf("mesh: trust domain %q is not a DNS name", td))
-	}
-	if m.Roots.RootsPEM == "" {
-		errs = append(errs, errors.New("mesh: no CA roots"))
-	}
-	seen := map[string]bool{}
-	for _, c := range m.Clusters {
-		errs = append(errs, c.validate(td))
+	errs = append(errs, m.Roots.Validate())
+	seen := make(map[string]bool, len(m.Clusters))
+	for i := range m.Clusters {
+		c := &m.Clusters[i]
+		errs = append(errs, c.Validate(m.Roots.TrustDomain))
 		if seen[c.SNI] {
 			errs = append(errs, fmt.Errorf("mesh cluster %q: defined twice", c.SNI))
 		}
 		seen[c.SNI] = true
 	}
 	for _, c := range m.Clusters {
-		var sum uint64
 		for _, b := range c.Split {
 			if !seen[b.Cluster] {
 				errs = append(errs, fmt.Errorf("mesh cluster %q: split to %q, which is not a mesh cluster", c.SNI, b.Cluster))
 			}
-			sum += uint64(b.Weight)
-		}
-		if len(c.Split) > 0 && (sum == 0 || !c.Protocol.IsHTTP()) {
-			errs = append(errs, fmt.Errorf("mesh cluster %q: a split needs an HTTP destination and a positive total weight", c.SNI))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func (c *MeshCluster) validate(trustDomain string) error {
-	what := fmt.Sprintf("mesh cluster %q", c.SNI)
+// Validate checks the roots: a trust domain that is a DNS name, and
+// certificates.
+func (r *MeshRoots) Validate() error {
 	var errs []error
-	if !meshNameRE.MatchString(c.Service) {
-		errs = append(errs, fmt.Errorf("%s: service %q is not a service name", what, c.Service))
+	if !validTrustDomain(r.TrustDomain) {
+		errs = append(errs, fmt.Errorf("mesh: trust domain %q is not a DNS name", r.TrustDomain))
 	}
-	if !meshNameRE.MatchString(c.Datacenter) {
-		errs = append(errs, fmt.Errorf("%s: datacenter %q is not a datacenter name", what, c.Datacenter))
+	if r.RootsPEM == "" {
+		errs = append(errs, errors.New("mesh: no CA roots"))
 	}
-	if want := MeshSNI(c.Service, c.Datacenter, trustDomain); c.SNI != want {
-		errs = append(errs, fmt.Errorf("%s: sni; want %q", what, want))
+	return errors.Join(errs...)
+}
+
+// Validate checks one destination's cluster on its own, in the trust
+// domain: everything but whether its split's targets exist, which needs
+// the mesh around it (Mesh.Validate, Mesh.ValidateSidecar).
+func (c *MeshCluster) Validate(trustDomain string) error {
+	what := func() string { return fmt.Sprintf("mesh cluster %q", c.SNI) }
+	var errs []error
+	if !ValidMeshName(c.Service) {
+		errs = append(errs, fmt.Errorf("%s: service %q is not a service name", what(), c.Service))
+	}
+	if !ValidMeshName(c.Datacenter) {
+		errs = append(errs, fmt.Errorf("%s: datacenter %q is not a datacenter name", what(), c.Datacenter))
+	}
+	if !isMeshSNI(c.SNI, c.Service, c.Datacenter, trustDomain) {
+		errs = append(errs, fmt.Errorf("%s: sni; want %q", what(), MeshSNI(c.Service, c.Datacenter, trustDomain)))
 	}
 	if want := SPIFFEID(trustDomain, c.Datacenter, c.Service); c.SPIFFEID != want {
-		errs = append(errs, fmt.Errorf("%s: spiffe id %q; want %q", what, c.SPIFFEID, want))
+		errs = append(errs, fmt.Errorf("%s: spiffe id %q; want %q", what(), c.SPIFFEID, want))
 	}
-	errs = append(errs, c.Protocol.validate(what))
+	if err := c.Protocol.validate(); err != nil {
+		errs = append(errs, fmt.Errorf("%s: %w", what(), err))
+	}
+	var sum uint64
+	for _, b := range c.Split {
+		sum += uint64(b.Weight)
+	}
+	if len(c.Split) > 0 && (sum == 0 || !c.Protocol.IsHTTP()) {
+		errs = append(errs, fmt.Errorf("%s: a split needs an HTTP destination and a positive total weight", what()))
+	}
 	// The endpoints follow the rules of an edge cluster's IP endpoints.
 	cl := Cluster{Service: c.SNI, Endpoints: c.Endpoints}
 	errs = append(errs, cl.Validate())
 	return errors.Join(errs...)
 }
 
+// isMeshSNI reports whether sni is MeshSNI(service, dc, td), without
+// building it.
+func isMeshSNI(sni, service, dc, td string) bool {
+	rest, ok := strings.CutPrefix(sni, service)
+	if !ok {
+		return false
+	}
+	rest, ok = strings.CutPrefix(rest, ".default.")
+	if !ok {
+		return false
+	}
+	rest, ok = strings.CutPrefix(rest, dc)
+	return ok && rest == ".internal."+td
+}
+
 // ValidateSidecar checks a sidecar against the mesh it is served with:
 // every upstream's cluster exists and speaks the upstream's protocol, and
 // the trust domains agree.
 func (m *Mesh) ValidateSidecar(s *Sidecar) error {
-	var errs []error
-	if s.TrustDomain != m.Roots.TrustDomain {
-		errs = append(errs, fmt.Errorf("sidecar %q: trust domain %q; the mesh's is %q", s.ProxyID, s.TrustDomain, m.Roots.TrustDomain))
-	}
-	clusters := map[string]*MeshCluster{}
+	clusters := make(map[string]*MeshCluster, len(m.Clusters))
 	for i := range m.Clusters {
 		clusters[m.Clusters[i].SNI] = &m.Clusters[i]
 	}
+	return ValidateSidecarIn(s, m.Roots.TrustDomain, func(sni string) *MeshCluster { return clusters[sni] })
+}
+
+// ValidateSidecarIn is ValidateSidecar for a mesh of trust domain td whose
+// clusters are looked up by SNI (nil: no such cluster).
+func ValidateSidecarIn(s *Sidecar, td string, cluster func(sni string) *MeshCluster) error {
+	var errs []error
+	if s.TrustDomain != td {
+		errs = append(errs, fmt.Errorf("sidecar %q: trust domain %q; the mesh's is %q", s.ProxyID, s.TrustDomain, td))
+	}
 	for _, u := range s.Upstreams {
 		for _, also := range u.Also {
-			if clusters[also] == nil {
+			if cluster(also) == nil {
 				errs = append(errs, fmt.Errorf("sidecar %q: upstream %q: no mesh cluster %q (in its split)", s.ProxyID, u.Destination, also))
 			}
 		}
-		c, ok := clusters[u.Cluster]
+		c := cluster(u.Cluster)
 		switch {
-		case !ok:
+		case c == nil:
 			errs = append(errs, fmt.Errorf("sidecar %q: upstream %q: no mesh cluster %q", s.ProxyID, u.Destination, u.Cluster))
 		case c.Service != u.Destination:
 			errs = append(errs, fmt.Errorf("sidecar %q: upstream %q: cluster %q is service %q", s.ProxyID, u.Destination, u.Cluster, c.Service))

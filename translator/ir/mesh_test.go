@@ -1,6 +1,7 @@
 package ir
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -159,5 +160,39 @@ func TestConfigValidateClusterNameClash(t *testing.T) {
 	err := cfg.Validate()
 	if want := `cluster "` + mc.SNI + `" (edge.yaml:9): also the name of a mesh cluster`; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("Validate: %v; want an error containing %q", err, want)
+	}
+}
+
+// The name checks are loops over bytes, for speed; they must accept
+// exactly what the regular expressions they replace accept.
+func TestNameChecksMatchTheirPatterns(t *testing.T) {
+	checks := []struct {
+		name    string
+		pattern *regexp.Regexp
+		check   func(string) bool
+	}{
+		{"mesh name", regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`), ValidMeshName},
+		{"trust domain", regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$`), validTrustDomain},
+		{"method", regexp.MustCompile(`^[A-Z]+$`), validMethod},
+		{"header name", regexp.MustCompile("^:?[A-Za-z0-9!#$%&'*+.^_`|~-]+$"), validHeaderName},
+	}
+	samples := []string{"", "a", "A", "0", "-", ".", "_", ":", "::a", ":path", "web", "web-1", "web.v2", "Web_2", "-web", "web-",
+		"a.consul", "11111111-2222-3333-4444-555555555555.consul", "a.", ".a", "a..b", "A.consul", "GET", "get", "GeT",
+		"x-forwarded-for", "x y", "x/y", "é", "a\x00", "a\n", "~!#$%&'*+^`|", "(", "a,b"}
+	// Every string of up to 2 bytes over an alphabet with one byte of each
+	// class the patterns tell apart.
+	alphabet := "aZ09-._:!~/ \x80"
+	for _, a := range alphabet {
+		samples = append(samples, string(a))
+		for _, b := range alphabet {
+			samples = append(samples, string(a)+string(b), "x"+string(a)+string(b)+"y")
+		}
+	}
+	for _, c := range checks {
+		for _, v := range samples {
+			if got, want := c.check(v), c.pattern.MatchString(v); got != want {
+				t.Errorf("%s %q: got %v; the pattern says %v", c.name, v, got, want)
+			}
+		}
 	}
 }
