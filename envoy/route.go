@@ -29,6 +29,12 @@ func routeConfig(l *ir.Listener) (*routev3.RouteConfiguration, error) {
 	}
 	for _, vh := range l.VirtualHosts {
 		v := &routev3.VirtualHost{Name: vh.Name, Domains: withListenerPort(vh.Domains, l.Port, taken)}
+		if vh.HTTPSRedirect {
+			// Envoy redirects a request whose x-forwarded-proto is not
+			// https, which the listener sets from the connection itself
+			// (use_remote_address), before any route is matched.
+			v.RequireTls = routev3.VirtualHost_ALL
+		}
 		for i := range vh.Routes {
 			r, err := route(l.Name, vh.Name, &vh.Routes[i])
 			if err != nil {
@@ -72,15 +78,33 @@ func backendCluster(b *ir.Backend) string {
 }
 
 func route(listener, virtualHost string, r *ir.Route) (*routev3.Route, error) {
-	if r.Unavailable != "" {
+	out := &routev3.Route{Name: r.Name, Match: routeMatch(&r.Match)}
+	switch {
+	case r.Unavailable != "":
 		// The reason is for operators (the IR, the log); clients get
 		// the status alone, as for a service without instances.
-		return &routev3.Route{
-			Name:   r.Name,
-			Match:  routeMatch(&r.Match),
-			Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 503}},
-		}, nil
+		out.Action = &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 503}}
+	case r.Redirect != nil:
+		out.Action = &routev3.Route_Redirect{Redirect: redirectAction(r.Redirect)}
+	default:
+		action, err := routeAction(r)
+		if err != nil {
+			return nil, err
+		}
+		out.Action = &routev3.Route_Route{Route: action}
 	}
+	if r.RateLimit != nil {
+		a, err := anypb.New(localRateLimit(listener, virtualHost, r))
+		if err != nil {
+			return nil, fmt.Errorf("route %q: %w", r.Name, err)
+		}
+		out.TypedPerFilterConfig = map[string]*anypb.Any{localRateLimitFilterName: a}
+	}
+	return out, nil
+}
+
+// routeAction forwards a route's requests to its backends.
+func routeAction(r *ir.Route) (*routev3.RouteAction, error) {
 	action := &routev3.RouteAction{}
 	switch len(r.Backends) {
 	case 0:
@@ -108,19 +132,45 @@ func route(listener, virtualHost string, r *ir.Route) (*routev3.Route, error) {
 	if r.Retries != nil {
 		action.RetryPolicy = retryPolicy(r.Retries)
 	}
-	out := &routev3.Route{
-		Name:   r.Name,
-		Match:  routeMatch(&r.Match),
-		Action: &routev3.Route_Route{Route: action},
+	return action, nil
+}
+
+// redirectCodes maps a redirect's status to Envoy's enum.
+var redirectCodes = map[int]routev3.RedirectAction_RedirectResponseCode{
+	301: routev3.RedirectAction_MOVED_PERMANENTLY,
+	302: routev3.RedirectAction_FOUND,
+	303: routev3.RedirectAction_SEE_OTHER,
+	307: routev3.RedirectAction_TEMPORARY_REDIRECT,
+	308: routev3.RedirectAction_PERMANENT_REDIRECT,
+}
+
+// redirectAction answers with a redirect.
+func redirectAction(rd *ir.Redirect) *routev3.RedirectAction {
+	a := &routev3.RedirectAction{
+		HostRedirect: rd.Host,
+		PortRedirect: rd.Port,
+		ResponseCode: redirectCodes[rd.Code],
+		StripQuery:   rd.StripQuery,
 	}
-	if r.RateLimit != nil {
-		a, err := anypb.New(localRateLimit(listener, virtualHost, r))
-		if err != nil {
-			return nil, fmt.Errorf("route %q: %w", r.Name, err)
-		}
-		out.TypedPerFilterConfig = map[string]*anypb.Any{localRateLimitFilterName: a}
+	if rd.Scheme != "" {
+		a.SchemeRewriteSpecifier = &routev3.RedirectAction_SchemeRedirect{SchemeRedirect: rd.Scheme}
 	}
-	return out, nil
+	switch {
+	case rd.Path != "":
+		a.PathRewriteSpecifier = &routev3.RedirectAction_PathRedirect{PathRedirect: rd.Path}
+	case rd.PrefixRewrite != "":
+		a.PathRewriteSpecifier = &routev3.RedirectAction_PrefixRewrite{PrefixRewrite: rd.PrefixRewrite}
+	case rd.RegexRewrite != nil:
+		a.PathRewriteSpecifier = &routev3.RedirectAction_RegexRewrite{RegexRewrite: regexRewrite(rd.RegexRewrite)}
+	}
+	return a
+}
+
+func regexRewrite(rw *ir.RegexRewrite) *matcherv3.RegexMatchAndSubstitute {
+	return &matcherv3.RegexMatchAndSubstitute{
+		Pattern:      &matcherv3.RegexMatcher{Regex: rw.Pattern},
+		Substitution: rw.Substitution,
+	}
 }
 
 func routeMatch(m *ir.Match) *routev3.RouteMatch {

@@ -251,7 +251,7 @@ func (d *decoder) needMesh(line int, what string) {
 }
 
 func (d *decoder) listener(n *yaml.Node, out *parsed) (Listener, bool) {
-	m, ok := d.mapping(n, "listener", "name", "address", "port", "tls", "websocket", "hosts")
+	m, ok := d.mapping(n, "listener", "name", "address", "port", "tls", "websocket", "httpsRedirect", "hosts")
 	if !ok {
 		return Listener{}, false
 	}
@@ -277,11 +277,17 @@ func (d *decoder) listener(n *yaml.Node, out *parsed) (Listener, bool) {
 	if v, ok := d.boolean(m, "websocket"); ok {
 		l.WebSocket = v
 	}
+	if v, ok := d.boolean(m, "httpsRedirect"); ok {
+		l.HTTPSRedirect = v
+		if v && l.TLS != nil {
+			d.warnf(m.lineOf("httpsRedirect"), "httpsRedirect has no effect on a listener that terminates TLS: its requests already use HTTPS")
+		}
+	}
 
 	items := d.list(m, "hosts")
 	domains := make(map[string]Pos) // lowercased: Envoy compares domains case-insensitively
 	for _, n := range items {
-		h, hostDomains, ok := d.host(n)
+		h, hostDomains, ok := d.host(n, &l)
 		if !ok {
 			continue
 		}
@@ -295,7 +301,7 @@ func (d *decoder) listener(n *yaml.Node, out *parsed) (Listener, bool) {
 		}
 		l.Hosts = append(l.Hosts, h)
 	}
-	if !m.has("hosts") || m.emptyList("hosts") {
+	if (!m.has("hosts") || m.emptyList("hosts")) && !l.HTTPSRedirect {
 		d.warnf(m.line, "listener has no hosts; Envoy will answer every request with 404")
 	}
 	return l, true
@@ -330,9 +336,10 @@ func (d *decoder) listenerTLS(n *yaml.Node, out *parsed) *ListenerTLS {
 	return t
 }
 
-// host returns the virtual host and its domains with their lines.
-func (d *decoder) host(n *yaml.Node) (VirtualHost, []item, bool) {
-	m, ok := d.mapping(n, "host", "domains", "routes")
+// host returns the virtual host and its domains with their lines; l is
+// its listener, decoded up to its hosts.
+func (d *decoder) host(n *yaml.Node, l *Listener) (VirtualHost, []item, bool) {
+	m, ok := d.mapping(n, "host", "domains", "httpsRedirect", "routes")
 	if !ok {
 		return VirtualHost{}, nil, false
 	}
@@ -353,6 +360,17 @@ func (d *decoder) host(n *yaml.Node) (VirtualHost, []item, bool) {
 		}
 	}
 
+	if v, ok := d.boolean(m, "httpsRedirect"); ok {
+		h.HTTPSRedirect = v
+		if v && l.TLS != nil {
+			d.warnf(m.lineOf("httpsRedirect"), "httpsRedirect has no effect on a listener that terminates TLS: its requests already use HTTPS")
+		}
+	}
+	redirected := (h.HTTPSRedirect || l.HTTPSRedirect) && l.TLS == nil
+	if redirected && m.has("routes") && !m.emptyList("routes") {
+		d.warnf(m.lineOf("routes"), "host redirects every request to HTTPS (httpsRedirect on the host or its listener), and its listener does not terminate TLS, so its routes are never used")
+	}
+
 	items := d.list(m, "routes")
 	var matchOK []bool
 	for i, n := range items {
@@ -361,7 +379,7 @@ func (d *decoder) host(n *yaml.Node) (VirtualHost, []item, bool) {
 			matchOK = append(matchOK, mok)
 		}
 	}
-	if !m.has("routes") || m.emptyList("routes") {
+	if (!m.has("routes") || m.emptyList("routes")) && !redirected {
 		d.warnf(m.line, "host has no routes; Envoy will answer its requests with 404")
 	}
 
@@ -478,7 +496,7 @@ func shadows(a, b Match) bool {
 // route decodes one route; matchOK is false when its match has errors, so
 // that the unreachable-route warning does not build on a wrong match.
 func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
-	m, ok := d.mapping(n, "route", "name", "match", "service", "split", "timeout", "retries", "rateLimit", "websocket", "mesh")
+	m, ok := d.mapping(n, "route", "name", "match", "service", "split", "redirect", "timeout", "retries", "rateLimit", "websocket", "mesh")
 	if !ok {
 		return Route{}, false, false
 	}
@@ -490,14 +508,18 @@ func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
 	if mn := m.vals["match"]; mn != nil {
 		r.Match, matchOK = d.match(mn)
 	}
-	// Both actions are checked even when both are given, so that every
+	// Every action is checked even when several are given, so that every
 	// mistake is reported at once.
-	d.oneOf(m, false, "service", "split")
+	d.oneOf(m, false, routeActions...)
 	if v, ok := d.str(m, "service"); ok && d.service(m.lineOf("service"), v) {
 		r.Service = v
 	}
 	if m.has("split") {
 		r.Split = d.split(m)
+	}
+	if rn := m.vals["redirect"]; rn != nil {
+		r.Redirect = d.redirect(rn, r.Match, matchOK)
+		d.notForwarded(m, "redirect")
 	}
 	r.Timeout = d.duration(m, "timeout")
 	if rn := m.vals["retries"]; rn != nil {

@@ -290,7 +290,10 @@ type Listener struct {
 	// WebSocket allows WebSocket upgrades on every route of the listener
 	// (Envoy answers an upgrade 403 otherwise).
 	WebSocket bool
-	Hosts     []VirtualHost
+	// HTTPSRedirect redirects every plain-HTTP request to the same URL
+	// with https, whatever its host (no effect with TLS).
+	HTTPSRedirect bool
+	Hosts         []VirtualHost
 }
 
 // Service holds settings for traffic to one Consul service, from every
@@ -328,11 +331,15 @@ type ListenerTLS struct {
 type VirtualHost struct {
 	Pos     Pos
 	Domains []string
-	Routes  []Route // in file order: the first match wins
+	// HTTPSRedirect redirects the host's plain-HTTP requests to the same
+	// URL with https (no effect with TLS).
+	HTTPSRedirect bool
+	Routes        []Route // in file order: the first match wins
 }
 
-// Route sends matching requests to one service or splits them among several.
-// Exactly one of Service and Split is set.
+// Route sends matching requests to one service or splits them among
+// several, or answers them itself. Exactly one of Service, Split and
+// Redirect is set.
 type Route struct {
 	Pos   Pos
 	Name  string // the index within the host ("0", "1", ...) when omitted
@@ -340,6 +347,8 @@ type Route struct {
 
 	Service string            // set when the action is a single service
 	Split   []WeightedService // set when the action is a split
+	// Redirect, when set, answers every request with a redirect.
+	Redirect *Redirect
 
 	Timeout   *time.Duration // nil: not set; 0: no timeout
 	Retries   *Retries

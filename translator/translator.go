@@ -102,7 +102,7 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 			}
 		}
 		for _, vh := range l.Hosts {
-			ivh := ir.VirtualHost{Name: vh.Domains[0], Domains: vh.Domains}
+			ivh := ir.VirtualHost{Name: vh.Domains[0], Domains: vh.Domains, HTTPSRedirect: l.TLS == nil && (vh.HTTPSRedirect || l.HTTPSRedirect)}
 			for _, r := range vh.Routes {
 				out := route(&r)
 				if r.Mesh {
@@ -121,6 +121,7 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 			}
 			il.VirtualHosts = append(il.VirtualHosts, ivh)
 		}
+		httpsRedirectRest(&l, &il)
 		cfg.Listeners = append(cfg.Listeners, il)
 	}
 	names := make([]string, 0, len(services))
@@ -198,6 +199,13 @@ func route(r *policy.Route) ir.Route {
 			Name: h.Name, Exact: h.Exact, Prefix: h.Prefix, Regex: h.Regex, Present: h.Present,
 		})
 	}
+	if r.RateLimit != nil {
+		out.RateLimit = &ir.RateLimit{Requests: r.RateLimit.Requests, Per: ir.D(r.RateLimit.Per), Burst: r.RateLimit.Burst}
+	}
+	if r.Redirect != nil {
+		out.Redirect = redirect(r.Redirect, &r.Match)
+		return out
+	}
 	if r.Service != "" {
 		out.Backends = []ir.Backend{{Service: r.Service, Weight: 1}}
 	}
@@ -215,9 +223,6 @@ func route(r *policy.Route) ir.Route {
 			On:            append([]string(nil), r.Retries.On...),
 			PerTryTimeout: ir.D(r.Retries.PerTryTimeout),
 		}
-	}
-	if r.RateLimit != nil {
-		out.RateLimit = &ir.RateLimit{Requests: r.RateLimit.Requests, Per: ir.D(r.RateLimit.Per), Burst: r.RateLimit.Burst}
 	}
 	return out
 }

@@ -142,8 +142,8 @@ func (l *Listener) Validate(clusters, meshClusters, secrets map[string]bool) err
 	}
 	for _, vh := range l.VirtualHosts {
 		for _, r := range vh.Routes {
-			if (len(r.Backends) == 0) == (r.Unavailable == "") {
-				errs = append(errs, fmt.Errorf("listener %q route %q: want backends or unavailable, exactly one", l.Name, r.Name))
+			if err := r.validateAction(); err != nil {
+				errs = append(errs, fmt.Errorf("listener %q %w", l.Name, err))
 			}
 			for _, b := range r.Backends {
 				switch {
@@ -170,11 +170,14 @@ type TLS struct {
 type VirtualHost struct {
 	Name    string   `json:"name"`
 	Domains []string `json:"domains"`
-	Routes  []Route  `json:"routes,omitempty"`
+	// HTTPSRedirect answers every request that did not come over TLS with
+	// a 301 redirect to the same URL with https.
+	HTTPSRedirect bool    `json:"httpsRedirect,omitempty"`
+	Routes        []Route `json:"routes,omitempty"`
 }
 
-// Route matches requests and sends them to one or more backends. Routes are
-// ordered: the first match wins.
+// Route matches requests and sends them to one or more backends, or
+// answers them itself. Routes are ordered: the first match wins.
 type Route struct {
 	Name  string `json:"name"`
 	Match Match  `json:"match"`
@@ -185,6 +188,8 @@ type Route struct {
 	// Consul has issued the group's certificate). Operators read it in the
 	// IR; Envoy gets the status only.
 	Unavailable string `json:"unavailable,omitempty"`
+	// Redirect, when set, answers every request with a redirect.
+	Redirect *Redirect `json:"redirect,omitempty"`
 	// Timeout is the whole request's timeout; nil leaves Envoy's default and
 	// zero disables it.
 	Timeout   *Duration  `json:"timeout,omitempty"`

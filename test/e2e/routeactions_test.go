@@ -1,0 +1,122 @@
+package e2e
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchyard-io/switchyard/test/testenv"
+)
+
+// These scenarios prove the route actions and request changes of a proxy
+// group through real Envoy. They run on delta xDS only: what they prove is
+// carried in the RouteConfiguration, which both protocols deliver alike.
+
+// reply is a response as the client sees it, redirects not followed.
+type reply struct {
+	code   int
+	header http.Header
+	body   string
+}
+
+// send sends one request to addr (host:port) with the given Host header
+// and extra headers, without following redirects.
+func send(t *testing.T, method, addr, host, path string, headers map[string]string) reply {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+addr+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = host
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	c := http.Client{
+		Timeout:       10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s%s: %v", method, host, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reply{resp.StatusCode, resp.Header, strings.TrimSpace(string(b))}
+}
+
+const redirectPolicy = `apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: edge
+listeners:
+  - name: http
+    address: 127.0.0.1
+    port: {{port}}
+    hosts:
+      - domains: [shop.example.com]
+        httpsRedirect: true
+      - domains: ["*"]
+        routes:
+          - name: moved
+            match: { path: /old }
+            redirect: { path: /new, code: 308 }
+          - name: docs
+            match: { pathPrefix: /docs }
+            redirect: { host: docs.example.com, prefix: /, code: 302 }
+          - name: legacy
+            match: { pathPrefix: /v1/ }
+            redirect: { scheme: https, host: "[2001:db8::1]", port: 8443, prefix: /v2/, stripQuery: true, code: 307 }
+          - name: form
+            match: { path: /form }
+            redirect: { path: "/done?ok=1", code: 303 }
+          - name: web
+            service: web
+  - name: plain
+    address: 127.0.0.1
+    port: {{port2}}
+    httpsRedirect: true
+`
+
+// Redirects: HTTP to HTTPS with one line on a host or a listener, and
+// route redirects that change the path, prefix, host, port and scheme,
+// with each status code; other routes still forward.
+func TestRedirect(t *testing.T) {
+	e := NewEnv(t, true, map[string]string{"edge.yaml": redirectPolicy})
+	e.StartBackend("web", "web-1")
+	e.WaitHosts("web", 1, 1)
+	addr, plain := testenv.Addr(e.Port), testenv.Addr(e.Port2)
+	for _, c := range []struct {
+		addr, host, path string
+		code             int
+		location         string
+	}{
+		// httpsRedirect on the host: the same URL, query included, with https.
+		{addr, "shop.example.com", "/cart?item=3", 301, "https://shop.example.com/cart?item=3"},
+		// httpsRedirect on the listener: any host.
+		{plain, "any.example.org", "/x/y?z=1", 301, "https://any.example.org/x/y?z=1"},
+		{plain, "shop.example.com", "/", 301, "https://shop.example.com/"},
+		// A new path; the query is kept.
+		{addr, "www.example.com", "/old?q=1", 308, "http://www.example.com/new?q=1"},
+		// The matched prefix /docs stripped to /, both with and without
+		// the slash after it.
+		{addr, "www.example.com", "/docs/guide/intro", 302, "http://docs.example.com/guide/intro"},
+		{addr, "www.example.com", "/docs", 302, "http://docs.example.com/"},
+		// Scheme, host, port and prefix at once, the query dropped.
+		{addr, "www.example.com", "/v1/items/7?debug=1", 307, "https://[2001:db8::1]:8443/v2/items/7"},
+		// A path with its own query replaces the request's.
+		{addr, "www.example.com", "/form?a=b", 303, "http://www.example.com/done?ok=1"},
+	} {
+		got := send(t, http.MethodGet, c.addr, c.host, c.path, nil)
+		if got.code != c.code || got.header.Get("Location") != c.location {
+			t.Errorf("GET %s%s: got %d Location %q; want %d %q", c.host, c.path, got.code, got.header.Get("Location"), c.code, c.location)
+		}
+	}
+	if got := send(t, http.MethodGet, addr, "www.example.com", "/other", nil); got.code != 200 || got.body != "web-1" {
+		t.Errorf("GET /other: got %d %q; want 200 web-1 (forwarded)", got.code, got.body)
+	}
+	e.requireNoNACKs()
+}

@@ -1,0 +1,57 @@
+package translator
+
+import (
+	"regexp"
+	"strings"
+
+	"github.com/switchyard-io/switchyard/policy"
+	"github.com/switchyard-io/switchyard/translator/ir"
+)
+
+// redirect is a route's redirect action.
+func redirect(rd *policy.Redirect, m *policy.Match) *ir.Redirect {
+	out := &ir.Redirect{
+		Scheme:     rd.Scheme,
+		Host:       rd.Host,
+		Port:       rd.Port,
+		Path:       rd.Path,
+		Code:       rd.Code,
+		StripQuery: rd.StripQuery,
+	}
+	if rd.Prefix != "" {
+		out.PrefixRewrite, out.RegexRewrite = prefixRewrite(m, rd.Prefix)
+	}
+	return out
+}
+
+// prefixRewrite replaces the prefix a route matched with prefix, as
+// Envoy's prefix rewrite does, except where that leaves two slashes:
+// Envoy swaps the matched characters only, so pathPrefix /orders with
+// prefix / turns /orders/x into //x. When the match does not end in a
+// slash and the new prefix does, the slashes after the match are folded
+// into the new prefix's by a regex rewrite instead: /orders/x becomes /x,
+// and /orders becomes /.
+func prefixRewrite(m *policy.Match, prefix string) (string, *ir.RegexRewrite) {
+	if m.PathPrefix == "" || strings.HasSuffix(m.PathPrefix, "/") || !strings.HasSuffix(prefix, "/") {
+		return prefix, nil
+	}
+	return "", &ir.RegexRewrite{Pattern: "^" + regexp.QuoteMeta(m.PathPrefix) + "/*", Substitution: prefix}
+}
+
+// httpsRedirectRest gives a plain-HTTP listener with httpsRedirect a
+// catch-all host when it has none, so that a request for any host is
+// redirected, not only those of the listener's hosts: one line in the
+// file turns a port 80 listener into a redirect to HTTPS.
+func httpsRedirectRest(l *policy.Listener, il *ir.Listener) {
+	if !l.HTTPSRedirect || l.TLS != nil {
+		return
+	}
+	for _, vh := range il.VirtualHosts {
+		for _, d := range vh.Domains {
+			if d == "*" {
+				return
+			}
+		}
+	}
+	il.VirtualHosts = append(il.VirtualHosts, ir.VirtualHost{Name: "*", Domains: []string{"*"}, HTTPSRedirect: true})
+}

@@ -1,0 +1,74 @@
+package ir
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// Redirect answers a route's requests with a redirect to the request's URL
+// with the set parts replaced. At most one of Path, PrefixRewrite and
+// RegexRewrite is set.
+type Redirect struct {
+	Scheme string `json:"scheme,omitempty"` // "http" or "https"
+	Host   string `json:"host,omitempty"`
+	Port   uint32 `json:"port,omitempty"`
+	// Path replaces the whole path.
+	Path string `json:"path,omitempty"`
+	// PrefixRewrite replaces the prefix (or path) the route matched.
+	PrefixRewrite string `json:"prefixRewrite,omitempty"`
+	// RegexRewrite rewrites the path by a regex substitution.
+	RegexRewrite *RegexRewrite `json:"regexRewrite,omitempty"`
+	Code         int           `json:"code"` // 301, 302, 303, 307 or 308
+	StripQuery   bool          `json:"stripQuery,omitempty"`
+}
+
+// RegexRewrite replaces every match of Pattern (RE2) in the path with
+// Substitution, where \1 ... \9 stand for the pattern's groups.
+type RegexRewrite struct {
+	Pattern      string `json:"pattern"`
+	Substitution string `json:"substitution"`
+}
+
+// redirectCodes are the status codes Envoy's redirect action can send.
+var redirectCodes = []int{301, 302, 303, 307, 308}
+
+// validateAction checks that the route does exactly one thing with a
+// request, and that what it does is complete.
+func (r *Route) validateAction() error {
+	actions := 0
+	for _, set := range []bool{len(r.Backends) > 0, r.Unavailable != "", r.Redirect != nil} {
+		if set {
+			actions++
+		}
+	}
+	if actions != 1 {
+		return fmt.Errorf("route %q: want exactly one of backends, unavailable and redirect, got %d", r.Name, actions)
+	}
+	if rd := r.Redirect; rd != nil {
+		var errs []error
+		if !slices.Contains(redirectCodes, rd.Code) {
+			errs = append(errs, fmt.Errorf("route %q: redirect code %d", r.Name, rd.Code))
+		}
+		if rd.Scheme != "" && rd.Scheme != "http" && rd.Scheme != "https" {
+			errs = append(errs, fmt.Errorf("route %q: redirect scheme %q", r.Name, rd.Scheme))
+		}
+		if rd.Port > 65535 {
+			errs = append(errs, fmt.Errorf("route %q: redirect port %d", r.Name, rd.Port))
+		}
+		paths := 0
+		for _, set := range []bool{rd.Path != "", rd.PrefixRewrite != "", rd.RegexRewrite != nil} {
+			if set {
+				paths++
+			}
+		}
+		if paths > 1 {
+			errs = append(errs, fmt.Errorf("route %q: redirect with more than one of path, prefixRewrite and regexRewrite", r.Name))
+		}
+		if r.Timeout != nil || r.Retries != nil || r.WebSocket {
+			errs = append(errs, fmt.Errorf("route %q: a redirect has no timeout, retries or websocket", r.Name))
+		}
+		return errors.Join(errs...)
+	}
+	return nil
+}
