@@ -132,6 +132,15 @@ func routeAction(r *ir.Route) (*routev3.RouteAction, error) {
 	if r.Retries != nil {
 		action.RetryPolicy = retryPolicy(r.Retries)
 	}
+	if rw := r.Rewrite; rw != nil {
+		action.PrefixRewrite = rw.PrefixRewrite
+		if rw.RegexRewrite != nil {
+			action.RegexRewrite = regexRewrite(rw.RegexRewrite)
+		}
+		if rw.Host != "" {
+			action.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: rw.Host}
+		}
+	}
 	return action, nil
 }
 

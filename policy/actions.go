@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -34,13 +35,32 @@ type Redirect struct {
 	StripQuery bool
 }
 
+// Rewrite changes a forwarded request's path or Host header. At most one
+// of Prefix and Regex is set.
+type Rewrite struct {
+	Pos Pos
+	// Prefix replaces the part of the path the route's pathPrefix (or
+	// path) matched.
+	Prefix string
+	Regex  *RegexRewrite
+	// Host replaces the Host (:authority) header: a host name or IP
+	// address, with an optional port.
+	Host string
+}
+
+// RegexRewrite replaces every match of Pattern (RE2) in the path with
+// Substitution, in which \1 to \9 stand for the pattern's groups.
+type RegexRewrite struct {
+	Pattern, Substitution string
+}
+
 // routeActions are the fields of a route that say what is done with a
 // matching request: exactly one is given.
 var routeActions = []string{"service", "split", "redirect"}
 
 // forwardingFields are route fields that only apply to a request forwarded
 // to a service.
-var forwardingFields = []string{"timeout", "retries", "websocket", "mesh"}
+var forwardingFields = []string{"timeout", "retries", "websocket", "mesh", "rewrite"}
 
 // notForwarded reports each forwarding field given on a route whose action
 // (what) answers the request itself.
@@ -130,3 +150,87 @@ func hostProblem(v string) string {
 
 // hostNameRE is a DNS host name: labels of letters, digits and '-'.
 var hostNameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$`)
+
+// rewrite decodes a route's rewrite block; match is the route's match,
+// for a prefix replacement.
+func (d *decoder) rewrite(n *yaml.Node, match Match, matchOK bool) *Rewrite {
+	m, ok := d.mapping(n, "rewrite", "prefix", "regex", "host")
+	if !ok {
+		return nil
+	}
+	rw := &Rewrite{Pos: d.pos(m.line)}
+	d.oneOf(m, true, "prefix", "regex")
+	if v, ok := d.str(m, "prefix"); ok {
+		switch {
+		case !strings.HasPrefix(v, "/"):
+			d.errorf(m.lineOf("prefix"), "rewrite prefix must start with \"/\", got %s", quoteValue(v))
+		case matchOK && match.PathRegex != "":
+			d.errorf(m.lineOf("prefix"), "rewrite prefix replaces the path prefix the route matched, but the route matches by pathRegex; use regex, or match by pathPrefix")
+		default:
+			rw.Prefix = v
+		}
+	}
+	if rn := m.vals["regex"]; rn != nil {
+		rw.Regex = d.regexRewrite(rn)
+	}
+	if v, ok := d.str(m, "host"); ok {
+		if msg := hostPortProblem(v); msg != "" {
+			d.errorf(m.lineOf("host"), "invalid rewrite host %s: %s", quoteValue(v), msg)
+		} else {
+			rw.Host = v
+		}
+	}
+	if !m.has("prefix") && !m.has("regex") && !m.has("host") {
+		d.errorf(m.line, "rewrite needs at least one of prefix, regex or host")
+	}
+	return rw
+}
+
+// groupRefRE finds \N group references in a substitution.
+var groupRefRE = regexp.MustCompile(`\\[0-9]`)
+
+// regexRewrite decodes a rewrite's regex block.
+func (d *decoder) regexRewrite(n *yaml.Node) *RegexRewrite {
+	m, ok := d.mapping(n, "rewrite regex", "pattern", "substitution")
+	if !ok {
+		return nil
+	}
+	rr := &RegexRewrite{}
+	groups := -1
+	if d.require(m, "pattern") {
+		if v, ok := d.str(m, "pattern"); ok && d.regex(m.lineOf("pattern"), "pattern", v) {
+			rr.Pattern = v
+			groups = regexp.MustCompile(v).NumSubexp()
+		}
+	}
+	if d.require(m, "substitution") {
+		if v, ok := d.str(m, "substitution"); ok {
+			rr.Substitution = v
+			for _, ref := range groupRefRE.FindAllString(v, -1) {
+				if n := int(ref[1] - '0'); groups >= 0 && n > groups {
+					d.errorf(m.lineOf("substitution"), "substitution refers to group %s, but pattern has %d group(s)", ref, groups)
+					break
+				}
+			}
+		}
+	}
+	return rr
+}
+
+// hostPortProblem is hostProblem for a value that may end in a port.
+func hostPortProblem(v string) string {
+	if a, err := netip.ParseAddr(v); err == nil && a.Is6() {
+		return hostProblem(v) // unbracketed: its last part is not a port
+	}
+	host := v
+	if i := strings.LastIndex(v, ":"); i > strings.LastIndex(v, "]") {
+		host = v[:i]
+		if p, err := strconv.Atoi(v[i+1:]); err != nil || p < 1 || p > 65535 || v[i+1] == '0' {
+			return "want a port from 1 to 65535 after the ':'"
+		}
+	}
+	if msg := hostProblem(host); msg != "" {
+		return strings.TrimSuffix(msg, ", without a port") + ", optionally with a port"
+	}
+	return ""
+}

@@ -148,6 +148,20 @@ var badFiles = []struct {
 		`redirect.yaml:49: certFile testdata/bad/tls/missing.crt does not exist`,
 		`redirect.yaml:50: keyFile testdata/bad/tls/missing.key does not exist`,
 	}},
+	{"rewrite.yaml", []string{
+		`rewrite.yaml:12: rewrite prefix must start with "/", got "x"`,
+		`rewrite.yaml:12: invalid rewrite host "shop.example.com:0": want a port from 1 to 65535 after the ':'`,
+		`rewrite.yaml:15: rewrite may have only one of prefix or regex, got prefix and regex`,
+		`rewrite.yaml:15: rewrite prefix replaces the path prefix the route matched, but the route matches by pathRegex; use regex, or match by pathPrefix`,
+		`rewrite.yaml:18: substitution refers to group \2, but pattern has 1 group(s)`,
+		`rewrite.yaml:18: invalid rewrite host "a b": want a host name such as shop.example.com or an IP address, optionally with a port`,
+		"rewrite.yaml:21: invalid pattern \"(\": error parsing regexp: missing closing ): `(`",
+		`rewrite.yaml:21: missing required field "substitution" in rewrite regex`,
+		`rewrite.yaml:24: rewrite cannot be used with redirect: the route answers requests itself and never forwards them`,
+		`rewrite.yaml:27: rewrite needs at least one of prefix, regex or host`,
+		`rewrite.yaml:30: unknown field "path" in rewrite`,
+		`rewrite.yaml:30: invalid rewrite host "2001:db8::1": write an IPv6 address in brackets, such as [2001:db8::1]`,
+	}},
 	// Only warnings: the set is still usable.
 	{"warnings.yaml", []string{
 		`warnings.yaml:5: warning: listener has no hosts; Envoy will answer every request with 404`,

@@ -349,6 +349,8 @@ type Route struct {
 	Split   []WeightedService // set when the action is a split
 	// Redirect, when set, answers every request with a redirect.
 	Redirect *Redirect
+	// Rewrite changes a forwarded request's path or host; nil: none.
+	Rewrite *Rewrite
 
 	Timeout   *time.Duration // nil: not set; 0: no timeout
 	Retries   *Retries

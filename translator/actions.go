@@ -55,3 +55,15 @@ func httpsRedirectRest(l *policy.Listener, il *ir.Listener) {
 	}
 	il.VirtualHosts = append(il.VirtualHosts, ir.VirtualHost{Name: "*", Domains: []string{"*"}, HTTPSRedirect: true})
 }
+
+// rewrite is what a forwarding route changes in a request.
+func rewrite(rw *policy.Rewrite, m *policy.Match) *ir.Rewrite {
+	out := &ir.Rewrite{Host: rw.Host}
+	switch {
+	case rw.Prefix != "":
+		out.PrefixRewrite, out.RegexRewrite = prefixRewrite(m, rw.Prefix)
+	case rw.Regex != nil:
+		out.RegexRewrite = &ir.RegexRewrite{Pattern: rw.Regex.Pattern, Substitution: rw.Regex.Substitution}
+	}
+	return out
+}

@@ -206,6 +206,9 @@ func route(r *policy.Route) ir.Route {
 		out.Redirect = redirect(r.Redirect, &r.Match)
 		return out
 	}
+	if r.Rewrite != nil {
+		out.Rewrite = rewrite(r.Rewrite, &r.Match)
+	}
 	if r.Service != "" {
 		out.Backends = []ir.Backend{{Service: r.Service, Weight: 1}}
 	}

@@ -511,6 +511,7 @@ func (e *Env) StartBackend(service, id string) *Backend {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		b.hits.Add(1)
+		echoRequest(w, r)
 		if d := time.Duration(b.delay.Load()); d > 0 {
 			select {
 			case <-time.After(d):
@@ -535,6 +536,14 @@ func (e *Env) StartBackend(service, id string) *Backend {
 	e.t.Cleanup(func() { b.srv.Close() })
 	e.Register(b)
 	return b
+}
+
+// echoRequest tells the client what the backend received, for tests of
+// what Envoy changes on the way: the path with its query in X-Seen-Path,
+// the Host in X-Seen-Host.
+func echoRequest(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("X-Seen-Path", r.URL.RequestURI())
+	w.Header().Set("X-Seen-Host", r.Host)
 }
 
 // Register (re-)registers a backend in Consul, passing.

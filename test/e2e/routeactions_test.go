@@ -120,3 +120,57 @@ func TestRedirect(t *testing.T) {
 	}
 	e.requireNoNACKs()
 }
+
+const rewritePolicy = `apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: edge
+listeners:
+  - name: http
+    address: 127.0.0.1
+    port: {{port}}
+    hosts:
+      - domains: ["*"]
+        routes:
+          - name: orders
+            match: { pathPrefix: /orders }
+            service: web
+            rewrite: { prefix: / }
+          - name: internal
+            match: { pathPrefix: /api/ }
+            service: web
+            rewrite: { prefix: /internal/, host: "web.internal:8080" }
+          - name: versioned
+            match: { pathRegex: "/v[0-9]+/.*" }
+            service: web
+            rewrite: { regex: { pattern: "^/v([0-9]+)/", substitution: "/version-\\1/" }, host: web.internal }
+          - name: web
+            service: web
+`
+
+// Rewrites: the path and Host the backend receives, after a prefix is
+// stripped (/orders/x to /x), replaced, or rewritten by a regex, and the
+// Host replaced by a literal.
+func TestRewrite(t *testing.T) {
+	e := NewEnv(t, true, map[string]string{"edge.yaml": rewritePolicy})
+	e.StartBackend("web", "web-1")
+	e.WaitHosts("web", 1, 1)
+	addr := testenv.Addr(e.Port)
+	for _, c := range []struct {
+		path, wantPath, wantHost string
+	}{
+		{"/orders/42?full=1", "/42?full=1", "shop.example.com"},
+		{"/orders", "/", "shop.example.com"},
+		{"/orders/", "/", "shop.example.com"},
+		{"/api/users/7", "/internal/users/7", "web.internal:8080"},
+		{"/v2/items", "/version-2/items", "web.internal"},
+		{"/plain/path", "/plain/path", "shop.example.com"},
+	} {
+		got := send(t, http.MethodGet, addr, "shop.example.com", c.path, nil)
+		if got.code != 200 || got.body != "web-1" ||
+			got.header.Get("X-Seen-Path") != c.wantPath || got.header.Get("X-Seen-Host") != c.wantHost {
+			t.Errorf("GET %s: backend saw path %q host %q (%d %q); want path %q host %q",
+				c.path, got.header.Get("X-Seen-Path"), got.header.Get("X-Seen-Host"), got.code, got.body, c.wantPath, c.wantHost)
+		}
+	}
+	e.requireNoNACKs()
+}

@@ -30,6 +30,16 @@ type RegexRewrite struct {
 	Substitution string `json:"substitution"`
 }
 
+// Rewrite changes a forwarded request. At most one of PrefixRewrite and
+// RegexRewrite is set.
+type Rewrite struct {
+	// PrefixRewrite replaces the prefix (or path) the route matched.
+	PrefixRewrite string        `json:"prefixRewrite,omitempty"`
+	RegexRewrite  *RegexRewrite `json:"regexRewrite,omitempty"`
+	// Host replaces the Host (:authority) header.
+	Host string `json:"host,omitempty"`
+}
+
 // redirectCodes are the status codes Envoy's redirect action can send.
 var redirectCodes = []int{301, 302, 303, 307, 308}
 
@@ -68,7 +78,13 @@ func (r *Route) validateAction() error {
 		if r.Timeout != nil || r.Retries != nil || r.WebSocket {
 			errs = append(errs, fmt.Errorf("route %q: a redirect has no timeout, retries or websocket", r.Name))
 		}
+		if r.Rewrite != nil {
+			errs = append(errs, fmt.Errorf("route %q: a redirect has no rewrite", r.Name))
+		}
 		return errors.Join(errs...)
+	}
+	if rw := r.Rewrite; rw != nil && rw.PrefixRewrite != "" && rw.RegexRewrite != nil {
+		return fmt.Errorf("route %q: rewrite with both prefixRewrite and regexRewrite", r.Name)
 	}
 	return nil
 }
