@@ -86,6 +86,14 @@ func route(listener, virtualHost string, r *ir.Route) (*routev3.Route, error) {
 		out.Action = &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 503}}
 	case r.Redirect != nil:
 		out.Action = &routev3.Route_Redirect{Redirect: redirectAction(r.Redirect)}
+	case r.DirectResponse != nil:
+		out.Action = &routev3.Route_DirectResponse{DirectResponse: directResponse(r.DirectResponse)}
+		if ct := r.DirectResponse.ContentType; ct != "" {
+			out.ResponseHeadersToAdd = []*corev3.HeaderValueOption{{
+				Header:       &corev3.HeaderValue{Key: "content-type", Value: ct},
+				AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+			}}
+		}
 	default:
 		action, err := routeAction(r)
 		if err != nil {
@@ -171,6 +179,15 @@ func redirectAction(rd *ir.Redirect) *routev3.RedirectAction {
 		a.PathRewriteSpecifier = &routev3.RedirectAction_PrefixRewrite{PrefixRewrite: rd.PrefixRewrite}
 	case rd.RegexRewrite != nil:
 		a.PathRewriteSpecifier = &routev3.RedirectAction_RegexRewrite{RegexRewrite: regexRewrite(rd.RegexRewrite)}
+	}
+	return a
+}
+
+// directResponse answers with a fixed status and body.
+func directResponse(dr *ir.DirectResponse) *routev3.DirectResponseAction {
+	a := &routev3.DirectResponseAction{Status: uint32(dr.Status)}
+	if dr.Body != "" {
+		a.Body = &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: dr.Body}}
 	}
 	return a
 }

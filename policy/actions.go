@@ -54,9 +54,24 @@ type RegexRewrite struct {
 	Pattern, Substitution string
 }
 
+// MaxDirectResponseBody bounds a direct response's body: Envoy refuses a
+// route configuration with a longer one (its
+// max_direct_response_body_size_bytes, 4096 by default).
+const MaxDirectResponseBody = 4096
+
+// DirectResponse answers a route's requests with a fixed status and body.
+type DirectResponse struct {
+	Pos    Pos
+	Status int    // 200 to 599, not 3xx (a redirect needs a Location)
+	Body   string // "" for none
+	// ContentType is the response's Content-Type when set; Envoy's
+	// default is text/plain for a body.
+	ContentType string
+}
+
 // routeActions are the fields of a route that say what is done with a
 // matching request: exactly one is given.
-var routeActions = []string{"service", "split", "redirect"}
+var routeActions = []string{"service", "split", "redirect", "directResponse"}
 
 // forwardingFields are route fields that only apply to a request forwarded
 // to a service.
@@ -233,4 +248,59 @@ func hostPortProblem(v string) string {
 		return strings.TrimSuffix(msg, ", without a port") + ", optionally with a port"
 	}
 	return ""
+}
+
+// directResponse decodes a route's directResponse block.
+func (d *decoder) directResponse(n *yaml.Node) *DirectResponse {
+	m, ok := d.mapping(n, "directResponse", "status", "body", "contentType")
+	if !ok {
+		return nil
+	}
+	dr := &DirectResponse{Pos: d.pos(m.line)}
+	if d.require(m, "status") {
+		if v, ok := d.integer(m, "status", 200, 599); ok {
+			if v >= 300 && v < 400 {
+				d.errorf(m.lineOf("status"), "directResponse status %d is a redirect, which needs a Location; use redirect instead", v)
+			} else {
+				dr.Status = int(v)
+			}
+		}
+	}
+	if v, ok := d.text(m, "body"); ok {
+		if len(v) > MaxDirectResponseBody {
+			d.errorf(m.lineOf("body"), "directResponse body is %d bytes, more than Envoy's limit of %d", len(v), MaxDirectResponseBody)
+		} else {
+			dr.Body = v
+		}
+	}
+	if v, ok := d.str(m, "contentType"); ok {
+		if contentTypeRE.MatchString(v) {
+			dr.ContentType = v
+		} else {
+			d.errorf(m.lineOf("contentType"), "invalid contentType %s: want a media type such as text/html; charset=utf-8", quoteValue(v))
+		}
+	}
+	return dr
+}
+
+// contentTypeRE is a media type with optional parameters (RFC 9110).
+var contentTypeRE = regexp.MustCompile("^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+( *; *[A-Za-z0-9!#$&^_.+-]+=(\"[^\"]*\"|[A-Za-z0-9!#$&^_.+-]+))*$")
+
+// text is str for free text, such as a response body, in which newlines
+// and tabs are allowed; other control characters are not.
+func (d *decoder) text(m *fields, key string) (string, bool) {
+	n := m.vals[key]
+	if n == nil {
+		return "", false
+	}
+	if !isString(n) {
+		d.errorf(n.Line, "%s must be a string, got %s", key, describe(n))
+		return "", false
+	}
+	stripped := strings.NewReplacer("\n", "", "\r", "", "\t", "").Replace(n.Value)
+	if msg := valueProblem(key, stripped); msg != "" {
+		d.errorf(n.Line, "%s", strings.Replace(msg, "(such as newline, carriage return, tab or NUL)", "other than newline, carriage return and tab", 1))
+		return "", false
+	}
+	return n.Value, true
 }

@@ -496,7 +496,7 @@ func shadows(a, b Match) bool {
 // route decodes one route; matchOK is false when its match has errors, so
 // that the unreachable-route warning does not build on a wrong match.
 func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
-	m, ok := d.mapping(n, "route", "name", "match", "service", "split", "redirect", "rewrite", "timeout", "retries", "rateLimit", "websocket", "mesh")
+	m, ok := d.mapping(n, "route", "name", "match", "service", "split", "redirect", "directResponse", "rewrite", "timeout", "retries", "rateLimit", "websocket", "mesh")
 	if !ok {
 		return Route{}, false, false
 	}
@@ -520,7 +520,12 @@ func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
 	if rn := m.vals["redirect"]; rn != nil {
 		r.Redirect = d.redirect(rn, r.Match, matchOK)
 		d.notForwarded(m, "redirect")
-	} else if rn := m.vals["rewrite"]; rn != nil {
+	}
+	if rn := m.vals["directResponse"]; rn != nil {
+		r.DirectResponse = d.directResponse(rn)
+		d.notForwarded(m, "directResponse")
+	}
+	if rn := m.vals["rewrite"]; rn != nil && !m.has("redirect") && !m.has("directResponse") {
 		r.Rewrite = d.rewrite(rn, r.Match, matchOK)
 	}
 	r.Timeout = d.duration(m, "timeout")

@@ -338,8 +338,8 @@ type VirtualHost struct {
 }
 
 // Route sends matching requests to one service or splits them among
-// several, or answers them itself. Exactly one of Service, Split and
-// Redirect is set.
+// several, or answers them itself. Exactly one of Service, Split, Redirect
+// and DirectResponse is set.
 type Route struct {
 	Pos   Pos
 	Name  string // the index within the host ("0", "1", ...) when omitted
@@ -349,6 +349,9 @@ type Route struct {
 	Split   []WeightedService // set when the action is a split
 	// Redirect, when set, answers every request with a redirect.
 	Redirect *Redirect
+	// DirectResponse, when set, answers every request with a fixed
+	// status and body.
+	DirectResponse *DirectResponse
 	// Rewrite changes a forwarded request's path or host; nil: none.
 	Rewrite *Rewrite
 

@@ -206,6 +206,10 @@ func route(r *policy.Route) ir.Route {
 		out.Redirect = redirect(r.Redirect, &r.Match)
 		return out
 	}
+	if dr := r.DirectResponse; dr != nil {
+		out.DirectResponse = &ir.DirectResponse{Status: dr.Status, Body: dr.Body, ContentType: dr.ContentType}
+		return out
+	}
 	if r.Rewrite != nil {
 		out.Rewrite = rewrite(r.Rewrite, &r.Match)
 	}

@@ -174,3 +174,56 @@ func TestRewrite(t *testing.T) {
 	}
 	e.requireNoNACKs()
 }
+
+const directResponsePolicy = `apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: edge
+listeners:
+  - name: http
+    address: 127.0.0.1
+    port: {{port}}
+    hosts:
+      - domains: ["*"]
+        routes:
+          - name: healthz
+            match: { path: /healthz }
+            directResponse: { status: 200, body: "ok\n" }
+          - name: maintenance
+            match: { pathPrefix: /checkout }
+            directResponse: { status: 503, body: "<h1>Back soon</h1>\n", contentType: "text/html; charset=utf-8" }
+          - name: gone
+            match: { path: /gone }
+            directResponse: { status: 410 }
+          - name: web
+            service: web
+`
+
+// Direct responses: Envoy answers itself with the status, body and
+// content type of the route; the backend never sees those requests.
+func TestDirectResponse(t *testing.T) {
+	e := NewEnv(t, true, map[string]string{"edge.yaml": directResponsePolicy})
+	web := e.StartBackend("web", "web-1")
+	e.WaitHosts("web", 1, 1)
+	addr := testenv.Addr(e.Port)
+	for _, c := range []struct {
+		method, path, body, contentType string
+		code                            int
+	}{
+		{http.MethodGet, "/healthz", "ok", "text/plain", 200},
+		{http.MethodPost, "/checkout/pay", "<h1>Back soon</h1>", "text/html; charset=utf-8", 503},
+		{http.MethodGet, "/gone", "", "", 410},
+	} {
+		got := send(t, c.method, addr, "shop.example.com", c.path, nil)
+		if got.code != c.code || got.body != c.body || got.header.Get("Content-Type") != c.contentType {
+			t.Errorf("%s %s: got %d %q Content-Type %q; want %d %q %q",
+				c.method, c.path, got.code, got.body, got.header.Get("Content-Type"), c.code, c.body, c.contentType)
+		}
+	}
+	if n := web.Hits(); n != 0 {
+		t.Errorf("the backend served %d requests; want 0: direct responses never reach it", n)
+	}
+	if got := send(t, http.MethodGet, addr, "shop.example.com", "/other", nil); got.code != 200 || got.body != "web-1" {
+		t.Errorf("GET /other: got %d %q; want 200 web-1 (forwarded)", got.code, got.body)
+	}
+	e.requireNoNACKs()
+}

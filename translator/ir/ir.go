@@ -190,6 +190,9 @@ type Route struct {
 	Unavailable string `json:"unavailable,omitempty"`
 	// Redirect, when set, answers every request with a redirect.
 	Redirect *Redirect `json:"redirect,omitempty"`
+	// DirectResponse, when set, answers every request with a fixed status
+	// and body.
+	DirectResponse *DirectResponse `json:"directResponse,omitempty"`
 	// Rewrite changes the path or host of what is forwarded; nil: none.
 	Rewrite *Rewrite `json:"rewrite,omitempty"`
 	// Timeout is the whole request's timeout; nil leaves Envoy's default and

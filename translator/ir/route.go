@@ -40,6 +40,17 @@ type Rewrite struct {
 	Host string `json:"host,omitempty"`
 }
 
+// DirectResponse answers a route's requests with a fixed status and body.
+type DirectResponse struct {
+	Status int    `json:"status"` // 200 to 599, not 3xx
+	Body   string `json:"body,omitempty"`
+	// ContentType, when set, is the response's Content-Type.
+	ContentType string `json:"contentType,omitempty"`
+}
+
+// MaxDirectResponseBody is the longest body Envoy accepts by default.
+const MaxDirectResponseBody = 4096
+
 // redirectCodes are the status codes Envoy's redirect action can send.
 var redirectCodes = []int{301, 302, 303, 307, 308}
 
@@ -47,13 +58,26 @@ var redirectCodes = []int{301, 302, 303, 307, 308}
 // request, and that what it does is complete.
 func (r *Route) validateAction() error {
 	actions := 0
-	for _, set := range []bool{len(r.Backends) > 0, r.Unavailable != "", r.Redirect != nil} {
+	for _, set := range []bool{len(r.Backends) > 0, r.Unavailable != "", r.Redirect != nil, r.DirectResponse != nil} {
 		if set {
 			actions++
 		}
 	}
 	if actions != 1 {
-		return fmt.Errorf("route %q: want exactly one of backends, unavailable and redirect, got %d", r.Name, actions)
+		return fmt.Errorf("route %q: want exactly one of backends, unavailable, redirect and directResponse, got %d", r.Name, actions)
+	}
+	if dr := r.DirectResponse; dr != nil {
+		var errs []error
+		if dr.Status < 200 || dr.Status > 599 || dr.Status/100 == 3 {
+			errs = append(errs, fmt.Errorf("route %q: direct response status %d", r.Name, dr.Status))
+		}
+		if len(dr.Body) > MaxDirectResponseBody {
+			errs = append(errs, fmt.Errorf("route %q: direct response body of %d bytes", r.Name, len(dr.Body)))
+		}
+		if r.Timeout != nil || r.Retries != nil || r.WebSocket || r.Rewrite != nil {
+			errs = append(errs, fmt.Errorf("route %q: a direct response has no timeout, retries, websocket or rewrite", r.Name))
+		}
+		return errors.Join(errs...)
 	}
 	if rd := r.Redirect; rd != nil {
 		var errs []error
