@@ -35,6 +35,14 @@ func routeConfig(l *ir.Listener) (*routev3.RouteConfiguration, error) {
 			// (use_remote_address), before any route is matched.
 			v.RequireTls = routev3.VirtualHost_ALL
 		}
+		v.RequestHeadersToAdd, v.RequestHeadersToRemove = headerChanges(vh.RequestHeaders)
+		v.ResponseHeadersToAdd, v.ResponseHeadersToRemove = headerChanges(vh.ResponseHeaders)
+		if vh.RequestHeaders != nil || vh.ResponseHeaders != nil {
+			// A route's header changes are applied after its host's, so
+			// the route's win where both name a header (Envoy's default
+			// is the reverse). Set only where a host changes headers.
+			rc.MostSpecificHeaderMutationsWins = true
+		}
 		for i := range vh.Routes {
 			r, err := route(l.Name, vh.Name, &vh.Routes[i])
 			if err != nil {
@@ -101,6 +109,11 @@ func route(listener, virtualHost string, r *ir.Route) (*routev3.Route, error) {
 		}
 		out.Action = &routev3.Route_Route{Route: action}
 	}
+	reqAdd, reqRemove := headerChanges(r.RequestHeaders)
+	respAdd, respRemove := headerChanges(r.ResponseHeaders)
+	out.RequestHeadersToAdd, out.RequestHeadersToRemove = reqAdd, reqRemove
+	out.ResponseHeadersToAdd = append(out.ResponseHeadersToAdd, respAdd...)
+	out.ResponseHeadersToRemove = respRemove
 	if r.RateLimit != nil {
 		a, err := anypb.New(localRateLimit(listener, virtualHost, r))
 		if err != nil {
@@ -181,6 +194,28 @@ func redirectAction(rd *ir.Redirect) *routev3.RedirectAction {
 		a.PathRewriteSpecifier = &routev3.RedirectAction_RegexRewrite{RegexRewrite: regexRewrite(rd.RegexRewrite)}
 	}
 	return a
+}
+
+// headerChanges is a header change as Envoy's headers to add and to
+// remove; nil gives none.
+func headerChanges(h *ir.Headers) ([]*corev3.HeaderValueOption, []string) {
+	if h == nil {
+		return nil, nil
+	}
+	var add []*corev3.HeaderValueOption
+	for _, hd := range h.Set {
+		add = append(add, &corev3.HeaderValueOption{
+			Header:       &corev3.HeaderValue{Key: hd.Name, Value: hd.Value},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		})
+	}
+	for _, hd := range h.Add {
+		add = append(add, &corev3.HeaderValueOption{
+			Header:       &corev3.HeaderValue{Key: hd.Name, Value: hd.Value},
+			AppendAction: corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD,
+		})
+	}
+	return add, h.Remove
 }
 
 // directResponse answers with a fixed status and body.

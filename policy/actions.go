@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -75,7 +76,7 @@ var routeActions = []string{"service", "split", "redirect", "directResponse"}
 
 // forwardingFields are route fields that only apply to a request forwarded
 // to a service.
-var forwardingFields = []string{"timeout", "retries", "websocket", "mesh", "rewrite"}
+var forwardingFields = []string{"timeout", "retries", "websocket", "mesh", "rewrite", "requestHeaders"}
 
 // notForwarded reports each forwarding field given on a route whose action
 // (what) answers the request itself.
@@ -303,4 +304,150 @@ func (d *decoder) text(m *fields, key string) (string, bool) {
 		return "", false
 	}
 	return n.Value, true
+}
+
+// Headers changes the headers of a request or a response: Set replaces a
+// header (or adds it), Add appends a value (keeping those present), Remove
+// drops a header. Names are lowercase; values may hold the dynamic values
+// of HeaderVariables.
+type Headers struct {
+	Pos    Pos
+	Set    []Header // in file order
+	Add    []Header // in file order
+	Remove []string // in file order
+}
+
+// Header is one header name and value.
+type Header struct {
+	Name, Value string
+}
+
+// HeaderVariables lists the dynamic values a header value may hold, in
+// Envoy's syntax: each is replaced per request. %REQ(name)% (a request
+// header's value, such as %REQ(x-request-id)%) is also accepted, and %%
+// is a literal percent sign.
+func HeaderVariables() []string {
+	return []string{
+		"%DOWNSTREAM_REMOTE_ADDRESS%",              // the client's address and port
+		"%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%", // the client's address
+		"%DOWNSTREAM_LOCAL_ADDRESS%",               // the listener address the client reached
+		"%REQUESTED_SERVER_NAME%",                  // the TLS SNI, if any
+		"%PROTOCOL%",                               // HTTP/1.1, HTTP/2, ...
+		"%START_TIME%",                             // when the request started
+		"%HOSTNAME%",                               // the Envoy's host name
+	}
+}
+
+// headerVarRE finds what a header value holds between percent signs.
+var headerVarRE = regexp.MustCompile(`%%|%[A-Z_]+(\([^()%]*\))?%|%`)
+
+// headerValueProblem says what is wrong with the dynamic values of a
+// header value, or "".
+func headerValueProblem(v string) string {
+	for _, loc := range headerVarRE.FindAllStringIndex(v, -1) {
+		tok := v[loc[0]:loc[1]]
+		switch {
+		case tok == "%%", contains(HeaderVariables(), tok):
+		case strings.HasPrefix(tok, "%REQ(") && strings.HasSuffix(tok, ")%"):
+			if name := tok[len("%REQ(") : len(tok)-2]; !headerNameRE.MatchString(name) || strings.HasPrefix(name, ":") {
+				return fmt.Sprintf("%s: %q is not a header name", tok, name)
+			}
+		case tok == "%":
+			return "a lone '%': write a literal percent sign as %%"
+		default:
+			return fmt.Sprintf("unknown dynamic value %s; supported: %s, %%REQ(header)%%, and %%%% for a literal %%", tok, strings.Join(HeaderVariables(), ", "))
+		}
+	}
+	return ""
+}
+
+// headers decodes a requestHeaders or responseHeaders block.
+func (d *decoder) headers(n *yaml.Node, what string) *Headers {
+	m, ok := d.mapping(n, what, "set", "add", "remove")
+	if !ok {
+		return nil
+	}
+	h := &Headers{Pos: d.pos(m.line)}
+	seen := map[string]string{} // lowercased name -> the field naming it
+	use := func(line int, key, name string) bool {
+		name = strings.ToLower(name)
+		switch {
+		case !headerNameRE.MatchString(name):
+			d.errorf(line, "%s: invalid header name %s", what, quoteValue(name))
+		case strings.HasPrefix(name, ":") || name == "host":
+			d.errorf(line, "%s: header %s cannot be changed here; Envoy refuses pseudo-headers and host (use rewrite.host for the Host)", what, quoteValue(name))
+		case seen[name] != "":
+			d.errorf(line, "%s: header %q is named twice (in %s and %s); name each header once", what, name, seen[name], key)
+		default:
+			seen[name] = key
+			if what == "responseHeaders" && name == "server" {
+				d.warnf(line, "responseHeaders: Envoy sets its own server header on every response, so changing it has no effect")
+			}
+			return true
+		}
+		return false
+	}
+	for _, key := range []string{"set", "add"} {
+		for _, kv := range d.pairs(m, key) {
+			if !use(kv.line, key, kv.name) {
+				continue
+			}
+			if msg := headerValueProblem(kv.value); msg != "" {
+				d.errorf(kv.line, "%s: header %q: %s", what, kv.name, msg)
+				continue
+			}
+			hd := Header{Name: strings.ToLower(kv.name), Value: kv.value}
+			if key == "set" {
+				h.Set = append(h.Set, hd)
+			} else {
+				h.Add = append(h.Add, hd)
+			}
+		}
+	}
+	for _, it := range d.strList(m, "remove") {
+		if use(it.line, "remove", it.value) {
+			h.Remove = append(h.Remove, strings.ToLower(it.value))
+		}
+	}
+	if len(m.vals) == 0 {
+		d.errorf(m.line, "%s needs at least one of set, add or remove", what)
+	}
+	return h
+}
+
+// pair is one entry of a free-form mapping of strings, with its line.
+type pair struct {
+	name, value string
+	line        int
+}
+
+// pairs returns key's value as a mapping of strings to strings, in file
+// order.
+func (d *decoder) pairs(m *fields, key string) []pair {
+	n := m.vals[key]
+	if n == nil {
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		d.errorf(n.Line, "%s must be a mapping of header names to values, got %s", key, describe(n))
+		return nil
+	}
+	var out []pair
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := resolve(n.Content[i]), resolve(n.Content[i+1])
+		if !isString(k) || !isString(v) {
+			d.errorf(k.Line, "%s must map header names to string values", key)
+			continue
+		}
+		if msg := valueProblem(key, k.Value); msg != "" {
+			d.errorf(k.Line, "%s", msg)
+			continue
+		}
+		if msg := valueProblem(key, v.Value); msg != "" {
+			d.errorf(v.Line, "%s", msg)
+			continue
+		}
+		out = append(out, pair{k.Value, v.Value, k.Line})
+	}
+	return out
 }

@@ -176,6 +176,22 @@ var badFiles = []struct {
 		`direct-response.yaml:26: timeout cannot be used with directResponse: the route answers requests itself and never forwards them`,
 		`direct-response.yaml:28: directResponse body is 4097 bytes, more than Envoy's limit of 4096`,
 	}},
+	{"headers.yaml", []string{
+		`headers.yaml:10: requestHeaders: header "host" cannot be changed here; Envoy refuses pseudo-headers and host (use rewrite.host for the Host)`,
+		`headers.yaml:10: requestHeaders: header ":path" cannot be changed here; Envoy refuses pseudo-headers and host (use rewrite.host for the Host)`,
+		`headers.yaml:10: requestHeaders: invalid header name "bad name"`,
+		`headers.yaml:11: requestHeaders: header "x-a" is named twice (in remove and remove); name each header once`,
+		`headers.yaml:12: unknown field "drop" in responseHeaders`,
+		`headers.yaml:12: responseHeaders needs at least one of set, add or remove`,
+		`headers.yaml:17: requestHeaders: header "x-pct": a lone '%': write a literal percent sign as %%`,
+		`headers.yaml:17: requestHeaders: header "x-odd": unknown dynamic value %UPSTREAM_HOST%; supported: %DOWNSTREAM_REMOTE_ADDRESS%, %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%, %DOWNSTREAM_LOCAL_ADDRESS%, %REQUESTED_SERVER_NAME%, %PROTOCOL%, %START_TIME%, %HOSTNAME%, %REQ(header)%, and %% for a literal %`,
+		`headers.yaml:18: requestHeaders: header "x-id": %REQ(bad name)%: "bad name" is not a header name`,
+		`headers.yaml:21: requestHeaders cannot be used with redirect: the route answers requests itself and never forwards them`,
+		`headers.yaml:22: responseHeaders: header "x-a" is named twice (in set and remove); name each header once`,
+		`headers.yaml:25: warning: responseHeaders: Envoy sets its own server header on every response, so changing it has no effect`,
+		`headers.yaml:26: set must be a mapping of header names to values, got a list`,
+		`headers.yaml:26: remove must be a list, got the string "x-b"`,
+	}},
 	// Only warnings: the set is still usable.
 	{"warnings.yaml", []string{
 		`warnings.yaml:5: warning: listener has no hosts; Envoy will answer every request with 404`,

@@ -339,7 +339,7 @@ func (d *decoder) listenerTLS(n *yaml.Node, out *parsed) *ListenerTLS {
 // host returns the virtual host and its domains with their lines; l is
 // its listener, decoded up to its hosts.
 func (d *decoder) host(n *yaml.Node, l *Listener) (VirtualHost, []item, bool) {
-	m, ok := d.mapping(n, "host", "domains", "httpsRedirect", "routes")
+	m, ok := d.mapping(n, "host", "domains", "httpsRedirect", "requestHeaders", "responseHeaders", "routes")
 	if !ok {
 		return VirtualHost{}, nil, false
 	}
@@ -365,6 +365,12 @@ func (d *decoder) host(n *yaml.Node, l *Listener) (VirtualHost, []item, bool) {
 		if v && l.TLS != nil {
 			d.warnf(m.lineOf("httpsRedirect"), "httpsRedirect has no effect on a listener that terminates TLS: its requests already use HTTPS")
 		}
+	}
+	if hn := m.vals["requestHeaders"]; hn != nil {
+		h.RequestHeaders = d.headers(hn, "requestHeaders")
+	}
+	if hn := m.vals["responseHeaders"]; hn != nil {
+		h.ResponseHeaders = d.headers(hn, "responseHeaders")
 	}
 	redirected := (h.HTTPSRedirect || l.HTTPSRedirect) && l.TLS == nil
 	if redirected && m.has("routes") && !m.emptyList("routes") {
@@ -496,7 +502,7 @@ func shadows(a, b Match) bool {
 // route decodes one route; matchOK is false when its match has errors, so
 // that the unreachable-route warning does not build on a wrong match.
 func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
-	m, ok := d.mapping(n, "route", "name", "match", "service", "split", "redirect", "directResponse", "rewrite", "timeout", "retries", "rateLimit", "websocket", "mesh")
+	m, ok := d.mapping(n, "route", "name", "match", "service", "split", "redirect", "directResponse", "rewrite", "requestHeaders", "responseHeaders", "timeout", "retries", "rateLimit", "websocket", "mesh")
 	if !ok {
 		return Route{}, false, false
 	}
@@ -527,6 +533,12 @@ func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
 	}
 	if rn := m.vals["rewrite"]; rn != nil && !m.has("redirect") && !m.has("directResponse") {
 		r.Rewrite = d.rewrite(rn, r.Match, matchOK)
+	}
+	if hn := m.vals["requestHeaders"]; hn != nil && !m.has("redirect") && !m.has("directResponse") {
+		r.RequestHeaders = d.headers(hn, "requestHeaders")
+	}
+	if hn := m.vals["responseHeaders"]; hn != nil {
+		r.ResponseHeaders = d.headers(hn, "responseHeaders")
 	}
 	r.Timeout = d.duration(m, "timeout")
 	if rn := m.vals["retries"]; rn != nil {

@@ -334,7 +334,10 @@ type VirtualHost struct {
 	// HTTPSRedirect redirects the host's plain-HTTP requests to the same
 	// URL with https (no effect with TLS).
 	HTTPSRedirect bool
-	Routes        []Route // in file order: the first match wins
+	// RequestHeaders and ResponseHeaders apply to every route of the
+	// host; a route's own changes win where both name a header.
+	RequestHeaders, ResponseHeaders *Headers
+	Routes                          []Route // in file order: the first match wins
 }
 
 // Route sends matching requests to one service or splits them among
@@ -354,6 +357,9 @@ type Route struct {
 	DirectResponse *DirectResponse
 	// Rewrite changes a forwarded request's path or host; nil: none.
 	Rewrite *Rewrite
+	// RequestHeaders changes what is forwarded, ResponseHeaders what the
+	// client gets, after the host's own changes; nil: none.
+	RequestHeaders, ResponseHeaders *Headers
 
 	Timeout   *time.Duration // nil: not set; 0: no timeout
 	Retries   *Retries

@@ -56,6 +56,21 @@ func httpsRedirectRest(l *policy.Listener, il *ir.Listener) {
 	il.VirtualHosts = append(il.VirtualHosts, ir.VirtualHost{Name: "*", Domains: []string{"*"}, HTTPSRedirect: true})
 }
 
+// headers converts a header change; nil stays nil.
+func headers(h *policy.Headers) *ir.Headers {
+	if h == nil {
+		return nil
+	}
+	out := &ir.Headers{Remove: append([]string(nil), h.Remove...)}
+	for _, hd := range h.Set {
+		out.Set = append(out.Set, ir.Header{Name: hd.Name, Value: hd.Value})
+	}
+	for _, hd := range h.Add {
+		out.Add = append(out.Add, ir.Header{Name: hd.Name, Value: hd.Value})
+	}
+	return out
+}
+
 // rewrite is what a forwarding route changes in a request.
 func rewrite(rw *policy.Rewrite, m *policy.Match) *ir.Rewrite {
 	out := &ir.Rewrite{Host: rw.Host}

@@ -102,7 +102,12 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 			}
 		}
 		for _, vh := range l.Hosts {
-			ivh := ir.VirtualHost{Name: vh.Domains[0], Domains: vh.Domains, HTTPSRedirect: l.TLS == nil && (vh.HTTPSRedirect || l.HTTPSRedirect)}
+			ivh := ir.VirtualHost{
+				Name: vh.Domains[0], Domains: vh.Domains,
+				HTTPSRedirect:   l.TLS == nil && (vh.HTTPSRedirect || l.HTTPSRedirect),
+				RequestHeaders:  headers(vh.RequestHeaders),
+				ResponseHeaders: headers(vh.ResponseHeaders),
+			}
 			for _, r := range vh.Routes {
 				out := route(&r)
 				if r.Mesh {
@@ -202,6 +207,7 @@ func route(r *policy.Route) ir.Route {
 	if r.RateLimit != nil {
 		out.RateLimit = &ir.RateLimit{Requests: r.RateLimit.Requests, Per: ir.D(r.RateLimit.Per), Burst: r.RateLimit.Burst}
 	}
+	out.ResponseHeaders = headers(r.ResponseHeaders)
 	if r.Redirect != nil {
 		out.Redirect = redirect(r.Redirect, &r.Match)
 		return out
@@ -213,6 +219,7 @@ func route(r *policy.Route) ir.Route {
 	if r.Rewrite != nil {
 		out.Rewrite = rewrite(r.Rewrite, &r.Match)
 	}
+	out.RequestHeaders = headers(r.RequestHeaders)
 	if r.Service != "" {
 		out.Backends = []ir.Backend{{Service: r.Service, Weight: 1}}
 	}

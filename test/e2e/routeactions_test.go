@@ -3,6 +3,7 @@ package e2e
 import (
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -224,6 +225,83 @@ func TestDirectResponse(t *testing.T) {
 	}
 	if got := send(t, http.MethodGet, addr, "shop.example.com", "/other", nil); got.code != 200 || got.body != "web-1" {
 		t.Errorf("GET /other: got %d %q; want 200 web-1 (forwarded)", got.code, got.body)
+	}
+	e.requireNoNACKs()
+}
+
+const headersPolicy = `apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: edge
+listeners:
+  - name: http
+    address: 127.0.0.1
+    port: {{port}}
+    hosts:
+      - domains: ["*"]
+        requestHeaders:
+          set: { x-client-ip: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%", x-env: prod }
+          remove: [x-debug]
+        responseHeaders:
+          set: { x-request-id: "%REQ(x-request-id)%" }
+          remove: [x-powered-by]
+        routes:
+          - name: internal
+            match: { pathPrefix: /internal }
+            service: web
+            requestHeaders:
+              set: { x-env: internal }
+              add: { x-via: "switchyard 100%%" }
+            responseHeaders: { add: { cache-control: no-store } }
+          - name: healthz
+            match: { path: /healthz }
+            directResponse: { status: 200, body: "ok" }
+            responseHeaders: { set: { x-served-by: edge } }
+          - name: web
+            service: web
+`
+
+// Request and response headers set, added and removed per host and per
+// route, as the backend and the client see them: the client's address
+// and the request ID as dynamic values, a route's change winning over its
+// host's, and response headers on a direct response too.
+func TestHeaders(t *testing.T) {
+	e := NewEnv(t, true, map[string]string{"edge.yaml": headersPolicy})
+	e.StartBackend("web", "web-1")
+	e.WaitHosts("web", 1, 1)
+	addr := testenv.Addr(e.Port)
+	check := func(what, got, want string) {
+		t.Helper()
+		if got != want {
+			t.Errorf("%s: got %q; want %q", what, got, want)
+		}
+	}
+
+	got := send(t, http.MethodGet, addr, "shop.example.com", "/x", map[string]string{"X-Debug": "1", "X-Env": "client"})
+	check("GET /x status", strconv.Itoa(got.code), "200")
+	check("backend's X-Client-Ip", got.header.Get("X-Seen-Req-X-Client-Ip"), "127.0.0.1")
+	check("backend's X-Env (host set)", got.header.Get("X-Seen-Req-X-Env"), "prod")
+	check("backend's X-Debug (host removed)", got.header.Get("X-Seen-Req-X-Debug"), "")
+	id := got.header.Get("X-Seen-Req-X-Request-Id")
+	if id == "" {
+		t.Errorf("the backend got no X-Request-Id")
+	}
+	check("client's X-Request-Id (the backend's)", got.header.Get("X-Request-Id"), id)
+	check("client's X-Powered-By (host removed)", got.header.Get("X-Powered-By"), "")
+
+	got = send(t, http.MethodGet, addr, "shop.example.com", "/internal/a", map[string]string{"X-Via": "client"})
+	check("backend's X-Env (the route's wins)", got.header.Get("X-Seen-Req-X-Env"), "internal")
+	check("backend's X-Via (route added)", got.header.Get("X-Seen-Req-X-Via"), "client,switchyard 100%")
+	check("backend's X-Client-Ip (host set)", got.header.Get("X-Seen-Req-X-Client-Ip"), "127.0.0.1")
+	check("client's Cache-Control (route added)", got.header.Get("Cache-Control"), "no-store")
+	if got.header.Get("X-Request-Id") == "" {
+		t.Errorf("GET /internal/a: no X-Request-Id in the response (the host's)")
+	}
+
+	got = send(t, http.MethodGet, addr, "shop.example.com", "/healthz", nil)
+	check("GET /healthz body", got.body, "ok")
+	check("direct response's X-Served-By (route set)", got.header.Get("X-Served-By"), "edge")
+	if got.header.Get("X-Request-Id") == "" {
+		t.Errorf("GET /healthz: no X-Request-Id in the direct response (the host's)")
 	}
 	e.requireNoNACKs()
 }

@@ -172,8 +172,11 @@ type VirtualHost struct {
 	Domains []string `json:"domains"`
 	// HTTPSRedirect answers every request that did not come over TLS with
 	// a 301 redirect to the same URL with https.
-	HTTPSRedirect bool    `json:"httpsRedirect,omitempty"`
-	Routes        []Route `json:"routes,omitempty"`
+	HTTPSRedirect bool `json:"httpsRedirect,omitempty"`
+	// RequestHeaders and ResponseHeaders apply to every route of the host.
+	RequestHeaders  *Headers `json:"requestHeaders,omitempty"`
+	ResponseHeaders *Headers `json:"responseHeaders,omitempty"`
+	Routes          []Route  `json:"routes,omitempty"`
 }
 
 // Route matches requests and sends them to one or more backends, or
@@ -195,6 +198,10 @@ type Route struct {
 	DirectResponse *DirectResponse `json:"directResponse,omitempty"`
 	// Rewrite changes the path or host of what is forwarded; nil: none.
 	Rewrite *Rewrite `json:"rewrite,omitempty"`
+	// RequestHeaders changes what is forwarded, ResponseHeaders what the
+	// client gets; a route's changes win over its host's.
+	RequestHeaders  *Headers `json:"requestHeaders,omitempty"`
+	ResponseHeaders *Headers `json:"responseHeaders,omitempty"`
 	// Timeout is the whole request's timeout; nil leaves Envoy's default and
 	// zero disables it.
 	Timeout   *Duration  `json:"timeout,omitempty"`

@@ -51,6 +51,21 @@ type DirectResponse struct {
 // MaxDirectResponseBody is the longest body Envoy accepts by default.
 const MaxDirectResponseBody = 4096
 
+// Headers changes the headers of a request or a response: Set replaces
+// (or adds) a header, Add appends a value, Remove drops a header. Values
+// may hold Envoy's %...% dynamic values, checked by the policy.
+type Headers struct {
+	Set    []Header `json:"set,omitempty"`
+	Add    []Header `json:"add,omitempty"`
+	Remove []string `json:"remove,omitempty"`
+}
+
+// Header is one header name (lowercase) and value.
+type Header struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
 // redirectCodes are the status codes Envoy's redirect action can send.
 var redirectCodes = []int{301, 302, 303, 307, 308}
 
@@ -74,8 +89,8 @@ func (r *Route) validateAction() error {
 		if len(dr.Body) > MaxDirectResponseBody {
 			errs = append(errs, fmt.Errorf("route %q: direct response body of %d bytes", r.Name, len(dr.Body)))
 		}
-		if r.Timeout != nil || r.Retries != nil || r.WebSocket || r.Rewrite != nil {
-			errs = append(errs, fmt.Errorf("route %q: a direct response has no timeout, retries, websocket or rewrite", r.Name))
+		if r.Timeout != nil || r.Retries != nil || r.WebSocket || r.Rewrite != nil || r.RequestHeaders != nil {
+			errs = append(errs, fmt.Errorf("route %q: a direct response has no timeout, retries, websocket, rewrite or request headers", r.Name))
 		}
 		return errors.Join(errs...)
 	}
@@ -102,8 +117,8 @@ func (r *Route) validateAction() error {
 		if r.Timeout != nil || r.Retries != nil || r.WebSocket {
 			errs = append(errs, fmt.Errorf("route %q: a redirect has no timeout, retries or websocket", r.Name))
 		}
-		if r.Rewrite != nil {
-			errs = append(errs, fmt.Errorf("route %q: a redirect has no rewrite", r.Name))
+		if r.Rewrite != nil || r.RequestHeaders != nil {
+			errs = append(errs, fmt.Errorf("route %q: a redirect has no rewrite or request headers", r.Name))
 		}
 		return errors.Join(errs...)
 	}
