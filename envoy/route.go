@@ -248,21 +248,63 @@ func routeMatch(m *ir.Match) *routev3.RouteMatch {
 		}
 		rm.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: prefix}
 	}
+	if m.CaseInsensitive {
+		rm.CaseSensitive = wrapperspb.Bool(false)
+	}
+	if len(m.Methods) > 0 {
+		rm.Headers = append(rm.Headers, methodMatcher(m.Methods))
+	}
 	for _, h := range m.Headers {
 		rm.Headers = append(rm.Headers, headerMatcher(&h))
+	}
+	for _, q := range m.QueryParams {
+		rm.QueryParameters = append(rm.QueryParameters, queryParamMatcher(&q))
 	}
 	return rm
 }
 
+// methodMatcher matches any of the methods: one header matcher on :method,
+// since Envoy's header matchers must all hold.
+func methodMatcher(methods []string) *routev3.HeaderMatcher {
+	sm := &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: methods[0]}}
+	if len(methods) > 1 {
+		// Methods are capital letters only (policy.Methods): no quoting.
+		sm.MatchPattern = &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: strings.Join(methods, "|")}}
+	}
+	return &routev3.HeaderMatcher{Name: ":method", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: sm}}
+}
+
+func queryParamMatcher(q *ir.QueryParamMatch) *routev3.QueryParameterMatcher {
+	qm := &routev3.QueryParameterMatcher{Name: q.Name}
+	switch {
+	case q.Present:
+		qm.QueryParameterMatchSpecifier = &routev3.QueryParameterMatcher_PresentMatch{PresentMatch: true}
+	case q.Regex != "":
+		qm.QueryParameterMatchSpecifier = &routev3.QueryParameterMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+			MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: q.Regex}},
+		}}
+	default:
+		qm.QueryParameterMatchSpecifier = &routev3.QueryParameterMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+			MatchPattern: &matcherv3.StringMatcher_Exact{Exact: q.Exact},
+		}}
+	}
+	return qm
+}
+
 func headerMatcher(h *ir.HeaderMatch) *routev3.HeaderMatcher {
-	hm := &routev3.HeaderMatcher{Name: h.Name}
+	hm := &routev3.HeaderMatcher{Name: h.Name, InvertMatch: h.Invert}
 	var sm *matcherv3.StringMatcher
 	switch {
-	case h.Present:
-		hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}
+	case h.Present, h.Absent:
+		// present_match false matches a request without the header.
+		hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: h.Present}
 		return hm
 	case h.Prefix != "":
 		sm = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: h.Prefix}}
+	case h.Suffix != "":
+		sm = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Suffix{Suffix: h.Suffix}}
+	case h.Contains != "":
+		sm = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Contains{Contains: h.Contains}}
 	case h.Regex != "":
 		sm = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: h.Regex}}}
 	default:

@@ -451,3 +451,70 @@ func (d *decoder) pairs(m *fields, key string) []pair {
 	}
 	return out
 }
+
+// methods decodes a match's methods: any of them matches.
+func (d *decoder) methods(m *fields) []string {
+	if !m.has("methods") {
+		return nil
+	}
+	items := d.strList(m, "methods")
+	if m.emptyList("methods") {
+		d.errorf(m.lineOf("methods"), "methods must list at least one method, or be omitted for any")
+	}
+	var out []string
+	for _, it := range items {
+		switch {
+		case !contains(Methods(), it.value):
+			d.errorf(it.line, "unknown method %s; supported: %s (in capitals)", quoteValue(it.value), strings.Join(Methods(), ", "))
+		case contains(out, it.value):
+			d.errorf(it.line, "method %s is listed twice", it.value)
+		default:
+			out = append(out, it.value)
+		}
+	}
+	return out
+}
+
+// MaxQueryParamName is the longest query parameter name Envoy accepts.
+const MaxQueryParamName = 1024
+
+// queryParam decodes one query parameter match.
+func (d *decoder) queryParam(n *yaml.Node) (QueryParamMatch, bool) {
+	m, ok := d.mapping(n, "query parameter match", "name", "exact", "regex", "present")
+	if !ok {
+		return QueryParamMatch{}, false
+	}
+	q := QueryParamMatch{Pos: d.pos(m.line)}
+	if d.require(m, "name") {
+		if v, ok := d.str(m, "name"); ok {
+			switch {
+			case v == "":
+				d.errorf(m.lineOf("name"), "name must not be empty")
+			case len(v) > MaxQueryParamName:
+				d.errorf(m.lineOf("name"), "query parameter name is %d bytes, more than Envoy's limit of %d", len(v), MaxQueryParamName)
+			case strings.ContainsAny(v, "&=#? "):
+				d.errorf(m.lineOf("name"), "invalid query parameter name %s: it may not hold '&', '=', '#', '?' or a space", quoteValue(v))
+			default:
+				q.Name = v
+			}
+		}
+	}
+	d.oneOf(m, false, "exact", "regex", "present")
+	if v, ok := d.str(m, "exact"); ok {
+		if v == "" {
+			d.errorf(m.lineOf("exact"), "exact must not be empty; use present: true to match the parameter with any value")
+		} else {
+			q.Exact = v
+		}
+	}
+	if v, ok := d.str(m, "regex"); ok && d.regex(m.lineOf("regex"), "regex", v) {
+		q.Regex = v
+	}
+	if v, ok := d.boolean(m, "present"); ok {
+		if !v {
+			d.errorf(m.lineOf("present"), "present must be true (matching requests without a query parameter is not supported)")
+		}
+		q.Present = v
+	}
+	return q, true
+}

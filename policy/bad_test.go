@@ -72,9 +72,9 @@ var badFiles = []struct {
 		`many-errors.yaml:17: invalid service name "web app": use letters, digits, '_', '.' and '-', starting with a letter or digit`,
 		`many-errors.yaml:18: route may have only one of service, split, redirect or directResponse, got service and split`,
 		`many-errors.yaml:18: weight must be between 0 and 4294967295, got -1`,
-		`many-errors.yaml:21: header match needs one of exact, prefix, regex or present`,
+		`many-errors.yaml:21: header match needs one of exact, prefix, suffix, contains, regex, present or absent`,
 		`many-errors.yaml:22: invalid header name "bad header"`,
-		`many-errors.yaml:22: present must be true (matching requests that lack a header is not supported)`,
+		`many-errors.yaml:22: present must be true; use absent: true to match requests without the header`,
 		`many-errors.yaml:24: port must be an integer, got the string "8080"`,
 		`many-errors.yaml:25: duplicate field "port" in listener (first given at line 24)`,
 		`many-errors.yaml:26: hosts must be a list, got a mapping`,
@@ -191,6 +191,26 @@ var badFiles = []struct {
 		`headers.yaml:25: warning: responseHeaders: Envoy sets its own server header on every response, so changing it has no effect`,
 		`headers.yaml:26: set must be a mapping of header names to values, got a list`,
 		`headers.yaml:26: remove must be a list, got the string "x-b"`,
+	}},
+	// Matches by method, header and query parameter; the routes after
+	// one narrowed by them, or by case, are not called unreachable.
+	{"match.yaml", []string{
+		`match.yaml:12: caseInsensitive applies to pathPrefix and path; for pathRegex, start the regex with (?i)`,
+		`match.yaml:13: unknown method "get"; supported: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, CONNECT, TRACE (in capitals)`,
+		`match.yaml:13: method POST is listed twice`,
+		`match.yaml:16: methods must list at least one method, or be omitted for any`,
+		`match.yaml:18: suffix must not be empty`,
+		`match.yaml:19: header match may have only one of exact, prefix, suffix, contains, regex, present or absent, got prefix and contains`,
+		`match.yaml:20: absent must be true; use present: true to match requests with the header`,
+		`match.yaml:21: invert cannot be used with present or absent; use the other one`,
+		`match.yaml:22: invert must be true or false, got the string "yes"`,
+		`match.yaml:24: invalid query parameter name "a=b": it may not hold '&', '=', '#', '?' or a space`,
+		`match.yaml:24: exact must not be empty; use present: true to match the parameter with any value`,
+		`match.yaml:25: missing required field "name" in query parameter match`,
+		"match.yaml:25: invalid regex \"(\": error parsing regexp: missing closing ): `(`",
+		`match.yaml:26: present must be true (matching requests without a query parameter is not supported)`,
+		`match.yaml:27: query parameter match may have only one of exact, regex or present, got exact and present`,
+		`match.yaml:29: queryParams must be a list, got a mapping`,
 	}},
 	// Only warnings: the set is still usable.
 	{"warnings.yaml", []string{

@@ -422,7 +422,7 @@ type shadowIndex struct {
 
 // add records route i, which comes after every route added before.
 func (x *shadowIndex) add(i int, m Match) {
-	if len(m.Headers) > 0 || m.PathRegex != "" {
+	if m.narrowed() || m.PathRegex != "" || m.CaseInsensitive {
 		return
 	}
 	if x.exact == nil {
@@ -445,6 +445,9 @@ func (x *shadowIndex) add(i int, m Match) {
 
 // first returns the first added route that shadows a route with match m.
 func (x *shadowIndex) first(m Match) (int, bool) {
+	if m.CaseInsensitive {
+		return -1, false // its other spellings may reach it
+	}
 	best := -1
 	consider := func(table map[string]int, key string) {
 		if j, ok := table[key]; ok && (best < 0 || j < best) {
@@ -484,9 +487,10 @@ func domainProblem(s string) string {
 
 // shadows reports whether every request matching b also matches a, so a
 // route with match b placed after a is never used. It only recognises the
-// plain cases: a has no header matches and its path covers b's.
+// plain cases: a matches by path alone and its path covers b's, and
+// neither ignores case.
 func shadows(a, b Match) bool {
-	if len(a.Headers) > 0 || a.PathRegex != "" {
+	if a.narrowed() || a.PathRegex != "" || a.CaseInsensitive || b.CaseInsensitive {
 		return false
 	}
 	if a.PathPrefix != "" {
@@ -559,7 +563,7 @@ func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
 
 func (d *decoder) match(n *yaml.Node) (Match, bool) {
 	mt := Match{PathPrefix: DefaultPathPrefix}
-	m, ok := d.mapping(n, "route match", "pathPrefix", "path", "pathRegex", "headers")
+	m, ok := d.mapping(n, "route match", "pathPrefix", "path", "pathRegex", "caseInsensitive", "methods", "headers", "queryParams")
 	if !ok {
 		return mt, false
 	}
@@ -585,9 +589,22 @@ func (d *decoder) match(n *yaml.Node) (Match, bool) {
 	if v, ok := d.str(m, "pathRegex"); ok && d.regex(m.lineOf("pathRegex"), "pathRegex", v) {
 		mt.PathRegex = v
 	}
+	if v, ok := d.boolean(m, "caseInsensitive"); ok && v {
+		if m.has("pathRegex") {
+			d.errorf(m.lineOf("caseInsensitive"), "caseInsensitive applies to pathPrefix and path; for pathRegex, start the regex with (?i)")
+		} else {
+			mt.CaseInsensitive = true
+		}
+	}
+	mt.Methods = d.methods(m)
 	for _, hn := range d.list(m, "headers") {
 		if h, ok := d.header(hn); ok {
 			mt.Headers = append(mt.Headers, h)
+		}
+	}
+	for _, qn := range d.list(m, "queryParams") {
+		if q, ok := d.queryParam(qn); ok {
+			mt.QueryParams = append(mt.QueryParams, q)
 		}
 	}
 	return mt, len(*d.diags) == before
@@ -634,7 +651,7 @@ func unhex(c byte) byte {
 }
 
 func (d *decoder) header(n *yaml.Node) (HeaderMatch, bool) {
-	m, ok := d.mapping(n, "header match", "name", "exact", "prefix", "regex", "present")
+	m, ok := d.mapping(n, "header match", "name", "exact", "prefix", "suffix", "contains", "regex", "present", "absent", "invert")
 	if !ok {
 		return HeaderMatch{}, false
 	}
@@ -648,8 +665,8 @@ func (d *decoder) header(n *yaml.Node) (HeaderMatch, bool) {
 			}
 		}
 	}
-	d.oneOf(m, false, "exact", "prefix", "regex", "present")
-	for _, key := range []string{"exact", "prefix", "regex"} {
+	d.oneOf(m, false, "exact", "prefix", "suffix", "contains", "regex", "present", "absent")
+	for _, key := range []string{"exact", "prefix", "suffix", "contains", "regex"} {
 		v, ok := d.str(m, key)
 		switch {
 		case !ok:
@@ -659,15 +676,31 @@ func (d *decoder) header(n *yaml.Node) (HeaderMatch, bool) {
 			h.Exact = v
 		case key == "prefix":
 			h.Prefix = v
+		case key == "suffix":
+			h.Suffix = v
+		case key == "contains":
+			h.Contains = v
 		case d.regex(m.lineOf(key), key, v):
 			h.Regex = v
 		}
 	}
 	if v, ok := d.boolean(m, "present"); ok {
 		if !v {
-			d.errorf(m.lineOf("present"), "present must be true (matching requests that lack a header is not supported)")
+			d.errorf(m.lineOf("present"), "present must be true; use absent: true to match requests without the header")
 		}
 		h.Present = v
+	}
+	if v, ok := d.boolean(m, "absent"); ok {
+		if !v {
+			d.errorf(m.lineOf("absent"), "absent must be true; use present: true to match requests with the header")
+		}
+		h.Absent = v
+	}
+	if v, ok := d.boolean(m, "invert"); ok && v {
+		if m.has("present") || m.has("absent") {
+			d.errorf(m.lineOf("invert"), "invert cannot be used with present or absent; use the other one")
+		}
+		h.Invert = true
 	}
 	return h, true
 }

@@ -372,20 +372,47 @@ type Route struct {
 	Mesh bool
 }
 
-// Match selects requests by path and headers. Exactly one of PathPrefix,
-// Path and PathRegex is set (PathPrefix is DefaultPathPrefix when the file
-// gives none). PathRegex is RE2 syntax and must match the whole path.
+// Match selects requests by path, method, headers and query parameters.
+// Exactly one of PathPrefix, Path and PathRegex is set (PathPrefix is
+// DefaultPathPrefix when the file gives none). PathRegex is RE2 syntax and
+// must match the whole path.
 type Match struct {
 	PathPrefix, Path, PathRegex string
-	Headers                     []HeaderMatch // all must match
+	// CaseInsensitive matches PathPrefix or Path whatever the case.
+	CaseInsensitive bool
+	Methods         []string          // any of them; nil: any method
+	Headers         []HeaderMatch     // all must match
+	QueryParams     []QueryParamMatch // all must match
+}
+
+// narrowed reports whether the match looks at more than the path, so that
+// it does not take every request on its path.
+func (m *Match) narrowed() bool {
+	return len(m.Headers) > 0 || len(m.QueryParams) > 0 || len(m.Methods) > 0
 }
 
 // HeaderMatch matches one request header. Exactly one of Exact, Prefix,
-// Regex (RE2, whole value) and Present is set.
+// Suffix, Contains, Regex (RE2, whole value), Present and Absent is set.
 type HeaderMatch struct {
-	Pos                        Pos
-	Name, Exact, Prefix, Regex string
-	Present                    bool
+	Pos                                          Pos
+	Name, Exact, Prefix, Suffix, Contains, Regex string
+	Present, Absent                              bool
+	// Invert matches requests whose header is present and does not match
+	// (not with Present or Absent).
+	Invert bool
+}
+
+// QueryParamMatch matches one query parameter. Exactly one of Exact, Regex
+// (RE2, whole value) and Present is set.
+type QueryParamMatch struct {
+	Pos                Pos
+	Name, Exact, Regex string
+	Present            bool
+}
+
+// Methods lists the request methods a match may name.
+func Methods() []string {
+	return []string{"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"}
 }
 
 // WeightedService is one destination of a split.

@@ -190,6 +190,9 @@ func route(r *policy.Route) ir.Route {
 			PathPrefix: r.Match.PathPrefix,
 			Path:       r.Match.Path,
 			PathRegex:  r.Match.PathRegex,
+
+			CaseInsensitive: r.Match.CaseInsensitive,
+			Methods:         append([]string(nil), r.Match.Methods...),
 		},
 	}
 	if r.Timeout != nil {
@@ -201,7 +204,13 @@ func route(r *policy.Route) ir.Route {
 	}
 	for _, h := range r.Match.Headers {
 		out.Match.Headers = append(out.Match.Headers, ir.HeaderMatch{
-			Name: h.Name, Exact: h.Exact, Prefix: h.Prefix, Regex: h.Regex, Present: h.Present,
+			Name: h.Name, Exact: h.Exact, Prefix: h.Prefix, Suffix: h.Suffix, Contains: h.Contains,
+			Regex: h.Regex, Present: h.Present, Absent: h.Absent, Invert: h.Invert,
+		})
+	}
+	for _, q := range r.Match.QueryParams {
+		out.Match.QueryParams = append(out.Match.QueryParams, ir.QueryParamMatch{
+			Name: q.Name, Exact: q.Exact, Regex: q.Regex, Present: q.Present,
 		})
 	}
 	if r.RateLimit != nil {

@@ -215,18 +215,37 @@ type Route struct {
 
 // Match selects requests. Exactly one path field is set.
 type Match struct {
-	PathPrefix string        `json:"pathPrefix,omitempty"`
-	Path       string        `json:"path,omitempty"`
-	PathRegex  string        `json:"pathRegex,omitempty"`
-	Headers    []HeaderMatch `json:"headers,omitempty"`
+	PathPrefix string `json:"pathPrefix,omitempty"`
+	Path       string `json:"path,omitempty"`
+	PathRegex  string `json:"pathRegex,omitempty"`
+	// CaseInsensitive matches PathPrefix or Path whatever the case.
+	CaseInsensitive bool `json:"caseInsensitive,omitempty"`
+	// Methods matches any of them; nil: any method.
+	Methods     []string          `json:"methods,omitempty"`
+	Headers     []HeaderMatch     `json:"headers,omitempty"`
+	QueryParams []QueryParamMatch `json:"queryParams,omitempty"`
 }
 
 // HeaderMatch matches one request header. Exactly one of Exact, Prefix,
-// Regex and Present is set.
+// Suffix, Contains, Regex, Present and Absent is set.
 type HeaderMatch struct {
+	Name     string `json:"name"`
+	Exact    string `json:"exact,omitempty"`
+	Prefix   string `json:"prefix,omitempty"`
+	Suffix   string `json:"suffix,omitempty"`
+	Contains string `json:"contains,omitempty"`
+	Regex    string `json:"regex,omitempty"`
+	Present  bool   `json:"present,omitempty"`
+	Absent   bool   `json:"absent,omitempty"`
+	// Invert matches a present header whose value does not match.
+	Invert bool `json:"invert,omitempty"`
+}
+
+// QueryParamMatch matches one query parameter. Exactly one of Exact,
+// Regex and Present is set.
+type QueryParamMatch struct {
 	Name    string `json:"name"`
 	Exact   string `json:"exact,omitempty"`
-	Prefix  string `json:"prefix,omitempty"`
 	Regex   string `json:"regex,omitempty"`
 	Present bool   `json:"present,omitempty"`
 }
