@@ -5,6 +5,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -19,6 +20,7 @@ import (
 // Envoy extension names Switchyard configures.
 const (
 	hcmFilterName            = "envoy.filters.network.http_connection_manager"
+	corsFilterName           = "envoy.filters.http.cors"
 	localRateLimitFilterName = "envoy.filters.http.local_ratelimit"
 	routerFilterName         = "envoy.filters.http.router"
 	tlsTransportSocketName   = "envoy.transport_sockets.tls"
@@ -26,10 +28,12 @@ const (
 
 // listener builds an HTTP listener whose routes come over RDS.
 //
-// The local rate limit filter is always in the chain, with no limit of its
-// own: routes switch it on through their per-filter config. So adding or
-// editing a rate limit changes only the RouteConfiguration, and Envoy never
-// drains the listener's connections for it.
+// The CORS and local rate limit filters are always in the chain, with no
+// policy or limit of their own: hosts and routes switch them on through
+// their per-filter config. So adding or editing a CORS policy or a rate
+// limit changes only the RouteConfiguration, and Envoy never drains the
+// listener's connections for it. CORS comes first, so that a preflight is
+// answered before anything else looks at it.
 func listener(l *ir.Listener) (_ *listenerv3.Listener, err error) {
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: StatPrefix(l.Name),
@@ -39,6 +43,7 @@ func listener(l *ir.Listener) (_ *listenerv3.Listener, err error) {
 			RouteConfigName: RouteConfigName(l.Name),
 		}},
 		HttpFilters: []*hcmv3.HttpFilter{
+			{Name: corsFilterName, ConfigType: typedConfig(mustAny(&corsv3.Cors{}))},
 			{Name: localRateLimitFilterName, ConfigType: typedConfig(mustAny(&localratelimitv3.LocalRateLimit{
 				StatPrefix: "http_local_rate_limiter",
 			}))},

@@ -7,6 +7,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -121,6 +122,12 @@ func route(listener, virtualHost string, r *ir.Route) (*routev3.Route, error) {
 		}
 		out.TypedPerFilterConfig = map[string]*anypb.Any{localRateLimitFilterName: a}
 	}
+	if r.CORS != nil {
+		if out.TypedPerFilterConfig == nil {
+			out.TypedPerFilterConfig = map[string]*anypb.Any{}
+		}
+		out.TypedPerFilterConfig[corsFilterName] = mustAny(corsPolicy(r.CORS))
+	}
 	return out, nil
 }
 
@@ -216,6 +223,31 @@ func headerChanges(h *ir.Headers) ([]*corev3.HeaderValueOption, []string) {
 		})
 	}
 	return add, h.Remove
+}
+
+// corsPolicy is a route's CORS policy. Only routes carry one (the
+// translator gives each route its host's unless it has its own), as
+// Envoy merges a route's and its host's field by field.
+func corsPolicy(c *ir.CORS) *corsv3.CorsPolicy {
+	p := &corsv3.CorsPolicy{
+		AllowMethods:  strings.Join(c.AllowMethods, ","),
+		AllowHeaders:  strings.Join(c.AllowHeaders, ","),
+		ExposeHeaders: strings.Join(c.ExposeHeaders, ","),
+	}
+	for _, o := range c.AllowOrigins {
+		sm := &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: o.Exact}, IgnoreCase: true}
+		if o.Regex != "" {
+			sm = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: o.Regex}}}
+		}
+		p.AllowOriginStringMatch = append(p.AllowOriginStringMatch, sm)
+	}
+	if c.MaxAge != nil {
+		p.MaxAge = strconv.FormatInt(int64(c.MaxAge.Seconds()), 10)
+	}
+	if c.AllowCredentials {
+		p.AllowCredentials = wrapperspb.Bool(true)
+	}
+	return p
 }
 
 // directResponse answers with a fixed status and body.

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -517,4 +518,99 @@ func (d *decoder) queryParam(n *yaml.Node) (QueryParamMatch, bool) {
 		q.Present = v
 	}
 	return q, true
+}
+
+// CORS lets browsers call a host or route from other origins: Envoy answers
+// preflight requests itself and adds the Access-Control-* headers.
+type CORS struct {
+	Pos Pos
+	// AllowOrigins are origins as browsers send them (https://shop.example.com),
+	// "*" for any, or with "*." starting the host for its subdomains
+	// (https://*.example.com).
+	AllowOrigins     []string
+	AllowMethods     []string // from Methods; nil: none listed (browsers allow GET, HEAD, POST)
+	AllowHeaders     []string // request headers a page may send
+	ExposeHeaders    []string // response headers a page may read
+	MaxAge           *time.Duration
+	AllowCredentials bool
+}
+
+// originRE is a browser origin: scheme, host (a "*." first label allowed)
+// and an optional port, nothing else.
+var originRE = regexp.MustCompile(`^https?://(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?$`)
+
+// cors decodes a host's or route's cors block.
+func (d *decoder) cors(n *yaml.Node) *CORS {
+	m, ok := d.mapping(n, "cors", "allowOrigins", "allowMethods", "allowHeaders", "exposeHeaders", "maxAge", "allowCredentials")
+	if !ok {
+		return nil
+	}
+	c := &CORS{Pos: d.pos(m.line)}
+	anyOrigin := false
+	if d.require(m, "allowOrigins") {
+		if m.emptyList("allowOrigins") {
+			d.errorf(m.lineOf("allowOrigins"), "allowOrigins must list at least one origin")
+		}
+		for _, it := range d.strList(m, "allowOrigins") {
+			switch {
+			case it.value == "*":
+				anyOrigin = true
+			case !originRE.MatchString(it.value):
+				d.errorf(it.line, "invalid origin %s: want a scheme, host and optional port, such as https://shop.example.com or https://*.example.com, or \"*\" for any", quoteValue(it.value))
+				continue
+			case contains(c.AllowOrigins, it.value):
+				d.errorf(it.line, "origin %s is listed twice", quoteValue(it.value))
+				continue
+			}
+			c.AllowOrigins = append(c.AllowOrigins, it.value)
+		}
+	}
+	if m.has("allowMethods") {
+		if m.emptyList("allowMethods") {
+			d.errorf(m.lineOf("allowMethods"), "allowMethods must list at least one method, or be omitted")
+		}
+		for _, it := range d.strList(m, "allowMethods") {
+			switch {
+			case !contains(Methods(), it.value):
+				d.errorf(it.line, "unknown method %s; supported: %s (in capitals)", quoteValue(it.value), strings.Join(Methods(), ", "))
+			case contains(c.AllowMethods, it.value):
+				d.errorf(it.line, "method %s is listed twice", it.value)
+			default:
+				c.AllowMethods = append(c.AllowMethods, it.value)
+			}
+		}
+	}
+	for _, key := range []string{"allowHeaders", "exposeHeaders"} {
+		var names []string
+		for _, it := range d.strList(m, key) {
+			name := strings.ToLower(it.value)
+			switch {
+			case !headerNameRE.MatchString(name) || strings.HasPrefix(name, ":"):
+				d.errorf(it.line, "%s: invalid header name %s", key, quoteValue(it.value))
+			case contains(names, name):
+				d.errorf(it.line, "%s: header %q is listed twice", key, name)
+			default:
+				names = append(names, name)
+			}
+		}
+		if key == "allowHeaders" {
+			c.AllowHeaders = names
+		} else {
+			c.ExposeHeaders = names
+		}
+	}
+	if age := d.duration(m, "maxAge"); age != nil {
+		if *age%time.Second != 0 {
+			d.errorf(m.lineOf("maxAge"), "maxAge must be whole seconds (browsers read it in seconds), got %s", age)
+		} else {
+			c.MaxAge = age
+		}
+	}
+	if v, ok := d.boolean(m, "allowCredentials"); ok {
+		c.AllowCredentials = v
+		if v && anyOrigin {
+			d.errorf(m.lineOf("allowCredentials"), "allowCredentials with allowOrigins \"*\" would let every site make requests with its visitors' cookies; list the origins you trust")
+		}
+	}
+	return c
 }

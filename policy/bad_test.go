@@ -212,6 +212,23 @@ var badFiles = []struct {
 		`match.yaml:27: query parameter match may have only one of exact, regex or present, got exact and present`,
 		`match.yaml:29: queryParams must be a list, got a mapping`,
 	}},
+	{"cors.yaml", []string{
+		`cors.yaml:10: invalid origin "shop.example.com": want a scheme, host and optional port, such as https://shop.example.com or https://*.example.com, or "*" for any`,
+		`cors.yaml:10: invalid origin "https://shop.example.com/": want a scheme, host and optional port, such as https://shop.example.com or https://*.example.com, or "*" for any`,
+		`cors.yaml:10: origin "https://a.example.com" is listed twice`,
+		`cors.yaml:11: unknown method "get"; supported: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, CONNECT, TRACE (in capitals)`,
+		`cors.yaml:11: method GET is listed twice`,
+		`cors.yaml:12: allowHeaders: invalid header name "bad header"`,
+		`cors.yaml:12: allowHeaders: header "content-type" is listed twice`,
+		`cors.yaml:13: exposeHeaders: invalid header name ":status"`,
+		`cors.yaml:14: maxAge must be whole seconds (browsers read it in seconds), got 1.5s`,
+		`cors.yaml:15: allowCredentials with allowOrigins "*" would let every site make requests with its visitors' cookies; list the origins you trust`,
+		`cors.yaml:19: unknown field "extra" in cors`,
+		`cors.yaml:19: allowOrigins must list at least one origin`,
+		`cors.yaml:19: invalid maxAge "soon": want a duration such as "2s" or "500ms"`,
+		`cors.yaml:21: missing required field "allowOrigins" in cors`,
+		`cors.yaml:21: allowMethods must list at least one method, or be omitted`,
+	}},
 	// Only warnings: the set is still usable.
 	{"warnings.yaml", []string{
 		`warnings.yaml:5: warning: listener has no hosts; Envoy will answer every request with 404`,

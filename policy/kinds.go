@@ -339,7 +339,7 @@ func (d *decoder) listenerTLS(n *yaml.Node, out *parsed) *ListenerTLS {
 // host returns the virtual host and its domains with their lines; l is
 // its listener, decoded up to its hosts.
 func (d *decoder) host(n *yaml.Node, l *Listener) (VirtualHost, []item, bool) {
-	m, ok := d.mapping(n, "host", "domains", "httpsRedirect", "requestHeaders", "responseHeaders", "routes")
+	m, ok := d.mapping(n, "host", "domains", "httpsRedirect", "requestHeaders", "responseHeaders", "cors", "routes")
 	if !ok {
 		return VirtualHost{}, nil, false
 	}
@@ -371,6 +371,9 @@ func (d *decoder) host(n *yaml.Node, l *Listener) (VirtualHost, []item, bool) {
 	}
 	if hn := m.vals["responseHeaders"]; hn != nil {
 		h.ResponseHeaders = d.headers(hn, "responseHeaders")
+	}
+	if cn := m.vals["cors"]; cn != nil {
+		h.CORS = d.cors(cn)
 	}
 	redirected := (h.HTTPSRedirect || l.HTTPSRedirect) && l.TLS == nil
 	if redirected && m.has("routes") && !m.emptyList("routes") {
@@ -506,7 +509,7 @@ func shadows(a, b Match) bool {
 // route decodes one route; matchOK is false when its match has errors, so
 // that the unreachable-route warning does not build on a wrong match.
 func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
-	m, ok := d.mapping(n, "route", "name", "match", "service", "split", "redirect", "directResponse", "rewrite", "requestHeaders", "responseHeaders", "timeout", "retries", "rateLimit", "websocket", "mesh")
+	m, ok := d.mapping(n, "route", "name", "match", "service", "split", "redirect", "directResponse", "rewrite", "requestHeaders", "responseHeaders", "cors", "timeout", "retries", "rateLimit", "websocket", "mesh")
 	if !ok {
 		return Route{}, false, false
 	}
@@ -543,6 +546,9 @@ func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
 	}
 	if hn := m.vals["responseHeaders"]; hn != nil {
 		r.ResponseHeaders = d.headers(hn, "responseHeaders")
+	}
+	if cn := m.vals["cors"]; cn != nil {
+		r.CORS = d.cors(cn)
 	}
 	r.Timeout = d.duration(m, "timeout")
 	if rn := m.vals["retries"]; rn != nil {

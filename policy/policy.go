@@ -337,7 +337,9 @@ type VirtualHost struct {
 	// RequestHeaders and ResponseHeaders apply to every route of the
 	// host; a route's own changes win where both name a header.
 	RequestHeaders, ResponseHeaders *Headers
-	Routes                          []Route // in file order: the first match wins
+	// CORS applies to every route of the host that has none of its own.
+	CORS   *CORS
+	Routes []Route // in file order: the first match wins
 }
 
 // Route sends matching requests to one service or splits them among
@@ -360,6 +362,8 @@ type Route struct {
 	// RequestHeaders changes what is forwarded, ResponseHeaders what the
 	// client gets, after the host's own changes; nil: none.
 	RequestHeaders, ResponseHeaders *Headers
+	// CORS, when set, replaces the host's CORS policy for this route.
+	CORS *CORS
 
 	Timeout   *time.Duration // nil: not set; 0: no timeout
 	Retries   *Retries

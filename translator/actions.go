@@ -71,6 +71,51 @@ func headers(h *policy.Headers) *ir.Headers {
 	return out
 }
 
+// routeCORS is a route's CORS policy: its own, else its host's. Each route
+// carries its whole policy, rather than its host carrying one, because
+// Envoy's CORS filter falls back to the host's policy field by field: a
+// route allowing any origin would inherit its host's allowCredentials.
+func routeCORS(vh *policy.VirtualHost, r *policy.Route) *ir.CORS {
+	if r.CORS != nil {
+		return cors(r.CORS)
+	}
+	return cors(vh.CORS)
+}
+
+// cors converts a CORS policy; nil stays nil. An origin "*" matches any
+// origin, and "*." at the start of an origin's host any subdomain of the
+// rest (https://*.example.com matches https://a.b.example.com, not
+// https://example.com).
+func cors(c *policy.CORS) *ir.CORS {
+	if c == nil {
+		return nil
+	}
+	out := &ir.CORS{
+		AllowMethods:     append([]string(nil), c.AllowMethods...),
+		AllowHeaders:     append([]string(nil), c.AllowHeaders...),
+		ExposeHeaders:    append([]string(nil), c.ExposeHeaders...),
+		AllowCredentials: c.AllowCredentials,
+	}
+	if c.MaxAge != nil {
+		d := ir.D(*c.MaxAge)
+		out.MaxAge = &d
+	}
+	for _, o := range c.AllowOrigins {
+		scheme, host, wild := strings.Cut(o, "://*.")
+		switch {
+		case o == "*":
+			out.AllowOrigins = append(out.AllowOrigins, ir.OriginMatch{Regex: ".*"})
+		case wild:
+			out.AllowOrigins = append(out.AllowOrigins, ir.OriginMatch{
+				Regex: "(?i)" + regexp.QuoteMeta(scheme+"://") + `[a-z0-9-]+(\.[a-z0-9-]+)*` + regexp.QuoteMeta("."+host),
+			})
+		default:
+			out.AllowOrigins = append(out.AllowOrigins, ir.OriginMatch{Exact: o})
+		}
+	}
+	return out
+}
+
 // rewrite is what a forwarding route changes in a request.
 func rewrite(rw *policy.Rewrite, m *policy.Match) *ir.Rewrite {
 	out := &ir.Rewrite{Host: rw.Host}

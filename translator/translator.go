@@ -110,6 +110,7 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 			}
 			for _, r := range vh.Routes {
 				out := route(&r)
+				out.CORS = routeCORS(&vh, &r)
 				if r.Mesh {
 					// Its services are reached through their sidecars,
 					// not their own clusters.

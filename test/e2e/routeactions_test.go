@@ -387,3 +387,79 @@ func TestMatch(t *testing.T) {
 	}
 	e.requireNoNACKs()
 }
+
+const corsPolicy = `apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: edge
+listeners:
+  - name: http
+    address: 127.0.0.1
+    port: {{port}}
+    hosts:
+      - domains: ["*"]
+        cors:
+          allowOrigins: ["https://shop.example.com", "https://*.example.org"]
+          allowMethods: [GET, PUT]
+          allowHeaders: [content-type, x-api-key]
+          exposeHeaders: [x-request-id]
+          maxAge: 10m
+          allowCredentials: true
+        routes:
+          - name: public
+            match: { pathPrefix: /public }
+            service: web
+            cors: { allowOrigins: ["*"] }
+          - name: web
+            service: web
+`
+
+// CORS on a host and a route: Envoy answers preflights itself with the
+// policy's headers, adds Access-Control-Allow-Origin for allowed origins
+// only (exact, subdomain wildcard, any), and a route's policy replaces its
+// host's.
+func TestCORS(t *testing.T) {
+	e := NewEnv(t, true, map[string]string{"edge.yaml": corsPolicy})
+	web := e.StartBackend("web", "web-1")
+	e.WaitHosts("web", 1, 1)
+	addr := testenv.Addr(e.Port)
+	check := func(what, got, want string) {
+		t.Helper()
+		if got != want {
+			t.Errorf("%s: got %q; want %q", what, got, want)
+		}
+	}
+	preflight := func(path, origin, method string) reply {
+		return send(t, http.MethodOptions, addr, "shop.example.com", path,
+			map[string]string{"Origin": origin, "Access-Control-Request-Method": method})
+	}
+
+	got := preflight("/api", "https://shop.example.com", "PUT")
+	check("preflight status", strconv.Itoa(got.code), "200")
+	check("preflight Allow-Origin", got.header.Get("Access-Control-Allow-Origin"), "https://shop.example.com")
+	check("preflight Allow-Methods", got.header.Get("Access-Control-Allow-Methods"), "GET,PUT")
+	check("preflight Allow-Headers", got.header.Get("Access-Control-Allow-Headers"), "content-type,x-api-key")
+	check("preflight Max-Age", got.header.Get("Access-Control-Max-Age"), "600")
+	check("preflight Allow-Credentials", got.header.Get("Access-Control-Allow-Credentials"), "true")
+	if n := web.Hits(); n != 0 {
+		t.Errorf("the backend served %d requests; want 0: Envoy answers preflights", n)
+	}
+
+	got = send(t, http.MethodGet, addr, "shop.example.com", "/api", map[string]string{"Origin": "https://a.b.example.org"})
+	check("GET from a subdomain: body", got.body, "web-1")
+	check("GET from a subdomain: Allow-Origin", got.header.Get("Access-Control-Allow-Origin"), "https://a.b.example.org")
+	check("GET from a subdomain: Expose-Headers", got.header.Get("Access-Control-Expose-Headers"), "x-request-id")
+	for _, origin := range []string{"https://evil.example.com", "https://example.org", "http://shop.example.com"} {
+		got = send(t, http.MethodGet, addr, "shop.example.com", "/api", map[string]string{"Origin": origin})
+		check("GET from "+origin+": body", got.body, "web-1")
+		check("GET from "+origin+": Allow-Origin", got.header.Get("Access-Control-Allow-Origin"), "")
+	}
+
+	// The route's policy replaces the host's, field by field too: any
+	// origin, and none of the host's credentials, methods or headers.
+	got = preflight("/public/x", "https://evil.example.com", "GET")
+	check("route preflight Allow-Origin", got.header.Get("Access-Control-Allow-Origin"), "https://evil.example.com")
+	check("route preflight Allow-Credentials", got.header.Get("Access-Control-Allow-Credentials"), "")
+	check("route preflight Allow-Methods", got.header.Get("Access-Control-Allow-Methods"), "")
+	check("route preflight Allow-Headers", got.header.Get("Access-Control-Allow-Headers"), "")
+	e.requireNoNACKs()
+}

@@ -202,6 +202,9 @@ type Route struct {
 	// client gets; a route's changes win over its host's.
 	RequestHeaders  *Headers `json:"requestHeaders,omitempty"`
 	ResponseHeaders *Headers `json:"responseHeaders,omitempty"`
+	// CORS is the route's CORS policy (its own, else its host's); nil:
+	// none.
+	CORS *CORS `json:"cors,omitempty"`
 	// Timeout is the whole request's timeout; nil leaves Envoy's default and
 	// zero disables it.
 	Timeout   *Duration  `json:"timeout,omitempty"`

@@ -66,6 +66,25 @@ type Header struct {
 	Value string `json:"value"`
 }
 
+// CORS is a host's or route's CORS policy, which Envoy's CORS filter
+// applies: it answers preflight requests and adds Access-Control-*
+// headers for allowed origins.
+type CORS struct {
+	AllowOrigins     []OriginMatch `json:"allowOrigins"`
+	AllowMethods     []string      `json:"allowMethods,omitempty"`
+	AllowHeaders     []string      `json:"allowHeaders,omitempty"`
+	ExposeHeaders    []string      `json:"exposeHeaders,omitempty"`
+	MaxAge           *Duration     `json:"maxAge,omitempty"` // whole seconds
+	AllowCredentials bool          `json:"allowCredentials,omitempty"`
+}
+
+// OriginMatch matches an Origin header: Exact, compared ignoring case, or
+// Regex (RE2, the whole value).
+type OriginMatch struct {
+	Exact string `json:"exact,omitempty"`
+	Regex string `json:"regex,omitempty"`
+}
+
 // redirectCodes are the status codes Envoy's redirect action can send.
 var redirectCodes = []int{301, 302, 303, 307, 308}
 
