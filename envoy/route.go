@@ -160,6 +160,16 @@ func routeAction(r *ir.Route) (*routev3.RouteAction, error) {
 	if r.Retries != nil {
 		action.RetryPolicy = retryPolicy(r.Retries)
 	}
+	for _, m := range r.Mirrors {
+		// Envoy sends each copy with "-shadow" after its Host's name
+		// (shop.example.com-shadow:8080), so upstreams can tell copies.
+		action.RequestMirrorPolicies = append(action.RequestMirrorPolicies, &routev3.RouteAction_RequestMirrorPolicy{
+			Cluster: ClusterName(m.Service),
+			RuntimeFraction: &corev3.RuntimeFractionalPercent{DefaultValue: &typev3.FractionalPercent{
+				Numerator: m.PerMillion, Denominator: typev3.FractionalPercent_MILLION,
+			}},
+		})
+	}
 	if rw := r.Rewrite; rw != nil {
 		action.PrefixRewrite = rw.PrefixRewrite
 		if rw.RegexRewrite != nil {

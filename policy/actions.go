@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -77,7 +78,7 @@ var routeActions = []string{"service", "split", "redirect", "directResponse"}
 
 // forwardingFields are route fields that only apply to a request forwarded
 // to a service.
-var forwardingFields = []string{"timeout", "retries", "websocket", "mesh", "rewrite", "requestHeaders"}
+var forwardingFields = []string{"timeout", "retries", "websocket", "mesh", "rewrite", "requestHeaders", "mirror"}
 
 // notForwarded reports each forwarding field given on a route whose action
 // (what) answers the request itself.
@@ -613,4 +614,71 @@ func (d *decoder) cors(n *yaml.Node) *CORS {
 		}
 	}
 	return c
+}
+
+// Mirror sends a copy of a share of a route's requests to another
+// service, whose responses are dropped.
+type Mirror struct {
+	Pos     Pos
+	Service string
+	// PerMillion is the share of requests copied, in millionths:
+	// percent 12.5 is 125000.
+	PerMillion uint32
+}
+
+// mirrors decodes a route's mirror list.
+func (d *decoder) mirrors(m *fields, route string) []Mirror {
+	items := d.list(m, "mirror")
+	if m.emptyList("mirror") {
+		d.errorf(m.lineOf("mirror"), "mirror must list at least one service, or be omitted")
+	}
+	var out []Mirror
+	seen := map[string]Pos{}
+	for _, n := range items {
+		e, ok := d.mapping(n, "mirror entry", "service", "percent")
+		if !ok {
+			continue
+		}
+		mr := Mirror{Pos: d.pos(e.line), PerMillion: 1_000_000}
+		if d.require(e, "service") {
+			if v, ok := d.str(e, "service"); ok && d.service(e.lineOf("service"), v) {
+				switch prev, dup := seen[v]; {
+				case dup:
+					d.errorf(e.lineOf("service"), "service %q appears twice in mirror (also at %s)", v, prev)
+				case v == route:
+					d.errorf(e.lineOf("service"), "mirror service %q is the route's own service, which would get each mirrored request twice", v)
+				default:
+					seen[v] = mr.Pos
+					mr.Service = v
+				}
+			}
+		}
+		if pn := e.vals["percent"]; pn != nil {
+			mr.PerMillion = d.percent(pn)
+		}
+		if mr.Service != "" {
+			out = append(out, mr)
+		}
+	}
+	return out
+}
+
+// percent reads a share from above 0 to 100 with at most four decimals,
+// as parts per million.
+func (d *decoder) percent(n *yaml.Node) uint32 {
+	if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!int" && n.ShortTag() != "!!float") {
+		d.errorf(n.Line, "percent must be a number, got %s", describe(n))
+		return 0
+	}
+	f, err := strconv.ParseFloat(n.Value, 64)
+	ppm := math.Round(f * 10_000)
+	switch {
+	case err != nil || math.IsNaN(f) || f <= 0 || f > 100:
+		d.errorf(n.Line, "percent must be above 0 and at most 100, got %s", n.Value)
+		return 0
+	case math.Abs(ppm-f*10_000) > 1e-6:
+		d.errorf(n.Line, "percent %s has more than four decimals", n.Value)
+		return 0
+	}
+	return uint32(ppm)
 }

@@ -229,6 +229,21 @@ var badFiles = []struct {
 		`cors.yaml:21: missing required field "allowOrigins" in cors`,
 		`cors.yaml:21: allowMethods must list at least one method, or be omitted`,
 	}},
+	{"mirror.yaml", []string{
+		`mirror.yaml:13: mirror service "web" is the route's own service, which would get each mirrored request twice`,
+		`mirror.yaml:14: percent must be above 0 and at most 100, got 0`,
+		`mirror.yaml:15: service "shadow" appears twice in mirror (also at testdata/bad/mirror.yaml:14)`,
+		`mirror.yaml:15: percent must be above 0 and at most 100, got 100.5`,
+		`mirror.yaml:16: percent 12.34567 has more than four decimals`,
+		`mirror.yaml:17: invalid service name "bad name": use letters, digits, '_', '.' and '-', starting with a letter or digit`,
+		`mirror.yaml:17: percent must be a number, got the string "10%"`,
+		`mirror.yaml:18: missing required field "service" in mirror entry`,
+		`mirror.yaml:21: mirror cannot be used with redirect: the route answers requests itself and never forwards them`,
+		`mirror.yaml:24: mirror must list at least one service, or be omitted`,
+		`mirror.yaml:27: mirror must be a list, got a mapping`,
+		`mirror.yaml:30: a route through the mesh (mesh: true) needs the Connect mesh, which is off; run serve --mesh (and validate --mesh), or remove it`,
+		`mirror.yaml:31: mirror cannot be used with mesh yet: mirrored requests would not go through the mesh`,
+	}},
 	// Only warnings: the set is still usable.
 	{"warnings.yaml", []string{
 		`warnings.yaml:5: warning: listener has no hosts; Envoy will answer every request with 404`,

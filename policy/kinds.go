@@ -509,7 +509,7 @@ func shadows(a, b Match) bool {
 // route decodes one route; matchOK is false when its match has errors, so
 // that the unreachable-route warning does not build on a wrong match.
 func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
-	m, ok := d.mapping(n, "route", "name", "match", "service", "split", "redirect", "directResponse", "rewrite", "requestHeaders", "responseHeaders", "cors", "timeout", "retries", "rateLimit", "websocket", "mesh")
+	m, ok := d.mapping(n, "route", "name", "match", "service", "split", "redirect", "directResponse", "rewrite", "requestHeaders", "responseHeaders", "cors", "mirror", "timeout", "retries", "rateLimit", "websocket", "mesh")
 	if !ok {
 		return Route{}, false, false
 	}
@@ -549,6 +549,12 @@ func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
 	}
 	if cn := m.vals["cors"]; cn != nil {
 		r.CORS = d.cors(cn)
+	}
+	if m.has("mirror") && !m.has("redirect") && !m.has("directResponse") {
+		r.Mirror = d.mirrors(m, r.Service)
+		if m.has("mesh") {
+			d.errorf(m.lineOf("mirror"), "mirror cannot be used with mesh yet: mirrored requests would not go through the mesh")
+		}
 	}
 	r.Timeout = d.duration(m, "timeout")
 	if rn := m.vals["retries"]; rn != nil {
@@ -1113,6 +1119,9 @@ func (p *parsed) check(diags *Diagnostics) {
 					routed[r.Service] = true
 					for _, w := range r.Split {
 						routed[w.Service] = true
+					}
+					for _, mr := range r.Mirror {
+						routed[mr.Service] = true
 					}
 				}
 			}

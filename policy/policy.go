@@ -144,6 +144,9 @@ func (s *Set) Keep(from *Set, keep []string) *Set {
 					for _, w := range r.Split {
 						names = append(names, w.Service)
 					}
+					for _, mr := range r.Mirror {
+						names = append(names, mr.Service)
+					}
 					for _, name := range names {
 						if _, have := out.Service(name); have {
 							continue
@@ -364,6 +367,8 @@ type Route struct {
 	RequestHeaders, ResponseHeaders *Headers
 	// CORS, when set, replaces the host's CORS policy for this route.
 	CORS *CORS
+	// Mirror copies a share of the requests to other services; nil: none.
+	Mirror []Mirror
 
 	Timeout   *time.Duration // nil: not set; 0: no timeout
 	Retries   *Retries

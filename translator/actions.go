@@ -71,6 +71,16 @@ func headers(h *policy.Headers) *ir.Headers {
 	return out
 }
 
+// mirrorServices lists the services a route mirrors requests to: each
+// needs its cluster, as the route's own services do.
+func mirrorServices(r *policy.Route) []serviceRef {
+	var out []serviceRef
+	for _, m := range r.Mirror {
+		out = append(out, serviceRef{m.Service, m.Pos})
+	}
+	return out
+}
+
 // routeCORS is a route's CORS policy: its own, else its host's. Each route
 // carries its whole policy, rather than its host carrying one, because
 // Envoy's CORS filter falls back to the host's policy field by field: a

@@ -119,7 +119,7 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 					continue
 				}
 				ivh.Routes = append(ivh.Routes, out)
-				for _, svc := range routeServices(&r) {
+				for _, svc := range append(routeServices(&r), mirrorServices(&r)...) {
 					if _, ok := services[svc.name]; !ok {
 						services[svc.name] = svc.pos
 					}
@@ -230,6 +230,9 @@ func route(r *policy.Route) ir.Route {
 		out.Rewrite = rewrite(r.Rewrite, &r.Match)
 	}
 	out.RequestHeaders = headers(r.RequestHeaders)
+	for _, m := range r.Mirror {
+		out.Mirrors = append(out.Mirrors, ir.Mirror{Service: m.Service, PerMillion: m.PerMillion})
+	}
 	if r.Service != "" {
 		out.Backends = []ir.Backend{{Service: r.Service, Weight: 1}}
 	}
@@ -269,7 +272,7 @@ func Services(set *policy.Set) []string {
 	for _, g := range set.Groups {
 		eachRoute(&g, func(r *policy.Route) {
 			if !r.Mesh {
-				for _, ref := range routeServices(r) {
+				for _, ref := range append(routeServices(r), mirrorServices(r)...) {
 					seen[ref.name] = true
 				}
 			}

@@ -488,6 +488,14 @@ type Backend struct {
 	// Delay holds every response this long.
 	delay atomic.Int64
 	hits  atomic.Int64
+	// lastHost is the Host of the latest request.
+	lastHost atomic.Value
+}
+
+// LastHost is the Host header of the latest request served ("" if none).
+func (b *Backend) LastHost() string {
+	h, _ := b.lastHost.Load().(string)
+	return h
 }
 
 // FailNext makes the next n requests answer 503.
@@ -511,6 +519,7 @@ func (e *Env) StartBackend(service, id string) *Backend {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		b.hits.Add(1)
+		b.lastHost.Store(r.Host)
 		echoRequest(w, r)
 		if d := time.Duration(b.delay.Load()); d > 0 {
 			select {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -461,5 +462,69 @@ func TestCORS(t *testing.T) {
 	check("route preflight Allow-Credentials", got.header.Get("Access-Control-Allow-Credentials"), "")
 	check("route preflight Allow-Methods", got.header.Get("Access-Control-Allow-Methods"), "")
 	check("route preflight Allow-Headers", got.header.Get("Access-Control-Allow-Headers"), "")
+	e.requireNoNACKs()
+}
+
+const mirrorPolicy = `apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: edge
+listeners:
+  - name: http
+    address: 127.0.0.1
+    port: {{port}}
+    hosts:
+      - domains: ["*"]
+        routes:
+          - name: all
+            match: { pathPrefix: /all }
+            service: web
+            mirror: [{ service: shadow }]
+          - name: some
+            match: { pathPrefix: /some }
+            service: web
+            mirror: [{ service: shadow, percent: 25 }]
+`
+
+// Mirroring: every request of one route, and about a quarter of another's,
+// are copied to the shadow service, while clients get web's answers.
+func TestMirror(t *testing.T) {
+	e := NewEnv(t, true, map[string]string{"edge.yaml": mirrorPolicy})
+	e.StartBackend("web", "web-1")
+	shadow := e.StartBackend("shadow", "shadow-1")
+	e.WaitHosts("web", 1, 1)
+	e.WaitHosts("shadow", 1, 1)
+
+	waitHits := func(what string, atLeast int64) int64 {
+		t.Helper()
+		testenv.Eventually(t, settle, what, func() error {
+			if n := shadow.Hits(); n < atLeast {
+				return fmt.Errorf("shadow served %d", n)
+			}
+			return nil
+		})
+		return shadow.Hits()
+	}
+	if got := e.Tally(20, "/all/x"); got["web-1"] != 20 {
+		t.Fatalf("GET /all/x: got %v; want web-1 to answer all 20", got)
+	}
+	if n := waitHits("20 mirrored requests", 20); n != 20 {
+		t.Errorf("shadow served %d requests; want exactly the 20 mirrored", n)
+	}
+	// Envoy marks a copy by its Host: "-shadow" after the name, before
+	// the port.
+	if h, want := shadow.LastHost(), fmt.Sprintf("127.0.0.1-shadow:%d", e.Port); h != want {
+		t.Errorf("a mirrored request's Host: got %q; want %q", h, want)
+	}
+
+	const n = 400
+	if got := e.Tally(n, "/some"); got["web-1"] != n {
+		t.Fatalf("GET /some: got %v; want web-1 to answer all %d", got, n)
+	}
+	// Mirrored copies are sent as the requests are; give the last ones a
+	// moment, then count: about n/4, far from 0 and from n.
+	time.Sleep(500 * time.Millisecond)
+	if copies := shadow.Hits() - 20; copies < n/8 || copies > 3*n/8 {
+		t.Errorf("shadow got %d of %d requests mirrored at 25%%; want about %d", copies, n, n/4)
+	}
 	e.requireNoNACKs()
 }

@@ -145,6 +145,11 @@ func (l *Listener) Validate(clusters, meshClusters, secrets map[string]bool) err
 			if err := r.validateAction(); err != nil {
 				errs = append(errs, fmt.Errorf("listener %q %w", l.Name, err))
 			}
+			for _, m := range r.Mirrors {
+				if !clusters[m.Service] || m.PerMillion == 0 || m.PerMillion > 1_000_000 {
+					errs = append(errs, fmt.Errorf("listener %q route %q: mirror to %q at %d per million: no such cluster, or out of range", l.Name, r.Name, m.Service, m.PerMillion))
+				}
+			}
 			for _, b := range r.Backends {
 				switch {
 				case b.MeshCluster != "" && !meshClusters[b.MeshCluster]:
@@ -205,6 +210,8 @@ type Route struct {
 	// CORS is the route's CORS policy (its own, else its host's); nil:
 	// none.
 	CORS *CORS `json:"cors,omitempty"`
+	// Mirrors copy a share of the requests to other services' clusters.
+	Mirrors []Mirror `json:"mirrors,omitempty"`
 	// Timeout is the whole request's timeout; nil leaves Envoy's default and
 	// zero disables it.
 	Timeout   *Duration  `json:"timeout,omitempty"`

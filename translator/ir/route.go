@@ -85,6 +85,14 @@ type OriginMatch struct {
 	Regex string `json:"regex,omitempty"`
 }
 
+// Mirror copies a share of a route's requests to a service's cluster;
+// Envoy drops the copies' responses.
+type Mirror struct {
+	Service string `json:"service"`
+	// PerMillion is the share copied, in millionths (1 to 1,000,000).
+	PerMillion uint32 `json:"perMillion"`
+}
+
 // redirectCodes are the status codes Envoy's redirect action can send.
 var redirectCodes = []int{301, 302, 303, 307, 308}
 
