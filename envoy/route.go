@@ -7,7 +7,9 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	faultcommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -127,6 +129,12 @@ func route(listener, virtualHost string, r *ir.Route) (*routev3.Route, error) {
 			out.TypedPerFilterConfig = map[string]*anypb.Any{}
 		}
 		out.TypedPerFilterConfig[corsFilterName] = mustAny(corsPolicy(r.CORS))
+	}
+	if r.Fault != nil {
+		if out.TypedPerFilterConfig == nil {
+			out.TypedPerFilterConfig = map[string]*anypb.Any{}
+		}
+		out.TypedPerFilterConfig[faultFilterName] = mustAny(httpFault(r.Fault))
 	}
 	return out, nil
 }
@@ -258,6 +266,28 @@ func corsPolicy(c *ir.CORS) *corsv3.CorsPolicy {
 		p.AllowCredentials = wrapperspb.Bool(true)
 	}
 	return p
+}
+
+// httpFault is a route's fault injection, which replaces the listener's
+// empty fault filter config for the route.
+func httpFault(f *ir.Fault) *faultv3.HTTPFault {
+	perMillion := func(n uint32) *typev3.FractionalPercent {
+		return &typev3.FractionalPercent{Numerator: n, Denominator: typev3.FractionalPercent_MILLION}
+	}
+	out := &faultv3.HTTPFault{}
+	if d := f.Delay; d != nil {
+		out.Delay = &faultcommonv3.FaultDelay{
+			FaultDelaySecifier: &faultcommonv3.FaultDelay_FixedDelay{FixedDelay: durationpb.New(d.Duration.Duration)},
+			Percentage:         perMillion(d.PerMillion),
+		}
+	}
+	if a := f.Abort; a != nil {
+		out.Abort = &faultv3.FaultAbort{
+			ErrorType:  &faultv3.FaultAbort_HttpStatus{HttpStatus: uint32(a.Status)},
+			Percentage: perMillion(a.PerMillion),
+		}
+	}
+	return out
 }
 
 // directResponse answers with a fixed status and body.

@@ -78,7 +78,7 @@ var routeActions = []string{"service", "split", "redirect", "directResponse"}
 
 // forwardingFields are route fields that only apply to a request forwarded
 // to a service.
-var forwardingFields = []string{"timeout", "retries", "websocket", "mesh", "rewrite", "requestHeaders", "mirror"}
+var forwardingFields = []string{"timeout", "retries", "websocket", "mesh", "rewrite", "requestHeaders", "mirror", "fault"}
 
 // notForwarded reports each forwarding field given on a route whose action
 // (what) answers the request itself.
@@ -681,4 +681,69 @@ func (d *decoder) percent(n *yaml.Node) uint32 {
 		return 0
 	}
 	return uint32(ppm)
+}
+
+// Fault injects failures into a share of a route's requests, to test how
+// clients cope: a delay before forwarding, or an answer with an error
+// status instead of forwarding. At least one is set.
+type Fault struct {
+	Pos   Pos
+	Delay *FaultDelay
+	Abort *FaultAbort
+}
+
+// FaultDelay holds a share of the requests for Duration first.
+type FaultDelay struct {
+	Duration   time.Duration // > 0
+	PerMillion uint32        // the share delayed, as Mirror's
+}
+
+// FaultAbort answers a share of the requests with Status.
+type FaultAbort struct {
+	Status     int // 200 to 599
+	PerMillion uint32
+}
+
+// fault decodes a route's fault block.
+func (d *decoder) fault(n *yaml.Node) *Fault {
+	m, ok := d.mapping(n, "fault", "delay", "abort")
+	if !ok {
+		return nil
+	}
+	f := &Fault{Pos: d.pos(m.line)}
+	if dn := m.vals["delay"]; dn != nil {
+		if dm, ok := d.mapping(dn, "fault delay", "duration", "percent"); ok {
+			fd := &FaultDelay{PerMillion: 1_000_000}
+			if d.require(dm, "duration") {
+				if v := d.duration(dm, "duration"); v != nil {
+					if *v == 0 {
+						d.errorf(dm.lineOf("duration"), "a fault delay's duration must be above 0")
+					}
+					fd.Duration = *v
+				}
+			}
+			if pn := dm.vals["percent"]; pn != nil {
+				fd.PerMillion = d.percent(pn)
+			}
+			f.Delay = fd
+		}
+	}
+	if an := m.vals["abort"]; an != nil {
+		if am, ok := d.mapping(an, "fault abort", "status", "percent"); ok {
+			fa := &FaultAbort{PerMillion: 1_000_000}
+			if d.require(am, "status") {
+				if v, ok := d.integer(am, "status", 200, 599); ok {
+					fa.Status = int(v)
+				}
+			}
+			if pn := am.vals["percent"]; pn != nil {
+				fa.PerMillion = d.percent(pn)
+			}
+			f.Abort = fa
+		}
+	}
+	if !m.has("delay") && !m.has("abort") {
+		d.errorf(m.line, "fault needs at least one of delay or abort")
+	}
+	return f
 }

@@ -244,6 +244,17 @@ var badFiles = []struct {
 		`mirror.yaml:30: a route through the mesh (mesh: true) needs the Connect mesh, which is off; run serve --mesh (and validate --mesh), or remove it`,
 		`mirror.yaml:31: mirror cannot be used with mesh yet: mirrored requests would not go through the mesh`,
 	}},
+	{"fault.yaml", []string{
+		`fault.yaml:13: a fault delay's duration must be above 0`,
+		`fault.yaml:13: percent must be above 0 and at most 100, got 101`,
+		`fault.yaml:14: status must be between 200 and 599, got 700`,
+		`fault.yaml:18: missing required field "duration" in fault delay`,
+		`fault.yaml:19: percent 0.00001 has more than four decimals`,
+		`fault.yaml:22: fault needs at least one of delay or abort`,
+		`fault.yaml:25: fault cannot be used with directResponse: the route answers requests itself and never forwards them`,
+		`fault.yaml:28: fault delay must be a mapping, got the string "1s"`,
+		`fault.yaml:28: unknown field "code" in fault abort`,
+	}},
 	// Only warnings: the set is still usable.
 	{"warnings.yaml", []string{
 		`warnings.yaml:5: warning: listener has no hosts; Envoy will answer every request with 404`,

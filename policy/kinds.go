@@ -509,7 +509,7 @@ func shadows(a, b Match) bool {
 // route decodes one route; matchOK is false when its match has errors, so
 // that the unreachable-route warning does not build on a wrong match.
 func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
-	m, ok := d.mapping(n, "route", "name", "match", "service", "split", "redirect", "directResponse", "rewrite", "requestHeaders", "responseHeaders", "cors", "mirror", "timeout", "retries", "rateLimit", "websocket", "mesh")
+	m, ok := d.mapping(n, "route", "name", "match", "service", "split", "redirect", "directResponse", "rewrite", "requestHeaders", "responseHeaders", "cors", "mirror", "fault", "timeout", "retries", "rateLimit", "websocket", "mesh")
 	if !ok {
 		return Route{}, false, false
 	}
@@ -549,6 +549,9 @@ func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
 	}
 	if cn := m.vals["cors"]; cn != nil {
 		r.CORS = d.cors(cn)
+	}
+	if fn := m.vals["fault"]; fn != nil && !m.has("redirect") && !m.has("directResponse") {
+		r.Fault = d.fault(fn)
 	}
 	if m.has("mirror") && !m.has("redirect") && !m.has("directResponse") {
 		r.Mirror = d.mirrors(m, r.Service)

@@ -369,6 +369,9 @@ type Route struct {
 	CORS *CORS
 	// Mirror copies a share of the requests to other services; nil: none.
 	Mirror []Mirror
+	// Fault injects delays or errors into a share of the requests; nil:
+	// none.
+	Fault *Fault
 
 	Timeout   *time.Duration // nil: not set; 0: no timeout
 	Retries   *Retries

@@ -81,6 +81,21 @@ func mirrorServices(r *policy.Route) []serviceRef {
 	return out
 }
 
+// fault converts a route's fault injection; nil stays nil.
+func fault(f *policy.Fault) *ir.Fault {
+	if f == nil {
+		return nil
+	}
+	out := &ir.Fault{}
+	if d := f.Delay; d != nil {
+		out.Delay = &ir.FaultDelay{Duration: ir.D(d.Duration), PerMillion: d.PerMillion}
+	}
+	if a := f.Abort; a != nil {
+		out.Abort = &ir.FaultAbort{Status: a.Status, PerMillion: a.PerMillion}
+	}
+	return out
+}
+
 // routeCORS is a route's CORS policy: its own, else its host's. Each route
 // carries its whole policy, rather than its host carrying one, because
 // Envoy's CORS filter falls back to the host's policy field by field: a

@@ -233,6 +233,7 @@ func route(r *policy.Route) ir.Route {
 	for _, m := range r.Mirror {
 		out.Mirrors = append(out.Mirrors, ir.Mirror{Service: m.Service, PerMillion: m.PerMillion})
 	}
+	out.Fault = fault(r.Fault)
 	if r.Service != "" {
 		out.Backends = []ir.Backend{{Service: r.Service, Weight: 1}}
 	}

@@ -528,3 +528,74 @@ func TestMirror(t *testing.T) {
 	}
 	e.requireNoNACKs()
 }
+
+const faultPolicy = `apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: edge
+listeners:
+  - name: http
+    address: 127.0.0.1
+    port: {{port}}
+    hosts:
+      - domains: ["*"]
+        routes:
+          - name: slow
+            match: { pathPrefix: /slow }
+            service: web
+            fault: { delay: { duration: 400ms } }
+          - name: broken
+            match: { pathPrefix: /broken }
+            service: web
+            fault: { abort: { status: 503 } }
+          - name: flaky
+            match: { pathPrefix: /flaky }
+            service: web
+            fault: { abort: { status: 500, percent: 50 } }
+          - name: web
+            service: web
+`
+
+// Fault injection: a delay holds requests before they are forwarded, an
+// abort answers with its status without reaching the service, and a
+// percentage applies either to about that share of the requests.
+func TestFault(t *testing.T) {
+	e := NewEnv(t, true, map[string]string{"edge.yaml": faultPolicy})
+	web := e.StartBackend("web", "web-1")
+	e.WaitHosts("web", 1, 1)
+	addr := testenv.Addr(e.Port)
+
+	start := time.Now()
+	got := send(t, http.MethodGet, addr, "shop.example.com", "/slow", nil)
+	if took := time.Since(start); got.code != 200 || got.body != "web-1" || took < 400*time.Millisecond {
+		t.Errorf("GET /slow: got %d %q after %s; want web-1 after at least the 400ms delay", got.code, got.body, took)
+	}
+
+	before := web.Hits()
+	for range 5 {
+		if got := send(t, http.MethodGet, addr, "shop.example.com", "/broken", nil); got.code != 503 {
+			t.Errorf("GET /broken: got %d %q; want the injected 503", got.code, got.body)
+		}
+	}
+	if n := web.Hits() - before; n != 0 {
+		t.Errorf("web served %d aborted requests; want 0", n)
+	}
+
+	const n = 200
+	aborted := 0
+	for range n {
+		switch got := send(t, http.MethodGet, addr, "shop.example.com", "/flaky", nil); got.code {
+		case 500:
+			aborted++
+		case 200:
+		default:
+			t.Fatalf("GET /flaky: got %d %q; want 200 or the injected 500", got.code, got.body)
+		}
+	}
+	if aborted < 3*n/10 || aborted > 7*n/10 {
+		t.Errorf("GET /flaky: %d of %d aborted; want about half", aborted, n)
+	}
+	if got := send(t, http.MethodGet, addr, "shop.example.com", "/other", nil); got.code != 200 {
+		t.Errorf("GET /other: got %d; want 200 (no fault)", got.code)
+	}
+	e.requireNoNACKs()
+}

@@ -212,6 +212,8 @@ type Route struct {
 	CORS *CORS `json:"cors,omitempty"`
 	// Mirrors copy a share of the requests to other services' clusters.
 	Mirrors []Mirror `json:"mirrors,omitempty"`
+	// Fault injects delays or errors; nil: none.
+	Fault *Fault `json:"fault,omitempty"`
 	// Timeout is the whole request's timeout; nil leaves Envoy's default and
 	// zero disables it.
 	Timeout   *Duration  `json:"timeout,omitempty"`

@@ -93,6 +93,25 @@ type Mirror struct {
 	PerMillion uint32 `json:"perMillion"`
 }
 
+// Fault injects failures into a share of a route's requests. At least one
+// of Delay and Abort is set.
+type Fault struct {
+	Delay *FaultDelay `json:"delay,omitempty"`
+	Abort *FaultAbort `json:"abort,omitempty"`
+}
+
+// FaultDelay holds a share of the requests (in millionths) for Duration.
+type FaultDelay struct {
+	Duration   Duration `json:"duration"`
+	PerMillion uint32   `json:"perMillion"`
+}
+
+// FaultAbort answers a share of the requests (in millionths) with Status.
+type FaultAbort struct {
+	Status     int    `json:"status"`
+	PerMillion uint32 `json:"perMillion"`
+}
+
 // redirectCodes are the status codes Envoy's redirect action can send.
 var redirectCodes = []int{301, 302, 303, 307, 308}
 
@@ -116,8 +135,8 @@ func (r *Route) validateAction() error {
 		if len(dr.Body) > MaxDirectResponseBody {
 			errs = append(errs, fmt.Errorf("route %q: direct response body of %d bytes", r.Name, len(dr.Body)))
 		}
-		if r.Timeout != nil || r.Retries != nil || r.WebSocket || r.Rewrite != nil || r.RequestHeaders != nil {
-			errs = append(errs, fmt.Errorf("route %q: a direct response has no timeout, retries, websocket, rewrite or request headers", r.Name))
+		if r.forwards() {
+			errs = append(errs, fmt.Errorf("route %q: a direct response has no timeout, retries, websocket, rewrite, request headers, mirrors or fault", r.Name))
 		}
 		return errors.Join(errs...)
 	}
@@ -141,16 +160,31 @@ func (r *Route) validateAction() error {
 		if paths > 1 {
 			errs = append(errs, fmt.Errorf("route %q: redirect with more than one of path, prefixRewrite and regexRewrite", r.Name))
 		}
-		if r.Timeout != nil || r.Retries != nil || r.WebSocket {
-			errs = append(errs, fmt.Errorf("route %q: a redirect has no timeout, retries or websocket", r.Name))
-		}
-		if r.Rewrite != nil || r.RequestHeaders != nil {
-			errs = append(errs, fmt.Errorf("route %q: a redirect has no rewrite or request headers", r.Name))
+		if r.forwards() {
+			errs = append(errs, fmt.Errorf("route %q: a redirect has no timeout, retries, websocket, rewrite, request headers, mirrors or fault", r.Name))
 		}
 		return errors.Join(errs...)
 	}
+	var errs []error
 	if rw := r.Rewrite; rw != nil && rw.PrefixRewrite != "" && rw.RegexRewrite != nil {
-		return fmt.Errorf("route %q: rewrite with both prefixRewrite and regexRewrite", r.Name)
+		errs = append(errs, fmt.Errorf("route %q: rewrite with both prefixRewrite and regexRewrite", r.Name))
 	}
-	return nil
+	if f := r.Fault; f != nil {
+		switch {
+		case f.Delay == nil && f.Abort == nil:
+			errs = append(errs, fmt.Errorf("route %q: fault with neither delay nor abort", r.Name))
+		case f.Delay != nil && (f.Delay.Duration.Duration <= 0 || f.Delay.PerMillion == 0 || f.Delay.PerMillion > 1_000_000):
+			errs = append(errs, fmt.Errorf("route %q: fault delay %s at %d per million", r.Name, f.Delay.Duration, f.Delay.PerMillion))
+		case f.Abort != nil && (f.Abort.Status < 200 || f.Abort.Status > 599 || f.Abort.PerMillion == 0 || f.Abort.PerMillion > 1_000_000):
+			errs = append(errs, fmt.Errorf("route %q: fault abort %d at %d per million", r.Name, f.Abort.Status, f.Abort.PerMillion))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// forwards reports whether the route has anything that only applies to a
+// request it forwards.
+func (r *Route) forwards() bool {
+	return r.Timeout != nil || r.Retries != nil || r.WebSocket || r.Rewrite != nil ||
+		r.RequestHeaders != nil || len(r.Mirrors) > 0 || r.Fault != nil
 }
