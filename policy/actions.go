@@ -363,6 +363,14 @@ func headerValueProblem(v string) string {
 	return ""
 }
 
+// Bounds on header changes, below Envoy's own (1,000 headers to add per
+// host or route, 16 KiB per name or value), so that Envoy never refuses
+// what validates: a direct response's contentType is one more to add.
+const (
+	MaxHeaderChanges   = 100
+	MaxHeaderValueSize = 16384
+)
+
 // headers decodes a requestHeaders or responseHeaders block.
 func (d *decoder) headers(n *yaml.Node, what string) *Headers {
 	m, ok := d.mapping(n, what, "set", "add", "remove")
@@ -374,7 +382,7 @@ func (d *decoder) headers(n *yaml.Node, what string) *Headers {
 	use := func(line int, key, name string) bool {
 		name = strings.ToLower(name)
 		switch {
-		case !headerNameRE.MatchString(name):
+		case !headerNameRE.MatchString(name) || len(name) > MaxHeaderValueSize:
 			d.errorf(line, "%s: invalid header name %s", what, quoteValue(name))
 		case strings.HasPrefix(name, ":") || name == "host":
 			d.errorf(line, "%s: header %s cannot be changed here; Envoy refuses pseudo-headers and host (use rewrite.host for the Host)", what, quoteValue(name))
@@ -398,6 +406,10 @@ func (d *decoder) headers(n *yaml.Node, what string) *Headers {
 				d.errorf(kv.line, "%s: header %q: %s", what, kv.name, msg)
 				continue
 			}
+			if len(kv.value) > MaxHeaderValueSize {
+				d.errorf(kv.line, "%s: header %q: the value is %d bytes, more than Envoy's limit of %d", what, kv.name, len(kv.value), MaxHeaderValueSize)
+				continue
+			}
 			hd := Header{Name: strings.ToLower(kv.name), Value: kv.value}
 			if key == "set" {
 				h.Set = append(h.Set, hd)
@@ -413,6 +425,9 @@ func (d *decoder) headers(n *yaml.Node, what string) *Headers {
 	}
 	if len(m.vals) == 0 {
 		d.errorf(m.line, "%s needs at least one of set, add or remove", what)
+	}
+	if n := len(h.Set) + len(h.Add) + len(h.Remove); n > MaxHeaderChanges {
+		d.errorf(m.line, "%s changes %d headers, more than %d", what, n, MaxHeaderChanges)
 	}
 	return h
 }

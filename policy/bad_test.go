@@ -191,6 +191,8 @@ var badFiles = []struct {
 		`headers.yaml:25: warning: responseHeaders: Envoy sets its own server header on every response, so changing it has no effect`,
 		`headers.yaml:26: set must be a mapping of header names to values, got a list`,
 		`headers.yaml:26: remove must be a list, got the string "x-b"`,
+		`headers.yaml:30: responseHeaders changes 101 headers, more than 100`,
+		`headers.yaml:31: responseHeaders: header "x-long": the value is 16385 bytes, more than Envoy's limit of 16384`,
 	}},
 	// Matches by method, header and query parameter; the routes after
 	// one narrowed by them, or by case, are not called unreachable.
