@@ -13,8 +13,10 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// This file holds the route actions other than forwarding (redirects) and
-// what changes a forwarded request on its way.
+// This file holds what a route does besides forwarding to a service:
+// answering itself (redirects, direct responses), changing what it
+// forwards and answers (rewrites, headers, mirrors, faults), CORS; and the
+// matches by method and query parameter.
 
 // DefaultRedirectCode is a redirect's status when none is given: moved
 // permanently, as Envoy's default.
