@@ -8,6 +8,45 @@ import (
 	"github.com/switchyard-io/switchyard/translator/ir"
 )
 
+// match converts a route's match.
+func match(m *policy.Match) ir.Match {
+	out := ir.Match{
+		PathPrefix:      m.PathPrefix,
+		Path:            m.Path,
+		PathRegex:       m.PathRegex,
+		CaseInsensitive: m.CaseInsensitive,
+		Methods:         append([]string(nil), m.Methods...),
+	}
+	if out.PathPrefix == "" && out.Path == "" && out.PathRegex == "" {
+		out.PathPrefix = "/"
+	}
+	for _, h := range m.Headers {
+		out.Headers = append(out.Headers, ir.HeaderMatch{
+			Name: h.Name, Exact: h.Exact, Prefix: h.Prefix, Suffix: h.Suffix, Contains: h.Contains,
+			Regex: h.Regex, Present: h.Present, Absent: h.Absent, Invert: h.Invert,
+		})
+	}
+	for _, q := range m.QueryParams {
+		out.QueryParams = append(out.QueryParams, ir.QueryParamMatch{
+			Name: q.Name, Exact: q.Exact, Regex: q.Regex, Present: q.Present,
+		})
+	}
+	return out
+}
+
+// forwardChanges sets what a forwarding route changes or adds to the
+// requests it forwards: rewrites, request headers, mirrors and faults.
+func forwardChanges(r *policy.Route, out *ir.Route) {
+	if r.Rewrite != nil {
+		out.Rewrite = rewrite(r.Rewrite, &r.Match)
+	}
+	out.RequestHeaders = headers(r.RequestHeaders)
+	for _, m := range r.Mirror {
+		out.Mirrors = append(out.Mirrors, ir.Mirror{Service: m.Service, PerMillion: m.PerMillion})
+	}
+	out.Fault = fault(r.Fault)
+}
+
 // redirect is a route's redirect action.
 func redirect(rd *policy.Redirect, m *policy.Match) *ir.Redirect {
 	out := &ir.Redirect{

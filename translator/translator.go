@@ -187,32 +187,11 @@ func route(r *policy.Route) ir.Route {
 		Name:      r.Name,
 		Source:    r.Pos.String(),
 		WebSocket: r.WebSocket,
-		Match: ir.Match{
-			PathPrefix: r.Match.PathPrefix,
-			Path:       r.Match.Path,
-			PathRegex:  r.Match.PathRegex,
-
-			CaseInsensitive: r.Match.CaseInsensitive,
-			Methods:         append([]string(nil), r.Match.Methods...),
-		},
+		Match:     match(&r.Match),
 	}
 	if r.Timeout != nil {
 		d := ir.D(*r.Timeout)
 		out.Timeout = &d
-	}
-	if out.Match.PathPrefix == "" && out.Match.Path == "" && out.Match.PathRegex == "" {
-		out.Match.PathPrefix = "/"
-	}
-	for _, h := range r.Match.Headers {
-		out.Match.Headers = append(out.Match.Headers, ir.HeaderMatch{
-			Name: h.Name, Exact: h.Exact, Prefix: h.Prefix, Suffix: h.Suffix, Contains: h.Contains,
-			Regex: h.Regex, Present: h.Present, Absent: h.Absent, Invert: h.Invert,
-		})
-	}
-	for _, q := range r.Match.QueryParams {
-		out.Match.QueryParams = append(out.Match.QueryParams, ir.QueryParamMatch{
-			Name: q.Name, Exact: q.Exact, Regex: q.Regex, Present: q.Present,
-		})
 	}
 	if r.RateLimit != nil {
 		out.RateLimit = &ir.RateLimit{Requests: r.RateLimit.Requests, Per: ir.D(r.RateLimit.Per), Burst: r.RateLimit.Burst}
@@ -226,14 +205,7 @@ func route(r *policy.Route) ir.Route {
 		out.DirectResponse = &ir.DirectResponse{Status: dr.Status, Body: dr.Body, ContentType: dr.ContentType}
 		return out
 	}
-	if r.Rewrite != nil {
-		out.Rewrite = rewrite(r.Rewrite, &r.Match)
-	}
-	out.RequestHeaders = headers(r.RequestHeaders)
-	for _, m := range r.Mirror {
-		out.Mirrors = append(out.Mirrors, ir.Mirror{Service: m.Service, PerMillion: m.PerMillion})
-	}
-	out.Fault = fault(r.Fault)
+	forwardChanges(r, &out)
 	if r.Service != "" {
 		out.Backends = []ir.Backend{{Service: r.Service, Weight: 1}}
 	}
