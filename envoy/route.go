@@ -117,24 +117,23 @@ func route(listener, virtualHost string, r *ir.Route) (*routev3.Route, error) {
 	out.RequestHeadersToAdd, out.RequestHeadersToRemove = reqAdd, reqRemove
 	out.ResponseHeadersToAdd = append(out.ResponseHeadersToAdd, respAdd...)
 	out.ResponseHeadersToRemove = respRemove
+	// What the listener's always-present filters do for this route.
+	perFilter := map[string]*anypb.Any{}
 	if r.RateLimit != nil {
 		a, err := anypb.New(localRateLimit(listener, virtualHost, r))
 		if err != nil {
 			return nil, fmt.Errorf("route %q: %w", r.Name, err)
 		}
-		out.TypedPerFilterConfig = map[string]*anypb.Any{localRateLimitFilterName: a}
+		perFilter[localRateLimitFilterName] = a
 	}
 	if r.CORS != nil {
-		if out.TypedPerFilterConfig == nil {
-			out.TypedPerFilterConfig = map[string]*anypb.Any{}
-		}
-		out.TypedPerFilterConfig[corsFilterName] = mustAny(corsPolicy(r.CORS))
+		perFilter[corsFilterName] = mustAny(corsPolicy(r.CORS))
 	}
 	if r.Fault != nil {
-		if out.TypedPerFilterConfig == nil {
-			out.TypedPerFilterConfig = map[string]*anypb.Any{}
-		}
-		out.TypedPerFilterConfig[faultFilterName] = mustAny(httpFault(r.Fault))
+		perFilter[faultFilterName] = mustAny(httpFault(r.Fault))
+	}
+	if len(perFilter) > 0 {
+		out.TypedPerFilterConfig = perFilter
 	}
 	return out, nil
 }
