@@ -5,6 +5,8 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -19,6 +21,8 @@ import (
 // Envoy extension names Switchyard configures.
 const (
 	hcmFilterName            = "envoy.filters.network.http_connection_manager"
+	corsFilterName           = "envoy.filters.http.cors"
+	faultFilterName          = "envoy.filters.http.fault"
 	localRateLimitFilterName = "envoy.filters.http.local_ratelimit"
 	routerFilterName         = "envoy.filters.http.router"
 	tlsTransportSocketName   = "envoy.transport_sockets.tls"
@@ -26,10 +30,14 @@ const (
 
 // listener builds an HTTP listener whose routes come over RDS.
 //
-// The local rate limit filter is always in the chain, with no limit of its
-// own: routes switch it on through their per-filter config. So adding or
-// editing a rate limit changes only the RouteConfiguration, and Envoy never
-// drains the listener's connections for it.
+// The CORS, local rate limit and fault injection filters are always in
+// the chain, with no policy, limit or fault of their own: routes switch
+// them on through their per-filter config. So adding or editing a CORS
+// policy, a rate limit or a fault changes only the RouteConfiguration, and
+// Envoy never drains the listener's connections for it. CORS comes first,
+// so that a preflight is answered before anything else looks at it;
+// faults come last, so an injected one looks to the client as the
+// service's own failure would, after every check of the edge.
 func listener(l *ir.Listener) (_ *listenerv3.Listener, err error) {
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: StatPrefix(l.Name),
@@ -39,9 +47,11 @@ func listener(l *ir.Listener) (_ *listenerv3.Listener, err error) {
 			RouteConfigName: RouteConfigName(l.Name),
 		}},
 		HttpFilters: []*hcmv3.HttpFilter{
+			{Name: corsFilterName, ConfigType: typedConfig(mustAny(&corsv3.Cors{}))},
 			{Name: localRateLimitFilterName, ConfigType: typedConfig(mustAny(&localratelimitv3.LocalRateLimit{
 				StatPrefix: "http_local_rate_limiter",
 			}))},
+			{Name: faultFilterName, ConfigType: typedConfig(mustAny(&faultv3.HTTPFault{}))},
 			{Name: routerFilterName, ConfigType: typedConfig(mustAny(&routerv3.Router{}))},
 		},
 		// Take the client address from the connection, not from a

@@ -22,12 +22,13 @@ ADMIN=127.0.0.1:19100
 ENVOY_ADMIN=127.0.0.1:19901
 ENVOY_PROMETHEUS=127.0.0.1:19102 # the edge Envoy's stats for Prometheus
 EDGE=127.0.0.1:10000
+EDGE_REDIRECT=127.0.0.1:10080 # the edge's listener that redirects to HTTPS
 SHOP_UPSTREAM=127.0.0.1:19191 # shop's sidecar: its way to orders
 
 for bin in "$consul" "$envoy" "$switchyard"; do
   [ -x "$bin" ] || { echo "demo: $bin is missing: run 'make tools build' (make demo does both)" >&2; exit 1; }
 done
-for addr in $CONSUL_HTTP $XDS $ADMIN $ENVOY_ADMIN $ENVOY_PROMETHEUS $EDGE 127.0.0.1:18081 127.0.0.1:18082 127.0.0.1:18083 127.0.0.1:18084 \
+for addr in $CONSUL_HTTP $XDS $ADMIN $ENVOY_ADMIN $ENVOY_PROMETHEUS $EDGE $EDGE_REDIRECT 127.0.0.1:18081 127.0.0.1:18082 127.0.0.1:18083 127.0.0.1:18084 \
   127.0.0.1:18085 127.0.0.1:21000 127.0.0.1:21001 $SHOP_UPSTREAM 127.0.0.1:19902 127.0.0.1:19903; do
   # (shop-1's own port, 18086, is registered but nothing listens there: in
   # the demo, curl plays shop's app.)
@@ -145,6 +146,9 @@ if [ -n "${DEMO_CHECK:-}" ]; then
   expect "GET / reaches a web instance" 'web-1 /|web-2 /|web-v2-1 /' "http://$EDGE/"
   expect "GET /api/orders reaches api" 'api-1 /api/orders' "http://$EDGE/api/orders"
   expect "the canary header reaches web-v2" 'web-v2-1 /' -H 'x-canary: 1' "http://$EDGE/"
+  expect "/store/cart reaches web as /cart" 'web-1 /cart|web-2 /cart' "http://$EDGE/store/cart"
+  expect "plain HTTP on $EDGE_REDIRECT redirects to HTTPS" '301 https://shop.example.com/cart\?item=3' \
+    -o /dev/null -w '%{http_code} %{redirect_url}' -H 'Host: shop.example.com' "http://$EDGE_REDIRECT/cart?item=3"
   curl -fsS -X POST http://127.0.0.1:18081/admin/fail >/dev/null
   n=1
   for _ in $(seq 1 100); do
@@ -171,11 +175,16 @@ if [ -n "${DEMO_CHECK:-}" ]; then
   expect "the intention shop -> orders: deny gives 403" '403' -o /dev/null -w '%{http_code}' "http://$SHOP_UPSTREAM/hello"
   curl -fsS -X DELETE "http://$CONSUL_HTTP/v1/config/service-intentions/orders" >/dev/null
   expect "the deny removed: 200 again" 'orders-1 /hello' "http://$SHOP_UPSTREAM/hello"
+  # Envoy writes its access log out every 10 s (--file-flush-interval-msec).
+  for _ in $(seq 1 150); do
+    grep -q '"path":"/api/orders"' "$state/envoy.log" && break
+    sleep 0.1
+  done
   grep -q '"path":"/api/orders"' "$state/envoy.log" || fail "no JSON access log line for /api/orders in $state/envoy.log"
   stats=$(curl -fsS "http://$ENVOY_PROMETHEUS/metrics")
   grep -q '^envoy_cluster_upstream_rq_total{envoy_cluster_name="api"}' <<<"$stats" ||
     fail "no api requests in the edge Envoy's Prometheus stats at http://$ENVOY_PROMETHEUS/metrics"
-  echo "demo check: ok (routing, canary header, api, failed health check, crashed instance, mesh, intention, access log, Envoy's stats)"
+  echo "demo check: ok (routing, canary header, api, prefix rewrite, HTTPS redirect, failed health check, crashed instance, mesh, intention, access log, Envoy's stats)"
   exit 0
 fi
 
@@ -186,6 +195,9 @@ Switchyard is running. Try:
   curl http://$EDGE/                      # web: 90% web (web-1, web-2), 10% web-v2
   curl http://$EDGE/api/orders            # api, with a 2s timeout and retries
   curl -H 'x-canary: 1' http://$EDGE/     # always web-v2
+  curl http://$EDGE/store/cart            # web sees /cart: the /store prefix is stripped (rewrite)
+  curl -si -H 'Host: shop.example.com' http://$EDGE_REDIRECT/cart | head -3
+                                          # 301 to https://shop.example.com/cart (httpsRedirect)
   for i in \$(seq 50); do curl -s -o /dev/null -w '%{http_code} ' http://$EDGE/api; done; echo
                                           # rate limit: 20/s, burst 40, then 429
 

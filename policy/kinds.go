@@ -309,7 +309,7 @@ func (d *decoder) needMesh(line int, what string) {
 }
 
 func (d *decoder) listener(n *yaml.Node, out *parsed) (Listener, bool) {
-	m, ok := d.mapping(n, "listener", "name", "address", "port", "tls", "websocket", "hosts")
+	m, ok := d.mapping(n, "listener", "name", "address", "port", "tls", "websocket", "httpsRedirect", "hosts")
 	if !ok {
 		return Listener{}, false
 	}
@@ -335,11 +335,17 @@ func (d *decoder) listener(n *yaml.Node, out *parsed) (Listener, bool) {
 	if v, ok := d.boolean(m, "websocket"); ok {
 		l.WebSocket = v
 	}
+	if v, ok := d.boolean(m, "httpsRedirect"); ok {
+		l.HTTPSRedirect = v
+		if v && l.TLS != nil {
+			d.warnf(m.lineOf("httpsRedirect"), "httpsRedirect has no effect on a listener that terminates TLS: its requests already use HTTPS")
+		}
+	}
 
 	items := d.list(m, "hosts")
 	domains := make(map[string]Pos) // lowercased: Envoy compares domains case-insensitively
 	for _, n := range items {
-		h, hostDomains, ok := d.host(n)
+		h, hostDomains, ok := d.host(n, &l)
 		if !ok {
 			continue
 		}
@@ -353,7 +359,7 @@ func (d *decoder) listener(n *yaml.Node, out *parsed) (Listener, bool) {
 		}
 		l.Hosts = append(l.Hosts, h)
 	}
-	if !m.has("hosts") || m.emptyList("hosts") {
+	if (!m.has("hosts") || m.emptyList("hosts")) && !l.HTTPSRedirect {
 		d.warnf(m.line, "listener has no hosts; Envoy will answer every request with 404")
 	}
 	return l, true
@@ -388,9 +394,10 @@ func (d *decoder) listenerTLS(n *yaml.Node, out *parsed) *ListenerTLS {
 	return t
 }
 
-// host returns the virtual host and its domains with their lines.
-func (d *decoder) host(n *yaml.Node) (VirtualHost, []item, bool) {
-	m, ok := d.mapping(n, "host", "domains", "routes")
+// host returns the virtual host and its domains with their lines; l is
+// its listener, decoded up to its hosts.
+func (d *decoder) host(n *yaml.Node, l *Listener) (VirtualHost, []item, bool) {
+	m, ok := d.mapping(n, "host", "domains", "httpsRedirect", "requestHeaders", "responseHeaders", "cors", "routes")
 	if !ok {
 		return VirtualHost{}, nil, false
 	}
@@ -411,6 +418,26 @@ func (d *decoder) host(n *yaml.Node) (VirtualHost, []item, bool) {
 		}
 	}
 
+	if v, ok := d.boolean(m, "httpsRedirect"); ok {
+		h.HTTPSRedirect = v
+		if v && l.TLS != nil {
+			d.warnf(m.lineOf("httpsRedirect"), "httpsRedirect has no effect on a listener that terminates TLS: its requests already use HTTPS")
+		}
+	}
+	if hn := m.vals["requestHeaders"]; hn != nil {
+		h.RequestHeaders = d.headers(hn, "requestHeaders")
+	}
+	if hn := m.vals["responseHeaders"]; hn != nil {
+		h.ResponseHeaders = d.headers(hn, "responseHeaders")
+	}
+	if cn := m.vals["cors"]; cn != nil {
+		h.CORS = d.cors(cn)
+	}
+	redirected := (h.HTTPSRedirect || l.HTTPSRedirect) && l.TLS == nil
+	if redirected && m.has("routes") && !m.emptyList("routes") {
+		d.warnf(m.lineOf("routes"), "host redirects every request to HTTPS (httpsRedirect on the host or its listener), and its listener does not terminate TLS, so its routes are never used")
+	}
+
 	items := d.list(m, "routes")
 	var matchOK []bool
 	for i, n := range items {
@@ -419,7 +446,7 @@ func (d *decoder) host(n *yaml.Node) (VirtualHost, []item, bool) {
 			matchOK = append(matchOK, mok)
 		}
 	}
-	if !m.has("routes") || m.emptyList("routes") {
+	if (!m.has("routes") || m.emptyList("routes")) && !redirected {
 		d.warnf(m.line, "host has no routes; Envoy will answer its requests with 404")
 	}
 
@@ -456,7 +483,7 @@ type shadowIndex struct {
 
 // add records route i, which comes after every route added before.
 func (x *shadowIndex) add(i int, m Match) {
-	if len(m.Headers) > 0 || m.PathRegex != "" {
+	if m.narrowed() || m.PathRegex != "" || m.CaseInsensitive {
 		return
 	}
 	if x.exact == nil {
@@ -479,6 +506,9 @@ func (x *shadowIndex) add(i int, m Match) {
 
 // first returns the first added route that shadows a route with match m.
 func (x *shadowIndex) first(m Match) (int, bool) {
+	if m.CaseInsensitive {
+		return -1, false // its other spellings may reach it
+	}
 	best := -1
 	consider := func(table map[string]int, key string) {
 		if j, ok := table[key]; ok && (best < 0 || j < best) {
@@ -518,9 +548,10 @@ func domainProblem(s string) string {
 
 // shadows reports whether every request matching b also matches a, so a
 // route with match b placed after a is never used. It only recognises the
-// plain cases: a has no header matches and its path covers b's.
+// plain cases: a matches by path alone and its path covers b's, and
+// neither ignores case.
 func shadows(a, b Match) bool {
-	if len(a.Headers) > 0 || a.PathRegex != "" {
+	if a.narrowed() || a.PathRegex != "" || a.CaseInsensitive || b.CaseInsensitive {
 		return false
 	}
 	if a.PathPrefix != "" {
@@ -536,7 +567,7 @@ func shadows(a, b Match) bool {
 // route decodes one route; matchOK is false when its match has errors, so
 // that the unreachable-route warning does not build on a wrong match.
 func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
-	m, ok := d.mapping(n, "route", "name", "match", "service", "tags", "meta", "split", "timeout", "retries", "rateLimit", "websocket", "mesh")
+	m, ok := d.mapping(n, "route", "name", "match", "service", "tags", "meta", "split", "redirect", "directResponse", "rewrite", "requestHeaders", "responseHeaders", "cors", "mirror", "fault", "timeout", "retries", "rateLimit", "websocket", "mesh")
 	if !ok {
 		return Route{}, false, false
 	}
@@ -548,9 +579,9 @@ func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
 	if mn := m.vals["match"]; mn != nil {
 		r.Match, matchOK = d.match(mn)
 	}
-	// Both actions are checked even when both are given, so that every
+	// Every action is checked even when several are given, so that every
 	// mistake is reported at once.
-	d.oneOf(m, false, "service", "split")
+	d.oneOf(m, false, routeActions...)
 	if v, ok := d.str(m, "service"); ok && d.service(m.lineOf("service"), v) {
 		r.Service = v
 	}
@@ -558,6 +589,35 @@ func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
 	d.subsetNeedsService(m, &r.Subset)
 	if m.has("split") {
 		r.Split = d.split(m, true)
+	}
+	if rn := m.vals["redirect"]; rn != nil {
+		r.Redirect = d.redirect(rn, r.Match, matchOK)
+		d.notForwarded(m, "redirect")
+	}
+	if rn := m.vals["directResponse"]; rn != nil {
+		r.DirectResponse = d.directResponse(rn)
+		d.notForwarded(m, "directResponse")
+	}
+	if rn := m.vals["rewrite"]; rn != nil && !m.has("redirect") && !m.has("directResponse") {
+		r.Rewrite = d.rewrite(rn, r.Match, matchOK)
+	}
+	if hn := m.vals["requestHeaders"]; hn != nil && !m.has("redirect") && !m.has("directResponse") {
+		r.RequestHeaders = d.headers(hn, "requestHeaders")
+	}
+	if hn := m.vals["responseHeaders"]; hn != nil {
+		r.ResponseHeaders = d.headers(hn, "responseHeaders")
+	}
+	if cn := m.vals["cors"]; cn != nil {
+		r.CORS = d.cors(cn)
+	}
+	if fn := m.vals["fault"]; fn != nil && !m.has("redirect") && !m.has("directResponse") {
+		r.Fault = d.fault(fn)
+	}
+	if m.has("mirror") && !m.has("redirect") && !m.has("directResponse") {
+		r.Mirror = d.mirrors(m, r.Service)
+		if m.has("mesh") {
+			d.errorf(m.lineOf("mirror"), "mirror cannot be used with mesh yet: mirrored requests would not go through the mesh")
+		}
 	}
 	r.Timeout = d.duration(m, "timeout")
 	if rn := m.vals["retries"]; rn != nil {
@@ -581,7 +641,7 @@ func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
 
 func (d *decoder) match(n *yaml.Node) (Match, bool) {
 	mt := Match{PathPrefix: DefaultPathPrefix}
-	m, ok := d.mapping(n, "route match", "pathPrefix", "path", "pathRegex", "headers")
+	m, ok := d.mapping(n, "route match", "pathPrefix", "path", "pathRegex", "caseInsensitive", "methods", "headers", "queryParams")
 	if !ok {
 		return mt, false
 	}
@@ -607,9 +667,22 @@ func (d *decoder) match(n *yaml.Node) (Match, bool) {
 	if v, ok := d.str(m, "pathRegex"); ok && d.regex(m.lineOf("pathRegex"), "pathRegex", v) {
 		mt.PathRegex = v
 	}
+	if v, ok := d.boolean(m, "caseInsensitive"); ok && v {
+		if m.has("pathRegex") {
+			d.errorf(m.lineOf("caseInsensitive"), "caseInsensitive applies to pathPrefix and path; for pathRegex, start the regex with (?i)")
+		} else {
+			mt.CaseInsensitive = true
+		}
+	}
+	mt.Methods = d.methods(m)
 	for _, hn := range d.list(m, "headers") {
 		if h, ok := d.header(hn); ok {
 			mt.Headers = append(mt.Headers, h)
+		}
+	}
+	for _, qn := range d.list(m, "queryParams") {
+		if q, ok := d.queryParam(qn); ok {
+			mt.QueryParams = append(mt.QueryParams, q)
 		}
 	}
 	return mt, len(*d.diags) == before
@@ -656,7 +729,7 @@ func unhex(c byte) byte {
 }
 
 func (d *decoder) header(n *yaml.Node) (HeaderMatch, bool) {
-	m, ok := d.mapping(n, "header match", "name", "exact", "prefix", "regex", "present")
+	m, ok := d.mapping(n, "header match", "name", "exact", "prefix", "suffix", "contains", "regex", "present", "absent", "invert")
 	if !ok {
 		return HeaderMatch{}, false
 	}
@@ -670,8 +743,8 @@ func (d *decoder) header(n *yaml.Node) (HeaderMatch, bool) {
 			}
 		}
 	}
-	d.oneOf(m, false, "exact", "prefix", "regex", "present")
-	for _, key := range []string{"exact", "prefix", "regex"} {
+	d.oneOf(m, false, "exact", "prefix", "suffix", "contains", "regex", "present", "absent")
+	for _, key := range []string{"exact", "prefix", "suffix", "contains", "regex"} {
 		v, ok := d.str(m, key)
 		switch {
 		case !ok:
@@ -681,15 +754,31 @@ func (d *decoder) header(n *yaml.Node) (HeaderMatch, bool) {
 			h.Exact = v
 		case key == "prefix":
 			h.Prefix = v
+		case key == "suffix":
+			h.Suffix = v
+		case key == "contains":
+			h.Contains = v
 		case d.regex(m.lineOf(key), key, v):
 			h.Regex = v
 		}
 	}
 	if v, ok := d.boolean(m, "present"); ok {
 		if !v {
-			d.errorf(m.lineOf("present"), "present must be true (matching requests that lack a header is not supported)")
+			d.errorf(m.lineOf("present"), "present must be true; use absent: true to match requests without the header")
 		}
 		h.Present = v
+	}
+	if v, ok := d.boolean(m, "absent"); ok {
+		if !v {
+			d.errorf(m.lineOf("absent"), "absent must be true; use present: true to match requests with the header")
+		}
+		h.Absent = v
+	}
+	if v, ok := d.boolean(m, "invert"); ok && v {
+		if m.has("present") || m.has("absent") {
+			d.errorf(m.lineOf("invert"), "invert cannot be used with present or absent; use the other one")
+		}
+		h.Invert = true
 	}
 	return h, true
 }
@@ -1167,6 +1256,9 @@ func (p *parsed) check(diags *Diagnostics) {
 					routed[r.Service] = true
 					for _, w := range r.Split {
 						routed[w.Service] = true
+					}
+					for _, mr := range r.Mirror {
+						routed[mr.Service] = true
 					}
 				}
 			}

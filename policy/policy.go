@@ -144,6 +144,9 @@ func (s *Set) Keep(from *Set, keep []string) *Set {
 					for _, w := range r.Split {
 						names = append(names, w.Service)
 					}
+					for _, mr := range r.Mirror {
+						names = append(names, mr.Service)
+					}
 					for _, name := range names {
 						if _, have := out.Service(name); have {
 							continue
@@ -323,7 +326,10 @@ type Listener struct {
 	// WebSocket allows WebSocket upgrades on every route of the listener
 	// (Envoy answers an upgrade 403 otherwise).
 	WebSocket bool
-	Hosts     []VirtualHost
+	// HTTPSRedirect redirects every plain-HTTP request to the same URL
+	// with https, whatever its host (no effect with TLS).
+	HTTPSRedirect bool
+	Hosts         []VirtualHost
 }
 
 // Service holds settings for traffic to one Consul service, from every
@@ -370,11 +376,20 @@ type ListenerTLS struct {
 type VirtualHost struct {
 	Pos     Pos
 	Domains []string
-	Routes  []Route // in file order: the first match wins
+	// HTTPSRedirect redirects the host's plain-HTTP requests to the same
+	// URL with https (no effect with TLS).
+	HTTPSRedirect bool
+	// RequestHeaders and ResponseHeaders apply to every route of the
+	// host; a route's own changes win where both name a header.
+	RequestHeaders, ResponseHeaders *Headers
+	// CORS applies to every route of the host that has none of its own.
+	CORS   *CORS
+	Routes []Route // in file order: the first match wins
 }
 
-// Route sends matching requests to one service or splits them among several.
-// Exactly one of Service and Split is set.
+// Route sends matching requests to one service or splits them among
+// several, or answers them itself. Exactly one of Service, Split, Redirect
+// and DirectResponse is set.
 type Route struct {
 	Pos   Pos
 	Name  string // the index within the host ("0", "1", ...) when omitted
@@ -383,6 +398,23 @@ type Route struct {
 	Service string            // set when the action is a single service
 	Subset  Subset            // of Service: some of its instances; zero: all
 	Split   []WeightedService // set when the action is a split
+	// Redirect, when set, answers every request with a redirect.
+	Redirect *Redirect
+	// DirectResponse, when set, answers every request with a fixed
+	// status and body.
+	DirectResponse *DirectResponse
+	// Rewrite changes a forwarded request's path or host; nil: none.
+	Rewrite *Rewrite
+	// RequestHeaders changes what is forwarded, ResponseHeaders what the
+	// client gets, after the host's own changes; nil: none.
+	RequestHeaders, ResponseHeaders *Headers
+	// CORS, when set, replaces the host's CORS policy for this route.
+	CORS *CORS
+	// Mirror copies a share of the requests to other services; nil: none.
+	Mirror []Mirror
+	// Fault injects delays or errors into a share of the requests; nil:
+	// none.
+	Fault *Fault
 
 	Timeout   *time.Duration // nil: not set; 0: no timeout
 	Retries   *Retries
@@ -395,20 +427,47 @@ type Route struct {
 	Mesh bool
 }
 
-// Match selects requests by path and headers. Exactly one of PathPrefix,
-// Path and PathRegex is set (PathPrefix is DefaultPathPrefix when the file
-// gives none). PathRegex is RE2 syntax and must match the whole path.
+// Match selects requests by path, method, headers and query parameters.
+// Exactly one of PathPrefix, Path and PathRegex is set (PathPrefix is
+// DefaultPathPrefix when the file gives none). PathRegex is RE2 syntax and
+// must match the whole path.
 type Match struct {
 	PathPrefix, Path, PathRegex string
-	Headers                     []HeaderMatch // all must match
+	// CaseInsensitive matches PathPrefix or Path whatever the case.
+	CaseInsensitive bool
+	Methods         []string          // any of them; nil: any method
+	Headers         []HeaderMatch     // all must match
+	QueryParams     []QueryParamMatch // all must match
+}
+
+// narrowed reports whether the match looks at more than the path, so that
+// it does not take every request on its path.
+func (m *Match) narrowed() bool {
+	return len(m.Headers) > 0 || len(m.QueryParams) > 0 || len(m.Methods) > 0
 }
 
 // HeaderMatch matches one request header. Exactly one of Exact, Prefix,
-// Regex (RE2, whole value) and Present is set.
+// Suffix, Contains, Regex (RE2, whole value), Present and Absent is set.
 type HeaderMatch struct {
-	Pos                        Pos
-	Name, Exact, Prefix, Regex string
-	Present                    bool
+	Pos                                          Pos
+	Name, Exact, Prefix, Suffix, Contains, Regex string
+	Present, Absent                              bool
+	// Invert matches requests whose header is present and does not match
+	// (not with Present or Absent).
+	Invert bool
+}
+
+// QueryParamMatch matches one query parameter. Exactly one of Exact, Regex
+// (RE2, whole value) and Present is set.
+type QueryParamMatch struct {
+	Pos                Pos
+	Name, Exact, Regex string
+	Present            bool
+}
+
+// Methods lists the request methods a match may name.
+func Methods() []string {
+	return []string{"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"}
 }
 
 // WeightedService is one destination of a split.

@@ -21,8 +21,15 @@ func TestShadowIndexMatchesPairwiseCheck(t *testing.T) {
 		default:
 			m.PathPrefix = p
 		}
-		if rng.IntN(5) == 0 {
+		switch rng.IntN(10) {
+		case 0:
 			m.Headers = []HeaderMatch{{Name: "x", Present: true}}
+		case 1:
+			m.Methods = []string{"GET"}
+		case 2:
+			m.QueryParams = []QueryParamMatch{{Name: "q", Present: true}}
+		case 3:
+			m.CaseInsensitive = m.PathRegex == ""
 		}
 		return m
 	}

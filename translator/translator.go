@@ -107,9 +107,15 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 			}
 		}
 		for _, vh := range l.Hosts {
-			ivh := ir.VirtualHost{Name: vh.Domains[0], Domains: vh.Domains}
+			ivh := ir.VirtualHost{
+				Name: vh.Domains[0], Domains: vh.Domains,
+				HTTPSRedirect:   l.TLS == nil && (vh.HTTPSRedirect || l.HTTPSRedirect),
+				RequestHeaders:  headers(vh.RequestHeaders),
+				ResponseHeaders: headers(vh.ResponseHeaders),
+			}
 			for _, r := range vh.Routes {
 				out := route(&r)
+				out.CORS = routeCORS(&vh, &r)
 				if r.Mesh {
 					// Its services are reached through their sidecars,
 					// not their own clusters.
@@ -119,7 +125,7 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 				}
 				t.hash(&r, &out)
 				ivh.Routes = append(ivh.Routes, out)
-				for _, svc := range routeServices(&r) {
+				for _, svc := range append(routeServices(&r), mirrorServices(&r)...) {
 					if _, ok := services[svc.key()]; !ok {
 						services[svc.key()] = svc
 					}
@@ -127,6 +133,7 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 			}
 			il.VirtualHosts = append(il.VirtualHosts, ivh)
 		}
+		httpsRedirectRest(&l, &il)
 		cfg.Listeners = append(cfg.Listeners, il)
 	}
 	gm.dropNameClashes(t, services, cfg.Listeners)
@@ -208,24 +215,25 @@ func route(r *policy.Route) ir.Route {
 		Name:      r.Name,
 		Source:    r.Pos.String(),
 		WebSocket: r.WebSocket,
-		Match: ir.Match{
-			PathPrefix: r.Match.PathPrefix,
-			Path:       r.Match.Path,
-			PathRegex:  r.Match.PathRegex,
-		},
+		Match:     match(&r.Match),
 	}
 	if r.Timeout != nil {
 		d := ir.D(*r.Timeout)
 		out.Timeout = &d
 	}
-	if out.Match.PathPrefix == "" && out.Match.Path == "" && out.Match.PathRegex == "" {
-		out.Match.PathPrefix = "/"
+	if r.RateLimit != nil {
+		out.RateLimit = &ir.RateLimit{Requests: r.RateLimit.Requests, Per: ir.D(r.RateLimit.Per), Burst: r.RateLimit.Burst}
 	}
-	for _, h := range r.Match.Headers {
-		out.Match.Headers = append(out.Match.Headers, ir.HeaderMatch{
-			Name: h.Name, Exact: h.Exact, Prefix: h.Prefix, Regex: h.Regex, Present: h.Present,
-		})
+	out.ResponseHeaders = headers(r.ResponseHeaders)
+	if r.Redirect != nil {
+		out.Redirect = redirect(r.Redirect, &r.Match)
+		return out
 	}
+	if dr := r.DirectResponse; dr != nil {
+		out.DirectResponse = &ir.DirectResponse{Status: dr.Status, Body: dr.Body, ContentType: dr.ContentType}
+		return out
+	}
+	forwardChanges(r, &out)
 	if r.Service != "" {
 		out.Backends = []ir.Backend{{Service: r.Service, Subset: r.Subset.String(), Weight: 1}}
 	}
@@ -239,9 +247,6 @@ func route(r *policy.Route) ir.Route {
 		out.Retries = &ir.Retries{Attempts: policy.ImplicitRetryAttempts, On: policy.ImplicitRetryOn()}
 	case r.Retries.Attempts > 0:
 		out.Retries = retries(r.Retries)
-	}
-	if r.RateLimit != nil {
-		out.RateLimit = &ir.RateLimit{Requests: r.RateLimit.Requests, Per: ir.D(r.RateLimit.Per), Burst: r.RateLimit.Burst}
 	}
 	return out
 }
@@ -270,7 +275,7 @@ func Services(set *policy.Set) []string {
 		}
 		eachRoute(&g, func(r *policy.Route) {
 			if !r.Mesh {
-				for _, ref := range routeServices(r) {
+				for _, ref := range append(routeServices(r), mirrorServices(r)...) {
 					seen[ref.name] = true
 				}
 			}

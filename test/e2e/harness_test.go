@@ -499,6 +499,14 @@ type Backend struct {
 	// Delay holds every response this long.
 	delay atomic.Int64
 	hits  atomic.Int64
+	// lastHost is the Host of the latest request.
+	lastHost atomic.Value
+}
+
+// LastHost is the Host header of the latest request served ("" if none).
+func (b *Backend) LastHost() string {
+	h, _ := b.lastHost.Load().(string)
+	return h
 }
 
 // FailNext makes the next n requests answer 503.
@@ -538,6 +546,8 @@ func (e *Env) StartBackend(service, id string) *Backend {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		b.hits.Add(1)
+		b.lastHost.Store(r.Host)
+		echoRequest(w, r)
 		if d := time.Duration(b.delay.Load()); d > 0 {
 			select {
 			case <-time.After(d):
@@ -563,6 +573,23 @@ func (e *Env) StartBackend(service, id string) *Backend {
 	e.t.Cleanup(func() { b.srv.Close() })
 	e.Register(b)
 	return b
+}
+
+// echoRequest tells the client what the backend received, for tests of
+// what Envoy changes on the way: the path with its query in X-Seen-Path,
+// the Host in X-Seen-Host, and each request header H in X-Seen-Req-H (its
+// values joined by commas), unless it is over 1 KiB: a test of large
+// requests must not get responses too large for Envoy. It also sends
+// X-Powered-By, a header for Envoy to remove.
+func echoRequest(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("X-Seen-Path", r.URL.RequestURI())
+	w.Header().Set("X-Seen-Host", r.Host)
+	for name, values := range r.Header {
+		if v := strings.Join(values, ","); len(v) <= 1024 {
+			w.Header().Set("X-Seen-Req-"+name, v)
+		}
+	}
+	w.Header().Set("X-Powered-By", "e2e-backend")
 }
 
 // Register (re-)registers a backend in Consul, passing.

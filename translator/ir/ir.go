@@ -170,8 +170,13 @@ func (l *Listener) Validate(clusters, meshClusters, secrets map[string]bool) err
 	}
 	for _, vh := range l.VirtualHosts {
 		for _, r := range vh.Routes {
-			if (len(r.Backends) == 0) == (r.Unavailable == "") {
-				errs = append(errs, fmt.Errorf("listener %q route %q: want backends or unavailable, exactly one", l.Name, r.Name))
+			if err := r.validateAction(); err != nil {
+				errs = append(errs, fmt.Errorf("listener %q %w", l.Name, err))
+			}
+			for _, m := range r.Mirrors {
+				if !clusters[clusterKey(m.Service, "")] || m.PerMillion == 0 || m.PerMillion > 1_000_000 {
+					errs = append(errs, fmt.Errorf("listener %q route %q: mirror to %q at %d per million: no such cluster, or out of range", l.Name, r.Name, m.Service, m.PerMillion))
+				}
 			}
 			if r.Hash != nil {
 				if err := r.Hash.validate(); err != nil {
@@ -208,11 +213,17 @@ type TLS struct {
 type VirtualHost struct {
 	Name    string   `json:"name"`
 	Domains []string `json:"domains"`
-	Routes  []Route  `json:"routes,omitempty"`
+	// HTTPSRedirect answers every request that did not come over TLS with
+	// a 301 redirect to the same URL with https.
+	HTTPSRedirect bool `json:"httpsRedirect,omitempty"`
+	// RequestHeaders and ResponseHeaders apply to every route of the host.
+	RequestHeaders  *Headers `json:"requestHeaders,omitempty"`
+	ResponseHeaders *Headers `json:"responseHeaders,omitempty"`
+	Routes          []Route  `json:"routes,omitempty"`
 }
 
-// Route matches requests and sends them to one or more backends. Routes are
-// ordered: the first match wins.
+// Route matches requests and sends them to one or more backends, or
+// answers them itself. Routes are ordered: the first match wins.
 type Route struct {
 	Name  string `json:"name"`
 	Match Match  `json:"match"`
@@ -223,6 +234,24 @@ type Route struct {
 	// Consul has issued the group's certificate). Operators read it in the
 	// IR; Envoy gets the status only.
 	Unavailable string `json:"unavailable,omitempty"`
+	// Redirect, when set, answers every request with a redirect.
+	Redirect *Redirect `json:"redirect,omitempty"`
+	// DirectResponse, when set, answers every request with a fixed status
+	// and body.
+	DirectResponse *DirectResponse `json:"directResponse,omitempty"`
+	// Rewrite changes the path or host of what is forwarded; nil: none.
+	Rewrite *Rewrite `json:"rewrite,omitempty"`
+	// RequestHeaders changes what is forwarded, ResponseHeaders what the
+	// client gets; a route's changes win over its host's.
+	RequestHeaders  *Headers `json:"requestHeaders,omitempty"`
+	ResponseHeaders *Headers `json:"responseHeaders,omitempty"`
+	// CORS is the route's CORS policy (its own, else its host's); nil:
+	// none.
+	CORS *CORS `json:"cors,omitempty"`
+	// Mirrors copy a share of the requests to other services' clusters.
+	Mirrors []Mirror `json:"mirrors,omitempty"`
+	// Fault injects delays or errors; nil: none.
+	Fault *Fault `json:"fault,omitempty"`
 	// Timeout is the whole request's timeout; nil leaves Envoy's default and
 	// zero disables it.
 	Timeout   *Duration  `json:"timeout,omitempty"`
@@ -239,18 +268,37 @@ type Route struct {
 
 // Match selects requests. Exactly one path field is set.
 type Match struct {
-	PathPrefix string        `json:"pathPrefix,omitempty"`
-	Path       string        `json:"path,omitempty"`
-	PathRegex  string        `json:"pathRegex,omitempty"`
-	Headers    []HeaderMatch `json:"headers,omitempty"`
+	PathPrefix string `json:"pathPrefix,omitempty"`
+	Path       string `json:"path,omitempty"`
+	PathRegex  string `json:"pathRegex,omitempty"`
+	// CaseInsensitive matches PathPrefix or Path whatever the case.
+	CaseInsensitive bool `json:"caseInsensitive,omitempty"`
+	// Methods matches any of them; nil: any method.
+	Methods     []string          `json:"methods,omitempty"`
+	Headers     []HeaderMatch     `json:"headers,omitempty"`
+	QueryParams []QueryParamMatch `json:"queryParams,omitempty"`
 }
 
 // HeaderMatch matches one request header. Exactly one of Exact, Prefix,
-// Regex and Present is set.
+// Suffix, Contains, Regex, Present and Absent is set.
 type HeaderMatch struct {
+	Name     string `json:"name"`
+	Exact    string `json:"exact,omitempty"`
+	Prefix   string `json:"prefix,omitempty"`
+	Suffix   string `json:"suffix,omitempty"`
+	Contains string `json:"contains,omitempty"`
+	Regex    string `json:"regex,omitempty"`
+	Present  bool   `json:"present,omitempty"`
+	Absent   bool   `json:"absent,omitempty"`
+	// Invert matches a present header whose value does not match.
+	Invert bool `json:"invert,omitempty"`
+}
+
+// QueryParamMatch matches one query parameter. Exactly one of Exact,
+// Regex and Present is set.
+type QueryParamMatch struct {
 	Name    string `json:"name"`
 	Exact   string `json:"exact,omitempty"`
-	Prefix  string `json:"prefix,omitempty"`
 	Regex   string `json:"regex,omitempty"`
 	Present bool   `json:"present,omitempty"`
 }
