@@ -56,7 +56,13 @@ ENVOY_COMPAT_VERSIONS="1.36.4 1.37.0 1.38.3 1.39.3"
 minor() { echo "$1" | cut -d. -f1,2; } # 1.40.0 -> 1.40
 
 # envoy_ok BIN VERSION: BIN is an Envoy of VERSION's minor release.
-envoy_ok() { "$1" --version 2>/dev/null | grep -q "/$(minor "$2" | sed 's/\./\\./')\.[0-9]*/"; }
+# (The output is read in full before grep: with pipefail, grep -q leaving
+# early could fail the pipeline when Envoy still writes.)
+envoy_ok() {
+  local out
+  out=$("$1" --version 2>/dev/null) || return 1
+  grep -q "/$(minor "$2" | sed 's/\./\\./')\.[0-9]*/" <<<"$out"
+}
 
 # install_envoy VERSION LINK: Envoy VERSION into the cache, linked as
 # $cache/bin/LINK. An Envoy of the same minor release already on PATH wins
