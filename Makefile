@@ -37,16 +37,18 @@ test-compat: tools build
 golden:
 	$(GO) test $(GOLDEN_PKGS) -run Golden -update
 
-## bench: Go benchmarks of translation and rebuild, then the end-to-end
-## propagation and fan-out benchmarks against real Consul and Envoy, and
-## the mesh fan-out against Switchyard and Consul's own xDS server, then
-## the scale rows of issue 6: reconnect storm, flip soak, route add, bad
-## proxies, many groups (BENCH_ARGS, e.g. "-services 5000 -instances 4
-## -proxies 500 -sidecars 500 -mesh-services 100", sizes them; each
-## benchmark's flags are in its doc comment). Figures: docs/benchmarks.md.
+## bench: Go benchmarks of translation, rebuild and the xDS cache (against
+## go-control-plane's caches), then the end-to-end propagation and fan-out
+## benchmarks against real Consul and Envoy, the mesh fan-out against
+## Switchyard and Consul's own xDS server, and the scale rows of issue 6:
+## reconnect storm, flip soak, route add, bad proxies, many groups
+## (BENCH_ARGS, e.g. "-services 5000 -instances 4 -proxies 500 -sidecars
+## 500 -mesh-services 100", sizes them; each benchmark's flags are in its
+## doc comment). Figures: docs/benchmarks.md.
 BENCH_ARGS ?=
 bench: tools
 	$(GO) test -run '^$$' -bench . -benchmem ./translator/ ./controlplane/
+	$(GO) test -run '^$$' -bench . -benchtime 20x ./xdscache/
 	$(GO) test -run '^$$' -bench 'Propagation|Fanout' -benchtime 40x -timeout 30m ./test/bench/ -args $(BENCH_ARGS)
 	$(GO) test -run '^$$' -bench 'ReconnectStorm|FlipSoak' -benchtime 1x -timeout 30m ./test/bench/ -args $(BENCH_ARGS)
 	$(GO) test -run '^$$' -bench 'RouteAdd|BadProxies|ManyGroups' -benchtime 20x -timeout 30m ./test/bench/ -args $(BENCH_ARGS)

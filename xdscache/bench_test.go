@@ -230,3 +230,97 @@ func BenchmarkFanout(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkFanoutSotw is BenchmarkFanout with state-of-the-world clients,
+// each asking for every endpoint assignment: an op waits until every
+// client has acknowledged the endpoints' new version.
+func BenchmarkFanoutSotw(b *testing.B) {
+	for _, cc := range caches {
+		if cc.name == "linear-cache" {
+			continue // it serves no snapshot versions to wait for
+		}
+		b.Run(fmt.Sprintf("%s/%dx%d", cc.name, *benchStreams, *benchResources), func(b *testing.B) {
+			c := cc.make()
+			e := newEstate(*benchResources, 10)
+			if err := c.SetSnapshot(context.Background(), "edge", e.snapshot()); err != nil {
+				b.Fatal(err)
+			}
+			addr := serve(b, c, nil)
+			var (
+				target  atomic.Pointer[string] // the endpoints' version every client must reach
+				arrived = make(chan time.Time, *benchStreams)
+				bytes   atomic.Int64
+			)
+			v0 := e.snapshot().GetVersion(resource.EndpointType)
+			target.Store(&v0)
+			var conn *grpc.ClientConn
+			for i := range *benchStreams {
+				if i%100 == 0 {
+					conn = dial(b, addr)
+				}
+				stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(b.Context())
+				if err != nil {
+					b.Fatal(err)
+				}
+				node := &corev3.Node{Id: fmt.Sprintf("c%d", i), Cluster: "edge"}
+				if err := stream.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.EndpointType}); err != nil {
+					b.Fatal(err)
+				}
+				go func() {
+					for {
+						resp, err := stream.Recv()
+						if err != nil {
+							return
+						}
+						for _, r := range resp.GetResources() {
+							bytes.Add(int64(len(r.GetValue())))
+						}
+						if t := target.Load(); t != nil && *t == resp.GetVersionInfo() {
+							arrived <- time.Now()
+						}
+						if stream.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.EndpointType,
+							VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()}) != nil {
+							return
+						}
+					}
+				}()
+			}
+			for n := range *benchStreams { // the first full answers
+				select {
+				case <-arrived:
+				case <-time.After(5 * time.Minute):
+					b.Fatalf("initial sync: %d of %d clients", n, *benchStreams)
+				}
+			}
+			var last []time.Duration
+			bytes.Store(0)
+			b.ResetTimer()
+			i := 0
+			for b.Loop() {
+				name := svc(i % *benchResources)
+				i++
+				e.gen[name]++
+				snap := e.snapshot()
+				v := snap.GetVersion(resource.EndpointType)
+				target.Store(&v)
+				start := time.Now()
+				if err := c.SetSnapshot(context.Background(), "edge", snap); err != nil {
+					b.Fatal(err)
+				}
+				var l time.Time
+				for n := range *benchStreams {
+					select {
+					case l = <-arrived:
+					case <-time.After(time.Minute):
+						b.Fatalf("op %d: %d of %d clients got the change", i, n, *benchStreams)
+					}
+				}
+				last = append(last, l.Sub(start))
+			}
+			b.StopTimer()
+			slices.Sort(last)
+			b.ReportMetric(float64(last[len(last)/2].Microseconds())/1e3, "last-ms")
+			b.ReportMetric(float64(bytes.Load())/float64(b.N)/1e6, "resource-MB/op")
+		})
+	}
+}

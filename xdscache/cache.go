@@ -38,6 +38,9 @@ import (
 //     watch is in sync with the snapshot it was parked at, so only the
 //     changed names can differ; an ACK of an answer that left its stream
 //     in sync parks without a comparison;
+//   - on state of the world, sends endpoints, routes and secrets as the
+//     protocol allows, only what a stream lacks at its version (clusters
+//     and listeners go whole, as it requires);
 //   - answers the watches in type order (the order given to New: clusters
 //     before endpoints, listeners before routes), and holds a delta
 //     stream's removals until it has acknowledged the updates of its other
@@ -87,9 +90,9 @@ type group struct {
 type typeState struct {
 	version   string            // the type's version (state of the world)
 	resources map[string]*entry // by name
-	// all is every resource, sorted by name, for state-of-the-world
-	// answers that want them all; built on first use.
-	all []*anypb.Any
+	// names is every resource name, sorted, for state-of-the-world
+	// answers; built on first use.
+	names []string
 
 	delta map[*deltaWatch]struct{}
 	sotw  map[*sotwWatch]struct{}
@@ -231,7 +234,7 @@ func (c *Cache) Fetch(_ context.Context, req *cache.Request) (cache.Response, er
 	if req.GetVersionInfo() == ts.version {
 		return nil, errors.New("skip fetch: version up to date")
 	}
-	return ts.sotwResponse(req, req.GetResourceNames()), nil
+	return ts.sotwResponse(req, req.GetResourceNames(), nil), nil
 }
 
 // GetSnapshot returns the snapshot last set for a node key.

@@ -2,11 +2,14 @@ package xdscache
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
@@ -162,9 +165,10 @@ func TestDeltaNACK(t *testing.T) {
 }
 
 // State of the world: a wildcard type gets all its resources at the
-// type's version; a change re-sends only the changed type; under the ADS
-// rule a request naming some endpoint assignments only waits until it
-// names them all.
+// type's version; a change re-sends only the changed type, and of
+// endpoints only the changed assignment (clusters go whole: see
+// TestSotwClustersGoWhole); under the ADS rule a request naming some
+// endpoint assignments only waits until it names them all.
 func TestSotw(t *testing.T) {
 	c := New(nodeKey{}, order, true)
 	e := newEstate(10, 2)
@@ -190,9 +194,13 @@ func TestSotw(t *testing.T) {
 	e.gen["svc-0004"]++
 	set(t, c, e)
 	want := e.snapshot().GetVersion(resource.EndpointType)
-	cl.waitFor(t, resource.EndpointType, "the flip", func(r *discoveryv3.DiscoveryResponse) bool {
-		return r.GetVersionInfo() == want && len(r.GetResources()) == 10
+	flip := cl.waitFor(t, resource.EndpointType, "the flip", func(r *discoveryv3.DiscoveryResponse) bool {
+		return r.GetVersionInfo() == want
 	})
+	var cla endpointv3.ClusterLoadAssignment
+	if len(flip.GetResources()) != 1 || flip.GetResources()[0].UnmarshalTo(&cla) != nil || cla.GetClusterName() != "svc-0004" {
+		t.Errorf("the flip's endpoints answer carries %d resources (first %q); want svc-0004's alone", len(flip.GetResources()), cla.GetClusterName())
+	}
 	time.Sleep(100 * time.Millisecond)
 	cl.mu.Lock()
 	after := cl.count
@@ -370,4 +378,92 @@ func TestACKWithSubscriptionChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	cl.waitFor(t, "svc-0001 sent again", has(resource.EndpointType, "svc-0001", "e0"))
+}
+
+// Fetch (REST xDS) answers with the type's resources at its version, and
+// with an error when the client is up to date.
+func TestFetch(t *testing.T) {
+	c := New(nodeKey{}, order, true)
+	e := newEstate(3, 1)
+	set(t, c, e)
+	req := &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Cluster: "edge"}, TypeUrl: resource.ClusterType}
+	resp, err := c.Fetch(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := resp.GetDiscoveryResponse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := e.snapshot().GetVersion(resource.ClusterType); out.GetVersionInfo() != want || len(out.GetResources()) != 3 {
+		t.Errorf("fetch: version %q with %d clusters; want %q with 3", out.GetVersionInfo(), len(out.GetResources()), want)
+	}
+	req.VersionInfo = out.GetVersionInfo()
+	if _, err := c.Fetch(context.Background(), req); err == nil {
+		t.Error("fetch at the current version: no error")
+	}
+}
+
+// State of the world sends clusters whole, as the protocol requires: a
+// cluster added reaches the stream with every other cluster.
+func TestSotwClustersGoWhole(t *testing.T) {
+	c := New(nodeKey{}, order, true)
+	e := newEstate(5, 1)
+	set(t, c, e)
+	cl := newSotwClient(t, dial(t, serve(t, c, nil)), "a")
+	cl.request(t, resource.ClusterType, nil)
+	cl.waitFor(t, resource.ClusterType, "clusters", func(r *discoveryv3.DiscoveryResponse) bool { return len(r.GetResources()) == 5 })
+	e.gen["svc-new"] = 0
+	set(t, c, e)
+	want := e.snapshot().GetVersion(resource.ClusterType)
+	r := cl.waitFor(t, resource.ClusterType, "the new cluster", func(r *discoveryv3.DiscoveryResponse) bool { return r.GetVersionInfo() == want })
+	if n := len(r.GetResources()); n != 6 {
+		t.Errorf("the clusters answer after one was added carries %d; want all 6", n)
+	}
+}
+
+// Streams that come and go leave nothing behind: no stream state, no
+// watch.
+func TestClosedStreamsLeaveNoState(t *testing.T) {
+	c := New(nodeKey{}, order, true)
+	e := newEstate(5, 1)
+	set(t, c, e)
+	conn := dial(t, serve(t, c, nil))
+	for i := range 50 {
+		ctx, cancel := context.WithCancel(t.Context())
+		stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, typ := range []string{resource.ClusterType, resource.EndpointType} {
+			req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: typ}
+			if typ == resource.ClusterType {
+				req.Node = &corev3.Node{Id: fmt.Sprint(i), Cluster: "edge"}
+			}
+			if err := stream.Send(req); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := stream.Recv(); err != nil { // answered; the other may be in flight
+			t.Fatal(err)
+		}
+		cancel()
+	}
+	g := c.group("edge", false)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		g.mu.Lock()
+		streams, watches := len(g.streams), 0
+		for _, ts := range g.types {
+			watches += len(ts.delta) + len(ts.sotw)
+		}
+		g.mu.Unlock()
+		if streams == 0 && watches == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 50 streams closed the group keeps %d streams and %d watches; want none", streams, watches)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -23,6 +23,7 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 )
 
 // order is the push order the tests use: Switchyard's.
@@ -282,6 +283,9 @@ type sotwClient struct {
 	last    map[string]*discoveryv3.DiscoveryResponse // by type
 	names   map[string][]string                       // what each type subscribes to
 	count   int
+	// have is what the client holds, like Envoy: clusters and listeners
+	// replaced by each answer, other types merged (name -> bytes).
+	have map[string]map[string][]byte
 }
 
 func newSotwClient(tb testing.TB, conn *grpc.ClientConn, id string) *sotwClient {
@@ -290,7 +294,8 @@ func newSotwClient(tb testing.TB, conn *grpc.ClientConn, id string) *sotwClient 
 	if err != nil {
 		tb.Fatal(err)
 	}
-	c := &sotwClient{stream: stream, node: &corev3.Node{Id: id, Cluster: "edge"}, last: map[string]*discoveryv3.DiscoveryResponse{}, names: map[string][]string{}}
+	c := &sotwClient{stream: stream, node: &corev3.Node{Id: id, Cluster: "edge"}, last: map[string]*discoveryv3.DiscoveryResponse{},
+		names: map[string][]string{}, have: map[string]map[string][]byte{}}
 	c.changed = sync.NewCond(&c.mu)
 	go func() {
 		for {
@@ -301,6 +306,13 @@ func newSotwClient(tb testing.TB, conn *grpc.ClientConn, id string) *sotwClient 
 			c.mu.Lock()
 			c.last[resp.GetTypeUrl()] = resp
 			c.count++
+			typ := resp.GetTypeUrl()
+			if c.have[typ] == nil || cache.ResourceRequiresFullStateInSotw(typ) {
+				c.have[typ] = map[string][]byte{}
+			}
+			for _, r := range resp.GetResources() {
+				c.have[typ][nameOf(typ, r.GetValue())] = r.GetValue()
+			}
 			names := c.names[resp.GetTypeUrl()]
 			c.changed.Broadcast()
 			c.mu.Unlock()
@@ -343,4 +355,16 @@ func (c *sotwClient) waitFor(tb testing.TB, typ, what string, ok func(*discovery
 		c.changed.Wait()
 	}
 	return c.last[typ]
+}
+
+// nameOf is the name of a marshaled cluster or endpoint assignment.
+func nameOf(typ string, b []byte) string {
+	if typ == resource.EndpointType {
+		var cla endpointv3.ClusterLoadAssignment
+		_ = proto.Unmarshal(b, &cla)
+		return cla.GetClusterName()
+	}
+	var cl clusterv3.Cluster
+	_ = proto.Unmarshal(b, &cl)
+	return cl.GetName()
 }

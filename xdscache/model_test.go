@@ -1,6 +1,7 @@
 package xdscache
 
 import (
+	"bytes"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -8,6 +9,7 @@ import (
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
 )
 
 // Random changes and subscription changes, each followed by a check that
@@ -29,6 +31,7 @@ func TestRandomChangesKeepStreamsExact(t *testing.T) {
 	named.subscribe(t, resource.EndpointType, []string{svc(1), svc(2)}, nil)
 	sotw := newSotwClient(t, dial(t, addr), "sotw")
 	sotw.request(t, resource.ClusterType, nil)
+	sotw.request(t, resource.EndpointType, nil)
 
 	rng := rand.New(rand.NewPCG(1, 2))
 	next := 30
@@ -83,8 +86,21 @@ func TestRandomChangesKeepStreamsExact(t *testing.T) {
 			return maps.Equal(h[resource.EndpointType], wantNamed)
 		})
 		want := snap.GetVersion(resource.ClusterType)
-		sotw.waitFor(t, resource.ClusterType, label+": state-of-the-world stream", func(r *discoveryv3.DiscoveryResponse) bool {
+		sotw.waitFor(t, resource.ClusterType, label+": state-of-the-world clusters", func(r *discoveryv3.DiscoveryResponse) bool {
 			return r.GetVersionInfo() == want && len(r.GetResources()) == len(clusters)
+		})
+		want = snap.GetVersion(resource.EndpointType)
+		sotw.waitFor(t, resource.EndpointType, label+": state-of-the-world endpoints", func(r *discoveryv3.DiscoveryResponse) bool {
+			if r.GetVersionInfo() != want {
+				return false
+			}
+			for name := range endpoints { // what it holds of each is current
+				b, err := proto.MarshalOptions{Deterministic: true}.Marshal(e.cla(name))
+				if err != nil || !bytes.Equal(sotw.have[resource.EndpointType][name], b) {
+					return false
+				}
+			}
+			return true
 		})
 	}
 }

@@ -1,7 +1,8 @@
 package xdscache
 
 import (
-	"sort"
+	"maps"
+	"slices"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	cache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -85,7 +86,7 @@ func (ts *typeState) respondSotw(w *sotwWatch, ads bool) bool {
 		return true
 	}
 	select {
-	case w.ch <- ts.sotwResponse(w.req, names):
+	case w.ch <- ts.sotwResponse(w.req, names, w.sub.ReturnedResources()):
 		return true
 	default:
 		return false // the stream's channel is full: answer at the next change
@@ -108,25 +109,30 @@ func (ts *typeState) namedAll(names []string) bool {
 
 // sotwResponse is the type's resources named (all when names is empty),
 // in a response of its own around Anys shared with every stream.
-func (ts *typeState) sotwResponse(req *cache.Request, names []string) cache.Response {
-	var list []*anypb.Any
-	returned := make(map[string]string, len(ts.resources))
+//
+// Clusters and listeners go whole, as the protocol requires. Other types
+// (endpoints, routes, secrets) go as the protocol allows: only what the
+// stream has not got at its current version (known, the versions sent
+// before; nil: everything), so a health flip sends one assignment to each
+// stream, not all of them. An answer may then carry no resource at all: it
+// moves the stream to the new version.
+func (ts *typeState) sotwResponse(req *cache.Request, names []string, known map[string]string) cache.Response {
+	full := known == nil || cache.ResourceRequiresFullStateInSotw(req.GetTypeUrl())
 	if len(names) == 0 {
-		list = ts.sortedAll()
-		for name := range ts.resources {
-			returned[name] = ts.version
-		}
+		names = ts.sortedNames()
 	} else {
-		sorted := append([]string(nil), names...)
-		sort.Strings(sorted)
-		for i, name := range sorted {
-			if i > 0 && sorted[i-1] == name {
-				continue
-			}
-			if e := ts.resources[name]; e != nil {
-				list = append(list, e.res.GetResource())
-				returned[name] = ts.version
-			}
+		names = slices.Compact(slices.Sorted(slices.Values(names)))
+	}
+	var list []*anypb.Any
+	returned := make(map[string]string, len(names))
+	for _, name := range names {
+		e := ts.resources[name]
+		if e == nil {
+			continue
+		}
+		returned[name] = e.version
+		if full || known[name] != e.version {
+			list = append(list, e.res.GetResource())
 		}
 	}
 	return &cache.PassthroughResponse{
@@ -140,19 +146,11 @@ func (ts *typeState) sotwResponse(req *cache.Request, names []string) cache.Resp
 	}
 }
 
-// sortedAll is every resource of the type, by name, built once per state
-// and shared by every answer.
-func (ts *typeState) sortedAll() []*anypb.Any {
-	if ts.all == nil {
-		names := make([]string, 0, len(ts.resources))
-		for name := range ts.resources {
-			names = append(names, name)
-		}
-		sort.Strings(names)
-		ts.all = make([]*anypb.Any, len(names))
-		for i, name := range names {
-			ts.all[i] = ts.resources[name].res.GetResource()
-		}
+// sortedNames is every resource name of the type, sorted, built once per
+// state.
+func (ts *typeState) sortedNames() []string {
+	if ts.names == nil {
+		ts.names = slices.Sorted(maps.Keys(ts.resources))
 	}
-	return ts.all
+	return ts.names
 }
