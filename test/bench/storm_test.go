@@ -16,21 +16,20 @@ var (
 )
 
 // BenchmarkReconnectStorm measures a Switchyard restart under a fleet:
-// -storm-proxies clients of one edge group (edgeEnvoy: every cluster,
-// assignment and listener, and the routes, as an edge Envoy asks; lean:
-// they count and ACK what they get without decoding it, so their own CPU
-// takes less from the two cores), synced.
-// Each op stops Switchyard (SIGTERM, its graceful shutdown), starts it
-// again on the same ports, and times until every client has reconnected
-// and received and ACKed its whole config on a new stream: ns/op and
-// all-full-ms from the old process's exit, client-full-* each client's
-// time, ready-to-all-full-ms from the new process's readiness;
-// switchyard-cpu-s is the new process's CPU until then (its start, Consul
-// sync and every client's sync), clients-cpu-s this process's (the
-// clients decoding and ACKing), on the same two cores. Clients
-// reconnect as fresh Envoys would (no initial_resource_versions), so each
-// is sent everything: the worst case. They retry with Envoy's back-off
-// (jittered, 500 ms doubling).
+// -storm-proxies clients of one edge group, synced (edgeEnvoy: every
+// cluster, assignment and listener, and the routes, as an edge Envoy asks;
+// lean: they count and ACK what they get without decoding it, so their own
+// CPU takes less from the two cores). Each op stops Switchyard (SIGTERM,
+// its graceful shutdown), starts it again on the same ports, and times
+// until every client has reconnected and received and ACKed its whole
+// config on a new stream: ns/op and all-full-ms from the old process's
+// exit, client-full-* each client's time, ready-to-all-full-ms from the
+// new process's readiness; switchyard-cpu-s is the new process's CPU until
+// then (its start, Consul sync and every client's sync), clients-cpu-s
+// this process's (the clients receiving and ACKing), on the same two
+// cores. Clients reconnect as fresh Envoys would (no
+// initial_resource_versions), so each is sent everything: the worst case.
+// They retry with Envoy's back-off (jittered, 500 ms doubling).
 //
 // It also times -storm-flips health flips (Consul write -> last client)
 // in steady state before the first restart and right after the last
