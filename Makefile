@@ -40,11 +40,11 @@ golden:
 ## bench: Go benchmarks of translation, rebuild and the xDS cache (against
 ## go-control-plane's caches), then the end-to-end propagation and fan-out
 ## benchmarks against real Consul and Envoy, the mesh fan-out against
-## Switchyard and Consul's own xDS server, then the scale rows of issue 6:
+## Switchyard and Consul's own xDS server, and the scale rows of issue 6:
 ## reconnect storm, flip soak, route add, bad proxies, many groups
-## (BENCH_ARGS, e.g. "-services 5000 -instances 4 -proxies 500 -sidecars 500
-## -mesh-services 100", sizes them; each benchmark's flags are in its doc
-## comment). Figures: docs/benchmarks.md.
+## (BENCH_ARGS, e.g. "-services 5000 -instances 4 -proxies 500 -sidecars
+## 500 -mesh-services 100", sizes them; each benchmark's flags are in its
+## doc comment). Figures: docs/benchmarks.md.
 BENCH_ARGS ?=
 bench: tools
 	$(GO) test -run '^$$' -bench . -benchmem ./translator/ ./controlplane/

@@ -10,7 +10,7 @@ import (
 	"google.golang.org/grpc"
 )
 
-var badPause = flag.Duration("bad-pause", 3*time.Second, "how long BenchmarkBadProxies' slow reader stops reading before each response")
+var badPause = flag.Duration("bad-pause", 3*time.Second, "how long BenchmarkBadProxies' slow reader stops reading after each response")
 
 // BenchmarkBadProxies measures whether misbehaving proxies slow the others
 // down: -proxies clients of one edge group asking for every endpoint
@@ -18,7 +18,7 @@ var badPause = flag.Duration("bad-pause", 3*time.Second, "how long BenchmarkBadP
 // last of them) first alone ("clean") and then beside three bad clients
 // of the same group ("with-bad"), which ask for everything an edge Envoy
 // does: one never ACKs, one NACKs every response, and one reads slowly,
-// stopping for -bad-pause before each response it reads. Each bad client
+// stopping for -bad-pause after each response it reads. Each bad client
 // has a connection of its own with gRPC's smallest flow-control windows
 // (64 KiB), so what it does not read holds back Switchyard's sends to it
 // within a response or two: its first config (1,000 clusters and

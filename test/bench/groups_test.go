@@ -7,7 +7,6 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 )
 
 var (
@@ -42,35 +41,10 @@ func BenchmarkManyGroups(b *testing.B) {
 	}
 	synced := latest(at).Sub(start)
 	full := w.memory(b)
-	flip := func(b *testing.B) time.Duration {
-		b.Helper()
-		before := make([]int, len(clients))
-		for i, c := range clients {
-			before[i] = c.received(resource.EndpointType)
-		}
-		svc, critical := w.nextFlip()
-		t0 := time.Now()
-		w.setCheck(b, w.check(svc, 0, health(critical)))
-		i := 0
-		at, err := waitEach(clients, time.Minute, func(c *xdsClient, deadline time.Time) (time.Time, bool) {
-			i++
-			return c.waitMore(resource.EndpointType, before[i-1], deadline)
-		})
-		if err != nil {
-			b.Fatalf("%v receive the flip of %s within a minute", err, serviceName(svc))
-		}
-		return latest(at).Sub(t0)
-	}
-	for range 5 { // warm up
-		flip(b)
-	}
+	w.timeFlips(b, clients, 5) // warm up
 
 	b.Run("memory", func(b *testing.B) {
-		var took []time.Duration
-		for range b.N {
-			took = append(took, flip(b))
-		}
-		report(b, took)
+		report(b, w.timeFlips(b, clients, b.N))
 		b.ReportMetric(idle/1e6, "idle-MB")
 		b.ReportMetric(full/1e6, "synced-MB")
 		b.ReportMetric(w.memory(b)/1e6, "switchyard-MB")

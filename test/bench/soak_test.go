@@ -3,6 +3,7 @@ package bench
 import (
 	"flag"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -24,11 +25,15 @@ var (
 // to Consul on a clock, up to maxWrites at once, whether or not the last
 // has arrived (flips/s is the rate reached); each is timed from its Consul
 // write until the last client saw it, and consul-write-* is the write's
-// own share (a transaction's round trip, which a busy agent stretches). A flip some client had not seen a second before its service flips
-// again counts as missed. Switchyard's RSS, Go heap and goroutines are read
-// from its /metrics before the soak, every 5 s during it and at its end, to
-// show whether anything grows; Switchyard exports no queue length, so the
-// goroutine count stands in for one.
+// own share (a transaction's round trip, which a busy agent stretches). A
+// flip some client had not seen a second before its service flips again
+// counts as missed (as does one a client had already: it missed the
+// service's previous flip); the log shows the flips by 30 s window.
+// Switchyard's RSS, Go heap and goroutines are read from its /metrics
+// before the soak, every 5 s during it and at its end, to show whether
+// anything grows; Switchyard exports no queue length, so the goroutine
+// count stands in for one. Switchyard's and Consul's CPU are reported as a
+// share of one core.
 func BenchmarkFlipSoak(b *testing.B) {
 	w, _, xds := startControlPlane(b, estate{services: *services, instances: *instances})
 	if period := time.Duration(w.services) * time.Second / time.Duration(*soakRate); period < 3*time.Second {
@@ -45,11 +50,14 @@ func BenchmarkFlipSoak(b *testing.B) {
 		var missed, flips int
 		var cpu, secs float64
 		var samples []metricsSample
+		var timeline []timedFlip
+		consul0 := procCPU(b, w.agent.Pid())
 		for range b.N {
 			start := w.sample(b)
 			cpu0 := w.cpuSeconds(b)
 			r := w.soak(b, clients, *soakDuration, *soakRate)
 			took = append(took, r.took...)
+			timeline = append(timeline, r.timeline...)
 			writes = append(writes, r.writes...)
 			missed += r.missed
 			flips += r.flips
@@ -66,6 +74,7 @@ func BenchmarkFlipSoak(b *testing.B) {
 		b.ReportMetric(float64(flips)/secs, "flips/s")
 		b.ReportMetric(1e3*cpu/float64(flips), "switchyard-cpu-ms/flip")
 		b.ReportMetric(100*cpu/secs, "switchyard-cpu-%")
+		b.ReportMetric(100*(procCPU(b, w.agent.Pid())-consul0)/secs, "consul-cpu-%")
 		first, last := samples[0], samples[len(samples)-1]
 		var peak metricsSample
 		for _, s := range samples {
@@ -81,6 +90,7 @@ func BenchmarkFlipSoak(b *testing.B) {
 		b.ReportMetric(peak.goroutines, "max-goroutines")
 		b.ReportMetric(float64(len(clients)), "proxies")
 		b.Logf("samples every 5 s (RSS MB, heap MB, goroutines): %s", sampleList(samples))
+		b.Logf("flips by 30 s window: %s", windows(timeline))
 	})
 }
 
@@ -92,9 +102,41 @@ const maxWrites = 32
 type soakResult struct {
 	took          []time.Duration // each flip every client saw: write -> last client
 	writes        []time.Duration // each Consul write's own time
+	timeline      []timedFlip     // every flip, in order
 	missed, flips int
 	elapsed       time.Duration
 	samples       []metricsSample
+}
+
+// timedFlip is a flip's write and how long until the last client saw it
+// (-1: missed).
+type timedFlip struct {
+	at   time.Time
+	took time.Duration
+}
+
+// windows prints the timeline in windows of 30 s: flips, missed, p50 and
+// p99 of the rest; a queue that grows shows as times that grow.
+func windows(timeline []timedFlip) string {
+	var s strings.Builder
+	for len(timeline) > 0 {
+		end := timeline[0].at.Add(30 * time.Second)
+		var took []time.Duration
+		n := 0
+		for n < len(timeline) && timeline[n].at.Before(end) {
+			if timeline[n].took >= 0 {
+				took = append(took, timeline[n].took)
+			}
+			n++
+		}
+		slices.Sort(took)
+		fmt.Fprintf(&s, "\n  %d flips, %d missed", n, n-len(took))
+		if len(took) > 0 {
+			fmt.Fprintf(&s, ", p50 %s, p99 %s", took[len(took)/2].Round(time.Millisecond), took[len(took)*99/100].Round(time.Millisecond))
+		}
+		timeline = timeline[n:]
+	}
+	return s.String()
 }
 
 // soakFlip is a flip written to Consul.
@@ -119,18 +161,23 @@ func (w *world) soak(b *testing.B, clients []*xdsClient, d time.Duration, rate i
 			last, ok := time.Time{}, true
 			for _, c := range clients {
 				at, seen := c.wait(edgeEndpoint(f.svc), !f.critical, f.at.Add(period-time.Second))
-				if ok = seen; !ok {
+				// Seen before the write: the client missed the service's
+				// previous flip, and cannot tell this one.
+				if ok = seen && !at.Before(f.at); !ok {
 					break
 				}
 				if at.After(last) {
 					last = at
 				}
 			}
+			d := time.Duration(-1)
 			if ok {
-				r.took = append(r.took, last.Sub(f.at))
+				d = last.Sub(f.at)
+				r.took = append(r.took, d)
 			} else {
 				r.missed++
 			}
+			r.timeline = append(r.timeline, timedFlip{f.at, d})
 		}
 	}()
 

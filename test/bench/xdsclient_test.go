@@ -367,7 +367,8 @@ func (c *xdsClient) wait(addr string, usable bool, deadline time.Time) (time.Tim
 }
 
 // waitRoute blocks until the client has a route matching the path prefix
-// (watched with watchRoute before it could arrive) and returns since when, or false once the deadline passes.
+// (watched with watchRoute before it could arrive) and returns since when,
+// or false once the deadline passes.
 func (c *xdsClient) waitRoute(prefix string, deadline time.Time) (time.Time, bool) {
 	return c.until(deadline, func() (time.Time, bool) {
 		at := c.routes[prefix]
