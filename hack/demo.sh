@@ -29,7 +29,7 @@ for bin in "$consul" "$envoy" "$switchyard"; do
   [ -x "$bin" ] || { echo "demo: $bin is missing: run 'make tools build' (make demo does both)" >&2; exit 1; }
 done
 for addr in $CONSUL_HTTP $XDS $ADMIN $ENVOY_ADMIN $ENVOY_PROMETHEUS $EDGE $EDGE_REDIRECT 127.0.0.1:18081 127.0.0.1:18082 127.0.0.1:18083 127.0.0.1:18084 \
-  127.0.0.1:18085 127.0.0.1:21000 127.0.0.1:21001 $SHOP_UPSTREAM 127.0.0.1:19902 127.0.0.1:19903; do
+  127.0.0.1:18085 127.0.0.1:18087 127.0.0.1:21000 127.0.0.1:21001 $SHOP_UPSTREAM 127.0.0.1:19902 127.0.0.1:19903; do
   # (shop-1's own port, 18086, is registered but nothing listens there: in
   # the demo, curl plays shop's app.)
   if (exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null; then
@@ -88,9 +88,10 @@ register() { # id, service, port, version
 JSON
 }
 register web-1 web 18081 v1
-register web-2 web 18082 v1
+register web-2 web 18082 v2 # tagged v2: the /tagged canary
 register web-v2-1 web-v2 18083 v2
 register api-1 api 18084 v1
+register api-2 api 18087 v1
 
 # The mesh: orders (an app) and shop (its caller) with Connect sidecars, as
 # Consul documents them; shop reaches orders on its sidecar's local port.
@@ -144,7 +145,17 @@ if [ -n "${DEMO_CHECK:-}" ]; then
     fail "$what: got '$out'"
   }
   expect "GET / reaches a web instance" 'web-1 /|web-2 /|web-v2-1 /' "http://$EDGE/"
-  expect "GET /api/orders reaches api" 'api-1 /api/orders' "http://$EDGE/api/orders"
+  expect "GET /api/orders reaches api" 'api-[12] /api/orders' "http://$EDGE/api/orders"
+  # Sticky sessions on api: with the cookie Envoy sets, 10 requests reach
+  # one instance.
+  jar="$state/cookies"
+  curl -sS -c "$jar" -o /dev/null "http://$EDGE/api/orders"
+  sticky=$(for _ in $(seq 1 10); do curl -sS -b "$jar" "http://$EDGE/api/orders"; done | sort -u | wc -l)
+  [ "$sticky" = 1 ] || fail "10 requests with the sy-session cookie reached $sticky api instances; want 1"
+  grep -q sy-session "$jar" || fail "Envoy set no sy-session cookie"
+  # The tag canary: /tagged reaches web-2 (tagged v2) and web-1, no other.
+  seen=$(for _ in $(seq 1 40); do curl -sS "http://$EDGE/tagged"; done | sort -u | tr '\n' ' ')
+  [ "$seen" = "web-1 /tagged web-2 /tagged " ] || fail "/tagged reached: $seen; want web-1 and web-2 (the v2 tag canary)"
   expect "the canary header reaches web-v2" 'web-v2-1 /' -H 'x-canary: 1' "http://$EDGE/"
   expect "/store/cart reaches web as /cart" 'web-1 /cart|web-2 /cart' "http://$EDGE/store/cart"
   expect "plain HTTP on $EDGE_REDIRECT redirects to HTTPS" '301 https://shop.example.com/cart\?item=3' \
@@ -184,7 +195,7 @@ if [ -n "${DEMO_CHECK:-}" ]; then
   stats=$(curl -fsS "http://$ENVOY_PROMETHEUS/metrics")
   grep -q '^envoy_cluster_upstream_rq_total{envoy_cluster_name="api"}' <<<"$stats" ||
     fail "no api requests in the edge Envoy's Prometheus stats at http://$ENVOY_PROMETHEUS/metrics"
-  echo "demo check: ok (routing, canary header, api, prefix rewrite, HTTPS redirect, failed health check, crashed instance, mesh, intention, access log, Envoy's stats)"
+  echo "demo check: ok (routing, canary header, api, sticky session, tag canary, prefix rewrite, HTTPS redirect, failed health check, crashed instance, mesh, intention, access log, Envoy's stats)"
   exit 0
 fi
 
@@ -195,6 +206,10 @@ Switchyard is running. Try:
   curl http://$EDGE/                      # web: 90% web (web-1, web-2), 10% web-v2
   curl http://$EDGE/api/orders            # api, with a 2s timeout and retries
   curl -H 'x-canary: 1' http://$EDGE/     # always web-v2
+  for i in \$(seq 10); do curl -s http://$EDGE/tagged; done
+                                          # a canary by Consul tag: web-2 (tagged v2) or web-1
+  curl -c /tmp/jar -b /tmp/jar http://$EDGE/api/orders
+                                          # sticky: with the cookie, always the same api instance
   curl http://$EDGE/store/cart            # web sees /cart: the /store prefix is stripped (rewrite)
   curl -si -H 'Host: shop.example.com' http://$EDGE_REDIRECT/cart | head -3
                                           # 301 to https://shop.example.com/cart (httpsRedirect)
