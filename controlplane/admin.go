@@ -186,6 +186,9 @@ type debugProxy struct {
 	// where they differ: a change not applied yet, or rejected.
 	Types  map[string]typeState `json:"types,omitempty"`
 	Behind []string             `json:"behind,omitempty"`
+	// NoConfig: Switchyard serves this Envoy nothing (yet): its group is
+	// in no policy, its sidecar is not built, or nothing was sent so far.
+	NoConfig bool `json:"noConfig,omitempty"`
 }
 
 // typeState is one xDS type of one Envoy in /debug/proxies.

@@ -39,7 +39,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -198,9 +197,8 @@ type Server struct {
 	px  *proxies
 
 	// state keeps Consul's last view on disk (Config.StateDir); nil when
-	// off. restored is set while that saved view is served.
-	state    *stateStore
-	restored atomic.Bool
+	// off.
+	state *stateStore
 
 	wantMu sync.Mutex // orders updateWant calls
 }
@@ -356,14 +354,15 @@ func (s *Server) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		return s.watcher.Run(ctx, func(snap *registry.Snapshot) {
-			if first := s.in.setConsul(snap); first {
+			first, replacedSaved := s.in.setConsul(snap)
+			if first {
 				s.log.Info("consul synced", "services", snap.Len())
 			}
+			if replacedSaved {
+				s.metrics.consulStaleState.Set(0)
+				s.log.Info("consul answered: its view replaces the saved one", "services", snap.Len())
+			}
 			if s.state != nil {
-				if s.restored.CompareAndSwap(true, false) {
-					s.metrics.consulStaleState.Set(0)
-					s.log.Info("consul answered: its view replaces the saved one", "services", snap.Len())
-				}
 				s.state.save(snap)
 			}
 			notify(s.changed)
@@ -451,11 +450,12 @@ func (s *Server) restoreAfter(ctx context.Context) {
 		s.log.Error("consul has not answered, and its saved view cannot be read", "err", err)
 		return
 	}
-	if !s.in.restoreConsul(snap) {
+	// The gauge is set under the same decision as the view (inputs.mu
+	// orders restoreConsul and setConsul), so a Consul answer racing this
+	// never leaves it at 1.
+	if !s.in.restoreConsulThen(snap, func() { s.metrics.consulStaleState.Set(1) }) {
 		return // Consul answered meanwhile
 	}
-	s.restored.Store(true)
-	s.metrics.consulStaleState.Set(1)
 	s.log.Warn("consul has not answered since the start: serving its last view from state.dir until it does",
 		"saved_at", at.Format(time.RFC3339), "age", time.Since(at).Round(time.Second), "services", snap.Len(),
 		"waited", s.cfg.StateRestoreAfter)

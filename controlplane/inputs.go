@@ -28,6 +28,8 @@ type inputs struct {
 	// changedAt is when the earliest input change not yet taken by a
 	// rebuild arrived (zero: none): the start of convergence.
 	changedAt time.Time
+	// restored: consul is the view saved in state.dir, not Consul's answer.
+	restored bool
 }
 
 // noteChange records that an input changed now, unless an earlier change
@@ -67,26 +69,29 @@ func (in *inputs) meshSnapshot() (snap *registry.MeshSnapshot, pending bool) {
 	return in.mesh, in.meshOn && in.mesh == nil
 }
 
-// setConsul records a Consul snapshot; first says whether it is the first.
-func (in *inputs) setConsul(snap *registry.Snapshot) (first bool) {
+// setConsul records a Consul snapshot; first says whether it is the first,
+// replacedSaved whether it replaces the view restored from state.dir.
+func (in *inputs) setConsul(snap *registry.Snapshot) (first, replacedSaved bool) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	first = in.consul == nil
-	in.consul = snap
+	first, replacedSaved = in.consul == nil, in.restored
+	in.consul, in.restored = snap, false
 	in.noteChange()
-	return first
+	return first, replacedSaved
 }
 
-// restoreConsul records a saved view of Consul (state.dir), only while
-// Consul itself has given none; it reports whether it did.
-func (in *inputs) restoreConsul(snap *registry.Snapshot) bool {
+// restoreConsulThen records a saved view of Consul (state.dir), only while
+// Consul itself has given none, and then runs then (under the same lock,
+// so that a Consul answer is ordered after it); it reports whether it did.
+func (in *inputs) restoreConsulThen(snap *registry.Snapshot, then func()) bool {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.consul != nil {
 		return false
 	}
-	in.consul = snap
+	in.consul, in.restored = snap, true
 	in.noteChange()
+	then()
 	return true
 }
 

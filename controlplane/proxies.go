@@ -567,14 +567,17 @@ func (x *proxies) ack(key streamKey, typeURL, nonce string) {
 		return
 	}
 	// Convergence: from the input change behind the version served now to
-	// this Envoy's acceptance of it, once per stream and version.
+	// this Envoy's acceptance of it, once per stream and version. A change
+	// made before the stream opened is not one it converged on (an Envoy
+	// reconnecting or starting gets the current config; timing that from
+	// an old change would say hours).
 	served, ok := x.pub.servedVersions(group)[typeURL]
 	if !ok || served.version != version || served.changedAt.IsZero() {
 		return
 	}
 	x.mu.Lock()
 	st := x.streams[key]
-	first := st != nil && st.observed[typeURL] != version
+	first := st != nil && st.observed[typeURL] != version && !served.changedAt.Before(st.since)
 	if first {
 		st.observed[typeURL] = version
 	}
@@ -603,10 +606,15 @@ func (x *proxies) noteACK(key streamKey, typeURL, nonce string) (version, group 
 	} else if nonce == st.lastNonce[typeURL] {
 		version = st.sent[typeURL]
 	}
+	x.endRejection(st, key, typeURL, nonce)
+	if _, rejecting := st.rejected[typeURL]; rejecting {
+		// (Delta) the response accepted did not replace everything
+		// rejected: the Envoy does not run that version.
+		return "", st.key
+	}
 	if version != "" {
 		st.acked[typeURL] = version
 	}
-	x.endRejection(st, key, typeURL, nonce)
 	return version, st.key
 }
 
@@ -656,6 +664,7 @@ func (x *proxies) list() []debugProxy {
 	x.mu.Lock()
 	out := make([]debugProxy, 0, len(x.streams))
 	keys := make([]string, 0, len(x.streams))
+	rejectedTypes := make([]map[string]bool, 0, len(x.streams))
 	for _, st := range x.streams {
 		p := debugProxy{Node: st.node.GetId(), Group: st.node.GetCluster(), Protocol: st.protocol, EnvoyVersion: st.version,
 			Since: st.since.UTC(), Rejecting: len(st.rejected) > 0, Types: map[string]typeState{}}
@@ -669,8 +678,13 @@ func (x *proxies) list() []debugProxy {
 		for typ := range st.lastNonce {
 			p.Types[typ] = typeState{Acked: st.acked[typ]}
 		}
+		rt := map[string]bool{}
+		for typ := range st.rejected {
+			rt[typ] = true
+		}
 		out = append(out, p)
 		keys = append(keys, st.key)
+		rejectedTypes = append(rejectedTypes, rt)
 	}
 	x.mu.Unlock()
 	served := map[string]map[string]servedVersion{}
@@ -678,9 +692,12 @@ func (x *proxies) list() []debugProxy {
 		if _, ok := served[keys[i]]; !ok {
 			served[keys[i]] = x.pub.servedVersions(keys[i])
 		}
+		// Nothing served for it (a group no policy defines, a sidecar not
+		// built), or nothing sent yet: it has no config from Switchyard.
+		out[i].NoConfig = served[keys[i]] == nil || len(out[i].Types) == 0
 		for typ, ts := range out[i].Types {
 			ts.Served = served[keys[i]][typ].version
-			ts.InSync = ts.Acked != "" && ts.Acked == ts.Served
+			ts.InSync = ts.Acked != "" && ts.Acked == ts.Served && !rejectedTypes[i][typ]
 			if !ts.InSync {
 				out[i].Behind = append(out[i].Behind, typeLabel(typ))
 			}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -12,6 +13,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 
 	"github.com/switchyard-io/switchyard/registry"
 )
@@ -80,13 +82,14 @@ func TestAckedVersionsAndConvergence(t *testing.T) {
 		}
 		return list[0].Types[resource.EndpointType]
 	}
-	observations := func() uint64 {
+	histogram := func() (count uint64, sum float64) {
 		m := &dto.Metric{}
 		if err := s.metrics.convergence.WithLabelValues("ClusterLoadAssignment").(prometheus.Histogram).Write(m); err != nil {
 			t.Fatal(err)
 		}
-		return m.GetHistogram().GetSampleCount()
+		return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
 	}
+	observations := func() uint64 { n, _ := histogram(); return n }
 	send := func(nonce string) {
 		cb.OnStreamResponse(context.Background(), 1, first, &discoveryv3.DiscoveryResponse{TypeUrl: resource.EndpointType, VersionInfo: served(), Nonce: nonce})
 	}
@@ -105,10 +108,11 @@ func TestAckedVersionsAndConvergence(t *testing.T) {
 	if st := state(); !st.InSync || st.Acked != v1 {
 		t.Errorf("acknowledged: %+v; want in sync at %s", st, v1)
 	}
-	if n := observations(); n != 1 {
-		t.Errorf("%d convergence observations after one ACK; want 1", n)
+	if n := observations(); n != 0 {
+		t.Errorf("%d convergence observations after the first ACK of a stream opened after the change; want 0 (a start is not a convergence)", n)
 	}
 
+	t0 := time.Now()
 	s.in.setConsul(webSnapshot(registry.Unhealthy)) // web-2 fails: new endpoints
 	s.rebuild()
 	v2 := served()
@@ -124,7 +128,48 @@ func TestAckedVersionsAndConvergence(t *testing.T) {
 	if st := state(); !st.InSync || st.Acked != v2 {
 		t.Errorf("acknowledged again: %+v; want in sync at %s", st, v2)
 	}
-	if n := observations(); n != 2 {
-		t.Errorf("%d convergence observations after the second version's ACK; want 2", n)
+	n, sum := histogram()
+	if n != 1 {
+		t.Errorf("%d convergence observations after the second version's ACK; want 1", n)
+	}
+	if limit := time.Since(t0).Seconds(); sum <= 0 || sum > limit {
+		t.Errorf("convergence measured %v s; want between 0 and %v s (the time since the Consul change)", sum, limit)
+	}
+}
+
+// An Envoy whose group no policy defines has no config; one that rejected
+// a type is not in sync on it even after accepting other responses.
+func TestStatusNoConfigAndRejected(t *testing.T) {
+	var logs bytes.Buffer
+	s, _ := newTestServer(t, &logs)
+	s.in.setConsul(webSnapshot(registry.Healthy))
+	s.rebuild()
+	cb := s.px.callbacks()
+	_ = cb.OnStreamOpen(context.Background(), 1, "")
+	if err := cb.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "lost-1", Cluster: "nosuchgroup"}, TypeUrl: resource.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	node := &corev3.Node{Id: "edge-1", Cluster: "edge"}
+	_ = cb.OnStreamOpen(context.Background(), 2, "")
+	first := &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.RouteType}
+	if err := cb.OnStreamRequest(2, first); err != nil {
+		t.Fatal(err)
+	}
+	gs, _ := s.pub.group("edge")
+	served := gs.versions[resource.RouteType]
+	cb.OnStreamResponse(context.Background(), 2, first, &discoveryv3.DiscoveryResponse{TypeUrl: resource.RouteType, VersionInfo: served, Nonce: "1"})
+	if err := cb.OnStreamRequest(2, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.RouteType, ResponseNonce: "1",
+		ErrorDetail: &statuspb.Status{Message: "rejected"}}); err != nil {
+		t.Fatal(err)
+	}
+	byNode := map[string]debugProxy{}
+	for _, p := range s.px.list() {
+		byNode[p.Node] = p
+	}
+	if p := byNode["lost-1"]; !p.NoConfig {
+		t.Errorf("an Envoy of a group no policy defines: %+v; want noConfig", p)
+	}
+	if p := byNode["edge-1"]; p.NoConfig || p.Types[resource.RouteType].InSync || len(p.Behind) != 1 {
+		t.Errorf("an Envoy that rejected its routes: %+v; want routes not in sync (behind)", p)
 	}
 }

@@ -210,8 +210,8 @@ func Bootstrap(o BootstrapOptions) ([]byte, error) {
 		},
 	}
 	if o.PrometheusAddress != "" {
-		if o.PrometheusAddress == o.AdminAddress {
-			return nil, fmt.Errorf("bootstrap: --prometheus-address %s is the admin address; give the stats listener its own port", o.PrometheusAddress)
+		if sameListenPort(o.PrometheusAddress, o.AdminAddress) {
+			return nil, fmt.Errorf("bootstrap: --prometheus-address %s takes the admin address's port (%s); give the stats listener its own port", o.PrometheusAddress, o.AdminAddress)
 		}
 		l, c, err := prometheusResources(o.PrometheusAddress, adminHost, adminPort)
 		if err != nil {
@@ -375,4 +375,16 @@ func splitHostPort(what, hostport string) (string, uint32, error) {
 		return "", 0, fmt.Errorf("bootstrap: %s %q: want host:port", what, hostport)
 	}
 	return host, uint32(p), nil
+}
+
+// sameListenPort reports whether two listen addresses would clash: the
+// same port on the same host, or on any host when either is a wildcard.
+func sameListenPort(a, b string) bool {
+	ha, pa, errA := net.SplitHostPort(a)
+	hb, pb, errB := net.SplitHostPort(b)
+	if errA != nil || errB != nil || pa != pb {
+		return false
+	}
+	wildcard := func(h string) bool { ip := net.ParseIP(h); return h == "" || (ip != nil && ip.IsUnspecified()) }
+	return ha == hb || wildcard(ha) || wildcard(hb)
 }

@@ -283,6 +283,7 @@ func TestBootstrapPrometheusListener(t *testing.T) {
 	}
 	for _, tc := range []struct{ addr, want string }{
 		{"127.0.0.1:9901", "admin address"},
+		{"0.0.0.0:9901", "admin address"},
 		{"9102", `"9102"`},
 	} {
 		_, _, err := run(t, "bootstrap", "--node-id", "x", "--group", "edge", "--admin-address", "127.0.0.1:9901", "--prometheus-address", tc.addr)

@@ -25,6 +25,7 @@ type proxyStatus struct {
 	Since        time.Time `json:"connectedSince"`
 	Rejecting    bool      `json:"rejecting"`
 	Behind       []string  `json:"behind"`
+	NoConfig     bool      `json:"noConfig"`
 	Rejected     []struct {
 		Type   string `json:"type"`
 		Error  string `json:"error"`
@@ -42,9 +43,10 @@ func newStatusCmd() *cobra.Command {
 are connected and prints, per proxy group (or sidecar), each Envoy's node,
 xDS protocol, Envoy release, how long it has been connected, and its state:
 "in sync" (it accepted the config it is served, of every type), "behind:
-TYPES" (a newer config is on its way or was not accepted yet), or
-"rejecting TYPE: Envoy's reason (policy lines)". A summary per group
-follows. -o json prints the admin API's answer as is.`,
+TYPES" (a newer config is on its way or was not accepted yet), "rejecting
+TYPE: Envoy's reason (policy lines)", or "no config" (its group is in no
+policy, its sidecar is not built, or nothing was sent yet). A summary per
+group follows. -o json prints the admin API's answer as is.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			req, err := http.NewRequestWithContext(cmd.Context(), http.MethodGet, "http://"+adminAddress+"/debug/proxies", nil)
@@ -104,7 +106,7 @@ func printStatus(w io.Writer, proxies []proxyStatus, now time.Time) {
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "GROUP\tNODE\tPROTOCOL\tENVOY\tCONNECTED\tSTATE")
-	type counts struct{ total, behind, rejecting int }
+	type counts struct{ total, behind, rejecting, none int }
 	groups := map[string]*counts{}
 	for _, p := range proxies {
 		c := groups[p.Group]
@@ -126,6 +128,9 @@ func printStatus(w io.Writer, proxies []proxyStatus, now time.Time) {
 				parts = append(parts, part)
 			}
 			state = "rejecting " + strings.Join(parts, "; ")
+		case p.NoConfig:
+			c.none++
+			state = "no config (its group is in no policy, its sidecar is not built, or nothing was sent yet)"
 		case len(p.Behind) > 0:
 			c.behind++
 			state = "behind: " + strings.Join(p.Behind, ", ")
@@ -145,7 +150,7 @@ func printStatus(w io.Writer, proxies []proxyStatus, now time.Time) {
 	fmt.Fprintln(w)
 	for _, g := range names {
 		c := groups[g]
-		fmt.Fprintf(w, "%s: %d connected, %d in sync, %d behind, %d rejecting\n", g, c.total, c.total-c.behind-c.rejecting, c.behind, c.rejecting)
+		fmt.Fprintf(w, "%s: %d connected, %d in sync, %d behind, %d rejecting, %d without config\n", g, c.total, c.total-c.behind-c.rejecting-c.none, c.behind, c.rejecting, c.none)
 	}
 }
 

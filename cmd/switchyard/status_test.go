@@ -23,6 +23,7 @@ func TestPrintStatus(t *testing.T) {
 		{Group: "edge", Node: "edge-2", Protocol: "delta", Since: now.Add(-5 * time.Second), Behind: []string{"ClusterLoadAssignment"}},
 		rejecting,
 		{Group: "sidecar.mesh", Node: "web-1-sidecar-proxy", Protocol: "delta", EnvoyVersion: "1.39.3", Since: now.Add(-time.Hour)},
+		{Group: "typo", Node: "edge-9", Protocol: "delta", Since: now.Add(-time.Second), NoConfig: true},
 	}, now)
 	out := b.String()
 	for _, want := range []string{
@@ -31,8 +32,10 @@ func TestPrintStatus(t *testing.T) {
 		"edge          edge-2               delta     -       5s         behind: ClusterLoadAssignment",
 		"edge          edge-3               sotw      -       1m0s       rejecting Listener: invalid regex (edge.yaml:12)",
 		"sidecar.mesh  web-1-sidecar-proxy  delta     1.39.3  1h0m0s     in sync",
-		"edge: 3 connected, 1 in sync, 1 behind, 1 rejecting",
-		"sidecar.mesh: 1 connected, 1 in sync, 0 behind, 0 rejecting",
+		"typo          edge-9               delta     -       1s         no config",
+		"edge: 3 connected, 1 in sync, 1 behind, 1 rejecting, 0 without config",
+		"sidecar.mesh: 1 connected, 1 in sync, 0 behind, 0 rejecting, 0 without config",
+		"typo: 1 connected, 0 in sync, 0 behind, 0 rejecting, 1 without config",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)

@@ -32,7 +32,7 @@ func TestStatusAndConvergence(t *testing.T) {
 		}
 		testenv.Eventually(t, settle, "status shows the Envoy in sync", func() error {
 			out := status()
-			if !strings.Contains(out, "edge: 1 connected, 1 in sync, 0 behind, 0 rejecting") ||
+			if !strings.Contains(out, "edge: 1 connected, 1 in sync, 0 behind, 0 rejecting, 0 without config") ||
 				!strings.Contains(out, "edge-"+protocol) || !strings.Contains(out, " 1.40.") {
 				return fmt.Errorf("status:\n%s", out)
 			}
