@@ -132,6 +132,9 @@ func route(listener, virtualHost string, r *ir.Route) (*routev3.Route, error) {
 	if r.Fault != nil {
 		perFilter[faultFilterName] = mustAny(httpFault(r.Fault))
 	}
+	if r.MaxRequestBytes > 0 {
+		perFilter[bufferFilterName] = bodyLimit(r.MaxRequestBytes)
+	}
 	if len(perFilter) > 0 {
 		out.TypedPerFilterConfig = perFilter
 	}

@@ -317,6 +317,15 @@ var badFiles = []struct {
 		`mirror.yaml:30: a route through the mesh (mesh: true) needs the Connect mesh, which is off; run serve --mesh (and validate --mesh), or remove it`,
 		`mirror.yaml:31: mirror cannot be used with mesh yet: mirrored requests would not go through the mesh`,
 	}},
+	{"request-limits.yaml", []string{
+		`request-limits.yaml:7: maxHeadersKB must be between 1 and 8192, got 9000`,
+		`request-limits.yaml:7: maxBodyBytes must be between 1 and 4294967295, got 0`,
+		"request-limits.yaml:15: maxBodyBytes cannot be used on a listener with websocket: true: Envoy buffers a bounded body whole, and a WebSocket's stream never ends; allow WebSockets on the routes that need them instead (they are not bounded)",
+		`request-limits.yaml:16: unknown field "maxHeaderKB" in requestLimits`,
+		`request-limits.yaml:22: requestLimits needs at least one of maxHeadersKB or maxBodyBytes`,
+		`request-limits.yaml:28: maxHeadersKB must be an integer, got the string "16KB"`,
+		`request-limits.yaml:28: maxBodyBytes must be between 1 and 4294967295, got 5000000000`,
+	}},
 	{"fault.yaml", []string{
 		`fault.yaml:13: a fault delay's duration must be above 0`,
 		`fault.yaml:13: percent must be above 0 and at most 100, got 101`,

@@ -309,7 +309,7 @@ func (d *decoder) needMesh(line int, what string) {
 }
 
 func (d *decoder) listener(n *yaml.Node, out *parsed) (Listener, bool) {
-	m, ok := d.mapping(n, "listener", "name", "address", "port", "tls", "websocket", "httpsRedirect", "hosts")
+	m, ok := d.mapping(n, "listener", "name", "address", "port", "tls", "websocket", "httpsRedirect", "requestLimits", "hosts")
 	if !ok {
 		return Listener{}, false
 	}
@@ -340,6 +340,9 @@ func (d *decoder) listener(n *yaml.Node, out *parsed) (Listener, bool) {
 		if v && l.TLS != nil {
 			d.warnf(m.lineOf("httpsRedirect"), "httpsRedirect has no effect on a listener that terminates TLS: its requests already use HTTPS")
 		}
+	}
+	if rn := m.vals["requestLimits"]; rn != nil {
+		l.RequestLimits = d.requestLimits(rn, &l)
 	}
 
 	items := d.list(m, "hosts")

@@ -329,6 +329,9 @@ type Listener struct {
 	// HTTPSRedirect redirects every plain-HTTP request to the same URL
 	// with https, whatever its host (no effect with TLS).
 	HTTPSRedirect bool
+	// RequestLimits bounds the size of requests; nil: Envoy's defaults
+	// (60 KiB of headers, any body).
+	RequestLimits *RequestLimits
 	Hosts         []VirtualHost
 }
 

@@ -134,6 +134,7 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 			il.VirtualHosts = append(il.VirtualHosts, ivh)
 		}
 		httpsRedirectRest(&l, &il)
+		requestLimits(&l, &il)
 		cfg.Listeners = append(cfg.Listeners, il)
 	}
 	gm.dropNameClashes(t, services, cfg.Listeners)

@@ -114,8 +114,11 @@ type Listener struct {
 	TLS *TLS `json:"tls,omitempty"`
 	// WebSocket allows WebSocket upgrades on every route; otherwise only
 	// routes that set WebSocket allow them.
-	WebSocket    bool          `json:"websocket,omitempty"`
-	VirtualHosts []VirtualHost `json:"virtualHosts,omitempty"`
+	WebSocket bool `json:"websocket,omitempty"`
+	// MaxRequestHeadersKB bounds a request's headers (Envoy answers 431
+	// beyond it); 0: Envoy's default.
+	MaxRequestHeadersKB uint32        `json:"maxRequestHeadersKB,omitempty"`
+	VirtualHosts        []VirtualHost `json:"virtualHosts,omitempty"`
 	// AccessLog is the listener's request log; nil: none.
 	AccessLog *AccessLog `json:"accessLog,omitempty"`
 	// Tracing sends spans of the listener's requests to a collector; nil:
@@ -168,8 +171,14 @@ func (l *Listener) Validate(clusters, meshClusters, secrets map[string]bool) err
 			}
 		}
 	}
+	if l.MaxRequestHeadersKB > MaxRequestHeadersKB {
+		errs = append(errs, fmt.Errorf("listener %q: maxRequestHeadersKB %d above %d", l.Name, l.MaxRequestHeadersKB, MaxRequestHeadersKB))
+	}
 	for _, vh := range l.VirtualHosts {
 		for _, r := range vh.Routes {
+			if r.MaxRequestBytes > 0 && (r.WebSocket || l.WebSocket) {
+				errs = append(errs, fmt.Errorf("listener %q route %q: a body limit on a WebSocket route", l.Name, r.Name))
+			}
 			if err := r.validateAction(); err != nil {
 				errs = append(errs, fmt.Errorf("listener %q %w", l.Name, err))
 			}
@@ -262,6 +271,9 @@ type Route struct {
 	Hash *HashPolicy `json:"hash,omitempty"`
 	// WebSocket allows WebSocket upgrades on this route.
 	WebSocket bool `json:"websocket,omitempty"`
+	// MaxRequestBytes bounds the request body, which Envoy then buffers
+	// whole (413 beyond it); 0: no bound. Never on a WebSocket route.
+	MaxRequestBytes uint32 `json:"maxRequestBytes,omitempty"`
 	// Source is the policy file and line the route came from, for operators.
 	Source string `json:"source,omitempty"`
 }
