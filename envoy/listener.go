@@ -41,6 +41,9 @@ const (
 // faults come last, so an injected one looks to the client as the
 // service's own failure would, after every check of the edge.
 //
+// The RBAC filter, which enforces routes' IP access, comes first of all:
+// a refused client is told nothing else, not even CORS.
+//
 // The buffer filter, which enforces a body limit, is listed disabled and
 // switched on by the routes of a listener with one (its limit is per
 // route); it comes after the rate limit, so that a rejected request is
@@ -54,6 +57,7 @@ func listener(l *ir.Listener) (_ *listenerv3.Listener, err error) {
 			RouteConfigName: RouteConfigName(l.Name),
 		}},
 		HttpFilters: []*hcmv3.HttpFilter{
+			rbacFilter(),
 			{Name: corsFilterName, ConfigType: typedConfig(mustAny(&corsv3.Cors{}))},
 			{Name: localRateLimitFilterName, ConfigType: typedConfig(mustAny(&localratelimitv3.LocalRateLimit{
 				StatPrefix: "http_local_rate_limiter",
@@ -63,8 +67,11 @@ func listener(l *ir.Listener) (_ *listenerv3.Listener, err error) {
 			{Name: routerFilterName, ConfigType: typedConfig(mustAny(&routerv3.Router{}))},
 		},
 		// Take the client address from the connection, not from a
-		// client-supplied X-Forwarded-For (Envoy's edge best practice).
-		UseRemoteAddress: wrapperspb.Bool(true),
+		// client-supplied X-Forwarded-For (Envoy's edge best practice),
+		// unless the listener trusts that many proxies in front of it
+		// to append to X-Forwarded-For.
+		UseRemoteAddress:  wrapperspb.Bool(true),
+		XffNumTrustedHops: l.XFFTrustedHops,
 		// Route, rate-limit and forward one spelling of each path, so a
 		// limit on /api/login also counts /api//login, /api/./login and
 		// /api/%6cogin: RFC 3986 normalization (dot segments resolved,

@@ -135,6 +135,9 @@ func route(listener, virtualHost string, r *ir.Route) (*routev3.Route, error) {
 	if r.MaxRequestBytes > 0 {
 		perFilter[bufferFilterName] = bodyLimit(r.MaxRequestBytes)
 	}
+	if r.IPAccess != nil {
+		perFilter[httpRBACFilterName] = ipAccessRBAC(r.IPAccess)
+	}
 	if len(perFilter) > 0 {
 		out.TypedPerFilterConfig = perFilter
 	}

@@ -326,6 +326,17 @@ var badFiles = []struct {
 		`request-limits.yaml:28: maxHeadersKB must be an integer, got the string "16KB"`,
 		`request-limits.yaml:28: maxBodyBytes must be between 1 and 4294967295, got 5000000000`,
 	}},
+	{"ip-access.yaml", []string{
+		"ip-access.yaml:7: xffTrustedHops must be between 0 and 10, got 11",
+		"ip-access.yaml:8: allow must list at least one address or CIDR range, or be omitted",
+		`ip-access.yaml:8: CIDR range "10.0.0.1/8" has address bits set beyond its /8; write 10.0.0.0/8`,
+		`ip-access.yaml:8: invalid address or CIDR range "10.0.0.0/33": want an IP address such as 192.0.2.7 or a range such as 10.0.0.0/8 or 2001:db8::/32`,
+		`ip-access.yaml:8: invalid address or CIDR range "localhost": want an IP address such as 192.0.2.7 or a range such as 10.0.0.0/8 or 2001:db8::/32`,
+		`ip-access.yaml:8: invalid address or CIDR range "fe80::1%eth0": want an IP address such as 192.0.2.7 or a range such as 10.0.0.0/8 or 2001:db8::/32`,
+		"ip-access.yaml:11: ipAccess needs at least one of allow or deny",
+		`ip-access.yaml:15: allow "192.0.2.7/32" is the same range as "192.0.2.7" (line 15); list it once`,
+		`ip-access.yaml:16: unknown field "except" in ipAccess`,
+	}},
 	{"fault.yaml", []string{
 		`fault.yaml:13: a fault delay's duration must be above 0`,
 		`fault.yaml:13: percent must be above 0 and at most 100, got 101`,

@@ -332,7 +332,15 @@ type Listener struct {
 	// RequestLimits bounds the size of requests; nil: Envoy's defaults
 	// (60 KiB of headers, any body).
 	RequestLimits *RequestLimits
-	Hosts         []VirtualHost
+	// IPAccess admits requests by client address on every route of the
+	// listener whose host and route have none; nil: any address.
+	IPAccess *IPAccess
+	// XFFTrustedHops is how many proxies in front of the listener append
+	// to X-Forwarded-For; the client's address (for IPAccess, the access
+	// log) is the one they saw. 0: the connection's peer, X-Forwarded-For
+	// ignored.
+	XFFTrustedHops uint32
+	Hosts          []VirtualHost
 }
 
 // Service holds settings for traffic to one Consul service, from every
@@ -386,8 +394,11 @@ type VirtualHost struct {
 	// host; a route's own changes win where both name a header.
 	RequestHeaders, ResponseHeaders *Headers
 	// CORS applies to every route of the host that has none of its own.
-	CORS   *CORS
-	Routes []Route // in file order: the first match wins
+	CORS *CORS
+	// IPAccess replaces the listener's for every route of the host that
+	// has none of its own.
+	IPAccess *IPAccess
+	Routes   []Route // in file order: the first match wins
 }
 
 // Route sends matching requests to one service or splits them among
@@ -422,6 +433,8 @@ type Route struct {
 	Timeout   *time.Duration // nil: not set; 0: no timeout
 	Retries   *Retries
 	RateLimit *RateLimit
+	// IPAccess, when set, replaces its host's and listener's.
+	IPAccess *IPAccess
 	// WebSocket allows WebSocket upgrades on this route.
 	WebSocket bool
 	// Mesh sends the route's requests (to its service, or to each service

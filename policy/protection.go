@@ -1,6 +1,10 @@
 package policy
 
-import "go.yaml.in/yaml/v3"
+import (
+	"net/netip"
+
+	"go.yaml.in/yaml/v3"
+)
 
 // Bounds of a listener's requestLimits.
 const (
@@ -47,4 +51,87 @@ func (d *decoder) requestLimits(n *yaml.Node, l *Listener) *RequestLimits {
 		}
 	}
 	return rl
+}
+
+// MaxXFFTrustedHops bounds xffTrustedHops: more proxies than this in
+// front of a gateway is more likely a mistake than a topology.
+const MaxXFFTrustedHops = 10
+
+// IPAccess admits or refuses requests by the client's address: Envoy
+// answers 403 to a client in Deny, or, when Allow is set, to one in none
+// of Allow. The client's address is the connection's peer, or with the
+// listener's XFFTrustedHops, one taken from X-Forwarded-For.
+type IPAccess struct {
+	Pos   Pos
+	Allow []netip.Prefix // nil: every address not denied
+	Deny  []netip.Prefix
+}
+
+// EffectiveIPAccess is the IP access that applies to a route: its own,
+// else its host's, else its listener's; nil: none.
+func EffectiveIPAccess(l *Listener, h *VirtualHost, r *Route) *IPAccess {
+	switch {
+	case r.IPAccess != nil:
+		return r.IPAccess
+	case h.IPAccess != nil:
+		return h.IPAccess
+	}
+	return l.IPAccess
+}
+
+func (d *decoder) ipAccess(n *yaml.Node) *IPAccess {
+	m, ok := d.mapping(n, "ipAccess", "allow", "deny")
+	if !ok {
+		return nil
+	}
+	a := &IPAccess{Pos: d.pos(m.line)}
+	if !m.has("allow") && !m.has("deny") {
+		d.errorf(m.line, "ipAccess needs at least one of allow or deny")
+	}
+	a.Allow = d.cidrs(m, "allow")
+	a.Deny = d.cidrs(m, "deny")
+	return a
+}
+
+// cidrs reads a list of CIDR ranges or single addresses (a /32 or /128).
+func (d *decoder) cidrs(m *fields, key string) []netip.Prefix {
+	if !m.has(key) {
+		return nil
+	}
+	if m.emptyList(key) {
+		d.errorf(m.lineOf(key), "%s must list at least one address or CIDR range, or be omitted", key)
+	}
+	var out []netip.Prefix
+	seen := map[netip.Prefix]item{}
+	for _, it := range d.strList(m, key) {
+		p, ok := d.cidr(it)
+		if !ok {
+			continue
+		}
+		if first, dup := seen[p]; dup {
+			d.errorf(it.line, "%s %q is the same range as %q (line %d); list it once", key, it.value, first.value, first.line)
+			continue
+		}
+		seen[p] = it
+		out = append(out, p)
+	}
+	return out
+}
+
+func (d *decoder) cidr(it item) (netip.Prefix, bool) {
+	if addr, err := netip.ParseAddr(it.value); err == nil && addr.Zone() == "" {
+		return netip.PrefixFrom(addr, addr.BitLen()), true
+	}
+	p, err := netip.ParsePrefix(it.value)
+	if err != nil {
+		d.errorf(it.line, "invalid address or CIDR range %q: want an IP address such as 192.0.2.7 or a range such as 10.0.0.0/8 or 2001:db8::/32", it.value)
+		return netip.Prefix{}, false
+	}
+	if p.Masked() != p {
+		// Envoy would mask it silently; a typo in the address is likelier
+		// than a wish to write the range that way.
+		d.errorf(it.line, "CIDR range %q has address bits set beyond its /%d; write %s", it.value, p.Bits(), p.Masked())
+		return netip.Prefix{}, false
+	}
+	return p, true
 }

@@ -26,3 +26,19 @@ func requestLimits(l *policy.Listener, il *ir.Listener) {
 		}
 	}
 }
+
+// ipAccess is the route's effective IP access in the IR; nil: none.
+func ipAccess(l *policy.Listener, h *policy.VirtualHost, r *policy.Route) *ir.IPAccess {
+	a := policy.EffectiveIPAccess(l, h, r)
+	if a == nil {
+		return nil
+	}
+	out := &ir.IPAccess{}
+	for _, p := range a.Allow {
+		out.Allow = append(out.Allow, p.String())
+	}
+	for _, p := range a.Deny {
+		out.Deny = append(out.Deny, p.String())
+	}
+	return out
+}

@@ -81,7 +81,7 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 	services := map[string]serviceRef{} // cluster key -> first route naming it
 	secrets := map[string]bool{}
 	for _, l := range g.Listeners {
-		il := ir.Listener{Name: l.Name, Address: l.Address, Port: l.Port, Source: l.Pos.String(), WebSocket: l.WebSocket}
+		il := ir.Listener{Name: l.Name, Address: l.Address, Port: l.Port, Source: l.Pos.String(), WebSocket: l.WebSocket, XFFTrustedHops: l.XFFTrustedHops}
 		if a := g.EffectiveAccessLog(); a != nil {
 			il.AccessLog = &ir.AccessLog{Path: a.Path, Format: a.Format}
 		}
@@ -116,6 +116,7 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 			for _, r := range vh.Routes {
 				out := route(&r)
 				out.CORS = routeCORS(&vh, &r)
+				out.IPAccess = ipAccess(&l, &vh, &r)
 				if r.Mesh {
 					// Its services are reached through their sidecars,
 					// not their own clusters.

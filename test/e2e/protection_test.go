@@ -119,3 +119,90 @@ func TestRequestLimits(t *testing.T) {
 		}
 	}
 }
+
+const ipAccessPolicy = `apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: edge
+listeners:
+  - name: direct
+    address: 127.0.0.1
+    port: {{port}}
+    ipAccess: { deny: [127.0.0.0/8] }
+    hosts:
+      - domains: ["*"]
+        routes:
+          - name: local
+            match: { pathPrefix: /local }
+            service: web
+            ipAccess: { allow: [127.0.0.0/8, "::1"] }
+          - name: office
+            match: { pathPrefix: /office }
+            service: web
+            ipAccess: { allow: [10.0.0.0/8] }
+          - name: web
+            service: web
+  - name: proxied
+    address: 127.0.0.1
+    port: {{port2}}
+    xffTrustedHops: 1
+    hosts:
+      - domains: [partners.example.com]
+        ipAccess: { allow: [198.51.100.0/24], deny: [198.51.100.66] }
+        routes:
+          - service: web
+      - domains: ["*"]
+        ipAccess: { deny: [203.0.113.0/24] }
+        routes:
+          - service: web
+`
+
+// IP access: a listener's deny list refuses 127.0.0.1 with 403, a route's
+// own allow list replaces it; behind one trusted proxy, the address that
+// proxy appended to X-Forwarded-For decides, and without the header the
+// connection's peer does.
+func TestIPAccess(t *testing.T) {
+	e := NewEnv(t, true, map[string]string{"edge.yaml": ipAccessPolicy})
+	backend := e.StartBackend("web", "web-1")
+	e.WaitHosts("web", 1, 1)
+	direct, proxied := testenv.Addr(e.Port), testenv.Addr(e.Port2)
+	for _, c := range []struct {
+		name, addr, host, path, xff string
+		code                        int
+	}{
+		{"listener deny list", direct, "www.example.com", "/", "", 403},
+		{"X-Forwarded-For ignored without trusted hops", direct, "www.example.com", "/", "198.51.100.7", 403},
+		{"route allow list replaces the listener's", direct, "www.example.com", "/local", "", 200},
+		{"route allow list without the client", direct, "www.example.com", "/office", "", 403},
+		{"trusted hop: denied address", proxied, "www.example.com", "/", "203.0.113.9", 403},
+		{"trusted hop: other address", proxied, "www.example.com", "/", "198.51.100.7", 200},
+		{"trusted hop: a client's own X-Forwarded-For is not trusted", proxied, "www.example.com", "/", "203.0.113.9, 192.0.2.1", 200},
+		{"no X-Forwarded-For: the peer", proxied, "www.example.com", "/", "", 200},
+		{"host allow list: allowed", proxied, "partners.example.com", "/", "198.51.100.7", 200},
+		{"host allow list: denied within it", proxied, "partners.example.com", "/", "198.51.100.66", 403},
+		{"host allow list: outside it", proxied, "partners.example.com", "/", "192.0.2.1", 403},
+		{"host allow list: the peer", proxied, "partners.example.com", "/", "", 403},
+	} {
+		h := map[string]string{}
+		if c.xff != "" {
+			h["X-Forwarded-For"] = c.xff
+		}
+		before := backend.Hits()
+		got := send(t, http.MethodGet, c.addr, c.host, c.path, h)
+		if got.code != c.code {
+			t.Errorf("%s: got %d; want %d", c.name, got.code, c.code)
+		}
+		if reached := backend.Hits() > before; reached != (c.code == 200) {
+			t.Errorf("%s: reached the backend: %v; want %v", c.name, reached, c.code == 200)
+		}
+	}
+	// Envoy counts each listener's refusals, as docs/policy.md says.
+	stats, err := e.Envoy.Admin("/stats?filter=rbac%5C.denied$")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"http.direct.rbac.denied: 3", "http.proxied.rbac.denied: 4"} {
+		if !strings.Contains(stats, want) {
+			t.Errorf("Envoy stats %q; want %q", stats, want)
+		}
+	}
+}

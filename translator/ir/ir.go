@@ -117,8 +117,12 @@ type Listener struct {
 	WebSocket bool `json:"websocket,omitempty"`
 	// MaxRequestHeadersKB bounds a request's headers (Envoy answers 431
 	// beyond it); 0: Envoy's default.
-	MaxRequestHeadersKB uint32        `json:"maxRequestHeadersKB,omitempty"`
-	VirtualHosts        []VirtualHost `json:"virtualHosts,omitempty"`
+	MaxRequestHeadersKB uint32 `json:"maxRequestHeadersKB,omitempty"`
+	// XFFTrustedHops is how many proxies in front append to
+	// X-Forwarded-For, so that Envoy takes the client's address from it;
+	// 0: the connection's peer.
+	XFFTrustedHops uint32        `json:"xffTrustedHops,omitempty"`
+	VirtualHosts   []VirtualHost `json:"virtualHosts,omitempty"`
 	// AccessLog is the listener's request log; nil: none.
 	AccessLog *AccessLog `json:"accessLog,omitempty"`
 	// Tracing sends spans of the listener's requests to a collector; nil:
@@ -178,6 +182,11 @@ func (l *Listener) Validate(clusters, meshClusters, secrets map[string]bool) err
 		for _, r := range vh.Routes {
 			if r.MaxRequestBytes > 0 && (r.WebSocket || l.WebSocket) {
 				errs = append(errs, fmt.Errorf("listener %q route %q: a body limit on a WebSocket route", l.Name, r.Name))
+			}
+			if r.IPAccess != nil {
+				if err := r.IPAccess.validate(); err != nil {
+					errs = append(errs, fmt.Errorf("listener %q route %q: %w", l.Name, r.Name, err))
+				}
 			}
 			if err := r.validateAction(); err != nil {
 				errs = append(errs, fmt.Errorf("listener %q %w", l.Name, err))
@@ -274,6 +283,8 @@ type Route struct {
 	// MaxRequestBytes bounds the request body, which Envoy then buffers
 	// whole (413 beyond it); 0: no bound. Never on a WebSocket route.
 	MaxRequestBytes uint32 `json:"maxRequestBytes,omitempty"`
+	// IPAccess admits requests by client address; nil: any.
+	IPAccess *IPAccess `json:"ipAccess,omitempty"`
 	// Source is the policy file and line the route came from, for operators.
 	Source string `json:"source,omitempty"`
 }
