@@ -97,6 +97,9 @@ func listener(l *ir.Listener) (_ *listenerv3.Listener, err error) {
 	hcm.UpgradeConfigs = []*hcmv3.HttpConnectionManager_UpgradeConfig{
 		{UpgradeType: webSocketUpgrade, Enabled: wrapperspb.Bool(l.WebSocket)},
 	}
+	if l.RateLimitResponse != nil {
+		hcm.LocalReplyConfig = rateLimitReply(l.RateLimitResponse)
+	}
 	hcm.Tracing = tracing(l.Tracing)
 	if hcm.AccessLog, err = accessLogs(l.AccessLog); err != nil {
 		return nil, fmt.Errorf("listener %q: %w", l.Name, err)

@@ -337,6 +337,18 @@ var badFiles = []struct {
 		`ip-access.yaml:15: allow "192.0.2.7/32" is the same range as "192.0.2.7" (line 15); list it once`,
 		`ip-access.yaml:16: unknown field "except" in ipAccess`,
 	}},
+	{"client-rate-limit.yaml", []string{
+		`client-rate-limit.yaml:7: unknown field "status" in rateLimitResponse`,
+		`client-rate-limit.yaml:7: missing required field "body" in rateLimitResponse`,
+		`client-rate-limit.yaml:7: invalid contentType "json": want a media type such as text/html; charset=utf-8`,
+		`client-rate-limit.yaml:13: unknown rateLimit.by "user"; supported: clientIP, header, path`,
+		"client-rate-limit.yaml:16: by: header needs header, the request header whose values get a bucket each (such as x-api-key)",
+		"client-rate-limit.yaml:19: header is only used with by: header",
+		"client-rate-limit.yaml:19: clients must be between 1 and 1000000, got 0",
+		"client-rate-limit.yaml:22: clients is only used with by",
+		`client-rate-limit.yaml:22: shadow must be true or false, got the string "yes"`,
+		`client-rate-limit.yaml:25: invalid header name "x api key"`,
+	}},
 	{"fault.yaml", []string{
 		`fault.yaml:13: a fault delay's duration must be above 0`,
 		`fault.yaml:13: percent must be above 0 and at most 100, got 101`,

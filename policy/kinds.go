@@ -309,7 +309,7 @@ func (d *decoder) needMesh(line int, what string) {
 }
 
 func (d *decoder) listener(n *yaml.Node, out *parsed) (Listener, bool) {
-	m, ok := d.mapping(n, "listener", "name", "address", "port", "tls", "websocket", "httpsRedirect", "requestLimits", "ipAccess", "xffTrustedHops", "hosts")
+	m, ok := d.mapping(n, "listener", "name", "address", "port", "tls", "websocket", "httpsRedirect", "requestLimits", "ipAccess", "xffTrustedHops", "rateLimitResponse", "hosts")
 	if !ok {
 		return Listener{}, false
 	}
@@ -349,6 +349,9 @@ func (d *decoder) listener(n *yaml.Node, out *parsed) (Listener, bool) {
 	}
 	if v, ok := d.integer(m, "xffTrustedHops", 0, MaxXFFTrustedHops); ok {
 		l.XFFTrustedHops = uint32(v)
+	}
+	if rn := m.vals["rateLimitResponse"]; rn != nil {
+		l.RateLimitResponse = d.rateLimitResponse(rn)
 	}
 
 	items := d.list(m, "hosts")
@@ -908,7 +911,7 @@ func (d *decoder) retries(n *yaml.Node, routeTimeout *time.Duration) *Retries {
 }
 
 func (d *decoder) rateLimit(n *yaml.Node) *RateLimit {
-	m, ok := d.mapping(n, "rateLimit", "requests", "per", "burst")
+	m, ok := d.mapping(n, "rateLimit", "requests", "per", "burst", "by", "header", "clients", "shadow", "headers")
 	if !ok {
 		return nil
 	}
@@ -934,6 +937,7 @@ func (d *decoder) rateLimit(n *yaml.Node) *RateLimit {
 	} else {
 		rl.Burst = rl.Requests
 	}
+	d.rateLimitClients(m, rl)
 	return rl
 }
 

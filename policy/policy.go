@@ -340,7 +340,10 @@ type Listener struct {
 	// log) is the one they saw. 0: the connection's peer, X-Forwarded-For
 	// ignored.
 	XFFTrustedHops uint32
-	Hosts          []VirtualHost
+	// RateLimitResponse is the body of the listener's 429 answers to
+	// rate-limited requests; nil: Envoy's ("local_rate_limited").
+	RateLimitResponse *RateLimitResponse
+	Hosts             []VirtualHost
 }
 
 // Service holds settings for traffic to one Consul service, from every
@@ -532,11 +535,24 @@ type RetryBackoff struct {
 }
 
 // RateLimit is a local token bucket: Burst tokens at most, refilled with
-// Requests tokens every Per.
+// Requests tokens every Per. With By, each client (each value of what By
+// names) has its own bucket.
 type RateLimit struct {
 	Requests uint32
 	Per      time.Duration // >= MinRateLimitInterval
 	Burst    uint32        // Requests when omitted
+	// By is what gives a request its bucket (RateLimitBys); "": one bucket
+	// for the route. Requests without the header share one bucket.
+	By     string
+	Header string // lowercase; set when By is RateLimitByHeader
+	// Clients bounds the buckets Envoy keeps (the least recently used
+	// goes); DefaultRateLimitClients when By is set, else 0.
+	Clients uint32
+	// Shadow counts the requests that would be limited, in Envoy's stats,
+	// and forwards them all.
+	Shadow bool
+	// Headers adds x-ratelimit-limit, -remaining and -reset to responses.
+	Headers bool
 }
 
 // Certificate is a TLS certificate and private key read from files.

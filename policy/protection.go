@@ -2,6 +2,7 @@ package policy
 
 import (
 	"net/netip"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -134,4 +135,96 @@ func (d *decoder) cidr(it item) (netip.Prefix, bool) {
 		return netip.Prefix{}, false
 	}
 	return p, true
+}
+
+// What a route's rateLimit gives each its own bucket (rateLimit.by).
+const (
+	RateLimitByClientIP = "clientIP" // the client's address (see IPAccess)
+	RateLimitByHeader   = "header"   // a request header's value, such as an API key
+	RateLimitByPath     = "path"     // the request path, with its query
+)
+
+// RateLimitBys lists the rateLimit.by values accepted.
+func RateLimitBys() []string {
+	return []string{RateLimitByClientIP, RateLimitByHeader, RateLimitByPath}
+}
+
+// Bounds of rateLimit.clients, the buckets Envoy keeps per route.
+const (
+	DefaultRateLimitClients = 10000
+	MaxRateLimitClients     = 1000000
+)
+
+// rateLimitClients decodes the per-client part of a rateLimit: by, header,
+// clients, shadow and headers.
+func (d *decoder) rateLimitClients(m *fields, rl *RateLimit) {
+	if v, ok := d.str(m, "by"); ok {
+		if contains(RateLimitBys(), v) {
+			rl.By = v
+		} else {
+			d.errorf(m.lineOf("by"), "unknown rateLimit.by %q; supported: %s", v, strings.Join(RateLimitBys(), ", "))
+		}
+	}
+	if v, ok := d.str(m, "header"); ok {
+		switch name := strings.ToLower(v); {
+		case m.has("by") && rl.By != RateLimitByHeader:
+			d.errorf(m.lineOf("header"), "header is only used with by: header")
+		case !headerNameRE.MatchString(name) || strings.HasPrefix(name, ":"):
+			d.errorf(m.lineOf("header"), "invalid header name %s", quoteValue(v))
+		default:
+			rl.Header = name
+		}
+	}
+	if rl.By == RateLimitByHeader && !m.has("header") {
+		d.errorf(m.lineOf("by"), "by: header needs header, the request header whose values get a bucket each (such as x-api-key)")
+	}
+	if m.has("clients") {
+		if rl.By == "" {
+			d.errorf(m.lineOf("clients"), "clients is only used with by")
+		}
+		if v, ok := d.integer(m, "clients", 1, MaxRateLimitClients); ok {
+			rl.Clients = uint32(v)
+		}
+	} else if rl.By != "" {
+		rl.Clients = DefaultRateLimitClients
+	}
+	if v, ok := d.boolean(m, "shadow"); ok {
+		rl.Shadow = v
+	}
+	if v, ok := d.boolean(m, "headers"); ok {
+		rl.Headers = v
+	}
+}
+
+// RateLimitResponse is what a listener's rate-limited requests get,
+// with status 429.
+type RateLimitResponse struct {
+	Pos         Pos
+	Body        string
+	ContentType string // "": text/plain
+}
+
+func (d *decoder) rateLimitResponse(n *yaml.Node) *RateLimitResponse {
+	m, ok := d.mapping(n, "rateLimitResponse", "body", "contentType")
+	if !ok {
+		return nil
+	}
+	r := &RateLimitResponse{Pos: d.pos(m.line)}
+	if d.require(m, "body") {
+		if v, ok := d.text(m, "body"); ok {
+			if len(v) > MaxDirectResponseBody {
+				d.errorf(m.lineOf("body"), "rateLimitResponse body is %d bytes, more than Envoy's limit of %d", len(v), MaxDirectResponseBody)
+			} else {
+				r.Body = v
+			}
+		}
+	}
+	if v, ok := d.str(m, "contentType"); ok {
+		if contentTypeRE.MatchString(v) {
+			r.ContentType = v
+		} else {
+			d.errorf(m.lineOf("contentType"), "invalid contentType %s: want a media type such as text/html; charset=utf-8", quoteValue(v))
+		}
+	}
+	return r
 }

@@ -42,3 +42,13 @@ func ipAccess(l *policy.Listener, h *policy.VirtualHost, r *policy.Route) *ir.IP
 	}
 	return out
 }
+
+// rateLimit is a route's rate limit in the IR: the policy's, field for
+// field (policy and IR name the By values alike).
+func rateLimit(rl *policy.RateLimit) *ir.RateLimit {
+	return &ir.RateLimit{
+		Requests: rl.Requests, Per: ir.D(rl.Per), Burst: rl.Burst,
+		By: rl.By, Header: rl.Header, Clients: rl.Clients,
+		Shadow: rl.Shadow, Headers: rl.Headers,
+	}
+}

@@ -136,6 +136,9 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 		}
 		httpsRedirectRest(&l, &il)
 		requestLimits(&l, &il)
+		if rr := l.RateLimitResponse; rr != nil {
+			il.RateLimitResponse = &ir.RateLimitResponse{Body: rr.Body, ContentType: rr.ContentType}
+		}
 		cfg.Listeners = append(cfg.Listeners, il)
 	}
 	gm.dropNameClashes(t, services, cfg.Listeners)
@@ -224,7 +227,7 @@ func route(r *policy.Route) ir.Route {
 		out.Timeout = &d
 	}
 	if r.RateLimit != nil {
-		out.RateLimit = &ir.RateLimit{Requests: r.RateLimit.Requests, Per: ir.D(r.RateLimit.Per), Burst: r.RateLimit.Burst}
+		out.RateLimit = rateLimit(r.RateLimit)
 	}
 	out.ResponseHeaders = headers(r.ResponseHeaders)
 	if r.Redirect != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -204,5 +205,95 @@ func TestIPAccess(t *testing.T) {
 		if !strings.Contains(stats, want) {
 			t.Errorf("Envoy stats %q; want %q", stats, want)
 		}
+	}
+}
+
+const clientRateLimitPolicy = `apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: edge
+listeners:
+  - name: http
+    address: 127.0.0.1
+    port: {{port}}
+    rateLimitResponse: { body: '{"error":"slow down"}', contentType: application/json }
+    hosts:
+      - domains: ["*"]
+        routes:
+          - name: keys
+            match: { pathPrefix: /keys }
+            service: web
+            rateLimit: { requests: 2, per: 1h, by: header, header: x-api-key, headers: true }
+          - name: ips
+            match: { pathPrefix: /ips }
+            service: web
+            rateLimit: { requests: 2, per: 1h, by: clientIP }
+          - name: paths
+            match: { pathPrefix: /paths }
+            service: web
+            rateLimit: { requests: 1, per: 1h, by: path }
+          - name: shadow
+            match: { pathPrefix: /shadow }
+            service: web
+            rateLimit: { requests: 1, per: 1h, shadow: true }
+          - name: web
+            service: web
+`
+
+// statuses sends n GETs to path with the headers and lists the statuses.
+func statuses(t *testing.T, addr, path string, n int, h map[string]string) []int {
+	t.Helper()
+	var out []int
+	for range n {
+		out = append(out, send(t, http.MethodGet, addr, "www.example.com", path, h).code)
+	}
+	return out
+}
+
+// Per-client rate limits: two API keys have a budget each, and requests
+// without the key share one; clients are told by address (a client's own
+// X-Forwarded-For does not get it a new budget) and paths by path; a 429
+// carries the listener's body, and x-ratelimit-* headers when asked; in
+// shadow mode every request passes and Envoy counts the would-be 429s.
+func TestClientRateLimits(t *testing.T) {
+	e := NewEnv(t, true, map[string]string{"edge.yaml": clientRateLimitPolicy})
+	e.StartBackend("web", "web-1")
+	e.WaitHosts("web", 1, 1)
+	addr := testenv.Addr(e.Port)
+	want := []int{200, 200, 429}
+	for _, c := range []struct {
+		name, path string
+		h          map[string]string
+		want       []int
+	}{
+		{"API key alice", "/keys", map[string]string{"X-Api-Key": "alice"}, want},
+		{"API key bob, a budget of its own", "/keys", map[string]string{"X-Api-Key": "bob"}, want},
+		{"no API key: one shared budget", "/keys", nil, want},
+		{"client 127.0.0.1", "/ips", nil, want},
+		{"client 127.0.0.1 claiming another address", "/ips", map[string]string{"X-Forwarded-For": "192.0.2.1"}, []int{429}},
+		{"path /paths/a", "/paths/a", nil, []int{200, 429}},
+		{"path /paths/b, a budget of its own", "/paths/b", nil, []int{200, 429}},
+		{"shadow mode", "/shadow", nil, []int{200, 200, 200, 200}},
+	} {
+		if got := statuses(t, addr, c.path, len(c.want), c.h); !slices.Equal(got, c.want) {
+			t.Errorf("%s: got %v; want %v", c.name, got, c.want)
+		}
+	}
+
+	got := send(t, http.MethodGet, addr, "www.example.com", "/keys", map[string]string{"X-Api-Key": "alice"})
+	if got.code != 429 || got.body != `{"error":"slow down"}` || got.header.Get("Content-Type") != "application/json" {
+		t.Errorf("limited request: got %d %q Content-Type %q; want 429 with the policy's JSON body", got.code, got.body, got.header.Get("Content-Type"))
+	}
+	if got.header.Get("X-Ratelimit-Limit") == "" || got.header.Get("X-Ratelimit-Remaining") != "0" {
+		t.Errorf("limited request: x-ratelimit headers %v; want a limit and 0 remaining", got.header)
+	}
+	got = send(t, http.MethodGet, addr, "www.example.com", "/keys", map[string]string{"X-Api-Key": "carol"})
+	if got.code != 200 || got.header.Get("X-Ratelimit-Remaining") != "1" {
+		t.Errorf("carol's first request: got %d, x-ratelimit-remaining %q; want 200 and 1", got.code, got.header.Get("X-Ratelimit-Remaining"))
+	}
+
+	// The shadow route forwarded all 4 and counted the 3 beyond its budget.
+	stat := "ratelimit_http_any_shadow.http_local_rate_limit.rate_limited"
+	if n := e.envoyCounterValue(stat); n != 3 {
+		t.Errorf("envoy %s = %d; want 3", stat, n)
 	}
 }

@@ -121,8 +121,11 @@ type Listener struct {
 	// XFFTrustedHops is how many proxies in front append to
 	// X-Forwarded-For, so that Envoy takes the client's address from it;
 	// 0: the connection's peer.
-	XFFTrustedHops uint32        `json:"xffTrustedHops,omitempty"`
-	VirtualHosts   []VirtualHost `json:"virtualHosts,omitempty"`
+	XFFTrustedHops uint32 `json:"xffTrustedHops,omitempty"`
+	// RateLimitResponse is the body of 429 answers to rate-limited
+	// requests; nil: Envoy's.
+	RateLimitResponse *RateLimitResponse `json:"rateLimitResponse,omitempty"`
+	VirtualHosts      []VirtualHost      `json:"virtualHosts,omitempty"`
 	// AccessLog is the listener's request log; nil: none.
 	AccessLog *AccessLog `json:"accessLog,omitempty"`
 	// Tracing sends spans of the listener's requests to a collector; nil:
@@ -182,6 +185,11 @@ func (l *Listener) Validate(clusters, meshClusters, secrets map[string]bool) err
 		for _, r := range vh.Routes {
 			if r.MaxRequestBytes > 0 && (r.WebSocket || l.WebSocket) {
 				errs = append(errs, fmt.Errorf("listener %q route %q: a body limit on a WebSocket route", l.Name, r.Name))
+			}
+			if r.RateLimit != nil {
+				if err := r.RateLimit.validate(); err != nil {
+					errs = append(errs, fmt.Errorf("listener %q route %q: %w", l.Name, r.Name, err))
+				}
 			}
 			if r.IPAccess != nil {
 				if err := r.IPAccess.validate(); err != nil {
@@ -360,11 +368,22 @@ type RetryBackoff struct {
 }
 
 // RateLimit is a local token bucket: Requests tokens every Per, holding at
-// most Burst. Requests beyond it are answered 429.
+// most Burst. Requests beyond it are answered 429. With By, each client
+// has its own bucket.
 type RateLimit struct {
 	Requests uint32   `json:"requests"`
 	Per      Duration `json:"per"`
 	Burst    uint32   `json:"burst"`
+	// By is what gives a request its bucket: RateLimitByClientIP,
+	// RateLimitByHeader (Header's value) or RateLimitByPath; "": one.
+	By     string `json:"by,omitempty"`
+	Header string `json:"header,omitempty"`
+	// Clients bounds the buckets kept with By.
+	Clients uint32 `json:"clients,omitempty"`
+	// Shadow counts limited requests without refusing them.
+	Shadow bool `json:"shadow,omitempty"`
+	// Headers adds x-ratelimit-* headers to responses.
+	Headers bool `json:"headers,omitempty"`
 }
 
 // Cluster is an upstream Consul service and its endpoints. The envoy

@@ -29,3 +29,31 @@ func (a *IPAccess) validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// What gives a request its own rate-limit bucket (RateLimit.By).
+const (
+	RateLimitByClientIP = "clientIP"
+	RateLimitByHeader   = "header"
+	RateLimitByPath     = "path"
+)
+
+func (r *RateLimit) validate() error {
+	switch {
+	case r.Requests == 0 || r.Burst == 0 || r.Per.Duration <= 0:
+		return fmt.Errorf("rate limit of %d per %s, burst %d", r.Requests, r.Per, r.Burst)
+	case r.By != "" && r.By != RateLimitByClientIP && r.By != RateLimitByHeader && r.By != RateLimitByPath:
+		return fmt.Errorf("rate limit by %q", r.By)
+	case (r.By == RateLimitByHeader) != (r.Header != ""):
+		return fmt.Errorf("rate limit by %q with header %q", r.By, r.Header)
+	case (r.By != "") != (r.Clients > 0):
+		return fmt.Errorf("rate limit by %q for %d clients", r.By, r.Clients)
+	}
+	return nil
+}
+
+// RateLimitResponse is the body (and its Content-Type, "" for text/plain)
+// of a listener's 429 answers to rate-limited requests.
+type RateLimitResponse struct {
+	Body        string `json:"body"`
+	ContentType string `json:"contentType,omitempty"`
+}
