@@ -348,6 +348,7 @@ var badFiles = []struct {
 		"client-rate-limit.yaml:22: clients is only used with by",
 		`client-rate-limit.yaml:22: shadow must be true or false, got the string "yes"`,
 		`client-rate-limit.yaml:25: invalid header name "x api key"`,
+		`client-rate-limit.yaml:28: warning: rateLimitResponse has no effect: no route of this listener has a rateLimit`,
 	}},
 	{"fault.yaml", []string{
 		`fault.yaml:13: a fault delay's duration must be above 0`,

@@ -374,6 +374,7 @@ func (d *decoder) listener(n *yaml.Node, out *parsed) (Listener, bool) {
 	if (!m.has("hosts") || m.emptyList("hosts")) && !l.HTTPSRedirect {
 		d.warnf(m.line, "listener has no hosts; Envoy will answer every request with 404")
 	}
+	d.rateLimitResponseUsed(&l)
 	return l, true
 }
 

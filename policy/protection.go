@@ -228,3 +228,19 @@ func (d *decoder) rateLimitResponse(n *yaml.Node) *RateLimitResponse {
 	}
 	return r
 }
+
+// rateLimitResponseUsed warns about a listener's rateLimitResponse when
+// none of its routes has a rate limit to answer with it.
+func (d *decoder) rateLimitResponseUsed(l *Listener) {
+	if l.RateLimitResponse == nil {
+		return
+	}
+	for _, h := range l.Hosts {
+		for _, r := range h.Routes {
+			if r.RateLimit != nil {
+				return
+			}
+		}
+	}
+	d.warnf(l.RateLimitResponse.Pos.Line, "rateLimitResponse has no effect: no route of this listener has a rateLimit")
+}
