@@ -5,6 +5,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	bufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/buffer/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
@@ -21,6 +22,7 @@ import (
 // Envoy extension names Switchyard configures.
 const (
 	hcmFilterName            = "envoy.filters.network.http_connection_manager"
+	bufferFilterName         = "envoy.filters.http.buffer"
 	corsFilterName           = "envoy.filters.http.cors"
 	faultFilterName          = "envoy.filters.http.fault"
 	localRateLimitFilterName = "envoy.filters.http.local_ratelimit"
@@ -38,6 +40,14 @@ const (
 // so that a preflight is answered before anything else looks at it;
 // faults come last, so an injected one looks to the client as the
 // service's own failure would, after every check of the edge.
+//
+// The RBAC filter, which enforces routes' IP access, comes first of all:
+// a refused client is told nothing else, not even CORS.
+//
+// The buffer filter, which enforces a body limit, is listed disabled and
+// switched on by the routes of a listener with one (its limit is per
+// route); it comes after the rate limit, so that a rejected request is
+// not read first.
 func listener(l *ir.Listener) (_ *listenerv3.Listener, err error) {
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: StatPrefix(l.Name),
@@ -47,16 +57,21 @@ func listener(l *ir.Listener) (_ *listenerv3.Listener, err error) {
 			RouteConfigName: RouteConfigName(l.Name),
 		}},
 		HttpFilters: []*hcmv3.HttpFilter{
+			rbacFilter(),
 			{Name: corsFilterName, ConfigType: typedConfig(mustAny(&corsv3.Cors{}))},
 			{Name: localRateLimitFilterName, ConfigType: typedConfig(mustAny(&localratelimitv3.LocalRateLimit{
 				StatPrefix: "http_local_rate_limiter",
 			}))},
+			bufferFilter(),
 			{Name: faultFilterName, ConfigType: typedConfig(mustAny(&faultv3.HTTPFault{}))},
 			{Name: routerFilterName, ConfigType: typedConfig(mustAny(&routerv3.Router{}))},
 		},
 		// Take the client address from the connection, not from a
-		// client-supplied X-Forwarded-For (Envoy's edge best practice).
-		UseRemoteAddress: wrapperspb.Bool(true),
+		// client-supplied X-Forwarded-For (Envoy's edge best practice),
+		// unless the listener trusts that many proxies in front of it
+		// to append to X-Forwarded-For.
+		UseRemoteAddress:  wrapperspb.Bool(true),
+		XffNumTrustedHops: l.XFFTrustedHops,
 		// Route, rate-limit and forward one spelling of each path, so a
 		// limit on /api/login also counts /api//login, /api/./login and
 		// /api/%6cogin: RFC 3986 normalization (dot segments resolved,
@@ -71,6 +86,9 @@ func listener(l *ir.Listener) (_ *listenerv3.Listener, err error) {
 		// gRPC clients get an error, as with REJECT_REQUEST.
 		PathWithEscapedSlashesAction: hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT,
 	}
+	if l.MaxRequestHeadersKB > 0 {
+		hcm.MaxRequestHeadersKb = wrapperspb.UInt32(l.MaxRequestHeadersKB)
+	}
 	// WebSocket upgrades for the whole listener, or off here and on for the
 	// routes that ask (a route's setting overrides this one); Envoy answers
 	// an upgrade it does not allow with 403. Always listed, so that a route
@@ -78,6 +96,9 @@ func listener(l *ir.Listener) (_ *listenerv3.Listener, err error) {
 	// never drains the listener's connections.
 	hcm.UpgradeConfigs = []*hcmv3.HttpConnectionManager_UpgradeConfig{
 		{UpgradeType: webSocketUpgrade, Enabled: wrapperspb.Bool(l.WebSocket)},
+	}
+	if l.RateLimitResponse != nil {
+		hcm.LocalReplyConfig = rateLimitReply(l.RateLimitResponse)
 	}
 	hcm.Tracing = tracing(l.Tracing)
 	if hcm.AccessLog, err = accessLogs(l.AccessLog); err != nil {
@@ -131,6 +152,24 @@ func downstreamTLS(t *ir.TLS) (*corev3.TransportSocket, error) {
 		Name:       tlsTransportSocketName,
 		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a},
 	}, nil
+}
+
+// bufferFilter is off unless a route's per-filter config sets its limit.
+// Envoy requires a limit even so: the one given is never applied.
+func bufferFilter() *hcmv3.HttpFilter {
+	return &hcmv3.HttpFilter{
+		Name:       bufferFilterName,
+		Disabled:   true,
+		ConfigType: typedConfig(mustAny(&bufferv3.Buffer{MaxRequestBytes: wrapperspb.UInt32(1)})),
+	}
+}
+
+// bodyLimit switches a route's buffer filter on with its body limit;
+// Envoy answers 413 to a larger body.
+func bodyLimit(maxBytes uint32) *anypb.Any {
+	return mustAny(&bufferv3.BufferPerRoute{Override: &bufferv3.BufferPerRoute_Buffer{
+		Buffer: &bufferv3.Buffer{MaxRequestBytes: wrapperspb.UInt32(maxBytes)},
+	}})
 }
 
 func typedConfig(a *anypb.Any) *hcmv3.HttpFilter_TypedConfig {

@@ -10,7 +10,6 @@ import (
 	faultcommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
-	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
@@ -131,6 +130,12 @@ func route(listener, virtualHost string, r *ir.Route) (*routev3.Route, error) {
 	}
 	if r.Fault != nil {
 		perFilter[faultFilterName] = mustAny(httpFault(r.Fault))
+	}
+	if r.MaxRequestBytes > 0 {
+		perFilter[bufferFilterName] = bodyLimit(r.MaxRequestBytes)
+	}
+	if r.IPAccess != nil {
+		perFilter[httpRBACFilterName] = ipAccessRBAC(r.IPAccess)
 	}
 	if len(perFilter) > 0 {
 		out.TypedPerFilterConfig = perFilter
@@ -386,24 +391,6 @@ func headerMatcher(h *ir.HeaderMatch) *routev3.HeaderMatcher {
 	}
 	hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_StringMatch{StringMatch: sm}
 	return hm
-}
-
-// localRateLimit is a route's token bucket. Envoy answers 429 when it is
-// empty and counts it under <stat prefix>.http_local_rate_limit.
-func localRateLimit(listener, virtualHost string, r *ir.Route) *localratelimitv3.LocalRateLimit {
-	all := &corev3.RuntimeFractionalPercent{DefaultValue: &typev3.FractionalPercent{
-		Numerator: 100, Denominator: typev3.FractionalPercent_HUNDRED,
-	}}
-	return &localratelimitv3.LocalRateLimit{
-		StatPrefix: LocalRateLimitStatPrefix(listener, virtualHost, r.Name),
-		TokenBucket: &typev3.TokenBucket{
-			MaxTokens:     r.RateLimit.Burst,
-			TokensPerFill: wrapperspb.UInt32(r.RateLimit.Requests),
-			FillInterval:  durationpb.New(r.RateLimit.Per.Duration),
-		},
-		FilterEnabled:  all,
-		FilterEnforced: all,
-	}
 }
 
 // previousHosts is Envoy's retry host predicate that skips the hosts a

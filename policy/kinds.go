@@ -309,7 +309,7 @@ func (d *decoder) needMesh(line int, what string) {
 }
 
 func (d *decoder) listener(n *yaml.Node, out *parsed) (Listener, bool) {
-	m, ok := d.mapping(n, "listener", "name", "address", "port", "tls", "websocket", "httpsRedirect", "hosts")
+	m, ok := d.mapping(n, "listener", "name", "address", "port", "tls", "websocket", "httpsRedirect", "requestLimits", "ipAccess", "xffTrustedHops", "rateLimitResponse", "hosts")
 	if !ok {
 		return Listener{}, false
 	}
@@ -341,6 +341,18 @@ func (d *decoder) listener(n *yaml.Node, out *parsed) (Listener, bool) {
 			d.warnf(m.lineOf("httpsRedirect"), "httpsRedirect has no effect on a listener that terminates TLS: its requests already use HTTPS")
 		}
 	}
+	if rn := m.vals["requestLimits"]; rn != nil {
+		l.RequestLimits = d.requestLimits(rn, &l)
+	}
+	if an := m.vals["ipAccess"]; an != nil {
+		l.IPAccess = d.ipAccess(an)
+	}
+	if v, ok := d.integer(m, "xffTrustedHops", 0, MaxXFFTrustedHops); ok {
+		l.XFFTrustedHops = uint32(v)
+	}
+	if rn := m.vals["rateLimitResponse"]; rn != nil {
+		l.RateLimitResponse = d.rateLimitResponse(rn)
+	}
 
 	items := d.list(m, "hosts")
 	domains := make(map[string]Pos) // lowercased: Envoy compares domains case-insensitively
@@ -362,6 +374,7 @@ func (d *decoder) listener(n *yaml.Node, out *parsed) (Listener, bool) {
 	if (!m.has("hosts") || m.emptyList("hosts")) && !l.HTTPSRedirect {
 		d.warnf(m.line, "listener has no hosts; Envoy will answer every request with 404")
 	}
+	d.rateLimitResponseUsed(&l)
 	return l, true
 }
 
@@ -397,7 +410,7 @@ func (d *decoder) listenerTLS(n *yaml.Node, out *parsed) *ListenerTLS {
 // host returns the virtual host and its domains with their lines; l is
 // its listener, decoded up to its hosts.
 func (d *decoder) host(n *yaml.Node, l *Listener) (VirtualHost, []item, bool) {
-	m, ok := d.mapping(n, "host", "domains", "httpsRedirect", "requestHeaders", "responseHeaders", "cors", "routes")
+	m, ok := d.mapping(n, "host", "domains", "httpsRedirect", "requestHeaders", "responseHeaders", "cors", "ipAccess", "routes")
 	if !ok {
 		return VirtualHost{}, nil, false
 	}
@@ -432,6 +445,9 @@ func (d *decoder) host(n *yaml.Node, l *Listener) (VirtualHost, []item, bool) {
 	}
 	if cn := m.vals["cors"]; cn != nil {
 		h.CORS = d.cors(cn)
+	}
+	if an := m.vals["ipAccess"]; an != nil {
+		h.IPAccess = d.ipAccess(an)
 	}
 	redirected := (h.HTTPSRedirect || l.HTTPSRedirect) && l.TLS == nil
 	if redirected && m.has("routes") && !m.emptyList("routes") {
@@ -567,7 +583,7 @@ func shadows(a, b Match) bool {
 // route decodes one route; matchOK is false when its match has errors, so
 // that the unreachable-route warning does not build on a wrong match.
 func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
-	m, ok := d.mapping(n, "route", "name", "match", "service", "tags", "meta", "split", "redirect", "directResponse", "rewrite", "requestHeaders", "responseHeaders", "cors", "mirror", "fault", "timeout", "retries", "rateLimit", "websocket", "mesh")
+	m, ok := d.mapping(n, "route", "name", "match", "service", "tags", "meta", "split", "redirect", "directResponse", "rewrite", "requestHeaders", "responseHeaders", "cors", "mirror", "fault", "timeout", "retries", "rateLimit", "ipAccess", "websocket", "mesh")
 	if !ok {
 		return Route{}, false, false
 	}
@@ -625,6 +641,9 @@ func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
 	}
 	if rn := m.vals["rateLimit"]; rn != nil {
 		r.RateLimit = d.rateLimit(rn)
+	}
+	if an := m.vals["ipAccess"]; an != nil {
+		r.IPAccess = d.ipAccess(an)
 	}
 	if v, ok := d.boolean(m, "websocket"); ok {
 		r.WebSocket = v
@@ -893,7 +912,7 @@ func (d *decoder) retries(n *yaml.Node, routeTimeout *time.Duration) *Retries {
 }
 
 func (d *decoder) rateLimit(n *yaml.Node) *RateLimit {
-	m, ok := d.mapping(n, "rateLimit", "requests", "per", "burst")
+	m, ok := d.mapping(n, "rateLimit", "requests", "per", "burst", "by", "header", "clients", "shadow", "headers")
 	if !ok {
 		return nil
 	}
@@ -919,6 +938,7 @@ func (d *decoder) rateLimit(n *yaml.Node) *RateLimit {
 	} else {
 		rl.Burst = rl.Requests
 	}
+	d.rateLimitClients(m, rl)
 	return rl
 }
 

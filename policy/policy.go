@@ -329,7 +329,21 @@ type Listener struct {
 	// HTTPSRedirect redirects every plain-HTTP request to the same URL
 	// with https, whatever its host (no effect with TLS).
 	HTTPSRedirect bool
-	Hosts         []VirtualHost
+	// RequestLimits bounds the size of requests; nil: Envoy's defaults
+	// (60 KiB of headers, any body).
+	RequestLimits *RequestLimits
+	// IPAccess admits requests by client address on every route of the
+	// listener whose host and route have none; nil: any address.
+	IPAccess *IPAccess
+	// XFFTrustedHops is how many proxies in front of the listener append
+	// to X-Forwarded-For; the client's address (for IPAccess, the access
+	// log) is the one they saw. 0: the connection's peer, X-Forwarded-For
+	// ignored.
+	XFFTrustedHops uint32
+	// RateLimitResponse is the body of the listener's 429 answers to
+	// rate-limited requests; nil: Envoy's ("local_rate_limited").
+	RateLimitResponse *RateLimitResponse
+	Hosts             []VirtualHost
 }
 
 // Service holds settings for traffic to one Consul service, from every
@@ -383,8 +397,11 @@ type VirtualHost struct {
 	// host; a route's own changes win where both name a header.
 	RequestHeaders, ResponseHeaders *Headers
 	// CORS applies to every route of the host that has none of its own.
-	CORS   *CORS
-	Routes []Route // in file order: the first match wins
+	CORS *CORS
+	// IPAccess replaces the listener's for every route of the host that
+	// has none of its own.
+	IPAccess *IPAccess
+	Routes   []Route // in file order: the first match wins
 }
 
 // Route sends matching requests to one service or splits them among
@@ -419,6 +436,8 @@ type Route struct {
 	Timeout   *time.Duration // nil: not set; 0: no timeout
 	Retries   *Retries
 	RateLimit *RateLimit
+	// IPAccess, when set, replaces its host's and listener's.
+	IPAccess *IPAccess
 	// WebSocket allows WebSocket upgrades on this route.
 	WebSocket bool
 	// Mesh sends the route's requests (to its service, or to each service
@@ -516,11 +535,24 @@ type RetryBackoff struct {
 }
 
 // RateLimit is a local token bucket: Burst tokens at most, refilled with
-// Requests tokens every Per.
+// Requests tokens every Per. With By, each client (each value of what By
+// names) has its own bucket.
 type RateLimit struct {
 	Requests uint32
 	Per      time.Duration // >= MinRateLimitInterval
 	Burst    uint32        // Requests when omitted
+	// By is what gives a request its bucket (RateLimitBys); "": one bucket
+	// for the route. Requests without the header share one bucket.
+	By     string
+	Header string // lowercase; set when By is RateLimitByHeader
+	// Clients bounds the buckets Envoy keeps (the least recently used
+	// goes); DefaultRateLimitClients when By is set, else 0.
+	Clients uint32
+	// Shadow counts the requests that would be limited, in Envoy's stats,
+	// and forwards them all.
+	Shadow bool
+	// Headers adds x-ratelimit-limit, -remaining and -reset to responses.
+	Headers bool
 }
 
 // Certificate is a TLS certificate and private key read from files.

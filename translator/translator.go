@@ -81,7 +81,7 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 	services := map[string]serviceRef{} // cluster key -> first route naming it
 	secrets := map[string]bool{}
 	for _, l := range g.Listeners {
-		il := ir.Listener{Name: l.Name, Address: l.Address, Port: l.Port, Source: l.Pos.String(), WebSocket: l.WebSocket}
+		il := ir.Listener{Name: l.Name, Address: l.Address, Port: l.Port, Source: l.Pos.String(), WebSocket: l.WebSocket, XFFTrustedHops: l.XFFTrustedHops}
 		if a := g.EffectiveAccessLog(); a != nil {
 			il.AccessLog = &ir.AccessLog{Path: a.Path, Format: a.Format}
 		}
@@ -116,6 +116,7 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 			for _, r := range vh.Routes {
 				out := route(&r)
 				out.CORS = routeCORS(&vh, &r)
+				out.IPAccess = ipAccess(&l, &vh, &r)
 				if r.Mesh {
 					// Its services are reached through their sidecars,
 					// not their own clusters.
@@ -134,6 +135,10 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 			il.VirtualHosts = append(il.VirtualHosts, ivh)
 		}
 		httpsRedirectRest(&l, &il)
+		requestLimits(&l, &il)
+		if rr := l.RateLimitResponse; rr != nil {
+			il.RateLimitResponse = &ir.RateLimitResponse{Body: rr.Body, ContentType: rr.ContentType}
+		}
 		cfg.Listeners = append(cfg.Listeners, il)
 	}
 	gm.dropNameClashes(t, services, cfg.Listeners)
@@ -222,7 +227,7 @@ func route(r *policy.Route) ir.Route {
 		out.Timeout = &d
 	}
 	if r.RateLimit != nil {
-		out.RateLimit = &ir.RateLimit{Requests: r.RateLimit.Requests, Per: ir.D(r.RateLimit.Per), Burst: r.RateLimit.Burst}
+		out.RateLimit = rateLimit(r.RateLimit)
 	}
 	out.ResponseHeaders = headers(r.ResponseHeaders)
 	if r.Redirect != nil {

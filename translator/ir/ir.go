@@ -114,8 +114,18 @@ type Listener struct {
 	TLS *TLS `json:"tls,omitempty"`
 	// WebSocket allows WebSocket upgrades on every route; otherwise only
 	// routes that set WebSocket allow them.
-	WebSocket    bool          `json:"websocket,omitempty"`
-	VirtualHosts []VirtualHost `json:"virtualHosts,omitempty"`
+	WebSocket bool `json:"websocket,omitempty"`
+	// MaxRequestHeadersKB bounds a request's headers (Envoy answers 431
+	// beyond it); 0: Envoy's default.
+	MaxRequestHeadersKB uint32 `json:"maxRequestHeadersKB,omitempty"`
+	// XFFTrustedHops is how many proxies in front append to
+	// X-Forwarded-For, so that Envoy takes the client's address from it;
+	// 0: the connection's peer.
+	XFFTrustedHops uint32 `json:"xffTrustedHops,omitempty"`
+	// RateLimitResponse is the body of 429 answers to rate-limited
+	// requests; nil: Envoy's.
+	RateLimitResponse *RateLimitResponse `json:"rateLimitResponse,omitempty"`
+	VirtualHosts      []VirtualHost      `json:"virtualHosts,omitempty"`
 	// AccessLog is the listener's request log; nil: none.
 	AccessLog *AccessLog `json:"accessLog,omitempty"`
 	// Tracing sends spans of the listener's requests to a collector; nil:
@@ -168,8 +178,24 @@ func (l *Listener) Validate(clusters, meshClusters, secrets map[string]bool) err
 			}
 		}
 	}
+	if l.MaxRequestHeadersKB > MaxRequestHeadersKB {
+		errs = append(errs, fmt.Errorf("listener %q: maxRequestHeadersKB %d above %d", l.Name, l.MaxRequestHeadersKB, MaxRequestHeadersKB))
+	}
 	for _, vh := range l.VirtualHosts {
 		for _, r := range vh.Routes {
+			if r.MaxRequestBytes > 0 && (r.WebSocket || l.WebSocket) {
+				errs = append(errs, fmt.Errorf("listener %q route %q: a body limit on a WebSocket route", l.Name, r.Name))
+			}
+			if r.RateLimit != nil {
+				if err := r.RateLimit.validate(); err != nil {
+					errs = append(errs, fmt.Errorf("listener %q route %q: %w", l.Name, r.Name, err))
+				}
+			}
+			if r.IPAccess != nil {
+				if err := r.IPAccess.validate(); err != nil {
+					errs = append(errs, fmt.Errorf("listener %q route %q: %w", l.Name, r.Name, err))
+				}
+			}
 			if err := r.validateAction(); err != nil {
 				errs = append(errs, fmt.Errorf("listener %q %w", l.Name, err))
 			}
@@ -262,6 +288,11 @@ type Route struct {
 	Hash *HashPolicy `json:"hash,omitempty"`
 	// WebSocket allows WebSocket upgrades on this route.
 	WebSocket bool `json:"websocket,omitempty"`
+	// MaxRequestBytes bounds the request body, which Envoy then buffers
+	// whole (413 beyond it); 0: no bound. Never on a WebSocket route.
+	MaxRequestBytes uint32 `json:"maxRequestBytes,omitempty"`
+	// IPAccess admits requests by client address; nil: any.
+	IPAccess *IPAccess `json:"ipAccess,omitempty"`
 	// Source is the policy file and line the route came from, for operators.
 	Source string `json:"source,omitempty"`
 }
@@ -337,11 +368,22 @@ type RetryBackoff struct {
 }
 
 // RateLimit is a local token bucket: Requests tokens every Per, holding at
-// most Burst. Requests beyond it are answered 429.
+// most Burst. Requests beyond it are answered 429. With By, each client
+// has its own bucket.
 type RateLimit struct {
 	Requests uint32   `json:"requests"`
 	Per      Duration `json:"per"`
 	Burst    uint32   `json:"burst"`
+	// By is what gives a request its bucket: RateLimitByClientIP,
+	// RateLimitByHeader (Header's value) or RateLimitByPath; "": one.
+	By     string `json:"by,omitempty"`
+	Header string `json:"header,omitempty"`
+	// Clients bounds the buckets kept with By.
+	Clients uint32 `json:"clients,omitempty"`
+	// Shadow counts limited requests without refusing them.
+	Shadow bool `json:"shadow,omitempty"`
+	// Headers adds x-ratelimit-* headers to responses.
+	Headers bool `json:"headers,omitempty"`
 }
 
 // Cluster is an upstream Consul service and its endpoints. The envoy
