@@ -47,12 +47,21 @@ func Translate(snap *registry.Snapshot, set *policy.Set) *Result {
 // off or has not synced) is what routes through the mesh need: the CA
 // roots, each group's leaf certificate and its destinations' sidecars.
 func TranslateWith(snap *registry.Snapshot, set *policy.Set, mesh *registry.MeshSnapshot) *Result {
-	t := &translation{snap: snap, set: set, mesh: mesh, res: &Result{}, warned: map[string]bool{}}
-	for _, g := range set.Groups {
+	t := newTranslation(snap, set, mesh)
+	t.translate()
+	return t.res
+}
+
+func newTranslation(snap *registry.Snapshot, set *policy.Set, mesh *registry.MeshSnapshot) *translation {
+	return &translation{snap: snap, set: set, mesh: mesh, res: &Result{}, warned: map[string]bool{}}
+}
+
+// translate fills t.res with every group's config.
+func (t *translation) translate() {
+	for _, g := range t.set.Groups {
 		t.res.Configs = append(t.res.Configs, t.group(&g))
 	}
 	sort.Slice(t.res.Configs, func(i, j int) bool { return t.res.Configs[i].Group < t.res.Configs[j].Group })
-	return t.res
 }
 
 type translation struct {
@@ -64,11 +73,23 @@ type translation struct {
 	// served is what each service's sidecars serve (serves), computed
 	// on first use.
 	served map[string]ir.Protocol
+	// cache holds an EdgeTranslator's clusters (nil: translate every
+	// cluster); record, when set, collects every warning given, even
+	// one given before, for the cluster being cached.
+	cache  *clusterCache
+	record *[]policy.Diagnostic
 }
 
 // warn records a warning once, however many groups run into it.
 func (t *translation) warn(pos policy.Pos, format string, args ...any) {
-	d := policy.Diagnostic{Pos: pos, Severity: policy.SeverityWarning, Message: fmt.Sprintf(format, args...)}
+	t.diagnose(policy.Diagnostic{Pos: pos, Severity: policy.SeverityWarning, Message: fmt.Sprintf(format, args...)})
+}
+
+// diagnose records a diagnostic once, however many groups run into it.
+func (t *translation) diagnose(d policy.Diagnostic) {
+	if t.record != nil {
+		*t.record = append(*t.record, d)
+	}
 	if key := d.String(); !t.warned[key] {
 		t.warned[key] = true
 		t.res.Diagnostics = append(t.res.Diagnostics, d)
@@ -113,6 +134,9 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 				RequestHeaders:  headers(vh.RequestHeaders),
 				ResponseHeaders: headers(vh.ResponseHeaders),
 			}
+			if len(vh.Routes) > 0 { // nil when none, as appending leaves it
+				ivh.Routes = make([]ir.Route, 0, len(vh.Routes))
+			}
 			for _, r := range vh.Routes {
 				out := route(&r)
 				out.CORS = routeCORS(&vh, &r)
@@ -142,10 +166,18 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 		keys = append(keys, key)
 	}
 	sort.Strings(keys)
-	http2 := map[string]bool{}
+	http2 := make(map[string]bool, len(keys))
+	if len(keys) > 0 { // nil when none, as appending leaves it
+		cfg.Clusters = make([]ir.Cluster, 0, len(keys)+1) // a tracing cluster may follow
+	}
 	for _, key := range keys {
 		ref := services[key]
-		c := t.cluster(ref.name, &ref.subset, ref.pos)
+		var c ir.Cluster
+		if t.cache != nil {
+			c = t.cachedCluster(ref.name, &ref.subset, ref.pos)
+		} else {
+			c = t.cluster(ref.name, &ref.subset, ref.pos)
+		}
 		http2[ref.name] = c.HTTP2
 		cfg.Clusters = append(cfg.Clusters, c)
 	}
