@@ -99,6 +99,57 @@ func (t *translation) diagnose(d policy.Diagnostic) {
 func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 	cfg := &ir.Config{Group: g.Name}
 	gm := t.groupMesh(g)
+	var refs []serviceRef
+	if t.cache != nil && gm == nil {
+		refs = t.cachedListeners(g, cfg)
+	} else {
+		refs = t.listeners(g, gm, cfg)
+	}
+	http2 := make(map[string]bool, len(refs))
+	if len(refs) > 0 { // nil when none, as appending leaves it
+		cfg.Clusters = make([]ir.Cluster, 0, len(refs)+1) // a tracing cluster may follow
+	}
+	for _, ref := range refs {
+		var c ir.Cluster
+		if t.cache != nil {
+			c = t.cachedCluster(ref.name, &ref.subset, ref.pos)
+		} else {
+			c = t.cluster(ref.name, &ref.subset, ref.pos)
+		}
+		http2[ref.name] = c.HTTP2
+		cfg.Clusters = append(cfg.Clusters, c)
+	}
+	if g.Tracing != nil {
+		cfg.Clusters = append(cfg.Clusters, tracingCluster(g.Tracing))
+		sort.SliceStable(cfg.Clusters, func(i, j int) bool { return cfg.Clusters[i].Service < cfg.Clusters[j].Service })
+	}
+	// Envoy passes a WebSocket upgrade to an HTTP/1.1 upstream only.
+	for _, l := range g.Listeners {
+		for _, vh := range l.Hosts {
+			for _, r := range vh.Routes {
+				if !l.WebSocket && !r.WebSocket {
+					continue
+				}
+				if r.Mesh {
+					t.warn(r.Pos, "route allows WebSocket upgrades but reaches its services through the mesh, whose sidecars do not pass upgrades yet; the upgrade will fail")
+					continue
+				}
+				for _, svc := range routeServices(&r) {
+					if http2[svc.name] {
+						t.warn(r.Pos, "route allows WebSocket upgrades but service %q is spoken to over HTTP/2 (its protocol); the upgrade will fail: route WebSockets to an HTTP/1.1 service", svc.name)
+					}
+				}
+			}
+		}
+	}
+	cfg.Mesh = gm.done()
+	return cfg
+}
+
+// listeners translates a group's listeners and secrets into cfg, sorted by
+// name, and returns the clusters its routes name (not through the mesh),
+// each with the first route naming it, sorted by key.
+func (t *translation) listeners(g *policy.ProxyGroup, gm *groupMesh, cfg *ir.Config) []serviceRef {
 	services := map[string]serviceRef{} // cluster key -> first route naming it
 	secrets := map[string]bool{}
 	for _, l := range g.Listeners {
@@ -161,53 +212,18 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 		cfg.Listeners = append(cfg.Listeners, il)
 	}
 	gm.dropNameClashes(t, services, cfg.Listeners)
+	sort.Slice(cfg.Listeners, func(i, j int) bool { return cfg.Listeners[i].Name < cfg.Listeners[j].Name })
+	sort.Slice(cfg.Secrets, func(i, j int) bool { return cfg.Secrets[i].Name < cfg.Secrets[j].Name })
 	keys := make([]string, 0, len(services))
 	for key := range services {
 		keys = append(keys, key)
 	}
 	sort.Strings(keys)
-	http2 := make(map[string]bool, len(keys))
-	if len(keys) > 0 { // nil when none, as appending leaves it
-		cfg.Clusters = make([]ir.Cluster, 0, len(keys)+1) // a tracing cluster may follow
+	refs := make([]serviceRef, len(keys))
+	for i, key := range keys {
+		refs[i] = services[key]
 	}
-	for _, key := range keys {
-		ref := services[key]
-		var c ir.Cluster
-		if t.cache != nil {
-			c = t.cachedCluster(ref.name, &ref.subset, ref.pos)
-		} else {
-			c = t.cluster(ref.name, &ref.subset, ref.pos)
-		}
-		http2[ref.name] = c.HTTP2
-		cfg.Clusters = append(cfg.Clusters, c)
-	}
-	if g.Tracing != nil {
-		cfg.Clusters = append(cfg.Clusters, tracingCluster(g.Tracing))
-		sort.SliceStable(cfg.Clusters, func(i, j int) bool { return cfg.Clusters[i].Service < cfg.Clusters[j].Service })
-	}
-	// Envoy passes a WebSocket upgrade to an HTTP/1.1 upstream only.
-	for _, l := range g.Listeners {
-		for _, vh := range l.Hosts {
-			for _, r := range vh.Routes {
-				if !l.WebSocket && !r.WebSocket {
-					continue
-				}
-				if r.Mesh {
-					t.warn(r.Pos, "route allows WebSocket upgrades but reaches its services through the mesh, whose sidecars do not pass upgrades yet; the upgrade will fail")
-					continue
-				}
-				for _, svc := range routeServices(&r) {
-					if http2[svc.name] {
-						t.warn(r.Pos, "route allows WebSocket upgrades but service %q is spoken to over HTTP/2 (its protocol); the upgrade will fail: route WebSockets to an HTTP/1.1 service", svc.name)
-					}
-				}
-			}
-		}
-	}
-	cfg.Mesh = gm.done()
-	sort.Slice(cfg.Listeners, func(i, j int) bool { return cfg.Listeners[i].Name < cfg.Listeners[j].Name })
-	sort.Slice(cfg.Secrets, func(i, j int) bool { return cfg.Secrets[i].Name < cfg.Secrets[j].Name })
-	return cfg
+	return refs
 }
 
 // tracingCluster is the cluster of a group's tracing collector: its
