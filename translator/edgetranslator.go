@@ -9,8 +9,8 @@ import (
 )
 
 // EdgeTranslator translates as TranslateWith does, remembering the
-// clusters and listeners of its last call, so that a health flip in one of 5,000
-// services translates that service's cluster and reuses the others'.
+// clusters and listeners of its last call, so that a health flip in one of
+// 5,000 services translates that service's cluster and reuses the others'.
 //
 // A cluster (a service, or a subset of it, named by a route) is made from
 // the service's Consul data, its Service policy and the route naming it,
