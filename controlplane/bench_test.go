@@ -10,6 +10,7 @@ import (
 	"github.com/switchyard-io/switchyard/envoy"
 	"github.com/switchyard-io/switchyard/registry"
 	"github.com/switchyard-io/switchyard/test/testenv"
+	"github.com/switchyard-io/switchyard/translator"
 	"github.com/switchyard-io/switchyard/translator/translatortest"
 )
 
@@ -22,7 +23,7 @@ func BenchmarkBuild(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		groups, err, _ := build(snap, set, nil, map[string]*envoy.Builder{})
+		groups, err, _ := build(new(translator.EdgeTranslator), snap, set, nil, map[string]*envoy.Builder{})
 		if err != nil || len(groups) != 1 {
 			b.Fatalf("build: %d groups, %v", len(groups), err)
 		}
@@ -30,14 +31,25 @@ func BenchmarkBuild(b *testing.B) {
 }
 
 // BenchmarkRebuildHealthFlip measures the common rebuild: one instance's
-// health changed since the last one, so the group's Builder rebuilds one
-// ClusterLoadAssignment and reuses everything else. 1,000 services x 10
-// instances.
+// health changed since the last one, so the translator translates one
+// cluster again and the group's Builder rebuilds one ClusterLoadAssignment,
+// reusing everything else. The flipped snapshot shares every other service
+// with the first, as the Watcher's next snapshot does. 1,000 services x 10
+// instances, and issue 6's 5,000 x 4.
 func BenchmarkRebuildHealthFlip(b *testing.B) {
-	snap, set := translatortest.Estate(b, 1000, 10)
-	states := []*registry.Snapshot{snap, flipped(snap, "svc-0500")}
+	for _, size := range []struct{ services, instances int }{{1000, 10}, {5000, 4}} {
+		b.Run(fmt.Sprintf("%dx%d", size.services, size.instances), func(b *testing.B) {
+			benchRebuildHealthFlip(b, size.services, size.instances)
+		})
+	}
+}
+
+func benchRebuildHealthFlip(b *testing.B, services, instances int) {
+	snap, set := translatortest.Estate(b, services, instances)
+	states := []*registry.Snapshot{snap, flipped(snap, fmt.Sprintf("svc-%04d", services/2))}
+	var tr translator.EdgeTranslator
 	builders := map[string]*envoy.Builder{}
-	if _, err, _ := build(snap, set, nil, builders); err != nil {
+	if _, err, _ := build(&tr, snap, set, nil, builders); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
@@ -45,25 +57,23 @@ func BenchmarkRebuildHealthFlip(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		i++
-		groups, err, _ := build(states[i%2], set, nil, builders)
+		groups, err, _ := build(&tr, states[i%2], set, nil, builders)
 		if err != nil || len(groups) != 1 {
 			b.Fatalf("build: %d groups, %v", len(groups), err)
 		}
 	}
 }
 
-// flipped is snap with the first instance of service unhealthy.
+// flipped is snap with the first instance of service unhealthy, sharing
+// every other service with snap.
 func flipped(snap *registry.Snapshot, service string) *registry.Snapshot {
-	var svcs []registry.Service
-	for _, name := range snap.Names() {
-		svc, _ := snap.Service(name)
-		if name == service {
-			svc.Instances = slices.Clone(svc.Instances)
-			svc.Instances[0].Health = registry.Unhealthy
-		}
-		svcs = append(svcs, svc)
+	svc, ok := snap.Service(service)
+	if !ok {
+		panic("no service " + service)
 	}
-	return registry.NewSnapshot(svcs...)
+	svc.Instances = slices.Clone(svc.Instances)
+	svc.Instances[0].Health = registry.Unhealthy
+	return snap.WithService(svc)
 }
 
 // meshEstate is sidecars sidecars of services services (one sidecar per

@@ -13,6 +13,7 @@ import (
 	"github.com/switchyard-io/switchyard/envoy"
 	"github.com/switchyard-io/switchyard/policy"
 	"github.com/switchyard-io/switchyard/registry"
+	"github.com/switchyard-io/switchyard/translator"
 )
 
 // publisher builds each proxy group's snapshot from the inputs and puts it
@@ -27,6 +28,7 @@ type publisher struct {
 	proxies *proxies // set after both are made; asked who uses a group
 
 	// Used by publish alone (one goroutine), so not under a lock.
+	edge          translator.EdgeTranslator // the last translation, to translate only what changed
 	builders      map[string]*envoy.Builder // each group's last build, to rebuild only what changed
 	buildFailures map[string]string         // each failing group's error, while it fails
 	warned        map[string]bool           // translation warnings already logged
@@ -83,7 +85,7 @@ func (p *publisher) publish(consul *registry.Snapshot, set *policy.Set, mesh *re
 		built, held = served.Without((*policy.ProxyGroup).UsesMesh)
 	}
 	p.logHeld(held)
-	groups, failed, diags := build(consul, built, mesh, p.builders)
+	groups, failed, diags := build(&p.edge, consul, built, mesh, p.builders)
 	p.metrics.snapshotBuild.Observe(time.Since(start).Seconds())
 	p.reportBuildFailures(failed, served)
 	p.mu.Lock()

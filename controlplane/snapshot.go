@@ -57,9 +57,10 @@ func (gs *groupSnapshot) stamp(old *groupSnapshot, at time.Time) {
 // stop Consul changes from reaching the Envoys of the others.
 //
 // mesh (nil when the mesh is off or not synced yet) is what the groups'
-// routes through the mesh need.
-func build(snap *registry.Snapshot, set *policy.Set, mesh *registry.MeshSnapshot, builders map[string]*envoy.Builder) (out []*groupSnapshot, failed map[string]error, diags policy.Diagnostics) {
-	res := translator.TranslateWith(snap, set, mesh)
+// routes through the mesh need. tr translates, reusing what it translated
+// last time (a translator only saves work, like a Builder).
+func build(tr *translator.EdgeTranslator, snap *registry.Snapshot, set *policy.Set, mesh *registry.MeshSnapshot, builders map[string]*envoy.Builder) (out []*groupSnapshot, failed map[string]error, diags policy.Diagnostics) {
+	res := tr.Translate(snap, set, mesh)
 	out = make([]*groupSnapshot, 0, len(res.Configs))
 	seen := make(map[string]bool, len(res.Configs))
 	for _, cfg := range res.Configs {

@@ -113,13 +113,23 @@ func (b *Builder) Build(cfg *ir.Config) (Resources, Digests, error) {
 	}
 
 	res, digests, sources := Resources{}, Digests{}, Sources{}
+	// Sized up front: growing maps of 5,000 names cost more than filling
+	// them. Each cluster node gives a Cluster and (most) an endpoints
+	// resource; other types are few.
+	sizeHint := func(typ resource.Type) int {
+		if typ == resource.ClusterType || typ == resource.EndpointType {
+			return len(cfg.Clusters)
+		}
+		return 0
+	}
 	add := func(list []typedResource) error {
 		for _, t := range list {
 			// Two resources of one type with one name would silently
 			// replace each other in the snapshot.
 			got := GetName(t.r)
 			if digests[t.typ] == nil {
-				digests[t.typ] = map[string]string{}
+				digests[t.typ] = make(map[string]string, sizeHint(t.typ))
+				res[t.typ] = make([]types.Resource, 0, sizeHint(t.typ))
 			}
 			if _, dup := digests[t.typ][got]; dup {
 				return fmt.Errorf("build %s %q: name %q used twice", shortType(t.typ), t.name, got)
@@ -128,7 +138,7 @@ func (b *Builder) Build(cfg *ir.Config) (Resources, Digests, error) {
 			res[t.typ] = append(res[t.typ], t.r)
 			if t.source != "" {
 				if sources[t.typ] == nil {
-					sources[t.typ] = map[string]string{}
+					sources[t.typ] = make(map[string]string, sizeHint(t.typ))
 				}
 				sources[t.typ][got] = t.source
 			}

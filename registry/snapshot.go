@@ -83,6 +83,36 @@ func NewSnapshot(services ...Service) *Snapshot {
 	return &Snapshot{services: m}
 }
 
+// WithService returns a copy of s in which svc (deep-copied and sorted,
+// as NewSnapshot does) replaces the service of its name, sharing every
+// other service with s as the Watcher's next snapshot does: for tests and
+// benchmarks of what reuses unchanged services (see SameService).
+func (s *Snapshot) WithService(svc Service) *Snapshot {
+	out := &Snapshot{services: make(map[string]*Service, s.Len()+1)}
+	if s != nil {
+		maps.Copy(out.services, s.services)
+		out.covered = s.covered
+	}
+	c := cloneService(svc)
+	out.services[c.Name] = &c
+	return out
+}
+
+// SameService reports whether s and o hold the very same named service
+// (one both share, unchanged since one was made from the other) or both
+// lack it. False says nothing: equal services made separately differ here.
+// It lets a consumer reuse what it derived from a service in o.
+func (s *Snapshot) SameService(o *Snapshot, name string) bool {
+	var a, b *Service
+	if s != nil {
+		a = s.services[name]
+	}
+	if o != nil {
+		b = o.services[name]
+	}
+	return a == b
+}
+
 // Service returns the named service. The returned value shares memory with
 // the snapshot: read it, never modify it.
 func (s *Snapshot) Service(name string) (Service, bool) {

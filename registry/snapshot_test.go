@@ -94,3 +94,29 @@ func TestSnapshotCovers(t *testing.T) {
 		}
 	}
 }
+
+// WithService shares every other service; SameService tells shared from
+// merely equal.
+func TestWithServiceSharesTheRest(t *testing.T) {
+	a := NewSnapshot(Service{Name: "web", Instances: []Instance{{ID: "w1"}}}, Service{Name: "api"})
+	b := a.WithService(Service{Name: "web", Instances: []Instance{{ID: "w1", Health: Unhealthy}}})
+	if !b.SameService(a, "api") || !b.SameService(a, "nope") {
+		t.Errorf("api (unchanged) or nope (absent from both) not the same")
+	}
+	if b.SameService(a, "web") {
+		t.Errorf("web changed but is the same")
+	}
+	if web, _ := b.Service("web"); web.Instances[0].Health != Unhealthy {
+		t.Errorf("web = %+v; want the new one", web)
+	}
+	if web, _ := a.Service("web"); web.Instances[0].Health != Healthy {
+		t.Errorf("the original changed: %+v", web)
+	}
+	if NewSnapshot(Service{Name: "api"}).SameService(a, "api") {
+		t.Errorf("an equal service made separately is the same")
+	}
+	c := a.WithService(Service{Name: "db"})
+	if c.Len() != 3 || !c.SameService(a, "web") || c.SameService(a, "db") {
+		t.Errorf("adding db: len %d, web shared %v", c.Len(), c.SameService(a, "web"))
+	}
+}

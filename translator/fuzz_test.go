@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
@@ -84,7 +85,18 @@ func FuzzPolicyToEnvoy(f *testing.F) {
 		if set == nil {
 			t.Fatal("no set and no error")
 		}
-		res := translator.Translate(registry.NewSnapshot(fuzzServices(translator.Services(set), mix)...), set)
+		snap := registry.NewSnapshot(fuzzServices(translator.Services(set), mix)...)
+		res := translator.Translate(snap, set)
+		// An EdgeTranslator gives the same, after translating another
+		// Consul state (nothing to reuse but the listeners) and again
+		// (every cluster reused, its warnings given again).
+		var tr translator.EdgeTranslator
+		tr.Translate(registry.NewSnapshot(fuzzServices(translator.Services(set), ^mix)...), set, nil)
+		for i := range 2 {
+			if got := tr.Translate(snap, set, nil); !reflect.DeepEqual(got, res) {
+				t.Fatalf("an EdgeTranslator's translation %d differs from a fresh one\npolicy:\n%s", i+1, doc)
+			}
+		}
 		for _, cfg := range res.Configs {
 			built, err := envoy.Build(cfg)
 			if err != nil {

@@ -47,12 +47,21 @@ func Translate(snap *registry.Snapshot, set *policy.Set) *Result {
 // off or has not synced) is what routes through the mesh need: the CA
 // roots, each group's leaf certificate and its destinations' sidecars.
 func TranslateWith(snap *registry.Snapshot, set *policy.Set, mesh *registry.MeshSnapshot) *Result {
-	t := &translation{snap: snap, set: set, mesh: mesh, res: &Result{}, warned: map[string]bool{}}
-	for _, g := range set.Groups {
+	t := newTranslation(snap, set, mesh)
+	t.translate()
+	return t.res
+}
+
+func newTranslation(snap *registry.Snapshot, set *policy.Set, mesh *registry.MeshSnapshot) *translation {
+	return &translation{snap: snap, set: set, mesh: mesh, res: &Result{}, warned: map[string]bool{}}
+}
+
+// translate fills t.res with every group's config.
+func (t *translation) translate() {
+	for _, g := range t.set.Groups {
 		t.res.Configs = append(t.res.Configs, t.group(&g))
 	}
 	sort.Slice(t.res.Configs, func(i, j int) bool { return t.res.Configs[i].Group < t.res.Configs[j].Group })
-	return t.res
 }
 
 type translation struct {
@@ -64,11 +73,23 @@ type translation struct {
 	// served is what each service's sidecars serve (serves), computed
 	// on first use.
 	served map[string]ir.Protocol
+	// cache holds an EdgeTranslator's clusters (nil: translate every
+	// cluster); record, when set, collects every warning given, even
+	// one given before, for the cluster being cached.
+	cache  *clusterCache
+	record *[]policy.Diagnostic
 }
 
 // warn records a warning once, however many groups run into it.
 func (t *translation) warn(pos policy.Pos, format string, args ...any) {
-	d := policy.Diagnostic{Pos: pos, Severity: policy.SeverityWarning, Message: fmt.Sprintf(format, args...)}
+	t.diagnose(policy.Diagnostic{Pos: pos, Severity: policy.SeverityWarning, Message: fmt.Sprintf(format, args...)})
+}
+
+// diagnose records a diagnostic once, however many groups run into it.
+func (t *translation) diagnose(d policy.Diagnostic) {
+	if t.record != nil {
+		*t.record = append(*t.record, d)
+	}
 	if key := d.String(); !t.warned[key] {
 		t.warned[key] = true
 		t.res.Diagnostics = append(t.res.Diagnostics, d)
@@ -78,6 +99,57 @@ func (t *translation) warn(pos policy.Pos, format string, args ...any) {
 func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 	cfg := &ir.Config{Group: g.Name}
 	gm := t.groupMesh(g)
+	var refs []serviceRef
+	if t.cache != nil && gm == nil {
+		refs = t.cachedListeners(g, cfg)
+	} else {
+		refs = t.listeners(g, gm, cfg)
+	}
+	http2 := make(map[string]bool, len(refs))
+	if len(refs) > 0 { // nil when none, as appending leaves it
+		cfg.Clusters = make([]ir.Cluster, 0, len(refs)+1) // a tracing cluster may follow
+	}
+	for _, ref := range refs {
+		var c ir.Cluster
+		if t.cache != nil {
+			c = t.cachedCluster(ref.name, &ref.subset, ref.pos)
+		} else {
+			c = t.cluster(ref.name, &ref.subset, ref.pos)
+		}
+		http2[ref.name] = c.HTTP2
+		cfg.Clusters = append(cfg.Clusters, c)
+	}
+	if g.Tracing != nil {
+		cfg.Clusters = append(cfg.Clusters, tracingCluster(g.Tracing))
+		sort.SliceStable(cfg.Clusters, func(i, j int) bool { return cfg.Clusters[i].Service < cfg.Clusters[j].Service })
+	}
+	// Envoy passes a WebSocket upgrade to an HTTP/1.1 upstream only.
+	for _, l := range g.Listeners {
+		for _, vh := range l.Hosts {
+			for _, r := range vh.Routes {
+				if !l.WebSocket && !r.WebSocket {
+					continue
+				}
+				if r.Mesh {
+					t.warn(r.Pos, "route allows WebSocket upgrades but reaches its services through the mesh, whose sidecars do not pass upgrades yet; the upgrade will fail")
+					continue
+				}
+				for _, svc := range routeServices(&r) {
+					if http2[svc.name] {
+						t.warn(r.Pos, "route allows WebSocket upgrades but service %q is spoken to over HTTP/2 (its protocol); the upgrade will fail: route WebSockets to an HTTP/1.1 service", svc.name)
+					}
+				}
+			}
+		}
+	}
+	cfg.Mesh = gm.done()
+	return cfg
+}
+
+// listeners translates a group's listeners and secrets into cfg, sorted by
+// name, and returns the clusters its routes name (not through the mesh),
+// each with the first route naming it, sorted by key.
+func (t *translation) listeners(g *policy.ProxyGroup, gm *groupMesh, cfg *ir.Config) []serviceRef {
 	services := map[string]serviceRef{} // cluster key -> first route naming it
 	secrets := map[string]bool{}
 	for _, l := range g.Listeners {
@@ -113,6 +185,9 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 				RequestHeaders:  headers(vh.RequestHeaders),
 				ResponseHeaders: headers(vh.ResponseHeaders),
 			}
+			if len(vh.Routes) > 0 { // nil when none, as appending leaves it
+				ivh.Routes = make([]ir.Route, 0, len(vh.Routes))
+			}
 			for _, r := range vh.Routes {
 				out := route(&r)
 				out.CORS = routeCORS(&vh, &r)
@@ -142,45 +217,18 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 		cfg.Listeners = append(cfg.Listeners, il)
 	}
 	gm.dropNameClashes(t, services, cfg.Listeners)
+	sort.Slice(cfg.Listeners, func(i, j int) bool { return cfg.Listeners[i].Name < cfg.Listeners[j].Name })
+	sort.Slice(cfg.Secrets, func(i, j int) bool { return cfg.Secrets[i].Name < cfg.Secrets[j].Name })
 	keys := make([]string, 0, len(services))
 	for key := range services {
 		keys = append(keys, key)
 	}
 	sort.Strings(keys)
-	http2 := map[string]bool{}
-	for _, key := range keys {
-		ref := services[key]
-		c := t.cluster(ref.name, &ref.subset, ref.pos)
-		http2[ref.name] = c.HTTP2
-		cfg.Clusters = append(cfg.Clusters, c)
+	refs := make([]serviceRef, len(keys))
+	for i, key := range keys {
+		refs[i] = services[key]
 	}
-	if g.Tracing != nil {
-		cfg.Clusters = append(cfg.Clusters, tracingCluster(g.Tracing))
-		sort.SliceStable(cfg.Clusters, func(i, j int) bool { return cfg.Clusters[i].Service < cfg.Clusters[j].Service })
-	}
-	// Envoy passes a WebSocket upgrade to an HTTP/1.1 upstream only.
-	for _, l := range g.Listeners {
-		for _, vh := range l.Hosts {
-			for _, r := range vh.Routes {
-				if !l.WebSocket && !r.WebSocket {
-					continue
-				}
-				if r.Mesh {
-					t.warn(r.Pos, "route allows WebSocket upgrades but reaches its services through the mesh, whose sidecars do not pass upgrades yet; the upgrade will fail")
-					continue
-				}
-				for _, svc := range routeServices(&r) {
-					if http2[svc.name] {
-						t.warn(r.Pos, "route allows WebSocket upgrades but service %q is spoken to over HTTP/2 (its protocol); the upgrade will fail: route WebSockets to an HTTP/1.1 service", svc.name)
-					}
-				}
-			}
-		}
-	}
-	cfg.Mesh = gm.done()
-	sort.Slice(cfg.Listeners, func(i, j int) bool { return cfg.Listeners[i].Name < cfg.Listeners[j].Name })
-	sort.Slice(cfg.Secrets, func(i, j int) bool { return cfg.Secrets[i].Name < cfg.Secrets[j].Name })
-	return cfg
+	return refs
 }
 
 // tracingCluster is the cluster of a group's tracing collector: its

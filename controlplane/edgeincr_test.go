@@ -1,0 +1,98 @@
+package controlplane
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/switchyard-io/switchyard/envoy"
+	"github.com/switchyard-io/switchyard/policy"
+	"github.com/switchyard-io/switchyard/registry"
+	"github.com/switchyard-io/switchyard/translator"
+	"github.com/switchyard-io/switchyard/translator/translatortest"
+)
+
+// Rebuilding an edge group with the last translation and build at hand
+// must give the very versions and bytes a fresh build gives, through a
+// sequence of changes: health flips (sharing every other service with the
+// snapshot before, as the Watcher does), instances added and removed, a
+// service deregistered and policy edits.
+func TestEdgeIncrementalMatchesFresh(t *testing.T) {
+	snap, set := translatortest.Estate(t, 50, 4)
+	_, fewer := translatortest.Estate(t, 40, 4) // the policy routing to 40 of them
+	svc := func(name string) registry.Service {
+		s, ok := snap.Service(name)
+		if !ok {
+			t.Fatalf("no service %s", name)
+		}
+		s.Instances = slices.Clone(s.Instances)
+		return s
+	}
+	health := func(name string, i int, h registry.Health) func() {
+		return func() {
+			s := svc(name)
+			s.Instances[i].Health = h
+			snap = snap.WithService(s)
+		}
+	}
+	steps := []struct {
+		name   string
+		change func()
+	}{
+		{"start", func() {}},
+		{"svc-0010 instance 0 critical", health("svc-0010", 0, registry.Unhealthy)},
+		{"svc-0010 instance 0 passing", health("svc-0010", 0, registry.Healthy)},
+		{"svc-0011 instance 1 in maintenance", health("svc-0011", 1, registry.Draining)},
+		{"svc-0020 gains an instance", func() {
+			s := svc("svc-0020")
+			s.Instances = append(s.Instances, registry.Instance{ID: "svc-0020-new", Node: "node-9", Address: "10.9.9.9", Port: 8080, Datacenter: "dc1", Weight: 3})
+			snap = snap.WithService(s)
+		}},
+		{"svc-0030 loses an instance", func() {
+			s := svc("svc-0030")
+			s.Instances = s.Instances[1:]
+			snap = snap.WithService(s)
+		}},
+		{"policy routes to 40 services", func() { set = fewer }},
+		{"svc-0005 instance 2 critical", health("svc-0005", 2, registry.Unhealthy)},
+		{"policy routes to 50 again", func() { _, set = translatortest.Estate(t, 50, 4) }},
+		{"svc-0049 deregistered", func() {
+			var all []registry.Service
+			for _, name := range snap.Names() {
+				if name != "svc-0049" {
+					all = append(all, svc(name))
+				}
+			}
+			snap = registry.NewSnapshot(all...) // every service new
+		}},
+		{"svc-0048 instance 0 critical", health("svc-0048", 0, registry.Unhealthy)},
+	}
+	var tr translator.EdgeTranslator
+	builders := map[string]*envoy.Builder{}
+	var before *groupSnapshot
+	for i, s := range steps {
+		s.change()
+		got := buildOne(t, &tr, snap, set, builders)
+		want := buildOne(t, new(translator.EdgeTranslator), snap, set, map[string]*envoy.Builder{})
+		compareGroups(t, want, got)
+		if t.Failed() {
+			t.Fatalf("step %d (%s): differs from a fresh build", i, s.name)
+		}
+		if before != nil && i > 0 && sameVersions(before, got) {
+			t.Errorf("step %d (%s): no version changed", i, s.name)
+		}
+		before = got
+	}
+}
+
+// buildOne builds the one group of set.
+func buildOne(t *testing.T, tr *translator.EdgeTranslator, snap *registry.Snapshot, set *policy.Set, builders map[string]*envoy.Builder) *groupSnapshot {
+	t.Helper()
+	groups, failed, _ := build(tr, snap, set, nil, builders)
+	if len(failed) > 0 || len(groups) != 1 {
+		t.Fatalf("build: %d groups, failed %v", len(groups), failed)
+	}
+	if err := groups[0].consistent(); err != nil {
+		t.Fatal(err)
+	}
+	return groups[0]
+}
