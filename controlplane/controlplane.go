@@ -468,7 +468,13 @@ func (s *Server) restoreAfter(ctx context.Context) {
 // take traffic down.
 func (s *Server) rebuild() {
 	s.pub.changeAt = s.in.takeChanged()
+	// A policy that waited for Consul (coverWait) changed when it was
+	// loaded, not when it is promoted: convergence counts from then.
+	pendingAt := s.in.pendingSince()
 	consul, set, promoted, missing := s.in.promote()
+	if promoted && !pendingAt.IsZero() && pendingAt.Before(s.pub.changeAt) {
+		s.pub.changeAt = pendingAt
+	}
 	if promoted {
 		if len(missing) > 0 {
 			s.log.Warn("new policy applied before Consul answered for all it needs; the routes that need what is missing answer 503 until it arrives",

@@ -40,6 +40,16 @@ func (in *inputs) noteChange() {
 	}
 }
 
+// pendingSince is when the pending policy set was loaded (zero: none).
+func (in *inputs) pendingSince() time.Time {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.pending == nil {
+		return time.Time{}
+	}
+	return in.pendingAt
+}
+
 // takeChanged returns when the earliest change a rebuild is about to
 // publish arrived (now, when none is recorded), and forgets it.
 func (in *inputs) takeChanged() time.Time {

@@ -1,7 +1,6 @@
 package controlplane
 
 import (
-	"context"
 	"maps"
 	"slices"
 
@@ -222,15 +221,11 @@ func (p *publisher) put(gs *groupSnapshot) bool {
 	}
 	p.pubMu.Lock()
 	defer p.pubMu.Unlock()
-	if err := p.cache.SetSnapshot(context.Background(), gs.group, gs.snapshot); err != nil {
+	if err := p.setSnapshot(gs, old); err != nil {
 		p.metrics.snapshotErrors.Inc()
 		p.log.Error("set snapshot failed; the last good config keeps serving", "key", gs.group, "err", err)
 		return false
 	}
-	gs.stamp(old, p.changeAt)
-	p.mu.Lock()
-	p.groups[gs.group] = gs
-	p.mu.Unlock()
 	p.log.Debug("snapshot published", "key", gs.group, "versions", gs.versions)
 	return true
 }

@@ -112,17 +112,13 @@ func (p *publisher) publish(consul *registry.Snapshot, set *policy.Set, mesh *re
 			continue
 		}
 		p.pubMu.Lock()
-		if err := p.cache.SetSnapshot(context.Background(), gs.group, gs.snapshot); err != nil {
+		if err := p.setSnapshot(gs, old); err != nil {
 			p.pubMu.Unlock()
 			p.metrics.snapshotErrors.Inc()
 			p.log.Error("set snapshot failed; the last good config keeps serving", "group", gs.group, "err", err)
 			continue
 		}
 		changed++
-		gs.stamp(old, p.changeAt)
-		p.mu.Lock()
-		p.groups[gs.group] = gs
-		p.mu.Unlock()
 		p.pubMu.Unlock()
 		p.log.Debug("snapshot published", "group", gs.group, "versions", gs.versions)
 	}
@@ -290,6 +286,28 @@ func (p *publisher) sources(group, typeURL string) map[string]string {
 		return gs.sources[typeURL] // immutable, like the groupSnapshot
 	}
 	return nil
+}
+
+// setSnapshot puts gs in the cache in place of old. gs is recorded as
+// served first: an Envoy can ACK it before SetSnapshot returns, and its
+// ACK must find the version it accepted (see proxies.ack). A failed
+// SetSnapshot puts old back. Called with pubMu held.
+func (p *publisher) setSnapshot(gs, old *groupSnapshot) error {
+	gs.stamp(old, p.changeAt)
+	p.mu.Lock()
+	p.groups[gs.group] = gs
+	p.mu.Unlock()
+	err := p.cache.SetSnapshot(context.Background(), gs.group, gs.snapshot)
+	if err != nil {
+		p.mu.Lock()
+		if old != nil {
+			p.groups[gs.group] = old
+		} else {
+			delete(p.groups, gs.group)
+		}
+		p.mu.Unlock()
+	}
+	return err
 }
 
 // servedVersions implements groupView.
