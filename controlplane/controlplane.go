@@ -96,6 +96,9 @@ type Config struct {
 	// that view until Consul answers.
 	StateDir          string
 	StateRestoreAfter time.Duration
+	// StateMaxAge: a saved view older than this is not served (default
+	// 72h): its instances are likely long gone.
+	StateMaxAge time.Duration
 }
 
 // Limits bound connections and streams. Zero values take the defaults.
@@ -145,6 +148,9 @@ func (c *Config) withDefaults() Config {
 	}
 	if out.StateRestoreAfter <= 0 {
 		out.StateRestoreAfter = DefaultStateRestoreAfter
+	}
+	if out.StateMaxAge <= 0 {
+		out.StateMaxAge = DefaultStateMaxAge
 	}
 	if out.MaxDelay <= 0 {
 		out.MaxDelay = DefaultMaxDelay
@@ -241,7 +247,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.watcher = w
 	if cfg.StateDir != "" {
-		if s.state, err = newStateStore(cfg.StateDir); err != nil {
+		if s.state, err = newStateStore(cfg.StateDir, consulOrigin(cfg.Consul)); err != nil {
 			return nil, err
 		}
 	}
@@ -433,6 +439,16 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
+// consulOrigin names the Consul a saved view is of: its address and
+// datacenter (never the token).
+func consulOrigin(c registry.Config) string {
+	scheme := c.Scheme
+	if scheme == "" {
+		scheme = "http"
+	}
+	return scheme + "://" + c.Address + " datacenter=" + c.Datacenter
+}
+
 // restoreAfter serves Consul's saved view when Consul has given none
 // within StateRestoreAfter of the start: Envoys that connect get the last
 // known endpoints, not nothing. The first answer from Consul replaces it.
@@ -442,12 +458,12 @@ func (s *Server) restoreAfter(ctx context.Context) {
 		return
 	case <-time.After(s.cfg.StateRestoreAfter):
 	}
-	snap, at, err := s.state.load()
+	snap, at, err := s.state.load(s.cfg.StateMaxAge)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		return
 	case err != nil:
-		s.log.Error("consul has not answered, and its saved view cannot be read", "err", err)
+		s.log.Error("consul has not answered, and its saved view is not usable", "err", err)
 		return
 	}
 	// The gauge is set under the same decision as the view (inputs.mu

@@ -19,8 +19,12 @@ const stateFile = "consul-snapshot.json"
 const stateMaxBytes = 256 << 20
 
 // DefaultStateRestoreAfter is how long a start waits for Consul before it
-// serves the saved view instead.
-const DefaultStateRestoreAfter = 10 * time.Second
+// serves the saved view instead; DefaultStateMaxAge is the oldest view it
+// serves.
+const (
+	DefaultStateRestoreAfter = 10 * time.Second
+	DefaultStateMaxAge       = 72 * time.Hour
+)
 
 // stateStore keeps Consul's last view (registry.Snapshot: names,
 // addresses, ports, tags, meta and health; no token, no key) in a file, so
@@ -29,15 +33,16 @@ const DefaultStateRestoreAfter = 10 * time.Second
 // publishing path, at most once per writeEvery, the latest view winning.
 type stateStore struct {
 	path       string
+	origin     string // which Consul the views are of (Saved.Origin)
 	writeEvery time.Duration
 	next       chan *registry.Snapshot // capacity 1: the latest unsaved view
 }
 
-func newStateStore(dir string) (*stateStore, error) {
+func newStateStore(dir, origin string) (*stateStore, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("state.dir: %w", err)
 	}
-	return &stateStore{path: filepath.Join(dir, stateFile), writeEvery: time.Second, next: make(chan *registry.Snapshot, 1)}, nil
+	return &stateStore{path: filepath.Join(dir, stateFile), origin: origin, writeEvery: time.Second, next: make(chan *registry.Snapshot, 1)}, nil
 }
 
 // save queues snap to be written; a view not yet written is replaced.
@@ -83,7 +88,7 @@ func (st *stateStore) run(ctx context.Context, logError func(error)) {
 // write replaces the state file atomically (a new file renamed over the
 // old), readable by Switchyard's user only.
 func (st *stateStore) write(snap *registry.Snapshot) error {
-	b, err := snap.Save(time.Now())
+	b, err := snap.Save(time.Now(), st.origin)
 	if err != nil {
 		return fmt.Errorf("state: %w", err)
 	}
@@ -109,15 +114,22 @@ func (st *stateStore) write(snap *registry.Snapshot) error {
 	return nil
 }
 
-// load reads the saved view; os.ErrNotExist when there is none.
-func (st *stateStore) load() (*registry.Snapshot, time.Time, error) {
+// load reads the saved view (os.ErrNotExist when there is none), and
+// refuses one of another Consul or older than maxAge.
+func (st *stateStore) load(maxAge time.Duration) (*registry.Snapshot, time.Time, error) {
 	b, err := safefile.Read(st.path, stateMaxBytes)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
-	snap, at, err := registry.LoadSnapshot(b)
+	snap, saved, err := registry.LoadSnapshot(b)
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("%s: %w", st.path, err)
 	}
-	return snap, at, nil
+	if saved.Origin != st.origin {
+		return nil, time.Time{}, fmt.Errorf("%s is a view of another Consul (%q, not %q); not served", st.path, saved.Origin, st.origin)
+	}
+	if age := time.Since(saved.At); age > maxAge {
+		return nil, time.Time{}, fmt.Errorf("%s was saved %s ago, more than state.max-age %s; not served", st.path, age.Round(time.Second), maxAge)
+	}
+	return snap, saved.At, nil
 }

@@ -17,6 +17,7 @@ const stateVersion = 1
 type savedSnapshot struct {
 	Version int            `json:"version"`
 	SavedAt time.Time      `json:"savedAt"`
+	Origin  string         `json:"origin,omitempty"` // which Consul it is a view of (Saved.Origin)
 	Covers  []string       `json:"covers,omitempty"` // nil: every name
 	All     bool           `json:"coversAll,omitempty"`
 	Service []savedService `json:"services"`
@@ -39,9 +40,17 @@ type savedInstance struct {
 	Weight     int               `json:"weight"`
 }
 
-// Save encodes the snapshot for LoadSnapshot, stamped with at.
-func (s *Snapshot) Save(at time.Time) ([]byte, error) {
-	out := savedSnapshot{Version: stateVersion, SavedAt: at.UTC(), All: s == nil || s.covered == nil}
+// Saved is what a saved snapshot says of itself: when it was saved, and of
+// which Consul (the caller's description, such as its address and
+// datacenter), so that a view of another Consul is never served.
+type Saved struct {
+	At     time.Time
+	Origin string
+}
+
+// Save encodes the snapshot for LoadSnapshot, stamped with at and origin.
+func (s *Snapshot) Save(at time.Time, origin string) ([]byte, error) {
+	out := savedSnapshot{Version: stateVersion, SavedAt: at.UTC(), Origin: origin, All: s == nil || s.covered == nil}
 	if !out.All {
 		for name := range s.covered {
 			out.Covers = append(out.Covers, name)
@@ -59,31 +68,31 @@ func (s *Snapshot) Save(at time.Time) ([]byte, error) {
 	return json.Marshal(out)
 }
 
-// LoadSnapshot decodes what Save wrote, and when it was saved. Anything
+// LoadSnapshot decodes what Save wrote, and when and of what it was saved. Anything
 // odd (another format version, an unknown health, a port out of range, an
 // empty name) is an error: a state file is trusted only when it is whole.
-func LoadSnapshot(b []byte) (*Snapshot, time.Time, error) {
+func LoadSnapshot(b []byte) (*Snapshot, Saved, error) {
 	var in savedSnapshot
 	if err := json.Unmarshal(b, &in); err != nil {
-		return nil, time.Time{}, fmt.Errorf("saved snapshot: %w", err)
+		return nil, Saved{}, fmt.Errorf("saved snapshot: %w", err)
 	}
 	if in.Version != stateVersion {
-		return nil, time.Time{}, fmt.Errorf("saved snapshot: format version %d, want %d", in.Version, stateVersion)
+		return nil, Saved{}, fmt.Errorf("saved snapshot: format version %d, want %d", in.Version, stateVersion)
 	}
 	health := map[string]Health{Healthy.String(): Healthy, Unhealthy.String(): Unhealthy, Draining.String(): Draining}
 	var services []Service
 	for _, ss := range in.Service {
 		if ss.Name == "" {
-			return nil, time.Time{}, errors.New("saved snapshot: a service without a name")
+			return nil, Saved{}, errors.New("saved snapshot: a service without a name")
 		}
 		svc := Service{Name: ss.Name}
 		for _, i := range ss.Instances {
 			h, ok := health[i.Health]
 			if !ok {
-				return nil, time.Time{}, fmt.Errorf("saved snapshot: service %q instance %q: unknown health %q", ss.Name, i.ID, i.Health)
+				return nil, Saved{}, fmt.Errorf("saved snapshot: service %q instance %q: unknown health %q", ss.Name, i.ID, i.Health)
 			}
 			if i.Port < 1 || i.Port > 65535 || i.Address == "" {
-				return nil, time.Time{}, fmt.Errorf("saved snapshot: service %q instance %q: address %q port %d", ss.Name, i.ID, i.Address, i.Port)
+				return nil, Saved{}, fmt.Errorf("saved snapshot: service %q instance %q: address %q port %d", ss.Name, i.ID, i.Address, i.Port)
 			}
 			svc.Instances = append(svc.Instances, Instance{ID: i.ID, Node: i.Node, Address: i.Address, Port: i.Port,
 				Tags: i.Tags, Meta: i.Meta, Datacenter: i.Datacenter, Health: h, Weight: max(1, min(128, i.Weight))})
@@ -97,5 +106,5 @@ func LoadSnapshot(b []byte) (*Snapshot, time.Time, error) {
 			snap.covered[name] = struct{}{}
 		}
 	}
-	return snap, in.SavedAt, nil
+	return snap, Saved{At: in.SavedAt, Origin: in.Origin}, nil
 }

@@ -18,21 +18,21 @@ func TestSaveLoadSnapshot(t *testing.T) {
 	)
 	snap.covered = map[string]struct{}{"web": {}, "api": {}, "gone": {}}
 	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
-	b, err := snap.Save(at)
+	b, err := snap.Save(at, "http://127.0.0.1:8500 dc1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, savedAt, err := LoadSnapshot(b)
+	got, saved, err := LoadSnapshot(b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !got.Equal(snap) || !savedAt.Equal(at) {
-		t.Errorf("loaded %v saved at %v; want the snapshot saved at %v", got.Names(), savedAt, at)
+	if !got.Equal(snap) || !saved.At.Equal(at) || saved.Origin != "http://127.0.0.1:8500 dc1" {
+		t.Errorf("loaded %v saved %+v; want the snapshot saved at %v of http://127.0.0.1:8500 dc1", got.Names(), saved, at)
 	}
 	if !got.Covers("gone") || got.Covers("other") {
 		t.Errorf("coverage lost: covers gone %v, other %v", got.Covers("gone"), got.Covers("other"))
 	}
-	all, _ := NewSnapshot().Save(at)
+	all, _ := NewSnapshot().Save(at, "")
 	if s, _, err := LoadSnapshot(all); err != nil || !s.Covers("anything") {
 		t.Errorf("a snapshot covering every name: %v, covers anything %v", err, s.Covers("anything"))
 	}

@@ -66,6 +66,7 @@ var settings = []setting{
 	{"consul.max-service-watches", "consul-max-service-watches", 0, "most services watched with a blocking query of their own; the rest share one health query and re-reads (0: 100 over http, no limit over https)"},
 	{"state.dir", "state-dir", "", "directory where Switchyard keeps Consul's last view (no secrets in it), served when a start finds Consul unreachable; empty: off"},
 	{"state.restore-after", "state-restore-after", controlplane.DefaultStateRestoreAfter, "how long a start waits for Consul before it serves the view saved in state.dir"},
+	{"state.max-age", "state-max-age", controlplane.DefaultStateMaxAge, "the oldest saved view of Consul a start serves (an older one is likely long gone)"},
 	{"debounce.holdoff", "debounce-holdoff", controlplane.DefaultHoldoff, "quiet time after a change before rebuilding, batching bursts"},
 	{"debounce.max-delay", "debounce-max-delay", controlplane.DefaultMaxDelay, "longest a change waits for a rebuild during a steady stream of changes"},
 	{"log.level", "log-level", "info", "log level: debug, info, warn or error"},
@@ -140,6 +141,7 @@ func newServeCmd() *cobra.Command {
 				AdminTokenFile:    v.GetString("admin.token-file"),
 				StateDir:          v.GetString("state.dir"),
 				StateRestoreAfter: v.GetDuration("state.restore-after"),
+				StateMaxAge:       v.GetDuration("state.max-age"),
 				LogDropped:        logOut.Dropped,
 			}
 			if cfg.Limits.XDSMaxConnectionAge == 0 {
