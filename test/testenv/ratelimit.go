@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sort"
 	"strconv"
@@ -106,21 +107,30 @@ func (r *RateLimitService) start(t testing.TB) {
 		if r.proc.Exited() {
 			t.Fatalf("ratelimit exited early:\n%s", tail(r.proc.Output(), 50))
 		}
-		if r.healthy() == nil {
+		err := r.ready()
+		if err == nil {
 			return
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("ratelimit never became healthy on %s (it serves only once its xDS server has given it a configuration): %v\n%s",
-				r.HTTPAddr, r.healthy(), tail(r.proc.Output(), 50))
+			t.Fatalf("ratelimit never became ready (it listens only once its xDS server has given it a configuration): %v\n%s",
+				err, tail(r.proc.Output(), 50))
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
 
-// healthy asks the HTTP /healthcheck, which answers once the service holds
-// a configuration and listens on gRPC too.
-func (r *RateLimitService) healthy() error {
+// ready asks the HTTP /healthcheck, which answers once the service holds
+// a configuration, and checks the gRPC and debug ports, which it opens at
+// the same moment in goroutines of their own.
+func (r *RateLimitService) ready() error {
+	for _, addr := range []string{r.GRPCAddr, r.DebugAddr} {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			return err
+		}
+		c.Close()
+	}
 	body, err := httpGet("http://" + r.HTTPAddr + "/healthcheck")
 	if err != nil {
 		return err
