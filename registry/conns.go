@@ -13,8 +13,20 @@ import (
 // (see Watcher.loop).
 type lossCounter struct{ n atomic.Int64 }
 
-func (c *lossCounter) load() int64 { return c.n.Load() }
-func (c *lossCounter) add()        { c.n.Add(1) }
+// load and add treat a nil counter (a Watcher made without NewWatcher, in
+// tests) as one that never counts.
+func (c *lossCounter) load() int64 {
+	if c == nil {
+		return 0
+	}
+	return c.n.Load()
+}
+
+func (c *lossCounter) add() {
+	if c != nil {
+		c.n.Add(1)
+	}
+}
 
 // dialer wraps dial so that every connection it makes reports to c when a
 // read fails on it before Switchyard itself closed it. A query that times
