@@ -242,6 +242,7 @@ listeners:
           audiences: [api]
           jwksFile: {{jwksFile}}
           claimHeaders: [{ claim: sub, header: x-user }]
+          payloadHeader: x-jwt-payload
         - name: remote
           issuer: https://remote.example.com
           remoteJWKS: { service: keys, path: /jwks.json }
@@ -339,6 +340,10 @@ func TestJWT(t *testing.T) {
 	got := send(t, http.MethodGet, addr, "api.example.com", "/", bearer(valid))
 	if u, a := got.header.Get("X-Seen-Req-X-User"), got.header.Get("X-Seen-Req-Authorization"); u != "alice" || a != "" {
 		t.Errorf("file provider: upstream saw x-user %q, authorization %q; want alice and none", u, a)
+	}
+	var payload map[string]any
+	if b, err := base64.RawURLEncoding.DecodeString(got.header.Get("X-Seen-Req-X-Jwt-Payload")); err != nil || json.Unmarshal(b, &payload) != nil || payload["sub"] != "alice" {
+		t.Errorf("file provider: upstream saw x-jwt-payload %q; want the token's payload, base64url JSON with sub alice", got.header.Get("X-Seen-Req-X-Jwt-Payload"))
 	}
 	got = send(t, http.MethodGet, addr, "api.example.com", "/remote", bearer(remote))
 	if a := got.header.Get("X-Seen-Req-Authorization"); a != "Bearer "+remote {
