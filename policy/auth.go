@@ -503,9 +503,48 @@ func (d *decoder) auth(m *fields) Auth {
 	return a
 }
 
+// inheritAuth gives each listener without its own extAuthz or jwt its
+// group's (in group), then checks what each listener's hosts and routes
+// say about them.
+func (d *decoder) inheritAuth(group *Listener, listeners []Listener) {
+	groupUsed := map[string]bool{}
+	var extUsed, jwtUsed bool
+	for i := range listeners {
+		l := &listeners[i]
+		if l.ExtAuthz == nil && group.ExtAuthz != nil {
+			l.ExtAuthz, extUsed = group.ExtAuthz, true
+		}
+		inherited := l.JWT == nil && group.JWT != nil
+		if inherited {
+			l.JWT, jwtUsed = group.JWT, true
+		}
+		used := d.checkAuth(l)
+		if l.JWT == nil {
+			continue
+		}
+		if !inherited {
+			d.warnUnused(l.JWT, used, fmt.Sprintf("listener %q, nor by its hosts or routes", l.Name))
+			continue
+		}
+		for name := range used {
+			groupUsed[name] = true
+		}
+	}
+	if group.ExtAuthz != nil && !extUsed {
+		d.warnf(group.ExtAuthz.Pos.Line, "the proxy group's extAuthz has no effect: every listener has its own")
+	}
+	switch {
+	case group.JWT != nil && !jwtUsed:
+		d.warnf(group.JWT.Pos.Line, "the proxy group's jwt has no effect: every listener has its own")
+	case group.JWT != nil:
+		d.warnUnused(group.JWT, groupUsed, "any listener using the proxy group's jwt, nor by their hosts or routes")
+	}
+}
+
 // checkAuth checks what a listener's hosts and routes say about its
-// extAuthz and jwt against what it has.
-func (d *decoder) checkAuth(l *Listener) {
+// extAuthz and jwt against what it has, and returns the JWT providers
+// named.
+func (d *decoder) checkAuth(l *Listener) map[string]bool {
 	providers := map[string]bool{}
 	used := map[string]bool{}
 	if l.JWT != nil {
@@ -543,12 +582,15 @@ func (d *decoder) checkAuth(l *Listener) {
 			check(&h.Routes[j].Auth)
 		}
 	}
-	if l.JWT == nil {
-		return
-	}
-	for _, p := range l.JWT.Providers {
+	return used
+}
+
+// warnUnused warns about each provider of j that nothing requires; where
+// says where it was looked for.
+func (d *decoder) warnUnused(j *JWT, used map[string]bool, where string) {
+	for _, p := range j.Providers {
 		if !used[p.Name] {
-			d.warnf(p.Pos.Line, "JWT provider %q is not required by the listener, nor by any of its hosts or routes (requireJWT); it checks nothing", p.Name)
+			d.warnf(p.Pos.Line, "JWT provider %q is not required by %s (jwt.require, requireJWT); it checks nothing", p.Name, where)
 		}
 	}
 }

@@ -27,7 +27,7 @@ func init() {
 		`auth/edge.yaml:20: headers: header "x-key" is listed twice`,
 		"auth/edge.yaml:25: audiences must list at least one audience, or be omitted to accept any",
 		"auth/edge.yaml:26: jwksFile testdata/bad/auth/private-jwks.json key 1 is a private or symmetric key (it is not shown); give public keys only: the key set is sent to every Envoy of the group and shown by translate",
-		`auth/edge.yaml:27: warning: JWT provider "two" is not required by the listener, nor by any of its hosts or routes (requireJWT); it checks nothing`,
+		`auth/edge.yaml:27: warning: JWT provider "two" is not required by listener "b", nor by its hosts or routes (jwt.require, requireJWT); it checks nothing`,
 		"auth/edge.yaml:29: JWT provider may have only one of jwks, jwksFile or remoteJWKS, got jwks and jwksFile",
 		"auth/edge.yaml:29: jwksFile testdata/bad/auth/broken-jwks.json is not a JSON Web Key Set: invalid JSON (the content is not shown)",
 		`auth/edge.yaml:30: jwks holds no keys: want a JSON Web Key Set, {"keys": [...]}`,
@@ -39,7 +39,7 @@ func init() {
 		`auth/edge.yaml:34: payloadHeader: invalid header name "host" (pseudo-headers and host cannot be set)`,
 		`auth/edge.yaml:36: invalid claim "user..id": want a claim name, nested ones joined by dots (such as sub or user.id)`,
 		`auth/edge.yaml:37: missing required field "issuer" in JWT provider`,
-		`auth/edge.yaml:37: warning: JWT provider "four" is not required by the listener, nor by any of its hosts or routes (requireJWT); it checks nothing`,
+		`auth/edge.yaml:37: warning: JWT provider "four" is not required by listener "b", nor by its hosts or routes (jwt.require, requireJWT); it checks nothing`,
 		"auth/edge.yaml:38: jwks key 1 is a private or symmetric key (it is not shown); give public keys only: the key set is sent to every Envoy of the group and shown by translate",
 		`auth/edge.yaml:39: unknown JWT provider "three"; listener "b" has one, two, four`,
 		"auth/edge.yaml:42: requireJWT lists the JWT providers whose tokens are accepted, or is false to require none; true names none",
@@ -56,6 +56,11 @@ func init() {
 		"auth/edge.yaml:64: warning: route is unreachable: the route at testdata/bad/auth/edge.yaml:62 matches all its requests first",
 		`auth/edge.yaml:66: warning: requireJWT: false has no effect: listener "c" has no jwt`,
 		`auth/edge.yaml:67: extAuthz must be true or false, got the string "no"`,
+		`auth/group.yaml:10: warning: JWT provider "spare" is not required by any listener using the proxy group's jwt, nor by their hosts or routes (jwt.require, requireJWT); it checks nothing`,
+		`auth/group.yaml:20: unknown JWT provider "local"; listener "inherits" has corp, spare`,
+		`auth/group.yaml:29: unknown JWT provider "corp"; listener "own" has local`,
+		"auth/group.yaml:38: warning: the proxy group's extAuthz has no effect: every listener has its own",
+		"auth/group.yaml:40: warning: the proxy group's jwt has no effect: every listener has its own",
 	}})
 }
 

@@ -84,7 +84,7 @@ func (d *decoder) document(doc *yaml.Node, out *parsed) {
 	}
 	switch kind.Value {
 	case KindProxyGroup:
-		m, _ := d.mapping(n, KindProxyGroup, "apiVersion", "kind", "name", "mesh", "accessLog", "tracing", "listeners")
+		m, _ := d.mapping(n, KindProxyGroup, "apiVersion", "kind", "name", "mesh", "accessLog", "tracing", "extAuthz", "jwt", "listeners")
 		d.proxyGroup(m, out)
 	case KindCertificate:
 		m, _ := d.mapping(n, KindCertificate, "apiVersion", "kind", "name", "certFile", "keyFile", "caFile")
@@ -161,12 +161,15 @@ func (d *decoder) proxyGroup(m *fields, out *parsed) {
 	if tn := m.vals["tracing"]; tn != nil {
 		g.Tracing = d.tracing(tn, g.Name)
 	}
+	var auth Listener // the extAuthz and jwt of listeners without their own
+	d.listenerAuth(m, &auth, out)
 	items := d.list(m, "listeners")
 	for _, n := range items {
 		if l, ok := d.listener(n, out); ok {
 			g.Listeners = append(g.Listeners, l)
 		}
 	}
+	d.inheritAuth(&auth, g.Listeners)
 	if !m.has("listeners") || m.emptyList("listeners") {
 		d.warnf(g.Pos.Line, "proxy group has no listeners")
 	}
@@ -376,7 +379,6 @@ func (d *decoder) listener(n *yaml.Node, out *parsed) (Listener, bool) {
 		d.warnf(m.line, "listener has no hosts; Envoy will answer every request with 404")
 	}
 	d.rateLimitResponseUsed(&l)
-	d.checkAuth(&l)
 	return l, true
 }
 
