@@ -231,23 +231,23 @@ func (s *signer) token(t *testing.T, claims map[string]any) string {
 const jwtPolicy = `apiVersion: switchyard.io/v1
 kind: ProxyGroup
 name: edge
+jwt:
+  providers:
+    - name: file
+      issuer: https://file.example.com
+      audiences: [api]
+      jwksFile: {{jwksFile}}
+      claimHeaders: [{ claim: sub, header: x-user }]
+      payloadHeader: x-jwt-payload
+    - name: remote
+      issuer: https://remote.example.com
+      remoteJWKS: { service: keys, path: /jwks.json }
+      forward: true
+  require: [file]
 listeners:
   - name: api
     address: 127.0.0.1
     port: {{port}}
-    jwt:
-      providers:
-        - name: file
-          issuer: https://file.example.com
-          audiences: [api]
-          jwksFile: {{jwksFile}}
-          claimHeaders: [{ claim: sub, header: x-user }]
-          payloadHeader: x-jwt-payload
-        - name: remote
-          issuer: https://remote.example.com
-          remoteJWKS: { service: keys, path: /jwks.json }
-          forward: true
-      require: [file]
     hosts:
       - domains: ["*"]
         routes:
@@ -271,6 +271,7 @@ listeners:
 // header), a missing, expired, wrongly signed or foreign token is refused
 // with 401, a token for another audience with 403 (Envoy's answer to
 // an audience mismatch); keys come from a file or from a Consul service.
+// The providers are the proxy group's, which its listener inherits.
 func TestJWT(t *testing.T) {
 	fileKeys, remoteKeys := newSigner(t, "file-1"), newSigner(t, "remote-1")
 	jwksFile := filepath.Join(t.TempDir(), "jwks.json")
