@@ -522,7 +522,8 @@ func TestParseWithMatchesLoadWith(t *testing.T) {
 		t.Error("ParseWith accepted a mesh identity mesh.edge-identities does not list; want LoadWith's error")
 	}
 	certOnly := filepath.Join(dir, "c.yaml")
-	if _, diags := policy.ParseWith(policy.Options{}, map[string][]byte{certOnly: files[certOnly]}); !strings.Contains(diags.Err().Error(), "no proxy group") {
-		t.Errorf("ParseWith of a policy without proxy groups: %v; want LoadWith's no-proxy-group error", diags.Err())
+	_, diags = policy.ParseWith(policy.Options{}, map[string][]byte{certOnly: files[certOnly]})
+	if err := diags.Err(); err == nil || !strings.Contains(err.Error(), "no proxy group") {
+		t.Errorf("ParseWith of a policy without proxy groups: %v; want LoadWith's no-proxy-group error", err)
 	}
 }
