@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -243,7 +244,7 @@ func (s *Server) restorePolicy() {
 	k := s.keeper
 	sets, err := k.load()
 	switch {
-	case os.IsNotExist(err):
+	case errors.Is(err, os.ErrNotExist):
 		return
 	case err != nil:
 		s.log.Error("the policy saved in state.dir is not usable; groups removed from the policy before the restart are not restored", "err", err)

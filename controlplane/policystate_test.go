@@ -128,6 +128,9 @@ func TestRemovedGroupSurvivesRestart(t *testing.T) {
 	// Life 1: edge's Envoy connects; edge.yaml is removed.
 	var logs1 bytes.Buffer
 	s1 := w.newServer(&logs1, time.Hour)
+	if strings.Contains(logs1.String(), "state.dir") {
+		t.Errorf("life 1, nothing saved yet: the log speaks of state.dir:\n%s", logs1.String())
+	}
 	w.load(s1)
 	if err := listenerRequest(s1, 1, edge); err != nil {
 		t.Fatal(err)
