@@ -35,7 +35,7 @@ const policyStateVersion = 1
 // last defined by.
 type savedPolicy struct {
 	Version int              `json:"version"`
-	SavedAt time.Time        `json:"saved_at"`
+	SavedAt time.Time        `json:"savedAt"`
 	Sets    []savedPolicySet `json:"sets"`
 }
 

@@ -283,3 +283,82 @@ func TestKeeperRefusesFilesChangedSinceLoad(t *testing.T) {
 		t.Error("the keeper took files that changed since the load")
 	}
 }
+
+// An Envoy of a restored group that connects and leaves before the first
+// build does not cost the group its linger: it is served (restored) until
+// that build decides.
+func TestRestoredGroupKeepsLingerThroughEarlyDisconnect(t *testing.T) {
+	w := newStateWorld(t)
+	edge := &corev3.Node{Id: "edge-1", Cluster: "edge"}
+	var logs1 bytes.Buffer
+	s1 := w.newServer(&logs1, time.Hour)
+	w.load(s1)
+	if err := listenerRequest(s1, 1, edge); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(w.policyDir, "edge.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	w.load(s1)
+
+	var logs2 bytes.Buffer
+	s2 := w.newServer(&logs2, time.Hour)
+	if err := listenerRequest(s2, 1, edge); err != nil {
+		t.Fatal(err)
+	}
+	s2.px.callbacks().OnStreamClosed(1, edge)
+	w.load(s2)
+	if s2.pub.groups["edge"] == nil {
+		t.Errorf("groups %v; want edge served for the linger after its Envoy left\n%s", groupNames(s2), logs2.String())
+	}
+}
+
+// The first promotion after a start waits for the services of the
+// restored groups the new policy does not define, as it waits for the
+// policy's own, so that a retained group does not start with no
+// endpoints.
+func TestFirstPromotionCoversRestoredGroups(t *testing.T) {
+	parse := func(doc string) *policy.Set {
+		t.Helper()
+		set, diags := policy.Parse(map[string][]byte{"p.yaml": []byte(doc)})
+		if diags.HasErrors() {
+			t.Fatal(diags.Err())
+		}
+		return set
+	}
+	covering := func(names ...string) *registry.Snapshot {
+		t.Helper()
+		b, err := json.Marshal(map[string]any{"version": 1, "covers": names, "services": []any{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		snap, _, err := registry.LoadSnapshot(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return snap
+	}
+	toAPI := strings.Replace(strings.Replace(otherPolicy, "name: other", "name: gone", 1), "service: web", "service: api", 1)
+
+	in := &inputs{}
+	in.restoreCover(parse(toAPI))
+	in.consul = covering("web")
+	in.setPending(parse(otherPolicy))
+	if _, _, promoted, _ := in.promote(); promoted {
+		t.Error("promoted before Consul answered for api, which a restored group routes to")
+	}
+	in.consul = covering("web", "api")
+	if _, _, promoted, _ := in.promote(); !promoted {
+		t.Error("not promoted once every service is covered")
+	}
+
+	// A restored group the new policy defines takes the new definition:
+	// its old services are not waited for.
+	in = &inputs{}
+	in.restoreCover(parse(strings.Replace(toAPI, "name: gone", "name: other", 1)))
+	in.consul = covering("web")
+	in.setPending(parse(otherPolicy))
+	if _, _, promoted, _ := in.promote(); !promoted {
+		t.Error("waited for the services of a restored group the new policy defines")
+	}
+}
