@@ -93,12 +93,21 @@ type Config struct {
 	AdminTokenFile string
 	// StateDir, when set, keeps Consul's last view there; a start that has
 	// no answer from Consul within StateRestoreAfter (default 10s) serves
-	// that view until Consul answers.
+	// that view until Consul answers. It also keeps the policy files the
+	// served proxy groups were defined by, so that a start serves again
+	// the groups removed from the policy while Envoys used them, for
+	// those Envoys to reconnect (see Linger).
 	StateDir          string
 	StateRestoreAfter time.Duration
 	// StateMaxAge: a saved view older than this is not served (default
 	// 72h): its instances are likely long gone.
 	StateMaxAge time.Duration
+	// Linger is how long a proxy group removed from the policy (or a
+	// sidecar gone from Consul) stays served after its last Envoy
+	// disconnected, for an Envoy that reconnects to find it, and how
+	// long, after a start, the groups restored from StateDir wait for
+	// their Envoys (default 2m).
+	Linger time.Duration
 }
 
 // Limits bound connections and streams. Zero values take the defaults.
@@ -127,6 +136,7 @@ const (
 	DefaultHoldoff       = 10 * time.Millisecond
 	DefaultMaxDelay      = 50 * time.Millisecond
 	DefaultShutdownGrace = 5 * time.Second
+	DefaultLinger        = 2 * time.Minute
 
 	DefaultXDSMaxConnections        = 20_000
 	DefaultXDSMaxStreams            = 100
@@ -151,6 +161,9 @@ func (c *Config) withDefaults() Config {
 	}
 	if out.StateMaxAge <= 0 {
 		out.StateMaxAge = DefaultStateMaxAge
+	}
+	if out.Linger <= 0 {
+		out.Linger = DefaultLinger
 	}
 	if out.MaxDelay <= 0 {
 		out.MaxDelay = DefaultMaxDelay
@@ -202,9 +215,10 @@ type Server struct {
 	pub *publisher
 	px  *proxies
 
-	// state keeps Consul's last view on disk (Config.StateDir); nil when
-	// off.
-	state *stateStore
+	// state keeps Consul's last view on disk (Config.StateDir), keeper
+	// the served groups' policy files; nil when off.
+	state  *stateStore
+	keeper *policyKeeper
 
 	wantMu sync.Mutex // orders updateWant calls
 }
@@ -229,6 +243,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s.cache = xdscache.New(groupHash{}, servedTypeURLs, true)
 	s.pub = newPublisher(log, s.metrics, s.cache)
 	s.px = newProxies(log, s.metrics, s.pub, s.changed, cfg.XDSTLS.BindGroups)
+	s.px.linger = cfg.Linger
 	s.pub.proxies = s.px
 	if cfg.LogDropped != nil {
 		s.metrics.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -250,6 +265,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		if s.state, err = newStateStore(cfg.StateDir, consulOrigin(cfg.Consul)); err != nil {
 			return nil, err
 		}
+		s.keeper = newPolicyKeeper(cfg.StateDir, s.policyOptions())
 	}
 	if cfg.Mesh && !cfg.XDSTLS.BindGroups && !loopbackAddress(cfg.XDSAddress) {
 		return nil, fmt.Errorf("mesh.enabled: xds.address %s is off loopback, and every sidecar's private key is served over xDS: serve xDS over mutual TLS with xds.client-cert-groups (each sidecar's client certificate naming %s), or keep xDS on loopback",
@@ -356,6 +372,9 @@ func (s *Server) Run(ctx context.Context) error {
 
 	grpcServer := s.newGRPCServer(ctx)
 	admin := s.newAdminServer()
+	if s.keeper != nil {
+		s.restorePolicy() // before the first build, which it seeds
+	}
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -383,6 +402,10 @@ func (s *Server) Run(ctx context.Context) error {
 		})
 		g.Go(func() error {
 			s.restoreAfter(ctx)
+			return nil
+		})
+		g.Go(func() error {
+			s.keeper.run(ctx, s.logKeepError)
 			return nil
 		})
 	}
@@ -437,6 +460,19 @@ func (s *Server) Run(ctx context.Context) error {
 	err = g.Wait()
 	s.log.Info("switchyard stopped")
 	return err
+}
+
+// policyOptions are the options every policy set is loaded with: the
+// files, and the copy of them kept in state.dir.
+func (s *Server) policyOptions() policy.Options {
+	return policy.Options{Mesh: s.cfg.Mesh, EdgeIdentities: s.cfg.EdgeIdentities}
+}
+
+// logKeepError logs a failure to keep the policy in state.dir, if any.
+func (s *Server) logKeepError(err error) {
+	if err != nil {
+		s.log.Error("cannot keep the policy in state.dir; the previous copy stays", "err", err)
+	}
 }
 
 // consulOrigin names the Consul a saved view is of: its address and
@@ -501,8 +537,12 @@ func (s *Server) rebuild() {
 	}
 	mesh, meshPending := s.in.meshSnapshot()
 	if consul != nil && set != nil {
-		if _, retentionChanged := s.pub.publish(consul, set, mesh, meshPending); promoted || retentionChanged {
+		served, retentionChanged := s.pub.publish(consul, set, mesh, meshPending)
+		if promoted || retentionChanged {
 			s.updateWant() // now without the services of groups no longer served
+		}
+		if s.keeper != nil {
+			s.logKeepError(s.keeper.built(set, served))
 		}
 	}
 	if mesh != nil {

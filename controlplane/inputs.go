@@ -30,6 +30,18 @@ type inputs struct {
 	changedAt time.Time
 	// restored: consul is the view saved in state.dir, not Consul's answer.
 	restored bool
+	// alsoCover is the groups served before a restart (state.dir), until
+	// the first promotion: it waits for their services too, so that
+	// those retained do not start with empty endpoints.
+	alsoCover *policy.Set
+}
+
+// restoreCover makes the first promotion wait for the services of set's
+// groups too (see alsoCover).
+func (in *inputs) restoreCover(set *policy.Set) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.alsoCover = set
 }
 
 // noteChange records that an input changed now, unless an earlier change
@@ -165,10 +177,16 @@ func (in *inputs) promote() (consul *registry.Snapshot, set *policy.Set, promote
 	if in.meshOn {
 		missing = append(missing, meshUncovered(in.mesh, in.pending)...)
 	}
+	if in.alsoCover != nil {
+		// Only the restored groups the new policy does not define.
+		pending := in.pending
+		gone, _ := in.alsoCover.Without(func(g *policy.ProxyGroup) bool { _, ok := pending.Group(g.Name); return ok })
+		missing = append(missing, uncovered(consul, gone)...)
+	}
 	if len(missing) > 0 && time.Since(in.pendingAt) < coverWait {
 		return consul, set, false, nil
 	}
-	in.policy, in.pending = in.pending, nil
+	in.policy, in.pending, in.alsoCover = in.pending, nil, nil
 	return consul, in.policy, true, missing
 }
 

@@ -172,7 +172,7 @@ func (w *policyWatcher) reload() {
 	w.watch()
 	w.lastPrint = fingerprint(w.dirs)
 	w.gatePrint = w.lastPrint
-	set, diags := policy.LoadWith(policy.Options{Mesh: s.cfg.Mesh, EdgeIdentities: s.cfg.EdgeIdentities}, w.paths...)
+	set, diags := policy.LoadWith(s.policyOptions(), w.paths...)
 	if set != nil {
 		w.files = set.Files()
 	}
@@ -208,6 +208,7 @@ func (w *policyWatcher) reload() {
 	w.lastErr = ""
 	_, latest := s.in.policies()
 	if latest != nil && reflect.DeepEqual(latest, set) {
+		w.keep(latest)
 		if fixed {
 			s.log.Info("policy accepted: the errors are fixed; unchanged from the last valid policy", "groups", len(set.Groups), "certificates", len(set.Certificates))
 		} else if requested {
@@ -218,6 +219,7 @@ func (w *policyWatcher) reload() {
 	// The new policy waits (as pending) until the registry has synced
 	// the services it routes to, at most coverWait; meanwhile the
 	// current one keeps serving, so both sets of services are watched.
+	w.keep(set)
 	first := s.in.setPending(set)
 	s.updateWant()
 	time.AfterFunc(coverWait, func() { notify(s.changed) })
@@ -234,6 +236,13 @@ func (w *policyWatcher) reload() {
 	}
 	s.log.Info(msg, "groups", len(set.Groups), "certificates", len(set.Certificates))
 	notify(s.changed)
+}
+
+// keep records the files of a valid set for state.dir (policyKeeper).
+func (w *policyWatcher) keep(set *policy.Set) {
+	if w.s.keeper != nil {
+		w.s.logKeepError(w.s.keeper.capture(w.paths, set))
+	}
 }
 
 // watch adds a watch on each policy directory and on its parent, and adds

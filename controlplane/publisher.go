@@ -53,6 +53,10 @@ type publisher struct {
 	lastServed *policy.Set
 	ready      bool
 	failing    []string // the groups whose latest build failed
+
+	// restored are the groups served before a restart (restore), until
+	// the first build decides which of them are retained.
+	restored map[string]bool
 }
 
 // snapshotStore is what the publisher changes: the xDS cache.
@@ -195,7 +199,8 @@ func (p *publisher) retain(set *policy.Set) (served *policy.Set, changed bool) {
 	// registering either.
 	p.pubMu.Lock()
 	p.mu.Lock()
-	last := p.lastServed
+	last, restored := p.lastServed, p.restored
+	p.restored = nil
 	for name := range p.retained {
 		if _, back := set.Group(name); back {
 			delete(p.retained, name)
@@ -230,6 +235,11 @@ func (p *publisher) retain(set *policy.Set) (served *policy.Set, changed bool) {
 	p.pubMu.Unlock()
 
 	for _, name := range newlyKept {
+		if restored[name] {
+			p.log.Warn("proxy group removed from policy before the restart is served again from state.dir: its Envoys that reconnect keep its listeners and routes, with endpoints following Consul, until they disconnect; if none does within the linger, it is withdrawn",
+				"group", name, "envoys", counts[name])
+			continue
+		}
 		p.log.Warn("proxy group removed from policy while Envoys use it: they keep its listeners and routes, with endpoints following Consul, until they disconnect; restore the group or stop them",
 			"group", name, "envoys", counts[name])
 	}
@@ -276,7 +286,13 @@ func logNew(log *slog.Logger, warned map[string]bool, diags policy.Diagnostics) 
 func (p *publisher) groupState(group string) (served, retained, ready bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.groups[group] != nil || p.retained[group], p.retained[group], p.ready
+	return p.servedLocked(group), p.retained[group], p.ready
+}
+
+// servedLocked reports whether a group is served: published, retained, or
+// restored and not yet built. Called with p.mu held.
+func (p *publisher) servedLocked(group string) bool {
+	return p.groups[group] != nil || p.retained[group] || p.restored[group]
 }
 
 // sources implements groupView.
@@ -332,7 +348,7 @@ func (p *publisher) forgetUnknown(group string) {
 	p.pubMu.Lock()
 	defer p.pubMu.Unlock()
 	p.mu.Lock()
-	served := p.groups[group] != nil || p.retained[group]
+	served := p.servedLocked(group)
 	p.mu.Unlock()
 	if !served {
 		p.proxies.whileIdle(group, func() { p.cache.ClearSnapshot(group); p.proxies.forgetLocked(group) })

@@ -85,14 +85,19 @@ func (st *stateStore) run(ctx context.Context, logError func(error)) {
 	}
 }
 
-// write replaces the state file atomically (a new file renamed over the
-// old), readable by Switchyard's user only.
+// write replaces the state file with snap.
 func (st *stateStore) write(snap *registry.Snapshot) error {
 	b, err := snap.Save(time.Now(), st.origin)
 	if err != nil {
 		return fmt.Errorf("state: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(st.path), "."+stateFile+".*")
+	return writeState(st.path, b)
+}
+
+// writeState replaces a file of the state directory atomically (a new
+// file renamed over the old), readable by Switchyard's user only.
+func writeState(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
 		return fmt.Errorf("state: %w", err)
 	}
@@ -108,7 +113,7 @@ func (st *stateStore) write(snap *registry.Snapshot) error {
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("state: %w", err)
 	}
-	if err := os.Rename(tmp.Name(), st.path); err != nil {
+	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("state: %w", err)
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -98,6 +99,23 @@ func LoadWith(opts Options, paths ...string) (*Set, Diagnostics) {
 		}
 	}
 	set, diags := parse(names, contents, diags, !opts.Mesh)
+	return checkSet(opts, strings.Join(paths, ", "), set, diags)
+}
+
+// ParseWith is LoadWith for in-memory policy files, keyed by file name (a
+// copy of what LoadWith read, such as the control plane keeps in its state
+// directory): the same bytes pass or fail the same rules. As with Parse,
+// relative certificate paths resolve against filepath.Dir(name) and are
+// read from disk.
+func ParseWith(opts Options, files map[string][]byte) (*Set, Diagnostics) {
+	names := slices.Sorted(maps.Keys(files))
+	set, diags := parse(names, files, nil, !opts.Mesh)
+	return checkSet(opts, strings.Join(names, ", "), set, diags)
+}
+
+// checkSet applies to a parsed set the rules that depend on opts, and the
+// rule that a set defines a proxy group (where names the files read).
+func checkSet(opts Options, where string, set *Set, diags Diagnostics) (*Set, Diagnostics) {
 	if set != nil && opts.Mesh && len(opts.EdgeIdentities) > 0 {
 		if bad := unallowedIdentities(set, opts.EdgeIdentities); len(bad) > 0 {
 			diags = append(diags, bad...)
@@ -107,7 +125,7 @@ func LoadWith(opts Options, paths ...string) (*Set, Diagnostics) {
 	}
 	if set != nil && len(set.Groups) == 0 && !opts.Mesh {
 		diags = append(diags, Diagnostic{
-			Pos:      Pos{File: strings.Join(paths, ", ")},
+			Pos:      Pos{File: where},
 			Severity: SeverityError,
 			Message:  noGroupMessage,
 		})

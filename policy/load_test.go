@@ -484,3 +484,46 @@ protocol: http2
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 }
+
+// ParseWith accepts exactly what LoadWith accepts from the same bytes, and
+// returns the same set: the control plane reloads the copy of the policy
+// it kept in its state directory through it. Relative certificate paths
+// resolve against the directory in the file's name.
+func TestParseWithMatchesLoadWith(t *testing.T) {
+	dir := t.TempDir()
+	writeCert(t, dir, "c", "edge.example.com")
+	writeFile(t, filepath.Join(dir, "c.yaml"), certDoc("c.crt", "c.key", ""))
+	writeFile(t, filepath.Join(dir, "edge.yaml"), []byte(replaceName(minimalGroup, "edge")))
+	writeFile(t, filepath.Join(dir, "mesh.yaml"), []byte(strings.Replace(edgeMeshPolicy, "name: edge", "name: gateway", 1)))
+	files := map[string][]byte{}
+	for _, name := range policy.FilesIn(dir) {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[name] = b
+	}
+	meshOn := policy.Options{Mesh: true}
+	want, diags := policy.LoadWith(meshOn, dir)
+	if diags.HasErrors() {
+		t.Fatal(diags.Err())
+	}
+	got, diags := policy.ParseWith(meshOn, files)
+	if diags.HasErrors() {
+		t.Fatal(diags.Err())
+	}
+	if diff := cmp.Diff(want, got, cmp.AllowUnexported(policy.Set{})); diff != "" {
+		t.Errorf("ParseWith vs LoadWith (-want +got):\n%s", diff)
+	}
+	if _, diags := policy.ParseWith(policy.Options{}, files); !diags.HasErrors() {
+		t.Error("ParseWith without the mesh accepted a route through the mesh; want LoadWith's error")
+	}
+	if _, diags := policy.ParseWith(policy.Options{Mesh: true, EdgeIdentities: []string{"other"}}, files); !diags.HasErrors() {
+		t.Error("ParseWith accepted a mesh identity mesh.edge-identities does not list; want LoadWith's error")
+	}
+	certOnly := filepath.Join(dir, "c.yaml")
+	_, diags = policy.ParseWith(policy.Options{}, map[string][]byte{certOnly: files[certOnly]})
+	if err := diags.Err(); err == nil || !strings.Contains(err.Error(), "no proxy group") {
+		t.Errorf("ParseWith of a policy without proxy groups: %v; want LoadWith's no-proxy-group error", err)
+	}
+}

@@ -45,6 +45,7 @@ var settings = []setting{
 	{"xds.max-streams-per-connection", "xds-max-streams-per-connection", controlplane.DefaultXDSMaxStreams, "most concurrent xDS streams on one connection (an Envoy opens one)"},
 	{"xds.max-connection-age", "xds-max-connection-age", controlplane.DefaultXDSMaxConnectionAge, "close xDS connections after this long (plus up to 10% jitter), so client certificates are checked again; Envoy reconnects at once; 0: never"},
 	{"xds.max-connection-age-grace", "xds-max-connection-age-grace", controlplane.DefaultXDSMaxConnectionAgeGrace, "how long an aged xDS connection's streams get to move before it is closed"},
+	{"xds.linger", "xds-linger", controlplane.DefaultLinger, "how long a proxy group removed from the policy (or a sidecar gone from Consul) stays served after its last Envoy disconnected, for one that reconnects; after a start, how long groups restored from state.dir wait for their Envoys"},
 	{"admin.address", "admin-address", controlplane.DefaultAdminAddress, "address of /healthz, /readyz, /metrics and /debug/ (config, proxies, pprof); keep it on loopback"},
 	{"admin.token-file", "admin-token-file", "", "file holding a bearer token every admin request but /healthz and /readyz must present (Authorization: Bearer ...)"},
 	{"admin.max-connections", "admin-max-connections", controlplane.DefaultAdminMaxConnections, "most admin HTTP connections open at once"},
@@ -64,7 +65,7 @@ var settings = []setting{
 	{"consul.wait", "consul-wait", 5 * time.Minute, "blocking query wait time (Consul caps it at 10m)"},
 	{"consul.stale-hold", "consul-stale-hold", 5 * time.Minute, "how long to keep last known instances when Consul answers a suspect empty list (fail static)"},
 	{"consul.max-service-watches", "consul-max-service-watches", 0, "most services watched with a blocking query of their own; the rest share one health query and re-reads (0: 100 over http, no limit over https)"},
-	{"state.dir", "state-dir", "", "directory where Switchyard keeps Consul's last view (no secrets in it), served when a start finds Consul unreachable; empty: off"},
+	{"state.dir", "state-dir", "", "directory where Switchyard keeps Consul's last view, served when a start finds Consul unreachable, and a copy of the served policy files, so a start serves again groups removed from the policy while Envoys used them (no token or key in it); empty: off"},
 	{"state.restore-after", "state-restore-after", controlplane.DefaultStateRestoreAfter, "how long a start waits for Consul before it serves the view saved in state.dir"},
 	{"state.max-age", "state-max-age", controlplane.DefaultStateMaxAge, "the oldest saved view of Consul a start serves (an older one is likely long gone)"},
 	{"debounce.holdoff", "debounce-holdoff", controlplane.DefaultHoldoff, "quiet time after a change before rebuilding, batching bursts"},
@@ -142,6 +143,7 @@ func newServeCmd() *cobra.Command {
 				StateDir:          v.GetString("state.dir"),
 				StateRestoreAfter: v.GetDuration("state.restore-after"),
 				StateMaxAge:       v.GetDuration("state.max-age"),
+				Linger:            v.GetDuration("xds.linger"),
 				LogDropped:        logOut.Dropped,
 			}
 			if cfg.Limits.XDSMaxConnectionAge == 0 {
