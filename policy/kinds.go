@@ -84,7 +84,7 @@ func (d *decoder) document(doc *yaml.Node, out *parsed) {
 	}
 	switch kind.Value {
 	case KindProxyGroup:
-		m, _ := d.mapping(n, KindProxyGroup, "apiVersion", "kind", "name", "mesh", "accessLog", "tracing", "listeners")
+		m, _ := d.mapping(n, KindProxyGroup, "apiVersion", "kind", "name", "mesh", "accessLog", "tracing", "rateLimitService", "listeners")
 		d.proxyGroup(m, out)
 	case KindCertificate:
 		m, _ := d.mapping(n, KindCertificate, "apiVersion", "kind", "name", "certFile", "keyFile", "caFile")
@@ -161,6 +161,9 @@ func (d *decoder) proxyGroup(m *fields, out *parsed) {
 	if tn := m.vals["tracing"]; tn != nil {
 		g.Tracing = d.tracing(tn, g.Name)
 	}
+	if rn := m.vals["rateLimitService"]; rn != nil {
+		g.RateLimitService = d.rateLimitService(rn)
+	}
 	items := d.list(m, "listeners")
 	for _, n := range items {
 		if l, ok := d.listener(n, out); ok {
@@ -170,6 +173,7 @@ func (d *decoder) proxyGroup(m *fields, out *parsed) {
 	if !m.has("listeners") || m.emptyList("listeners") {
 		d.warnf(g.Pos.Line, "proxy group has no listeners")
 	}
+	d.checkGlobalRateLimits(&g)
 	if g.Mesh != nil && !g.UsesMesh() {
 		d.warnf(g.Mesh.Pos.Line, "proxy group has a mesh identity but no route uses the mesh (mesh: true); it has no effect")
 	}
@@ -410,7 +414,7 @@ func (d *decoder) listenerTLS(n *yaml.Node, out *parsed) *ListenerTLS {
 // host returns the virtual host and its domains with their lines; l is
 // its listener, decoded up to its hosts.
 func (d *decoder) host(n *yaml.Node, l *Listener) (VirtualHost, []item, bool) {
-	m, ok := d.mapping(n, "host", "domains", "httpsRedirect", "requestHeaders", "responseHeaders", "cors", "ipAccess", "routes")
+	m, ok := d.mapping(n, "host", "domains", "httpsRedirect", "requestHeaders", "responseHeaders", "cors", "ipAccess", "globalRateLimit", "routes")
 	if !ok {
 		return VirtualHost{}, nil, false
 	}
@@ -448,6 +452,9 @@ func (d *decoder) host(n *yaml.Node, l *Listener) (VirtualHost, []item, bool) {
 	}
 	if an := m.vals["ipAccess"]; an != nil {
 		h.IPAccess = d.ipAccess(an)
+	}
+	if gn := m.vals["globalRateLimit"]; gn != nil {
+		h.GlobalRateLimits = d.globalRateLimits(gn)
 	}
 	redirected := (h.HTTPSRedirect || l.HTTPSRedirect) && l.TLS == nil
 	if redirected && m.has("routes") && !m.emptyList("routes") {
@@ -583,7 +590,7 @@ func shadows(a, b Match) bool {
 // route decodes one route; matchOK is false when its match has errors, so
 // that the unreachable-route warning does not build on a wrong match.
 func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
-	m, ok := d.mapping(n, "route", "name", "match", "service", "tags", "meta", "split", "redirect", "directResponse", "rewrite", "requestHeaders", "responseHeaders", "cors", "mirror", "fault", "timeout", "retries", "rateLimit", "ipAccess", "websocket", "mesh")
+	m, ok := d.mapping(n, "route", "name", "match", "service", "tags", "meta", "split", "redirect", "directResponse", "rewrite", "requestHeaders", "responseHeaders", "cors", "mirror", "fault", "timeout", "retries", "rateLimit", "globalRateLimit", "ipAccess", "websocket", "mesh")
 	if !ok {
 		return Route{}, false, false
 	}
@@ -641,6 +648,9 @@ func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
 	}
 	if rn := m.vals["rateLimit"]; rn != nil {
 		r.RateLimit = d.rateLimit(rn)
+	}
+	if gn := m.vals["globalRateLimit"]; gn != nil && !m.has("redirect") && !m.has("directResponse") {
+		r.GlobalRateLimits = d.globalRateLimits(gn)
 	}
 	if an := m.vals["ipAccess"]; an != nil {
 		r.IPAccess = d.ipAccess(an)

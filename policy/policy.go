@@ -224,6 +224,9 @@ type ProxyGroup struct {
 	// Tracing sends spans of the group's requests to an OpenTelemetry
 	// collector; nil: no tracing.
 	Tracing *Tracing
+	// RateLimitService counts the group's global rate limits; nil: none
+	// (and no host or route may have one).
+	RateLimitService *RateLimitService
 }
 
 // Tracing is a proxy group's OpenTelemetry tracing: spans over OTLP/gRPC
@@ -401,7 +404,10 @@ type VirtualHost struct {
 	// IPAccess replaces the listener's for every route of the host that
 	// has none of its own.
 	IPAccess *IPAccess
-	Routes   []Route // in file order: the first match wins
+	// GlobalRateLimits apply to every forwarded request of the host, in
+	// addition to its route's own.
+	GlobalRateLimits []GlobalRateLimit
+	Routes           []Route // in file order: the first match wins
 }
 
 // Route sends matching requests to one service or splits them among
@@ -436,6 +442,9 @@ type Route struct {
 	Timeout   *time.Duration // nil: not set; 0: no timeout
 	Retries   *Retries
 	RateLimit *RateLimit
+	// GlobalRateLimits are limits shared by every Envoy of the group,
+	// counted by its rate limit service; nil: none.
+	GlobalRateLimits []GlobalRateLimit
 	// IPAccess, when set, replaces its host's and listener's.
 	IPAccess *IPAccess
 	// WebSocket allows WebSocket upgrades on this route.
