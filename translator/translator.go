@@ -107,7 +107,7 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 	}
 	http2 := make(map[string]bool, len(refs))
 	if len(refs) > 0 { // nil when none, as appending leaves it
-		cfg.Clusters = make([]ir.Cluster, 0, len(refs)+1) // a tracing cluster may follow
+		cfg.Clusters = make([]ir.Cluster, 0, len(refs)+2) // tracing and rate limit clusters may follow
 	}
 	for _, ref := range refs {
 		var c ir.Cluster
@@ -119,8 +119,13 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 		http2[ref.name] = c.HTTP2
 		cfg.Clusters = append(cfg.Clusters, c)
 	}
+	if g.RateLimitService != nil {
+		cfg.Clusters = append(cfg.Clusters, t.rateLimitCluster(g.RateLimitService))
+	}
 	if g.Tracing != nil {
 		cfg.Clusters = append(cfg.Clusters, tracingCluster(g.Tracing))
+	}
+	if g.Tracing != nil || g.RateLimitService != nil {
 		sort.SliceStable(cfg.Clusters, func(i, j int) bool { return cfg.Clusters[i].Service < cfg.Clusters[j].Service })
 	}
 	// Envoy passes a WebSocket upgrade to an HTTP/1.1 upstream only.
@@ -160,6 +165,7 @@ func (t *translation) listeners(g *policy.ProxyGroup, gm *groupMesh, cfg *ir.Con
 		if tr := g.Tracing; tr != nil {
 			il.Tracing = &ir.Tracing{Cluster: ir.TracingCluster, Sampling: uint32(tr.Sampling), ServiceName: tr.ServiceName}
 		}
+		il.RateLimitService = rateLimitService(g)
 		if l.TLS != nil {
 			il.TLS = &ir.TLS{}
 			for _, name := range l.TLS.Certificates {
@@ -185,6 +191,7 @@ func (t *translation) listeners(g *policy.ProxyGroup, gm *groupMesh, cfg *ir.Con
 				RequestHeaders:  headers(vh.RequestHeaders),
 				ResponseHeaders: headers(vh.ResponseHeaders),
 			}
+			ivh.GlobalRateLimits = globalRateLimits(hostLimitID(l.Name, ivh.Name), vh.GlobalRateLimits)
 			if len(vh.Routes) > 0 { // nil when none, as appending leaves it
 				ivh.Routes = make([]ir.Route, 0, len(vh.Routes))
 			}
@@ -192,6 +199,7 @@ func (t *translation) listeners(g *policy.ProxyGroup, gm *groupMesh, cfg *ir.Con
 				out := route(&r)
 				out.CORS = routeCORS(&vh, &r)
 				out.IPAccess = ipAccess(&l, &vh, &r)
+				out.GlobalRateLimits = globalRateLimits(routeLimitID(l.Name, ivh.Name, r.Name), r.GlobalRateLimits)
 				if r.Mesh {
 					// Its services are reached through their sidecars,
 					// not their own clusters.
@@ -315,7 +323,8 @@ func secret(c *policy.Certificate) ir.Secret {
 }
 
 // Services lists every Consul service the policy set routes to directly
-// (not through the mesh: see MeshDestinations), and the mesh identities of
+// (not through the mesh: see MeshDestinations), its groups' rate limit
+// services found in Consul, and the mesh identities of
 // its groups that route through the mesh (MeshIdentities: a group may not
 // present a registered service's identity, so the registry must say
 // whether one is), sorted: the registry needs to watch these and no
@@ -325,6 +334,9 @@ func Services(set *policy.Set) []string {
 	for _, g := range set.Groups {
 		if g.UsesMesh() {
 			seen[g.MeshService()] = true
+		}
+		if s := g.RateLimitService; s != nil && s.Service != "" {
+			seen[s.Service] = true
 		}
 		eachRoute(&g, func(r *policy.Route) {
 			if !r.Mesh {
