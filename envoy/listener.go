@@ -86,6 +86,7 @@ func listener(l *ir.Listener) (_ *listenerv3.Listener, err error) {
 		// gRPC clients get an error, as with REJECT_REQUEST.
 		PathWithEscapedSlashesAction: hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT,
 	}
+	hcm.HttpFilters = withGlobalRateLimit(hcm.HttpFilters, l.RateLimitService)
 	if l.MaxRequestHeadersKB > 0 {
 		hcm.MaxRequestHeadersKb = wrapperspb.UInt32(l.MaxRequestHeadersKB)
 	}
