@@ -72,15 +72,15 @@ func withGlobalRateLimit(filters []*hcmv3.HttpFilter, s *ir.RateLimitService) []
 // every request with global limits (one call with all their
 // descriptors). An over-limit answer is a 429 (RESOURCE_EXHAUSTED to a
 // gRPC client, rather than Envoy's default UNAVAILABLE, which clients
-// retry at once) with a Retry-After header; no answer within Timeout
-// forwards the request, or with FailureModeDeny answers it 500.
+// retry at once); no answer within Timeout forwards the request, or with
+// FailureModeDeny answers it 500. (enable_retry_after_header would add
+// Retry-After, but Envoy before 1.40 refuses the field.)
 func rateLimitFilter(s *ir.RateLimitService) *ratelimitfilterv3.RateLimit {
 	f := &ratelimitfilterv3.RateLimit{
 		Domain:                         s.Domain,
 		Timeout:                        durationpb.New(s.Timeout.Duration),
 		FailureModeDeny:                s.FailureModeDeny,
 		RateLimitedAsResourceExhausted: true,
-		EnableRetryAfterHeader:         true,
 		RateLimitService: &ratelimitconfv3.RateLimitServiceConfig{
 			GrpcService: &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{
 				EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: ClusterName(s.Cluster)},
