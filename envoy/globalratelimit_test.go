@@ -358,3 +358,22 @@ func staticEdgeBootstrap(t *testing.T, group string, res Resources) []byte {
 	}
 	return b
 }
+
+// The domain, cluster and descriptor keys are a contract with the rate
+// limit service's configuration and stats: this test fails when one
+// changes, so the change is deliberate.
+func TestGlobalRateLimitNames(t *testing.T) {
+	for _, tc := range []struct{ got, want string }{
+		{ir.RateLimitDomain("edge"), "switchyard.edge"},
+		{ir.RateLimitCluster, "switchyard:ratelimit"},
+		{DescriptorKeyLimit, "limit"},
+		{DescriptorKeyClient, "remote_address"},
+		{DescriptorKeyHeader, "header"},
+		{DescriptorKeyPath, "path"},
+		{DescriptorKeyService, "destination_cluster"},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("got %q; want %q", tc.got, tc.want)
+		}
+	}
+}
