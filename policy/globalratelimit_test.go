@@ -30,6 +30,12 @@ listeners:
               - { requests: 100, per: minute, by: [clientIP, {header: X-Api-Key}, path, service] }
           - service: web
             globalRateLimit: { requests: 5, per: day, by: { header: x-user } }
+---
+# Shapes the rate limit cluster: no "not routed to" warning.
+apiVersion: switchyard.io/v1
+kind: Service
+name: ratelimit
+circuitBreakers: { maxRequests: 5000 }
 `
 	set, diags := policy.Parse(map[string][]byte{"p.yaml": []byte(src)})
 	if len(diags) > 0 || set == nil {

@@ -1280,6 +1280,9 @@ func (p *parsed) check(diags *Diagnostics) {
 	p.checkHashedSplits(errorf)
 	routed := map[string]bool{}
 	for _, g := range p.groups {
+		if s := g.RateLimitService; s != nil && s.Service != "" {
+			routed[s.Service] = true // its Service policy shapes the rate limit cluster
+		}
 		for _, l := range g.Listeners {
 			for _, h := range l.Hosts {
 				for _, r := range h.Routes {

@@ -26,7 +26,8 @@ func rateLimitService(g *policy.ProxyGroup) *ir.RateLimitService {
 
 // rateLimitCluster is the cluster of a group's rate limit service,
 // spoken to over HTTP/2 as gRPC is: the instances of its Consul service,
-// or its address (Envoy resolves a DNS name).
+// with the service's Service policy (circuit breakers, outlier detection,
+// ...), or its address (Envoy resolves a DNS name).
 func (t *translation) rateLimitCluster(s *policy.RateLimitService) ir.Cluster {
 	if s.Address != "" {
 		host, port, _ := net.SplitHostPort(s.Address) // policy validation checked it
@@ -34,11 +35,14 @@ func (t *translation) rateLimitCluster(s *policy.RateLimitService) ir.Cluster {
 		return ir.Cluster{Service: ir.RateLimitCluster, Source: s.Pos.String(), HTTP2: true, DNS: net.ParseIP(host) == nil,
 			Endpoints: []ir.Endpoint{{ID: s.Address, Address: host, Port: uint32(p), Health: ir.Healthy, Weight: 1}}}
 	}
-	if _, ok := t.snap.Service(s.Service); !ok {
+	var c ir.Cluster
+	if _, ok := t.snap.Service(s.Service); ok {
+		c = t.cluster(s.Service, &policy.Subset{}, s.Pos)
+	} else {
 		t.warn(s.Pos, "rate limit service %q is not registered in Consul; until it is, requests with a global limit get its failure mode (%s)", s.Service, s.FailureMode)
-		return ir.Cluster{Service: ir.RateLimitCluster, Source: s.Pos.String(), HTTP2: true}
+		c = ir.Cluster{Service: s.Service, Source: s.Pos.String()}
+		t.upstream(&c) // its Service policy, as t.cluster applies it
 	}
-	c := t.cluster(s.Service, &policy.Subset{}, s.Pos)
 	c.Service, c.HTTP2 = ir.RateLimitCluster, true
 	return c
 }
