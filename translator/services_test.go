@@ -28,8 +28,8 @@ func TestServicesRateLimitService(t *testing.T) {
 		t.Fatal(diags.Err())
 	}
 	got := Services(set)
-	want := []string{"api", "ratelimit", "web", "web-canary"}
+	want := []string{"api", "ratelimit", "ratelimit-internal", "web", "web-canary"}
 	if !slices.Equal(got, want) {
-		t.Fatalf("got %v; want %v (the routed services and the Consul rate limit service)", got, want)
+		t.Fatalf("got %v; want %v (the routed services and the Consul rate limit services)", got, want)
 	}
 }
