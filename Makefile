@@ -16,7 +16,8 @@ all: build
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/switchyard
 
-## tools: install Consul and Envoy into $(SWITCHYARD_CACHE) (idempotent)
+## tools: install Consul, Envoy, envoyproxy/ratelimit and Redis into
+## $(SWITCHYARD_CACHE) (idempotent)
 tools:
 	hack/tools.sh
 

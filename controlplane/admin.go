@@ -154,7 +154,10 @@ func (s *Server) debugConfig(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := debugConfigResponse{Group: group, Versions: map[string]string{}, Resources: map[string][]json.RawMessage{}}
-	for _, typ := range envoy.Types {
+	for _, typ := range servedTypeURLs {
+		if _, ok := gs.versions[typ]; !ok && len(gs.resources[typ]) == 0 {
+			continue // the rate limit service's type in a group, or the reverse
+		}
 		label := typeLabel(typ)
 		out.Versions[label] = gs.versions[typ]
 		for _, res := range gs.resources[typ] {

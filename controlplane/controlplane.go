@@ -226,7 +226,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	// ADS: a state-of-the-world request for endpoints or routes is
 	// answered once it names them all, as go-control-plane's SnapshotCache
 	// did; a change goes out in envoy.Types' order.
-	s.cache = xdscache.New(groupHash{}, envoy.Types, true)
+	s.cache = xdscache.New(groupHash{}, servedTypeURLs, true)
 	s.pub = newPublisher(log, s.metrics, s.cache)
 	s.px = newProxies(log, s.metrics, s.pub, s.changed, cfg.XDSTLS.BindGroups)
 	s.pub.proxies = s.px
@@ -563,10 +563,14 @@ func (groupHash) ID(node *corev3.Node) string {
 // proxyKey is what an Envoy is served: its proxy group (node.cluster) or,
 // for a Connect sidecar (node.cluster envoy.SidecarNodeCluster), its own
 // snapshot, keyed "sidecar:<proxy service ID>" (a group name cannot hold a
-// colon, so the two never meet).
+// colon, so the two never meet). The rate limit service (no node.cluster)
+// is served the rate limits of every group (ratelimit.go).
 func proxyKey(node *corev3.Node) string {
-	if node.GetCluster() == envoy.SidecarNodeCluster {
+	switch {
+	case node.GetCluster() == envoy.SidecarNodeCluster:
 		return sidecarKey(node.GetId())
+	case isRateLimitService(node.GetCluster()):
+		return rateLimitKey
 	}
 	return node.GetCluster()
 }

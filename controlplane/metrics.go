@@ -20,6 +20,7 @@ type metrics struct {
 	refusedStreams    *prometheus.CounterVec
 	snapshotBuild     prometheus.Histogram
 	snapshotErrors    prometheus.Counter
+	rateLimitDomains  prometheus.Gauge
 	failingGroups     prometheus.Gauge
 	sidecarProblems   prometheus.Counter
 	failingSidecars   prometheus.Gauge
@@ -67,6 +68,10 @@ func newMetrics() *metrics {
 			Name:    "switchyard_snapshot_build_seconds",
 			Help:    "Time to translate inputs and build every proxy group's xDS snapshot.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		rateLimitDomains: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchyard_ratelimit_domains",
+			Help: "Rate limit domains (one per proxy group with global rate limits) in the config served to the rate limit service.",
 		}),
 		snapshotErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchyard_snapshot_errors_total",
@@ -128,7 +133,7 @@ func newMetrics() *metrics {
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.connectedProxies, m.pushes, m.nacks, m.convergence, m.rejectingProxies, m.refusedStreams, m.snapshotBuild, m.snapshotErrors, m.failingGroups, m.sidecarProblems, m.failingSidecars, m.leafExpiry, m.meshWarnings,
+		m.connectedProxies, m.pushes, m.nacks, m.convergence, m.rejectingProxies, m.refusedStreams, m.snapshotBuild, m.snapshotErrors, m.rateLimitDomains, m.failingGroups, m.sidecarProblems, m.failingSidecars, m.leafExpiry, m.meshWarnings,
 		m.consulWatchErrors, m.consulFailStatic, m.consulStaleState, m.consulWatches, m.consulRequests, m.policyReloads, m.policyWarnings, m.ready,
 	)
 	// Pre-create the error series so they read 0, not absent, before the

@@ -12,6 +12,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
@@ -256,6 +257,10 @@ func (x *proxies) streamRequest(key streamKey, node *corev3.Node) {
 		deltaSent: map[string][]sentNames{}, rejected: map[string]*rejection{}}
 	x.mu.Unlock()
 	known, retained, ready := x.pub.groupState(served)
+	if served == rateLimitKey {
+		x.log.Info("rate limit service connected", "node", node.GetId(), "protocol", protocol)
+		return
+	}
 	x.log.Info("envoy connected", "node", node.GetId(), "group", node.GetCluster(), "protocol", protocol, "envoy_version", version)
 	if v := reported.GetVersion(); v != nil && !envoy.EnvoySupported(v.GetMajorNumber(), v.GetMinorNumber()) {
 		x.log.Warn("envoy version outside the supported range; its config may be refused or behave differently",
@@ -308,7 +313,14 @@ func (x *proxies) checkRequest(key streamKey, node *corev3.Node, typeURL string)
 	st := x.streams[key]
 	x.mu.Unlock()
 	sidecar := group == envoy.SidecarNodeCluster
+	rls := typeURL == resource.RateLimitConfigType
 	switch {
+	case rls && !isRateLimitService(group):
+		return x.refuse("type", node, codes.InvalidArgument,
+			"type %s is the rate limit service's, which sends no node.cluster; node.cluster %q is an Envoy's", typeURL, truncate(group, 128))
+	case !rls && isRateLimitService(group):
+		return x.refuse("node", node, codes.InvalidArgument,
+			"no node.cluster: only the rate limit service (which asks for %s) sends none; start Envoy with a bootstrap from 'switchyard bootstrap --group NAME'", resource.RateLimitConfigType)
 	case st != nil && st.node.GetCluster() != group:
 		return x.refuse("node", node, codes.InvalidArgument,
 			"node.cluster changed on one stream from %q to %q; open a new stream for another proxy group", st.node.GetCluster(), truncate(group, 128))
@@ -347,7 +359,7 @@ func validProxyID(id string) bool {
 }
 
 // servedTypes lists the type URLs Switchyard serves, for error messages.
-var servedTypes = strings.Join(envoy.Types, ", ")
+var servedTypes = strings.Join(servedTypeURLs, ", ")
 
 // refuse counts and logs a refused request and returns its gRPC error.
 func (x *proxies) refuse(reason string, node *corev3.Node, code codes.Code, format string, args ...any) error {
@@ -383,8 +395,11 @@ func (x *proxies) checkGroup(key streamKey, node *corev3.Node) error {
 	// A group's Envoys are vouched for by the group's name; a sidecar by
 	// its proxy ID: one sidecar cannot ask for another's identity.
 	want, what := node.GetCluster(), "proxy group"
-	if want == envoy.SidecarNodeCluster {
+	switch {
+	case want == envoy.SidecarNodeCluster:
 		want, what = SidecarCertName(node.GetId()), "sidecar"
+	case isRateLimitService(want):
+		want, what = RateLimitCertName, "the rate limit service"
 	}
 	if slices.Contains(names, want) {
 		return nil

@@ -122,6 +122,7 @@ func (p *publisher) publish(consul *registry.Snapshot, set *policy.Set, mesh *re
 		p.pubMu.Unlock()
 		p.log.Debug("snapshot published", "group", gs.group, "versions", gs.versions)
 	}
+	p.publishRateLimits()
 	p.mu.Lock()
 	if !p.ready && len(held) == 0 {
 		p.ready = true

@@ -10,6 +10,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	rlsconfv3 "github.com/envoyproxy/go-control-plane/ratelimit/config/ratelimit/v3"
 
 	"github.com/switchyard-io/switchyard/envoy"
 	"github.com/switchyard-io/switchyard/policy"
@@ -30,6 +31,9 @@ type groupSnapshot struct {
 	// changedAt is, per type, when the input change that produced its
 	// version arrived (see stamp): where convergence is measured from.
 	changedAt map[resource.Type]time.Time
+	// rateLimits is the group's part of the rate limit service's config
+	// (ratelimit.go): not served to the group's Envoys.
+	rateLimits []*rlsconfv3.RateLimitConfig
 }
 
 // stamp sets changedAt before gs is published in place of old: a type
@@ -100,6 +104,7 @@ func buildGroup(b *envoy.Builder, cfg *ir.Config) (*groupSnapshot, error) {
 		return nil, err
 	}
 	gs.sources = b.Sources()
+	gs.rateLimits = envoy.RateLimitConfigs(cfg)
 	return gs, nil
 }
 

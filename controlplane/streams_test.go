@@ -160,12 +160,15 @@ func TestRequestsThatWouldLeaveStateAreRefused(t *testing.T) {
 		{"delta: empty cluster", delta(&discoveryv3.DeltaDiscoveryRequest{Node: node(""), TypeUrl: resource.ClusterType})},
 		{"sotw: made-up type", sotw(&discoveryv3.DiscoveryRequest{Node: node("edge"), TypeUrl: "type.example/Junk"})},
 		{"delta: made-up type", delta(&discoveryv3.DeltaDiscoveryRequest{Node: node("edge"), TypeUrl: "type.example/Junk"})},
+		// Rate limit configs go to the rate limit service alone (no node.cluster).
+		{"sotw: an Envoy asks for rate limit configs", sotw(&discoveryv3.DiscoveryRequest{Node: node("edge"), TypeUrl: resource.RateLimitConfigType})},
+		{"sotw: no cluster, Envoy types", sotw(&discoveryv3.DiscoveryRequest{Node: node(""), TypeUrl: resource.ListenerType})},
 	} {
 		if status.Code(tc.err) != codes.InvalidArgument {
 			t.Errorf("%s: stream ended with %v; want InvalidArgument", tc.name, tc.err)
 		}
 	}
-	if keys := s.cache.GetStatusKeys(); slices.ContainsFunc(keys, func(k string) bool { return k != "edge" }) {
-		t.Errorf("the snapshot cache keeps state for %v; want at most edge", keys)
+	if keys := s.cache.GetStatusKeys(); slices.ContainsFunc(keys, func(k string) bool { return k != "edge" && k != rateLimitKey }) {
+		t.Errorf("the snapshot cache keeps state for %v; want at most edge and the rate limit service's", keys)
 	}
 }

@@ -11,8 +11,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
-
-	"github.com/switchyard-io/switchyard/envoy"
 )
 
 // xDS connection limits that are not settings. An Envoy keeps one
@@ -121,8 +119,8 @@ const otherType = "other"
 // typeLabels maps the type URLs Switchyard serves to their short names
 // ("Cluster").
 var typeLabels = func() map[string]string {
-	m := make(map[string]string, len(envoy.Types))
-	for _, typ := range envoy.Types {
+	m := make(map[string]string, len(servedTypeURLs))
+	for _, typ := range servedTypeURLs {
 		m[typ] = typ[strings.LastIndexByte(typ, '.')+1:]
 	}
 	return m

@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # tools.sh installs the real components Switchyard's tests and demo run:
-# a Consul agent and Envoy. It is idempotent: everything goes into a cache
-# outside the clone, keyed by version, so a second run takes a second.
+# a Consul agent, Envoy, and for global rate limits envoyproxy/ratelimit
+# and Redis. It is idempotent: everything goes into a cache outside the
+# clone, keyed by version, so a second run takes a second.
 #
 #   SWITCHYARD_CACHE   cache folder (default: ${XDG_CACHE_HOME:-~/.cache}/switchyard)
 #   tools.sh --compat  also the older Envoy releases the project supports
 #                      (ENVOY_COMPAT_VERSIONS, as bin/envoy-1.NN)
 #
-# On success it leaves $SWITCHYARD_CACHE/bin/consul and $SWITCHYARD_CACHE/bin/envoy
-# and prints their versions.
+# On success it leaves consul, envoy, ratelimit and redis-server in
+# $SWITCHYARD_CACHE/bin and prints their versions.
 set -euo pipefail
 
 CONSUL_VERSION=v1.14.11
 ENVOY_VERSION=1.40.0
+# envoyproxy/ratelimit ships from its main branch (its last tag, v1.4.0, is
+# from 2020). This commit of 2026-01-22 is the newest the Go module proxy
+# serves; it builds with Go 1.26 and takes its limits over xDS
+# (CONFIG_TYPE=GRPC_XDS_SOTW, test/testenv/ratelimit_test.go).
+RATELIMIT_VERSION=v1.4.1-0.20260122083618-3fb702589d36
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${SWITCHYARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}
@@ -46,6 +52,49 @@ install_consul() {
     rm -rf "$build"
   fi
   ln -sfn "$dir/consul" "$cache/bin/consul"
+}
+
+# install_ratelimit builds envoyproxy/ratelimit's service (about a minute
+# cold) the way install_consul builds Consul: in a throw-away module whose
+# go.mod and go.sum are kept in hack/ratelimit.
+install_ratelimit() {
+  local dir="$cache/ratelimit/$RATELIMIT_VERSION"
+  if [ ! -x "$dir/ratelimit" ]; then
+    need go "install Go 1.26.8 or newer (https://go.dev/doc/install)"
+    echo "tools: building envoyproxy/ratelimit $RATELIMIT_VERSION from the Go module proxy (about a minute the first time)"
+    local build
+    build=$(mktemp -d)
+    cp "$here/ratelimit/go.mod" "$here/ratelimit/go.sum" "$here/ratelimit/tools.go" "$build/"
+    mkdir -p "$dir"
+    if ! (cd "$build" && GOFLAGS=-mod=mod go build -trimpath -o "$dir/ratelimit.tmp" github.com/envoyproxy/ratelimit/src/service_cmd); then
+      rm -rf "$build" "$dir/ratelimit.tmp"
+      die "building envoyproxy/ratelimit $RATELIMIT_VERSION failed; see the go output above. To use your own build, put it at $dir/ratelimit"
+    fi
+    mv "$dir/ratelimit.tmp" "$dir/ratelimit"
+    rm -rf "$build"
+  fi
+  ln -sfn "$dir/ratelimit" "$cache/bin/ratelimit"
+}
+
+# install_redis links the redis-server on PATH into the cache, installing
+# Debian's package first when there is none. Any Redis 6 or newer does; the
+# tests start their own on a free loopback port, without persistence.
+install_redis() {
+  if ! command -v redis-server >/dev/null 2>&1; then
+    command -v apt-get >/dev/null 2>&1 ||
+      die "redis-server is required: install Redis 6 or newer so that redis-server is on PATH"
+    [ "$(id -u)" = 0 ] ||
+      die "redis-server is required: run as root, or install it yourself (Debian: sudo apt-get install -y --no-install-recommends redis-server)"
+    echo "tools: installing redis-server (Debian package)"
+    # A stale package list cannot find it: refresh once and try again.
+    apt_redis || { apt-get update -qq && apt_redis; } ||
+      die "apt-get install redis-server failed; install Redis 6 or newer so that redis-server is on PATH"
+  fi
+  ln -sfn "$(command -v redis-server)" "$cache/bin/redis-server"
+}
+
+apt_redis() {
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server </dev/null >/dev/null
 }
 
 # Envoy releases the project supports besides ENVOY_VERSION: `tools.sh
@@ -97,8 +146,12 @@ envoy_version() { "$1" --version | grep -o '/1\.[0-9]*\.[0-9]*/' | tr -d /; }
 
 install_consul
 install_envoy "$ENVOY_VERSION" envoy
+install_ratelimit
+install_redis
 echo "tools: consul $("$cache/bin/consul" version | head -n 1 | awk '{print $2}') at $cache/bin/consul"
 echo "tools: envoy $(envoy_version "$cache/bin/envoy") at $cache/bin/envoy"
+echo "tools: ratelimit $RATELIMIT_VERSION at $cache/bin/ratelimit"
+echo "tools: redis $("$cache/bin/redis-server" --version | grep -o 'v=[0-9.]*' | cut -d= -f2) at $cache/bin/redis-server"
 if [ "${1:-}" = --compat ]; then
   for v in $ENVOY_COMPAT_VERSIONS; do
     install_envoy "$v" "envoy-$(minor "$v")"

@@ -372,6 +372,8 @@ func TestMeshProblemsLoggedOnceAndOthersServed(t *testing.T) {
 	if n := strings.Count(h.logs.String(), "proxy_id=web-1-sidecar-proxy"); n != 1 {
 		t.Errorf("web's problems logged %d times; want once", n)
 	}
+	// The hook runs after the log line, on the publishing goroutine.
+	eventually(t, "3 SidecarProblem calls", func() bool { _, _, p := h.recorded(); return len(p) >= 3 })
 	_, _, problems := h.recorded()
 	if len(problems) != 3 || !strings.HasPrefix(problems[0], "web-1-sidecar-proxy: ") {
 		t.Errorf("SidecarProblem calls %q; want 3 for web-1-sidecar-proxy", problems)

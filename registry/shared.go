@@ -363,16 +363,17 @@ func (st *state) applyRead(name string, r *readReq, svc Service, meta *consulapi
 		st.mu.Unlock()
 		return true
 	}
+	lost := st.w.lost.load()
 	var suspect string
 	switch {
 	case meta.LastIndex != 0 && meta.LastIndex < ss.readIndex:
 		suspect = reasonIndexReset
-	case ss.readEpoch != st.sh.epoch || retried:
+	case ss.readEpoch != st.sh.epoch || ss.readLost != lost || retried:
 		suspect = reasonReconnect
 	case !meta.KnownLeader && meta.QueryBackend != consulapi.QueryBackendStreaming:
 		suspect = reasonNoLeader
 	}
-	ss.readIndex, ss.readEpoch = meta.LastIndex, st.sh.epoch
+	ss.readIndex, ss.readEpoch, ss.readLost = meta.LastIndex, st.sh.epoch, lost
 	st.mu.Unlock()
 	st.applyHealth(ss, svc, suspect)
 	return false

@@ -58,6 +58,7 @@ type svcState struct {
 	// readers' failure epoch then (a read after a failure is suspect).
 	readIndex uint64
 	readEpoch int
+	readLost  int64 // Watcher.lost then: a lost connection since is suspect too
 }
 
 // event is a hook call or log line, run after the lock is released so that

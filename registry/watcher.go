@@ -248,6 +248,13 @@ type Watcher struct {
 	timeout time.Duration // per request: the blocking wait plus Consul's jitter and slack
 	pool    int           // most services with a query of their own; 0: no limit
 	running atomic.Bool
+	// lost counts the signs that a connection to Consul was lost: a
+	// connection the agent closed (conns.go), a failed query, a silent
+	// retry. Every query compares it with its value at its own previous
+	// answer, so one connection lost makes every watch's next answer
+	// suspect, including a watch that was between queries when the agent
+	// restarted and reached the new agent without an error of its own.
+	lost *lossCounter
 
 	mu   sync.Mutex      // guards want and st; taken before st.mu, never after
 	want map[string]bool // nil: every service (Want never called)
@@ -391,6 +398,9 @@ func NewWatcher(cfg Config, log *slog.Logger, hooks Hooks) (*Watcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consul client for %s: %w", cfg.Address, redactErr(err, cfg.Token))
 	}
+	// After NewClient, which sets its own dialer for a unix:// address.
+	lost := &lossCounter{}
+	transport.DialContext = lost.dialer(transport.DialContext)
 	pool := cfg.MaxServiceWatches
 	if pool == 0 && cfg.Scheme == "http" {
 		pool = DefaultMaxServiceWatches
@@ -409,6 +419,7 @@ func NewWatcher(cfg Config, log *slog.Logger, hooks Hooks) (*Watcher, error) {
 		hooks:  hooks,
 		http:   transport,
 		pool:   pool,
+		lost:   lost,
 		// Consul adds up to WaitTime/16 of jitter to a blocking query; the
 		// slack covers a slow agent. Past that the connection is presumed
 		// dead (a partition without a reset), and the query is retried.
@@ -529,7 +540,9 @@ const (
 func (w *Watcher) loop(ctx context.Context, op string, query func(*consulapi.QueryOptions) (*consulapi.QueryMeta, error), handle func(suspect string)) {
 	var (
 		waitIndex, lastIndex uint64
-		reconnect            bool // the previous query failed
+		reconnect            bool  // the previous query failed
+		answered             bool  // a query has succeeded
+		lostSeen             int64 // w.lost at the previous answer
 		failures, idle       int
 		lastWarn             time.Time
 		lastErr              string
@@ -580,6 +593,7 @@ func (w *Watcher) loop(ctx context.Context, op string, query func(*consulapi.Que
 			w.log.Log(ctx, level, "consul query failed; keeping last known state",
 				"op", op, "error", err, "failures", failures, "retry_in", delay)
 			waitIndex, reconnect = 0, true
+			w.lost.add()
 			if !sleep(ctx, delay) {
 				return
 			}
@@ -590,18 +604,24 @@ func (w *Watcher) loop(ctx context.Context, op string, query func(*consulapi.Que
 			failures, lastErr = 0, ""
 		}
 
+		retried := conns.Load() > 1
+		if retried {
+			w.lost.add() // tell the other watches
+		}
+		lostNow := w.lost.load()
 		var suspect string
 		switch {
 		case meta.LastIndex != 0 && meta.LastIndex < lastIndex:
 			suspect = reasonIndexReset
-		case reconnect || conns.Load() > 1:
+		case reconnect || retried || (answered && lostNow != lostSeen):
 			suspect = reasonReconnect
 		case !meta.KnownLeader && meta.QueryBackend != consulapi.QueryBackendStreaming:
 			// The streaming backend, which serves blocking health queries
 			// by default since Consul 1.10, never sets KnownLeader.
 			suspect = reasonNoLeader
 		}
-		reconnect = false
+		// A loss reported from now on makes the next answer suspect.
+		reconnect, answered, lostSeen = false, true, lostNow
 		handle(suspect)
 
 		quiet := meta.LastIndex == 0 || (waitIndex != 0 && meta.LastIndex <= waitIndex)

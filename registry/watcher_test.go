@@ -443,6 +443,29 @@ func testAgentRestart(t *testing.T, index uint64, wantReason string) {
 	}
 }
 
+// An agent that restarts while the watches are between queries: no query
+// fails or is retried, each just dials a new connection and gets the new
+// agent's empty answer at a higher index. The fresh connection is the only
+// sign, and it must be enough (a CI run under load lost a service this way).
+func TestAgentRestartBetweenQueriesKeepsLastInstances(t *testing.T) {
+	f := newFakeConsul(t)
+	f.Set("web", entry("n1", "web-1", "10.1.0.1", 80))
+	f.SetNoBlock(true, false) // every answer at once: the loops sit in their pause
+	h := start(t, f, func(c *Config) { c.BackoffMin, c.BackoffMax = 300*time.Millisecond, 300*time.Millisecond })
+	h.next()
+
+	time.Sleep(100 * time.Millisecond) // into the pause after the answers
+	f.Restart(40)
+	eventually(t, "FailStatic for web", func() bool { return len(h.failStatics()) > 0 })
+	if fs := h.failStatics(); !strings.Contains(fs[0], reasonReconnect) {
+		t.Errorf("got FailStatic %q; want reason %q", fs[0], reasonReconnect)
+	}
+	h.none(700 * time.Millisecond)
+	if strings.Contains(h.logs.String(), "service deregistered") {
+		t.Errorf("web was dropped:\n%s", h.logs.String())
+	}
+}
+
 func TestIndexResetWithoutDisconnectKeepsLastInstances(t *testing.T) {
 	f := newFakeConsul(t)
 	f.Set("web", entry("n1", "web-1", "10.1.0.1", 80))

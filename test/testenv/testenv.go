@@ -1,5 +1,6 @@
 // Package testenv starts the real components Switchyard's tests run against:
-// a Consul dev agent and Envoy, installed by hack/tools.sh (make tools).
+// a Consul dev agent, Envoy, and for global rate limits envoyproxy/ratelimit
+// with Redis, installed by hack/tools.sh (make tools).
 //
 // A missing component fails the test; it never skips it. Every process is
 // bound to loopback on free ports and stopped at t.Cleanup, and its output is
@@ -34,7 +35,8 @@ func CacheDir() string {
 	return filepath.Join(base, "switchyard")
 }
 
-// Bin returns the path of an installed component ("consul" or "envoy"),
+// Bin returns the path of an installed component ("consul", "envoy",
+// "ratelimit" or "redis-server"),
 // failing the test with the fix when it is missing.
 func Bin(t testing.TB, name string) string {
 	t.Helper()
@@ -146,6 +148,16 @@ func (p *Process) Stop() {
 		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 		<-p.done
 	}
+}
+
+// Kill ends the process group at once (SIGKILL), as a crash would: no
+// shutdown runs, and its ports close when the kernel reaps it.
+func (p *Process) Kill() {
+	if p.Exited() {
+		return
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
 }
 
 func tail(s string, lines int) string {
