@@ -160,8 +160,8 @@ func TestGlobalRateLimitDescriptorsMatchConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	rls := RateLimitConfigs(cfg)
-	if len(rls) != 1 || rls[0].GetDomain() != "switchyard.edge" || rls[0].GetName() != "switchyard.edge" {
-		t.Fatalf("RateLimitConfigs: got %v; want one config, domain and name switchyard.edge", rls)
+	if len(rls) != 1 || rls[0].GetDomain() != "switchyard_edge" || rls[0].GetName() != "switchyard_edge" {
+		t.Fatalf("RateLimitConfigs: got %v; want one config, domain and name switchyard_edge", rls)
 	}
 	checkLoadable(t, rls[0])
 	// What each limit ID must find, from the IR.
@@ -222,10 +222,10 @@ func TestGlobalRateLimitDescriptorsMatchConfig(t *testing.T) {
 	}
 	// The lookup can fail: a descriptor with an unknown key, or one
 	// entry short of a limit, finds none.
-	if got := serviceLimit(rls[0], [][2]string{{DescriptorKeyLimit, "route/public/shop.example.com/login/2"}, {"remote_address", "192.0.2.7"}}); got != nil {
+	if got := serviceLimit(rls[0], [][2]string{{DescriptorKeyLimit, "route/public/shop_example_com/login/2"}, {"remote_address", "192.0.2.7"}}); got != nil {
 		t.Errorf("a descriptor one entry short found limit %v", got)
 	}
-	if got := serviceLimit(rls[0], [][2]string{{DescriptorKeyLimit, "route/public/shop.example.com/login/1"}, {"x", "1"}}); got != nil {
+	if got := serviceLimit(rls[0], [][2]string{{DescriptorKeyLimit, "route/public/shop_example_com/login/1"}, {"x", "1"}}); got != nil {
 		t.Errorf("a descriptor with an unknown key found limit %v", got)
 	}
 }
@@ -236,8 +236,8 @@ func TestRateLimitConfigsWithoutService(t *testing.T) {
 	cfg := loadGlobalRateLimitCase(t)
 	bare := &ir.Config{Group: cfg.Group, Listeners: []ir.Listener{{Name: "l", Port: 1, RateLimitService: cfg.Listeners[0].RateLimitService}}}
 	got := RateLimitConfigs(bare)
-	if len(got) != 1 || len(got[0].GetDescriptors()) != 0 || got[0].GetDomain() != "switchyard.edge" {
-		t.Errorf("a service without limits: got %v; want one empty config for switchyard.edge", got)
+	if len(got) != 1 || len(got[0].GetDescriptors()) != 0 || got[0].GetDomain() != "switchyard_edge" {
+		t.Errorf("a service without limits: got %v; want one empty config for switchyard_edge", got)
 	}
 	bare.Listeners[0].RateLimitService = nil
 	if got := RateLimitConfigs(bare); got != nil {
@@ -364,7 +364,7 @@ func staticEdgeBootstrap(t *testing.T, group string, res Resources) []byte {
 // changes, so the change is deliberate.
 func TestGlobalRateLimitNames(t *testing.T) {
 	for _, tc := range []struct{ got, want string }{
-		{ir.RateLimitDomain("edge"), "switchyard.edge"},
+		{ir.RateLimitDomain("edge"), "switchyard_edge"},
 		{ir.RateLimitCluster, "switchyard:ratelimit"},
 		{DescriptorKeyLimit, "limit"},
 		{DescriptorKeyClient, "remote_address"},

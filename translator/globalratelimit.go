@@ -3,6 +3,7 @@ package translator
 import (
 	"net"
 	"strconv"
+	"strings"
 
 	"github.com/switchyard-io/switchyard/policy"
 	"github.com/switchyard-io/switchyard/translator/ir"
@@ -50,14 +51,35 @@ func (t *translation) rateLimitCluster(s *policy.RateLimitService) ir.Cluster {
 // hostLimitID and routeLimitID name a host's and a route's global limits
 // within the group's domain: "host/<listener>/<host>/<n>" and
 // "route/<listener>/<host>/<route>/<n>", n counting the limits of one host
-// or route from 1. Listener and route names have no '/', and neither has
-// a host's first domain, so no two limits of a group share an ID; they
-// end in a digit, never in the '*' the rate limit service would take for a
-// prefix pattern. Editing a limit keeps its ID, and so its counters.
+// or route from 1, <host> from limitHostNames. No two limits of a group
+// share an ID, none holds a '.' (the rate limit service's stat names are
+// split into Prometheus labels at dots, so a dot would merge the counts
+// of different limits), and each ends in a digit, never in the '*' the
+// service would take for a prefix pattern. Editing a limit keeps its ID,
+// and so its counters.
 func hostLimitID(listener, host string) string { return "host/" + listener + "/" + host }
 
 func routeLimitID(listener, host, route string) string {
 	return "route/" + listener + "/" + host + "/" + route
+}
+
+// limitHostNames names each host of a listener in its limits' IDs: its
+// first domain with dots as '_' (shop_example_com), and, should that name
+// an earlier host too (shop.example.com and shop_example.com), with "~"
+// and the host's index after it. Listener and route names have no '/',
+// nor has a domain, so the IDs stay apart.
+func limitHostNames(l *policy.Listener) []string {
+	out := make([]string, len(l.Hosts))
+	taken := make(map[string]bool, len(l.Hosts))
+	for i, h := range l.Hosts {
+		name := strings.ReplaceAll(h.Domains[0], ".", "_")
+		if taken[name] {
+			name += "~" + strconv.Itoa(i)
+		}
+		taken[name] = true
+		out[i] = name
+	}
+	return out
 }
 
 // globalRateLimits are a host's or route's global limits in the IR, with

@@ -184,14 +184,15 @@ func (t *translation) listeners(g *policy.ProxyGroup, gm *groupMesh, cfg *ir.Con
 				}
 			}
 		}
-		for _, vh := range l.Hosts {
+		limitHosts := limitHostNames(&l)
+		for hi, vh := range l.Hosts {
 			ivh := ir.VirtualHost{
 				Name: vh.Domains[0], Domains: vh.Domains,
 				HTTPSRedirect:   l.TLS == nil && (vh.HTTPSRedirect || l.HTTPSRedirect),
 				RequestHeaders:  headers(vh.RequestHeaders),
 				ResponseHeaders: headers(vh.ResponseHeaders),
 			}
-			ivh.GlobalRateLimits = globalRateLimits(hostLimitID(l.Name, ivh.Name), vh.GlobalRateLimits)
+			ivh.GlobalRateLimits = globalRateLimits(hostLimitID(l.Name, limitHosts[hi]), vh.GlobalRateLimits)
 			if len(vh.Routes) > 0 { // nil when none, as appending leaves it
 				ivh.Routes = make([]ir.Route, 0, len(vh.Routes))
 			}
@@ -199,7 +200,7 @@ func (t *translation) listeners(g *policy.ProxyGroup, gm *groupMesh, cfg *ir.Con
 				out := route(&r)
 				out.CORS = routeCORS(&vh, &r)
 				out.IPAccess = ipAccess(&l, &vh, &r)
-				out.GlobalRateLimits = globalRateLimits(routeLimitID(l.Name, ivh.Name, r.Name), r.GlobalRateLimits)
+				out.GlobalRateLimits = globalRateLimits(routeLimitID(l.Name, limitHosts[hi], r.Name), r.GlobalRateLimits)
 				if r.Mesh {
 					// Its services are reached through their sidecars,
 					// not their own clusters.

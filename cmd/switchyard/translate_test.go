@@ -91,8 +91,8 @@ keyFile: shop.key
 	if err := yaml.Unmarshal([]byte(docs[1]), &sidecar); err != nil {
 		t.Fatalf("the sidecar document is not YAML: %v\n%s", err, docs[1])
 	}
-	if len(sidecar.RateLimits) != 1 || sidecar.RateLimits[0].Domain != "switchyard.sidecar" || strings.Contains(docs[0], "rateLimits:") {
-		t.Errorf("rateLimits: got %+v in the sidecar group; want one config for domain switchyard.sidecar, and none for edge", sidecar.RateLimits)
+	if len(sidecar.RateLimits) != 1 || sidecar.RateLimits[0].Domain != "switchyard_sidecar" || strings.Contains(docs[0], "rateLimits:") {
+		t.Errorf("rateLimits: got %+v in the sidecar group; want one config for domain switchyard_sidecar, and none for edge", sidecar.RateLimits)
 	}
 	if strings.Contains(out, "PRIVATE KEY") || !strings.Contains(out, "[redacted]") {
 		t.Errorf("the private key is not redacted:\n%s", out)

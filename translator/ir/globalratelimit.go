@@ -12,10 +12,11 @@ import (
 const RateLimitCluster = "switchyard:ratelimit"
 
 // RateLimitDomain is the rate limit service domain of a group's global
-// limits. Every limit is counted within its domain, and a group's name is
-// unique, so two groups never share a counter, whatever their limits are
-// called.
-func RateLimitDomain(group string) string { return "switchyard." + group }
+// limits: switchyard_<group>. Every limit is counted within its domain,
+// and a group's name is unique, so two groups never share a counter,
+// whatever their limits are called. It has no '.': the service's stat
+// names are split into Prometheus labels at dots, the domain first.
+func RateLimitDomain(group string) string { return "switchyard_" + group }
 
 // RateLimitService is how a listener's Envoys ask the group's rate limit
 // service about the global limits of its hosts and routes.
@@ -70,8 +71,9 @@ type RateLimitKey struct {
 
 func (l *GlobalRateLimit) validate() error {
 	var errs []error
-	if l.ID == "" || strings.HasSuffix(l.ID, "*") {
-		// The service takes a value ending in '*' as a prefix pattern.
+	if l.ID == "" || strings.HasSuffix(l.ID, "*") || strings.Contains(l.ID, ".") {
+		// The service takes a value ending in '*' as a prefix pattern,
+		// and its stats split names at dots.
 		errs = append(errs, fmt.Errorf("global rate limit id %q", l.ID))
 	}
 	if l.Requests == 0 {
