@@ -1,0 +1,169 @@
+package e2e
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+
+	"github.com/switchyard-io/switchyard/test/testenv"
+)
+
+// globalRateLimitPolicy limits /login per client and /api per API key
+// (hourly, so a window rarely ends mid-test), and tries a shadow limit on
+// /shadow; the rate limit service is found in Consul as "ratelimit".
+const globalRateLimitPolicy = `apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: edge
+rateLimitService: { service: ratelimit, timeout: 1s }
+listeners:
+  - name: public
+    address: 127.0.0.1
+    port: {{port}}
+    rateLimitResponse: { body: slow down }
+    hosts:
+      - domains: ["*"]
+        routes:
+          - name: login
+            match: { pathPrefix: /login }
+            service: web
+            globalRateLimit: { requests: REQUESTS, per: hour, by: clientIP }
+          - name: api
+            match: { pathPrefix: /api }
+            service: web
+            globalRateLimit: { requests: 2, per: hour, by: { header: x-api-key } }
+          - name: shadow
+            match: { pathPrefix: /shadow }
+            service: web
+            globalRateLimit: { requests: 1, per: hour, shadow: true }
+`
+
+// TestGlobalRateLimit runs a policy's global limits through real Envoy,
+// Switchyard, envoyproxy/ratelimit (configured by Switchyard over xDS,
+// found through Consul) and Redis: a client's budget holds and the 429
+// carries the listener's body; each API key, and the requests without
+// one, have their own; a shadow limit forwards everything; a policy edit
+// raises a limit without a restart; with the service down, failureMode
+// allow forwards, and the limit holds again when it is back.
+func TestGlobalRateLimit(t *testing.T) {
+	redis := testenv.StartRedis(t)
+	e := NewEnvWith(t, false, map[string]string{"edge.yaml": strings.Replace(globalRateLimitPolicy, "REQUESTS", "3", 1)}, Options{NoEnvoy: true})
+	rl := testenv.StartRateLimit(t, redis, testenv.RateLimitOptions{XDSAddr: e.XDSAddr, NodeID: "ratelimit-1"})
+	host, port, _ := strings.Cut(rl.GRPCAddr, ":")
+	p, _ := strconv.Atoi(port)
+	if err := e.consul.Agent().ServiceRegister(&consulapi.AgentServiceRegistration{ID: "ratelimit-1", Name: "ratelimit", Address: host, Port: p}); err != nil {
+		t.Fatal(err)
+	}
+	e.StartBackend("web", "web-1")
+	e.StartEnvoy("edge")
+	testenv.Eventually(t, settle, "the ratelimit service holds the group's limits", func() error {
+		c, err := rl.Config()
+		if err == nil && !strings.Contains(c, "switchyard_edge.limit_route/public/*/login/1.remote_address: unit=HOUR requests_per_unit=3") {
+			return errString("config: " + c)
+		}
+		return err
+	})
+	// The instance registered after Switchyard's start reaches Envoy's
+	// switchyard:ratelimit cluster, healthy.
+	testenv.Eventually(t, settle, "envoy's rate limit cluster has the registered instance", func() error {
+		out, err := e.Envoy.Admin("/clusters")
+		if err == nil && !strings.Contains(out, "switchyard:ratelimit::"+rl.GRPCAddr+"::health_flags::healthy") {
+			err = errString("envoy /clusters: " + out)
+		}
+		return err
+	})
+	awayFromHourEnd()
+
+	codes := func(n int, path string, headers map[string]string) []int {
+		t.Helper()
+		var out []int
+		for range n {
+			code, body, err := e.Get(path, headers)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if code == http.StatusTooManyRequests && body != "slow down" {
+				t.Errorf("429 body %q; want the listener's rateLimitResponse", body)
+			}
+			out = append(out, code)
+		}
+		return out
+	}
+	if got := codes(4, "/login", nil); !equalInts(got, []int{200, 200, 200, 429}) {
+		t.Errorf("/login x4: %v; want 3 passed, then 429", got)
+	}
+	if got := codes(3, "/api", map[string]string{"x-api-key": "a"}); !equalInts(got, []int{200, 200, 429}) {
+		t.Errorf("/api key a x3: %v; want 2 passed, then 429", got)
+	}
+	if got := codes(2, "/api", map[string]string{"x-api-key": "b"}); !equalInts(got, []int{200, 200}) {
+		t.Errorf("/api key b x2: %v; want both passed (its own budget)", got)
+	}
+	if got := codes(3, "/api", nil); !equalInts(got, []int{200, 200, 429}) {
+		t.Errorf("/api without a key x3: %v; want 2 passed, then 429 (the keyless share one budget)", got)
+	}
+	if got := codes(3, "/shadow", nil); !equalInts(got, []int{200, 200, 200}) {
+		t.Errorf("/shadow x3: %v; want all passed (shadow mode)", got)
+	}
+	testenv.Eventually(t, settle, "the shadow limit counted", func() error {
+		n, err := rl.Metric("ratelimit_service_rate_limit_shadow_mode", map[string]string{"domain": "switchyard_edge", "key1": "limit_route/public/*/shadow/1"})
+		if err == nil && n != 2 {
+			return errString("shadow_mode " + strconv.FormatFloat(n, 'f', -1, 64))
+		}
+		return err
+	})
+
+	// Raised from 3 to 5: two more pass, without restarting anything.
+	// (Polling /login would spend the budget: the service counts refused
+	// requests too. Its configuration says when the edit is in force.)
+	e.WritePolicy("edge.yaml", strings.Replace(globalRateLimitPolicy, "REQUESTS", "5", 1))
+	edited := time.Now()
+	testenv.Eventually(t, settle, "the raised limit at the ratelimit service", func() error {
+		c, err := rl.Config()
+		if err == nil && !strings.Contains(c, "login/1.remote_address: unit=HOUR requests_per_unit=5") {
+			return errString("config: " + c)
+		}
+		return err
+	})
+	t.Logf("raised limit in force %s after the edit", time.Since(edited).Round(time.Millisecond))
+	if got := codes(2, "/login", nil); !equalInts(got, []int{200, 429}) {
+		t.Errorf("/login after raising to 5: %v; want the 5th passed, then 429", got)
+	}
+
+	// The service killed: failureMode allow forwards what it would refuse;
+	// back (its counters are in Redis), the limit holds again.
+	rl.Kill()
+	if got := codes(2, "/login", nil); !equalInts(got, []int{200, 200}) {
+		t.Errorf("/login with the rate limit service down: %v; want passed (failureMode allow)", got)
+	}
+	rl.Restart(t)
+	e.WaitFor("the limit enforced again", settle, "/login", nil, func(code int, _ string) bool { return code == http.StatusTooManyRequests })
+	e.requireNoNACKs()
+}
+
+type errString string
+
+func (e errString) Error() string { return string(e) }
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// awayFromHourEnd waits out the last seconds of an hour, when hourly
+// counters could reset mid-test.
+func awayFromHourEnd() {
+	now := time.Now()
+	if left := now.Truncate(time.Hour).Add(time.Hour).Sub(now); left < 20*time.Second {
+		time.Sleep(left + time.Second)
+	}
+}
