@@ -1,6 +1,9 @@
 package envoy
 
 import (
+	"net"
+	"strconv"
+	"strings"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -81,15 +84,33 @@ func loadAssignment(c *ir.Cluster) *endpointv3.ClusterLoadAssignment {
 	return cla
 }
 
+// lbEndpoint is one instance. Its hostname is the Host a request to it
+// directly would carry (hostHeader), which routes with
+// rewrite.hostFromUpstream send it (Envoy's auto host rewrite uses the
+// hostname, and the DNS resolution of a STRICT_DNS cluster keeps it).
+// Envoy's admin output shows it beside the address; the instance ID is in
+// the Consul catalog under that address and port.
 func lbEndpoint(e *ir.Endpoint) *endpointv3.LbEndpoint {
 	return &endpointv3.LbEndpoint{
 		HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
 			Address:  socketAddress(e.Address, e.Port),
-			Hostname: e.ID,
+			Hostname: hostHeader(e.Address, e.Port),
 		}},
 		HealthStatus:        healthStatus(e.Health),
 		LoadBalancingWeight: wrapperspb.UInt32(e.Weight),
 	}
+}
+
+// hostHeader is the Host header for an instance at addr and port: the
+// address (an IPv6 one in brackets), and the port unless it is HTTP's 80.
+func hostHeader(addr string, port uint32) string {
+	if port == 80 {
+		if strings.Contains(addr, ":") {
+			return "[" + addr + "]"
+		}
+		return addr
+	}
+	return net.JoinHostPort(addr, strconv.FormatUint(uint64(port), 10))
 }
 
 func healthStatus(h ir.Health) corev3.HealthStatus {

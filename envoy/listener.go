@@ -2,6 +2,7 @@ package envoy
 
 import (
 	"fmt"
+	"slices"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -44,6 +45,14 @@ const (
 // The RBAC filter, which enforces routes' IP access, comes first of all:
 // a refused client is told nothing else, not even CORS.
 //
+// A listener with JWT validation or external authorization has those
+// filters right after CORS (a preflight carries no credentials), JWT
+// first (authFilters): so the order is IP access, CORS, JWT, external
+// authorization, rate limits (the local one, then, in a group with a rate
+// limit service, the global one: withGlobalRateLimit), body limit, faults,
+// router. A request is authenticated before it counts against a rate
+// limit.
+//
 // The buffer filter, which enforces a body limit, is listed disabled and
 // switched on by the routes of a listener with one (its limit is per
 // route); it comes after the rate limit, so that a rejected request is
@@ -56,16 +65,17 @@ func listener(l *ir.Listener) (_ *listenerv3.Listener, err error) {
 			ConfigSource:    adsConfig(),
 			RouteConfigName: RouteConfigName(l.Name),
 		}},
-		HttpFilters: []*hcmv3.HttpFilter{
+		HttpFilters: slices.Concat([]*hcmv3.HttpFilter{
 			rbacFilter(),
 			{Name: corsFilterName, ConfigType: typedConfig(mustAny(&corsv3.Cors{}))},
+		}, authFilters(l), []*hcmv3.HttpFilter{
 			{Name: localRateLimitFilterName, ConfigType: typedConfig(mustAny(&localratelimitv3.LocalRateLimit{
 				StatPrefix: "http_local_rate_limiter",
 			}))},
 			bufferFilter(),
 			{Name: faultFilterName, ConfigType: typedConfig(mustAny(&faultv3.HTTPFault{}))},
 			{Name: routerFilterName, ConfigType: typedConfig(mustAny(&routerv3.Router{}))},
-		},
+		}),
 		// Take the client address from the connection, not from a
 		// client-supplied X-Forwarded-For (Envoy's edge best practice),
 		// unless the listener trusts that many proxies in front of it

@@ -140,6 +140,7 @@ func route(listener, virtualHost string, r *ir.Route) (*routev3.Route, error) {
 	if r.IPAccess != nil {
 		perFilter[httpRBACFilterName] = ipAccessRBAC(r.IPAccess)
 	}
+	routeAuth(r, perFilter)
 	if len(perFilter) > 0 {
 		out.TypedPerFilterConfig = perFilter
 	}
@@ -196,6 +197,10 @@ func routeAction(r *ir.Route) (*routev3.RouteAction, error) {
 		}
 		if rw.Host != "" {
 			action.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: rw.Host}
+		}
+		if rw.HostFromUpstream {
+			// The endpoint's hostname: its address (lbEndpoint).
+			action.HostRewriteSpecifier = &routev3.RouteAction_AutoHostRewrite{AutoHostRewrite: wrapperspb.Bool(true)}
 		}
 	}
 	return action, nil

@@ -51,6 +51,10 @@ type Rewrite struct {
 	// Host replaces the Host (:authority) header: a host name or IP
 	// address, with an optional port.
 	Host string
+	// HostFromUpstream replaces the Host header with the address of the
+	// instance the request goes to (its Consul address, with the port
+	// unless 80). At most one of Host and HostFromUpstream is set.
+	HostFromUpstream bool
 }
 
 // RegexRewrite replaces every match of Pattern (RE2) in the path with
@@ -174,7 +178,7 @@ var hostNameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])
 // rewrite decodes a route's rewrite block; match is the route's match,
 // for a prefix replacement.
 func (d *decoder) rewrite(n *yaml.Node, match Match, matchOK bool) *Rewrite {
-	m, ok := d.mapping(n, "rewrite", "prefix", "regex", "host")
+	m, ok := d.mapping(n, "rewrite", "prefix", "regex", "host", "hostFromUpstream")
 	if !ok {
 		return nil
 	}
@@ -200,8 +204,18 @@ func (d *decoder) rewrite(n *yaml.Node, match Match, matchOK bool) *Rewrite {
 			rw.Host = v
 		}
 	}
-	if !m.has("prefix") && !m.has("regex") && !m.has("host") {
-		d.errorf(m.line, "rewrite needs at least one of prefix, regex or host")
+	if v, ok := d.boolean(m, "hostFromUpstream"); ok {
+		switch {
+		case !v:
+			d.errorf(m.lineOf("hostFromUpstream"), "hostFromUpstream must be true, or be omitted to keep the client's Host")
+		case m.has("host"):
+			d.errorf(m.lineOf("hostFromUpstream"), "rewrite may have only one of host and hostFromUpstream")
+		default:
+			rw.HostFromUpstream = true
+		}
+	}
+	if !m.has("prefix") && !m.has("regex") && !m.has("host") && !m.has("hostFromUpstream") {
+		d.errorf(m.line, "rewrite needs at least one of prefix, regex, host or hostFromUpstream")
 	}
 	return rw
 }

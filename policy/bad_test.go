@@ -229,7 +229,7 @@ var badFiles = []struct {
 		"rewrite.yaml:21: invalid pattern \"(\": error parsing regexp: missing closing ): `(`",
 		`rewrite.yaml:21: missing required field "substitution" in rewrite regex`,
 		`rewrite.yaml:24: rewrite cannot be used with redirect: the route answers requests itself and never forwards them`,
-		`rewrite.yaml:27: rewrite needs at least one of prefix, regex or host`,
+		`rewrite.yaml:27: rewrite needs at least one of prefix, regex, host or hostFromUpstream`,
 		`rewrite.yaml:30: unknown field "path" in rewrite`,
 		`rewrite.yaml:30: invalid rewrite host "2001:db8::1": write an IPv6 address in brackets, such as [2001:db8::1]`,
 	}},

@@ -1,8 +1,6 @@
 package policy
 
 import (
-	"net"
-	"strconv"
 	"strings"
 	"time"
 
@@ -150,19 +148,6 @@ func (d *decoder) rateLimitService(n *yaml.Node) *RateLimitService {
 		s.Headers = v
 	}
 	return s
-}
-
-// addressProblem says what is wrong with a host:port address, or "".
-func addressProblem(v string) string {
-	host, port, err := net.SplitHostPort(v)
-	p, perr := strconv.Atoi(port)
-	switch {
-	case err != nil || host == "" || perr != nil || p < 1 || p > 65535:
-		return "want host:port, such as ratelimit.service.consul:8081 or 10.0.0.9:8081"
-	case net.ParseIP(host) == nil && !validDNSName(host):
-		return quoteValue(host) + " is neither an IP address nor a DNS name"
-	}
-	return ""
 }
 
 // globalRateLimits decodes a host's or route's globalRateLimit: one limit

@@ -84,7 +84,7 @@ func (d *decoder) document(doc *yaml.Node, out *parsed) {
 	}
 	switch kind.Value {
 	case KindProxyGroup:
-		m, _ := d.mapping(n, KindProxyGroup, "apiVersion", "kind", "name", "mesh", "accessLog", "tracing", "rateLimitService", "listeners")
+		m, _ := d.mapping(n, KindProxyGroup, "apiVersion", "kind", "name", "mesh", "accessLog", "tracing", "extAuthz", "jwt", "rateLimitService", "listeners")
 		d.proxyGroup(m, out)
 	case KindCertificate:
 		m, _ := d.mapping(n, KindCertificate, "apiVersion", "kind", "name", "certFile", "keyFile", "caFile")
@@ -164,12 +164,15 @@ func (d *decoder) proxyGroup(m *fields, out *parsed) {
 	if rn := m.vals["rateLimitService"]; rn != nil {
 		g.RateLimitService = d.rateLimitService(rn)
 	}
+	var auth Listener // the extAuthz and jwt of listeners without their own
+	d.listenerAuth(m, &auth, out)
 	items := d.list(m, "listeners")
 	for _, n := range items {
 		if l, ok := d.listener(n, out); ok {
 			g.Listeners = append(g.Listeners, l)
 		}
 	}
+	d.inheritAuth(&auth, g.Listeners)
 	if !m.has("listeners") || m.emptyList("listeners") {
 		d.warnf(g.Pos.Line, "proxy group has no listeners")
 	}
@@ -313,7 +316,7 @@ func (d *decoder) needMesh(line int, what string) {
 }
 
 func (d *decoder) listener(n *yaml.Node, out *parsed) (Listener, bool) {
-	m, ok := d.mapping(n, "listener", "name", "address", "port", "tls", "websocket", "httpsRedirect", "requestLimits", "ipAccess", "xffTrustedHops", "rateLimitResponse", "hosts")
+	m, ok := d.mapping(n, "listener", "name", "address", "port", "tls", "websocket", "httpsRedirect", "requestLimits", "ipAccess", "xffTrustedHops", "rateLimitResponse", "extAuthz", "jwt", "hosts")
 	if !ok {
 		return Listener{}, false
 	}
@@ -357,6 +360,7 @@ func (d *decoder) listener(n *yaml.Node, out *parsed) (Listener, bool) {
 	if rn := m.vals["rateLimitResponse"]; rn != nil {
 		l.RateLimitResponse = d.rateLimitResponse(rn)
 	}
+	d.listenerAuth(m, &l, out)
 
 	items := d.list(m, "hosts")
 	domains := make(map[string]Pos) // lowercased: Envoy compares domains case-insensitively
@@ -414,7 +418,7 @@ func (d *decoder) listenerTLS(n *yaml.Node, out *parsed) *ListenerTLS {
 // host returns the virtual host and its domains with their lines; l is
 // its listener, decoded up to its hosts.
 func (d *decoder) host(n *yaml.Node, l *Listener) (VirtualHost, []item, bool) {
-	m, ok := d.mapping(n, "host", "domains", "httpsRedirect", "requestHeaders", "responseHeaders", "cors", "ipAccess", "globalRateLimit", "routes")
+	m, ok := d.mapping(n, "host", "domains", "httpsRedirect", "requestHeaders", "responseHeaders", "cors", "ipAccess", "extAuthz", "requireJWT", "globalRateLimit", "routes")
 	if !ok {
 		return VirtualHost{}, nil, false
 	}
@@ -456,6 +460,7 @@ func (d *decoder) host(n *yaml.Node, l *Listener) (VirtualHost, []item, bool) {
 	if gn := m.vals["globalRateLimit"]; gn != nil {
 		h.GlobalRateLimits = d.globalRateLimits(gn)
 	}
+	h.Auth = d.auth(m)
 	redirected := (h.HTTPSRedirect || l.HTTPSRedirect) && l.TLS == nil
 	if redirected && m.has("routes") && !m.emptyList("routes") {
 		d.warnf(m.lineOf("routes"), "host redirects every request to HTTPS (httpsRedirect on the host or its listener), and its listener does not terminate TLS, so its routes are never used")
@@ -590,7 +595,7 @@ func shadows(a, b Match) bool {
 // route decodes one route; matchOK is false when its match has errors, so
 // that the unreachable-route warning does not build on a wrong match.
 func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
-	m, ok := d.mapping(n, "route", "name", "match", "service", "tags", "meta", "split", "redirect", "directResponse", "rewrite", "requestHeaders", "responseHeaders", "cors", "mirror", "fault", "timeout", "retries", "rateLimit", "globalRateLimit", "ipAccess", "websocket", "mesh")
+	m, ok := d.mapping(n, "route", "name", "match", "service", "tags", "meta", "split", "redirect", "directResponse", "rewrite", "requestHeaders", "responseHeaders", "cors", "mirror", "fault", "timeout", "retries", "rateLimit", "globalRateLimit", "ipAccess", "extAuthz", "requireJWT", "websocket", "mesh")
 	if !ok {
 		return Route{}, false, false
 	}
@@ -655,6 +660,7 @@ func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
 	if an := m.vals["ipAccess"]; an != nil {
 		r.IPAccess = d.ipAccess(an)
 	}
+	r.Auth = d.auth(m)
 	if v, ok := d.boolean(m, "websocket"); ok {
 		r.WebSocket = v
 	}
@@ -663,6 +669,9 @@ func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
 		d.needMesh(m.lineOf("mesh"), "a route through the mesh (mesh: true)")
 		if r.HasSubsets() {
 			d.errorf(m.lineOf("mesh"), "a route through the mesh reaches its services' sidecars, which cannot be chosen by tags or meta; drop mesh: true or the subsets")
+		}
+		if r.Rewrite != nil && r.Rewrite.HostFromUpstream {
+			d.errorf(m.lineOf("mesh"), "a route through the mesh reaches its services' sidecars, whose addresses are no Host for the service; drop mesh: true or rewrite.hostFromUpstream")
 		}
 	}
 	return r, matchOK, true

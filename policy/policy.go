@@ -346,7 +346,12 @@ type Listener struct {
 	// RateLimitResponse is the body of the listener's 429 answers to
 	// rate-limited requests; nil: Envoy's ("local_rate_limited").
 	RateLimitResponse *RateLimitResponse
-	Hosts             []VirtualHost
+	// ExtAuthz asks an authorization service about each request; JWT
+	// validates tokens on the routes that require them (auth.go). Nil:
+	// none.
+	ExtAuthz *ExtAuthz
+	JWT      *JWT
+	Hosts    []VirtualHost
 }
 
 // Service holds settings for traffic to one Consul service, from every
@@ -407,7 +412,10 @@ type VirtualHost struct {
 	// GlobalRateLimits apply to every forwarded request of the host, in
 	// addition to its route's own.
 	GlobalRateLimits []GlobalRateLimit
-	Routes           []Route // in file order: the first match wins
+	// Auth turns the listener's extAuthz off or on, and says which JWT
+	// providers' tokens the host's routes require.
+	Auth   Auth
+	Routes []Route // in file order: the first match wins
 }
 
 // Route sends matching requests to one service or splits them among
@@ -447,6 +455,9 @@ type Route struct {
 	GlobalRateLimits []GlobalRateLimit
 	// IPAccess, when set, replaces its host's and listener's.
 	IPAccess *IPAccess
+	// Auth, where set, replaces its host's (see EffectiveExtAuthz and
+	// EffectiveJWT).
+	Auth Auth
 	// WebSocket allows WebSocket upgrades on this route.
 	WebSocket bool
 	// Mesh sends the route's requests (to its service, or to each service

@@ -182,7 +182,7 @@ func cors(c *policy.CORS) *ir.CORS {
 
 // rewrite is what a forwarding route changes in a request.
 func rewrite(rw *policy.Rewrite, m *policy.Match) *ir.Rewrite {
-	out := &ir.Rewrite{Host: rw.Host}
+	out := &ir.Rewrite{Host: rw.Host, HostFromUpstream: rw.HostFromUpstream}
 	switch {
 	case rw.Prefix != "":
 		out.PrefixRewrite, out.RegexRewrite = prefixRewrite(m, rw.Prefix)

@@ -105,6 +105,7 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 	} else {
 		refs = t.listeners(g, gm, cfg)
 	}
+	authz, grpcAuthz := authClusters(g)
 	http2 := make(map[string]bool, len(refs))
 	if len(refs) > 0 { // nil when none, as appending leaves it
 		cfg.Clusters = make([]ir.Cluster, 0, len(refs)+2) // tracing and rate limit clusters may follow
@@ -116,16 +117,20 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 		} else {
 			c = t.cluster(ref.name, &ref.subset, ref.pos)
 		}
+		if grpcAuthz[ref.name] && ref.subset.IsZero() {
+			c.HTTP2 = true
+		}
 		http2[ref.name] = c.HTTP2
 		cfg.Clusters = append(cfg.Clusters, c)
 	}
 	if g.RateLimitService != nil {
 		cfg.Clusters = append(cfg.Clusters, t.rateLimitCluster(g.RateLimitService))
 	}
+	cfg.Clusters = append(cfg.Clusters, authz...)
 	if g.Tracing != nil {
 		cfg.Clusters = append(cfg.Clusters, tracingCluster(g.Tracing))
 	}
-	if g.Tracing != nil || g.RateLimitService != nil {
+	if g.Tracing != nil || len(authz) > 0 || g.RateLimitService != nil {
 		sort.SliceStable(cfg.Clusters, func(i, j int) bool { return cfg.Clusters[i].Service < cfg.Clusters[j].Service })
 	}
 	// Envoy passes a WebSocket upgrade to an HTTP/1.1 upstream only.
@@ -201,6 +206,7 @@ func (t *translation) listeners(g *policy.ProxyGroup, gm *groupMesh, cfg *ir.Con
 				out.CORS = routeCORS(&vh, &r)
 				out.IPAccess = ipAccess(&l, &vh, &r)
 				out.GlobalRateLimits = globalRateLimits(routeLimitID(l.Name, limitHosts[hi], r.Name), r.GlobalRateLimits)
+				routeAuth(&l, &vh, &r, &out)
 				if r.Mesh {
 					// Its services are reached through their sidecars,
 					// not their own clusters.
@@ -217,6 +223,12 @@ func (t *translation) listeners(g *policy.ProxyGroup, gm *groupMesh, cfg *ir.Con
 				}
 			}
 			il.VirtualHosts = append(il.VirtualHosts, ivh)
+		}
+		listenerAuth(&l, &il)
+		for _, svc := range authServices(&l) {
+			if _, ok := services[svc.key()]; !ok {
+				services[svc.key()] = svc
+			}
 		}
 		httpsRedirectRest(&l, &il)
 		requestLimits(&l, &il)
@@ -338,6 +350,11 @@ func Services(set *policy.Set) []string {
 		}
 		if s := g.RateLimitService; s != nil && s.Service != "" {
 			seen[s.Service] = true
+		}
+		for _, l := range g.Listeners {
+			for _, ref := range authServices(&l) {
+				seen[ref.name] = true
+			}
 		}
 		eachRoute(&g, func(r *policy.Route) {
 			if !r.Mesh {

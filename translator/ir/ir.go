@@ -127,7 +127,11 @@ type Listener struct {
 	// RateLimitResponse is the body of 429 answers to rate-limited
 	// requests; nil: Envoy's.
 	RateLimitResponse *RateLimitResponse `json:"rateLimitResponse,omitempty"`
-	VirtualHosts      []VirtualHost      `json:"virtualHosts,omitempty"`
+	// ExtAuthz and JWT check the listener's requests (auth.go); nil:
+	// none.
+	ExtAuthz     *ExtAuthz     `json:"extAuthz,omitempty"`
+	JWT          *JWT          `json:"jwt,omitempty"`
+	VirtualHosts []VirtualHost `json:"virtualHosts,omitempty"`
 	// AccessLog is the listener's request log; nil: none.
 	AccessLog *AccessLog `json:"accessLog,omitempty"`
 	// Tracing sends spans of the listener's requests to a collector; nil:
@@ -186,6 +190,7 @@ func (l *Listener) Validate(clusters, meshClusters, secrets map[string]bool) err
 	if l.MaxRequestHeadersKB > MaxRequestHeadersKB {
 		errs = append(errs, fmt.Errorf("listener %q: maxRequestHeadersKB %d above %d", l.Name, l.MaxRequestHeadersKB, MaxRequestHeadersKB))
 	}
+	errs = append(errs, l.validateAuth(clusters))
 	for _, vh := range l.VirtualHosts {
 		for _, r := range vh.Routes {
 			if r.MaxRequestBytes > 0 && (r.WebSocket || l.WebSocket) {
@@ -303,6 +308,11 @@ type Route struct {
 	MaxRequestBytes uint32 `json:"maxRequestBytes,omitempty"`
 	// IPAccess admits requests by client address; nil: any.
 	IPAccess *IPAccess `json:"ipAccess,omitempty"`
+	// ExtAuthzOff skips the listener's external authorization.
+	ExtAuthzOff bool `json:"extAuthzOff,omitempty"`
+	// JWTRequire lists the JWT providers (of the listener) one of whose
+	// valid tokens the route's requests need; nil: none.
+	JWTRequire []string `json:"jwtRequire,omitempty"`
 	// Source is the policy file and line the route came from, for operators.
 	Source string `json:"source,omitempty"`
 }

@@ -38,6 +38,9 @@ type Rewrite struct {
 	RegexRewrite  *RegexRewrite `json:"regexRewrite,omitempty"`
 	// Host replaces the Host (:authority) header.
 	Host string `json:"host,omitempty"`
+	// HostFromUpstream replaces it with the address of the chosen
+	// instance (Envoy's auto host rewrite, from the endpoint's hostname).
+	HostFromUpstream bool `json:"hostFromUpstream,omitempty"`
 }
 
 // DirectResponse answers a route's requests with a fixed status and body.
@@ -168,6 +171,9 @@ func (r *Route) validateAction() error {
 	var errs []error
 	if rw := r.Rewrite; rw != nil && rw.PrefixRewrite != "" && rw.RegexRewrite != nil {
 		errs = append(errs, fmt.Errorf("route %q: rewrite with both prefixRewrite and regexRewrite", r.Name))
+	}
+	if rw := r.Rewrite; rw != nil && rw.Host != "" && rw.HostFromUpstream {
+		errs = append(errs, fmt.Errorf("route %q: rewrite with both host and hostFromUpstream", r.Name))
 	}
 	if f := r.Fault; f != nil {
 		switch {
