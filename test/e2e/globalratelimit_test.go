@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"net/http"
+	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -52,11 +54,7 @@ func TestGlobalRateLimit(t *testing.T) {
 	redis := testenv.StartRedis(t)
 	e := NewEnvWith(t, false, map[string]string{"edge.yaml": strings.Replace(globalRateLimitPolicy, "REQUESTS", "3", 1)}, Options{NoEnvoy: true})
 	rl := testenv.StartRateLimit(t, redis, testenv.RateLimitOptions{XDSAddr: e.XDSAddr, NodeID: "ratelimit-1"})
-	host, port, _ := strings.Cut(rl.GRPCAddr, ":")
-	p, _ := strconv.Atoi(port)
-	if err := e.consul.Agent().ServiceRegister(&consulapi.AgentServiceRegistration{ID: "ratelimit-1", Name: "ratelimit", Address: host, Port: p}); err != nil {
-		t.Fatal(err)
-	}
+	registerRateLimit(t, e, rl)
 	e.StartBackend("web", "web-1")
 	e.StartEnvoy("edge")
 	testenv.Eventually(t, settle, "the ratelimit service holds the group's limits", func() error {
@@ -68,13 +66,7 @@ func TestGlobalRateLimit(t *testing.T) {
 	})
 	// The instance registered after Switchyard's start reaches Envoy's
 	// switchyard:ratelimit cluster, healthy.
-	testenv.Eventually(t, settle, "envoy's rate limit cluster has the registered instance", func() error {
-		out, err := e.Envoy.Admin("/clusters")
-		if err == nil && !strings.Contains(out, "switchyard:ratelimit::"+rl.GRPCAddr+"::health_flags::healthy") {
-			err = errString("envoy /clusters: " + out)
-		}
-		return err
-	})
+	waitRateLimitCluster(t, e.Envoy, rl)
 	awayFromHourEnd()
 
 	codes := func(n int, path string, headers map[string]string) []int {
@@ -164,6 +156,116 @@ func equalInts(a, b []int) bool {
 func awayFromHourEnd() {
 	now := time.Now()
 	if left := now.Truncate(time.Hour).Add(time.Hour).Sub(now); left < 20*time.Second {
+		time.Sleep(left + time.Second)
+	}
+}
+
+// TestGlobalRateLimitAcrossEnvoys: two Envoys of one group share one
+// budget. The limit is 10 a minute per client; 40 requests from one
+// client, each on a new connection, which the kernel spreads over both
+// Envoys (they share the listener's port with SO_REUSEPORT), get 10
+// answers 200 in total, not 10 from each.
+func TestGlobalRateLimitAcrossEnvoys(t *testing.T) {
+	redis := testenv.StartRedis(t)
+	e := NewEnvWith(t, false, map[string]string{"edge.yaml": `apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: edge
+rateLimitService: { service: ratelimit, timeout: 1s }
+listeners:
+  - name: public
+    address: 127.0.0.1
+    port: {{port}}
+    hosts:
+      - domains: ["*"]
+        routes:
+          - service: web
+            globalRateLimit: { requests: 10, per: minute, by: clientIP }
+`}, Options{NoEnvoy: true})
+	rl := testenv.StartRateLimit(t, redis, testenv.RateLimitOptions{XDSAddr: e.XDSAddr, NodeID: "ratelimit-1"})
+	registerRateLimit(t, e, rl)
+	e.StartBackend("web", "web-1")
+	e.StartEnvoy("edge")
+	first := e.Envoy
+	second := startEnvoyAs(t, e, "edge", "edge-b")
+	for _, envoy := range []*testenv.Envoy{first, second} {
+		waitRateLimitCluster(t, envoy, rl)
+	}
+	awayFromMinuteEnd()
+
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	got := map[int]int{}
+	for range 40 {
+		resp, err := client.Get(e.URL("/"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		got[resp.StatusCode]++
+	}
+	if got[http.StatusOK] != 10 || got[http.StatusTooManyRequests] != 30 {
+		t.Errorf("40 requests over two Envoys: %v; want 10 passed and 30 answered 429", got)
+	}
+	for i, envoy := range []*testenv.Envoy{first, second} {
+		n, err := envoy.Stat("http.public.downstream_rq_total")
+		if err != nil || n == 0 {
+			t.Errorf("envoy %d served %d of the requests (%v); want some: the test needs both", i+1, n, err)
+		}
+	}
+	e.requireNoNACKs()
+}
+
+// registerRateLimit registers the rate limit service's gRPC address in
+// Consul as service "ratelimit".
+func registerRateLimit(t *testing.T, e *Env, rl *testenv.RateLimitService) {
+	t.Helper()
+	host, port, _ := strings.Cut(rl.GRPCAddr, ":")
+	p, _ := strconv.Atoi(port)
+	if err := e.consul.Agent().ServiceRegister(&consulapi.AgentServiceRegistration{ID: "ratelimit-1", Name: "ratelimit", Address: host, Port: p}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitRateLimitCluster waits until an Envoy's switchyard:ratelimit
+// cluster has the service's instance, healthy.
+func waitRateLimitCluster(t *testing.T, envoy *testenv.Envoy, rl *testenv.RateLimitService) {
+	t.Helper()
+	testenv.Eventually(t, settle, "envoy's rate limit cluster has the registered instance", func() error {
+		out, err := envoy.Admin("/clusters")
+		if err == nil && !strings.Contains(out, "switchyard:ratelimit::"+rl.GRPCAddr+"::health_flags::healthy") {
+			err = errString("envoy /clusters: " + out)
+		}
+		return err
+	})
+}
+
+// startEnvoyAs starts another Envoy of group, as node id, and waits until
+// it is initialized.
+func startEnvoyAs(t *testing.T, e *Env, group, id string) *testenv.Envoy {
+	t.Helper()
+	adminAddr := testenv.Addr(testenv.FreePort(t))
+	cmd := exec.Command(switchyardBin, "bootstrap", "--node-id", id, "--group", group,
+		"--xds-address", e.XDSAddr, "--admin-address", adminAddr, "--xds-protocol", "sotw")
+	cmd.Env = append(os.Environ(), raceEnv...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("switchyard bootstrap: %v\n%s", err, out)
+	}
+	envoy := testenv.StartEnvoy(t, "envoy "+id, string(out), adminAddr)
+	testenv.Eventually(t, settle, id+" initialized", func() error {
+		body, err := envoy.Admin("/ready")
+		if err == nil && strings.TrimSpace(body) != "LIVE" {
+			err = errString("envoy state " + body)
+		}
+		return err
+	})
+	return envoy
+}
+
+// awayFromMinuteEnd waits out the last seconds of a minute, when
+// per-minute counters could reset mid-test.
+func awayFromMinuteEnd() {
+	now := time.Now()
+	if left := now.Truncate(time.Minute).Add(time.Minute).Sub(now); left < 10*time.Second {
 		time.Sleep(left + time.Second)
 	}
 }
