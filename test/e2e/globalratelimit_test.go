@@ -49,7 +49,8 @@ listeners:
 // carries the listener's body; each API key, and the requests without
 // one, have their own; a shadow limit forwards everything; a policy edit
 // raises a limit without a restart; with the service down, failureMode
-// allow forwards, and the limit holds again when it is back.
+// allow forwards, deny answers 500, and the limit holds again when it is
+// back.
 func TestGlobalRateLimit(t *testing.T) {
 	redis := testenv.StartRedis(t)
 	e := NewEnvWith(t, false, map[string]string{"edge.yaml": strings.Replace(globalRateLimitPolicy, "REQUESTS", "3", 1)}, Options{NoEnvoy: true})
@@ -132,6 +133,24 @@ func TestGlobalRateLimit(t *testing.T) {
 	}
 	rl.Restart(t)
 	e.WaitFor("the limit enforced again", settle, "/login", nil, func(code int, _ string) bool { return code == http.StatusTooManyRequests })
+
+	// failureMode deny: with the service down, Envoy answers 500.
+	e.WritePolicy("edge.yaml", strings.Replace(strings.Replace(globalRateLimitPolicy, "REQUESTS", "5", 1), "timeout: 1s", "timeout: 1s, failureMode: deny", 1))
+	testenv.Eventually(t, settle, "envoy's rate limit filter denies on failure", func() error {
+		out, err := e.Envoy.Admin("/config_dump?resource=dynamic_listeners")
+		if err == nil && !strings.Contains(out, `"failure_mode_deny": true`) {
+			err = errString("no failure_mode_deny in the listener yet")
+		}
+		return err
+	})
+	rl.Kill()
+	// (Until the old listener's connections drain, a kept-alive one may
+	// still allow.)
+	e.WaitFor("500 with the service down and failureMode deny", settle, "/api", nil, func(code int, _ string) bool {
+		return code == http.StatusInternalServerError
+	})
+	rl.Restart(t)
+	e.WaitFor("traffic back after the service", settle, "/shadow", nil, func(code int, _ string) bool { return code == http.StatusOK })
 	e.requireNoNACKs()
 }
 
