@@ -167,7 +167,7 @@ func filterDomain(t *testing.T, res Resources) string {
 // serveRateLimitConfigs serves the group's RateLimitConfigs over
 // state-of-the-world ADS to node until the test ends, and returns the
 // server's address.
-func serveRateLimitConfigs(t *testing.T, node string, cfg *ir.Config) string {
+func serveRateLimitConfigs(t testing.TB, node string, cfg *ir.Config) string {
 	t.Helper()
 	var list []types.Resource
 	for _, c := range RateLimitConfigs(cfg) {

@@ -276,7 +276,7 @@ func TestGlobalRateLimitAcceptedByEnvoy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	boot := staticEdgeBootstrap(t, cfg.Group, res)
+	boot := staticEdgeBootstrap(t, cfg.Group, res, "")
 	path := testenv.WriteFile(t, t.TempDir(), "bootstrap.json", boot)
 	out, err := exec.Command(envoyBin, "--mode", "validate", "-c", path, "--use-dynamic-base-id").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "OK") {
@@ -295,8 +295,9 @@ func TestGlobalRateLimitAcceptedByEnvoy(t *testing.T) {
 }
 
 // staticEdgeBootstrap is a bootstrap (JSON) serving a group's resources
-// as static ones. Secrets are left out: the case has no TLS.
-func staticEdgeBootstrap(t *testing.T, group string, res Resources) []byte {
+// as static ones, with an admin listener on adminAddr unless "". Secrets
+// are left out: the cases have no TLS.
+func staticEdgeBootstrap(t testing.TB, group string, res Resources, adminAddr string) []byte {
 	t.Helper()
 	asJSON := func(typ resource.Type) []any {
 		var out []any
@@ -349,10 +350,15 @@ func staticEdgeBootstrap(t *testing.T, group string, res Resources) []byte {
 		}
 	}
 	static(listeners)
-	b, err := json.Marshal(map[string]any{
+	boot := map[string]any{
 		"node":            map[string]any{"id": "validate", "cluster": group},
 		"staticResources": map[string]any{"listeners": listeners, "clusters": clusters},
-	})
+	}
+	if adminAddr != "" {
+		host, port, _ := strings.Cut(adminAddr, ":")
+		boot["admin"] = map[string]any{"address": map[string]any{"socketAddress": map[string]any{"address": host, "portValue": port}}}
+	}
+	b, err := json.Marshal(boot)
 	if err != nil {
 		t.Fatal(err)
 	}
