@@ -288,3 +288,58 @@ func awayFromMinuteEnd() {
 		time.Sleep(left + time.Second)
 	}
 }
+
+// TestGlobalRateLimitHost: a host's limit counts every forwarded request
+// of the host, on routes with limits of their own too, and with
+// rateLimitService headers the responses tell the client its budget.
+func TestGlobalRateLimitHost(t *testing.T) {
+	redis := testenv.StartRedis(t)
+	e := NewEnvWith(t, false, map[string]string{"edge.yaml": `apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: edge
+rateLimitService: { service: ratelimit, timeout: 1s, headers: true }
+listeners:
+  - name: public
+    address: 127.0.0.1
+    port: {{port}}
+    hosts:
+      - domains: ["*"]
+        globalRateLimit: { requests: 3, per: hour }
+        routes:
+          - match: { pathPrefix: /own }
+            service: web
+            globalRateLimit: { requests: 100, per: hour }
+          - service: web
+`}, Options{NoEnvoy: true})
+	// The service's own RateLimit-* headers off: the x-ratelimit-* ones
+	// checked below are Envoy's (enable_x_ratelimit_headers).
+	rl := testenv.StartRateLimit(t, redis, testenv.RateLimitOptions{XDSAddr: e.XDSAddr, NodeID: "ratelimit-1",
+		Env: []string{"LIMIT_RESPONSE_HEADERS_ENABLED=false"}})
+	registerRateLimit(t, e, rl)
+	e.StartBackend("web", "web-1")
+	e.StartEnvoy("edge")
+	waitRateLimitCluster(t, e.Envoy, rl)
+	awayFromHourEnd()
+
+	var got []string
+	for _, path := range []string{"/own", "/other", "/own", "/own", "/other"} {
+		req, err := http.NewRequest(http.MethodGet, e.URL(path), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		got = append(got, path+" "+strconv.Itoa(resp.StatusCode))
+		if resp.Header.Get("x-ratelimit-limit") == "" {
+			t.Errorf("%s: no x-ratelimit-limit header; got %v", path, resp.Header)
+		}
+	}
+	want := []string{"/own 200", "/other 200", "/own 200", "/own 429", "/other 429"}
+	if strings.Join(got, ", ") != strings.Join(want, ", ") {
+		t.Errorf("got %v; want %v (the host's 3 an hour over both routes)", got, want)
+	}
+	e.requireNoNACKs()
+}
