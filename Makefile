@@ -42,7 +42,8 @@ golden:
 ## go-control-plane's caches), then the end-to-end propagation and fan-out
 ## benchmarks against real Consul and Envoy, the mesh fan-out against
 ## Switchyard and Consul's own xDS server, and the scale rows of issue 6:
-## reconnect storm, flip soak, route add, bad proxies, many groups
+## reconnect storm, flip soak, route add, bad proxies, many groups, and
+## the latency a global rate limit adds (Envoy, ratelimit, Redis)
 ## (BENCH_ARGS, e.g. "-services 5000 -instances 4 -proxies 500 -sidecars
 ## 500 -mesh-services 100", sizes them; each benchmark's flags are in its
 ## doc comment). Figures: docs/benchmarks.md.
@@ -53,6 +54,7 @@ bench: tools
 	$(GO) test -run '^$$' -bench 'Propagation|Fanout' -benchtime 40x -timeout 30m ./test/bench/ -args $(BENCH_ARGS)
 	$(GO) test -run '^$$' -bench 'ReconnectStorm|FlipSoak' -benchtime 1x -timeout 30m ./test/bench/ -args $(BENCH_ARGS)
 	$(GO) test -run '^$$' -bench 'RouteAdd|BadProxies|ManyGroups' -benchtime 20x -timeout 30m ./test/bench/ -args $(BENCH_ARGS)
+	$(GO) test -run '^$$' -bench GlobalRateLimitLatency -benchtime 5000x ./envoy/
 
 demo: tools build
 	hack/demo.sh

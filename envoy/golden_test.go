@@ -28,7 +28,8 @@ var goldenSuffix = map[resource.Type]string{
 }
 
 // TestGolden builds testdata/<case>.in.yaml (IR) and compares each xDS type
-// with testdata/<case>.<type>.yaml. `make golden` regenerates them. A file in
+// with testdata/<case>.<type>.yaml, and the rate limit service's
+// configuration, when there is one, with testdata/<case>.ratelimits.yaml. `make golden` regenerates them. A file in
 // testdata that the test did not read fails it.
 func TestGolden(t *testing.T) {
 	inputs, err := filepath.Glob("testdata/*.in.yaml")
@@ -56,6 +57,15 @@ func TestGolden(t *testing.T) {
 			for typ, suffix := range goldenSuffix {
 				got := marshalResources(t, res[typ])
 				g.Compare(t, filepath.Join("testdata", name+"."+suffix+".yaml"), got)
+			}
+			// The rate limit service's configuration, for the cases with
+			// global limits.
+			if rls := RateLimitConfigs(&cfg); len(rls) > 0 {
+				list := make([]types.Resource, len(rls))
+				for i, c := range rls {
+					list[i] = c
+				}
+				g.Compare(t, filepath.Join("testdata", name+".ratelimits.yaml"), marshalResources(t, list))
 			}
 		})
 	}

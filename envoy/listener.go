@@ -48,8 +48,10 @@ const (
 // A listener with JWT validation or external authorization has those
 // filters right after CORS (a preflight carries no credentials), JWT
 // first (authFilters): so the order is IP access, CORS, JWT, external
-// authorization, rate limits, body limit, faults, router. A request is
-// authenticated before it counts against a rate limit.
+// authorization, rate limits (the local one, then, in a group with a rate
+// limit service, the global one: withGlobalRateLimit), body limit, faults,
+// router. A request is authenticated before it counts against a rate
+// limit.
 //
 // The buffer filter, which enforces a body limit, is listed disabled and
 // switched on by the routes of a listener with one (its limit is per
@@ -94,6 +96,7 @@ func listener(l *ir.Listener) (_ *listenerv3.Listener, err error) {
 		// gRPC clients get an error, as with REJECT_REQUEST.
 		PathWithEscapedSlashesAction: hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT,
 	}
+	hcm.HttpFilters = withGlobalRateLimit(hcm.HttpFilters, l.RateLimitService)
 	if l.MaxRequestHeadersKB > 0 {
 		hcm.MaxRequestHeadersKb = wrapperspb.UInt32(l.MaxRequestHeadersKB)
 	}

@@ -39,6 +39,9 @@ func routeConfig(l *ir.Listener) (*routev3.RouteConfiguration, error) {
 		}
 		v.RequestHeadersToAdd, v.RequestHeadersToRemove = headerChanges(vh.RequestHeaders)
 		v.ResponseHeadersToAdd, v.ResponseHeadersToRemove = headerChanges(vh.ResponseHeaders)
+		if v.RateLimits = rateLimits(vh.GlobalRateLimits); v.RateLimits != nil {
+			v.TypedPerFilterConfig = map[string]*anypb.Any{rateLimitFilterName: includeHostLimits()}
+		}
 		if vh.RequestHeaders != nil || vh.ResponseHeaders != nil {
 			// A route's header changes are applied after its host's, so
 			// the route's win where both name a header (Envoy's default
@@ -176,6 +179,7 @@ func routeAction(r *ir.Route) (*routev3.RouteAction, error) {
 	if r.Hash != nil {
 		action.HashPolicy = hashPolicy(r.Hash)
 	}
+	action.RateLimits = rateLimits(r.GlobalRateLimits)
 	for _, m := range r.Mirrors {
 		// Envoy sends each copy with "-shadow" after its Host's name
 		// (shop.example.com-shadow:8080), so upstreams can tell copies.

@@ -84,7 +84,7 @@ var routeActions = []string{"service", "split", "redirect", "directResponse"}
 
 // forwardingFields are route fields that only apply to a request forwarded
 // to a service.
-var forwardingFields = []string{"timeout", "retries", "websocket", "mesh", "rewrite", "requestHeaders", "mirror", "fault"}
+var forwardingFields = []string{"timeout", "retries", "websocket", "mesh", "rewrite", "requestHeaders", "mirror", "fault", "globalRateLimit"}
 
 // notForwarded reports each forwarding field given on a route whose action
 // (what) answers the request itself.

@@ -84,7 +84,7 @@ func (d *decoder) document(doc *yaml.Node, out *parsed) {
 	}
 	switch kind.Value {
 	case KindProxyGroup:
-		m, _ := d.mapping(n, KindProxyGroup, "apiVersion", "kind", "name", "mesh", "accessLog", "tracing", "extAuthz", "jwt", "listeners")
+		m, _ := d.mapping(n, KindProxyGroup, "apiVersion", "kind", "name", "mesh", "accessLog", "tracing", "extAuthz", "jwt", "rateLimitService", "listeners")
 		d.proxyGroup(m, out)
 	case KindCertificate:
 		m, _ := d.mapping(n, KindCertificate, "apiVersion", "kind", "name", "certFile", "keyFile", "caFile")
@@ -161,6 +161,9 @@ func (d *decoder) proxyGroup(m *fields, out *parsed) {
 	if tn := m.vals["tracing"]; tn != nil {
 		g.Tracing = d.tracing(tn, g.Name)
 	}
+	if rn := m.vals["rateLimitService"]; rn != nil {
+		g.RateLimitService = d.rateLimitService(rn)
+	}
 	var auth Listener // the extAuthz and jwt of listeners without their own
 	d.listenerAuth(m, &auth, out)
 	items := d.list(m, "listeners")
@@ -173,6 +176,7 @@ func (d *decoder) proxyGroup(m *fields, out *parsed) {
 	if !m.has("listeners") || m.emptyList("listeners") {
 		d.warnf(g.Pos.Line, "proxy group has no listeners")
 	}
+	d.checkGlobalRateLimits(&g)
 	if g.Mesh != nil && !g.UsesMesh() {
 		d.warnf(g.Mesh.Pos.Line, "proxy group has a mesh identity but no route uses the mesh (mesh: true); it has no effect")
 	}
@@ -414,7 +418,7 @@ func (d *decoder) listenerTLS(n *yaml.Node, out *parsed) *ListenerTLS {
 // host returns the virtual host and its domains with their lines; l is
 // its listener, decoded up to its hosts.
 func (d *decoder) host(n *yaml.Node, l *Listener) (VirtualHost, []item, bool) {
-	m, ok := d.mapping(n, "host", "domains", "httpsRedirect", "requestHeaders", "responseHeaders", "cors", "ipAccess", "extAuthz", "requireJWT", "routes")
+	m, ok := d.mapping(n, "host", "domains", "httpsRedirect", "requestHeaders", "responseHeaders", "cors", "ipAccess", "extAuthz", "requireJWT", "globalRateLimit", "routes")
 	if !ok {
 		return VirtualHost{}, nil, false
 	}
@@ -452,6 +456,9 @@ func (d *decoder) host(n *yaml.Node, l *Listener) (VirtualHost, []item, bool) {
 	}
 	if an := m.vals["ipAccess"]; an != nil {
 		h.IPAccess = d.ipAccess(an)
+	}
+	if gn := m.vals["globalRateLimit"]; gn != nil {
+		h.GlobalRateLimits = d.globalRateLimits(gn)
 	}
 	h.Auth = d.auth(m)
 	redirected := (h.HTTPSRedirect || l.HTTPSRedirect) && l.TLS == nil
@@ -588,7 +595,7 @@ func shadows(a, b Match) bool {
 // route decodes one route; matchOK is false when its match has errors, so
 // that the unreachable-route warning does not build on a wrong match.
 func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
-	m, ok := d.mapping(n, "route", "name", "match", "service", "tags", "meta", "split", "redirect", "directResponse", "rewrite", "requestHeaders", "responseHeaders", "cors", "mirror", "fault", "timeout", "retries", "rateLimit", "ipAccess", "extAuthz", "requireJWT", "websocket", "mesh")
+	m, ok := d.mapping(n, "route", "name", "match", "service", "tags", "meta", "split", "redirect", "directResponse", "rewrite", "requestHeaders", "responseHeaders", "cors", "mirror", "fault", "timeout", "retries", "rateLimit", "globalRateLimit", "ipAccess", "extAuthz", "requireJWT", "websocket", "mesh")
 	if !ok {
 		return Route{}, false, false
 	}
@@ -646,6 +653,9 @@ func (d *decoder) route(n *yaml.Node, index int) (r Route, matchOK, ok bool) {
 	}
 	if rn := m.vals["rateLimit"]; rn != nil {
 		r.RateLimit = d.rateLimit(rn)
+	}
+	if gn := m.vals["globalRateLimit"]; gn != nil && !m.has("redirect") && !m.has("directResponse") {
+		r.GlobalRateLimits = d.globalRateLimits(gn)
 	}
 	if an := m.vals["ipAccess"]; an != nil {
 		r.IPAccess = d.ipAccess(an)
@@ -1279,6 +1289,9 @@ func (p *parsed) check(diags *Diagnostics) {
 	p.checkHashedSplits(errorf)
 	routed := map[string]bool{}
 	for _, g := range p.groups {
+		if s := g.RateLimitService; s != nil && s.Service != "" {
+			routed[s.Service] = true // its Service policy shapes the rate limit cluster
+		}
 		for _, l := range g.Listeners {
 			for _, h := range l.Hosts {
 				for _, r := range h.Routes {

@@ -224,6 +224,9 @@ type ProxyGroup struct {
 	// Tracing sends spans of the group's requests to an OpenTelemetry
 	// collector; nil: no tracing.
 	Tracing *Tracing
+	// RateLimitService counts the group's global rate limits; nil: none
+	// (and no host or route may have one).
+	RateLimitService *RateLimitService
 }
 
 // Tracing is a proxy group's OpenTelemetry tracing: spans over OTLP/gRPC
@@ -406,6 +409,9 @@ type VirtualHost struct {
 	// IPAccess replaces the listener's for every route of the host that
 	// has none of its own.
 	IPAccess *IPAccess
+	// GlobalRateLimits apply to every forwarded request of the host, in
+	// addition to its route's own.
+	GlobalRateLimits []GlobalRateLimit
 	// Auth turns the listener's extAuthz off or on, and says which JWT
 	// providers' tokens the host's routes require.
 	Auth   Auth
@@ -444,6 +450,9 @@ type Route struct {
 	Timeout   *time.Duration // nil: not set; 0: no timeout
 	Retries   *Retries
 	RateLimit *RateLimit
+	// GlobalRateLimits are limits shared by every Envoy of the group,
+	// counted by its rate limit service; nil: none.
+	GlobalRateLimits []GlobalRateLimit
 	// IPAccess, when set, replaces its host's and listener's.
 	IPAccess *IPAccess
 	// Auth, where set, replaces its host's (see EffectiveExtAuthz and

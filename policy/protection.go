@@ -236,11 +236,14 @@ func (d *decoder) rateLimitResponseUsed(l *Listener) {
 		return
 	}
 	for _, h := range l.Hosts {
+		if len(h.GlobalRateLimits) > 0 {
+			return
+		}
 		for _, r := range h.Routes {
-			if r.RateLimit != nil {
+			if r.RateLimit != nil || len(r.GlobalRateLimits) > 0 {
 				return
 			}
 		}
 	}
-	d.warnf(l.RateLimitResponse.Pos.Line, "rateLimitResponse has no effect: no route of this listener has a rateLimit")
+	d.warnf(l.RateLimitResponse.Pos.Line, "rateLimitResponse has no effect: no host or route of this listener has a rateLimit or globalRateLimit")
 }

@@ -33,3 +33,17 @@ func TestServicesOfAuth(t *testing.T) {
 		t.Fatalf("got %v; want %v", got, want)
 	}
 }
+
+// TestServicesRateLimitService watches a rate limit service found in
+// Consul, and not one given by address.
+func TestServicesRateLimitService(t *testing.T) {
+	set, diags := policy.Load(filepath.Join("testdata", "globalratelimit", "policy"))
+	if diags.HasErrors() {
+		t.Fatal(diags.Err())
+	}
+	got := Services(set)
+	want := []string{"api", "ratelimit", "ratelimit-internal", "web", "web-canary"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %v; want %v (the routed services and the Consul rate limit services)", got, want)
+	}
+}

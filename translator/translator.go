@@ -108,7 +108,7 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 	authz, grpcAuthz := authClusters(g)
 	http2 := make(map[string]bool, len(refs))
 	if len(refs) > 0 { // nil when none, as appending leaves it
-		cfg.Clusters = make([]ir.Cluster, 0, len(refs)+1) // a tracing cluster may follow
+		cfg.Clusters = make([]ir.Cluster, 0, len(refs)+2) // tracing and rate limit clusters may follow
 	}
 	for _, ref := range refs {
 		var c ir.Cluster
@@ -123,11 +123,14 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 		http2[ref.name] = c.HTTP2
 		cfg.Clusters = append(cfg.Clusters, c)
 	}
+	if g.RateLimitService != nil {
+		cfg.Clusters = append(cfg.Clusters, t.rateLimitCluster(g.RateLimitService))
+	}
 	cfg.Clusters = append(cfg.Clusters, authz...)
 	if g.Tracing != nil {
 		cfg.Clusters = append(cfg.Clusters, tracingCluster(g.Tracing))
 	}
-	if g.Tracing != nil || len(authz) > 0 {
+	if g.Tracing != nil || len(authz) > 0 || g.RateLimitService != nil {
 		sort.SliceStable(cfg.Clusters, func(i, j int) bool { return cfg.Clusters[i].Service < cfg.Clusters[j].Service })
 	}
 	// Envoy passes a WebSocket upgrade to an HTTP/1.1 upstream only.
@@ -167,6 +170,7 @@ func (t *translation) listeners(g *policy.ProxyGroup, gm *groupMesh, cfg *ir.Con
 		if tr := g.Tracing; tr != nil {
 			il.Tracing = &ir.Tracing{Cluster: ir.TracingCluster, Sampling: uint32(tr.Sampling), ServiceName: tr.ServiceName}
 		}
+		il.RateLimitService = rateLimitService(g)
 		if l.TLS != nil {
 			il.TLS = &ir.TLS{}
 			for _, name := range l.TLS.Certificates {
@@ -185,13 +189,15 @@ func (t *translation) listeners(g *policy.ProxyGroup, gm *groupMesh, cfg *ir.Con
 				}
 			}
 		}
-		for _, vh := range l.Hosts {
+		limitHosts := limitHostNames(&l)
+		for hi, vh := range l.Hosts {
 			ivh := ir.VirtualHost{
 				Name: vh.Domains[0], Domains: vh.Domains,
 				HTTPSRedirect:   l.TLS == nil && (vh.HTTPSRedirect || l.HTTPSRedirect),
 				RequestHeaders:  headers(vh.RequestHeaders),
 				ResponseHeaders: headers(vh.ResponseHeaders),
 			}
+			ivh.GlobalRateLimits = globalRateLimits(hostLimitID(l.Name, limitHosts[hi]), vh.GlobalRateLimits)
 			if len(vh.Routes) > 0 { // nil when none, as appending leaves it
 				ivh.Routes = make([]ir.Route, 0, len(vh.Routes))
 			}
@@ -199,6 +205,7 @@ func (t *translation) listeners(g *policy.ProxyGroup, gm *groupMesh, cfg *ir.Con
 				out := route(&r)
 				out.CORS = routeCORS(&vh, &r)
 				out.IPAccess = ipAccess(&l, &vh, &r)
+				out.GlobalRateLimits = globalRateLimits(routeLimitID(l.Name, limitHosts[hi], r.Name), r.GlobalRateLimits)
 				routeAuth(&l, &vh, &r, &out)
 				if r.Mesh {
 					// Its services are reached through their sidecars,
@@ -329,7 +336,8 @@ func secret(c *policy.Certificate) ir.Secret {
 }
 
 // Services lists every Consul service the policy set routes to directly
-// (not through the mesh: see MeshDestinations), and the mesh identities of
+// (not through the mesh: see MeshDestinations), its groups' rate limit
+// services found in Consul, and the mesh identities of
 // its groups that route through the mesh (MeshIdentities: a group may not
 // present a registered service's identity, so the registry must say
 // whether one is), sorted: the registry needs to watch these and no
@@ -339,6 +347,9 @@ func Services(set *policy.Set) []string {
 	for _, g := range set.Groups {
 		if g.UsesMesh() {
 			seen[g.MeshService()] = true
+		}
+		if s := g.RateLimitService; s != nil && s.Service != "" {
+			seen[s.Service] = true
 		}
 		for _, l := range g.Listeners {
 			for _, ref := range authServices(&l) {

@@ -2,8 +2,10 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"strings"
 
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/spf13/cobra"
 
@@ -11,6 +13,7 @@ import (
 	"github.com/switchyard-io/switchyard/policy"
 	"github.com/switchyard-io/switchyard/registry"
 	"github.com/switchyard-io/switchyard/translator"
+	"github.com/switchyard-io/switchyard/translator/ir"
 )
 
 func newTranslateCmd() *cobra.Command {
@@ -24,7 +27,9 @@ func newTranslateCmd() *cobra.Command {
 		Short: "Print the Envoy config a policy produces (listeners, routes, clusters, secrets; endpoints with --consul-address)",
 		Long: `Translate reads policy files as validate does and prints, for each proxy
 group, the xDS resources Switchyard would serve its Envoys: listeners, route
-configurations, clusters and secrets (private keys redacted), as YAML with
+configurations, clusters and secrets (private keys redacted), and for a
+group with global rate limits what its rate limit service is given
+(rateLimits), as YAML with
 stable key order, so the output of two policy versions can be diffed in
 review. It does not contact Consul: clusters are shown without endpoints
 (a running Switchyard shows its live config at /debug/config). With
@@ -76,6 +81,9 @@ invalid.`,
 					}
 					fmt.Fprintf(out, "%s:\n%s", section.key, indent(string(y)))
 				}
+				if err := printRateLimits(out, cfg); err != nil {
+					return err
+				}
 			}
 			if group != "" && !found {
 				return fmt.Errorf("no proxy group %q in the policy", group)
@@ -87,6 +95,25 @@ invalid.`,
 	consul = consulFlags(cmd)
 	meshFlags(cmd, &opts)
 	return cmd
+}
+
+// printRateLimits prints the rate limit service's configuration for a
+// group's global limits, if it has any.
+func printRateLimits(out io.Writer, cfg *ir.Config) error {
+	rls := envoy.RateLimitConfigs(cfg)
+	if len(rls) == 0 {
+		return nil
+	}
+	list := make([]types.Resource, len(rls))
+	for i, c := range rls {
+		list[i] = c
+	}
+	y, err := envoy.RenderYAML(list)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(out, "rateLimits:\n%s", indent(string(y)))
+	return err
 }
 
 // indent nests a YAML list under a key.

@@ -40,6 +40,7 @@ listeners:
 apiVersion: switchyard.io/v1
 kind: ProxyGroup
 name: sidecar
+rateLimitService: { address: "127.0.0.1:8081" }
 listeners:
   - name: outbound
     port: 15001
@@ -47,6 +48,7 @@ listeners:
       - domains: ["*"]
         routes:
           - service: web
+            globalRateLimit: { requests: 10, per: second, by: clientIP }
 ---
 apiVersion: switchyard.io/v1
 kind: Certificate
@@ -80,6 +82,17 @@ keyFile: shop.key
 		len(edge.Routes) != 1 || len(edge.Clusters) != 1 || edge.Clusters[0].Name != "api" ||
 		len(edge.Secrets) != 1 || edge.Secrets[0].Name != "shop" {
 		t.Errorf("edge document: %+v", edge)
+	}
+	// What the rate limit service is given, for the group with global
+	// limits only.
+	var sidecar struct {
+		RateLimits []struct{ Domain, Name string }
+	}
+	if err := yaml.Unmarshal([]byte(docs[1]), &sidecar); err != nil {
+		t.Fatalf("the sidecar document is not YAML: %v\n%s", err, docs[1])
+	}
+	if len(sidecar.RateLimits) != 1 || sidecar.RateLimits[0].Domain != "switchyard_sidecar" || strings.Contains(docs[0], "rateLimits:") {
+		t.Errorf("rateLimits: got %+v in the sidecar group; want one config for domain switchyard_sidecar, and none for edge", sidecar.RateLimits)
 	}
 	if strings.Contains(out, "PRIVATE KEY") || !strings.Contains(out, "[redacted]") {
 		t.Errorf("the private key is not redacted:\n%s", out)

@@ -92,8 +92,10 @@ func (c *Config) Validate() error {
 		secrets[s.Name] = true
 		cas[s.Name] = s.CAPEM != ""
 	}
+	limitIDs := map[string]bool{}
 	for _, l := range c.Listeners {
 		errs = append(errs, l.Validate(clusters, meshClusters, secrets))
+		errs = append(errs, l.validateGlobalRateLimits(clusters, limitIDs))
 		if l.TLS != nil && l.TLS.ClientCA != "" && !cas[l.TLS.ClientCA] {
 			errs = append(errs, fmt.Errorf("listener %q: client CA %q: no secret with a CA", l.Name, l.TLS.ClientCA))
 		}
@@ -135,6 +137,9 @@ type Listener struct {
 	// Tracing sends spans of the listener's requests to a collector; nil:
 	// none.
 	Tracing *Tracing `json:"tracing,omitempty"`
+	// RateLimitService counts the global limits of the listener's hosts
+	// and routes; nil: the group has none.
+	RateLimitService *RateLimitService `json:"rateLimitService,omitempty"`
 }
 
 // TracingCluster names the cluster of a group's tracing collector. A
@@ -250,7 +255,10 @@ type VirtualHost struct {
 	// RequestHeaders and ResponseHeaders apply to every route of the host.
 	RequestHeaders  *Headers `json:"requestHeaders,omitempty"`
 	ResponseHeaders *Headers `json:"responseHeaders,omitempty"`
-	Routes          []Route  `json:"routes,omitempty"`
+	// GlobalRateLimits apply to every forwarded request of the host, in
+	// addition to its route's own.
+	GlobalRateLimits []GlobalRateLimit `json:"globalRateLimits,omitempty"`
+	Routes           []Route           `json:"routes,omitempty"`
 }
 
 // Route matches requests and sends them to one or more backends, or
@@ -288,6 +296,8 @@ type Route struct {
 	Timeout   *Duration  `json:"timeout,omitempty"`
 	Retries   *Retries   `json:"retries,omitempty"`
 	RateLimit *RateLimit `json:"rateLimit,omitempty"`
+	// GlobalRateLimits are counted by the group's rate limit service.
+	GlobalRateLimits []GlobalRateLimit `json:"globalRateLimits,omitempty"`
 	// Hash is what the route hashes requests on, for its one backend's
 	// consistent-hash load balancing (sticky sessions); nil: nothing.
 	Hash *HashPolicy `json:"hash,omitempty"`
