@@ -330,7 +330,7 @@ func (x *proxies) checkRequest(key streamKey, node *corev3.Node, typeURL string)
 	case st == nil && sidecar && !validProxyID(node.GetId()):
 		return x.refuse("node", node, codes.InvalidArgument,
 			"node.id %q cannot be a sidecar's proxy service ID (1 to %d letters, digits, '-', '_' and '.'); start Envoy with a bootstrap from 'switchyard bootstrap --sidecar-for SERVICE_ID'", truncate(node.GetId(), maxNodeID), maxNodeID)
-	case st == nil && !sidecar && !policy.ValidName(group):
+	case st == nil && !sidecar && !rls && !policy.ValidName(group):
 		return x.refuse("node", node, codes.InvalidArgument,
 			"node.cluster %q cannot name a proxy group (a DNS label: lowercase letters, digits and '-', at most 63 characters); start Envoy with a bootstrap from 'switchyard bootstrap --group NAME'", truncate(group, 128))
 	}

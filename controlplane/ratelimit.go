@@ -20,9 +20,8 @@ import (
 // The rate limit service (envoyproxy/ratelimit started with
 // CONFIG_TYPE=GRPC_XDS_SOTW and CONFIG_GRPC_XDS_SERVER_URL pointing at
 // Switchyard's xDS address) takes its limits from Switchyard: one
-// RateLimitConfig per proxy group that has global rate limits, whose
-// domain is the group's (envoy.RateLimitDomain), so two groups never share
-// counters. It asks on state-of-the-world ADS, for every RateLimitConfig
+// RateLimitConfig per proxy group with a rateLimitService, whose domain is
+// the group's (ir.RateLimitDomain), so two groups never share counters. It asks on state-of-the-world ADS, for every RateLimitConfig
 // (no names), with an empty node.cluster; that empty cluster is what
 // marks its streams, and they are served one snapshot, under
 // rateLimitKey, holding every group's limits. A policy edit changes the

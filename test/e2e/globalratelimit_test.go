@@ -65,6 +65,14 @@ func TestGlobalRateLimit(t *testing.T) {
 		}
 		return err
 	})
+	// Switchyard shows what it serves the service.
+	if n := e.Metric("switchyard_ratelimit_domains", ""); n != 1 {
+		t.Errorf("switchyard_ratelimit_domains = %v; want 1 (edge's)", n)
+	}
+	if code, body, err := httpGet("http://"+e.AdminAddr+"/debug/config?group=ratelimit:service", nil); err != nil || code != http.StatusOK ||
+		!strings.Contains(body, `"domain": "switchyard_edge"`) || !strings.Contains(body, `"requestsPerUnit": 3`) {
+		t.Errorf("/debug/config of the rate limit service: %d %v\n%s", code, err, body)
+	}
 	// The instance registered after Switchyard's start reaches Envoy's
 	// switchyard:ratelimit cluster, healthy.
 	waitRateLimitCluster(t, e.Envoy, rl)
