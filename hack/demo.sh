@@ -2,7 +2,9 @@
 # demo.sh runs the quick start on this machine: a Consul dev agent, three
 # sample services with real HTTP health checks, Switchyard serving the
 # examples/quickstart policies, and an Envoy edge proxy on 127.0.0.1:10000;
-# and a small mesh: shop calls orders through two Connect sidecars.
+# a small mesh: shop calls orders through two Connect sidecars; and the
+# rate limit service (envoyproxy/ratelimit, counting in Redis) that the
+# edge's global limits use, configured by Switchyard over xDS.
 # It runs until Ctrl-C, then stops everything it started.
 #
 #   DEMO_CHECK=1 hack/demo.sh   starts everything, checks the printed curl
@@ -13,6 +15,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${SWITCHYARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}
 consul="$cache/bin/consul"
 envoy="$cache/bin/envoy"
+ratelimit="$cache/bin/ratelimit"
+redis="$cache/bin/redis-server"
 switchyard="$root/bin/switchyard"
 state=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-demo.XXXXXX")
 
@@ -24,12 +28,16 @@ ENVOY_PROMETHEUS=127.0.0.1:19102 # the edge Envoy's stats for Prometheus
 EDGE=127.0.0.1:10000
 EDGE_REDIRECT=127.0.0.1:10080 # the edge's listener that redirects to HTTPS
 SHOP_UPSTREAM=127.0.0.1:19191 # shop's sidecar: its way to orders
+REDIS=127.0.0.1:16379          # the rate limit service's counters
+RATELIMIT_GRPC=127.0.0.1:18091 # where Envoy asks about global limits
+RATELIMIT_DEBUG=127.0.0.1:18093 # its /rlconfig: the limits Switchyard gave it
 
-for bin in "$consul" "$envoy" "$switchyard"; do
+for bin in "$consul" "$envoy" "$ratelimit" "$redis" "$switchyard"; do
   [ -x "$bin" ] || { echo "demo: $bin is missing: run 'make tools build' (make demo does both)" >&2; exit 1; }
 done
 for addr in $CONSUL_HTTP $XDS $ADMIN $ENVOY_ADMIN $ENVOY_PROMETHEUS $EDGE $EDGE_REDIRECT 127.0.0.1:18081 127.0.0.1:18082 127.0.0.1:18083 127.0.0.1:18084 \
-  127.0.0.1:18085 127.0.0.1:18087 127.0.0.1:21000 127.0.0.1:21001 $SHOP_UPSTREAM 127.0.0.1:19902 127.0.0.1:19903; do
+  127.0.0.1:18085 127.0.0.1:18087 127.0.0.1:21000 127.0.0.1:21001 $SHOP_UPSTREAM 127.0.0.1:19902 127.0.0.1:19903 \
+  $REDIS $RATELIMIT_GRPC 127.0.0.1:18092 $RATELIMIT_DEBUG; do
   # (shop-1's own port, 18086, is registered but nothing listens there: in
   # the demo, curl plays shop's app.)
   if (exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null; then
@@ -120,6 +128,30 @@ start switchyard "$switchyard" serve --mesh --consul-address "$CONSUL_HTTP" --po
   --xds-address "$XDS" --admin-address "$ADMIN"
 wait_http "http://$ADMIN/readyz" "Switchyard" switchyard
 
+echo "demo: starting Redis on $REDIS and the rate limit service on $RATELIMIT_GRPC (its limits come from Switchyard)"
+start redis "$redis" --bind 127.0.0.1 --port "${REDIS#*:}" --save "" --appendonly no
+for _ in $(seq 1 100); do
+  (exec 3<>"/dev/tcp/${REDIS%:*}/${REDIS#*:}") 2>/dev/null && break
+  sleep 0.1
+done
+# envoyproxy/ratelimit takes its configuration from Switchyard over xDS
+# (state of the world, no node.cluster) and opens its ports once it has it.
+start ratelimit env HOST=127.0.0.1 PORT=18092 GRPC_HOST=127.0.0.1 GRPC_PORT="${RATELIMIT_GRPC#*:}" \
+  DEBUG_HOST=127.0.0.1 DEBUG_PORT="${RATELIMIT_DEBUG#*:}" USE_STATSD=false LOG_LEVEL=warn \
+  BACKEND_TYPE=redis REDIS_SOCKET_TYPE=tcp REDIS_TYPE=SINGLE REDIS_URL="$REDIS" \
+  CONFIG_TYPE=GRPC_XDS_SOTW CONFIG_GRPC_XDS_SERVER_URL="$XDS" CONFIG_GRPC_XDS_NODE_ID=ratelimit-1 \
+  XDS_CLIENT_BACKOFF_INITIAL_INTERVAL=1s "$ratelimit"
+wait_http "http://127.0.0.1:18092/healthcheck" "the rate limit service" ratelimit
+# The edge finds it in Consul (rateLimitService: {service: ratelimit}).
+curl -fsS -X PUT "http://$CONSUL_HTTP/v1/agent/service/register" -d @- <<JSON
+{"ID": "ratelimit-1", "Name": "ratelimit", "Address": "127.0.0.1", "Port": ${RATELIMIT_GRPC#*:},
+ "Check": {"GRPC": "$RATELIMIT_GRPC", "Interval": "1s", "Timeout": "500ms"}}
+JSON
+for _ in $(seq 1 100); do
+  [ "$(curl -fsS "http://$CONSUL_HTTP/v1/health/state/critical")" = "[]" ] && break
+  sleep 0.1
+done
+
 echo "demo: starting Envoy (group edge) on $EDGE"
 "$switchyard" bootstrap --node-id edge-1 --group edge --xds-address "$XDS" --admin-address "$ENVOY_ADMIN" \
   --prometheus-address "$ENVOY_PROMETHEUS" >"$state/envoy.yaml"
@@ -158,6 +190,17 @@ if [ -n "${DEMO_CHECK:-}" ]; then
   [ "$seen" = "web-1 /tagged web-2 /tagged " ] || fail "/tagged reached: $seen; want web-1 and web-2 (the v2 tag canary)"
   expect "the canary header reaches web-v2" 'web-v2-1 /' -H 'x-canary: 1' "http://$EDGE/"
   expect "/store/cart reaches web as /cart" 'web-1 /cart|web-2 /cart' "http://$EDGE/store/cart"
+  # The global limit on /quota: 3 requests per API key per hour, whichever
+  # Envoy they reach. A fresh key each try (a try that spans the top of the
+  # hour, or runs before Envoy has the service's endpoint, is retried).
+  quota=""
+  for i in $(seq 1 50); do
+    quota=$(for _ in 1 2 3 4 5; do curl -sS -o /dev/null -w '%{http_code} ' -H "x-api-key: demo-$i-$$" "http://$EDGE/quota"; done)
+    [ "$quota" = "200 200 200 429 429 " ] && break
+    sleep 0.2
+  done
+  [ "$quota" = "200 200 200 429 429 " ] || fail "5 requests to /quota with one API key got $quota; want 3 passed, then 429 (global limit)"
+  expect "another API key has its own quota" '200' -o /dev/null -w '%{http_code}' -H "x-api-key: other-$$" "http://$EDGE/quota"
   expect "plain HTTP on $EDGE_REDIRECT redirects to HTTPS" '301 https://shop.example.com/cart\?item=3' \
     -o /dev/null -w '%{http_code} %{redirect_url}' -H 'Host: shop.example.com' "http://$EDGE_REDIRECT/cart?item=3"
   curl -fsS -X POST http://127.0.0.1:18081/admin/fail >/dev/null
@@ -195,7 +238,7 @@ if [ -n "${DEMO_CHECK:-}" ]; then
   stats=$(curl -fsS "http://$ENVOY_PROMETHEUS/metrics")
   grep -q '^envoy_cluster_upstream_rq_total{envoy_cluster_name="api"}' <<<"$stats" ||
     fail "no api requests in the edge Envoy's Prometheus stats at http://$ENVOY_PROMETHEUS/metrics"
-  echo "demo check: ok (routing, canary header, api, sticky session, tag canary, prefix rewrite, HTTPS redirect, failed health check, crashed instance, mesh, intention, access log, Envoy's stats)"
+  echo "demo check: ok (routing, canary header, api, sticky session, tag canary, prefix rewrite, global rate limit, HTTPS redirect, failed health check, crashed instance, mesh, intention, access log, Envoy's stats)"
   exit 0
 fi
 
@@ -215,6 +258,10 @@ Switchyard is running. Try:
                                           # 301 to https://shop.example.com/cart (httpsRedirect)
   for i in \$(seq 50); do curl -s -o /dev/null -w '%{http_code} ' http://$EDGE/api; done; echo
                                           # rate limit: 20/s, burst 40, then 429
+  for i in \$(seq 5); do curl -s -o /dev/null -w '%{http_code} ' -H 'x-api-key: alice' http://$EDGE/quota; done; echo
+                                          # global limit (every Envoy of the group, counted by
+                                          # the rate limit service in Redis): 3 per key per hour
+  curl http://$RATELIMIT_DEBUG/rlconfig   # the limits Switchyard gave the rate limit service
 
 Fail a health check and watch web-1 leave the rotation within a second:
   curl -X POST http://127.0.0.1:18081/admin/fail
