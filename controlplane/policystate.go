@@ -194,24 +194,42 @@ func encodePolicy(from map[string]*policySource) ([]byte, error) {
 	return json.Marshal(out)
 }
 
-// run writes queued copies until ctx ends, then the last one.
+// policyWriteRetry is how long a copy that failed to write (a full disk)
+// waits before the next try, unless a newer copy comes first.
+const policyWriteRetry = 30 * time.Second
+
+// run writes queued copies until ctx ends, then the last one. A copy that
+// fails to write is tried again: update queues a copy only when what is
+// served changes, so dropping it would leave the previous one in place
+// indefinitely.
 func (k *policyKeeper) run(ctx context.Context, logError func(error)) {
+	var pending []byte // the newest copy not written yet
+	write := func() {
+		if err := writeState(k.path, pending); err != nil {
+			logError(err)
+			return
+		}
+		pending = nil
+	}
 	for {
+		var retry <-chan time.Time
+		if pending != nil {
+			retry = time.After(policyWriteRetry)
+		}
 		select {
 		case <-ctx.Done():
 			select {
-			case b := <-k.next:
-				if err := writeState(k.path, b); err != nil {
-					logError(err)
-				}
+			case pending = <-k.next:
 			default:
 			}
-			return
-		case b := <-k.next:
-			if err := writeState(k.path, b); err != nil {
-				logError(err)
+			if pending != nil {
+				write()
 			}
+			return
+		case pending = <-k.next:
+		case <-retry:
 		}
+		write()
 	}
 }
 

@@ -97,7 +97,9 @@ func (p *publisher) publish(consul *registry.Snapshot, set *policy.Set, mesh *re
 	p.mu.Unlock()
 	if len(groups) == 0 && len(failed) > 0 {
 		// Nothing built: every last good snapshot stays, and readiness
-		// stays as it was (/readyz names the failing groups).
+		// stays as it was (/readyz names the failing groups). Groups
+		// retain withdrew leave the rate limit service's config.
+		p.publishRateLimits()
 		return served, retentionChanged
 	}
 	p.logWarnings(diags)

@@ -294,6 +294,7 @@ func (w *Watcher) readShared(ctx context.Context, st *state) {
 			GotConn: func(httptrace.GotConnInfo) { conns.Add(1) },
 		})
 		opts := (&consulapi.QueryOptions{AllowStale: w.cfg.AllowStale && !r.consistent}).WithContext(qctx)
+		issued := w.lost.load() // see Watcher.loop
 		entries, meta, err := w.client.Health().Service(name, "", false, opts)
 		cancel()
 		if ctx.Err() != nil {
@@ -304,7 +305,7 @@ func (w *Watcher) readShared(ctx context.Context, st *state) {
 			w.readFailed(ctx, st, name, r, redactErr(err, w.cfg.Token))
 			continue
 		}
-		if st.applyRead(name, r, service(name, w.cfg.Datacenter, entries), meta, conns.Load() > 1) {
+		if st.applyRead(name, r, service(name, w.cfg.Datacenter, entries), meta, conns.Load() > 1, issued) {
 			// Stale: give the lagging server a moment.
 			if !sleep(ctx, w.cfg.BackoffMin) {
 				return
@@ -324,6 +325,7 @@ func (w *Watcher) readFailed(ctx context.Context, st *state, name string, r *rea
 	st.mu.Lock()
 	st.sh.failures++
 	st.sh.epoch++
+	w.lost.add() // and every watch's
 	failures := st.sh.failures
 	warn := time.Since(st.sh.lastWarn) >= 30*time.Second
 	if warn {
@@ -346,7 +348,10 @@ func (w *Watcher) readFailed(ctx context.Context, st *state, name string, r *rea
 // applyRead records a re-read of a multiplexed service. It returns true
 // when the answer was older than the change that asked for it and the
 // read is queued again.
-func (st *state) applyRead(name string, r *readReq, svc Service, meta *consulapi.QueryMeta, retried bool) (stale bool) {
+//
+// issued is the connection-loss count when the read went out: the next
+// read of the service is compared with it (see Watcher.loop).
+func (st *state) applyRead(name string, r *readReq, svc Service, meta *consulapi.QueryMeta, retried bool, issued int64) (stale bool) {
 	st.mu.Lock()
 	ss := st.services[name]
 	if ss == nil || ss.cancel != nil {
@@ -363,6 +368,9 @@ func (st *state) applyRead(name string, r *readReq, svc Service, meta *consulapi
 		st.mu.Unlock()
 		return true
 	}
+	if retried {
+		st.w.lost.add()
+	}
 	lost := st.w.lost.load()
 	var suspect string
 	switch {
@@ -373,7 +381,7 @@ func (st *state) applyRead(name string, r *readReq, svc Service, meta *consulapi
 	case !meta.KnownLeader && meta.QueryBackend != consulapi.QueryBackendStreaming:
 		suspect = reasonNoLeader
 	}
-	ss.readIndex, ss.readEpoch, ss.readLost = meta.LastIndex, st.sh.epoch, lost
+	ss.readIndex, ss.readEpoch, ss.readLost = meta.LastIndex, st.sh.epoch, issued
 	st.mu.Unlock()
 	st.applyHealth(ss, svc, suspect)
 	return false

@@ -308,13 +308,13 @@ func TestMultiplexedReadWaitsForTheChangeThatAskedForIt(t *testing.T) {
 	st.services["a"] = ss
 	st.sh.count = 1
 	r := &readReq{minIndex: 50}
-	if !st.applyRead("a", r, Service{Name: "a"}, &consulapi.QueryMeta{LastIndex: 40, KnownLeader: true}, false) {
+	if !st.applyRead("a", r, Service{Name: "a"}, &consulapi.QueryMeta{LastIndex: 40, KnownLeader: true}, false, 0) {
 		t.Fatalf("a read at index 40 for a change at 50 was taken")
 	}
 	if p := st.sh.pending["a"]; p == nil || p.minIndex != 50 || p.retries != 1 {
 		t.Fatalf("pending after a stale read: %+v; want a retry for index 50", p)
 	}
-	if st.applyRead("a", &readReq{minIndex: 50}, Service{Name: "a"}, &consulapi.QueryMeta{LastIndex: 50, KnownLeader: true}, false) {
+	if st.applyRead("a", &readReq{minIndex: 50}, Service{Name: "a"}, &consulapi.QueryMeta{LastIndex: 50, KnownLeader: true}, false, 0) {
 		t.Errorf("a read at index 50 for a change at 50 was retried")
 	}
 	if !ss.synced {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"slices"
@@ -388,8 +389,19 @@ func NewWatcher(cfg Config, log *slog.Logger, hooks Hooks) (*Watcher, error) {
 		return nil, fmt.Errorf("consul TLS (CA file %q, certificate %q, key %q): %w", cfg.CAFile, cfg.CertFile, cfg.KeyFile, err)
 	}
 	transport.TLSClientConfig = tlsConfig
+	address := cfg.Address
+	if path, ok := strings.CutPrefix(address, "unix://"); ok {
+		// consulapi would make a transport of its own for a socket,
+		// without the pool settings above or the loss counter below:
+		// ours dials the socket instead.
+		transport.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}
+		address = "localhost"
+	}
 	client, err := consulapi.NewClient(&consulapi.Config{
-		Address:    cfg.Address,
+		Address:    address,
 		Scheme:     cfg.Scheme,
 		Datacenter: cfg.Datacenter,
 		Token:      cfg.Token,
@@ -398,7 +410,6 @@ func NewWatcher(cfg Config, log *slog.Logger, hooks Hooks) (*Watcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consul client for %s: %w", cfg.Address, redactErr(err, cfg.Token))
 	}
-	// After NewClient, which sets its own dialer for a unix:// address.
 	lost := &lossCounter{}
 	transport.DialContext = lost.dialer(transport.DialContext)
 	pool := cfg.MaxServiceWatches
@@ -542,7 +553,7 @@ func (w *Watcher) loop(ctx context.Context, op string, query func(*consulapi.Que
 		waitIndex, lastIndex uint64
 		reconnect            bool  // the previous query failed
 		answered             bool  // a query has succeeded
-		lostSeen             int64 // w.lost at the previous answer
+		lostSeen             int64 // w.lost when the previous answer's query went out
 		failures, idle       int
 		lastWarn             time.Time
 		lastErr              string
@@ -565,6 +576,10 @@ func (w *Watcher) loop(ctx context.Context, op string, query func(*consulapi.Que
 			WaitIndex:  waitIndex,
 			WaitTime:   w.cfg.WaitTime,
 		}).WithContext(qctx)
+		// Read before asking: a loss counted while the query runs, even
+		// just after the old agent answered it, makes the next answer
+		// suspect too.
+		issued := w.lost.load()
 		start := time.Now()
 		meta, err := query(opts)
 		took := time.Since(start)
@@ -620,8 +635,7 @@ func (w *Watcher) loop(ctx context.Context, op string, query func(*consulapi.Que
 			// by default since Consul 1.10, never sets KnownLeader.
 			suspect = reasonNoLeader
 		}
-		// A loss reported from now on makes the next answer suspect.
-		reconnect, answered, lostSeen = false, true, lostNow
+		reconnect, answered, lostSeen = false, true, issued
 		handle(suspect)
 
 		quiet := meta.LastIndex == 0 || (waitIndex != 0 && meta.LastIndex <= waitIndex)

@@ -887,3 +887,28 @@ func TestTokenFile(t *testing.T) {
 		}
 	}
 }
+
+// A unix:// agent address goes through the watcher's own transport (not
+// one consulapi makes for sockets), so its connections are pooled and
+// counted like TCP ones: the agent closing them is a loss every watch
+// hears of.
+func TestUnixSocketAddress(t *testing.T) {
+	f := newFakeConsul(t)
+	f.Set("web", entry("n1", "web-1", "10.1.0.1", 80))
+	sock := filepath.Join(t.TempDir(), "consul.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: f.srv.Config.Handler}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	h := start(t, f, func(c *Config) { c.Address = "unix://" + sock })
+	web, _ := h.next().Service("web")
+	if diff := cmp.Diff([]Instance{inst("n1", "web-1", "10.1.0.1", 80, Healthy)}, web.Instances); diff != "" {
+		t.Fatalf("web over a unix socket (-want +got):\n%s", diff)
+	}
+	before := h.w.lost.load()
+	srv.Close() // the agent goes away: its connections close under the watches
+	eventually(t, "the lost connections counted", func() bool { return h.w.lost.load() > before })
+}
