@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -189,9 +190,10 @@ func awayFromHourEnd() {
 
 // TestGlobalRateLimitAcrossEnvoys: two Envoys of one group share one
 // budget. The limit is 10 a minute per client; 40 requests from one
-// client, each on a new connection, which the kernel spreads over both
-// Envoys (they share the listener's port with SO_REUSEPORT), get 10
-// answers 200 in total, not 10 from each.
+// client (127.0.0.2), each on a new connection, which the kernel spreads
+// over both Envoys (they share the listener's port with SO_REUSEPORT), get
+// 10 answers 200 in total, not 10 from each. Another client (127.0.0.3)
+// has a budget of its own.
 func TestGlobalRateLimitAcrossEnvoys(t *testing.T) {
 	redis := testenv.StartRedis(t)
 	e := NewEnvWith(t, false, map[string]string{"edge.yaml": `apiVersion: switchyard.io/v1
@@ -219,18 +221,28 @@ listeners:
 	}
 	awayFromMinuteEnd()
 
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	got := map[int]int{}
-	for range 40 {
-		resp, err := client.Get(e.URL("/"))
-		if err != nil {
-			t.Fatal(err)
+	// from sends n requests from a loopback source address, each on a new
+	// connection, and counts the answers by status.
+	from := func(source string, n int) map[int]int {
+		t.Helper()
+		dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(source)}}
+		client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: dialer.DialContext}}
+		got := map[int]int{}
+		for range n {
+			resp, err := client.Get(e.URL("/"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			got[resp.StatusCode]++
 		}
-		resp.Body.Close()
-		got[resp.StatusCode]++
+		return got
 	}
-	if got[http.StatusOK] != 10 || got[http.StatusTooManyRequests] != 30 {
-		t.Errorf("40 requests over two Envoys: %v; want 10 passed and 30 answered 429", got)
+	if got := from("127.0.0.2", 40); got[http.StatusOK] != 10 || got[http.StatusTooManyRequests] != 30 {
+		t.Errorf("40 requests from 127.0.0.2 over two Envoys: %v; want 10 passed and 30 answered 429", got)
+	}
+	if got := from("127.0.0.3", 15); got[http.StatusOK] != 10 || got[http.StatusTooManyRequests] != 5 {
+		t.Errorf("15 requests from 127.0.0.3: %v; want 10 passed (its own budget) and 5 answered 429", got)
 	}
 	for i, envoy := range []*testenv.Envoy{first, second} {
 		n, err := envoy.Stat("http.public.downstream_rq_total")
