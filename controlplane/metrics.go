@@ -21,6 +21,7 @@ type metrics struct {
 	snapshotBuild     prometheus.Histogram
 	snapshotErrors    prometheus.Counter
 	rateLimitDomains  prometheus.Gauge
+	rateLimitLimits   *prometheus.GaugeVec
 	failingGroups     prometheus.Gauge
 	sidecarProblems   prometheus.Counter
 	failingSidecars   prometheus.Gauge
@@ -73,6 +74,10 @@ func newMetrics() *metrics {
 			Name: "switchyard_ratelimit_domains",
 			Help: "Rate limit domains (one per proxy group with global rate limits) in the config served to the rate limit service.",
 		}),
+		rateLimitLimits: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "switchyard_ratelimit_limits",
+			Help: "Descriptors with a limit (shadow ones included; a limit by a header counts twice: with the header and without) served to the rate limit service, by domain (switchyard_<group>).",
+		}, []string{"domain"}),
 		snapshotErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchyard_snapshot_errors_total",
 			Help: "Proxy group builds that failed (a bug); the group's last good snapshot kept serving, other groups were built as usual.",
@@ -133,7 +138,7 @@ func newMetrics() *metrics {
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.connectedProxies, m.pushes, m.nacks, m.convergence, m.rejectingProxies, m.refusedStreams, m.snapshotBuild, m.snapshotErrors, m.rateLimitDomains, m.failingGroups, m.sidecarProblems, m.failingSidecars, m.leafExpiry, m.meshWarnings,
+		m.connectedProxies, m.pushes, m.nacks, m.convergence, m.rejectingProxies, m.refusedStreams, m.snapshotBuild, m.snapshotErrors, m.rateLimitDomains, m.rateLimitLimits, m.failingGroups, m.sidecarProblems, m.failingSidecars, m.leafExpiry, m.meshWarnings,
 		m.consulWatchErrors, m.consulFailStatic, m.consulStaleState, m.consulWatches, m.consulRequests, m.policyReloads, m.policyWarnings, m.ready,
 	)
 	// Pre-create the error series so they read 0, not absent, before the

@@ -37,6 +37,8 @@ type publisher struct {
 	// by rebuild before publish and publishMesh).
 	changeAt    time.Time
 	heldForMesh []string // groups not built until the mesh's first sync
+	// rateLimitSeries is the limits gauge's domains (publishRateLimits).
+	rateLimitSeries map[string]int
 
 	// pubMu orders changes to the cache with the decisions behind them
 	// (SetSnapshot, ClearSnapshot). Taken before mu, and before the

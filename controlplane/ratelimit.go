@@ -71,6 +71,19 @@ func rateLimitSnapshot(groups map[string]*groupSnapshot) *groupSnapshot {
 	}
 }
 
+// countLimits counts the descriptors, nested ones included, that carry a
+// limit.
+func countLimits(ds []*rlsconfv3.RateLimitDescriptor) int {
+	n := 0
+	for _, d := range ds {
+		if d.GetRateLimit() != nil {
+			n++
+		}
+		n += countLimits(d.GetDescriptors())
+	}
+	return n
+}
+
 // rateLimitDigest hashes a RateLimitConfig's deterministic encoding, as
 // the Envoy resources' digests do.
 func rateLimitDigest(c *rlsconfv3.RateLimitConfig) string {
@@ -92,10 +105,22 @@ func (p *publisher) publishRateLimits() {
 	}
 	if p.put(gs) {
 		domains := make([]string, 0, len(gs.resources[resource.RateLimitConfigType]))
+		limits := map[string]int{}
 		for _, r := range gs.resources[resource.RateLimitConfigType] {
-			domains = append(domains, r.(*rlsconfv3.RateLimitConfig).GetDomain())
+			c := r.(*rlsconfv3.RateLimitConfig)
+			domains = append(domains, c.GetDomain())
+			limits[c.GetDomain()] += countLimits(c.GetDescriptors())
 		}
 		p.metrics.rateLimitDomains.Set(float64(len(domains)))
+		for d := range p.rateLimitSeries {
+			if _, ok := limits[d]; !ok {
+				p.metrics.rateLimitLimits.DeleteLabelValues(d)
+			}
+		}
+		for d, n := range limits {
+			p.metrics.rateLimitLimits.WithLabelValues(d).Set(float64(n))
+		}
+		p.rateLimitSeries = limits
 		p.log.Info("rate limit service config published", "domains", strings.Join(domains, ","), "version", gs.versions[resource.RateLimitConfigType])
 	}
 }
