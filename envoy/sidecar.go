@@ -79,14 +79,21 @@ func publicListener(s *ir.Sidecar) (*listenerv3.Listener, error) {
 			MergeSlashes:                 true,
 			PathWithEscapedSlashesAction: hcmv3.HttpConnectionManager_REJECT_REQUEST,
 		}
+		if err := observeHTTP(s, hcm); err != nil {
+			return nil, fmt.Errorf("public listener: %w", err)
+		}
 		filters = []*listenerv3.Filter{c.networkFilter(hcmFilterName, hcm)}
 	} else {
+		tp := &tcpproxyv3.TcpProxy{
+			StatPrefix:       PublicStatPrefix,
+			ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: LocalAppClusterName},
+		}
+		if err := observeTCP(s, tp); err != nil {
+			return nil, fmt.Errorf("public listener: %w", err)
+		}
 		filters = []*listenerv3.Filter{
 			c.networkFilter(networkRBACFilterName, &rbacnetv3.RBAC{StatPrefix: IntentionsStatPrefix, Rules: intentionsRBAC(s)}),
-			c.networkFilter(tcpProxyFilterName, &tcpproxyv3.TcpProxy{
-				StatPrefix:       PublicStatPrefix,
-				ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: LocalAppClusterName},
-			}),
+			c.networkFilter(tcpProxyFilterName, tp),
 		}
 	}
 	if c.err != nil {
@@ -154,11 +161,11 @@ func localAppCluster(s *ir.Sidecar) (*clusterv3.Cluster, error) {
 // its local bind address and port: a TCP proxy, or for an HTTP destination
 // a connection manager whose routes are the destination's shared
 // RouteConfiguration, to the destination's mesh cluster.
-func upstreamListener(u *ir.Upstream) (*listenerv3.Listener, error) {
+func upstreamListener(s *ir.Sidecar, u *ir.Upstream) (*listenerv3.Listener, error) {
 	var c checked
 	var f *listenerv3.Filter
 	if u.Protocol.IsHTTP() {
-		f = c.networkFilter(hcmFilterName, &hcmv3.HttpConnectionManager{
+		hcm := &hcmv3.HttpConnectionManager{
 			StatPrefix: UpstreamStatPrefix(u.Destination),
 			CodecType:  hcmv3.HttpConnectionManager_AUTO,
 			RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
@@ -168,12 +175,20 @@ func upstreamListener(u *ir.Upstream) (*listenerv3.Listener, error) {
 			HttpFilters: []*hcmv3.HttpFilter{
 				c.httpFilter(routerFilterName, &routerv3.Router{}),
 			},
-		})
+		}
+		if err := observeHTTP(s, hcm); err != nil {
+			return nil, fmt.Errorf("upstream listener %q: %w", u.Destination, err)
+		}
+		f = c.networkFilter(hcmFilterName, hcm)
 	} else {
-		f = c.networkFilter(tcpProxyFilterName, &tcpproxyv3.TcpProxy{
+		tp := &tcpproxyv3.TcpProxy{
 			StatPrefix:       UpstreamStatPrefix(u.Destination),
 			ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: MeshClusterName(u.Cluster)},
-		})
+		}
+		if err := observeTCP(s, tp); err != nil {
+			return nil, fmt.Errorf("upstream listener %q: %w", u.Destination, err)
+		}
+		f = c.networkFilter(tcpProxyFilterName, tp)
 	}
 	if c.err != nil {
 		return nil, fmt.Errorf("upstream listener %q: %w", u.Destination, c.err)
@@ -184,6 +199,25 @@ func upstreamListener(u *ir.Upstream) (*listenerv3.Listener, error) {
 		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
 		FilterChains:     []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{f}}},
 	}, nil
+}
+
+// observeHTTP gives a sidecar's HTTP listener the mesh's access log and
+// tracing: the edge's builders, with the mesh's log fields.
+func observeHTTP(s *ir.Sidecar, hcm *hcmv3.HttpConnectionManager) error {
+	logs, err := meshAccessLogs(s.AccessLog, false)
+	if err != nil {
+		return err
+	}
+	hcm.AccessLog, hcm.Tracing = logs, tracing(s.Tracing)
+	return nil
+}
+
+// observeTCP gives a sidecar's TCP proxy the mesh's access log: a line
+// per connection, when it closes. Envoy traces HTTP requests only.
+func observeTCP(s *ir.Sidecar, tp *tcpproxyv3.TcpProxy) error {
+	logs, err := meshAccessLogs(s.AccessLog, true)
+	tp.AccessLog = logs
+	return err
 }
 
 // meshLeafSecret is the sidecar's own certificate, under the name every

@@ -72,7 +72,8 @@ func meshFixture() *registry.MeshSnapshot {
 func TestMeshGolden(t *testing.T) {
 	g := golden.New(t, *update, "testdata/mesh.*")
 	snap := meshFixture()
-	// Policy for sidecars' calls: api's (http) applies, db's (tcp) cannot.
+	// Policy for sidecars' calls: api's (http) applies, db's (tcp) cannot;
+	// every sidecar logs and traces as the Mesh document says.
 	set, diags := policy.Parse(map[string][]byte{"services.yaml": []byte(`apiVersion: switchyard.io/v1
 kind: Service
 name: api
@@ -87,6 +88,11 @@ apiVersion: switchyard.io/v1
 kind: Service
 name: db
 mesh: { timeout: 1s }
+---
+apiVersion: switchyard.io/v1
+kind: Mesh
+accessLog: { path: /var/log/envoy/access.log, format: text }
+tracing: { address: 10.0.0.9:4317, sampling: 10 }
 `)})
 	if diags.HasErrors() {
 		t.Fatal(diags.Err())
