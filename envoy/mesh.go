@@ -36,7 +36,11 @@ func BuildSidecar(s *ir.Sidecar) (Resources, Digests, error) {
 	if err := s.Validate(); err != nil {
 		return nil, nil, fmt.Errorf("invalid ir for sidecar %q: %w", s.ProxyID, err)
 	}
-	pub, err := publicListener(s)
+	obs, err := newSidecarObs(s)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sidecar %q: %w", s.ProxyID, err)
+	}
+	pub, err := publicListener(s, obs)
 	if err != nil {
 		return nil, nil, fmt.Errorf("sidecar %q: %w", s.ProxyID, err)
 	}
@@ -66,7 +70,7 @@ func BuildSidecar(s *ir.Sidecar) (Resources, Digests, error) {
 	}
 	for i := range s.Upstreams {
 		u := &s.Upstreams[i]
-		l, err := upstreamListener(s, u)
+		l, err := upstreamListener(u, obs)
 		if err != nil {
 			return nil, nil, fmt.Errorf("sidecar %q: %w", s.ProxyID, err)
 		}

@@ -71,6 +71,9 @@ var TCPAccessLogFields = []string{
 // meshAccessLogs is a sidecar listener's access log config (its HTTP
 // connection manager's, or with tcp its TCP proxy's), or nil.
 func meshAccessLogs(a *ir.AccessLog, tcp bool) ([]*accesslogv3.AccessLog, error) {
+	if a == nil {
+		return nil, nil
+	}
 	fields := maps.Clone(MeshAccessLogFields)
 	if tcp {
 		for _, k := range TCPAccessLogFields {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -49,7 +50,7 @@ const (
 // intentions fails closed. A tcp sidecar's network RBAC can only be in the
 // listener: a change there applies to new connections, while open ones
 // drain.
-func publicListener(s *ir.Sidecar) (*listenerv3.Listener, error) {
+func publicListener(s *ir.Sidecar, obs *sidecarObs) (*listenerv3.Listener, error) {
 	var c checked
 	ts := c.tlsSocket(meshDownstreamTLS(s.TrustDomain))
 	var filters []*listenerv3.Filter
@@ -79,18 +80,14 @@ func publicListener(s *ir.Sidecar) (*listenerv3.Listener, error) {
 			MergeSlashes:                 true,
 			PathWithEscapedSlashesAction: hcmv3.HttpConnectionManager_REJECT_REQUEST,
 		}
-		if err := observeHTTP(s, hcm); err != nil {
-			return nil, fmt.Errorf("public listener: %w", err)
-		}
+		obs.http(hcm)
 		filters = []*listenerv3.Filter{c.networkFilter(hcmFilterName, hcm)}
 	} else {
 		tp := &tcpproxyv3.TcpProxy{
 			StatPrefix:       PublicStatPrefix,
 			ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: LocalAppClusterName},
 		}
-		if err := observeTCP(s, tp); err != nil {
-			return nil, fmt.Errorf("public listener: %w", err)
-		}
+		tp.AccessLog = obs.tcpLogs
 		filters = []*listenerv3.Filter{
 			c.networkFilter(networkRBACFilterName, &rbacnetv3.RBAC{StatPrefix: IntentionsStatPrefix, Rules: intentionsRBAC(s)}),
 			c.networkFilter(tcpProxyFilterName, tp),
@@ -161,7 +158,7 @@ func localAppCluster(s *ir.Sidecar) (*clusterv3.Cluster, error) {
 // its local bind address and port: a TCP proxy, or for an HTTP destination
 // a connection manager whose routes are the destination's shared
 // RouteConfiguration, to the destination's mesh cluster.
-func upstreamListener(s *ir.Sidecar, u *ir.Upstream) (*listenerv3.Listener, error) {
+func upstreamListener(u *ir.Upstream, obs *sidecarObs) (*listenerv3.Listener, error) {
 	var c checked
 	var f *listenerv3.Filter
 	if u.Protocol.IsHTTP() {
@@ -176,18 +173,14 @@ func upstreamListener(s *ir.Sidecar, u *ir.Upstream) (*listenerv3.Listener, erro
 				c.httpFilter(routerFilterName, &routerv3.Router{}),
 			},
 		}
-		if err := observeHTTP(s, hcm); err != nil {
-			return nil, fmt.Errorf("upstream listener %q: %w", u.Destination, err)
-		}
+		obs.http(hcm)
 		f = c.networkFilter(hcmFilterName, hcm)
 	} else {
 		tp := &tcpproxyv3.TcpProxy{
 			StatPrefix:       UpstreamStatPrefix(u.Destination),
 			ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: MeshClusterName(u.Cluster)},
 		}
-		if err := observeTCP(s, tp); err != nil {
-			return nil, fmt.Errorf("upstream listener %q: %w", u.Destination, err)
-		}
+		tp.AccessLog = obs.tcpLogs
 		f = c.networkFilter(tcpProxyFilterName, tp)
 	}
 	if c.err != nil {
@@ -201,23 +194,35 @@ func upstreamListener(s *ir.Sidecar, u *ir.Upstream) (*listenerv3.Listener, erro
 	}, nil
 }
 
-// observeHTTP gives a sidecar's HTTP listener the mesh's access log and
-// tracing: the edge's builders, with the mesh's log fields.
-func observeHTTP(s *ir.Sidecar, hcm *hcmv3.HttpConnectionManager) error {
-	logs, err := meshAccessLogs(s.AccessLog, false)
-	if err != nil {
-		return err
-	}
-	hcm.AccessLog, hcm.Tracing = logs, tracing(s.Tracing)
-	return nil
+// sidecarObs is a sidecar's access logs and tracing as its listeners
+// take them: the edge's builders, with the mesh's log fields. Built once
+// per sidecar, not per listener: a JSON format is a few hundred
+// allocations, and a sidecar has a listener per upstream. Each listener's
+// filter config is marshalled as it is wrapped, so sharing is safe.
+type sidecarObs struct {
+	httpLogs []*accesslogv3.AccessLog
+	// tcpLogs log a line per connection, when it closes; Envoy traces
+	// HTTP requests only.
+	tcpLogs []*accesslogv3.AccessLog
+	tracing *hcmv3.HttpConnectionManager_Tracing
 }
 
-// observeTCP gives a sidecar's TCP proxy the mesh's access log: a line
-// per connection, when it closes. Envoy traces HTTP requests only.
-func observeTCP(s *ir.Sidecar, tp *tcpproxyv3.TcpProxy) error {
-	logs, err := meshAccessLogs(s.AccessLog, true)
-	tp.AccessLog = logs
-	return err
+func newSidecarObs(s *ir.Sidecar) (*sidecarObs, error) {
+	o := &sidecarObs{tracing: tracing(s.Tracing)}
+	var err error
+	if o.httpLogs, err = meshAccessLogs(s.AccessLog, false); err != nil {
+		return nil, err
+	}
+	if o.tcpLogs, err = meshAccessLogs(s.AccessLog, true); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// http gives an HTTP listener's connection manager the access log and
+// tracing.
+func (o *sidecarObs) http(hcm *hcmv3.HttpConnectionManager) {
+	hcm.AccessLog, hcm.Tracing = o.httpLogs, o.tracing
 }
 
 // meshLeafSecret is the sidecar's own certificate, under the name every
