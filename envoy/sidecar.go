@@ -50,6 +50,9 @@ const (
 // intentions fails closed. A tcp sidecar's network RBAC can only be in the
 // listener: a change there applies to new connections, while open ones
 // drain.
+//
+// Both kinds log each request or connection, and HTTP ones trace, as the
+// mesh says (obs).
 func publicListener(s *ir.Sidecar, obs *sidecarObs) (*listenerv3.Listener, error) {
 	var c checked
 	ts := c.tlsSocket(meshDownstreamTLS(s.TrustDomain))
@@ -83,14 +86,13 @@ func publicListener(s *ir.Sidecar, obs *sidecarObs) (*listenerv3.Listener, error
 		obs.http(hcm)
 		filters = []*listenerv3.Filter{c.networkFilter(hcmFilterName, hcm)}
 	} else {
-		tp := &tcpproxyv3.TcpProxy{
-			StatPrefix:       PublicStatPrefix,
-			ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: LocalAppClusterName},
-		}
-		tp.AccessLog = obs.tcpLogs
 		filters = []*listenerv3.Filter{
 			c.networkFilter(networkRBACFilterName, &rbacnetv3.RBAC{StatPrefix: IntentionsStatPrefix, Rules: intentionsRBAC(s)}),
-			c.networkFilter(tcpProxyFilterName, tp),
+			c.networkFilter(tcpProxyFilterName, &tcpproxyv3.TcpProxy{
+				StatPrefix:       PublicStatPrefix,
+				ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: LocalAppClusterName},
+				AccessLog:        obs.tcpLogs,
+			}),
 		}
 	}
 	if c.err != nil {
@@ -157,7 +159,8 @@ func localAppCluster(s *ir.Sidecar) (*clusterv3.Cluster, error) {
 // upstreamListener is a sidecar's outbound listener for one upstream, on
 // its local bind address and port: a TCP proxy, or for an HTTP destination
 // a connection manager whose routes are the destination's shared
-// RouteConfiguration, to the destination's mesh cluster.
+// RouteConfiguration, to the destination's mesh cluster. It logs and
+// traces as the public listener does.
 func upstreamListener(u *ir.Upstream, obs *sidecarObs) (*listenerv3.Listener, error) {
 	var c checked
 	var f *listenerv3.Filter
@@ -176,12 +179,11 @@ func upstreamListener(u *ir.Upstream, obs *sidecarObs) (*listenerv3.Listener, er
 		obs.http(hcm)
 		f = c.networkFilter(hcmFilterName, hcm)
 	} else {
-		tp := &tcpproxyv3.TcpProxy{
+		f = c.networkFilter(tcpProxyFilterName, &tcpproxyv3.TcpProxy{
 			StatPrefix:       UpstreamStatPrefix(u.Destination),
 			ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: MeshClusterName(u.Cluster)},
-		}
-		tp.AccessLog = obs.tcpLogs
-		f = c.networkFilter(tcpProxyFilterName, tp)
+			AccessLog:        obs.tcpLogs,
+		})
 	}
 	if c.err != nil {
 		return nil, fmt.Errorf("upstream listener %q: %w", u.Destination, c.err)
