@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/switchyard-io/switchyard/envoy"
+	"github.com/switchyard-io/switchyard/policy"
 	"github.com/switchyard-io/switchyard/registry"
 	"github.com/switchyard-io/switchyard/test/testenv"
 	"github.com/switchyard-io/switchyard/translator"
@@ -121,6 +122,49 @@ func BenchmarkMeshHealthFlip(b *testing.B) {
 }
 
 func benchMeshHealthFlip(b *testing.B, sidecars int) {
+	s, healthy, d := benchMeshServer(b, sidecars)
+	states := []*registry.MeshSnapshot{healthy, healthy.WithDestination(d)}
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		i++
+		s.pub.publishMesh(states[i%2], nil)
+	}
+}
+
+// BenchmarkMeshAccessLogEdit measures publishing the mesh after an edit
+// of the Mesh document (the access log's format, JSON or text), which is
+// in every sidecar's listeners: every sidecar is translated, built and
+// published again.
+func BenchmarkMeshAccessLogEdit(b *testing.B) {
+	for _, sidecars := range []int{100, 500} {
+		b.Run(fmt.Sprintf("sidecars=%d", sidecars), func(b *testing.B) {
+			s, snap, _ := benchMeshServer(b, sidecars)
+			var sets []*policy.Set
+			for _, format := range []string{"json", "text"} {
+				set, diags := policy.Parse(map[string][]byte{"mesh.yaml": []byte("apiVersion: switchyard.io/v1\nkind: Mesh\naccessLog: { format: " + format + " }\n")})
+				if diags.HasErrors() {
+					b.Fatal(diags.Err())
+				}
+				sets = append(sets, set)
+			}
+			s.pub.publishMesh(snap, sets[0])
+			b.ReportAllocs()
+			b.ResetTimer()
+			i := 0
+			for b.Loop() {
+				i++
+				s.pub.publishMesh(snap, sets[i%2])
+			}
+		})
+	}
+}
+
+// benchMeshServer is a Server that has published a mesh of the given
+// number of sidecars (5 per service, each calling 5 services), with the
+// mesh's snapshot and svc-0's destination with one instance flipped.
+func benchMeshServer(b *testing.B, sidecars int) (*Server, *registry.MeshSnapshot, registry.Destination) {
 	var logs bytes.Buffer
 	s, err := New(Config{PolicyPaths: []string{b.TempDir()}, Mesh: true}, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
@@ -138,16 +182,9 @@ func benchMeshHealthFlip(b *testing.B, sidecars int) {
 	// MeshWatcher's next snapshot does.
 	healthy := meshEstate(b, ca, leaves, services, sidecars, false)
 	d, _ := meshEstate(b, ca, leaves, services, sidecars, true).Destination("svc-0")
-	states := []*registry.MeshSnapshot{healthy, healthy.WithDestination(d)}
-	s.pub.publishMesh(states[0], nil)
+	s.pub.publishMesh(healthy, nil)
 	if n := len(s.pub.groups); n != sidecars {
 		b.Fatalf("%d sidecars published; want %d\n%s", n, sidecars, logs.String())
 	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	i := 0
-	for b.Loop() {
-		i++
-		s.pub.publishMesh(states[i%2], nil)
-	}
+	return s, healthy, d
 }

@@ -36,7 +36,11 @@ func BuildSidecar(s *ir.Sidecar) (Resources, Digests, error) {
 	if err := s.Validate(); err != nil {
 		return nil, nil, fmt.Errorf("invalid ir for sidecar %q: %w", s.ProxyID, err)
 	}
-	pub, err := publicListener(s)
+	obs, err := newSidecarObs(s)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sidecar %q: %w", s.ProxyID, err)
+	}
+	pub, err := publicListener(s, obs)
 	if err != nil {
 		return nil, nil, fmt.Errorf("sidecar %q: %w", s.ProxyID, err)
 	}
@@ -56,9 +60,17 @@ func BuildSidecar(s *ir.Sidecar) (Resources, Digests, error) {
 		}
 		list = append(list, typedResource{typ: resource.RouteType, name: s.ProxyID, r: rc})
 	}
+	if tc := s.TracingCluster; tc != nil {
+		// The collector's cluster is the sidecar's own: spans are named
+		// after its service, and it is a few bytes.
+		list = append(list, typedResource{typ: resource.ClusterType, name: s.ProxyID, r: cluster(tc)})
+		if !tc.DNS { // a DNS cluster's endpoints are inline
+			list = append(list, typedResource{typ: resource.EndpointType, name: s.ProxyID, r: loadAssignment(tc)})
+		}
+	}
 	for i := range s.Upstreams {
 		u := &s.Upstreams[i]
-		l, err := upstreamListener(u)
+		l, err := upstreamListener(u, obs)
 		if err != nil {
 			return nil, nil, fmt.Errorf("sidecar %q: %w", s.ProxyID, err)
 		}

@@ -46,7 +46,8 @@ func BenchmarkMeshHealthFlip(b *testing.B) {
 	}
 }
 
-// One sidecar with 10 upstreams and a few intentions.
+// One sidecar with 10 upstreams and a few intentions, without and with
+// the default access log.
 func BenchmarkBuildSidecar(b *testing.B) {
 	s := &ir.Sidecar{ProxyID: "web-1-sidecar-proxy", Service: "web", TrustDomain: benchTD,
 		PublicAddress: "10.0.0.1", PublicPort: 21000, LocalAddress: "127.0.0.1", LocalPort: 8080,
@@ -61,9 +62,19 @@ func BenchmarkBuildSidecar(b *testing.B) {
 		s.Upstreams = append(s.Upstreams, ir.Upstream{Destination: svc, BindAddress: "127.0.0.1", BindPort: uint32(9000 + i),
 			Protocol: ir.ProtocolHTTP, Cluster: ir.MeshSNI(svc, "dc1", benchTD)})
 	}
-	for i := 0; i < b.N; i++ {
-		if _, _, err := BuildSidecar(s); err != nil {
-			b.Fatal(err)
+	build := func(s *ir.Sidecar) func(*testing.B) {
+		return func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if _, _, err := BuildSidecar(s); err != nil {
+					b.Fatal(err)
+				}
+			}
 		}
 	}
+	b.Run("no-access-log", build(s))
+	// What a sidecar gets without a Mesh document: a JSON access log on
+	// each of its 11 listeners.
+	logged := *s
+	logged.AccessLog = &ir.AccessLog{Path: "stdout", Format: "json"}
+	b.Run("default-access-log", build(&logged))
 }

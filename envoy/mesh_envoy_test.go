@@ -43,6 +43,10 @@ func TestMeshAcceptedByEnvoy(t *testing.T) {
 				s := &c.Sidecars[i]
 				cert, key := spiffeLeaf(t, ca, ir.SPIFFEID(s.TrustDomain, "dc1", s.Service))
 				s.Leaf.CertPEM, s.Leaf.KeyPEM = cert, ir.PrivateKey(key)
+				if a := s.AccessLog; a != nil && strings.HasPrefix(a.Path, "/") {
+					// Envoy opens the file: one it may write.
+					s.AccessLog = &ir.AccessLog{Path: filepath.Join(t.TempDir(), "access.log"), Format: a.Format}
+				}
 				path := sidecarBootstrap(t, s, &c.Mesh)
 				out, err := exec.Command(envoyBin, "--mode", "validate", "-c", path, "--use-dynamic-base-id").CombinedOutput()
 				if err != nil || !strings.Contains(string(out), "OK") {

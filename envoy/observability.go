@@ -2,6 +2,7 @@ package envoy
 
 import (
 	"fmt"
+	"maps"
 	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
@@ -49,8 +50,49 @@ var AccessLogFields = map[string]string{
 	"listener":         "%DOWNSTREAM_LOCAL_ADDRESS%",
 }
 
+// MeshAccessLogFields are the keys a sidecar's JSON lines add to
+// AccessLogFields (and TCPAccessLogFields): the SPIFFE IDs that mutual TLS
+// verified. On a public listener the caller's is known; on an upstream
+// listener, the destination sidecar's. The other end is a local
+// application over plain text: null.
+var MeshAccessLogFields = map[string]string{
+	"client_spiffe_id":   "%DOWNSTREAM_PEER_URI_SAN%",
+	"upstream_spiffe_id": "%UPSTREAM_PEER_URI_SAN%",
+}
+
+// TCPAccessLogFields are the keys of AccessLogFields that a TCP proxy
+// has: one line per connection, when it closes. A TCP connection has no
+// method, path, status or headers.
+var TCPAccessLogFields = []string{
+	"start_time", "response_flags", "duration_ms", "bytes_received", "bytes_sent",
+	"upstream_cluster", "upstream_host", "client_address", "listener",
+}
+
+// meshAccessLogs is a sidecar listener's access log config (its HTTP
+// connection manager's, or with tcp its TCP proxy's), or nil.
+func meshAccessLogs(a *ir.AccessLog, tcp bool) ([]*accesslogv3.AccessLog, error) {
+	if a == nil {
+		return nil, nil
+	}
+	fields := maps.Clone(MeshAccessLogFields)
+	if tcp {
+		for _, k := range TCPAccessLogFields {
+			fields[k] = AccessLogFields[k]
+		}
+	} else {
+		maps.Copy(fields, AccessLogFields)
+	}
+	return accessLogsWith(a, fields)
+}
+
 // accessLogs is a listener's access log config, or nil when it has none.
 func accessLogs(a *ir.AccessLog) ([]*accesslogv3.AccessLog, error) {
+	return accessLogsWith(a, AccessLogFields)
+}
+
+// accessLogsWith is an access log config whose JSON lines have the given
+// keys and command operators, or nil for a nil a.
+func accessLogsWith(a *ir.AccessLog, jsonFields map[string]string) ([]*accesslogv3.AccessLog, error) {
 	if a == nil {
 		return nil, nil
 	}
@@ -58,7 +100,7 @@ func accessLogs(a *ir.AccessLog) ([]*accesslogv3.AccessLog, error) {
 	switch a.Format {
 	case "json":
 		fields := map[string]any{}
-		for k, v := range AccessLogFields {
+		for k, v := range jsonFields {
 			fields[k] = v
 		}
 		js, err := structpb.NewStruct(fields)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -49,7 +50,10 @@ const (
 // intentions fails closed. A tcp sidecar's network RBAC can only be in the
 // listener: a change there applies to new connections, while open ones
 // drain.
-func publicListener(s *ir.Sidecar) (*listenerv3.Listener, error) {
+//
+// Both kinds log each request or connection, and HTTP ones trace, as the
+// mesh says (obs).
+func publicListener(s *ir.Sidecar, obs *sidecarObs) (*listenerv3.Listener, error) {
 	var c checked
 	ts := c.tlsSocket(meshDownstreamTLS(s.TrustDomain))
 	var filters []*listenerv3.Filter
@@ -79,6 +83,7 @@ func publicListener(s *ir.Sidecar) (*listenerv3.Listener, error) {
 			MergeSlashes:                 true,
 			PathWithEscapedSlashesAction: hcmv3.HttpConnectionManager_REJECT_REQUEST,
 		}
+		obs.http(hcm)
 		filters = []*listenerv3.Filter{c.networkFilter(hcmFilterName, hcm)}
 	} else {
 		filters = []*listenerv3.Filter{
@@ -86,6 +91,7 @@ func publicListener(s *ir.Sidecar) (*listenerv3.Listener, error) {
 			c.networkFilter(tcpProxyFilterName, &tcpproxyv3.TcpProxy{
 				StatPrefix:       PublicStatPrefix,
 				ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: LocalAppClusterName},
+				AccessLog:        obs.tcpLogs,
 			}),
 		}
 	}
@@ -153,12 +159,13 @@ func localAppCluster(s *ir.Sidecar) (*clusterv3.Cluster, error) {
 // upstreamListener is a sidecar's outbound listener for one upstream, on
 // its local bind address and port: a TCP proxy, or for an HTTP destination
 // a connection manager whose routes are the destination's shared
-// RouteConfiguration, to the destination's mesh cluster.
-func upstreamListener(u *ir.Upstream) (*listenerv3.Listener, error) {
+// RouteConfiguration, to the destination's mesh cluster. It logs and
+// traces as the public listener does.
+func upstreamListener(u *ir.Upstream, obs *sidecarObs) (*listenerv3.Listener, error) {
 	var c checked
 	var f *listenerv3.Filter
 	if u.Protocol.IsHTTP() {
-		f = c.networkFilter(hcmFilterName, &hcmv3.HttpConnectionManager{
+		hcm := &hcmv3.HttpConnectionManager{
 			StatPrefix: UpstreamStatPrefix(u.Destination),
 			CodecType:  hcmv3.HttpConnectionManager_AUTO,
 			RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
@@ -168,11 +175,14 @@ func upstreamListener(u *ir.Upstream) (*listenerv3.Listener, error) {
 			HttpFilters: []*hcmv3.HttpFilter{
 				c.httpFilter(routerFilterName, &routerv3.Router{}),
 			},
-		})
+		}
+		obs.http(hcm)
+		f = c.networkFilter(hcmFilterName, hcm)
 	} else {
 		f = c.networkFilter(tcpProxyFilterName, &tcpproxyv3.TcpProxy{
 			StatPrefix:       UpstreamStatPrefix(u.Destination),
 			ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: MeshClusterName(u.Cluster)},
+			AccessLog:        obs.tcpLogs,
 		})
 	}
 	if c.err != nil {
@@ -184,6 +194,37 @@ func upstreamListener(u *ir.Upstream) (*listenerv3.Listener, error) {
 		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
 		FilterChains:     []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{f}}},
 	}, nil
+}
+
+// sidecarObs is a sidecar's access logs and tracing as its listeners
+// take them: the edge's builders, with the mesh's log fields. Built once
+// per sidecar, not per listener: a JSON format is a few hundred
+// allocations, and a sidecar has a listener per upstream. Each listener's
+// filter config is marshalled as it is wrapped, so sharing is safe.
+type sidecarObs struct {
+	httpLogs []*accesslogv3.AccessLog
+	// tcpLogs log a line per connection, when it closes; Envoy traces
+	// HTTP requests only.
+	tcpLogs []*accesslogv3.AccessLog
+	tracing *hcmv3.HttpConnectionManager_Tracing
+}
+
+func newSidecarObs(s *ir.Sidecar) (*sidecarObs, error) {
+	o := &sidecarObs{tracing: tracing(s.Tracing)}
+	var err error
+	if o.httpLogs, err = meshAccessLogs(s.AccessLog, false); err != nil {
+		return nil, err
+	}
+	if o.tcpLogs, err = meshAccessLogs(s.AccessLog, true); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// http gives an HTTP listener's connection manager the access log and
+// tracing.
+func (o *sidecarObs) http(hcm *hcmv3.HttpConnectionManager) {
+	hcm.AccessLog, hcm.Tracing = o.httpLogs, o.tracing
 }
 
 // meshLeafSecret is the sidecar's own certificate, under the name every

@@ -41,10 +41,10 @@ var badFiles = []struct {
 	{"bad-api-version.yaml", []string{
 		`bad-api-version.yaml:1: unsupported apiVersion "switchyard.io/v2"; supported: switchyard.io/v1`,
 		`bad-api-version.yaml:5: missing apiVersion; want apiVersion: switchyard.io/v1`,
-		`bad-api-version.yaml:8: missing kind; supported kinds: Certificate, ProxyGroup, Service`,
+		`bad-api-version.yaml:8: missing kind; supported kinds: Certificate, Mesh, ProxyGroup, Service`,
 	}},
 	{"unknown-kind.yaml", []string{
-		`unknown-kind.yaml:2: unknown kind "Gateway"; supported kinds: Certificate, ProxyGroup, Service`,
+		`unknown-kind.yaml:2: unknown kind "Gateway"; supported kinds: Certificate, Mesh, ProxyGroup, Service`,
 	}},
 	// The documents before a syntax error are still checked.
 	{"syntax.yaml", []string{

@@ -27,6 +27,7 @@ type parsed struct {
 	groups   []ProxyGroup
 	certs    []Certificate
 	services []Service
+	meshes   []Mesh    // more than one is an error
 	refs     []certRef // certificates named by listeners
 	files    []string  // certificate, key and CA files read
 }
@@ -54,7 +55,7 @@ func (d *decoder) document(doc *yaml.Node, out *parsed) {
 	}
 	// The fields a document allows depend on its kind, so apiVersion and
 	// kind are read before the strict walk.
-	kinds := []string{KindCertificate, KindProxyGroup, KindService}
+	kinds := []string{KindCertificate, KindMesh, KindProxyGroup, KindService}
 	api, kind := lookup(n, "apiVersion"), lookup(n, "kind")
 	ok := true
 	switch {
@@ -92,6 +93,9 @@ func (d *decoder) document(doc *yaml.Node, out *parsed) {
 	case KindService:
 		m, _ := d.mapping(n, KindService, serviceFields...)
 		d.serviceDoc(m, out)
+	case KindMesh:
+		m, _ := d.mapping(n, KindMesh, meshFields...)
+		d.meshDoc(m, out)
 	}
 }
 
@@ -1285,6 +1289,7 @@ func (p *parsed) check(diags *Diagnostics) {
 			errorf(r.pos, "unknown certificate %q", r.name)
 		}
 	}
+	p.checkMeshes(errorf)
 	p.checkClientCAs(errorf)
 	p.checkHashedSplits(errorf)
 	routed := map[string]bool{}
@@ -1356,6 +1361,9 @@ func (p *parsed) checkClientCAs(errorf func(Pos, string, ...any)) {
 // set builds the Set; it is only called when there are no errors.
 func (p *parsed) set(policyFiles []string) *Set {
 	s := &Set{Groups: p.groups, Certificates: p.certs, Services: p.services}
+	if len(p.meshes) == 1 {
+		s.Mesh = &p.meshes[0]
+	}
 	slices.SortStableFunc(s.Groups, func(a, b ProxyGroup) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortStableFunc(s.Services, func(a, b Service) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortStableFunc(s.Certificates, func(a, b Certificate) int { return strings.Compare(a.Name, b.Name) })

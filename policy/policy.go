@@ -93,6 +93,9 @@ type Set struct {
 	Groups       []ProxyGroup
 	Certificates []Certificate
 	Services     []Service
+	// Mesh is the settings of every sidecar (kind: Mesh); nil when no
+	// document sets them.
+	Mesh *Mesh
 
 	files []string // sorted, deduplicated
 }
@@ -268,9 +271,14 @@ type AccessLog struct {
 
 // EffectiveAccessLog is the group's access log with the defaults filled
 // in, or nil when it is off.
-func (g *ProxyGroup) EffectiveAccessLog() *AccessLog {
+func (g *ProxyGroup) EffectiveAccessLog() *AccessLog { return effectiveAccessLog(g.AccessLog) }
+
+// effectiveAccessLog is an access log block (nil: none given) with the
+// defaults filled in, or nil when it is off: the one rule for proxy groups
+// and sidecars.
+func effectiveAccessLog(a *AccessLog) *AccessLog {
 	out := AccessLog{Path: AccessLogStdout, Format: AccessLogJSON}
-	if a := g.AccessLog; a != nil {
+	if a != nil {
 		if a.Off {
 			return nil
 		}

@@ -84,6 +84,35 @@ func sidecar(snap *registry.MeshSnapshot, sc registry.Sidecar, td string, warn f
 	}, true
 }
 
+// meshSettings is the Mesh document of set, nil when there is none (or no
+// set).
+func meshSettings(set *policy.Set) *policy.Mesh {
+	if set == nil {
+		return nil
+	}
+	return set.Mesh
+}
+
+// observe gives a sidecar the mesh's access log and tracing: the edge's
+// IR, with the edge's defaults (policy.Mesh.EffectiveAccessLog). Spans
+// are named after the sidecar's service unless the Mesh names them.
+func observe(s *ir.Sidecar, m *policy.Mesh) {
+	if a := m.EffectiveAccessLog(); a != nil {
+		s.AccessLog = &ir.AccessLog{Path: a.Path, Format: a.Format}
+	}
+	if m == nil || m.Tracing == nil {
+		return
+	}
+	tr := m.Tracing
+	name := tr.ServiceName
+	if name == "" {
+		name = s.Service
+	}
+	c := tracingCluster(tr)
+	s.Tracing = &ir.Tracing{Cluster: c.Service, Sampling: uint32(tr.Sampling), ServiceName: name}
+	s.TracingCluster = &c
+}
+
 // meshCluster is one destination as its callers reach it: its sidecars'
 // public listeners, usable only while both the sidecar and its instance
 // pass.

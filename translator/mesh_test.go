@@ -72,7 +72,8 @@ func meshFixture() *registry.MeshSnapshot {
 func TestMeshGolden(t *testing.T) {
 	g := golden.New(t, *update, "testdata/mesh.*")
 	snap := meshFixture()
-	// Policy for sidecars' calls: api's (http) applies, db's (tcp) cannot.
+	// Policy for sidecars' calls: api's (http) applies, db's (tcp) cannot;
+	// every sidecar logs and traces as the Mesh document says.
 	set, diags := policy.Parse(map[string][]byte{"services.yaml": []byte(`apiVersion: switchyard.io/v1
 kind: Service
 name: api
@@ -87,6 +88,11 @@ apiVersion: switchyard.io/v1
 kind: Service
 name: db
 mesh: { timeout: 1s }
+---
+apiVersion: switchyard.io/v1
+kind: Mesh
+accessLog: { path: /var/log/envoy/access.log, format: text }
+tracing: { address: 10.0.0.9:4317, sampling: 10 }
 `)})
 	if diags.HasErrors() {
 		t.Fatal(diags.Err())
@@ -154,5 +160,33 @@ func TestMeshBadUpstreamIsDropped(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no warning names the bad upstream: %v", res.Diagnostics)
+	}
+}
+
+// Without a Mesh document every sidecar logs JSON to stdout and does not
+// trace; the document's settings reach every sidecar, spans named after
+// each sidecar's service unless it names them.
+func TestMeshObservability(t *testing.T) {
+	snap := meshFixture()
+	for _, s := range TranslateMesh(snap, nil).Sidecars {
+		if a := s.AccessLog; a == nil || a.Path != "stdout" || a.Format != "json" || s.Tracing != nil || s.TracingCluster != nil {
+			t.Errorf("%s without a Mesh document: access log %+v, tracing %+v; want JSON on stdout, no tracing", s.ProxyID, a, s.Tracing)
+		}
+	}
+	set, diags := policy.Parse(map[string][]byte{"mesh.yaml": []byte("apiVersion: switchyard.io/v1\nkind: Mesh\naccessLog: { enabled: false }\ntracing: { address: otel.example.com:4317, serviceName: shop }\n")})
+	if diags.HasErrors() {
+		t.Fatal(diags.Err())
+	}
+	res := TranslateMesh(snap, set)
+	if len(res.Sidecars) == 0 {
+		t.Fatal("no sidecar served")
+	}
+	for _, s := range res.Sidecars {
+		if s.AccessLog != nil {
+			t.Errorf("%s: access log %+v; want none (enabled: false)", s.ProxyID, s.AccessLog)
+		}
+		if tr, c := s.Tracing, s.TracingCluster; tr == nil || tr.ServiceName != "shop" || tr.Sampling != 100 || c == nil || !c.DNS || c.Endpoints[0].Address != "otel.example.com" {
+			t.Errorf("%s: tracing %+v to %+v; want service shop, 100%%, the collector by DNS name", s.ProxyID, tr, c)
+		}
 	}
 }

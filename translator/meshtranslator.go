@@ -221,6 +221,12 @@ func (t *MeshTranslator) markChanges(r *round, ch registry.MeshChanges, set *pol
 		}
 	}
 	if set != t.set {
+		// The Mesh document is in every sidecar's IR.
+		if !reflect.DeepEqual(meshSettings(t.set), meshSettings(set)) {
+			for id := range t.sidecars {
+				t.mark(r, id)
+			}
+		}
 		for sni, c := range t.clusters {
 			if !reflect.DeepEqual(c.policy, meshPolicy(set, c.service)) {
 				r.clusters[sni] = true
@@ -504,6 +510,7 @@ func (t *MeshTranslator) sidecarIR(r *round, id string, sc registry.Sidecar, rea
 	if !ok {
 		return nil
 	}
+	observe(&side, meshSettings(t.set))
 	for _, u := range sc.Upstreams {
 		if u.Problem != "" {
 			continue // logged by the registry, once per proxy

@@ -96,6 +96,14 @@ type Sidecar struct {
 	// Leaf is the service's certificate, presented to callers and to
 	// upstreams.
 	Leaf MeshLeaf `json:"leaf"`
+	// AccessLog logs each request (HTTP) or connection (tcp) of its
+	// public and upstream listeners; nil: none.
+	AccessLog *AccessLog `json:"accessLog,omitempty"`
+	// Tracing sends spans of the HTTP requests through its listeners to
+	// the collector behind TracingCluster (named Tracing.Cluster); both
+	// nil: no tracing.
+	Tracing        *Tracing `json:"tracing,omitempty"`
+	TracingCluster *Cluster `json:"tracingCluster,omitempty"`
 }
 
 // Intentions are the service-intentions that apply to one destination
@@ -342,7 +350,24 @@ func (s *Sidecar) Validate() error {
 	if len(s.Upstreams) > 0 {
 		errs = append(errs, s.validateUpstreams(what))
 	}
+	errs = append(errs, s.validateTracing(what))
 	return errors.Join(errs...)
+}
+
+// validateTracing checks that tracing and its collector's cluster come
+// together, under one name.
+func (s *Sidecar) validateTracing(what func() string) error {
+	switch {
+	case s.Tracing == nil && s.TracingCluster == nil:
+		return nil
+	case s.Tracing == nil || s.TracingCluster == nil:
+		return fmt.Errorf("%s: tracing and its collector's cluster must be set together", what())
+	case s.Tracing.Cluster != s.TracingCluster.Service:
+		return fmt.Errorf("%s: tracing to cluster %q; its collector's cluster is %q", what(), s.Tracing.Cluster, s.TracingCluster.Service)
+	case s.TracingCluster.Subset != "" || len(s.TracingCluster.Endpoints) == 0:
+		return fmt.Errorf("%s: tracing collector cluster %q: want endpoints and no subset", what(), s.TracingCluster.Service)
+	}
+	return s.TracingCluster.Validate()
 }
 
 // validateUpstreams checks each upstream, and that no two listeners share

@@ -88,6 +88,11 @@ func TestSidecarValidate(t *testing.T) {
 		}, `method "get"`},
 		{"another service's leaf", func(s *Sidecar) { s.Leaf.Service = "api" }, `leaf certificate of service "api"`},
 		{"source with a slash", func(s *Sidecar) { s.Intentions.Rules = []Intention{{Source: "ns/web", Action: Allow}} }, "neither a service name"},
+		{"tracing without its collector", func(s *Sidecar) { s.Tracing = &Tracing{Cluster: TracingCluster, Sampling: 100} }, "must be set together"},
+		{"tracing to another cluster", func(s *Sidecar) {
+			s.Tracing = &Tracing{Cluster: "other", Sampling: 100}
+			s.TracingCluster = &Cluster{Service: TracingCluster, Endpoints: []Endpoint{{ID: "c", Address: "10.0.0.9", Port: 4317, Health: Healthy, Weight: 1}}}
+		}, `tracing to cluster "other"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := validSidecar()

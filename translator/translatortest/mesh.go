@@ -54,8 +54,8 @@ var meshServices = []struct{ name, protocol string }{
 	{"svc-0", "http"}, {"svc-1", "http"}, {"svc-2", "grpc"}, {"svc-3", "tcp"}, {"svc-4", "http2"}, {"svc-5", "http"},
 }
 
-// meshPolicies are the Service policies a step may switch to ("" is no
-// policy set at all).
+// meshPolicies are the Service (and Mesh) policies a step may switch to
+// ("" is no policy set at all).
 var meshPolicies = []string{"", `
 apiVersion: switchyard.io/v1
 kind: Service
@@ -66,6 +66,10 @@ apiVersion: switchyard.io/v1
 kind: Service
 name: svc-3
 mesh: { timeout: 1s }
+---
+apiVersion: switchyard.io/v1
+kind: Mesh
+accessLog: { enabled: false }
 `, `
 apiVersion: switchyard.io/v1
 kind: Service
@@ -96,6 +100,11 @@ apiVersion: switchyard.io/v1
 kind: Service
 name: svc-4
 mesh: { retries: { attempts: 3, on: [reset] } }
+---
+apiVersion: switchyard.io/v1
+kind: Mesh
+accessLog: { path: /var/log/envoy/mesh.log, format: text }
+tracing: { address: otel-collector.service.consul:4317, sampling: 5 }
 `}
 
 type meshModel struct {
