@@ -289,6 +289,7 @@ last good policy keeps serving: $state/switchyard.log
 
 Look inside:
   tail -f $state/envoy.log                      # the edge's access log: a JSON line per request
+  tail -f $state/orders-sidecar.log             # a sidecar's: who called (client_spiffe_id), what answered
   curl http://$ADMIN/debug/config?group=edge   # what Envoy is served
   curl http://$ADMIN/metrics                   # Switchyard's metrics (scrape it)
   curl http://$ENVOY_PROMETHEUS/metrics        # the edge Envoy's stats for Prometheus (scrape it)
