@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -53,6 +54,7 @@ type meshHooks struct {
 	peak     map[string]int
 	requests map[string]int
 	errs     []string
+	held     []string // Hooks.FailStatic's names
 }
 
 func (h *meshHooks) hooks() Hooks {
@@ -74,15 +76,26 @@ func (h *meshHooks) hooks() Hooks {
 			defer h.mu.Unlock()
 			h.errs = append(h.errs, op+": "+err.Error())
 		},
+		FailStatic: func(name, _ string) {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			h.held = append(h.held, name)
+		},
 	}
 }
 
-// runMesh runs a MeshWatcher on cfg until the test ends and returns a
-// function that waits (up to 10 s) for a snapshot cond accepts.
-func runMesh(t *testing.T, cfg Config, hooks Hooks) (*MeshWatcher, func(what string, cond func(*MeshSnapshot) error) *MeshSnapshot) {
+// meshUntil waits (up to 30 s) for a snapshot cond accepts, the latest
+// one included.
+type meshUntil func(what string, cond func(*MeshSnapshot) error) *MeshSnapshot
+
+// runMesh runs a MeshWatcher on cfg until the test ends. It returns the
+// watcher, a meshUntil, and drain, which returns the snapshots published
+// since the last call of either.
+func runMesh(t *testing.T, cfg Config, hooks Hooks) (m *MeshWatcher, until meshUntil, drain func() []*MeshSnapshot) {
 	t.Helper()
 	logs := &testenv.SyncBuffer{}
-	m, err := NewMeshWatcher(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), hooks)
+	var err error
+	m, err = NewMeshWatcher(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), hooks)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,9 +113,21 @@ func runMesh(t *testing.T, cfg Config, hooks Hooks) (*MeshWatcher, func(what str
 		}
 	})
 	var last *MeshSnapshot
+	drain = func() []*MeshSnapshot {
+		var out []*MeshSnapshot
+		for {
+			select {
+			case s := <-snaps:
+				out = append(out, s)
+				last = s
+			default:
+				return out
+			}
+		}
+	}
 	return m, func(what string, cond func(*MeshSnapshot) error) *MeshSnapshot {
 		t.Helper()
-		deadline := time.After(10 * time.Second)
+		deadline := time.After(30 * time.Second)
 		err := fmt.Errorf("no snapshot yet")
 		if last != nil {
 			if err = cond(last); err == nil {
@@ -117,11 +142,11 @@ func runMesh(t *testing.T, cfg Config, hooks Hooks) (*MeshWatcher, func(what str
 					return s
 				}
 			case <-deadline:
-				t.Fatalf("%s: no such snapshot within 10s; last: %v", what, err)
+				t.Fatalf("%s: no such snapshot within 30s; last: %v", what, err)
 				return nil
 			}
 		}
-	}
+	}, drain
 }
 
 // complete checks that every one of n sidecars is in s with its upstream's
@@ -189,7 +214,7 @@ func TestMeshBeyondThePoolStaysWithinBudget(t *testing.T) {
 	meshEstate(t, f, ca, meshServices)
 
 	var h meshHooks
-	m, until := runMesh(t, testConfig(f.Addr()), h.hooks())
+	m, until, _ := runMesh(t, testConfig(f.Addr()), h.hooks())
 	until("every sidecar complete", func(s *MeshSnapshot) error { return complete(s, meshServices, 1000, "") })
 
 	proxies, dests, leaves := m.multiplexed()
@@ -248,4 +273,57 @@ func TestMeshBeyondThePoolStaysWithinBudget(t *testing.T) {
 	if len(h.errs) > 0 {
 		t.Errorf("%d watch errors, first: %s", len(h.errs), h.errs[0])
 	}
+}
+
+// TestMeshMultiplexedFailStaticAcrossAgentRestart: with a pool of one
+// query (api's proxy service), web's proxy service, the destination api
+// and both leaves are multiplexed; a restarted agent that lost every
+// registration does not take web's sidecar or api's endpoint out of the
+// snapshots (their empty answers are suspect and held), and they follow
+// Consul again once it has them.
+func TestMeshMultiplexedFailStaticAcrossAgentRestart(t *testing.T) {
+	f, ca := meshFake(t)
+	cfg := testConfig(f.Addr())
+	cfg.MaxMeshWatches = 1
+	var h meshHooks
+	m, until, drain := runMesh(t, cfg, h.hooks())
+	whole := func(s *MeshSnapshot) error {
+		if len(s.SidecarIDs()) != 2 || !strings.Contains(endpoints(s, "api"), "usable=true") {
+			return fmt.Errorf("sidecars %v, api %q", s.SidecarIDs(), endpoints(s, "api"))
+		}
+		return nil
+	}
+	until("the first snapshot", whole)
+	proxies, dests, leaves := m.multiplexed()
+	if len(proxies) != 1 || proxies[0] != "web-sidecar-proxy" || len(dests) != 1 || len(leaves) != 2 {
+		t.Fatalf("multiplexed %v %v %v; want web-sidecar-proxy, api and both leaves", proxies, dests, leaves)
+	}
+
+	drain()
+	f.Restart(3)
+	f.SetRoots(fakeTrustDomain, ca) // Consul keeps its CA in raft
+	eventually(t, "FailStatic for web's proxy service and api", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return slices.Contains(h.held, "web-sidecar-proxy") && slices.Contains(h.held, "api")
+	})
+	// Reads keep coming (the health-state and proxy list answers moved);
+	// give them time to publish a loss if they were going to.
+	time.Sleep(300 * time.Millisecond)
+	for _, s := range drain() {
+		if err := whole(s); err != nil {
+			t.Fatalf("a snapshot after the restart lost state: %v", err)
+		}
+	}
+
+	f.Set("api", entry("n2", "api-1", "10.0.0.2", 8081, "api-1-ttl=passing"))
+	f.Set("api-sidecar-proxy", sidecarEntry("n2", "api-1", 21009, 8081, nil, nil, "listening=passing"))
+	f.Set("web-sidecar-proxy", sidecarEntry("n1", "web-1", 21010, 8080, nil, []string{"api:9191"}, "listening=passing"))
+	until("live again", func(s *MeshSnapshot) error {
+		web, _ := s.Sidecar("web-1-sidecar-proxy")
+		if got := endpoints(s, "api"); !strings.Contains(got, ":21009 usable=true") || web.Port != 21010 {
+			return fmt.Errorf("api %s, web's sidecar on %d", got, web.Port)
+		}
+		return nil
+	})
 }
