@@ -327,3 +327,68 @@ func TestMeshMultiplexedFailStaticAcrossAgentRestart(t *testing.T) {
 		return nil
 	})
 }
+
+// TestLeafRefreshedWellBeforeItExpires: a multiplexed leaf is read at
+// least every leafRefresh, every quarter of its remaining life once that
+// is shorter (never more often than leafMinRefresh), and every
+// leafRotationPoll after a rotation until its serial changes.
+func TestLeafRefreshedWellBeforeItExpires(t *testing.T) {
+	now := time.Now()
+	for _, tc := range []struct {
+		name string
+		ls   leafState
+		want time.Duration
+	}{
+		{"never read", leafState{}, leafRefresh},
+		{"72 h left", leafState{leaf: &Leaf{NotAfter: now.Add(72 * time.Hour)}}, leafRefresh},
+		{"8 min left", leafState{leaf: &Leaf{NotAfter: now.Add(8 * time.Minute)}}, 2 * time.Minute},
+		{"expired", leafState{leaf: &Leaf{NotAfter: now.Add(-time.Hour)}}, leafMinRefresh},
+		{"rotating, not renewed yet", leafState{leaf: &Leaf{SerialNumber: "1", NotAfter: now.Add(72 * time.Hour)},
+			rotateFrom: "1", rotateUntil: now.Add(time.Minute)}, leafRotationPoll},
+		{"rotating, renewed", leafState{leaf: &Leaf{SerialNumber: "2", NotAfter: now.Add(72 * time.Hour)},
+			rotateFrom: "1", rotateUntil: now.Add(time.Minute)}, leafRefresh},
+		{"rotation window over", leafState{leaf: &Leaf{SerialNumber: "1", NotAfter: now.Add(72 * time.Hour)},
+			rotateFrom: "1", rotateUntil: now.Add(-time.Second)}, leafRefresh},
+	} {
+		if got := leafDueLocked(&tc.ls, now).Sub(now); got != tc.want {
+			t.Errorf("%s: next read in %s; want %s", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestMeshPoolRefillsWhenAPooledProxyLeaves: the pool's place of a proxy
+// service that is deregistered goes to a multiplexed one.
+func TestMeshPoolRefillsWhenAPooledProxyLeaves(t *testing.T) {
+	f, _ := meshFake(t)
+	cfg := testConfig(f.Addr())
+	cfg.MaxMeshWatches = 1
+	var h meshHooks
+	m, until, _ := runMesh(t, cfg, h.hooks())
+	until("the first snapshot", func(s *MeshSnapshot) error {
+		if len(s.SidecarIDs()) != 2 {
+			return fmt.Errorf("sidecars %v", s.SidecarIDs())
+		}
+		return nil
+	})
+	if proxies, _, _ := m.multiplexed(); !slices.Equal(proxies, []string{"web-sidecar-proxy"}) {
+		t.Fatalf("multiplexed proxy services %v; want web's (api's is first by name)", proxies)
+	}
+	f.Remove("api-sidecar-proxy")
+	until("api's sidecar gone", func(s *MeshSnapshot) error {
+		if ids := s.SidecarIDs(); !slices.Equal(ids, []string{"web-1-sidecar-proxy"}) {
+			return fmt.Errorf("sidecars %v", ids)
+		}
+		return nil
+	})
+	eventually(t, "web's proxy service gets the pool's place", func() bool {
+		proxies, _, _ := m.multiplexed()
+		return len(proxies) == 0
+	})
+	f.Set("web-sidecar-proxy", sidecarEntry("n1", "web-1", 21077, 8080, nil, []string{"api:9191"}, "listening=passing"))
+	until("web's sidecar through its own query", func(s *MeshSnapshot) error {
+		if sc, _ := s.Sidecar("web-1-sidecar-proxy"); sc.Port != 21077 {
+			return fmt.Errorf("web's sidecar on %d", sc.Port)
+		}
+		return nil
+	})
+}
