@@ -383,7 +383,9 @@ func (st *meshState) rotateLeavesLocked() {
 			ls.rotateFrom = ls.leaf.SerialNumber
 		}
 		ls.due = time.Time{}
-		st.mx.enqueue(readLeaf+":"+name, 0, true)
+		// At the sweep pace, behind reads asked for by health changes:
+		// the agent takes a while to re-sign them all anyway.
+		st.mx.enqueue(readLeaf+":"+name, 0, false)
 	}
 }
 
