@@ -48,9 +48,17 @@ func NewMeshWatcher(cfg Config, log *slog.Logger, hooks Hooks) (*MeshWatcher, er
 	if err != nil {
 		return nil, err
 	}
-	// The mesh's queries are not pooled (see the package doc, "Mesh"):
-	// the Watcher's connection budget would leave some waiting forever.
-	w.http.MaxConnsPerHost, w.pool = 0, 0
+	// The mesh's per-name queries have a pool of their own (see the
+	// package doc, "Mesh"), and MaxConnsPerHost guards the total as for
+	// the Watcher.
+	w.pool = cfg.MaxMeshWatches
+	if w.pool == 0 && w.cfg.Scheme == "http" {
+		w.pool = DefaultMaxMeshWatches
+	}
+	w.http.MaxConnsPerHost = 0
+	if w.pool > 0 {
+		w.http.MaxConnsPerHost = w.pool + meshFixedConns
+	}
 	return &MeshWatcher{w: w}, nil
 }
 
@@ -128,7 +136,12 @@ func (m *MeshWatcher) Run(ctx context.Context, publish func(*MeshSnapshot)) erro
 		dupLogged: map[string]bool{},
 		intLogged: map[string]string{},
 		reread:    make(chan struct{}, 1),
+		pool:      m.w.pool,
+		mx:        newMeshShared(),
 	}
+	// The multiplexed entries leave the count once the publish loop, the
+	// only other reporter, has returned.
+	defer st.unreportMultiplexed()
 	st.ints.name = "service-intentions"
 	m.mu.Lock()
 	st.extraDests, st.extraLeaves, m.st = m.extraDests, m.extraLeaves, st
@@ -173,6 +186,12 @@ type meshState struct {
 	intLogged     map[string]string // intentions entry name: the problems last logged for it
 	l7Logged      map[string]bool   // "<service>/<proxy ID>": L7 intentions on a tcp sidecar, logged
 	defaultLogged string            // the intention default and its origin, last logged
+
+	// pool is the most per-name blocking queries (0: no limit), own how
+	// many run now; the other entries are multiplexed (meshshared.go).
+	pool, own    int
+	mx           meshShared
+	catalogIndex uint64 // the proxy list's last X-Consul-Index
 }
 
 // watchState is one list watch with fail-static (see the package doc).
@@ -202,9 +221,18 @@ type destState struct {
 }
 
 type leafState struct {
-	cancel context.CancelFunc
-	tried  bool  // a fetch succeeded or failed at least once
-	leaf   *Leaf // the last good leaf
+	cancel context.CancelFunc // stops its blocking query; nil when multiplexed
+	tried  bool               // a fetch succeeded or failed at least once
+	leaf   *Leaf              // the last good leaf
+
+	// A multiplexed leaf's schedule (meshshared.go): when it is read next
+	// (zero: queued or being read), consecutive failed reads, and, after
+	// the active root changed, until when it is polled for a renewal of
+	// the leaf with serial rotateFrom.
+	due         time.Time
+	failures    int
+	rotateUntil time.Time
+	rotateFrom  string
 }
 
 func (st *meshState) log() *slog.Logger { return st.m.w.log }
@@ -248,18 +276,18 @@ func (st *meshState) connectError(err error) {
 }
 
 func (st *meshState) watchProxyCatalog(ctx context.Context) {
-	var names map[string][]string
+	var (
+		names map[string][]string
+		meta  *consulapi.QueryMeta
+	)
 	st.m.w.loop(ctx, "mesh:services",
 		func(opts *consulapi.QueryOptions) (*consulapi.QueryMeta, error) {
 			opts.Filter = proxyFilter
-			var (
-				meta *consulapi.QueryMeta
-				err  error
-			)
+			var err error
 			names, meta, err = st.m.w.client.Catalog().Services(opts)
 			return meta, err
 		},
-		func(suspect string) { st.applyProxyCatalog(names, suspect) })
+		func(suspect string) { st.applyProxyCatalog(names, meta.LastIndex, suspect) })
 }
 
 func (st *meshState) watchProxy(ctx context.Context, ps *proxyState) {
@@ -308,13 +336,19 @@ func (st *meshState) watchDestInstances(ctx context.Context, ds *destState) {
 			return meta, err
 		},
 		func(suspect string) {
-			svc := service(ds.name, st.m.w.cfg.Datacenter, entries)
-			inst := make(map[string]Health, len(svc.Instances))
-			for _, in := range svc.Instances {
-				inst[in.Node+"/"+in.ID] = in.Health
-			}
-			st.applyDestInstances(ds, inst, suspect)
+			st.applyDestInstances(ds, instancesHealth(ds.name, st.m.w.cfg.Datacenter, entries), suspect)
 		})
+}
+
+// instancesHealth is each instance's own health in a
+// /v1/health/service/<name> answer, by node/service ID.
+func instancesHealth(name, dc string, entries []*consulapi.ServiceEntry) map[string]Health {
+	svc := service(name, dc, entries)
+	inst := make(map[string]Health, len(svc.Instances))
+	for _, in := range svc.Instances {
+		inst[in.Node+"/"+in.ID] = in.Health
+	}
+	return inst
 }
 func (st *meshState) watchRoots(ctx context.Context) {
 	var r *Roots
@@ -333,6 +367,11 @@ func (st *meshState) watchRoots(ctx context.Context) {
 		func(string) {
 			st.mu.Lock()
 			changed := st.roots == nil || !rootsEqual(st.roots, r)
+			if changed && st.roots != nil && activeRoot(st.roots) != activeRoot(r) {
+				// The agent re-signs every leaf; the blocking leaf
+				// queries see it, the multiplexed leaves are polled.
+				st.rotateLeavesLocked()
+			}
 			if changed {
 				st.roots = r
 			}
@@ -342,6 +381,17 @@ func (st *meshState) watchRoots(ctx context.Context) {
 				st.notify()
 			}
 		})
+}
+
+// activeRoot is the active root's ID and certificate: a CA rotation
+// changes it.
+func activeRoot(r *Roots) Root {
+	for _, root := range r.Roots {
+		if root.Active {
+			return root
+		}
+	}
+	return Root{ID: r.ActiveRootID}
 }
 
 func rootsEqual(a, b *Roots) bool {
@@ -397,19 +447,31 @@ func (st *meshState) applyLeaf(name string, ls *leafState, l *Leaf) {
 
 // applyProxyCatalog starts watches for new proxy services and handles the
 // ones that left the list, as applyCatalog does for services.
-func (st *meshState) applyProxyCatalog(names map[string][]string, suspect string) {
+//
+// The list's index moves on every registration change, of any service
+// (Consul filters the answer, not the index): the multiplexed proxy
+// services and destinations are swept, since the list does not say which
+// of them changed.
+func (st *meshState) applyProxyCatalog(names map[string][]string, index uint64, suspect string) {
 	var events []event
 	st.mu.Lock()
-	st.catalogSynced = true
-	for name := range names {
+	if st.catalogSynced && index != st.catalogIndex {
+		st.sweepLocked()
+	}
+	if suspect != "" {
+		st.mx.epoch++ // the multiplexed entries' next reads are suspect too
+	}
+	st.catalogSynced, st.catalogIndex = true, index
+	// In name order, so which proxy services get a query of their own
+	// (the pool) does not depend on map order.
+	for _, name := range slices.Sorted(maps.Keys(names)) {
 		if ps, ok := st.proxies[name]; ok {
 			ps.listed = true
 			continue
 		}
-		ctx, cancel := context.WithCancel(st.ctx)
-		ps := &proxyState{watchState: watchState{name: name, cancel: cancel}, listed: true}
+		ps := &proxyState{watchState: watchState{name: name}, listed: true}
 		st.proxies[name] = ps
-		st.wg.Go(func() { st.watchProxy(ctx, ps) })
+		st.startProxyLocked(ps)
 	}
 	for name, ps := range st.proxies {
 		if _, ok := names[name]; ok || !ps.listed {
@@ -421,8 +483,7 @@ func (st *meshState) applyProxyCatalog(names map[string][]string, suspect string
 		case suspect != "" && len(ps.sidecars) > 0:
 			events = append(events, st.hold(&ps.watchState, len(ps.sidecars), "left the catalog: "+suspect))
 		default:
-			ps.cancel()
-			delete(st.proxies, name)
+			st.dropProxyLocked(ps)
 		}
 	}
 	st.reconcileLocked()
@@ -446,8 +507,7 @@ func (st *meshState) applyProxy(ps *proxyState, scs []Sidecar, suspect string) {
 		events = append(events, st.hold(&ps.watchState, len(ps.sidecars), "empty answer: "+suspect))
 		changed = true
 	case len(scs) == 0 && !ps.listed:
-		ps.cancel()
-		delete(st.proxies, ps.name)
+		st.dropProxyLocked(ps)
 		changed = true
 	default:
 		if ps.held {
@@ -629,12 +689,11 @@ func (st *meshState) expireHolds() {
 	var events []event
 	now := time.Now()
 	st.mu.Lock()
-	for name, ps := range st.proxies {
+	for _, ps := range st.proxies {
 		if ps.held && !ps.holdUntil.IsZero() && !now.Before(ps.holdUntil) {
 			ps.held, ps.sidecars = false, nil
 			if !ps.listed {
-				ps.cancel()
-				delete(st.proxies, name)
+				st.dropProxyLocked(ps)
 			}
 			events = append(events, st.expired(&ps.watchState))
 		}
@@ -686,33 +745,31 @@ func (st *meshState) reconcileLocked() {
 	}
 	for name, ds := range st.dests {
 		if !dests[name] {
-			ds.cancel()
-			delete(st.dests, name)
+			st.dropDestLocked(ds)
 		}
 	}
-	for name := range dests {
+	// In name order, so which get a query of their own (the pool) does
+	// not depend on map order.
+	for _, name := range slices.Sorted(maps.Keys(dests)) {
 		if st.dests[name] == nil {
-			ctx, cancel := context.WithCancel(st.ctx)
-			ds := &destState{watchState: watchState{name: name, cancel: cancel}}
+			ds := &destState{watchState: watchState{name: name}}
 			st.dests[name] = ds
-			st.wg.Go(func() { st.watchDest(ctx, ds) })
-			st.wg.Go(func() { st.watchDestInstances(ctx, ds) })
+			st.startDestLocked(ds)
 		}
 	}
 	for name, ls := range st.leaves {
 		if !leaves[name] {
-			ls.cancel()
-			delete(st.leaves, name)
+			st.dropLeafLocked(name, ls)
 		}
 	}
-	for name := range leaves {
+	for _, name := range slices.Sorted(maps.Keys(leaves)) {
 		if st.leaves[name] == nil {
-			ctx, cancel := context.WithCancel(st.ctx)
-			ls := &leafState{cancel: cancel}
+			ls := &leafState{}
 			st.leaves[name] = ls
-			st.wg.Go(func() { st.watchLeaf(ctx, name, ls) })
+			st.startLeafLocked(name, ls)
 		}
 	}
+	st.fillPoolLocked()
 	for id := range st.logged {
 		if !st.hasSidecarLocked(id) {
 			delete(st.logged, id)
@@ -839,6 +896,7 @@ func (st *meshState) publishLoop(ctx context.Context, publish func(*MeshSnapshot
 		case <-expiry.C:
 			st.expireHolds()
 		}
+		st.reportMultiplexed()
 		snap, ready, next := st.snapshot()
 		if !next.IsZero() {
 			expiry.Reset(max(time.Until(next), time.Millisecond))

@@ -190,7 +190,8 @@
 // anything), so they cannot discover sidecars, only serve destinations.
 //
 // Destinations. Every service an upstream names (and every service given
-// to WantDestinations) is watched with two blocking queries:
+// to WantDestinations) is watched with two blocking queries (past the
+// pool, multiplexed: see below):
 // /v1/health/connect/<service>, the sidecars (and Connect-native
 // instances) that front it, whose public address and port are the
 // endpoints, and /v1/health/service/<service>, the instances' own health.
@@ -203,7 +204,8 @@
 //
 // Certificates. One blocking query on /v1/agent/connect/ca/roots, and one
 // per service with a sidecar (and per WantLeaves name) on
-// /v1/agent/connect/ca/leaf/<service>; the local agent renews leaves
+// /v1/agent/connect/ca/leaf/<service> (past the pool, plain reads: see
+// below); the local agent renews leaves
 // before they expire and after a CA rotation, and the blocking query
 // returns the new one. A leaf that cannot be fetched (an error, a
 // certificate and key that do not match, no SPIFFE URI) keeps the last
@@ -263,11 +265,50 @@
 // filtered by ACLs (the token may not read some entries) is logged once.
 //
 // In all, 3 + P + 2D + L blocking queries for P proxy services, D
-// destinations and L leaves, and one plain read of /v1/agent/self; over
-// plain HTTP each holds a connection, and Consul's cap on connections per
-// client (see "Watching") counts them together with the Watcher's: the
-// mesh's queries are not pooled or multiplexed (yet). Over HTTPS they
-// share HTTP/2 connections.
+// destinations and L leaves, and one plain read of /v1/agent/self. Over
+// HTTPS they share HTTP/2 connections. Over plain HTTP each holds a
+// connection, and Consul's cap on connections per client (see
+// "Watching") counts them together with the Watcher's, so the per-name
+// ones are pooled as the Watcher's services are, with a budget of their
+// own (Config.MaxMeshWatches, DefaultMaxMeshWatches = 40 over http):
+// proxy services first, then destinations (two queries each), then
+// leaves, each by name, the pool refilled in the same order when one
+// leaves. The budget is separate from MaxServiceWatches because the two
+// watchers are separate clients, and so that a big mesh cannot starve the
+// edge's services (or the reverse); with the defaults the two hold at
+// most 107 + 50 connections, well under 200. The others are multiplexed
+// (meshshared.go), reusing the Watcher's machinery (readQueue,
+// stateSet.update, Watcher.failedRead):
+//
+//   - two blocking queries on the critical and warning checks, running
+//     while a proxy service or destination is multiplexed: a check that
+//     enters or leaves a set re-reads (/v1/health/service/<name>) the
+//     multiplexed proxy service it belongs to, the connect health of the
+//     multiplexed destinations that proxy's sidecars front, and both
+//     reads of a multiplexed destination it belongs to (a node check:
+//     every multiplexed entry with a sidecar, endpoint or instance on the
+//     node). Reads of a service's own health carry the check's index and
+//     may be stale, as the Watcher's; connect health reads are
+//     consistent (the change was to another service's check);
+//   - the proxy list query, whose index is the services table's and moves
+//     on every registration change of any service (Consul filters the
+//     answer, not the index): the multiplexed proxy services and
+//     destinations are swept at the sweep pace;
+//   - leaves, read without blocking (the local agent answers from its
+//     cache, where it renews them): each at least every 5 minutes, every
+//     quarter of its remaining life once that is shorter (at least 5 s
+//     apart), and, after the active root changes, every second until the
+//     agent has re-signed it (up to 2 minutes). A failed read keeps the
+//     last good leaf and is retried with the leaf's own backoff.
+//
+// At most sharedReaders (4) mesh reads run at once, counted by
+// Hooks.Request as "mesh-read"; the multiplexed entries are counted by
+// Hooks.Watches as "mesh-multiplexed". So the mesh holds at most
+// MaxMeshWatches + 10 connections (the pool, the proxy list, roots and
+// intentions, two health-state queries, four readers and the agent-self
+// read). Fail static is the Watcher's: a read is suspect after a failed
+// read, a lost connection, a suspect shared answer, an index that went
+// backwards or no leader, and an empty suspect answer is held.
 //
 // Bad registrations. What Switchyard cannot serve is put in
 // Sidecar.Problems or Upstream.Problem (an unknown protocol, a prepared

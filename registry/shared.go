@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http/httptrace"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -67,16 +68,28 @@ type shared struct {
 	gen    int
 	states [len(watchedStates)]stateSet
 
-	// The re-read queue: a service is pending at most once; urgent
-	// (changed, or never read) ones go before sweep ones.
+	readQueue
+	readers bool // the reader goroutines are started
+}
+
+// readQueue is the queue of re-reads of multiplexed entries (a Watcher's
+// services, a MeshWatcher's proxy services, destinations and leaves), and
+// the readers' shared failure state. It has no lock of its own: its
+// owner's guards it.
+type readQueue struct {
+	// An entry is pending at most once; urgent (changed, or never read)
+	// ones go before sweep ones.
 	pending       map[string]*readReq
 	urgent, swept []string
 	wake          chan struct{} // one slot: "look at the queue"
-	readers       bool          // the reader goroutines are started
 	nextSweep     time.Time     // when the next sweep read may start
 	failures      int           // consecutive failed re-reads
 	epoch         int           // bumped by every failed re-read and suspect shared answer
 	lastWarn      time.Time
+}
+
+func newReadQueue() readQueue {
+	return readQueue{pending: map[string]*readReq{}, wake: make(chan struct{}, 1)}
 }
 
 // stateSet is the last answer of one health-state watch.
@@ -117,7 +130,7 @@ type readReq struct {
 }
 
 func newShared() shared {
-	return shared{pending: map[string]*readReq{}, wake: make(chan struct{}, 1)}
+	return shared{readQueue: newReadQueue()}
 }
 
 // unreportMultiplexed takes every multiplexed service reported to
@@ -152,8 +165,12 @@ func (st *state) multiplex(ss *svcState) {
 		st.sh.cancel = cancel
 		st.sh.gen++
 		gen := st.sh.gen
-		for i := range watchedStates {
-			st.wg.Go(func() { st.w.watchHealthState(ctx, st, gen, i) })
+		for i, state := range watchedStates {
+			st.wg.Go(func() {
+				st.w.watchHealthState(ctx, KindHealthState+":"+state, state, func(checks consulapi.HealthChecks, index uint64, suspect string) {
+					st.applyHealthState(gen, i, checks, index, suspect)
+				})
+			})
 		}
 	}
 	if !st.sh.readers {
@@ -179,30 +196,37 @@ func (st *state) unmultiplex(ss *svcState) {
 // enqueueRead asks for a re-read of a multiplexed service. The caller
 // holds st.mu.
 func (st *state) enqueueRead(name string, minIndex uint64, urgent bool) {
-	r := st.sh.pending[name]
+	st.sh.enqueue(name, minIndex, urgent)
+}
+
+// enqueue asks for a re-read of an entry: minIndex, when not 0, is the
+// index the answer must reach; urgent ones go first. The caller holds the
+// owner's lock.
+func (q *readQueue) enqueue(name string, minIndex uint64, urgent bool) {
+	r := q.pending[name]
 	switch {
 	case r == nil:
 		r = &readReq{urgent: urgent}
-		st.sh.pending[name] = r
+		q.pending[name] = r
 		if urgent {
-			st.sh.urgent = append(st.sh.urgent, name)
+			q.urgent = append(q.urgent, name)
 		} else {
-			st.sh.swept = append(st.sh.swept, name)
+			q.swept = append(q.swept, name)
 		}
 	case urgent && !r.urgent:
 		r.urgent = true // its place in the sweep list is skipped
-		st.sh.urgent = append(st.sh.urgent, name)
+		q.urgent = append(q.urgent, name)
 	}
 	r.minIndex = max(r.minIndex, minIndex)
 	r.consistent = r.consistent || minIndex == 0
-	st.wakeReaders()
+	q.wakeReaders()
 }
 
 // requeue queues a taken read again, urgent, as it was asked for. The
-// caller holds st.mu.
-func (st *state) requeue(name string, r *readReq) {
-	st.enqueueRead(name, r.minIndex, true)
-	p := st.sh.pending[name]
+// caller holds the owner's lock.
+func (q *readQueue) requeue(name string, r *readReq) {
+	q.enqueue(name, r.minIndex, true)
+	p := q.pending[name]
 	p.consistent = p.consistent || r.consistent
 	p.retries = max(p.retries, r.retries)
 }
@@ -217,9 +241,9 @@ func (st *state) sweep() {
 	}
 }
 
-func (st *state) wakeReaders() {
+func (q *readQueue) wakeReaders() {
 	select {
-	case st.sh.wake <- struct{}{}:
+	case q.wake <- struct{}{}:
 	default:
 	}
 }
@@ -229,51 +253,58 @@ func (st *state) wakeReaders() {
 // shows). It returns the pause to take first (sweep pacing); ok is false
 // once ctx is done.
 func (st *state) nextRead(ctx context.Context) (name string, r *readReq, pause time.Duration, ok bool) {
+	return st.sh.next(ctx, &st.mu, st.sh.synced)
+}
+
+// next waits for a re-read to do once ready (called with mu held) says
+// reads may start. It returns the pause to take first (sweep pacing); ok
+// is false once ctx is done. mu is the owner's lock.
+func (q *readQueue) next(ctx context.Context, mu sync.Locker, ready func() bool) (name string, r *readReq, pause time.Duration, ok bool) {
 	for {
-		st.mu.Lock()
-		if st.sh.synced() {
-			name, r = st.popRead()
+		mu.Lock()
+		if ready() {
+			name, r = q.pop()
 		}
 		if r != nil && !r.urgent {
-			now, next := time.Now(), st.sh.nextSweep
+			now, next := time.Now(), q.nextSweep
 			if next.Before(now) {
 				next = now
 			}
-			st.sh.nextSweep = next.Add(sweepInterval)
+			q.nextSweep = next.Add(sweepInterval)
 			pause = next.Sub(now)
 		}
-		more := len(st.sh.urgent)+len(st.sh.swept) > 0
-		st.mu.Unlock()
+		more := len(q.urgent)+len(q.swept) > 0
+		mu.Unlock()
 		if r != nil {
 			if more {
-				st.wakeReaders() // another reader takes the next one
+				q.wakeReaders() // another reader takes the next one
 			}
 			return name, r, pause, true
 		}
 		select {
 		case <-ctx.Done():
 			return "", nil, 0, false
-		case <-st.sh.wake:
+		case <-q.wake:
 		}
 	}
 }
 
-// popRead takes the next pending read, urgent first. The caller holds
-// st.mu.
-func (st *state) popRead() (string, *readReq) {
-	for len(st.sh.urgent) > 0 {
-		name := st.sh.urgent[0]
-		st.sh.urgent = st.sh.urgent[1:]
-		if r := st.sh.pending[name]; r != nil {
-			delete(st.sh.pending, name)
+// pop takes the next pending read, urgent first. The caller holds the
+// owner's lock.
+func (q *readQueue) pop() (string, *readReq) {
+	for len(q.urgent) > 0 {
+		name := q.urgent[0]
+		q.urgent = q.urgent[1:]
+		if r := q.pending[name]; r != nil {
+			delete(q.pending, name)
 			return name, r
 		}
 	}
-	for len(st.sh.swept) > 0 {
-		name := st.sh.swept[0]
-		st.sh.swept = st.sh.swept[1:]
-		if r := st.sh.pending[name]; r != nil && !r.urgent {
-			delete(st.sh.pending, name)
+	for len(q.swept) > 0 {
+		name := q.swept[0]
+		q.swept = q.swept[1:]
+		if r := q.pending[name]; r != nil && !r.urgent {
+			delete(q.pending, name)
 			return name, r
 		}
 	}
@@ -315,33 +346,42 @@ func (w *Watcher) readShared(ctx context.Context, st *state) {
 }
 
 // readFailed puts a failed re-read back in the queue and pauses this
-// reader with jittered backoff: the readers share one failure count, so
-// while Consul fails (or answers 429) they slow down together instead of
-// spinning.
+// reader with jittered backoff (see Watcher.failedRead).
 func (w *Watcher) readFailed(ctx context.Context, st *state, name string, r *readReq, err error) {
+	w.failedRead(ctx, &st.mu, &st.sh.readQueue, KindRead+":"+name, err, func() {
+		if ss := st.services[name]; ss != nil && ss.cancel == nil {
+			st.sh.requeue(name, r)
+		}
+	})
+}
+
+// failedRead reports a failed re-read, makes every watch's next answer
+// suspect, calls requeue (with mu, the queue owner's lock, held) and
+// pauses the calling reader with jittered backoff: the readers share one
+// failure count, so while Consul fails (or answers 429) they slow down
+// together instead of spinning.
+func (w *Watcher) failedRead(ctx context.Context, mu sync.Locker, q *readQueue, op string, err error, requeue func()) {
 	if w.hooks.WatchError != nil {
-		w.hooks.WatchError(KindRead+":"+name, err)
+		w.hooks.WatchError(op, err)
 	}
-	st.mu.Lock()
-	st.sh.failures++
-	st.sh.epoch++
+	mu.Lock()
+	q.failures++
+	q.epoch++
 	w.lost.add() // and every watch's
-	failures := st.sh.failures
-	warn := time.Since(st.sh.lastWarn) >= 30*time.Second
+	failures := q.failures
+	warn := time.Since(q.lastWarn) >= 30*time.Second
 	if warn {
-		st.sh.lastWarn = time.Now()
+		q.lastWarn = time.Now()
 	}
-	if ss := st.services[name]; ss != nil && ss.cancel == nil {
-		st.requeue(name, r)
-	}
-	st.mu.Unlock()
+	requeue()
+	mu.Unlock()
 	delay := w.backoff(failures)
 	level := slog.LevelDebug
 	if warn {
 		level = slog.LevelWarn
 	}
 	w.log.Log(ctx, level, "consul query failed; keeping last known state",
-		"op", KindRead+":"+name, "error", err, "failures", failures, "retry_in", delay)
+		"op", op, "error", err, "failures", failures, "retry_in", delay)
 	sleep(ctx, delay)
 }
 
@@ -364,7 +404,7 @@ func (st *state) applyRead(name string, r *readReq, svc Service, meta *consulapi
 	}
 	if r.minIndex > 0 && meta.LastIndex < r.minIndex && r.retries < staleRetries {
 		r.retries++
-		st.requeue(name, r)
+		st.sh.requeue(name, r)
 		st.mu.Unlock()
 		return true
 	}
@@ -387,64 +427,47 @@ func (st *state) applyRead(name string, r *readReq, svc Service, meta *consulapi
 	return false
 }
 
-// watchHealthState runs the blocking query on the checks in
-// watchedStates[i] (/v1/health/state/<state>) while services are
-// multiplexed.
-func (w *Watcher) watchHealthState(ctx context.Context, st *state, gen, i int) {
+// watchHealthState runs the blocking query on the checks in one state
+// (/v1/health/state/<state>), paced to healthStatePace, and hands each
+// answer to apply.
+func (w *Watcher) watchHealthState(ctx context.Context, op, state string, apply func(checks consulapi.HealthChecks, index uint64, suspect string)) {
 	var (
 		checks consulapi.HealthChecks
 		meta   *consulapi.QueryMeta
 		last   time.Time
 	)
-	w.loop(ctx, KindHealthState+":"+watchedStates[i],
+	w.loop(ctx, op,
 		func(opts *consulapi.QueryOptions) (*consulapi.QueryMeta, error) {
 			if !sleep(ctx, healthStatePace-time.Since(last)) {
 				return nil, ctx.Err()
 			}
 			var err error
-			checks, meta, err = w.client.Health().State(watchedStates[i], opts)
+			checks, meta, err = w.client.Health().State(state, opts)
 			last = time.Now()
 			return meta, err
 		},
-		func(suspect string) { st.applyHealthState(gen, i, checks, meta.LastIndex, suspect) })
+		func(suspect string) { apply(checks, meta.LastIndex, suspect) })
 }
 
-// applyHealthState compares the checks in watchedStates[i] with its last
-// answer and queues a re-read of every multiplexed service whose checks
-// entered or left the set (a critical check that turns warning leaves one
-// set and enters the other): a service check names its service; a node
-// check (serfHealth, node maintenance) every multiplexed service with an
-// instance on that node.
-//
-// Each re-read carries the index it must reach: a check that entered
-// carries its own ModifyIndex; one that left changed after the last
-// answer. An index that went backwards (a restarted agent) asks for none.
-// The first answers are only baselines: every multiplexed service is read
-// once both are in. A suspect answer (the agent may have restarted) makes
-// each service's next read suspect too.
-func (st *state) applyHealthState(gen, i int, checks consulapi.HealthChecks, index uint64, suspect string) {
+// update takes one answer of the set's health-state watch and returns
+// the services and the nodes (for node checks) whose checks entered or
+// left the set, each with the index a read must reach: a check that
+// entered carries its own ModifyIndex; one that left changed after the
+// last answer. An index that went backwards (a restarted agent) asks for
+// none (0). The first answer is only the baseline: it returns baseline
+// true and nothing changed.
+func (set *stateSet) update(checks consulapi.HealthChecks, index uint64) (services, nodes map[string]uint64, baseline bool) {
 	next := make(map[checkKey]checkVal, len(checks))
 	for _, c := range checks {
 		next[checkKey{c.Node, c.CheckID}] = checkVal{service: c.ServiceName, modifyIndex: c.ModifyIndex}
 	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if gen != st.sh.gen || st.sh.cancel == nil {
-		return // a stopped watch's last answer
-	}
-	if suspect != "" {
-		st.sh.epoch++
-	}
-	set := &st.sh.states[i]
 	if !set.synced {
 		set.synced, set.checks, set.index = true, next, index
-		st.wakeReaders()
-		return
+		return nil, nil, true
 	}
 	reset := index < set.index
 	floor := set.index + 1
-	services := map[string]uint64{}
-	nodes := map[string]uint64{}
+	services, nodes = map[string]uint64{}, map[string]uint64{}
 	mark := func(k checkKey, v checkVal, min uint64) {
 		if reset {
 			min = 0
@@ -466,6 +489,33 @@ func (st *state) applyHealthState(gen, i int, checks consulapi.HealthChecks, ind
 		}
 	}
 	set.checks, set.index = next, index
+	return services, nodes, false
+}
+
+// applyHealthState compares the checks in watchedStates[i] with its last
+// answer (stateSet.update) and queues a re-read of every multiplexed
+// service whose checks entered or left the set (a critical check that
+// turns warning leaves one set and enters the other): a service check
+// names its service; a node check (serfHealth, node maintenance) every
+// multiplexed service with an instance on that node.
+//
+// The first answers are only baselines: every multiplexed service is read
+// once both are in. A suspect answer (the agent may have restarted) makes
+// each service's next read suspect too.
+func (st *state) applyHealthState(gen, i int, checks consulapi.HealthChecks, index uint64, suspect string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if gen != st.sh.gen || st.sh.cancel == nil {
+		return // a stopped watch's last answer
+	}
+	if suspect != "" {
+		st.sh.epoch++
+	}
+	services, nodes, baseline := st.sh.states[i].update(checks, index)
+	if baseline {
+		st.sh.wakeReaders()
+		return
+	}
 	if len(nodes) > 0 {
 		for name, ss := range st.services {
 			if ss.cancel != nil || ss.svc == nil {

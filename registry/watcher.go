@@ -36,6 +36,17 @@ const (
 	// a MeshWatcher and other clients on the same host.
 	DefaultMaxServiceWatches = 100
 
+	// DefaultMaxMeshWatches is how many of a MeshWatcher's per-name
+	// blocking queries (a proxy service's, a destination's two, a leaf's)
+	// it runs over plain HTTP (Config.MaxMeshWatches 0); the rest are
+	// multiplexed. With its 10 other connections (the proxy list, roots,
+	// intentions, two health-state queries, four readers, the agent's
+	// ACL settings) the mesh holds at most 50, and with the Watcher's
+	// DefaultMaxServiceWatches + 7 the two hold at most 157: well under
+	// Consul's default cap of 200 per client address, leaving room for
+	// other clients on the same host.
+	DefaultMaxMeshWatches = 40
+
 	// maxWaitTime is the longest blocking query Consul serves.
 	maxWaitTime = 10 * time.Minute
 )
@@ -62,6 +73,12 @@ type Config struct {
 	// and no limit over HTTPS, where the queries share HTTP/2
 	// connections; negative is an error.
 	MaxServiceWatches int
+	// MaxMeshWatches is the most per-name blocking queries a MeshWatcher
+	// runs (one per proxy service, two per destination, one per leaf
+	// certificate); the others are multiplexed (see the package doc,
+	// "Mesh"). 0 means DefaultMaxMeshWatches over plain HTTP and no limit
+	// over HTTPS; negative is an error. A Watcher ignores it.
+	MaxMeshWatches int
 
 	// TLS, with Scheme "https". CAFile verifies the agent's certificate
 	// (default: the system's roots); CertFile and KeyFile, together, are a
@@ -78,8 +95,8 @@ type Config struct {
 // String describes the config with the token redacted, so that printing a
 // Config with fmt cannot leak it.
 func (c Config) String() string {
-	return fmt.Sprintf("{Address:%s Scheme:%s Token:%s TokenFile:%s Datacenter:%s AllowStale:%t WaitTime:%s BackoffMin:%s BackoffMax:%s StaleHold:%s MaxServiceWatches:%d CAFile:%s CertFile:%s KeyFile:%s TLSServerName:%s}",
-		c.Address, c.Scheme, redacted(c.Token), c.TokenFile, c.Datacenter, c.AllowStale, c.WaitTime, c.BackoffMin, c.BackoffMax, c.StaleHold, c.MaxServiceWatches,
+	return fmt.Sprintf("{Address:%s Scheme:%s Token:%s TokenFile:%s Datacenter:%s AllowStale:%t WaitTime:%s BackoffMin:%s BackoffMax:%s StaleHold:%s MaxServiceWatches:%d MaxMeshWatches:%d CAFile:%s CertFile:%s KeyFile:%s TLSServerName:%s}",
+		c.Address, c.Scheme, redacted(c.Token), c.TokenFile, c.Datacenter, c.AllowStale, c.WaitTime, c.BackoffMin, c.BackoffMax, c.StaleHold, c.MaxServiceWatches, c.MaxMeshWatches,
 		c.CAFile, c.CertFile, c.KeyFile, c.TLSServerName)
 }
 
@@ -100,6 +117,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("backoff_max", c.BackoffMax),
 		slog.Duration("stale_hold", c.StaleHold),
 		slog.Int("max_service_watches", c.MaxServiceWatches),
+		slog.Int("max_mesh_watches", c.MaxMeshWatches),
 		slog.String("ca_file", c.CAFile),
 		slog.String("cert_file", c.CertFile),
 		slog.String("key_file", c.KeyFile),
@@ -152,6 +170,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxServiceWatches < 0 {
 		return c, fmt.Errorf("consul max service watches %d: want 0 (the default) or more", c.MaxServiceWatches)
 	}
+	if c.MaxMeshWatches < 0 {
+		return c, fmt.Errorf("consul max mesh watches %d: want 0 (the default) or more", c.MaxMeshWatches)
+	}
 	return c, nil
 }
 
@@ -163,7 +184,8 @@ type Hooks struct {
 	// WatchError is called for every failed query; op is "services",
 	// "health:<service>", "health-state" or "read:<service>" (Watcher), or "mesh:services", "mesh:proxy:<name>",
 	// "mesh:connect:<service>", "mesh:service:<service>", "mesh:roots",
-	// "mesh:leaf:<service>", "mesh:intentions" or "mesh:agent-self"
+	// "mesh:leaf:<service>", "mesh:intentions", "mesh:agent-self",
+	// "mesh:health-state:<state>" or "mesh:read:<proxy|connect|service|leaf>:<name>"
 	// (MeshWatcher). err never contains the token, nor a private key.
 	WatchError func(op string, err error)
 	// FailStatic is called when a service's last known instances (or a
@@ -179,17 +201,20 @@ type Hooks struct {
 	SidecarProblem func(proxyID string, problem string)
 	// Request is called after every Consul request, with its kind
 	// ("services", "health", "health-state" and "read" from a Watcher,
-	// "mesh" from a MeshWatcher) and result: "ok", "throttled" (Consul
+	// "mesh" (its blocking queries) and "mesh-read" (re-reads of
+	// multiplexed entries) from a MeshWatcher) and result: "ok", "throttled" (Consul
 	// answered 429 Too Many Requests) or "error". Their rate is the load
 	// Switchyard puts on Consul.
 	Request func(kind, result string)
 	// Watches is called with +1 when a watch starts and -1 when it stops,
 	// by kind: "services", "health" (a service with a blocking query of
 	// its own), "health-state" (the two shared queries, on the critical
-	// and on the warning checks) and "mesh" are blocking queries, each
+	// and on the warning checks) and "mesh" (every MeshWatcher blocking
+	// query, its health-state ones included) are blocking queries, each
 	// holding a connection over plain HTTP; "multiplexed" counts services
 	// watched without one (through "health-state", "services" and
-	// re-reads).
+	// re-reads), "mesh-multiplexed" the MeshWatcher's proxy services,
+	// destinations and leaves watched without one.
 	Watches func(kind string, delta int)
 }
 
@@ -201,6 +226,11 @@ const (
 	KindRead        = "read"
 	KindMesh        = "mesh"
 	KindMultiplexed = "multiplexed"
+	// KindMeshRead is a MeshWatcher's plain re-read of a multiplexed
+	// proxy service, destination or leaf; KindMeshMultiplexed counts the
+	// mesh entries watched without a blocking query of their own.
+	KindMeshRead        = "mesh-read"
+	KindMeshMultiplexed = "mesh-multiplexed"
 
 	ResultOK        = "ok"
 	ResultThrottled = "throttled"

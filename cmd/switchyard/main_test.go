@@ -341,6 +341,7 @@ func TestServeRejectsBadValues(t *testing.T) {
 		{[]string{"--log-format", "xml"}, "log.format"},
 		{[]string{"--debounce-holdoff", "soon"}, "debounce-holdoff"},
 		{[]string{"--consul-max-service-watches", "-1"}, "consul.max-service-watches"},
+		{[]string{"--consul-max-mesh-watches", "-1"}, "consul.max-mesh-watches"},
 	} {
 		err := serveRefused(t, tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

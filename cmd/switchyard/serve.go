@@ -65,6 +65,7 @@ var settings = []setting{
 	{"consul.wait", "consul-wait", 5 * time.Minute, "blocking query wait time (Consul caps it at 10m)"},
 	{"consul.stale-hold", "consul-stale-hold", 5 * time.Minute, "how long to keep last known instances when Consul answers a suspect empty list (fail static)"},
 	{"consul.max-service-watches", "consul-max-service-watches", 0, "most services watched with a blocking query of their own; the rest share one health query and re-reads (0: 100 over http, no limit over https)"},
+	{"consul.max-mesh-watches", "consul-max-mesh-watches", 0, "with mesh.enabled, most sidecar watches (proxy services, destinations, leaf certificates) with a blocking query of their own; the rest share the health and service list queries and re-reads (0: 40 over http, no limit over https)"},
 	{"state.dir", "state-dir", "", "directory where Switchyard keeps Consul's last view, served when a start finds Consul unreachable, and a copy of the served policy files, so a start serves again groups removed from the policy while Envoys used them (no token or key in it); empty: off"},
 	{"state.restore-after", "state-restore-after", controlplane.DefaultStateRestoreAfter, "how long a start waits for Consul before it serves the view saved in state.dir"},
 	{"state.max-age", "state-max-age", controlplane.DefaultStateMaxAge, "the oldest saved view of Consul a start serves (an older one is likely long gone)"},
@@ -76,7 +77,7 @@ var settings = []setting{
 
 // zeroMeansDefault are the whole-number settings whose default depends on
 // other settings: 0 asks for it.
-var zeroMeansDefault = map[string]bool{"consul.max-service-watches": true}
+var zeroMeansDefault = map[string]bool{"consul.max-service-watches": true, "consul.max-mesh-watches": true}
 
 // toolingEnv are SWITCHYARD_* variables read by the project's scripts, not
 // by serve; they are not settings and not errors.
@@ -194,6 +195,7 @@ func consulConfig(v *viper.Viper) registry.Config {
 		StaleHold:  v.GetDuration("consul.stale-hold"),
 
 		MaxServiceWatches: v.GetInt("consul.max-service-watches"),
+		MaxMeshWatches:    v.GetInt("consul.max-mesh-watches"),
 
 		CAFile:        v.GetString("consul.ca-file"),
 		CertFile:      v.GetString("consul.cert-file"),

@@ -304,7 +304,18 @@ func TestMeshWithoutPolicy(t *testing.T) {
 // during the overlap, every sidecar gets its renewed leaf over SDS, and no
 // call between web and api fails, with no Envoy restarted.
 func TestMeshCARotationLosesNoCall(t *testing.T) {
-	e := NewEnvWith(t, true, map[string]string{"edge.yaml": webPolicy}, Options{Mesh: true})
+	caRotationLosesNoCall(t, Options{Mesh: true})
+}
+
+// The same with a mesh pool of one blocking query: every leaf, web's
+// proxy service and the destination api are multiplexed, so the renewed
+// leaves come from plain reads polled after the roots change.
+func TestMeshCARotationMultiplexedLosesNoCall(t *testing.T) {
+	caRotationLosesNoCall(t, Options{Mesh: true, ServeArgs: []string{"--consul-max-mesh-watches", "1"}})
+}
+
+func caRotationLosesNoCall(t *testing.T, opts Options) {
+	e := NewEnvWith(t, true, map[string]string{"edge.yaml": webPolicy}, opts)
 	pair := startMeshPair(t, e, startAPIApp(t, "api-1"))
 	bind, web := pair.bind, pair.web
 	call := func() error {
