@@ -104,15 +104,15 @@ func newMetrics() *metrics {
 		}),
 		consulWatchErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_consul_watch_errors_total",
-			Help: "Consul queries that failed, by kind: services, health (a service's own blocking query), health-state (the shared queries on critical and warning checks), read (a re-read of a multiplexed service), or mesh (the Connect sidecar watches).",
+			Help: "Consul queries that failed, by kind: services, health (a service's own blocking query), health-state (the shared queries on critical and warning checks), read (a re-read of a multiplexed service), or mesh (the Connect sidecar watches and re-reads).",
 		}, []string{"kind"}),
 		consulWatches: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "switchyard_consul_watches",
-			Help: "Consul watches now, by kind: services, health, health-state and mesh are blocking queries (each holds a connection over plain HTTP); multiplexed counts the services watched without a query of their own (past consul.max-service-watches).",
+			Help: "Consul watches now, by kind: services, health, health-state and mesh are blocking queries (each holds a connection over plain HTTP); multiplexed counts the services watched without a query of their own (past consul.max-service-watches), mesh-multiplexed the mesh's proxies, destinations and leaves past consul.max-mesh-watches.",
 		}, []string{"kind"}),
 		consulRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_consul_requests_total",
-			Help: "Requests to Consul, by kind (services, health, health-state, read, mesh) and result (ok, throttled: Consul answered 429, error); its rate is Switchyard's load on Consul.",
+			Help: "Requests to Consul, by kind (services, health, health-state, read, mesh, mesh-read) and result (ok, throttled: Consul answered 429, error); its rate is Switchyard's load on Consul.",
 		}, []string{"kind", "result"}),
 		consulStaleState: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "switchyard_consul_saved_view",
