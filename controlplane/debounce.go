@@ -5,17 +5,21 @@ import (
 	"time"
 )
 
-// debounce batches bursts of change signals into one rebuild: it calls fn
-// once no signal has arrived for holdoff, or once maxDelay has passed since
-// the first signal of the burst, whichever comes first. A Consul flap that
-// touches fifty services becomes one push, and a steady stream of changes
-// still gets pushed at least every maxDelay.
+// debounce turns change signals into rebuilds. A signal after a quiet
+// spell (no rebuild for holdoff) rebuilds at once: a lone change, the
+// common case, waits for nothing. Signals that follow within holdoff of a
+// rebuild are batched into one more: fn runs once no signal has arrived for
+// holdoff, or once maxDelay has passed since the first signal of the batch,
+// whichever comes first. A Consul flap that touches fifty services becomes
+// two pushes (its first change, then the rest), and a steady stream of
+// changes still gets pushed at least every maxDelay.
 func debounce(ctx context.Context, signals <-chan struct{}, holdoff, maxDelay time.Duration, fn func()) {
 	var (
 		timer   *time.Timer
 		timerC  <-chan time.Time
 		first   time.Time
 		pending bool
+		last    time.Time // when the last rebuild ended
 	)
 	for {
 		select {
@@ -26,6 +30,11 @@ func debounce(ctx context.Context, signals <-chan struct{}, holdoff, maxDelay ti
 			return
 		case <-signals:
 			now := time.Now()
+			if !pending && now.Sub(last) >= holdoff {
+				fn()
+				last = time.Now()
+				continue
+			}
 			if !pending {
 				pending = true
 				first = now
@@ -44,6 +53,7 @@ func debounce(ctx context.Context, signals <-chan struct{}, holdoff, maxDelay ti
 			pending = false
 			timerC = nil
 			fn()
+			last = time.Now()
 		}
 	}
 }

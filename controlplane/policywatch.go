@@ -20,7 +20,8 @@ import (
 // policySettle is how long the policy files must be quiet before a reload:
 // editors and `cp` write a file in several steps, and certificate rotation
 // replaces a cert and its key one after the other. A reload also waits until
-// the files' sizes and times are the same at two looks policySettle apart.
+// the files' sizes and times are the same at two looks policySettle apart:
+// the first at the last file event, the second when the timer fires.
 const policySettle = 100 * time.Millisecond
 
 // policyWriteWait is how long a reload waits for a policy or certificate
@@ -86,6 +87,10 @@ func (s *Server) watchPolicy(ctx context.Context) error {
 			if ev.Op == fsnotify.Chmod || !w.relevant(ev.Name) {
 				continue
 			}
+			// The first look: a file replaced by a rename (as deploy
+			// tools and most editors save) is then reloaded one
+			// policySettle after it appeared, not two.
+			w.gatePrint = fingerprint(w.dirs)
 			settle.Reset(policySettle)
 		case err, ok := <-fw.Errors:
 			if !ok {
