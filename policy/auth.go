@@ -101,6 +101,7 @@ type JWTProvider struct {
 
 // RemoteJWKS is a key set served over HTTP by a Consul service at Path.
 type RemoteJWKS struct {
+	Pos           Pos
 	Service       string
 	Path          string
 	CacheDuration time.Duration
@@ -400,7 +401,7 @@ func (d *decoder) remoteJWKS(n *yaml.Node) *RemoteJWKS {
 	if !ok {
 		return nil
 	}
-	r := &RemoteJWKS{CacheDuration: DefaultJWKSCacheDuration, Timeout: DefaultJWKSTimeout}
+	r := &RemoteJWKS{Pos: d.pos(m.line), CacheDuration: DefaultJWKSCacheDuration, Timeout: DefaultJWKSTimeout}
 	if d.require(m, "service") {
 		if v, ok := d.str(m, "service"); ok && d.service(m.lineOf("service"), v) {
 			r.Service = v
