@@ -39,8 +39,8 @@ func authFilters(l *ir.Listener) []*hcmv3.HttpFilter {
 
 // routeAuth adds what a route says to its listener's JWT and external
 // authorization filters to its per-filter config. A route without a
-// JWT requirement is not checked; Envoy still strips its providers'
-// claim headers from the request.
+// JWT requirement is not checked; authHeadersToRemove keeps clients from
+// sending the headers those filters would have set.
 func routeAuth(r *ir.Route, perFilter map[string]*anypb.Any) {
 	if len(r.JWTRequire) > 0 {
 		perFilter[jwtAuthnFilterName] = mustAny(&jwtauthnv3.PerRouteConfig{
@@ -52,6 +52,77 @@ func routeAuth(r *ir.Route, perFilter map[string]*anypb.Any) {
 			Override: &extauthzv3.ExtAuthzPerRoute_Disabled{Disabled: true},
 		})
 	}
+}
+
+// authHeadersToRemove are the headers a route that forwards requests
+// removes from them: those its listener's JWT providers (claimHeaders,
+// payloadHeader) and HTTP authorization service (upstreamHeaders) set,
+// less those the route's own checks set, and less those already in
+// removed. Before envoyproxy/envoy#46586 (Envoy 1.39 and earlier) the JWT
+// filter drops a client's copy of a provider's headers only on routes
+// whose requirement names that provider, and the authorization filter
+// never drops its upstream headers; so on a route without the check, a
+// client could send its own x-user and the upstream would take it for a
+// verified one.
+//
+// Envoy's router applies a route's header removals as it forwards the
+// request, after every other filter has run (RouteEntry::
+// finalizeRequestHeaders, called from the router's decodeHeaders): so a
+// header the route's own checks set is never removed here, lest its
+// verified value go too. A header the host's requestHeaders set or add
+// is left alone: the route's removals apply after the host's changes
+// (most_specific_header_mutations_wins), and would drop the operator's
+// own value.
+func authHeadersToRemove(l *ir.Listener, vh *ir.VirtualHost, r *ir.Route, removed []string) []string {
+	keep := map[string]bool{}
+	for _, h := range removed {
+		keep[h] = true
+	}
+	if h := vh.RequestHeaders; h != nil {
+		for _, hd := range slices.Concat(h.Set, h.Add) {
+			keep[hd.Name] = true
+		}
+	}
+	var set []string // every header the listener's checks may set
+	if l.JWT != nil {
+		for _, p := range l.JWT.Providers {
+			headers := providerHeaders(&p)
+			set = append(set, headers...)
+			if slices.Contains(r.JWTRequire, p.Name) {
+				for _, h := range headers {
+					keep[h] = true
+				}
+			}
+		}
+	}
+	if a := l.ExtAuthz; a != nil {
+		set = append(set, a.UpstreamHeaders...)
+		if !r.ExtAuthzOff {
+			for _, h := range a.UpstreamHeaders {
+				keep[h] = true
+			}
+		}
+	}
+	var out []string
+	for _, h := range slices.Compact(slices.Sorted(slices.Values(set))) {
+		if !keep[h] {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// providerHeaders are the request headers a JWT provider sets from a
+// verified token.
+func providerHeaders(p *ir.JWTProvider) []string {
+	var out []string
+	if p.PayloadHeader != "" {
+		out = append(out, p.PayloadHeader)
+	}
+	for _, c := range p.ClaimHeaders {
+		out = append(out, c.Header)
+	}
+	return out
 }
 
 // jwtAuthn is a listener's JWT filter: its providers, and one requirement

@@ -46,26 +46,17 @@ const (
 
 const rateLimitFilterName = "envoy.filters.http.ratelimit"
 
-// withGlobalRateLimit returns filters with the rate limit filter for s
-// after the local rate limit filter: a request the local limit refuses
-// costs no call to the service. A group without a rate limit service (s
-// nil) has no such filter. The filter is in every listener of a group
-// with a service, so adding, editing or removing a limit changes routes
-// only.
-func withGlobalRateLimit(filters []*hcmv3.HttpFilter, s *ir.RateLimitService) []*hcmv3.HttpFilter {
+// globalRateLimitFilters is the rate limit filter for s, for a listener's
+// chain; none when the group has no rate limit service (s nil). listener
+// places it after the local rate limit and the authentication filters, so
+// a request they refuse costs no call to the service. The filter is in
+// every listener of a group with a service, so adding, editing or
+// removing a limit changes routes only.
+func globalRateLimitFilters(s *ir.RateLimitService) []*hcmv3.HttpFilter {
 	if s == nil {
-		return filters
+		return nil
 	}
-	at := len(filters) - 1 // before the router, at least
-	for i, f := range filters {
-		if f.Name == localRateLimitFilterName {
-			at = i + 1
-		}
-	}
-	out := make([]*hcmv3.HttpFilter, 0, len(filters)+1)
-	out = append(out, filters[:at]...)
-	out = append(out, &hcmv3.HttpFilter{Name: rateLimitFilterName, ConfigType: typedConfig(mustAny(rateLimitFilter(s)))})
-	return append(out, filters[at:]...)
+	return []*hcmv3.HttpFilter{{Name: rateLimitFilterName, ConfigType: typedConfig(mustAny(rateLimitFilter(s)))}}
 }
 
 // rateLimitFilter asks the group's rate limit service, over gRPC, about

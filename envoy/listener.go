@@ -45,18 +45,21 @@ const (
 // The RBAC filter, which enforces routes' IP access, comes first of all:
 // a refused client is told nothing else, not even CORS.
 //
-// A listener with JWT validation or external authorization has those
-// filters right after CORS (a preflight carries no credentials), JWT
-// first (authFilters): so the order is IP access, CORS, JWT, external
-// authorization, rate limits (the local one, then, in a group with a rate
-// limit service, the global one: withGlobalRateLimit), body limit, faults,
-// router. A request is authenticated before it counts against a rate
-// limit.
+// The local rate limit comes right after CORS, before JWT validation and
+// external authorization (authFilters): it costs nothing to check, while
+// an authorization check is a call to another service, so a flood over
+// the limit is refused before it can cost one call per request. The
+// global rate limit (in a group with a rate limit service:
+// globalRateLimitFilters) comes after them, so that its keys can come
+// from authenticated values, and a request without a valid token costs no
+// call to the rate limit service. So the order is IP access, CORS, local
+// rate limit, JWT, external authorization, global rate limit, body limit,
+// faults, router.
 //
 // The buffer filter, which enforces a body limit, is listed disabled and
 // switched on by the routes of a listener with one (its limit is per
-// route); it comes after the rate limit, so that a rejected request is
-// not read first.
+// route); it comes after the rate limits and authorization, so that a
+// rejected request is not read first.
 func listener(l *ir.Listener) (_ *listenerv3.Listener, err error) {
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: StatPrefix(l.Name),
@@ -68,10 +71,10 @@ func listener(l *ir.Listener) (_ *listenerv3.Listener, err error) {
 		HttpFilters: slices.Concat([]*hcmv3.HttpFilter{
 			rbacFilter(),
 			{Name: corsFilterName, ConfigType: typedConfig(mustAny(&corsv3.Cors{}))},
-		}, authFilters(l), []*hcmv3.HttpFilter{
 			{Name: localRateLimitFilterName, ConfigType: typedConfig(mustAny(&localratelimitv3.LocalRateLimit{
 				StatPrefix: "http_local_rate_limiter",
 			}))},
+		}, authFilters(l), globalRateLimitFilters(l.RateLimitService), []*hcmv3.HttpFilter{
 			bufferFilter(),
 			{Name: faultFilterName, ConfigType: typedConfig(mustAny(&faultv3.HTTPFault{}))},
 			{Name: routerFilterName, ConfigType: typedConfig(mustAny(&routerv3.Router{}))},
@@ -96,7 +99,6 @@ func listener(l *ir.Listener) (_ *listenerv3.Listener, err error) {
 		// gRPC clients get an error, as with REJECT_REQUEST.
 		PathWithEscapedSlashesAction: hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT,
 	}
-	hcm.HttpFilters = withGlobalRateLimit(hcm.HttpFilters, l.RateLimitService)
 	if l.MaxRequestHeadersKB > 0 {
 		hcm.MaxRequestHeadersKb = wrapperspb.UInt32(l.MaxRequestHeadersKB)
 	}

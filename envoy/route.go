@@ -53,6 +53,9 @@ func routeConfig(l *ir.Listener) (*routev3.RouteConfiguration, error) {
 			if err != nil {
 				return nil, fmt.Errorf("listener %q virtual host %q: %w", l.Name, vh.Name, err)
 			}
+			if r.GetRoute() != nil { // it forwards requests
+				r.RequestHeadersToRemove = append(r.RequestHeadersToRemove, authHeadersToRemove(l, &vh, &vh.Routes[i], r.RequestHeadersToRemove)...)
+			}
 			v.Routes = append(v.Routes, r)
 		}
 		rc.VirtualHosts = append(rc.VirtualHosts, v)

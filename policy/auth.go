@@ -101,6 +101,7 @@ type JWTProvider struct {
 
 // RemoteJWKS is a key set served over HTTP by a Consul service at Path.
 type RemoteJWKS struct {
+	Pos           Pos
 	Service       string
 	Path          string
 	CacheDuration time.Duration
@@ -400,7 +401,7 @@ func (d *decoder) remoteJWKS(n *yaml.Node) *RemoteJWKS {
 	if !ok {
 		return nil
 	}
-	r := &RemoteJWKS{CacheDuration: DefaultJWKSCacheDuration, Timeout: DefaultJWKSTimeout}
+	r := &RemoteJWKS{Pos: d.pos(m.line), CacheDuration: DefaultJWKSCacheDuration, Timeout: DefaultJWKSTimeout}
 	if d.require(m, "service") {
 		if v, ok := d.str(m, "service"); ok && d.service(m.lineOf("service"), v) {
 			r.Service = v
@@ -432,6 +433,13 @@ func (d *decoder) remoteJWKS(n *yaml.Node) *RemoteJWKS {
 // jwksKeyTypes are the JWK key types Envoy verifies tokens with.
 var jwksKeyTypes = []string{"RSA", "EC", "OKP", "oct"}
 
+// jwkPrivateMembers are the JWK members that hold private or secret key
+// material (RFC 7518 section 6): "d", the private part of RSA, EC and OKP
+// keys; the RSA private key's factors and CRT values ("p", "q", "dp",
+// "dq", "qi", "oth"), any of which gives the key away; and "k", a
+// symmetric key. A key with any of them is refused, even without "d".
+var jwkPrivateMembers = []string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
+
 // jwksProblem says what is wrong with a JSON Web Key Set, or "". Envoy
 // would take a broken set and reject every token; and a set is sent to
 // every Envoy of the group and shown by translate, so it must hold public
@@ -451,9 +459,7 @@ func jwksProblem(b []byte) string {
 		if !slices.Contains(jwksKeyTypes, kty) {
 			return fmt.Sprintf("key %d: kty must be one of %s", i+1, strings.Join(jwksKeyTypes, ", "))
 		}
-		// "d" is the private part of RSA, EC and OKP keys; "k" is a
-		// symmetric key, a secret too.
-		if _, private := k["d"]; private || kty == "oct" {
+		if kty == "oct" || slices.ContainsFunc(jwkPrivateMembers, func(m string) bool { _, ok := k[m]; return ok }) {
 			return fmt.Sprintf("key %d is a private or symmetric key (it is not shown); give public keys only: the key set is sent to every Envoy of the group and shown by translate", i+1)
 		}
 	}

@@ -61,20 +61,38 @@ func init() {
 		`auth/group.yaml:29: unknown JWT provider "corp"; listener "own" has local`,
 		"auth/group.yaml:38: warning: the proxy group's extAuthz has no effect: every listener has its own",
 		"auth/group.yaml:40: warning: the proxy group's jwt has no effect: every listener has its own",
+	}}, struct {
+		path string
+		want []string
+	}{"authkeys", []string{
+		"authkeys/edge.yaml:15: jwksFile holds what looks like JSON content, not a file path; write it to a file and give that file's path (the value is not shown, in case it is a key)",
+		"authkeys/edge.yaml:18: jwksFile holds what looks like JSON content, not a file path; write it to a file and give that file's path (the value is not shown, in case it is a key)",
+		"authkeys/edge.yaml:22: jwks key 1 is a private or symmetric key (it is not shown); give public keys only: the key set is sent to every Envoy of the group and shown by translate",
+		"authkeys/edge.yaml:23: jwks key 1 is a private or symmetric key (it is not shown); give public keys only: the key set is sent to every Envoy of the group and shown by translate",
+		"authkeys/edge.yaml:24: jwks key 1 is a private or symmetric key (it is not shown); give public keys only: the key set is sent to every Envoy of the group and shown by translate",
+		"authkeys/edge.yaml:25: jwks key 1 is a private or symmetric key (it is not shown); give public keys only: the key set is sent to every Envoy of the group and shown by translate",
+		"authkeys/edge.yaml:26: jwks key 1 is a private or symmetric key (it is not shown); give public keys only: the key set is sent to every Envoy of the group and shown by translate",
+		"authkeys/edge.yaml:27: jwks key 1 is a private or symmetric key (it is not shown); give public keys only: the key set is sent to every Envoy of the group and shown by translate",
+		"authkeys/edge.yaml:28: jwks key 1 is a private or symmetric key (it is not shown); give public keys only: the key set is sent to every Envoy of the group and shown by translate",
+		"authkeys/edge.yaml:30: jwks key 2 is a private or symmetric key (it is not shown); give public keys only: the key set is sent to every Envoy of the group and shown by translate",
+		"authkeys/edge.yaml:32: jwks must not contain control characters other than newline, carriage return and tab (the value is not shown, in case it is a key)",
 	}})
 }
 
-// A private key in a key set is refused without being shown.
+// A private key in a key set, or a key set pasted for a file's path, is
+// refused without being shown, neither as a value nor as a path.
 func TestJWKSKeyNotShown(t *testing.T) {
-	_, diags := policy.Load(filepath.Join("testdata", "bad", "auth"))
-	for _, d := range diags {
-		// c2VjcmV0 is the "d" of private-jwks.json and the "k" of the
-		// inline symmetric key.
-		if strings.Contains(d.String(), "c2VjcmV0") {
-			t.Errorf("diagnostic shows key material: %s", d)
+	for _, dir := range []string{"auth", "authkeys"} {
+		_, diags := policy.Load(filepath.Join("testdata", "bad", dir))
+		for _, d := range diags {
+			// c2VjcmV0 is every private member's value (private-jwks.json's
+			// "d", the inline keys'); "kty" starts each key.
+			if s := d.String(); strings.Contains(s, "c2VjcmV0") || strings.Contains(s, "kty") {
+				t.Errorf("diagnostic shows key material: %s", d)
+			}
 		}
-	}
-	if len(diags) == 0 {
-		t.Fatal("no diagnostics")
+		if len(diags) == 0 {
+			t.Fatalf("%s: no diagnostics", dir)
+		}
 	}
 }

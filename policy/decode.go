@@ -150,19 +150,42 @@ func valueProblem(key, v string) string {
 		return fmt.Sprintf("%s holds what looks like PEM content, not a file path; write it to a file and give that file's path (%s)", key, notShown)
 	case looksLikePEM(v):
 		return fmt.Sprintf("%s holds what looks like PEM content; keys and certificates belong in files named by certFile, keyFile and caFile (%s)", key, notShown)
+	case looksLikeJSON(v) && file:
+		return fmt.Sprintf("%s holds what looks like JSON content, not a file path; write it to a file and give that file's path (%s)", key, notShown)
 	case file && len(v) > MaxFilePathLength:
 		return fmt.Sprintf("%s is %d bytes long, too long for a file path (at most %d bytes; %s)", key, len(v), MaxFilePathLength, notShown)
 	case !strings.ContainsFunc(v, unicode.IsControl):
 		return ""
 	case file:
 		return fmt.Sprintf("%s must not contain control characters (such as newline, carriage return, tab or NUL); it is a file path (%s)", key, notShown)
+	case isKeyField(key):
+		return fmt.Sprintf("%s must not contain control characters (such as newline, carriage return, tab or NUL) (%s)", key, notShown)
 	}
 	return fmt.Sprintf("%s must not contain control characters (such as newline, carriage return, tab or NUL), got %s", key, quoteValue(v))
 }
 
-// isFileField reports whether key names a file of key material.
+// isFileField reports whether key names a file of key material: a key
+// pasted there instead of the file's path must not be echoed, neither as
+// the value nor as the path it would make.
 func isFileField(key string) bool {
-	return key == "certFile" || key == "keyFile" || key == "caFile"
+	switch key {
+	case "certFile", "keyFile", "caFile", "jwksFile":
+		return true
+	}
+	return false
+}
+
+// isKeyField reports whether key's value is key material itself (an
+// inline JSON Web Key Set), which no message shows either.
+func isKeyField(key string) bool {
+	return key == "jwks"
+}
+
+// looksLikeJSON reports whether v starts as a JSON object or array does,
+// as a key set pasted for a path would.
+func looksLikeJSON(v string) bool {
+	v = strings.TrimSpace(v)
+	return strings.HasPrefix(v, "{") || strings.HasPrefix(v, "[")
 }
 
 // looksLikePEM reports whether v holds a PEM boundary line.

@@ -67,6 +67,26 @@ func authServices(l *policy.Listener) []serviceRef {
 	return out
 }
 
+// warnPlainJWKS warns at each remoteJWKS of a group's listeners. Envoy
+// fetches the key set over plain HTTP: Switchyard has no upstream TLS for
+// a Consul service (the Service policy has no option for it), so anyone on
+// the network path between Envoy and the service's instances could answer
+// with signing keys of their own, and Envoy would accept the tokens they
+// sign. A provider the listeners share (the group's jwt) is warned about
+// once.
+func (t *translation) warnPlainJWKS(g *policy.ProxyGroup) {
+	for _, l := range g.Listeners {
+		if l.JWT == nil {
+			continue
+		}
+		for _, p := range l.JWT.Providers {
+			if r := p.RemoteJWKS; r != nil {
+				t.warn(r.Pos, "JWT provider %q fetches its signing keys from service %q over plain HTTP, as Switchyard has no upstream TLS (the Service policy has no option for it): anyone on the network path to its instances could serve keys of their own, and Envoy would accept the tokens they sign; jwksFile or jwks avoid it", p.Name, r.Service)
+			}
+		}
+	}
+}
+
 // authClusters are the clusters of a group's authorization services given
 // by address, and grpc the Consul services that are gRPC authorization
 // services, which Envoy must speak HTTP/2 to whatever their protocol.

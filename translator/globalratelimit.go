@@ -66,15 +66,18 @@ func routeLimitID(listener, host, route string) string {
 // limitHostNames names each host of a listener in its limits' IDs: its
 // first domain with dots as '_' (shop_example_com), and, should that name
 // an earlier host too (shop.example.com and shop_example.com), with "~"
-// and the host's index after it. Listener and route names have no '/',
-// nor has a domain, so the IDs stay apart.
+// and a number after it: the host's index, or the next number whose name
+// no earlier host holds. A domain may itself hold '_' and '~' (a_b~2), so
+// a suffixed name is checked like any other. Listener and route names
+// have no '/', nor has a domain, so the IDs stay apart.
 func limitHostNames(l *policy.Listener) []string {
 	out := make([]string, len(l.Hosts))
 	taken := make(map[string]bool, len(l.Hosts))
 	for i, h := range l.Hosts {
-		name := strings.ReplaceAll(h.Domains[0], ".", "_")
-		if taken[name] {
-			name += "~" + strconv.Itoa(i)
+		base := strings.ReplaceAll(h.Domains[0], ".", "_")
+		name := base
+		for n := i; taken[name]; n++ {
+			name = base + "~" + strconv.Itoa(n)
 		}
 		taken[name] = true
 		out[i] = name

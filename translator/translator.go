@@ -106,6 +106,7 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 		refs = t.listeners(g, gm, cfg)
 	}
 	authz, grpcAuthz := authClusters(g)
+	t.warnPlainJWKS(g)
 	http2 := make(map[string]bool, len(refs))
 	if len(refs) > 0 { // nil when none, as appending leaves it
 		cfg.Clusters = make([]ir.Cluster, 0, len(refs)+2) // tracing and rate limit clusters may follow

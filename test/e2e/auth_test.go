@@ -104,6 +104,10 @@ listeners:
             match: { pathPrefix: /open }
             service: web
             extAuthz: false
+          - name: limited
+            match: { pathPrefix: /limited }
+            service: web
+            rateLimit: { requests: 1, per: 1m }
           - name: web
             service: web
   - name: http-authz
@@ -121,12 +125,18 @@ listeners:
     hosts:
       - domains: ["*"]
         routes:
+          - name: open
+            match: { pathPrefix: /open }
+            service: web
+            extAuthz: false
           - service: web
 `
 
 // An authorization service in Consul speaking gRPC, and one given by
 // address speaking HTTP, decide which requests reach the service; a route
-// that turns extAuthz off is not checked; with failureMode: allow, a
+// that turns extAuthz off is not checked, and a client cannot pass the
+// HTTP service's upstreamHeaders there itself; a request over a local
+// rate limit is refused before it is checked; with failureMode: allow, a
 // service that is down lets requests through.
 func TestExtAuthz(t *testing.T) {
 	httpAddr, httpSrv := startHTTPAuthz(t)
@@ -162,6 +172,16 @@ func TestExtAuthz(t *testing.T) {
 	if n := authz.checks.Load() - before; n != 0 {
 		t.Errorf("route with extAuthz: false was checked %d times; want 0", n)
 	}
+	// The local rate limit runs before the authorization filter: a flood
+	// over it costs the service nothing.
+	before = authz.checks.Load()
+	var statuses []int
+	for range 5 {
+		statuses = append(statuses, send(t, http.MethodGet, grpcL, "shop.example.com", "/limited", allow).code)
+	}
+	if n := authz.checks.Load() - before; n != 1 || statuses[0] != 200 || statuses[4] != http.StatusTooManyRequests {
+		t.Errorf("5 requests to a route limited to 1 a minute: got %v, with %d checks; want 200 then 429s, with 1 check", statuses, n)
+	}
 
 	if got := send(t, http.MethodGet, httpL, "shop.example.com", "/orders", allow); got.code != 200 || got.body != "web-1" || got.header.Get("X-Seen-Req-X-Authz-User") != "alice" {
 		t.Errorf("HTTP authz, allowed: got %d %q, upstream saw x-authz-user %q; want 200 web-1, alice", got.code, got.body, got.header.Get("X-Seen-Req-X-Authz-User"))
@@ -169,6 +189,12 @@ func TestExtAuthz(t *testing.T) {
 	got := send(t, http.MethodGet, httpL, "shop.example.com", "/orders", nil)
 	if got.code != http.StatusForbidden || got.body != "denied by http authz" || got.header.Get("X-Denied-By") != "http-authz" {
 		t.Errorf("HTTP authz, denied: got %d %q x-denied-by %q; want 403 from the service, with its body and header", got.code, got.body, got.header.Get("X-Denied-By"))
+	}
+	// Envoy's authorization filter never removes a client's copy of an
+	// upstream header: the route without the check does.
+	got = send(t, http.MethodGet, httpL, "shop.example.com", "/open", map[string]string{"x-authz-user": "mallory"})
+	if u := got.header.Get("X-Seen-Req-X-Authz-User"); got.code != 200 || u != "" {
+		t.Errorf("spoofed x-authz-user on a route with extAuthz: false: got %d, upstream saw %q; want 200 and no x-authz-user", got.code, u)
 	}
 
 	// failureMode: allow: with its service down, the listener lets
@@ -350,11 +376,30 @@ func TestJWT(t *testing.T) {
 	if a := got.header.Get("X-Seen-Req-Authorization"); a != "Bearer "+remote {
 		t.Errorf("remote provider (forward: true): upstream saw authorization %q; want the token", a)
 	}
-	// A client cannot pass its own claim header, even where no token is
-	// required.
-	got = send(t, http.MethodGet, addr, "api.example.com", "/free", map[string]string{"x-user": "mallory"})
-	if u := got.header.Get("X-Seen-Req-X-User"); got.code != 200 || u != "" {
-		t.Errorf("spoofed x-user on a route without a requirement: got %d, upstream saw %q; want 200 and no x-user", got.code, u)
+	// A client cannot pass its own claim or payload header where no token
+	// is required, nor where another provider's token is: those routes
+	// remove the headers.
+	for _, c := range []struct{ name, path, token string }{
+		{"route without a requirement", "/free", ""},
+		{"route requiring another provider", "/remote", remote},
+	} {
+		h := map[string]string{"x-user": "mallory", "x-jwt-payload": "forged"}
+		if c.token != "" {
+			h["Authorization"] = "Bearer " + c.token
+		}
+		got := send(t, http.MethodGet, addr, "api.example.com", c.path, h)
+		if u, p := got.header.Get("X-Seen-Req-X-User"), got.header.Get("X-Seen-Req-X-Jwt-Payload"); got.code != 200 || u != "" || p != "" {
+			t.Errorf("spoofed headers on the %s: got %d, upstream saw x-user %q, x-jwt-payload %q; want 200 and neither", c.name, got.code, u, p)
+		}
+	}
+	// Where the route requires the provider, the verified claim reaches
+	// the upstream (the route's removals, applied after the JWT filter,
+	// leave it), and the client's own copy does not.
+	spoofed := bearer(valid)
+	spoofed["x-user"] = "mallory"
+	got = send(t, http.MethodGet, addr, "api.example.com", "/", spoofed)
+	if u := got.header.Get("X-Seen-Req-X-User"); got.code != 200 || u != "alice" {
+		t.Errorf("spoofed x-user with a valid token: got %d, upstream saw %q; want 200 and alice alone", got.code, u)
 	}
 	e.requireNoNACKs()
 }
