@@ -3,8 +3,10 @@ package envoy
 import (
 	"slices"
 
+	mutationrulesv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	jwtauthnv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -16,8 +18,9 @@ import (
 
 // Envoy extension names of a listener's authentication and authorization.
 const (
-	jwtAuthnFilterName = "envoy.filters.http.jwt_authn"
-	extAuthzFilterName = "envoy.filters.http.ext_authz"
+	jwtAuthnFilterName       = "envoy.filters.http.jwt_authn"
+	extAuthzFilterName       = "envoy.filters.http.ext_authz"
+	headerMutationFilterName = "envoy.filters.http.header_mutation"
 )
 
 // authFilters are a listener's JWT and external authorization filters, in
@@ -26,8 +29,25 @@ const (
 // the service sees the claims' headers the JWT filter added. Only a
 // listener with them has them; routes choose through their per-filter
 // config (routeAuth).
+//
+// Before them, every header those checks may set (claimHeaders,
+// payloadHeader, upstreamHeaders) is removed from the request as the
+// client sent it: the checks then add only verified values. Without this
+// a client's own x-user would reach the upstream wherever a check did not
+// overwrite it: on a route without the check on Envoy 1.39 and earlier
+// (see authHeadersToRemove), and with an authorization service that
+// allows a request without returning that header, on every Envoy.
 func authFilters(l *ir.Listener) []*hcmv3.HttpFilter {
 	var out []*hcmv3.HttpFilter
+	if strip := authHeaders(l); len(strip) > 0 {
+		mutations := make([]*mutationrulesv3.HeaderMutation, 0, len(strip))
+		for _, h := range strip {
+			mutations = append(mutations, &mutationrulesv3.HeaderMutation{Action: &mutationrulesv3.HeaderMutation_Remove{Remove: h}})
+		}
+		out = append(out, &hcmv3.HttpFilter{Name: headerMutationFilterName, ConfigType: typedConfig(mustAny(&headermutationv3.HeaderMutation{
+			Mutations: &headermutationv3.Mutations{RequestMutations: mutations},
+		}))})
+	}
 	if l.JWT != nil {
 		out = append(out, &hcmv3.HttpFilter{Name: jwtAuthnFilterName, ConfigType: typedConfig(mustAny(jwtAuthn(l)))})
 	}
@@ -110,6 +130,21 @@ func authHeadersToRemove(l *ir.Listener, vh *ir.VirtualHost, r *ir.Route, remove
 		}
 	}
 	return out
+}
+
+// authHeaders are the request headers a listener's JWT providers and
+// HTTP authorization service may set, sorted, each once.
+func authHeaders(l *ir.Listener) []string {
+	var set []string
+	if l.JWT != nil {
+		for _, p := range l.JWT.Providers {
+			set = append(set, providerHeaders(&p)...)
+		}
+	}
+	if l.ExtAuthz != nil {
+		set = append(set, l.ExtAuthz.UpstreamHeaders...)
+	}
+	return slices.Compact(slices.Sorted(slices.Values(set)))
 }
 
 // providerHeaders are the request headers a JWT provider sets from a

@@ -1,10 +1,16 @@
 package envoy
 
 import (
+	"os"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"sigs.k8s.io/yaml"
+
+	"github.com/switchyard-io/switchyard/test/testenv"
 
 	"github.com/switchyard-io/switchyard/translator/ir"
 )
@@ -70,5 +76,34 @@ func TestAuthHeadersRemoved(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("request_headers_to_remove by route (-want +got):\n%s", diff)
+	}
+}
+
+// TestAuthAcceptedByEnvoy has real Envoy validate the golden group with
+// JWT, external authorization and the filter that strips the headers they
+// set (--mode validate builds every listener, filter, route and cluster
+// without opening sockets).
+func TestAuthAcceptedByEnvoy(t *testing.T) {
+	envoyBin := testenv.Bin(t, "envoy")
+	b, err := os.ReadFile("testdata/auth.in.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg ir.Config
+	if err := yaml.UnmarshalStrict(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Build(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot := staticEdgeBootstrap(t, cfg.Group, res, "")
+	if !strings.Contains(string(boot), headerMutationFilterName) {
+		t.Fatal("the auth case has no header-stripping filter to validate")
+	}
+	path := testenv.WriteFile(t, t.TempDir(), "bootstrap.json", boot)
+	out, err := exec.Command(envoyBin, "--mode", "validate", "-c", path, "--use-dynamic-base-id").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "OK") {
+		t.Fatalf("envoy --mode validate: %v\n%s", err, out)
 	}
 }

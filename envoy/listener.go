@@ -53,8 +53,8 @@ const (
 // globalRateLimitFilters) comes after them, so that its keys can come
 // from authenticated values, and a request without a valid token costs no
 // call to the rate limit service. So the order is IP access, CORS, local
-// rate limit, JWT, external authorization, global rate limit, body limit,
-// faults, router.
+// rate limit, the removal of clients' copies of the checks' headers, JWT,
+// external authorization, global rate limit, body limit, faults, router.
 //
 // The buffer filter, which enforces a body limit, is listed disabled and
 // switched on by the routes of a listener with one (its limit is per

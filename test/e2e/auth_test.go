@@ -68,8 +68,8 @@ func (g *grpcAuthz) Check(_ context.Context, req *authv3.CheckRequest) (*authv3.
 }
 
 // startHTTPAuthz starts an HTTP authorization service: a request under
-// /check with x-allow: yes is answered 200 with x-authz-user: alice, any
-// other 403 with a body of its own.
+// /check with x-allow: yes is answered 200 with x-authz-user: alice (but
+// under /check/anon, with no user), any other 403 with a body of its own.
 func startHTTPAuthz(t *testing.T) (addr string, srv *http.Server) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -82,7 +82,9 @@ func startHTTPAuthz(t *testing.T) (addr string, srv *http.Server) {
 			http.Error(w, "denied by http authz", http.StatusForbidden)
 			return
 		}
-		w.Header().Set("x-authz-user", "alice")
+		if !strings.HasPrefix(r.URL.Path, "/check/anon") {
+			w.Header().Set("x-authz-user", "alice")
+		}
 	})}
 	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(func() { srv.Close() })
@@ -195,6 +197,14 @@ func TestExtAuthz(t *testing.T) {
 	got = send(t, http.MethodGet, httpL, "shop.example.com", "/open", map[string]string{"x-authz-user": "mallory"})
 	if u := got.header.Get("X-Seen-Req-X-Authz-User"); got.code != 200 || u != "" {
 		t.Errorf("spoofed x-authz-user on a route with extAuthz: false: got %d, upstream saw %q; want 200 and no x-authz-user", got.code, u)
+	}
+
+	// Nor where the service allows a request without naming a user: the
+	// client's copy was removed before the check.
+	spoof := map[string]string{"x-allow": "yes", "x-authz-user": "mallory"}
+	got = send(t, http.MethodGet, httpL, "shop.example.com", "/anon", spoof)
+	if u := got.header.Get("X-Seen-Req-X-Authz-User"); got.code != 200 || u != "" {
+		t.Errorf("spoofed x-authz-user, allowed without a user: got %d, upstream saw %q; want 200 and no x-authz-user", got.code, u)
 	}
 
 	// failureMode: allow: with its service down, the listener lets
