@@ -115,7 +115,7 @@ func headers(h *policy.Headers) *ir.Headers {
 func mirrorServices(r *policy.Route) []serviceRef {
 	var out []serviceRef
 	for _, m := range r.Mirror {
-		out = append(out, serviceRef{name: m.Service, pos: m.Pos})
+		out = append(out, serviceRef{name: m.Service, pos: m.Pos, unregistered: "nothing is mirrored to it until it is"})
 	}
 	return out
 }

@@ -55,12 +55,17 @@ func routeAuth(l *policy.Listener, h *policy.VirtualHost, r *policy.Route, out *
 func authServices(l *policy.Listener) []serviceRef {
 	var out []serviceRef
 	if a := l.ExtAuthz; a != nil && a.Service != "" {
-		out = append(out, serviceRef{name: a.Service, pos: a.Pos})
+		cost := "until it is, the requests listener " + strconv.Quote(l.Name) + " checks are answered 403"
+		if a.FailOpen {
+			cost = "until it is, the requests listener " + strconv.Quote(l.Name) + " checks pass unchecked (failureMode: allow)"
+		}
+		out = append(out, serviceRef{name: a.Service, pos: a.Pos, unregistered: cost})
 	}
 	if j := l.JWT; j != nil {
 		for _, p := range j.Providers {
 			if p.RemoteJWKS != nil {
-				out = append(out, serviceRef{name: p.RemoteJWKS.Service, pos: p.Pos})
+				out = append(out, serviceRef{name: p.RemoteJWKS.Service, pos: p.Pos,
+					unregistered: "until it is, provider " + strconv.Quote(p.Name) + "'s keys cannot be fetched and its tokens are refused (401)"})
 			}
 		}
 	}

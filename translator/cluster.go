@@ -21,13 +21,18 @@ const (
 // still gets a cluster, with no endpoints: its routes answer 503 until it
 // registers, instead of the whole config failing or traffic falling
 // through to another route. So does a subset no instance is in.
-func (t *translation) cluster(service string, subset *policy.Subset, pos policy.Pos) ir.Cluster {
+// unregistered is what the warning says that costs ("": the routes'
+// requests answer 503).
+func (t *translation) cluster(service string, subset *policy.Subset, pos policy.Pos, unregistered string) ir.Cluster {
 	c := ir.Cluster{Service: service, Subset: subset.String(), Source: pos.String()}
 	svc, ok := t.snap.Service(service)
 	c.HTTP2 = t.http2(service, svc)
 	t.upstream(&c)
 	if !ok {
-		t.warn(pos, "service %q is not registered in Consul; its routes answer 503 until it is", service)
+		if unregistered == "" {
+			unregistered = "its routes answer 503 until it is"
+		}
+		t.warn(pos, "service %q is not registered in Consul; %s", service, unregistered)
 		return c
 	}
 	c.Endpoints = make([]ir.Endpoint, 0, len(svc.Instances))

@@ -1,8 +1,11 @@
 package translator
 
 import (
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/switchyard-io/switchyard/policy"
 	"github.com/switchyard-io/switchyard/registry"
@@ -82,5 +85,53 @@ listeners:
 	want := `consul: warning: service "web" instance "web-2" on node "b" has no usable address ("999.999.999.999" port 80; an IP address or a host name, and a port, are needed); skipped`
 	if got := res.Diagnostics; len(got) != 1 || got[0].String() != want {
 		t.Errorf("diagnostics %q; want [%q]", got, want)
+	}
+}
+
+// A service Consul does not know is warned about with what it costs: a
+// route's requests answer 503, but a mirror's copies go nowhere, an
+// authorization service's listener refuses (or, failing open, passes)
+// what it checks, and a key service's provider refuses its tokens.
+func TestUnregisteredServiceWarningSaysWhatItCosts(t *testing.T) {
+	set, diags := policy.Parse(map[string][]byte{"edge.yaml": []byte(`apiVersion: switchyard.io/v1
+kind: ProxyGroup
+name: edge
+listeners:
+  - name: http
+    port: 8080
+    extAuthz: { service: authz, protocol: grpc }
+    jwt:
+      providers:
+        - { name: corp, issuer: https://corp.example.com, remoteJWKS: { service: keys, path: /jwks.json } }
+    hosts:
+      - domains: ["*"]
+        routes:
+          - { service: web, mirror: [{ service: shadow }] }
+  - name: open
+    port: 8081
+    extAuthz: { service: authz2, protocol: grpc, failureMode: allow }
+    hosts: [{ domains: ["*"], routes: [{ service: web }] }]
+`)})
+	if diags.HasErrors() {
+		t.Fatal(diags.Err())
+	}
+	web := registry.Service{Name: "web", Instances: []registry.Instance{
+		{ID: "web-1", Node: "a", Address: "10.0.0.1", Port: 80, Datacenter: "dc1", Health: registry.Healthy, Weight: 1},
+	}}
+	var got []string
+	for _, d := range Translate(registry.NewSnapshot(web), set).Diagnostics {
+		if strings.Contains(d.String(), "is not registered in Consul") {
+			got = append(got, d.Message)
+		}
+	}
+	want := []string{
+		`service "authz" is not registered in Consul; until it is, the requests listener "http" checks are answered 403`,
+		`service "authz2" is not registered in Consul; until it is, the requests listener "open" checks pass unchecked (failureMode: allow)`,
+		`service "keys" is not registered in Consul; until it is, provider "corp"'s keys cannot be fetched and its tokens are refused (401)`,
+		`service "shadow" is not registered in Consul; nothing is mirrored to it until it is`,
+	}
+	slices.Sort(got)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("warnings (-want +got):\n%s", diff)
 	}
 }

@@ -43,6 +43,7 @@ type EdgeTranslator struct {
 type clusterKey struct {
 	service, subset string
 	pos             policy.Pos
+	unregistered    string
 }
 
 // clusterMemo is one cluster's translation and what it read.
@@ -82,9 +83,9 @@ func (e *EdgeTranslator) Translate(snap *registry.Snapshot, set *policy.Set, mes
 
 // cachedCluster is t.cluster, reusing the last translation's cluster when
 // what it read is unchanged.
-func (t *translation) cachedCluster(service string, subset *policy.Subset, pos policy.Pos) ir.Cluster {
+func (t *translation) cachedCluster(service string, subset *policy.Subset, pos policy.Pos, unregistered string) ir.Cluster {
 	c := t.cache
-	key := clusterKey{service: service, subset: subset.String(), pos: pos}
+	key := clusterKey{service: service, subset: subset.String(), pos: pos, unregistered: unregistered}
 	sp, found := t.set.Service(service)
 	if m, ok := c.prev[key]; ok && t.snap.SameService(c.prevSnap, service) && m.found == found &&
 		(t.set == c.prevSet || reflect.DeepEqual(m.policy, sp)) {
@@ -96,7 +97,7 @@ func (t *translation) cachedCluster(service string, subset *policy.Subset, pos p
 	}
 	var warnings []policy.Diagnostic
 	t.record = &warnings
-	out := t.cluster(service, subset, pos)
+	out := t.cluster(service, subset, pos, unregistered)
 	t.record = nil
 	c.next[key] = &clusterMemo{cluster: out, policy: sp, found: found, warnings: warnings}
 	return out

@@ -38,7 +38,7 @@ func (t *translation) rateLimitCluster(s *policy.RateLimitService) ir.Cluster {
 	}
 	var c ir.Cluster
 	if _, ok := t.snap.Service(s.Service); ok {
-		c = t.cluster(s.Service, &policy.Subset{}, s.Pos)
+		c = t.cluster(s.Service, &policy.Subset{}, s.Pos, "") // registered: no warning
 	} else {
 		t.warn(s.Pos, "rate limit service %q is not registered in Consul; until it is, requests with a global limit get its failure mode (%s)", s.Service, s.FailureMode)
 		c = ir.Cluster{Service: s.Service, Source: s.Pos.String()}

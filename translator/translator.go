@@ -114,9 +114,9 @@ func (t *translation) group(g *policy.ProxyGroup) *ir.Config {
 	for _, ref := range refs {
 		var c ir.Cluster
 		if t.cache != nil {
-			c = t.cachedCluster(ref.name, &ref.subset, ref.pos)
+			c = t.cachedCluster(ref.name, &ref.subset, ref.pos, ref.unregistered)
 		} else {
-			c = t.cluster(ref.name, &ref.subset, ref.pos)
+			c = t.cluster(ref.name, &ref.subset, ref.pos, ref.unregistered)
 		}
 		if grpcAuthz[ref.name] && ref.subset.IsZero() {
 			c.HTTP2 = true
@@ -268,6 +268,10 @@ type serviceRef struct {
 	name   string
 	pos    policy.Pos
 	subset policy.Subset
+	// unregistered says what a missing service costs, for the warning
+	// when Consul does not know it ("" is a route's: its requests answer
+	// 503).
+	unregistered string
 }
 
 // key identifies the cluster: the service and the subset's label (a space
@@ -276,11 +280,11 @@ func (s *serviceRef) key() string { return s.name + " " + s.subset.String() }
 
 func routeServices(r *policy.Route) []serviceRef {
 	if r.Service != "" {
-		return []serviceRef{{r.Service, r.Pos, r.Subset}}
+		return []serviceRef{{name: r.Service, pos: r.Pos, subset: r.Subset}}
 	}
 	var out []serviceRef
 	for _, w := range r.Split {
-		out = append(out, serviceRef{w.Service, w.Pos, w.Subset})
+		out = append(out, serviceRef{name: w.Service, pos: w.Pos, subset: w.Subset})
 	}
 	return out
 }
