@@ -12,7 +12,8 @@ import (
 
 // The local rate limit runs before JWT validation and external
 // authorization, so a flood over it costs no authorization call; the
-// global rate limit after them, so it can count authenticated values.
+// global rate limit after them, so it can count authenticated values; the
+// clients' copies of the checks' headers are removed just before the checks.
 func TestHTTPFilterOrder(t *testing.T) {
 	l := authListener()
 	l.RateLimitService = &ir.RateLimitService{Cluster: ir.RateLimitCluster, Domain: "edge", Timeout: ir.D(time.Second)}
@@ -28,7 +29,7 @@ func TestHTTPFilterOrder(t *testing.T) {
 	for _, f := range hcm.GetHttpFilters() {
 		got = append(got, f.GetName())
 	}
-	want := []string{httpRBACFilterName, corsFilterName, localRateLimitFilterName, jwtAuthnFilterName, extAuthzFilterName,
+	want := []string{httpRBACFilterName, corsFilterName, localRateLimitFilterName, headerMutationFilterName, jwtAuthnFilterName, extAuthzFilterName,
 		rateLimitFilterName, bufferFilterName, faultFilterName, routerFilterName}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("HTTP filters (-want +got):\n%s", diff)
