@@ -76,10 +76,10 @@ type Config struct {
 	EdgeIdentities []string
 	// Consul is the registry watcher's configuration.
 	Consul registry.Config
-	// Holdoff is how long changes that follow a rebuild must be quiet
-	// before the next (default 10ms; a change after a quiet spell is
-	// rebuilt at once); MaxDelay caps the wait since the batch's first
-	// change (default 50ms).
+	// Holdoff is how long changes must be quiet before a rebuild (default
+	// 10ms); MaxDelay caps the wait since the batch's first change
+	// (default 50ms). A change after MaxDelay without a rebuild is rebuilt
+	// at once.
 	Holdoff  time.Duration
 	MaxDelay time.Duration
 	// ShutdownGrace bounds the graceful stop of open xDS streams (default 5s).

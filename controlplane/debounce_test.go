@@ -29,13 +29,13 @@ func TestDebounceBatchesBurst(t *testing.T) {
 }
 
 // A lone change after a quiet spell is not held back by the holdoff; one
-// that follows a rebuild within the holdoff is.
+// that follows a rebuild closely is.
 func TestDebounceLoneChangeAtOnce(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	signals := make(chan struct{}, 1)
 	fired := make(chan struct{}, 10)
-	go debounce(ctx, signals, time.Hour, time.Hour, func() { fired <- struct{}{} })
+	go debounce(ctx, signals, time.Hour, 2*time.Hour, func() { fired <- struct{}{} })
 	notify(signals)
 	select {
 	case <-fired:
