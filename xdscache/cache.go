@@ -10,11 +10,11 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"weak"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	cache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // Cache serves snapshots, one per node key (cache.NodeHash), to
@@ -59,6 +59,14 @@ type Cache struct {
 
 	mu     sync.Mutex
 	groups map[string]*group
+
+	// interned holds every entry some group serves, by type, name and
+	// version, weakly: groups that serve the same resource (edge groups
+	// routing to the same services have the same clusters and endpoint
+	// assignments, byte for byte) share one marshalled copy, and an entry
+	// no group holds any more is freed (intern.go).
+	internMu sync.Mutex
+	interned map[internKey]weak.Pointer[entry]
 }
 
 // New makes a cache keying nodes with hash. order lists the served type
@@ -69,7 +77,7 @@ type Cache struct {
 // resource of the type, so Envoy has had the clusters (or listeners) that
 // the endpoints (or routes) belong to.
 func New(hash cache.NodeHash, order []string, ads bool) *Cache {
-	return &Cache{hash: hash, order: slices.Clone(order), ads: ads, groups: map[string]*group{}}
+	return &Cache{hash: hash, order: slices.Clone(order), ads: ads, groups: map[string]*group{}, interned: map[internKey]weak.Pointer[entry]{}}
 }
 
 // group is one node key's state: its published resources per type, and
@@ -153,7 +161,7 @@ func (c *Cache) SetSnapshot(_ context.Context, key string, snapshot cache.Resour
 	changes := make([]change, 0, len(c.order))
 	for _, typeURL := range c.order {
 		old := g.typ(typeURL)
-		ch, err := diff(typeURL, old, snapshot)
+		ch, err := c.diff(typeURL, old, snapshot)
 		if err != nil {
 			return fmt.Errorf("snapshot %q: %w", key, err)
 		}
@@ -178,7 +186,7 @@ func (c *Cache) SetSnapshot(_ context.Context, key string, snapshot cache.Resour
 
 // diff builds a type's next state from the snapshot, reusing the entries
 // whose version did not change, and lists what changed.
-func diff(typeURL string, old *typeState, snapshot cache.ResourceSnapshot) (change, error) {
+func (c *Cache) diff(typeURL string, old *typeState, snapshot cache.ResourceSnapshot) (change, error) {
 	items := snapshot.GetResourcesAndTTL(typeURL)
 	versions := snapshot.GetVersionMap(typeURL)
 	next := &typeState{version: snapshot.GetVersion(typeURL), resources: make(map[string]*entry, len(items)), synced: map[uintptr]map[string]string{}}
@@ -196,8 +204,7 @@ func diff(typeURL string, old *typeState, snapshot cache.ResourceSnapshot) (chan
 		if err != nil {
 			return ch, fmt.Errorf("marshal %s %q: %w", typeURL, name, err)
 		}
-		next.resources[name] = &entry{version: v, res: &discoveryv3.Resource{
-			Name: name, Version: v, Resource: &anypb.Any{TypeUrl: typeURL, Value: b}}}
+		next.resources[name] = c.intern(typeURL, name, v, b)
 		ch.changed = append(ch.changed, name)
 	}
 	for name := range old.resources {
