@@ -25,7 +25,8 @@ var (
 // beside Switchyard.
 //
 // It reports Switchyard's RSS before the clients (after a GC), with every
-// client synced, after the flips and after a GC, and its peak; each op is
+// client synced, after the flips and after a GC, and its peak, and its
+// live heap after that GC; each op is
 // a health flip, timed from the Consul write until the last client of
 // every group has received the changed assignment.
 func BenchmarkManyGroups(b *testing.B) {
@@ -52,6 +53,14 @@ func BenchmarkManyGroups(b *testing.B) {
 		b.ReportMetric(peak/1e6, "switchyard-peak-MB")
 		gc := w.memoryAfterGC(b)
 		b.ReportMetric(gc/1e6, "switchyard-MB-after-gc")
+		// What is live: the runtime returns freed memory to the system
+		// slowly, so the resident size after a GC still shows the sync's
+		// peak for a while.
+		sample, err := w.readSample()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(sample.heap/1e6, "heap-MB-after-gc")
 		b.ReportMetric((gc-idle)/float64(len(clients))/1e3, "kB/proxy")
 		own, _ := procMemory(b, os.Getpid())
 		b.ReportMetric(own/1e6, "clients-MB")
