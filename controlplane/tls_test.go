@@ -233,3 +233,33 @@ func TestBindSidecarsToClientCertificates(t *testing.T) {
 		t.Errorf("a certificate naming the bare proxy ID (a group-style name): %v; want PermissionDenied", err)
 	}
 }
+
+// With groups bound to certificates, the rate limit service's stream (no
+// node.cluster, RateLimitConfig) needs a certificate naming
+// RateLimitCertName; a group's certificate does not open it.
+func TestBindRateLimitServiceToClientCertificate(t *testing.T) {
+	s, _ := newTestServer(t, &bytes.Buffer{})
+	s.px.bindGroups = true
+	ca := testenv.NewCA(t, "test CA")
+	ctxFor := func(name string) context.Context {
+		leaf, err := x509.ParseCertificate(pemBlock(t, ca.Issue(t, testenv.LeafOptions{Name: name, Client: true}).CertPEM))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return peer.NewContext(context.Background(), &peer.Peer{AuthInfo: credentials.TLSInfo{State: tls.ConnectionState{
+			PeerCertificates: []*x509.Certificate{leaf}, VerifiedChains: [][]*x509.Certificate{{leaf, ca.Cert}},
+		}}})
+	}
+	cb := s.px.callbacks()
+	request := func(id int64, ctx context.Context) error {
+		_ = cb.OnStreamOpen(ctx, id, "")
+		return cb.OnStreamRequest(id, &discoveryv3.DiscoveryRequest{
+			Node: &corev3.Node{Id: "ratelimit-1"}, TypeUrl: resource.RateLimitConfigType})
+	}
+	if err := request(1, ctxFor(RateLimitCertName)); err != nil {
+		t.Errorf("the rate limit service with its certificate: %v", err)
+	}
+	if err := request(2, ctxFor("edge")); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("a group's certificate asking for the rate limits: %v; want PermissionDenied", err)
+	}
+}
