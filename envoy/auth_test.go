@@ -1,16 +1,11 @@
 package envoy
 
 import (
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"sigs.k8s.io/yaml"
-
-	"github.com/switchyard-io/switchyard/test/testenv"
 
 	"github.com/switchyard-io/switchyard/translator/ir"
 )
@@ -84,16 +79,8 @@ func TestAuthHeadersRemoved(t *testing.T) {
 // set (--mode validate builds every listener, filter, route and cluster
 // without opening sockets).
 func TestAuthAcceptedByEnvoy(t *testing.T) {
-	envoyBin := testenv.Bin(t, "envoy")
-	b, err := os.ReadFile("testdata/auth.in.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cfg ir.Config
-	if err := yaml.UnmarshalStrict(b, &cfg); err != nil {
-		t.Fatal(err)
-	}
-	res, err := Build(&cfg)
+	cfg := loadIR(t, "testdata/auth.in.yaml")
+	res, err := Build(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,9 +88,7 @@ func TestAuthAcceptedByEnvoy(t *testing.T) {
 	if !strings.Contains(string(boot), headerMutationFilterName) {
 		t.Fatal("the auth case has no header-stripping filter to validate")
 	}
-	path := testenv.WriteFile(t, t.TempDir(), "bootstrap.json", boot)
-	out, err := exec.Command(envoyBin, "--mode", "validate", "-c", path, "--use-dynamic-base-id").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "OK") {
+	if out, err := envoyValidate(t, boot); err != nil {
 		t.Fatalf("envoy --mode validate: %v\n%s", err, out)
 	}
 }

@@ -2,33 +2,20 @@ package envoy
 
 import (
 	"encoding/json"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	rlsconfv3 "github.com/envoyproxy/go-control-plane/ratelimit/config/ratelimit/v3"
-	"google.golang.org/protobuf/encoding/protojson"
-	"sigs.k8s.io/yaml"
 
-	"github.com/switchyard-io/switchyard/test/testenv"
 	"github.com/switchyard-io/switchyard/translator/ir"
 )
 
 // loadGlobalRateLimitCase reads the golden IR with global limits.
 func loadGlobalRateLimitCase(t *testing.T) *ir.Config {
 	t.Helper()
-	b, err := os.ReadFile("testdata/globalratelimit.in.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cfg ir.Config
-	if err := yaml.UnmarshalStrict(b, &cfg); err != nil {
-		t.Fatal(err)
-	}
-	return &cfg
+	return loadIR(t, "testdata/globalratelimit.in.yaml")
 }
 
 // request is what Envoy's rate limit actions read of a request.
@@ -270,16 +257,13 @@ func mustJSON(t *testing.T, v any) []byte {
 // resources: EDS clusters carry their endpoints inline and RDS becomes
 // the inline RouteConfiguration.
 func TestGlobalRateLimitAcceptedByEnvoy(t *testing.T) {
-	envoyBin := testenv.Bin(t, "envoy")
 	cfg := loadGlobalRateLimitCase(t)
 	res, err := Build(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	boot := staticEdgeBootstrap(t, cfg.Group, res, "")
-	path := testenv.WriteFile(t, t.TempDir(), "bootstrap.json", boot)
-	out, err := exec.Command(envoyBin, "--mode", "validate", "-c", path, "--use-dynamic-base-id").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "OK") {
+	if out, err := envoyValidate(t, boot); err != nil {
 		t.Fatalf("envoy --mode validate: %v\n%s", err, out)
 	}
 	// The harness can fail: a rate limit action Envoy does not know is
@@ -288,81 +272,9 @@ func TestGlobalRateLimitAcceptedByEnvoy(t *testing.T) {
 	if bad == string(boot) {
 		t.Fatal("no remoteAddress action to break")
 	}
-	path = testenv.WriteFile(t, t.TempDir(), "bootstrap.json", []byte(bad))
-	if out, err := exec.Command(envoyBin, "--mode", "validate", "-c", path, "--use-dynamic-base-id").CombinedOutput(); err == nil {
+	if out, err := envoyValidate(t, []byte(bad)); err == nil {
 		t.Errorf("envoy accepted an unknown field in a rate limit action:\n%s", out)
 	}
-}
-
-// staticEdgeBootstrap is a bootstrap (JSON) serving a group's resources
-// as static ones, with an admin listener on adminAddr unless "". Secrets
-// are left out: the cases have no TLS.
-func staticEdgeBootstrap(t testing.TB, group string, res Resources, adminAddr string) []byte {
-	t.Helper()
-	asJSON := func(typ resource.Type) []any {
-		var out []any
-		for _, r := range res[typ] {
-			b, err := protojson.Marshal(r)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var v any
-			if err := json.Unmarshal(b, &v); err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, v)
-		}
-		return out
-	}
-	byName := func(list []any, key string) map[string]any {
-		m := map[string]any{}
-		for _, v := range list {
-			m[v.(map[string]any)[key].(string)] = v
-		}
-		return m
-	}
-	routes := byName(asJSON(resource.RouteType), "name")
-	loads := byName(asJSON(resource.EndpointType), "clusterName")
-	listeners, clusters := asJSON(resource.ListenerType), asJSON(resource.ClusterType)
-	for _, v := range clusters {
-		cl := v.(map[string]any)
-		if cl["type"] == "EDS" {
-			cl["type"] = "STATIC"
-			delete(cl, "edsClusterConfig")
-			cl["loadAssignment"] = loads[cl["name"].(string)]
-		}
-	}
-	var static func(v any)
-	static = func(v any) {
-		switch v := v.(type) {
-		case map[string]any:
-			if rds, ok := v["rds"].(map[string]any); ok {
-				delete(v, "rds")
-				v["routeConfig"] = routes[rds["routeConfigName"].(string)]
-			}
-			for _, e := range v {
-				static(e)
-			}
-		case []any:
-			for _, e := range v {
-				static(e)
-			}
-		}
-	}
-	static(listeners)
-	boot := map[string]any{
-		"node":            map[string]any{"id": "validate", "cluster": group},
-		"staticResources": map[string]any{"listeners": listeners, "clusters": clusters},
-	}
-	if adminAddr != "" {
-		host, port, _ := strings.Cut(adminAddr, ":")
-		boot["admin"] = map[string]any{"address": map[string]any{"socketAddress": map[string]any{"address": host, "portValue": port}}}
-	}
-	b, err := json.Marshal(boot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 // The domain, cluster and descriptor keys are a contract with the rate

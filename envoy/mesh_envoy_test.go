@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"math/big"
 	"net/url"
@@ -15,9 +14,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/switchyard-io/switchyard/test/testenv"
 	"github.com/switchyard-io/switchyard/translator/ir"
@@ -91,76 +87,11 @@ func staticSidecarConfig(t *testing.T, s *ir.Sidecar, m *ir.Mesh, adminPort int)
 	if err != nil {
 		t.Fatal(err)
 	}
-	asJSON := func(typ resource.Type) []any {
-		var out []any
-		for _, r := range snap[typ] {
-			b, err := protojson.Marshal(r)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var v any
-			if err := json.Unmarshal(b, &v); err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, v)
-		}
-		return out
-	}
-	byName := func(list []any, key string) map[string]any {
-		m := map[string]any{}
-		for _, v := range list {
-			m[v.(map[string]any)[key].(string)] = v
-		}
-		return m
-	}
-	routes := byName(asJSON(resource.RouteType), "name")
-	loads := byName(asJSON(resource.EndpointType), "clusterName")
-	listeners := asJSON(resource.ListenerType)
-	clusters := asJSON(resource.ClusterType)
-	for _, v := range clusters {
-		cl := v.(map[string]any)
-		if cl["type"] == "EDS" {
-			cl["type"] = "STATIC"
-			delete(cl, "edsClusterConfig")
-			cl["loadAssignment"] = loads[cl["name"].(string)]
-		}
-	}
-	var static func(v any)
-	static = func(v any) {
-		switch v := v.(type) {
-		case map[string]any:
-			delete(v, "sdsConfig")
-			if rds, ok := v["rds"].(map[string]any); ok {
-				delete(v, "rds")
-				v["routeConfig"] = routes[rds["routeConfigName"].(string)]
-			}
-			for _, e := range v {
-				static(e)
-			}
-		case []any:
-			for _, e := range v {
-				static(e)
-			}
-		}
-	}
-	static(listeners)
-	static(clusters)
-	boot := map[string]any{
-		"node": map[string]any{"id": s.ProxyID, "cluster": SidecarNodeCluster},
-		"staticResources": map[string]any{
-			"listeners": listeners,
-			"clusters":  clusters,
-			"secrets":   asJSON(resource.SecretType),
-		},
-	}
+	admin := ""
 	if adminPort != 0 {
-		boot["admin"] = map[string]any{"address": map[string]any{"socketAddress": map[string]any{"address": "127.0.0.1", "portValue": adminPort}}}
+		admin = testenv.Addr(adminPort)
 	}
-	b, err := json.Marshal(boot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return staticBootstrap(t, map[string]any{"id": s.ProxyID, "cluster": SidecarNodeCluster}, snap, admin)
 }
 
 // spiffeLeaf issues a Connect-style leaf: a URI SAN with the SPIFFE ID,
