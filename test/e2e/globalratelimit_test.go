@@ -3,8 +3,6 @@ package e2e
 import (
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -221,7 +219,7 @@ listeners:
 	e.StartBackend("web", "web-1")
 	e.StartEnvoy("edge")
 	first := e.Envoy
-	second := startEnvoyAs(t, e, "edge", "edge-b")
+	second := e.StartEnvoyAs("edge", "edge-b")
 	for _, envoy := range []*testenv.Envoy{first, second} {
 		waitRateLimitCluster(t, envoy, rl)
 	}
@@ -281,29 +279,6 @@ func waitRateLimitCluster(t *testing.T, envoy *testenv.Envoy, rl *testenv.RateLi
 		}
 		return err
 	})
-}
-
-// startEnvoyAs starts another Envoy of group, as node id, and waits until
-// it is initialized.
-func startEnvoyAs(t *testing.T, e *Env, group, id string) *testenv.Envoy {
-	t.Helper()
-	adminAddr := testenv.Addr(testenv.FreePort(t))
-	cmd := exec.Command(switchyardBin, "bootstrap", "--node-id", id, "--group", group,
-		"--xds-address", e.XDSAddr, "--admin-address", adminAddr, "--xds-protocol", "sotw")
-	cmd.Env = append(os.Environ(), raceEnv...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("switchyard bootstrap: %v\n%s", err, out)
-	}
-	envoy := testenv.StartEnvoy(t, "envoy "+id, string(out), adminAddr)
-	testenv.Eventually(t, settle, id+" initialized", func() error {
-		body, err := envoy.Admin("/ready")
-		if err == nil && strings.TrimSpace(body) != "LIVE" {
-			err = errString("envoy state " + body)
-		}
-		return err
-	})
-	return envoy
 }
 
 // awayFromMinuteEnd waits out the last seconds of a minute, when

@@ -270,12 +270,23 @@ func (e *Env) waitReadyAt(proc *testenv.Process, adminAddr string) {
 // it has received its listeners.
 func (e *Env) StartEnvoy(group string) {
 	e.t.Helper()
+	protocol := "sotw"
+	if e.delta {
+		protocol = "delta"
+	}
+	e.Envoy = e.StartEnvoyAs(group, group+"-"+protocol)
+}
+
+// StartEnvoyAs starts another Envoy of group, as node id, with the Env's
+// protocol and bootstrap flags, and waits until it has its listeners.
+func (e *Env) StartEnvoyAs(group, id string) *testenv.Envoy {
+	e.t.Helper()
 	adminAddr := testenv.Addr(testenv.FreePort(e.t))
 	protocol := "sotw"
 	if e.delta {
 		protocol = "delta"
 	}
-	args := append([]string{"bootstrap", "--node-id", group + "-" + protocol, "--group", group,
+	args := append([]string{"bootstrap", "--node-id", id, "--group", group,
 		"--xds-address", e.XDSAddr, "--admin-address", adminAddr, "--xds-protocol", protocol}, e.bootstrapArgs...)
 	cmd := exec.Command(switchyardBin, args...)
 	cmd.Env = append(os.Environ(), raceEnv...)
@@ -283,9 +294,9 @@ func (e *Env) StartEnvoy(group string) {
 	if err != nil {
 		e.t.Fatalf("switchyard bootstrap: %v\n%s", err, out)
 	}
-	e.Envoy = testenv.StartEnvoy(e.t, "envoy", string(out), adminAddr)
-	testenv.Eventually(e.t, settle, "envoy initialized", func() error {
-		body, err := e.Envoy.Admin("/ready")
+	envoy := testenv.StartEnvoy(e.t, "envoy "+id, string(out), adminAddr)
+	testenv.Eventually(e.t, settle, "envoy "+id+" initialized", func() error {
+		body, err := envoy.Admin("/ready")
 		if err != nil {
 			return err
 		}
@@ -294,6 +305,7 @@ func (e *Env) StartEnvoy(group string) {
 		}
 		return nil
 	})
+	return envoy
 }
 
 // Metric reads one series from Switchyard's /metrics (the sum over labels
