@@ -125,7 +125,7 @@ type world struct {
 	// flipRange, when set, keeps the flips to services 0 to flipRange-1
 	// (the ones whose stats the benchmark's Envoy keeps).
 	flipRange int
-	writes     []time.Duration  // each flip's Consul write (flip)
+	writes    []time.Duration // each flip's Consul write (flip)
 	// readyAfter is Switchyard's start to /readyz 200: the first full
 	// Consul sync and build. syncAfter is Envoy's start to having every
 	// cluster with its endpoints.
