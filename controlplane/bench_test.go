@@ -7,11 +7,9 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/switchyard-io/switchyard/envoy"
 	"github.com/switchyard-io/switchyard/policy"
 	"github.com/switchyard-io/switchyard/registry"
 	"github.com/switchyard-io/switchyard/test/testenv"
-	"github.com/switchyard-io/switchyard/translator"
 	"github.com/switchyard-io/switchyard/translator/translatortest"
 )
 
@@ -24,7 +22,7 @@ func BenchmarkBuild(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		groups, err, _ := build(new(translator.EdgeTranslator), snap, set, nil, map[string]*envoy.Builder{})
+		groups, err, _ := new(edgeBuilder).build(snap, set, nil)
 		if err != nil || len(groups) != 1 {
 			b.Fatalf("build: %d groups, %v", len(groups), err)
 		}
@@ -48,9 +46,8 @@ func BenchmarkRebuildHealthFlip(b *testing.B) {
 func benchRebuildHealthFlip(b *testing.B, services, instances int) {
 	snap, set := translatortest.Estate(b, services, instances)
 	states := []*registry.Snapshot{snap, flipped(snap, fmt.Sprintf("svc-%04d", services/2))}
-	var tr translator.EdgeTranslator
-	builders := map[string]*envoy.Builder{}
-	if _, err, _ := build(&tr, snap, set, nil, builders); err != nil {
+	var eb edgeBuilder
+	if _, err, _ := eb.build(snap, set, nil); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
@@ -58,7 +55,7 @@ func benchRebuildHealthFlip(b *testing.B, services, instances int) {
 	i := 0
 	for b.Loop() {
 		i++
-		groups, err, _ := build(&tr, states[i%2], set, nil, builders)
+		groups, err, _ := eb.build(states[i%2], set, nil)
 		if err != nil || len(groups) != 1 {
 			b.Fatalf("build: %d groups, %v", len(groups), err)
 		}

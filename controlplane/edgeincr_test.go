@@ -2,12 +2,11 @@ package controlplane
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
-	"github.com/switchyard-io/switchyard/envoy"
 	"github.com/switchyard-io/switchyard/policy"
 	"github.com/switchyard-io/switchyard/registry"
-	"github.com/switchyard-io/switchyard/translator"
 	"github.com/switchyard-io/switchyard/translator/translatortest"
 )
 
@@ -42,6 +41,17 @@ func TestEdgeIncrementalMatchesFresh(t *testing.T) {
 		{"svc-0010 instance 0 critical", health("svc-0010", 0, registry.Unhealthy)},
 		{"svc-0010 instance 0 passing", health("svc-0010", 0, registry.Healthy)},
 		{"svc-0011 instance 1 in maintenance", health("svc-0011", 1, registry.Draining)},
+		{"svc-0012 instance 3 warning, weight 5", func() {
+			s := svc("svc-0012")
+			s.Instances[3].Weight = 5
+			snap = snap.WithService(s)
+		}},
+		{"svc-0013 instance 0 moves to port 9090", func() {
+			s := svc("svc-0013")
+			s.Instances[0].Port = 9090
+			snap = snap.WithService(s)
+		}},
+		{"svc-0013 instance 0 critical", health("svc-0013", 0, registry.Unhealthy)},
 		{"svc-0020 gains an instance", func() {
 			s := svc("svc-0020")
 			s.Instances = append(s.Instances, registry.Instance{ID: "svc-0020-new", Node: "node-9", Address: "10.9.9.9", Port: 8080, Datacenter: "dc1", Weight: 3})
@@ -66,16 +76,22 @@ func TestEdgeIncrementalMatchesFresh(t *testing.T) {
 		}},
 		{"svc-0048 instance 0 critical", health("svc-0048", 0, registry.Unhealthy)},
 	}
-	var tr translator.EdgeTranslator
-	builders := map[string]*envoy.Builder{}
+	var eb edgeBuilder
 	var before *groupSnapshot
 	for i, s := range steps {
 		s.change()
-		got := buildOne(t, &tr, snap, set, builders)
-		want := buildOne(t, new(translator.EdgeTranslator), snap, set, map[string]*envoy.Builder{})
+		patches := eb.healthPatches
+		got := buildOne(t, &eb, snap, set)
+		want := buildOne(t, new(edgeBuilder), snap, set)
 		compareGroups(t, want, got)
 		if t.Failed() {
 			t.Fatalf("step %d (%s): differs from a fresh build", i, s.name)
+		}
+		// Health alone takes the health path; anything else, or the
+		// first build, the full one.
+		health := strings.HasSuffix(s.name, "critical") || strings.HasSuffix(s.name, "passing") || strings.HasSuffix(s.name, "maintenance") || strings.HasSuffix(s.name, "weight 5")
+		if (eb.healthPatches > patches) != health {
+			t.Errorf("step %d (%s): health path taken %v, want %v", i, s.name, eb.healthPatches > patches, health)
 		}
 		if before != nil && i > 0 && sameVersions(before, got) {
 			t.Errorf("step %d (%s): no version changed", i, s.name)
@@ -85,9 +101,9 @@ func TestEdgeIncrementalMatchesFresh(t *testing.T) {
 }
 
 // buildOne builds the one group of set.
-func buildOne(t *testing.T, tr *translator.EdgeTranslator, snap *registry.Snapshot, set *policy.Set, builders map[string]*envoy.Builder) *groupSnapshot {
+func buildOne(t *testing.T, eb *edgeBuilder, snap *registry.Snapshot, set *policy.Set) *groupSnapshot {
 	t.Helper()
-	groups, failed, _ := build(tr, snap, set, nil, builders)
+	groups, failed, _ := eb.build(snap, set, nil)
 	if len(failed) > 0 || len(groups) != 1 {
 		t.Fatalf("build: %d groups, failed %v", len(groups), failed)
 	}

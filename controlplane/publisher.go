@@ -10,10 +10,8 @@ import (
 
 	cache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 
-	"github.com/switchyard-io/switchyard/envoy"
 	"github.com/switchyard-io/switchyard/policy"
 	"github.com/switchyard-io/switchyard/registry"
-	"github.com/switchyard-io/switchyard/translator"
 )
 
 // publisher builds each proxy group's snapshot from the inputs and puts it
@@ -28,11 +26,10 @@ type publisher struct {
 	proxies *proxies // set after both are made; asked who uses a group
 
 	// Used by publish alone (one goroutine), so not under a lock.
-	edge          translator.EdgeTranslator // the last translation, to translate only what changed
-	builders      map[string]*envoy.Builder // each group's last build, to rebuild only what changed
-	buildFailures map[string]string         // each failing group's error, while it fails
-	warned        map[string]bool           // translation warnings already logged
-	mesh          meshState                 // the sidecar mesh's builds (mesh.go)
+	edge          edgeBuilder       // the last translation and builds, to redo only what changed
+	buildFailures map[string]string // each failing group's error, while it fails
+	warned        map[string]bool   // translation warnings already logged
+	mesh          meshState         // the sidecar mesh's builds (mesh.go)
 	// changeAt is when the input change behind this publish arrived (set
 	// by rebuild before publish and publishMesh).
 	changeAt    time.Time
@@ -69,7 +66,7 @@ type snapshotStore interface {
 
 func newPublisher(log *slog.Logger, m *metrics, c snapshotStore) *publisher {
 	return &publisher{log: log, metrics: m, cache: c,
-		builders: map[string]*envoy.Builder{}, buildFailures: map[string]string{}, warned: map[string]bool{},
+		buildFailures: map[string]string{}, warned: map[string]bool{},
 		groups: map[string]*groupSnapshot{}, retained: map[string]bool{}}
 }
 
@@ -91,7 +88,7 @@ func (p *publisher) publish(consul *registry.Snapshot, set *policy.Set, mesh *re
 		built, held = served.Without((*policy.ProxyGroup).UsesMesh)
 	}
 	p.logHeld(held)
-	groups, failed, diags := build(&p.edge, consul, built, mesh, p.builders)
+	groups, failed, diags := p.edge.build(consul, built, mesh)
 	p.metrics.snapshotBuild.Observe(time.Since(start).Seconds())
 	p.reportBuildFailures(failed, served)
 	p.mu.Lock()

@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"time"
 
@@ -49,11 +51,34 @@ func (gs *groupSnapshot) stamp(old *groupSnapshot, at time.Time) {
 	}
 }
 
-// build translates the inputs and builds every group's snapshot, with the
-// group's Builder from builders (created when missing; groups gone from the
-// result are dropped from it). The same Consul state and policy give the
-// same versions on every replica and after every restart: a Builder only
-// saves work, it never changes what is built.
+// edgeBuilder builds the edge groups' snapshots, remembering its last
+// translation, each group's Builder and each group's last snapshot, so
+// that a change costs what it changed (see build). Its zero value is
+// ready; it is not safe for concurrent use (the publisher's one goroutine
+// uses it).
+type edgeBuilder struct {
+	tr       translator.EdgeTranslator
+	builders map[string]*envoy.Builder // each group's, to rebuild only what changed
+	last     map[string]*groupSnapshot // each group's last build
+	// endpointPos maps each group's endpoints, by name, to their place in
+	// its last build's endpoint resources (a health patch keeps places).
+	endpointPos map[string]map[string]int
+	// healthPatches counts the builds that took the health path (tests).
+	healthPatches int
+}
+
+// build translates the inputs and builds every group's snapshot. The same
+// Consul state and policy give the same versions on every replica and after
+// every restart: what the builder remembers only saves work, it never
+// changes what is built.
+//
+// A change that is only instances' health (translator.TranslateHealth: a
+// check passing or failing, the common case) takes a path of its own: the
+// changed clusters' endpoints are rebuilt and put in place of the old ones
+// in each group's last snapshot, so a flip among 5,000 services costs one
+// endpoints resource, not a walk of every group's clusters, listeners and
+// references (the names did not change, so the last snapshot's consistency
+// holds). Anything else is translated and built in full.
 //
 // A group that fails to build (a bug: translation produced something Envoy's
 // schema refuses) is reported in failed, by group, and left out of the
@@ -61,20 +86,21 @@ func (gs *groupSnapshot) stamp(old *groupSnapshot, at time.Time) {
 // stop Consul changes from reaching the Envoys of the others.
 //
 // mesh (nil when the mesh is off or not synced yet) is what the groups'
-// routes through the mesh need. tr translates, reusing what it translated
-// last time (a translator only saves work, like a Builder).
-func build(tr *translator.EdgeTranslator, snap *registry.Snapshot, set *policy.Set, mesh *registry.MeshSnapshot, builders map[string]*envoy.Builder) (out []*groupSnapshot, failed map[string]error, diags policy.Diagnostics) {
-	res := tr.Translate(snap, set, mesh)
+// routes through the mesh need.
+func (eb *edgeBuilder) build(snap *registry.Snapshot, set *policy.Set, mesh *registry.MeshSnapshot) (out []*groupSnapshot, failed map[string]error, diags policy.Diagnostics) {
+	if eb.builders == nil {
+		eb.builders, eb.last, eb.endpointPos = map[string]*envoy.Builder{}, map[string]*groupSnapshot{}, map[string]map[string]int{}
+	}
+	if res, changed, ok := eb.tr.TranslateHealth(snap, set, mesh); ok {
+		eb.healthPatches++
+		return eb.buildHealth(res, changed)
+	}
+	res := eb.tr.Translate(snap, set, mesh)
 	out = make([]*groupSnapshot, 0, len(res.Configs))
 	seen := make(map[string]bool, len(res.Configs))
 	for _, cfg := range res.Configs {
 		seen[cfg.Group] = true
-		b := builders[cfg.Group]
-		if b == nil {
-			b = &envoy.Builder{}
-			builders[cfg.Group] = b
-		}
-		gs, err := buildGroup(b, cfg)
+		gs, err := eb.buildGroup(cfg)
 		if err != nil {
 			if failed == nil {
 				failed = map[string]error{}
@@ -84,12 +110,106 @@ func build(tr *translator.EdgeTranslator, snap *registry.Snapshot, set *policy.S
 		}
 		out = append(out, gs)
 	}
-	for group := range builders {
+	for group := range eb.builders {
 		if !seen[group] {
-			delete(builders, group)
+			delete(eb.builders, group)
+			delete(eb.last, group)
+			delete(eb.endpointPos, group)
 		}
 	}
 	return out, failed, res.Diagnostics
+}
+
+// buildGroup builds one group in full with its Builder and remembers the
+// result (or, on failure, that the group has no last build).
+func (eb *edgeBuilder) buildGroup(cfg *ir.Config) (*groupSnapshot, error) {
+	b := eb.builders[cfg.Group]
+	if b == nil {
+		b = &envoy.Builder{}
+		eb.builders[cfg.Group] = b
+	}
+	delete(eb.endpointPos, cfg.Group)
+	gs, err := buildGroup(b, cfg)
+	if err != nil {
+		delete(eb.last, cfg.Group)
+		return nil, err
+	}
+	eb.last[cfg.Group] = gs
+	return gs, nil
+}
+
+// buildHealth builds res, a health patch of the last translation: changed
+// lists, by group, the clusters whose endpoints changed.
+func (eb *edgeBuilder) buildHealth(res *translator.Result, changed map[string][]int) (out []*groupSnapshot, failed map[string]error, diags policy.Diagnostics) {
+	out = make([]*groupSnapshot, 0, len(res.Configs))
+	for _, cfg := range res.Configs {
+		old := eb.last[cfg.Group]
+		var gs *groupSnapshot
+		var err error
+		switch {
+		case old == nil: // failed last time: try in full
+			gs, err = eb.buildGroup(cfg)
+		case len(changed[cfg.Group]) == 0:
+			// The same config; a copy, as the publisher stamps what it gets.
+			cp := *old
+			gs = &cp
+		default:
+			if gs, err = eb.patchEndpoints(old, cfg, changed[cfg.Group]); err == nil {
+				eb.last[cfg.Group] = gs
+			}
+		}
+		if err != nil {
+			if failed == nil {
+				failed = map[string]error{}
+			}
+			failed[cfg.Group] = err
+			continue
+		}
+		out = append(out, gs)
+	}
+	return out, failed, res.Diagnostics
+}
+
+// patchEndpoints is old with the endpoints of cfg's clusters at indexes
+// idx built again; everything else, and every other endpoints resource,
+// is shared with old (which stays as it was: snapshots are immutable).
+func (eb *edgeBuilder) patchEndpoints(old *groupSnapshot, cfg *ir.Config, idx []int) (*groupSnapshot, error) {
+	const typ = resource.EndpointType
+	pos := eb.endpointPos[cfg.Group]
+	if pos == nil {
+		pos = make(map[string]int, len(old.resources[typ]))
+		for i, r := range old.resources[typ] {
+			pos[envoy.GetName(r)] = i
+		}
+		eb.endpointPos[cfg.Group] = pos
+	}
+	items := slices.Clone(old.resources[typ])
+	digests := maps.Clone(old.snapshot.VersionMap[typ])
+	rt := cache.GetResponseType(typ)
+	indexed := maps.Clone(old.snapshot.Resources[rt].Items)
+	for _, i := range idx {
+		c := &cfg.Clusters[i]
+		name := envoy.SubsetClusterName(c.Service, c.Subset)
+		p, ok := pos[name]
+		if !ok {
+			return nil, fmt.Errorf("group %q: endpoints %q: not in the last build", cfg.Group, name)
+		}
+		r, d, err := envoy.LoadAssignment(c)
+		if err != nil {
+			return nil, fmt.Errorf("group %q: %w", cfg.Group, err)
+		}
+		items[p], digests[name], indexed[name] = r, d, types.ResourceWithTTL{Resource: r}
+	}
+	gs := &groupSnapshot{group: old.group, resources: maps.Clone(old.resources), versions: maps.Clone(old.versions),
+		sources: old.sources, rateLimits: old.rateLimits}
+	gs.resources[typ] = items
+	v := typeVersion(items, digests)
+	gs.versions[typ] = v
+	snap := &cache.Snapshot{Resources: old.snapshot.Resources, VersionMap: maps.Clone(old.snapshot.VersionMap)}
+	snap.Resources[rt] = cache.Resources{Version: v, Items: indexed}
+	snap.VersionMap[typ] = digests
+	gs.snapshot = snap
+	return gs, nil
 }
 
 // buildGroup builds one group's snapshot. On error the Builder keeps what

@@ -279,6 +279,29 @@ func (b *Builder) Sources() Sources {
 	return b.sources
 }
 
+// LoadAssignment is the endpoints resource (a ClusterLoadAssignment) of
+// an EDS cluster, validated, and its digest: exactly what Build makes of
+// it, for a caller that rebuilds a group's endpoints alone (a health
+// change). A DNS cluster has none (its endpoints are inline).
+func LoadAssignment(c *ir.Cluster) (types.Resource, string, error) {
+	name := SubsetClusterName(c.Service, c.Subset)
+	if c.DNS {
+		return nil, "", fmt.Errorf("build endpoints %q: a DNS cluster's endpoints are part of the cluster", name)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, "", err
+	}
+	r := loadAssignment(c)
+	if err := r.ValidateAll(); err != nil {
+		return nil, "", fmt.Errorf("build %s %q: %w", shortType(resource.EndpointType), name, err)
+	}
+	d, err := digest(r)
+	if err != nil {
+		return nil, "", fmt.Errorf("build %s %q: %w", shortType(resource.EndpointType), name, err)
+	}
+	return r, d, nil
+}
+
 // digest hashes a resource's deterministic encoding: 16 hex digits of
 // SHA-256.
 func digest(r types.Resource) (string, error) {

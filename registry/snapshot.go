@@ -113,6 +113,28 @@ func (s *Snapshot) SameService(o *Snapshot, name string) bool {
 	return a == b
 }
 
+// ChangedSince lists, sorted, the services s holds in place of o's: those
+// not shared with o (see SameService). ok is false when the two do not
+// hold the same names or cover the same ones, or o is nil: then more
+// changed than services. It lets a consumer of consecutive snapshots redo
+// only what the changed services fed.
+func (s *Snapshot) ChangedSince(o *Snapshot) (names []string, ok bool) {
+	if s == nil || o == nil || len(s.services) != len(o.services) || !s.sameCoverage(o) {
+		return nil, false
+	}
+	for name, svc := range s.services {
+		prev, had := o.services[name]
+		if !had {
+			return nil, false
+		}
+		if prev != svc {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names, true
+}
+
 // Service returns the named service. The returned value shares memory with
 // the snapshot: read it, never modify it.
 func (s *Snapshot) Service(name string) (Service, bool) {

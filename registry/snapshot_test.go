@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -118,5 +119,41 @@ func TestWithServiceSharesTheRest(t *testing.T) {
 	c := a.WithService(Service{Name: "db"})
 	if c.Len() != 3 || !c.SameService(a, "web") || c.SameService(a, "db") {
 		t.Errorf("adding db: len %d, web shared %v", c.Len(), c.SameService(a, "web"))
+	}
+}
+
+func TestChangedSince(t *testing.T) {
+	web := Service{Name: "web", Instances: []Instance{{ID: "web-1", Node: "n1", Address: "10.0.0.1", Port: 80}}}
+	api := Service{Name: "api", Instances: []Instance{{ID: "api-1", Node: "n1", Address: "10.0.0.2", Port: 80}}}
+	base := NewSnapshot(web, api)
+	if names, ok := base.ChangedSince(base); !ok || len(names) != 0 {
+		t.Errorf("itself: %v %v, want nothing changed", names, ok)
+	}
+	flipped := web
+	flipped.Instances = []Instance{{ID: "web-1", Node: "n1", Address: "10.0.0.1", Port: 80, Health: Unhealthy}}
+	next := base.WithService(flipped)
+	if names, ok := next.ChangedSince(base); !ok || !slices.Equal(names, []string{"web"}) {
+		t.Errorf("web replaced: %v %v, want [web] true", names, ok)
+	}
+	// Equal content made separately is a change: only sharing says same.
+	if names, ok := NewSnapshot(web, api).ChangedSince(base); !ok || !slices.Equal(names, []string{"api", "web"}) {
+		t.Errorf("rebuilt: %v %v, want [api web] true", names, ok)
+	}
+	for what, other := range map[string]*Snapshot{
+		"a service added":   base.WithService(Service{Name: "db"}),
+		"a service removed": NewSnapshot(web),
+		"other names":       NewSnapshot(web, Service{Name: "db"}),
+		"nil":               nil,
+	} {
+		if _, ok := other.ChangedSince(base); ok {
+			t.Errorf("%s: ok, want more than services changed", what)
+		}
+		if _, ok := base.ChangedSince(other); ok {
+			t.Errorf("%s (reversed): ok, want more than services changed", what)
+		}
+	}
+	covered := &Snapshot{services: base.services, covered: map[string]struct{}{"web": {}, "api": {}}}
+	if _, ok := covered.ChangedSince(base); ok {
+		t.Errorf("other coverage: ok, want more than services changed")
 	}
 }

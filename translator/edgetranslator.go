@@ -35,6 +35,11 @@ type EdgeTranslator struct {
 	set       *policy.Set
 	clusters  map[clusterKey]*clusterMemo
 	listeners map[string]*listenersMemo // by group
+
+	// The last result (of Translate or TranslateHealth) and its inputs.
+	last     *Result
+	lastSnap *registry.Snapshot
+	lastMesh *registry.MeshSnapshot
 }
 
 // clusterKey names a cluster's translation: the service, the subset's
@@ -78,6 +83,7 @@ func (e *EdgeTranslator) Translate(snap *registry.Snapshot, set *policy.Set, mes
 		prevGroups: e.listeners, nextGroups: map[string]*listenersMemo{}}
 	t.translate()
 	e.snap, e.set, e.clusters, e.listeners = snap, set, t.cache.next, t.cache.nextGroups
+	e.last, e.lastSnap, e.lastMesh = t.res, snap, mesh
 	return t.res
 }
 

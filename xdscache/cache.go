@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"sort"
 	"sync"
@@ -109,6 +110,10 @@ type typeState struct {
 	// next request: an ACK that comes back with one of them needs no
 	// comparison (see CreateDeltaWatch).
 	synced map[uintptr]map[string]string
+	// from identifies the snapshot maps this state was made from (its
+	// resources and their versions): a next snapshot sharing both, with
+	// the same version, is the same, and is not compared again.
+	from [2]uintptr
 }
 
 // entry is one resource version: its delta form, whose Any is also what
@@ -189,7 +194,14 @@ func (c *Cache) SetSnapshot(_ context.Context, key string, snapshot cache.Resour
 func (c *Cache) diff(typeURL string, old *typeState, snapshot cache.ResourceSnapshot) (change, error) {
 	items := snapshot.GetResourcesAndTTL(typeURL)
 	versions := snapshot.GetVersionMap(typeURL)
-	next := &typeState{version: snapshot.GetVersion(typeURL), resources: make(map[string]*entry, len(items)), synced: map[uintptr]map[string]string{}}
+	from := [2]uintptr{reflect.ValueOf(items).Pointer(), reflect.ValueOf(versions).Pointer()}
+	if version := snapshot.GetVersion(typeURL); version == old.version && from == old.from && from[0] != 0 && from[1] != 0 {
+		// The very maps of the last snapshot (a snapshot that changed
+		// another type shares them): nothing to compare. The old state
+		// is kept, watches and all.
+		return change{typeURL: typeURL, next: old}, nil
+	}
+	next := &typeState{version: snapshot.GetVersion(typeURL), resources: make(map[string]*entry, len(items)), synced: map[uintptr]map[string]string{}, from: from}
 	ch := change{typeURL: typeURL, next: next}
 	for name, item := range items {
 		v, ok := versions[name]

@@ -3,6 +3,7 @@ package xdscache
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -490,5 +491,53 @@ func TestSotwSecretsAnsweredAsNamed(t *testing.T) {
 	var s tlsv3.Secret
 	if err := got.GetResources()[0].UnmarshalTo(&s); err != nil || s.GetName() != "mesh.leaf" {
 		t.Errorf("answered %q (%v); want mesh.leaf", s.GetName(), err)
+	}
+}
+
+// A snapshot that shares a type's maps with the last one (as a health
+// patch shares every type but the endpoints) keeps that type's state as
+// it was (SetSnapshot no longer compares it: the saving is measured, not
+// tested); a type with new maps is compared, and one whose maps are
+// shared but whose version differs is too (the maps alone do not make a
+// type the same).
+func TestSetSnapshotSkipsSharedTypes(t *testing.T) {
+	c := New(nodeKey{}, order, true)
+	e := newEstate(20, 2)
+	first := e.snapshot()
+	if err := c.SetSnapshot(context.Background(), "g", first); err != nil {
+		t.Fatal(err)
+	}
+	g := c.group("g", false)
+	before := maps.Clone(g.types)
+
+	e.gen[svc(3)]++
+	fresh := e.snapshot()
+	next := &cache.Snapshot{Resources: first.Resources, VersionMap: maps.Clone(first.VersionMap)}
+	rt := cache.GetResponseType(resource.EndpointType)
+	next.Resources[rt] = fresh.Resources[rt]
+	next.VersionMap[resource.EndpointType] = fresh.VersionMap[resource.EndpointType]
+	if err := c.SetSnapshot(context.Background(), "g", next); err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range order {
+		same := g.types[typ] == before[typ]
+		if want := typ != resource.EndpointType; same != want {
+			t.Errorf("%s: state kept %v, want %v", typ, same, want)
+		}
+	}
+	if v := g.types[resource.EndpointType].resources[svc(3)].version; v != "e1" {
+		t.Errorf("svc-0003's endpoints at version %q, want e1", v)
+	}
+
+	// Shared maps under another version: compared, so a new state.
+	again := &cache.Snapshot{Resources: next.Resources, VersionMap: next.VersionMap}
+	ct := cache.GetResponseType(resource.ClusterType)
+	again.Resources[ct].Version = "other"
+	kept := g.types[resource.ClusterType]
+	if err := c.SetSnapshot(context.Background(), "g", again); err != nil {
+		t.Fatal(err)
+	}
+	if g.types[resource.ClusterType] == kept || g.types[resource.ClusterType].version != "other" {
+		t.Errorf("clusters under a new version with the same maps: not compared (version %q)", g.types[resource.ClusterType].version)
 	}
 }
