@@ -1,6 +1,9 @@
 package controlplane
 
 import (
+	"fmt"
+	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -111,4 +114,60 @@ func buildOne(t *testing.T, eb *edgeBuilder, snap *registry.Snapshot, set *polic
 		t.Fatal(err)
 	}
 	return groups[0]
+}
+
+// Through every translator golden case (subsets, DNS, authorization and
+// rate limit services, TLS, upstream settings...), each instance of each
+// service in turn goes critical with weight 0, into maintenance with
+// weight 500, then passing with weight 7: every build must serve what a
+// fresh build serves, whichever path it took, and some must take the
+// health path.
+func TestEdgeHealthPathMatchesFreshOnGoldenCases(t *testing.T) {
+	cases, err := filepath.Glob("../translator/testdata/*/consul.yaml")
+	if err != nil || len(cases) == 0 {
+		t.Fatalf("no golden cases: %v", err)
+	}
+	patches := 0
+	for _, consulFile := range cases {
+		dir := filepath.Dir(consulFile)
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			snap := translatortest.ConsulFixture(t, consulFile)
+			set, diags := policy.Load(filepath.Join(dir, "policy"))
+			if diags.HasErrors() {
+				t.Fatalf("policy errors:\n%v", diags.Err())
+			}
+			var eb edgeBuilder
+			eb.build(snap, set, nil)
+			for _, name := range snap.Names() {
+				n, _ := snap.Service(name)
+				for i := range n.Instances {
+					for _, step := range []struct {
+						h registry.Health
+						w int
+					}{{registry.Unhealthy, 0}, {registry.Draining, 500}, {registry.Healthy, 7}} {
+						svc, _ := snap.Service(name)
+						svc.Instances = slices.Clone(svc.Instances)
+						svc.Instances[i].Health, svc.Instances[i].Weight = step.h, step.w
+						snap = snap.WithService(svc)
+						got, gotFailed, gotDiags := eb.build(snap, set, nil)
+						want, wantFailed, wantDiags := new(edgeBuilder).build(snap, set, nil)
+						what := fmt.Sprintf("%s/%s %s weight %d", name, svc.Instances[i].ID, step.h, step.w)
+						if len(got) != len(want) || len(gotFailed) != len(wantFailed) || !reflect.DeepEqual(gotDiags, wantDiags) {
+							t.Fatalf("%s: %d groups, failed %v, diagnostics %v; fresh: %d, %v, %v", what, len(got), gotFailed, gotDiags, len(want), wantFailed, wantDiags)
+						}
+						for gi := range want {
+							compareGroups(t, want[gi], got[gi])
+						}
+						if t.Failed() {
+							t.Fatalf("%s: differs from a fresh build", what)
+						}
+					}
+				}
+			}
+			patches += eb.healthPatches
+		})
+	}
+	if patches == 0 {
+		t.Errorf("no build took the health path")
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	cache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/switchyard-io/switchyard/envoy"
@@ -95,6 +96,19 @@ func compareGroups(t *testing.T, want, got *groupSnapshot) {
 			}
 			if !bytes.Equal(wb, gb) {
 				t.Errorf("%s: %s %q differs from a fresh build", want.group, typ, envoy.GetName(w[i]))
+			}
+		}
+		// What is served: the snapshot's own resources and version.
+		rt := cache.GetResponseType(typ)
+		ws, gs := want.snapshot.Resources[rt], got.snapshot.Resources[rt]
+		if ws.Version != gs.Version || len(ws.Items) != len(gs.Items) {
+			t.Errorf("%s: served %s: version %s, %d items; fresh: %s, %d", want.group, typ, gs.Version, len(gs.Items), ws.Version, len(ws.Items))
+			continue
+		}
+		for name, wi := range ws.Items {
+			gi, ok := gs.Items[name]
+			if !ok || !proto.Equal(wi.Resource, gi.Resource) {
+				t.Errorf("%s: served %s %q differs from a fresh build", want.group, typ, name)
 			}
 		}
 	}

@@ -156,6 +156,11 @@ func (eb *edgeBuilder) buildHealth(res *translator.Result, changed map[string][]
 		default:
 			if gs, err = eb.patchEndpoints(old, cfg, changed[cfg.Group]); err == nil {
 				eb.last[cfg.Group] = gs
+			} else {
+				// The translation moved on without this group's build: its
+				// next build is a full one, as after any failure.
+				delete(eb.last, cfg.Group)
+				delete(eb.endpointPos, cfg.Group)
 			}
 		}
 		if err != nil {

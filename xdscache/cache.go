@@ -14,6 +14,7 @@ import (
 	"weak"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/protobuf/proto"
 )
@@ -110,10 +111,21 @@ type typeState struct {
 	// next request: an ACK that comes back with one of them needs no
 	// comparison (see CreateDeltaWatch).
 	synced map[uintptr]map[string]string
-	// from identifies the snapshot maps this state was made from (its
-	// resources and their versions): a next snapshot sharing both, with
-	// the same version, is the same, and is not compared again.
-	from [2]uintptr
+	// fromItems and fromVersions are the snapshot maps this state was
+	// last found equal to (its resources and their versions): a next
+	// snapshot sharing both, with the same version, is the same, and is
+	// not compared again. Held, not just their addresses, so that no new
+	// map can take an address and pass for them.
+	fromItems    map[string]types.ResourceWithTTL
+	fromVersions map[string]string
+}
+
+// madeFrom reports whether items and versions are the maps the state was
+// last found equal to.
+func (ts *typeState) madeFrom(items map[string]types.ResourceWithTTL, versions map[string]string) bool {
+	return items != nil && versions != nil &&
+		reflect.ValueOf(items).Pointer() == reflect.ValueOf(ts.fromItems).Pointer() &&
+		reflect.ValueOf(versions).Pointer() == reflect.ValueOf(ts.fromVersions).Pointer()
 }
 
 // entry is one resource version: its delta form, whose Any is also what
@@ -178,7 +190,11 @@ func (c *Cache) SetSnapshot(_ context.Context, key string, snapshot cache.Resour
 	for _, ch := range changes {
 		old := g.types[ch.typeURL]
 		if len(ch.changed) == 0 && len(ch.removed) == 0 && ch.next.version == old.version && !first {
-			continue // nothing for this type's watches; the old state is as good
+			// Nothing for this type's watches; the old state is as good,
+			// and equal to this snapshot's maps, which the next snapshot
+			// may share.
+			old.fromItems, old.fromVersions = ch.next.fromItems, ch.next.fromVersions
+			continue
 		}
 		ch.next.delta, ch.next.sotw = old.delta, old.sotw
 		g.types[ch.typeURL] = ch.next
@@ -194,14 +210,14 @@ func (c *Cache) SetSnapshot(_ context.Context, key string, snapshot cache.Resour
 func (c *Cache) diff(typeURL string, old *typeState, snapshot cache.ResourceSnapshot) (change, error) {
 	items := snapshot.GetResourcesAndTTL(typeURL)
 	versions := snapshot.GetVersionMap(typeURL)
-	from := [2]uintptr{reflect.ValueOf(items).Pointer(), reflect.ValueOf(versions).Pointer()}
-	if version := snapshot.GetVersion(typeURL); version == old.version && from == old.from && from[0] != 0 && from[1] != 0 {
+	if snapshot.GetVersion(typeURL) == old.version && old.madeFrom(items, versions) {
 		// The very maps of the last snapshot (a snapshot that changed
 		// another type shares them): nothing to compare. The old state
 		// is kept, watches and all.
 		return change{typeURL: typeURL, next: old}, nil
 	}
-	next := &typeState{version: snapshot.GetVersion(typeURL), resources: make(map[string]*entry, len(items)), synced: map[uintptr]map[string]string{}, from: from}
+	next := &typeState{version: snapshot.GetVersion(typeURL), resources: make(map[string]*entry, len(items)), synced: map[uintptr]map[string]string{},
+		fromItems: items, fromVersions: versions}
 	ch := change{typeURL: typeURL, next: next}
 	for name, item := range items {
 		v, ok := versions[name]

@@ -495,49 +495,81 @@ func TestSotwSecretsAnsweredAsNamed(t *testing.T) {
 }
 
 // A snapshot that shares a type's maps with the last one (as a health
-// patch shares every type but the endpoints) keeps that type's state as
-// it was (SetSnapshot no longer compares it: the saving is measured, not
-// tested); a type with new maps is compared, and one whose maps are
-// shared but whose version differs is too (the maps alone do not make a
-// type the same).
+// patch shares every type but the endpoints) is not compared for that
+// type; one with new maps is, and so is one whose maps are shared but
+// whose version differs (the maps alone do not make a type the same).
+// After a snapshot with new maps but nothing changed in a type (a full
+// rebuild), the next one sharing those maps is not compared either.
 func TestSetSnapshotSkipsSharedTypes(t *testing.T) {
 	c := New(nodeKey{}, order, true)
 	e := newEstate(20, 2)
-	first := e.snapshot()
-	if err := c.SetSnapshot(context.Background(), "g", first); err != nil {
-		t.Fatal(err)
-	}
-	g := c.group("g", false)
-	before := maps.Clone(g.types)
-
-	e.gen[svc(3)]++
-	fresh := e.snapshot()
-	next := &cache.Snapshot{Resources: first.Resources, VersionMap: maps.Clone(first.VersionMap)}
-	rt := cache.GetResponseType(resource.EndpointType)
-	next.Resources[rt] = fresh.Resources[rt]
-	next.VersionMap[resource.EndpointType] = fresh.VersionMap[resource.EndpointType]
-	if err := c.SetSnapshot(context.Background(), "g", next); err != nil {
-		t.Fatal(err)
-	}
-	for _, typ := range order {
-		same := g.types[typ] == before[typ]
-		if want := typ != resource.EndpointType; same != want {
-			t.Errorf("%s: state kept %v, want %v", typ, same, want)
+	set := func(s *cache.Snapshot) {
+		t.Helper()
+		if err := c.SetSnapshot(context.Background(), "g", s); err != nil {
+			t.Fatal(err)
 		}
 	}
+	g := c.group("g", true)
+	// skipped reports, per type, whether diff would skip s.
+	skipped := func(s *cache.Snapshot) map[string]bool {
+		t.Helper()
+		out := map[string]bool{}
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		for _, typ := range order {
+			old := g.typ(typ)
+			ch, err := c.diff(typ, old, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[typ] = ch.next == old
+		}
+		return out
+	}
+	// patch is last with the estate's current endpoints, sharing the rest.
+	patch := func(last *cache.Snapshot) *cache.Snapshot {
+		fresh := e.snapshot()
+		next := &cache.Snapshot{Resources: last.Resources, VersionMap: maps.Clone(last.VersionMap)}
+		rt := cache.GetResponseType(resource.EndpointType)
+		next.Resources[rt] = fresh.Resources[rt]
+		next.VersionMap[resource.EndpointType] = fresh.VersionMap[resource.EndpointType]
+		return next
+	}
+	onlyEndpointsCompared := func(step string, s *cache.Snapshot) {
+		t.Helper()
+		for typ, skip := range skipped(s) {
+			if want := typ != resource.EndpointType; skip != want {
+				t.Errorf("%s: %s skipped %v, want %v", step, typ, skip, want)
+			}
+		}
+	}
+
+	first := e.snapshot()
+	if got := skipped(first); slices.Contains(slices.Collect(maps.Values(got)), true) {
+		t.Errorf("first snapshot: skipped %v, want every type compared", got)
+	}
+	set(first)
+	e.gen[svc(3)]++
+	next := patch(first)
+	onlyEndpointsCompared("a patch", next)
+	set(next)
 	if v := g.types[resource.EndpointType].resources[svc(3)].version; v != "e1" {
 		t.Errorf("svc-0003's endpoints at version %q, want e1", v)
 	}
 
-	// Shared maps under another version: compared, so a new state.
-	again := &cache.Snapshot{Resources: next.Resources, VersionMap: next.VersionMap}
+	// A full rebuild: new maps, only the endpoints changed. The patch
+	// after it shares the rebuild's maps.
+	e.gen[svc(4)]++
+	rebuilt := e.snapshot()
+	set(rebuilt)
+	e.gen[svc(5)]++
+	onlyEndpointsCompared("a patch after a rebuild", patch(rebuilt))
+
+	// Shared maps under another version: compared.
+	again := &cache.Snapshot{Resources: rebuilt.Resources, VersionMap: rebuilt.VersionMap}
 	ct := cache.GetResponseType(resource.ClusterType)
 	again.Resources[ct].Version = "other"
-	kept := g.types[resource.ClusterType]
-	if err := c.SetSnapshot(context.Background(), "g", again); err != nil {
-		t.Fatal(err)
-	}
-	if g.types[resource.ClusterType] == kept || g.types[resource.ClusterType].version != "other" {
-		t.Errorf("clusters under a new version with the same maps: not compared (version %q)", g.types[resource.ClusterType].version)
+	if skipped(again)[resource.ClusterType] {
+		t.Errorf("clusters under a new version with the same maps: skipped")
 	}
 }
