@@ -59,4 +59,3 @@ func ConsulFixture(t testing.TB, path string) *registry.Snapshot {
 	}
 	return registry.NewSnapshot(services...)
 }
-
