@@ -36,6 +36,10 @@ type publisher struct {
 	heldForMesh []string // groups not built until the mesh's first sync
 	// rateLimitSeries is the limits gauge's domains (publishRateLimits).
 	rateLimitSeries map[string]int
+	// keptSet is the set served last while groups were kept: keptFrom
+	// (the policy) with keptNames kept (retain).
+	keptFrom, keptSet *policy.Set
+	keptNames         []string
 
 	// pubMu orders changes to the cache with the decisions behind them
 	// (SetSnapshot, ClearSnapshot). Taken before mu, and before the
@@ -249,9 +253,18 @@ func (p *publisher) retain(set *policy.Set) (served *policy.Set, changed bool) {
 	}
 	changed = changed || len(newlyKept)+len(withdrawn) > 0
 	if len(kept) == 0 {
+		p.keptFrom, p.keptNames, p.keptSet = nil, nil, nil
 		return set, changed
 	}
-	return set.Keep(last, kept), changed
+	// The same policy and the same kept groups serve the very set served
+	// before, so that a Consul change alone leaves the served set as it
+	// was (which the edge builder's health path needs): a kept group's
+	// definition does not change while it is kept.
+	if set == p.keptFrom && slices.Equal(kept, p.keptNames) {
+		return p.keptSet, changed
+	}
+	p.keptFrom, p.keptNames, p.keptSet = set, kept, set.Keep(last, kept)
+	return p.keptSet, changed
 }
 
 func sameVersions(a, b *groupSnapshot) bool {

@@ -63,6 +63,17 @@ func TestRemovedGroupServedWhileUsed(t *testing.T) {
 	if _, err := s.cache.GetSnapshot("edge"); err != nil {
 		t.Fatalf("the kept group has no snapshot: %v", err)
 	}
+	// While a group is kept, a health change still takes the health path
+	// (the served set, policy plus kept groups, is the same one).
+	patches, before := s.pub.edge.healthPatches, s.pub.groups["edge"]
+	s.in.consul = webSnapshot(registry.Healthy)
+	s.rebuild()
+	if s.pub.edge.healthPatches != patches+1 {
+		t.Errorf("a health change with a kept group: %d builds took the health path, want 1", s.pub.edge.healthPatches-patches)
+	}
+	if v := s.pub.groups["edge"]; v == nil || v.versions[resource.EndpointType] == before.versions[resource.EndpointType] {
+		t.Fatal("the kept group's endpoints did not follow Consul the second time")
+	}
 
 	// Its last Envoy leaves and comes back (a reconnect): still served.
 	s.px.linger = time.Hour
