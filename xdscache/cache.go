@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"weak"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -69,6 +70,12 @@ type Cache struct {
 	// no group holds any more is freed (intern.go).
 	internMu sync.Mutex
 	interned map[internKey]weak.Pointer[entry]
+
+	// fullCompares counts the delta requests compared with the whole
+	// state (the stream's first, a subscription change, or an ACK of an
+	// answer older than the states a type remembers): the expensive
+	// case, which tests keep to where it belongs.
+	fullCompares atomic.Int64
 }
 
 // New makes a cache keying nodes with hash. order lists the served type
@@ -118,6 +125,31 @@ type typeState struct {
 	// map can take an address and pass for them.
 	fromItems    map[string]types.ResourceWithTTL
 	fromVersions map[string]string
+	// base is the state this one replaced and since what changed from it
+	// to this one, kept for a few states back (maxBase): a stream whose
+	// last answer left it in sync with base acknowledges it after this
+	// state came, and lacks only what changed since (see syncedWith).
+	base  *typeState
+	since change
+}
+
+// maxBase bounds how many states back a type remembers (typeState.base):
+// a stream that acknowledges an answer older than that is compared in
+// full.
+const maxBase = 8
+
+// setBase makes old the base of ts, with ch what changed, and forgets the
+// states more than maxBase back.
+func (ts *typeState) setBase(old *typeState, ch change) {
+	ts.base, ts.since = old, change{typeURL: ch.typeURL, changed: ch.changed, removed: ch.removed}
+	s := ts
+	for range maxBase {
+		if s.base == nil {
+			return
+		}
+		s = s.base
+	}
+	s.base, s.since = nil, change{}
 }
 
 // madeFrom reports whether items and versions are the maps the state was
@@ -197,6 +229,9 @@ func (c *Cache) SetSnapshot(_ context.Context, key string, snapshot cache.Resour
 			continue
 		}
 		ch.next.delta, ch.next.sotw = old.delta, old.sotw
+		if !first {
+			ch.next.setBase(old, ch)
+		}
 		g.types[ch.typeURL] = ch.next
 		ch.next.answerSotw(c.ads)
 		live = append(live, ch)

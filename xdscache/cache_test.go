@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	streamv3 "github.com/envoyproxy/go-control-plane/pkg/server/stream/v3"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 )
 
@@ -571,5 +573,95 @@ func TestSetSnapshotSkipsSharedTypes(t *testing.T) {
 	again.Resources[ct].Version = "other"
 	if skipped(again)[resource.ClusterType] {
 		t.Errorf("clusters under a new version with the same maps: skipped")
+	}
+}
+
+// A stream acknowledges its answer a round trip after it went out; when
+// changes came meanwhile, the ACK gets what they changed (and only that),
+// without comparing the stream's whole state: up to maxBase changes back.
+// Older than that, or after a subscription change, it is compared in
+// full, with the same result.
+func TestLateACKGetsWhatChangedSince(t *testing.T) {
+	c := New(nodeKey{}, order, true)
+	e := newEstate(50, 2)
+	set := func() {
+		t.Helper()
+		if err := c.SetSnapshot(context.Background(), "g", e.snapshot()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set()
+	node := &corev3.Node{Id: "n", Cluster: "g"}
+	sub := streamv3.NewDeltaSubscription(nil, nil, nil, true)
+	ch := make(chan cache.DeltaResponse, 4)
+	nonce := 0
+	// request opens the stream's next watch, as its ACK does, and returns
+	// the names of the answer's updates (nil: no answer).
+	request := func(subscribe []string) []string {
+		t.Helper()
+		req := &discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.EndpointType, ResourceNamesSubscribe: subscribe}
+		if nonce > 0 {
+			req.ResponseNonce = strconv.Itoa(nonce)
+		}
+		if _, err := c.CreateDeltaWatch(req, sub, ch); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case resp := <-ch:
+			nonce++
+			sub.SetReturnedResources(resp.GetNextVersionMap())
+			r, err := resp.GetDeltaDiscoveryResponse()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, res := range r.GetResources() {
+				names = append(names, res.GetName())
+			}
+			return names
+		default:
+			return nil
+		}
+	}
+	if got := request(nil); len(got) != 50 {
+		t.Fatalf("first answer: %d endpoints, want 50", len(got))
+	}
+	full := c.fullCompares.Load()
+	for _, n := range []int{3, 7} {
+		e.gen[svc(n)]++
+		set()
+	}
+	if got, want := request(nil), []string{svc(3), svc(7)}; !slices.Equal(got, want) {
+		t.Errorf("ACK after two changes: updates %v, want %v", got, want)
+	}
+	if got := request(nil); got != nil {
+		t.Errorf("ACK in sync: updates %v, want no answer", got)
+	}
+	if n := c.fullCompares.Load() - full; n != 0 {
+		t.Errorf("%d full comparisons for ACKs within %d changes, want 0", n, maxBase)
+	}
+
+	// The in-sync ACK parked a watch: the next change answers it at once.
+	e.gen[svc(9)]++
+	set()
+	select {
+	case resp := <-ch:
+		nonce++
+		sub.SetReturnedResources(resp.GetNextVersionMap())
+	default:
+		t.Fatal("a change did not answer the parked watch")
+	}
+	// More changes than the type remembers: compared in full, same result.
+	var want []string
+	for n := range maxBase + 1 {
+		e.gen[svc(10+n)]++
+		want = append(want, svc(10+n))
+		set()
+	}
+	if got := request(nil); !slices.Equal(got, want) {
+		t.Errorf("ACK after %d changes: updates %v, want %v", maxBase+1, got, want)
+	}
+	if n := c.fullCompares.Load() - full; n != 1 {
+		t.Errorf("%d full comparisons for an ACK %d changes late, want 1", n, maxBase+1)
 	}
 }

@@ -92,11 +92,20 @@ func (c *Cache) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscription
 	st := g.stream(ch)
 	delete(st.unacked, typeURL)
 	answered := false
-	if ts.stillSynced(req, sub) {
+	base := ts.syncedWith(req, sub)
+	if base == ts {
 		// An ACK (or NACK) of an answer that left the stream in sync:
 		// nothing changed since, or the answer would have been sent.
 	} else if g.set {
-		updates, removed := ts.deltaFull(w)
+		var updates []*discoveryv3.Resource
+		var removed []string
+		if base != nil {
+			// In sync with an earlier state: only what changed since.
+			updates, removed = ts.deltaSince(w, base)
+		} else {
+			c.fullCompares.Add(1)
+			updates, removed = ts.deltaFull(w)
+		}
 		held := len(removed) > 0 && st.busy(typeURL)
 		if held {
 			removed = nil
@@ -152,23 +161,65 @@ func (g *group) release(st *deltaStream) {
 	}
 }
 
-// stillSynced reports whether a request comes back with the version map
-// of an answer that left its stream in sync with this state, and forgets
-// the map (the stream holds it until its next answer; a request that
-// changes the subscription may have changed the map, and always takes the
-// full comparison). A map is recognized by identity: the server hands each
+// syncedWith returns the state (ts, or one of the states it replaced,
+// see typeState.base) that the request's version map was left in sync
+// with by an answer, and forgets the map there (the stream holds it
+// until its next answer; a request that changes the subscription may have
+// changed the map, and always takes the full comparison); nil when there
+// is none. A map is recognized by identity: the server hands each
 // stream's map back unchanged unless the subscription changes.
-func (ts *typeState) stillSynced(req *cache.DeltaRequest, sub cache.Subscription) bool {
+//
+// A stream acknowledges its answer a round trip after it went out: under
+// a steady stream of changes the state has often moved on by then, and
+// comparing every such stream in full would make each change cost the
+// size of the type times the number of streams.
+func (ts *typeState) syncedWith(req *cache.DeltaRequest, sub cache.Subscription) *typeState {
 	returned := sub.ReturnedResources()
 	if returned == nil {
-		return false
+		return nil
 	}
 	id := reflect.ValueOf(returned).Pointer()
-	if _, ok := ts.synced[id]; !ok {
-		return false
+	for s := ts; s != nil; s = s.base {
+		if _, ok := s.synced[id]; ok {
+			delete(s.synced, id)
+			if len(req.GetResourceNamesSubscribe())+len(req.GetResourceNamesUnsubscribe())+len(req.GetInitialResourceVersions()) > 0 {
+				return nil
+			}
+			return s
+		}
 	}
-	delete(ts.synced, id)
-	return len(req.GetResourceNamesSubscribe())+len(req.GetResourceNamesUnsubscribe())+len(req.GetInitialResourceVersions()) == 0
+	return nil
+}
+
+// deltaSince is what a watch in sync with base, a state ts replaced,
+// lacks: base's changes since, compared with the stream's versions.
+func (ts *typeState) deltaSince(w *deltaWatch, base *typeState) (updates []*discoveryv3.Resource, removed []string) {
+	names := map[string]bool{}
+	for s := ts; s != base; s = s.base {
+		for _, n := range s.since.changed {
+			names[n] = true
+		}
+		for _, n := range s.since.removed {
+			names[n] = true
+		}
+	}
+	returned := w.sub.ReturnedResources()
+	for name := range names {
+		if !w.wants(name) {
+			continue
+		}
+		v, had := returned[name]
+		if e := ts.resources[name]; e != nil {
+			if !had || v != e.version {
+				updates = append(updates, e.res)
+			}
+		} else if had {
+			removed = append(removed, name)
+		}
+	}
+	sort.Slice(updates, func(i, j int) bool { return updates[i].GetName() < updates[j].GetName() })
+	sort.Strings(removed)
+	return updates, removed
 }
 
 // maxSynced bounds typeState.synced: entries of streams that closed

@@ -16,8 +16,9 @@ import (
 // every stream holds exactly what the protocol says it should: a wildcard
 // stream every resource at its current version, a named stream what it
 // names and exists. Checks the fast paths (a change answered from the
-// changed names, an ACK recognized as in sync, version maps updated in
-// place) against the rules, with the race detector on.
+// changed names, an ACK recognized as in sync, or as in sync with a state
+// a burst of changes replaced since, version maps updated in place)
+// against the rules, with the race detector on.
 func TestRandomChangesKeepStreamsExact(t *testing.T) {
 	c := New(nodeKey{}, order, true)
 	e := newEstate(30, 2)
@@ -37,7 +38,16 @@ func TestRandomChangesKeepStreamsExact(t *testing.T) {
 	next := 30
 	for step := range 150 {
 		var what string
-		switch op := rng.IntN(10); {
+		switch op := rng.IntN(11); {
+		case op == 10: // a burst: changes faster than the streams ACK
+			for range 3 {
+				name := svc(rng.IntN(next))
+				if _, ok := e.gen[name]; ok {
+					e.gen[name]++
+				}
+				set(t, c, e)
+			}
+			what = "burst of flips"
 		case op < 4: // flip a service
 			name := svc(rng.IntN(next))
 			if _, ok := e.gen[name]; ok {
