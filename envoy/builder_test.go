@@ -72,7 +72,7 @@ func TestBuilderMatchesFreshBuild(t *testing.T) {
 }
 
 // An unchanged node's resources are the very ones built before; a changed
-// cluster's are new, and its digest changes.
+// cluster's endpoints are new, and their digest changes.
 func TestBuilderReusesUnchangedNodes(t *testing.T) {
 	edge := loadIR(t, "testdata/edge.in.yaml")
 	var b Builder
@@ -103,8 +103,9 @@ func TestBuilderReusesUnchangedNodes(t *testing.T) {
 			name := GetName(r)
 			same := before[name] == r // the same pointer: reused
 			// The flipped cluster's node is built again, both its
-			// resources; its Cluster comes out equal (same digest).
-			wantSame := name != changed || (typ != resource.EndpointType && typ != resource.ClusterType)
+			// resources; its Cluster comes out equal (same digest), so
+			// the shared one is used (intern).
+			wantSame := name != changed || typ != resource.EndpointType
 			if same != wantSame {
 				t.Errorf("%s %q reused = %v; want %v", typ, name, same, wantSame)
 			}
@@ -118,5 +119,46 @@ func TestBuilderReusesUnchangedNodes(t *testing.T) {
 	}
 	if len(b.memo) != len(edge.Clusters)+len(edge.Listeners)+len(edge.Secrets) {
 		t.Errorf("the builder remembers %d nodes; want one per cluster, listener and secret", len(b.memo))
+	}
+}
+
+// Two groups' Builders building equal resources share them (one copy in
+// memory, whatever the number of groups), except secrets, which hold
+// private keys; what differs is not shared.
+func TestBuildersShareEqualResources(t *testing.T) {
+	edge := loadIR(t, "testdata/edge.in.yaml")
+	other := *edge
+	other.Group = "other"
+	other.Clusters = append([]ir.Cluster(nil), edge.Clusters...)
+	other.Clusters[0].Endpoints = append([]ir.Endpoint(nil), other.Clusters[0].Endpoints...)
+	other.Clusters[0].Endpoints[0].Weight++
+	differs := ClusterName(other.Clusters[0].Service)
+	a, _, err := new(Builder).Build(edge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := new(Builder).Build(&other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := 0
+	for _, typ := range Types {
+		if len(a[typ]) != len(b[typ]) {
+			t.Fatalf("%s: %d and %d resources", typ, len(a[typ]), len(b[typ]))
+		}
+		for i := range a[typ] {
+			name := GetName(a[typ][i])
+			same := a[typ][i] == b[typ][i]
+			want := typ != resource.SecretType && !(typ == resource.EndpointType && name == differs)
+			if same != want {
+				t.Errorf("%s %q shared = %v; want %v", typ, name, same, want)
+			}
+			if same {
+				shared++
+			}
+		}
+	}
+	if shared == 0 {
+		t.Error("nothing shared")
 	}
 }

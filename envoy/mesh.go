@@ -284,11 +284,11 @@ func (c *collector) add(list []typedResource, fresh bool) error {
 			if err := t.r.(validator).ValidateAll(); err != nil {
 				return fmt.Errorf("build %s %q: %w", shortType(t.typ), t.name, err)
 			}
-			d, err := digest(t.r)
+			r, d, err := digestShared(t.r)
 			if err != nil {
 				return fmt.Errorf("build %s %q: %w", shortType(t.typ), t.name, err)
 			}
-			t.digest = d
+			t.r, t.digest = r, d
 		}
 		name := GetName(t.r)
 		if c.digests[t.typ] == nil {

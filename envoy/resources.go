@@ -104,7 +104,7 @@ func (b *Builder) Build(cfg *ir.Config) (Resources, Digests, error) {
 			if err := t.r.(validator).ValidateAll(); err != nil {
 				return nil, fmt.Errorf("build %s %q: %w", shortType(t.typ), t.name, err)
 			}
-			if t.digest, err = digest(t.r); err != nil {
+			if t.r, t.digest, err = digestShared(t.r); err != nil {
 				return nil, fmt.Errorf("build %s %q: %w", shortType(t.typ), t.name, err)
 			}
 		}
@@ -295,22 +295,37 @@ func LoadAssignment(c *ir.Cluster) (types.Resource, string, error) {
 	if err := r.ValidateAll(); err != nil {
 		return nil, "", fmt.Errorf("build %s %q: %w", shortType(resource.EndpointType), name, err)
 	}
-	d, err := digest(r)
+	shared, d, err := digestShared(r)
 	if err != nil {
 		return nil, "", fmt.Errorf("build %s %q: %w", shortType(resource.EndpointType), name, err)
 	}
-	return r, d, nil
+	return shared, d, nil
 }
 
 // digest hashes a resource's deterministic encoding: 16 hex digits of
 // SHA-256.
 func digest(r types.Resource) (string, error) {
+	_, d, err := sum(r)
+	return d, err
+}
+
+func sum(r types.Resource) (sum [32]byte, digest string, err error) {
 	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
 	if err != nil {
-		return "", err
+		return sum, "", err
 	}
-	sum := sha256.Sum256(data)
-	return hex.EncodeToString(sum[:8]), nil
+	sum = sha256.Sum256(data)
+	return sum, hex.EncodeToString(sum[:8]), nil
+}
+
+// digestShared is digest, and the resource every group shares that is
+// equal to r (intern).
+func digestShared(r types.Resource) (types.Resource, string, error) {
+	s, d, err := sum(r)
+	if err != nil {
+		return nil, "", err
+	}
+	return intern(r, s), d, nil
 }
 
 // GetName is the resource's xDS name.
