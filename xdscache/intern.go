@@ -6,7 +6,6 @@ import (
 	"weak"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // internKey names one resource version.
@@ -27,18 +26,22 @@ func (c *Cache) intern(typeURL, name, version string, b []byte) *entry {
 	if e := c.interned[key].Value(); e != nil && bytes.Equal(e.res.GetResource().GetValue(), b) {
 		return e
 	}
-	e := &entry{version: version, res: &discoveryv3.Resource{
-		Name: name, Version: version, Resource: &anypb.Any{TypeUrl: typeURL, Value: b}}}
+	e := newEntry(typeURL, name, version, b)
 	wp := weak.Make(e)
 	c.interned[key] = wp
 	// Forget the key once the entry is collected, unless a newer entry
-	// took its place meanwhile.
-	runtime.AddCleanup(e, func(key internKey) {
+	// took its place meanwhile; forget its encodings in any case.
+	type forget struct {
+		key internKey
+		res *discoveryv3.Resource
+	}
+	runtime.AddCleanup(e, func(f forget) {
+		forgetWire(f.res, f.res.GetResource())
 		c.internMu.Lock()
 		defer c.internMu.Unlock()
-		if c.interned[key] == wp {
-			delete(c.interned, key)
+		if c.interned[f.key] == wp {
+			delete(c.interned, f.key)
 		}
-	}, key)
+	}, forget{key, e.res})
 	return e
 }
