@@ -142,6 +142,11 @@ const maxBase = 8
 // states more than maxBase back.
 func (ts *typeState) setBase(old *typeState, ch change) {
 	ts.base, ts.since = old, change{typeURL: ch.typeURL, changed: ch.changed, removed: ch.removed}
+	// A replaced state is read for its synced maps and what changed
+	// since it, never for its resources: let them go (the snapshot maps
+	// and any resource version only it held), or a type would keep
+	// maxBase generations of them.
+	old.resources, old.names, old.fromItems, old.fromVersions = nil, nil, nil, nil
 	s := ts
 	for range maxBase {
 		if s.base == nil {
