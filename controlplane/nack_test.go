@@ -136,6 +136,13 @@ func TestDeltaRejectionShownUntilTheResourceIsAccepted(t *testing.T) {
 	if n := testutil.ToFloat64(s.metrics.rejectingProxies); n != 0 {
 		t.Errorf("after https was accepted: rejecting gauge %v; want 0", n)
 	}
+	// Answered responses are forgotten: the stream keeps no names of them.
+	s.px.mu.Lock()
+	kept := len(s.px.streams[streamKey{true, 3}].deltaSent[resource.ListenerType])
+	s.px.mu.Unlock()
+	if kept != 0 {
+		t.Errorf("after every listener response was answered: %d kept; want 0", kept)
+	}
 
 	cb.OnStreamDeltaResponse(3, nil, deltaListeners("5", "https"))
 	_ = cb.OnStreamDeltaRequest(3, &discoveryv3.DeltaDiscoveryRequest{

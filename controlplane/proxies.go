@@ -120,6 +120,27 @@ type sentNames struct {
 // before the next of its type is sent, so a few are plenty.
 const maxDeltaSent = 16
 
+// dropAnswered forgets the delta responses of typeURL up to the one with
+// nonce, which the Envoy just answered (ACK or NACK): it answers them in
+// order, so those will not be answered again, and a first response's
+// names (every resource of the type) would otherwise stay with the
+// stream until more responses pushed them out: about 35 KB a stream at
+// a thousand services. Called with x.mu held.
+func (st *stream) dropAnswered(typeURL, nonce string) {
+	sent := st.deltaSent[typeURL]
+	for i, s := range sent {
+		if s.nonce != nonce {
+			continue
+		}
+		if rest := sent[i+1:]; len(rest) > 0 {
+			st.deltaSent[typeURL] = slices.Clone(rest)
+		} else {
+			delete(st.deltaSent, typeURL)
+		}
+		return
+	}
+}
+
 // rejection is a NACK still in force: Envoy runs its previous config of
 // that type (or, on delta, of the Resources named).
 type rejection struct {
@@ -504,6 +525,7 @@ func (x *proxies) nack(key streamKey, typeURL, nonce, version, detail string) {
 	if st != nil {
 		node = st.node
 		sent = slices.Clone(st.deltaSent[typeURL]) // entries are never changed, only dropped
+		st.dropAnswered(typeURL, nonce)
 	}
 	x.mu.Unlock()
 	if st != nil {
@@ -622,6 +644,7 @@ func (x *proxies) noteACK(key streamKey, typeURL, nonce string) (version, group 
 		version = st.sent[typeURL]
 	}
 	x.endRejection(st, key, typeURL, nonce)
+	st.dropAnswered(typeURL, nonce)
 	if _, rejecting := st.rejected[typeURL]; rejecting {
 		// (Delta) the response accepted did not replace everything
 		// rejected: the Envoy does not run that version.
