@@ -71,6 +71,7 @@ var settings = []setting{
 	{"state.max-age", "state-max-age", controlplane.DefaultStateMaxAge, "the oldest saved view of Consul a start serves (an older one is likely long gone)"},
 	{"debounce.holdoff", "debounce-holdoff", controlplane.DefaultHoldoff, "quiet time after a change before rebuilding, batching bursts"},
 	{"debounce.max-delay", "debounce-max-delay", controlplane.DefaultMaxDelay, "longest a change waits for a rebuild during a steady stream of changes"},
+	{"memory.limit", "memory-limit", "", "soft memory limit of the Go runtime, such as 2GiB or 1500MB: past it garbage is collected harder and freed memory returned to the system (default: GOMEMLIMIT when set, else 90% of the cgroup's memory limit when there is one, else none)"},
 	{"log.level", "log-level", "info", "log level: debug, info, warn or error"},
 	{"log.format", "log-format", "text", "log format: text or json"},
 }
@@ -118,6 +119,11 @@ func newServeCmd() *cobra.Command {
 			stdlog.SetFlags(0)
 			stdlog.SetOutput(slog.NewLogLogger(log.Handler(), slog.LevelWarn).Writer())
 			grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, io.Discard, slog.NewLogLogger(log.Handler(), slog.LevelError).Writer()))
+			memory, err := applyMemoryLimit(v.GetString("memory.limit"))
+			if err != nil {
+				return err
+			}
+			log.Info("memory limit", "limit", memory)
 			cfg := controlplane.Config{
 				XDSAddress: v.GetString("xds.address"),
 				XDSTLS: controlplane.TLSFiles{
@@ -310,6 +316,9 @@ func loadSettings(v *viper.Viper, file string) error {
 		if err := checkType(st, v.Get(st.key)); err != nil {
 			bad = append(bad, fmt.Sprintf("%s: %v", st.key, err))
 		}
+	}
+	if _, err := parseSize(v.GetString("memory.limit")); err != nil {
+		bad = append(bad, fmt.Sprintf("memory.limit: %v", err))
 	}
 	if len(bad) > 0 {
 		return fmt.Errorf("invalid settings:\n  %s", strings.Join(bad, "\n  "))
