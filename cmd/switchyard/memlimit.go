@@ -141,4 +141,3 @@ func applyMemoryLimit(setting string) (string, error) {
 	debug.SetMemoryLimit(limit)
 	return fmt.Sprintf("%d MiB (%s)", limit>>20, source), nil
 }
-
