@@ -65,8 +65,8 @@ func TestXDSCodecWritesSharedResources(t *testing.T) {
 	}
 	delta.Nonce = "1" // as the server sets it
 	checkShared(t, codec, delta, &discoveryv3.DeltaDiscoveryResponse{}, len(delta.GetResources()), func(i int) []byte {
-		b, _ := xdscache.ResourceWire(delta.GetResources()[i])
-		return b
+		b, _ := xdscache.ResourceField(delta.GetResources()[i])
+		return b.ReadOnlyData()
 	})
 
 	sch := make(chan cache.Response, 1)
@@ -79,8 +79,8 @@ func TestXDSCodecWritesSharedResources(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkShared(t, codec, sotw, &discoveryv3.DiscoveryResponse{}, len(sotw.GetResources()), func(i int) []byte {
-		b, _ := xdscache.AnyWire(sotw.GetResources()[i])
-		return b
+		b, _ := xdscache.AnyField(sotw.GetResources()[i])
+		return b.ReadOnlyData()
 	})
 }
 
@@ -93,11 +93,11 @@ func checkShared(t *testing.T, codec xdsCodec, in, out proto.Message, n int, wir
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(data) != 1+2*n {
-		t.Fatalf("%T: %d buffers for %d resources; want the message's other fields, then a header and the shared bytes per resource", in, len(data), n)
+	if len(data) != 1+n {
+		t.Fatalf("%T: %d buffers for %d resources; want the message's other fields, then each resource's shared field", in, len(data), n)
 	}
 	for i := range n {
-		got, want := data[2+2*i].ReadOnlyData(), wire(i)
+		got, want := data[1+i].ReadOnlyData(), wire(i)
 		if len(want) == 0 || &got[0] != &want[0] || len(got) != len(want) {
 			t.Errorf("%T: resource %d written from a copy, not the cache's encoding", in, i)
 		}
