@@ -302,13 +302,8 @@ func LoadAssignment(c *ir.Cluster) (types.Resource, string, error) {
 	return shared, d, nil
 }
 
-// digest hashes a resource's deterministic encoding: 16 hex digits of
-// SHA-256.
-func digest(r types.Resource) (string, error) {
-	_, d, err := sum(r)
-	return d, err
-}
-
+// sum hashes a resource's deterministic encoding: the SHA-256, and the
+// digest that versions it (its first 16 hex digits).
 func sum(r types.Resource) (sum [32]byte, digest string, err error) {
 	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
 	if err != nil {
