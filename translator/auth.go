@@ -1,6 +1,7 @@
 package translator
 
 import (
+	"fmt"
 	"net"
 	"strconv"
 
@@ -81,6 +82,7 @@ func authServices(l *policy.Listener) []serviceRef {
 // once.
 func (t *translation) warnPlainJWKS(g *policy.ProxyGroup) {
 	for _, l := range g.Listeners {
+		t.warnPlainExtAuthz(l.ExtAuthz)
 		if l.JWT == nil {
 			continue
 		}
@@ -90,6 +92,27 @@ func (t *translation) warnPlainJWKS(g *policy.ProxyGroup) {
 			}
 		}
 	}
+}
+
+// warnPlainExtAuthz warns at an authorization service reached over plain
+// text off this host: every check request carries the request's
+// credentials (its Authorization header at least), and Switchyard has no
+// upstream TLS, so anyone on the network path to the service could read
+// them, or answer "allowed" to every check. A service on a loopback
+// address is on the gateway's own host, and not warned about.
+func (t *translation) warnPlainExtAuthz(a *policy.ExtAuthz) {
+	if a == nil {
+		return
+	}
+	target := fmt.Sprintf("%q", a.Service)
+	if a.Address != "" {
+		host, _, _ := net.SplitHostPort(a.Address) // policy validation checked it
+		if ip := net.ParseIP(host); host == "localhost" || ip != nil && ip.IsLoopback() {
+			return
+		}
+		target = "at " + a.Address
+	}
+	t.warn(a.Pos, "authorization service %s is reached over plain text, as Switchyard has no upstream TLS (the Service policy has no option for it): every check request carries the request's credentials, and anyone on the network path could read them or answer that every request is allowed; run the service where that path is trusted", target)
 }
 
 // authClusters are the clusters of a group's authorization services given
