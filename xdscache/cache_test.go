@@ -665,3 +665,38 @@ func TestLateACKGetsWhatChangedSince(t *testing.T) {
 		t.Errorf("%d full comparisons for an ACK %d changes late, want 1", n, maxBase+1)
 	}
 }
+
+// Through go-control-plane's own server, a stream's ACKs are recognized
+// without comparing its whole state: the server hands each stream's
+// version map back as the cache gave it (the cache relies on this, see
+// syncedWith). Only each type's first request is compared in full. A
+// server that copied the maps would still be served right, at the cost of
+// a full comparison per ACK; this fails then, so an upgrade that changes
+// it is noticed.
+func TestServerHandsBackVersionMaps(t *testing.T) {
+	c := New(nodeKey{}, order, true)
+	e := newEstate(40, 2)
+	set(t, c, e)
+	addr := serve(t, c, nil)
+	client := newDeltaClient(t, dial(t, addr), "n", true)
+	client.subscribe(t, resource.ClusterType, nil, nil)
+	client.subscribe(t, resource.EndpointType, nil, nil)
+	client.waitFor(t, "the first sync", func(h map[string]map[string]string) bool {
+		return len(h[resource.ClusterType]) == 40 && len(h[resource.EndpointType]) == 40
+	})
+	base := c.fullCompares.Load()
+	for i := range 10 {
+		e.gen[svc(i)]++
+		set(t, c, e)
+		want := e.snapshot().GetVersionMap(resource.EndpointType)
+		client.waitFor(t, fmt.Sprintf("flip %d", i), func(h map[string]map[string]string) bool {
+			return maps.Equal(h[resource.EndpointType], want)
+		})
+	}
+	if n := c.fullCompares.Load() - base; n != 0 {
+		t.Errorf("%d full comparisons after the first sync over 10 flips; want 0 (every ACK recognized by its version map)", n)
+	}
+	if base > 2 {
+		t.Errorf("%d full comparisons for the first sync of 2 types; want at most 2", base)
+	}
+}
