@@ -342,6 +342,8 @@ func TestServeRejectsBadValues(t *testing.T) {
 		{[]string{"--debounce-holdoff", "soon"}, "debounce-holdoff"},
 		{[]string{"--consul-max-service-watches", "-1"}, "consul.max-service-watches"},
 		{[]string{"--consul-max-mesh-watches", "-1"}, "consul.max-mesh-watches"},
+		{[]string{"--memory-limit", "2G"}, "memory.limit"},
+		{[]string{"--memory-limit", "1MiB"}, "memory.limit"},
 	} {
 		err := serveRefused(t, tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
