@@ -1,6 +1,7 @@
 package translator
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/switchyard-io/switchyard/policy"
 	"github.com/switchyard-io/switchyard/registry"
 	"github.com/switchyard-io/switchyard/test/golden"
+	"github.com/switchyard-io/switchyard/translator/ir"
 )
 
 // meshFixture is a small mesh: web (http) calls api (http) and db (tcp);
@@ -165,7 +167,8 @@ func TestMeshBadUpstreamIsDropped(t *testing.T) {
 
 // Without a Mesh document every sidecar logs JSON to stdout and does not
 // trace; the document's settings reach every sidecar, spans named after
-// each sidecar's service unless it names them.
+// each sidecar's service unless it names them, except tracing for a
+// sidecar whose listeners all proxy TCP (no HTTP, no spans: db's).
 func TestMeshObservability(t *testing.T) {
 	snap := meshFixture()
 	for _, s := range TranslateMesh(snap, nil).Sidecars {
@@ -181,12 +184,24 @@ func TestMeshObservability(t *testing.T) {
 	if len(res.Sidecars) == 0 {
 		t.Fatal("no sidecar served")
 	}
+	tcpOnly := 0
 	for _, s := range res.Sidecars {
 		if s.AccessLog != nil {
 			t.Errorf("%s: access log %+v; want none (enabled: false)", s.ProxyID, s.AccessLog)
 		}
+		http := s.Protocol.IsHTTP() || slices.ContainsFunc(s.Upstreams, func(u ir.Upstream) bool { return u.Protocol.IsHTTP() })
+		if !http {
+			tcpOnly++
+			if s.Tracing != nil || s.TracingCluster != nil {
+				t.Errorf("%s proxies TCP alone: tracing %+v to %+v; want none", s.ProxyID, s.Tracing, s.TracingCluster)
+			}
+			continue
+		}
 		if tr, c := s.Tracing, s.TracingCluster; tr == nil || tr.ServiceName != "shop" || tr.Sampling != 100 || c == nil || !c.DNS || c.Endpoints[0].Address != "otel.example.com" {
 			t.Errorf("%s: tracing %+v to %+v; want service shop, 100%%, the collector by DNS name", s.ProxyID, tr, c)
 		}
+	}
+	if tcpOnly == 0 || tcpOnly == len(res.Sidecars) {
+		t.Errorf("%d of %d sidecars proxy TCP alone; the fixture should have both kinds", tcpOnly, len(res.Sidecars))
 	}
 }

@@ -551,6 +551,11 @@ func (t *MeshTranslator) sidecarIR(r *round, id string, sc registry.Sidecar, rea
 		}
 		return int(a.BindPort) - int(b.BindPort)
 	})
+	// Spans come from HTTP connection managers: a sidecar whose listeners
+	// all proxy TCP has no use for the collector's cluster.
+	if side.Tracing != nil && !side.Protocol.IsHTTP() && !slices.ContainsFunc(side.Upstreams, func(u ir.Upstream) bool { return u.Protocol.IsHTTP() }) {
+		side.Tracing, side.TracingCluster = nil, nil
+	}
 	if err := side.Validate(); err != nil {
 		warn("sidecar %q cannot be served: %v", sc.ID, err)
 		return nil
