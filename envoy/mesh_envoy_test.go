@@ -9,7 +9,6 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net/url"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -28,7 +27,6 @@ import (
 // it: SDS references become static secret names, EDS clusters carry their
 // ClusterLoadAssignment inline, RDS becomes the inline RouteConfiguration.
 func TestMeshAcceptedByEnvoy(t *testing.T) {
-	envoyBin := testenv.Bin(t, "envoy")
 	ca := testenv.NewCA(t, "Consul CA")
 	for _, in := range meshCases(t) {
 		name := strings.TrimSuffix(filepath.Base(in), ".in.yaml")
@@ -43,9 +41,7 @@ func TestMeshAcceptedByEnvoy(t *testing.T) {
 					// Envoy opens the file: one it may write.
 					s.AccessLog = &ir.AccessLog{Path: filepath.Join(t.TempDir(), "access.log"), Format: a.Format}
 				}
-				path := sidecarBootstrap(t, s, &c.Mesh)
-				out, err := exec.Command(envoyBin, "--mode", "validate", "-c", path, "--use-dynamic-base-id").CombinedOutput()
-				if err != nil || !strings.Contains(string(out), "OK") {
+				if out, err := envoyValidate(t, staticSidecarConfig(t, s, &c.Mesh, 0)); err != nil {
 					t.Fatalf("envoy --mode validate %s: %v\n%s", s.ProxyID, err, out)
 				}
 			}
@@ -58,17 +54,10 @@ func TestMeshAcceptedByEnvoy(t *testing.T) {
 	cert, key := spiffeLeaf(t, ca, ir.SPIFFEID(s.TrustDomain, "dc1", s.Service))
 	s.Leaf.CertPEM, s.Leaf.KeyPEM = cert, ir.PrivateKey(key)
 	c.Mesh.Roots.RootsPEM = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"
-	out, err := exec.Command(envoyBin, "--mode", "validate", "-c", sidecarBootstrap(t, s, &c.Mesh), "--use-dynamic-base-id").CombinedOutput()
+	out, err := envoyValidate(t, staticSidecarConfig(t, s, &c.Mesh, 0))
 	if err == nil {
 		t.Errorf("envoy accepted roots that are not a certificate:\n%s", out)
 	}
-}
-
-// sidecarBootstrap writes a bootstrap whose static resources are the
-// sidecar's snapshot, and returns its path.
-func sidecarBootstrap(t *testing.T, s *ir.Sidecar, m *ir.Mesh) string {
-	t.Helper()
-	return testenv.WriteFile(t, t.TempDir(), "bootstrap.json", staticSidecarConfig(t, s, m, 0))
 }
 
 // staticSidecarConfig is a bootstrap (JSON) serving the sidecar's snapshot
