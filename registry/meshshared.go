@@ -480,6 +480,7 @@ func (st *meshState) readMesh(ctx context.Context) {
 		}
 		if kind == readLeaf {
 			st.applyLeafRead(name, l)
+			st.finishRead(key)
 			continue
 		}
 		target, suspect, stale := st.markRead(key, kind, name, r, meta, conns.Load() > 1, issued)
@@ -494,10 +495,20 @@ func (st *meshState) readMesh(ctx context.Context) {
 				st.applyDestInstances(t, instancesHealth(name, w.cfg.Datacenter, entries), suspect)
 			}
 		}
+		// Only now may another reader take the entry: its answer must
+		// not land before this one (readQueue.inFlight).
+		st.finishRead(key)
 		if stale && !sleep(ctx, w.cfg.BackoffMin) {
 			return // give the lagging server a moment
 		}
 	}
+}
+
+// finishRead ends a reader's read of key (readQueue.finish).
+func (st *meshState) finishRead(key string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.mx.finish(key)
 }
 
 // markRead records a re-read's index and tells whether it is suspect (as
@@ -591,5 +602,6 @@ func (st *meshState) meshReadFailed(ctx context.Context, kind, name string, r *r
 				st.mx.requeue(key, r)
 			}
 		}
+		st.mx.finish(key)
 	})
 }

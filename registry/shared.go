@@ -81,6 +81,12 @@ type readQueue struct {
 	// ones go before sweep ones.
 	pending       map[string]*readReq
 	urgent, swept []string
+	// inFlight are the entries a reader has taken and not finished: an
+	// entry is read by one reader at a time, so that an older answer
+	// never lands after a newer one (two readers of one service, the
+	// first slower, would put its older instances back). A pending read
+	// of an entry in flight waits, and is listed again when it finishes.
+	inFlight map[string]bool
 	wake          chan struct{} // one slot: "look at the queue"
 	nextSweep     time.Time     // when the next sweep read may start
 	failures      int           // consecutive failed re-reads
@@ -89,7 +95,7 @@ type readQueue struct {
 }
 
 func newReadQueue() readQueue {
-	return readQueue{pending: map[string]*readReq{}, wake: make(chan struct{}, 1)}
+	return readQueue{pending: map[string]*readReq{}, inFlight: map[string]bool{}, wake: make(chan struct{}, 1)}
 }
 
 // stateSet is the last answer of one health-state watch.
@@ -289,26 +295,46 @@ func (q *readQueue) next(ctx context.Context, mu sync.Locker, ready func() bool)
 	}
 }
 
-// pop takes the next pending read, urgent first. The caller holds the
-// owner's lock.
+// pop takes the next pending read, urgent first, of an entry no reader
+// has in flight (one that has stays pending: finish lists it again). The
+// caller holds the owner's lock.
 func (q *readQueue) pop() (string, *readReq) {
 	for len(q.urgent) > 0 {
 		name := q.urgent[0]
 		q.urgent = q.urgent[1:]
-		if r := q.pending[name]; r != nil {
-			delete(q.pending, name)
-			return name, r
+		if r := q.pending[name]; r != nil && !q.inFlight[name] {
+			return name, q.take(name, r)
 		}
 	}
 	for len(q.swept) > 0 {
 		name := q.swept[0]
 		q.swept = q.swept[1:]
-		if r := q.pending[name]; r != nil && !r.urgent {
-			delete(q.pending, name)
-			return name, r
+		if r := q.pending[name]; r != nil && !r.urgent && !q.inFlight[name] {
+			return name, q.take(name, r)
 		}
 	}
 	return "", nil
+}
+
+func (q *readQueue) take(name string, r *readReq) *readReq {
+	delete(q.pending, name)
+	q.inFlight[name] = true
+	return r
+}
+
+// finish ends a reader's read of an entry (its answer applied, or the
+// read failed and was queued again), and lists a read of it that waited
+// meanwhile. The caller holds the owner's lock.
+func (q *readQueue) finish(name string) {
+	delete(q.inFlight, name)
+	if r := q.pending[name]; r != nil {
+		if r.urgent {
+			q.urgent = append(q.urgent, name)
+		} else {
+			q.swept = append(q.swept, name)
+		}
+		q.wakeReaders()
+	}
 }
 
 // readShared is one of the sharedReaders goroutines: it re-reads the
@@ -336,7 +362,11 @@ func (w *Watcher) readShared(ctx context.Context, st *state) {
 			w.readFailed(ctx, st, name, r, redactErr(err, w.cfg.Token))
 			continue
 		}
-		if st.applyRead(name, r, service(name, w.cfg.Datacenter, entries), meta, conns.Load() > 1, issued) {
+		stale := st.applyRead(name, r, service(name, w.cfg.Datacenter, entries), meta, conns.Load() > 1, issued)
+		st.mu.Lock()
+		st.sh.finish(name)
+		st.mu.Unlock()
+		if stale {
 			// Stale: give the lagging server a moment.
 			if !sleep(ctx, w.cfg.BackoffMin) {
 				return
@@ -352,6 +382,7 @@ func (w *Watcher) readFailed(ctx context.Context, st *state, name string, r *rea
 		if ss := st.services[name]; ss != nil && ss.cancel == nil {
 			st.sh.requeue(name, r)
 		}
+		st.sh.finish(name)
 	})
 }
 

@@ -361,3 +361,45 @@ func TestWantRefillsThePool(t *testing.T) {
 	f.Set("s05", entry("n2", "s05-1", "10.2.0.1", 8005, "s05-1:c=critical"))
 	h.until("s05 unhealthy", func(s *Snapshot) bool { return instanceOf(t, s, "s05").Health == Unhealthy })
 }
+
+// An entry is read by one reader at a time: a read of it asked for while
+// another is in flight waits, and is taken only once that one finishes,
+// so an older answer never lands after a newer one (two readers of one
+// service put its older instances back when the first was slower).
+func TestReadQueueOneReaderPerEntry(t *testing.T) {
+	q := newReadQueue()
+	q.enqueue("web", 0, true)
+	q.enqueue("api", 0, false)
+	name, r := q.pop()
+	if name != "web" || r == nil {
+		t.Fatalf("first pop: %q; want web", name)
+	}
+	q.enqueue("web", 7, false) // a change while web's read is in flight
+	if name, _ := q.pop(); name != "api" {
+		t.Fatalf("second pop: %q; want api (web is in flight)", name)
+	}
+	if name, _ := q.pop(); name != "" {
+		t.Fatalf("third pop: %q; want nothing until web's read finishes", name)
+	}
+	q.finish("web")
+	name, r = q.pop()
+	if name != "web" || r == nil || r.minIndex != 7 {
+		t.Fatalf("after web's read finished: %q %+v; want web's waiting read (minIndex 7)", name, r)
+	}
+	q.finish("api")
+	q.finish("web")
+	if name, _ := q.pop(); name != "" {
+		t.Fatalf("nothing pending: popped %q", name)
+	}
+	// A failed read queued again while in flight is taken once finished.
+	q.enqueue("db", 0, false)
+	name, r = q.pop()
+	q.requeue(name, r)
+	if got, _ := q.pop(); got != "" {
+		t.Fatalf("requeued while in flight: popped %q", got)
+	}
+	q.finish("db")
+	if got, _ := q.pop(); got != "db" {
+		t.Fatalf("after the failed read finished: popped %q; want db", got)
+	}
+}
