@@ -86,12 +86,12 @@ type readQueue struct {
 	// never lands after a newer one (two readers of one service, the
 	// first slower, would put its older instances back). A pending read
 	// of an entry in flight waits, and is listed again when it finishes.
-	inFlight map[string]bool
-	wake          chan struct{} // one slot: "look at the queue"
-	nextSweep     time.Time     // when the next sweep read may start
-	failures      int           // consecutive failed re-reads
-	epoch         int           // bumped by every failed re-read and suspect shared answer
-	lastWarn      time.Time
+	inFlight  map[string]bool
+	wake      chan struct{} // one slot: "look at the queue"
+	nextSweep time.Time     // when the next sweep read may start
+	failures  int           // consecutive failed re-reads
+	epoch     int           // bumped by every failed re-read and suspect shared answer
+	lastWarn  time.Time
 }
 
 func newReadQueue() readQueue {

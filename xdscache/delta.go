@@ -205,21 +205,33 @@ func (ts *typeState) deltaSince(w *deltaWatch, base *typeState) (updates []*disc
 	}
 	returned := w.sub.ReturnedResources()
 	for name := range names {
-		if !w.wants(name) {
-			continue
-		}
-		v, had := returned[name]
-		if e := ts.resources[name]; e != nil {
-			if !had || v != e.version {
-				updates = append(updates, e.res)
-			}
-		} else if had {
-			removed = append(removed, name)
+		if w.wants(name) {
+			updates, removed = ts.compare(name, returned, updates, removed)
 		}
 	}
+	sortDelta(updates, removed)
+	return updates, removed
+}
+
+// compare adds name to updates when the stream (its versions returned)
+// lacks this state's version of it, or to removed when the stream has it
+// and this state does not.
+func (ts *typeState) compare(name string, returned map[string]string, updates []*discoveryv3.Resource, removed []string) ([]*discoveryv3.Resource, []string) {
+	v, had := returned[name]
+	if e := ts.resources[name]; e != nil {
+		if !had || v != e.version {
+			updates = append(updates, e.res)
+		}
+	} else if had {
+		removed = append(removed, name)
+	}
+	return updates, removed
+}
+
+// sortDelta puts an answer's updates and removals in name order.
+func sortDelta(updates []*discoveryv3.Resource, removed []string) {
 	sort.Slice(updates, func(i, j int) bool { return updates[i].GetName() < updates[j].GetName() })
 	sort.Strings(removed)
-	return updates, removed
 }
 
 // maxSynced bounds typeState.synced: entries of streams that closed
@@ -325,18 +337,10 @@ func (ts *typeState) deltaFull(w *deltaWatch) (updates []*discoveryv3.Resource, 
 		}
 	} else {
 		for name := range w.sub.SubscribedResources() {
-			v, had := returned[name]
-			if e := ts.resources[name]; e != nil {
-				if !had || v != e.version {
-					updates = append(updates, e.res)
-				}
-			} else if had {
-				removed = append(removed, name)
-			}
+			updates, removed = ts.compare(name, returned, updates, removed)
 		}
 	}
-	sort.Slice(updates, func(i, j int) bool { return updates[i].GetName() < updates[j].GetName() })
-	sort.Strings(removed)
+	sortDelta(updates, removed)
 	return updates, removed
 }
 
